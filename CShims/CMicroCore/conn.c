@@ -1,0 +1,301 @@
+/*
+ * Server connections: read, sniff the protocol (the HTTP/2 client preface, else HTTP/1.1),
+ * queue output and flush it once per loop turn (uv_try_write, then uv_write for the rest),
+ * header-read and idle timers, and an orderly close that aborts whatever is still in flight.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define MC_H2_PREFACE_LEN 24
+#define MC_OUT_HIGH_WATER (4 * 1024 * 1024)
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_timer(uv_timer_t *t);
+
+static bool want_reading(mc_conn_t *c) {
+    if (c->closing || c->eof || c->h1_paused || c->close_after_flush) return false;
+    return c->out.len + c->inflight.len <= MC_OUT_HIGH_WATER;
+}
+
+static void update_reading(mc_conn_t *c) {
+    if (c->closing) return;
+    bool want = want_reading(c);
+    if (want && c->read_stopped) {
+        c->read_stopped = false;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    } else if (!want && !c->read_stopped) {
+        c->read_stopped = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+void mc_conn_open(mc_server_loop_t *sl, int fd) {
+    mc_loop_t *loop = sl->loop;
+    mc_server_t *s = sl->server;
+    mc_conn_t *c = calloc(1, sizeof *c);
+    if (!c || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
+        free(c);
+        close(fd);
+        atomic_fetch_sub(&loop->nconns, 1);
+        mc_server_conn_gone(s);
+        return;
+    }
+    c->server = s;
+    c->sl = sl;
+    c->loop = loop;
+    c->tcp.data = c;
+    c->timer.data = c;
+    uv_timer_init(&loop->uv, &c->timer);
+    c->handles_open = 2;
+    c->next = sl->conns;
+    if (sl->conns) sl->conns->prev = c;
+    sl->conns = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        mc_conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->header_deadline = uv_now(&loop->uv) + s->config.header_timeout_ms;
+    if (atomic_load(&s->shutting_down)) {
+        mc_conn_close(c);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    mc_conn_update_timer(c);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+    mc_conn_t *c = h->data;
+    if (--c->handles_open > 0) return;
+    mc_server_t *s = c->server;
+    if (c->proto == MC_PROTO_H2) mc_h2_free(c);
+    else mc_h1_free(c);
+    mc_buf_free(&c->in);
+    mc_buf_free(&c->out);
+    mc_buf_free(&c->inflight);
+    if (c->prev) c->prev->next = c->next;
+    else c->sl->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    atomic_fetch_sub(&c->loop->nconns, 1);
+    free(c);
+    mc_server_conn_gone(s);
+}
+
+void mc_conn_close(mc_conn_t *c) {
+    if (c->closing) return;
+    c->closing = true;
+    /* Requests still in flight learn that their peer is gone; their memory stays theirs. */
+    while (c->reqs) mc_request_abort(c->reqs);
+    if (c->proto == MC_PROTO_H1) c->h1_cur = NULL; /* released by the abort above */
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+void mc_conn_write(mc_conn_t *c, const void *p, size_t n) {
+    if (c->closing) return;
+    if (mc_buf_append(&c->out, p, n) != 0) {
+        mc_conn_close(c);
+        return;
+    }
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+static void on_write(uv_write_t *w, int status) {
+    mc_conn_t *c = w->data;
+    c->writing = false;
+    c->inflight.len = 0;
+    if (c->closing) return;
+    if (status < 0) {
+        mc_conn_close(c);
+        return;
+    }
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+static bool finished(mc_conn_t *c) {
+    if (c->writing || c->out.len) return false;
+    if (c->proto == MC_PROTO_H2) return mc_h2_done(c);
+    return c->close_after_flush && c->active == 0;
+}
+
+static void flush(mc_conn_t *c) {
+    if (c->proto == MC_PROTO_H2 && mc_h2_pump(c) != 0) {
+        mc_conn_close(c);
+        return;
+    }
+    if (!c->writing && c->out.len) {
+        uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
+        if (n < 0) {
+            mc_conn_close(c);
+            return;
+        }
+        mc_buf_consume(&c->out, (size_t)n);
+        if (c->out.len) {
+            mc_buf_t t = c->inflight;
+            c->inflight = c->out;
+            c->out = t;
+            c->out.len = 0;
+            b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
+            c->wreq.data = c;
+            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+                mc_conn_close(c);
+                return;
+            }
+            c->writing = true;
+        }
+    }
+    if (finished(c)) {
+        mc_conn_close(c);
+        return;
+    }
+    update_reading(c);
+    mc_conn_update_timer(c);
+}
+
+void mc_flush_dirty(mc_loop_t *loop) {
+    while (loop->dirty) {
+        mc_conn_t *c = loop->dirty;
+        loop->dirty = c->dirty_next;
+        c->dirty = false;
+        c->dirty_next = NULL;
+        if (!c->closing) flush(c);
+    }
+}
+
+void mc_conn_update_timer(mc_conn_t *c) {
+    if (c->closing) return;
+    uint64_t now = uv_now(&c->loop->uv), deadline;
+    if (c->header_deadline) {
+        deadline = c->header_deadline;
+    } else if (c->active || c->streams || c->writing || c->h1_cur) {
+        /* work in flight: the handler's own deadline governs, not ours */
+        if (c->h1_cur == NULL) {
+            uv_timer_stop(&c->timer);
+            return;
+        }
+        deadline = now + c->server->config.idle_timeout_ms; /* a body that stalls */
+    } else {
+        deadline = now + c->server->config.idle_timeout_ms;
+    }
+    uv_timer_start(&c->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+    mc_conn_t *c = t->data;
+    if (c->closing) return;
+    if (c->proto == MC_PROTO_H1 && c->header_deadline) {
+        mc_h1_timeout(c);
+        return;
+    }
+    if (c->proto == MC_PROTO_H2 && !c->header_deadline) {
+        mc_h2_shutdown(c); /* GOAWAY, then close once flushed */
+        mc_loop_mark_dirty(c->loop, c);
+        return;
+    }
+    mc_conn_close(c);
+}
+
+void mc_conn_request_done(mc_conn_t *c) {
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    mc_conn_t *c = h->data;
+    buf->base = (char *)c->loop->readbuf;
+    buf->len = MC_READ_BUFFER_SIZE;
+}
+
+static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
+    const uint8_t *data = p;
+    size_t len = n;
+    if (c->in.len) {
+        if (mc_buf_append(&c->in, p, n) != 0) return -1;
+        data = c->in.data;
+        len = c->in.len;
+    }
+    size_t cmp = len < MC_H2_PREFACE_LEN ? len : MC_H2_PREFACE_LEN;
+    bool h2 = memcmp(data, MC_H2_PREFACE, cmp) == 0;
+    if (h2 && len < MC_H2_PREFACE_LEN) {
+        if (!c->in.len && mc_buf_append(&c->in, p, n) != 0) return -1;
+        return 0; /* a prefix of the preface: wait for more */
+    }
+    mc_buf_t held = c->in;
+    c->in = (mc_buf_t){0};
+    int rc;
+    if (h2) {
+        c->proto = MC_PROTO_H2;
+        rc = mc_h2_init(c);
+        if (rc == 0) rc = mc_h2_feed(c, data, len);
+        c->header_deadline = 0;
+    } else {
+        c->proto = MC_PROTO_H1;
+        mc_h1_init(c);
+        rc = mc_h1_feed(c, data, len);
+    }
+    mc_buf_free(&held);
+    return rc;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+    (void)buf;
+    mc_conn_t *c = stream->data;
+    if (c->closing) return;
+    if (nread < 0) {
+        /* EOF after a complete HTTP/1 request (a half-closed client) still gets its answers */
+        if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing)) {
+            c->eof = true;
+            c->close_after_flush = true;
+            update_reading(c);
+            mc_loop_mark_dirty(c->loop, c);
+            return;
+        }
+        mc_conn_close(c);
+        return;
+    }
+    if (nread == 0) return;
+    const uint8_t *p = c->loop->readbuf;
+    size_t n = (size_t)nread;
+    int rc;
+    if (c->proto == MC_PROTO_H2) rc = mc_h2_feed(c, p, n);
+    else if (c->proto == MC_PROTO_H1) rc = mc_h1_feed(c, p, n);
+    else rc = sniff(c, p, n);
+    if (rc != 0) {
+        mc_conn_close(c);
+        return;
+    }
+    if (c->closing) return;
+    mc_loop_mark_dirty(c->loop, c);
+    update_reading(c);
+    mc_conn_update_timer(c);
+}
+
+void mc_conn_shutdown_all(mc_server_loop_t *sl, bool force) {
+    mc_conn_t *next;
+    for (mc_conn_t *c = sl->conns; c; c = next) {
+        next = c->next;
+        if (c->closing) continue;
+        c->draining = true;
+        if (force) {
+            mc_conn_close(c);
+        } else if (c->proto == MC_PROTO_H2) {
+            mc_h2_shutdown(c);
+            mc_loop_mark_dirty(c->loop, c);
+        } else if (c->proto == MC_PROTO_H1) {
+            mc_h1_shutdown(c);
+        } else {
+            mc_conn_close(c);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+/*
+ * HTTP/1.1 server side on http-parser: keep-alive, pipelining (answered in request order, at most
+ * max_pipelined in flight, then reading pauses), Content-Length and chunked bodies, 100-continue,
+ * and limits that answer with a JSON error and close instead of failing.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int fail(http_parser *p, int status) {
+    mc_conn_t *c = p->data;
+    if (!c->h1_error) c->h1_error = status;
+    return -1;
+}
+
+static int count_header_bytes(mc_conn_t *c, size_t n) {
+    c->h1_header_bytes += n;
+    return c->h1_header_bytes > c->server->config.max_header_bytes ? -1 : 0;
+}
+
+static int on_message_begin(http_parser *p) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H1);
+    if (!r) return fail(p, 500);
+    c->h1_cur = r;
+    c->h1_header_bytes = 0;
+    if (!c->header_deadline) c->header_deadline = uv_now(&c->loop->uv) + c->server->config.header_timeout_ms;
+    r->path_off = 0;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = c->h1_cur;
+    if (count_header_bytes(c, n)) return fail(p, 431);
+    if (r->path_len == 0) r->path_off = (uint32_t)r->strings.len;
+    if (mc_buf_append(&r->strings, at, n) != 0) return fail(p, 500);
+    r->path_len += (uint32_t)n;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = c->h1_cur;
+    if (count_header_bytes(c, n)) return fail(p, 431);
+    if (!r->in_field) {
+        if (mc_request_add_header(r, "", 0, "", 0) != 0) return fail(p, 500);
+        r->hdrs[r->nhdrs - 1].name_off = (uint32_t)r->strings.len;
+        r->in_field = true;
+    }
+    if (mc_buf_reserve(&r->strings, n) != 0) return fail(p, 500);
+    for (size_t i = 0; i < n; i++) r->strings.data[r->strings.len + i] = (uint8_t)tolower((unsigned char)at[i]);
+    r->strings.len += n;
+    r->hdrs[r->nhdrs - 1].name_len += (uint32_t)n;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = c->h1_cur;
+    if (count_header_bytes(c, n)) return fail(p, 431);
+    mc_hdr_off_t *h = &r->hdrs[r->nhdrs - 1];
+    if (r->in_field) {
+        h->value_off = (uint32_t)r->strings.len;
+        h->value_len = 0;
+        r->in_field = false;
+    }
+    if (mc_buf_append(&r->strings, at, n) != 0) return fail(p, 500);
+    h->value_len += (uint32_t)n;
+    return 0;
+}
+
+static bool header_is(const mc_request_t *r, size_t i, const char *name, const char *value) {
+    mc_header_t h = mc_request_header(r, i);
+    return h.name_len == strlen(name) && memcmp(h.name, name, h.name_len) == 0 && h.value_len == strlen(value) &&
+           strncasecmp(h.value, value, h.value_len) == 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = c->h1_cur;
+    const char *m = http_method_str((enum http_method)p->method);
+    r->method_off = (uint32_t)r->strings.len;
+    r->method_len = (uint32_t)strlen(m);
+    if (mc_buf_append(&r->strings, m, r->method_len) != 0) return fail(p, 500);
+    r->head = p->method == HTTP_HEAD;
+    c->header_deadline = 0;
+    if (p->method == HTTP_CONNECT) return fail(p, 405);
+    if (p->content_length != ULLONG_MAX && p->content_length > c->server->config.max_body_bytes) return fail(p, 413);
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        if (header_is(r, i, "expect", "100-continue")) {
+            /* only when nothing is ahead of it, or the interim answer would jump the queue */
+            if (c->h1_head == NULL) mc_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        }
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = c->h1_cur;
+    if (r->body.len + n > c->server->config.max_body_bytes) return fail(p, 413);
+    if (mc_buf_append(&r->body, at, n) != 0) return fail(p, 500);
+    return 0;
+}
+
+static unsigned queued(const mc_conn_t *c) {
+    unsigned n = 0;
+    for (const mc_request_t *r = c->h1_head; r; r = r->next) n++;
+    return n;
+}
+
+static void enqueue(mc_conn_t *c, mc_request_t *r) {
+    r->next = NULL;
+    if (c->h1_tail) c->h1_tail->next = r;
+    else c->h1_head = r;
+    c->h1_tail = r;
+    r->dispatched = true;
+    c->active++;
+}
+
+static int on_message_complete(http_parser *p) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = c->h1_cur;
+    c->h1_cur = NULL;
+    r->keep_alive = http_should_keep_alive(p) && !c->draining;
+    enqueue(c, r);
+    if (!r->keep_alive) c->close_after_flush = true;
+    mc_server_t *s = c->server;
+    s->cb.on_request(s->cb.ctx, r);
+    if (c->closing) return 0;
+    if (c->close_after_flush || queued(c) >= s->config.max_pipelined) http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void mc_h1_init(mc_conn_t *c) {
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+}
+
+/* A core-generated error goes into the queue like any answer, then the connection closes. */
+static void respond_error(mc_conn_t *c, int status, const char *detail) {
+    mc_request_t *r = c->h1_cur;
+    c->h1_cur = NULL;
+    if (!r) r = mc_request_new(c->loop, c, MC_PROTO_H1);
+    if (!r) {
+        mc_conn_close(c);
+        return;
+    }
+    r->keep_alive = false;
+    enqueue(c, r);
+    c->close_after_flush = true;
+    mc_buf_t body = {0};
+    mc_error_body(&body, status, detail);
+    mc_header_t ct = {"content-type", 12, "application/json", 16};
+    mc_request_respond(r, status, &ct, 1, body.data, body.len, NULL, 0);
+    mc_buf_free(&body);
+}
+
+static const char *error_detail(mc_conn_t *c, int status, char *buf, size_t len) {
+    switch (status) {
+    case 413:
+        snprintf(buf, len, "request body exceeds the limit of %zu bytes", c->server->config.max_body_bytes);
+        return buf;
+    case 431:
+        snprintf(buf, len, "request headers exceed the limit of %zu bytes", c->server->config.max_header_bytes);
+        return buf;
+    case 405: return "CONNECT is not supported";
+    case 500: return "out of memory";
+    default:
+        snprintf(buf, len, "malformed HTTP/1.1 request: %s",
+                 http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+        return buf;
+    }
+}
+
+int mc_h1_feed(mc_conn_t *c, const uint8_t *data, size_t n) {
+    size_t off = 0;
+    while (off < n && !c->closing && !c->close_after_flush) {
+        size_t done = http_parser_execute(&c->parser, &settings, (const char *)data + off, n - off);
+        off += done;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED) {
+            if (!c->close_after_flush && queued(c) < c->server->config.max_pipelined) {
+                http_parser_pause(&c->parser, 0);
+                continue;
+            }
+            c->h1_paused = !c->close_after_flush;
+            if (c->h1_paused && mc_buf_append(&c->in, data + off, n - off) != 0) return -1;
+            return 0;
+        }
+        if (e != HPE_OK) {
+            int status = c->h1_error ? c->h1_error : 400;
+            char buf[160];
+            respond_error(c, status, error_detail(c, status, buf, sizeof buf));
+            return 0;
+        }
+        if (done == 0) break;
+    }
+    return 0;
+}
+
+/* Called after an answer left the queue: parse what waited while the queue was full. */
+static void resume(mc_conn_t *c) {
+    if (!c->h1_paused || c->closing || queued(c) >= c->server->config.max_pipelined) return;
+    c->h1_paused = false;
+    http_parser_pause(&c->parser, 0);
+    mc_buf_t held = c->in;
+    c->in = (mc_buf_t){0};
+    mc_h1_feed(c, held.data, held.len);
+    mc_buf_free(&held);
+}
+
+static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, const mc_header_t *h, size_t nh,
+                     const uint8_t *body, size_t len) {
+    int rc = mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
+    for (size_t i = 0; i < nh && rc == 0; i++) {
+        if (h[i].name_len == 14 && strncasecmp(h[i].name, "content-length", 14) == 0) continue;
+        rc |= mc_buf_append(b, h[i].name, h[i].name_len);
+        rc |= mc_buf_append(b, ": ", 2);
+        rc |= mc_buf_append(b, h[i].value, h[i].value_len);
+        rc |= mc_buf_append(b, "\r\n", 2);
+    }
+    if (rc == 0 && status >= 200 && status != 204 && status != 304) rc = mc_buf_appendf(b, "content-length: %zu\r\n", len);
+    if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
+    if (rc == 0 && (!r->keep_alive || c->draining)) rc = mc_buf_append(b, "connection: close\r\n", 19);
+    if (rc == 0) rc = mc_buf_append(b, "\r\n", 2);
+    if (rc == 0 && !r->head) rc = mc_buf_append(b, body, len);
+    return rc;
+}
+
+int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len) {
+    mc_conn_t *c = r->conn;
+    bool first = c->h1_head == r;
+    if (serialize(c, r, first ? &c->out : &r->resp, status, h, nh, body, len) != 0) {
+        mc_conn_close(c);
+        return -1;
+    }
+    r->h1_ready = true;
+    /* Answers leave in request order: write every ready one at the head of the queue. */
+    while (c->h1_head && c->h1_head->h1_ready) {
+        mc_request_t *q = c->h1_head;
+        c->h1_head = q->next;
+        if (!c->h1_head) c->h1_tail = NULL;
+        if (q != r || !first) mc_buf_append(&c->out, q->resp.data, q->resp.len);
+        if (!q->keep_alive || c->draining) c->close_after_flush = true;
+        mc_request_release(q);
+    }
+    mc_loop_mark_dirty(c->loop, c);
+    resume(c);
+    return 0;
+}
+
+void mc_h1_timeout(mc_conn_t *c) {
+    if (c->h1_cur) {
+        respond_error(c, 408, "request headers not received in time");
+        mc_loop_mark_dirty(c->loop, c);
+    } else {
+        mc_conn_close(c);
+    }
+}
+
+void mc_h1_shutdown(mc_conn_t *c) {
+    c->draining = true;
+    c->close_after_flush = true;
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+void mc_h1_free(mc_conn_t *c) {
+    c->h1_head = c->h1_tail = NULL;
+    c->h1_cur = NULL;
+}

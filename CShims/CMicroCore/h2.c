@@ -1,0 +1,301 @@
+/*
+ * HTTP/2 server side on nghttp2 (mem_recv / mem_send: nghttp2 never touches the socket).
+ * A stream becomes a request when its END_STREAM arrives; the answer is submitted with a data
+ * provider over the request's own buffer, trailers after the last DATA frame.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static nghttp2_session_callbacks *callbacks;
+static nghttp2_option *options;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static mc_request_t *stream_request(nghttp2_session *s, int32_t id) {
+    return nghttp2_session_get_stream_user_data(s, id);
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user) {
+    mc_conn_t *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2);
+    if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
+    r->stream_id = f->hd.stream_id;
+    nghttp2_session_set_stream_user_data(s, f->hd.stream_id, r);
+    c->streams++;
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *user) {
+    (void)flags;
+    mc_conn_t *c = user;
+    mc_request_t *r = stream_request(s, f->hd.stream_id);
+    if (!r || r->error_status) return 0;
+    /* the same accounting as HPACK's SETTINGS_MAX_HEADER_LIST_SIZE */
+    r->resp_off += nlen + vlen + 32;
+    if (r->resp_off > c->server->config.max_header_bytes) {
+        r->error_status = 431;
+        return 0;
+    }
+    if (nlen == 7 && memcmp(name, ":method", 7) == 0) {
+        r->method_off = (uint32_t)r->strings.len;
+        r->method_len = (uint32_t)vlen;
+        return mc_buf_append(&r->strings, value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    }
+    if (nlen == 5 && memcmp(name, ":path", 5) == 0) {
+        r->path_off = (uint32_t)r->strings.len;
+        r->path_len = (uint32_t)vlen;
+        return mc_buf_append(&r->strings, value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    }
+    if (nlen == 10 && memcmp(name, ":authority", 10) == 0) {
+        return mc_request_add_header(r, "host", 4, (const char *)value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    }
+    if (nlen > 0 && name[0] == ':') return 0;
+    return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen)
+               ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+               : 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                         void *user) {
+    (void)flags;
+    mc_conn_t *c = user;
+    mc_request_t *r = stream_request(s, id);
+    if (!r || r->error_status) return 0;
+    if (r->body.len + len > c->server->config.max_body_bytes) {
+        r->error_status = 413;
+        return 0;
+    }
+    return mc_buf_append(&r->body, data, len) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+}
+
+static void respond_error(mc_request_t *r, int status) {
+    mc_conn_t *c = r->conn;
+    char detail[128];
+    if (status == 413)
+        snprintf(detail, sizeof detail, "request body exceeds the limit of %zu bytes", c->server->config.max_body_bytes);
+    else if (status == 431)
+        snprintf(detail, sizeof detail, "request headers exceed the limit of %zu bytes", c->server->config.max_header_bytes);
+    else
+        snprintf(detail, sizeof detail, "malformed HTTP/2 request");
+    mc_buf_t body = {0};
+    mc_error_body(&body, status, detail);
+    mc_header_t ct = {"content-type", 12, "application/json", 16};
+    mc_request_respond(r, status, &ct, 1, body.data, body.len, NULL, 0);
+    mc_buf_free(&body);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
+    mc_conn_t *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+    mc_request_t *r = stream_request(s, f->hd.stream_id);
+    if (!r || r->dispatched) return 0;
+    r->dispatched = true;
+    c->active++;
+    r->resp_off = 0;
+    if (r->error_status) {
+        respond_error(r, r->error_status);
+        return 0;
+    }
+    c->server->cb.on_request(c->server->cb.ctx, r);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *user) {
+    (void)code;
+    mc_conn_t *c = user;
+    mc_request_t *r = stream_request(s, id);
+    if (!r) return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    c->streams--;
+    mc_request_abort(r); /* tells the handler if unanswered; frees otherwise */
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user) {
+    (void)user;
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        nghttp2_session_get_stream_remote_close(s, f->hd.stream_id) == 0) {
+        /* answered before the request ended (e.g. 413): the rest of it is not wanted */
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+static void init_once(void) {
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_option_new(&options);
+    /* the client preface was already checked when the protocol was sniffed; keep nghttp2's check */
+    nghttp2_option_set_no_recv_client_magic(options, 0);
+}
+
+int mc_h2_init(mc_conn_t *c) {
+    pthread_once(&once, init_once);
+    if (!callbacks || !options) return -1;
+    if (nghttp2_session_server_new2(&c->h2, callbacks, c, options) != 0) return -1;
+    const mc_server_config_t *cfg = &c->server->config;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->stream_window},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)cfg->max_header_bytes},
+    };
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) return -1;
+    if (cfg->connection_window > 65535)
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)cfg->connection_window);
+    return 0;
+}
+
+int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
+    if (rv < 0) return -1;
+    mc_loop_mark_dirty(c->loop, c);
+    return 0;
+}
+
+int mc_h2_pump(mc_conn_t *c) {
+    if (!c->h2) return 0;
+    while (c->out.len < 1024 * 1024) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+        if (n < 0) return -1;
+        if (n == 0) break;
+        if (mc_buf_append(&c->out, data, (size_t)n) != 0) return -1;
+    }
+    return 0;
+}
+
+static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                         nghttp2_data_source *source, void *user) {
+    (void)user;
+    mc_request_t *r = source->ptr;
+    size_t left = r->resp.len - r->resp_off;
+    size_t n = left < length ? left : length;
+    if (n) memcpy(buf, r->resp.data + r->resp_off, n);
+    r->resp_off += n;
+    if (r->resp_off == r->resp.len) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (r->ntrailers) {
+            nghttp2_nv nv[64];
+            size_t k = 0, off = 0;
+            const uint8_t *t = r->trailer_strings.data;
+            while (k < r->ntrailers && k < 64) {
+                uint32_t nl, vl;
+                memcpy(&nl, t + off, 4);
+                nv[k].name = (uint8_t *)t + off + 4;
+                nv[k].namelen = nl;
+                off += 4 + nl;
+                memcpy(&vl, t + off, 4);
+                nv[k].value = (uint8_t *)t + off + 4;
+                nv[k].valuelen = vl;
+                nv[k].flags = NGHTTP2_NV_FLAG_NONE;
+                off += 4 + vl;
+                k++;
+            }
+            if (nghttp2_submit_trailer(s, id, nv, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+    }
+    return (ssize_t)n;
+}
+
+/* Connection-specific fields are forbidden in HTTP/2 (RFC 9113, 8.2.2). */
+static bool forbidden(const char *name, size_t len) {
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                                        "upgrade", "content-length"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0) return true;
+    return false;
+}
+
+int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len,
+                  const mc_header_t *t, size_t nt) {
+    mc_conn_t *c = r->conn;
+    char status_str[4], clen[24];
+    snprintf(status_str, sizeof status_str, "%03d", status % 1000);
+    nghttp2_nv stack_nv[32];
+    nghttp2_nv *nv = nh + 2 <= 32 ? stack_nv : malloc((nh + 2) * sizeof *nv);
+    mc_buf_t names = {0};
+    int rc = nv ? 0 : -1;
+    size_t k = 0;
+    if (rc == 0) {
+        nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_str, 7, 3, NGHTTP2_NV_FLAG_NONE};
+        /* names are sent in lower case; gather them in one buffer first (pointers fixed after) */
+        size_t total = 0;
+        for (size_t i = 0; i < nh; i++) total += h[i].name_len;
+        rc = mc_buf_reserve(&names, total + 1);
+        for (size_t i = 0; i < nh && rc == 0; i++) {
+            if (forbidden(h[i].name, h[i].name_len)) continue;
+            uint8_t *lower = names.data + names.len;
+            for (size_t j = 0; j < h[i].name_len; j++) lower[j] = (uint8_t)tolower((unsigned char)h[i].name[j]);
+            names.len += h[i].name_len;
+            nv[k++] = (nghttp2_nv){lower, (uint8_t *)h[i].value, h[i].name_len, h[i].value_len, NGHTTP2_NV_FLAG_NONE};
+        }
+        if (!r->head || len) {
+            int cl = snprintf(clen, sizeof clen, "%zu", len);
+            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)cl, NGHTTP2_NV_FLAG_NONE};
+        }
+    }
+    r->resp.len = 0;
+    r->resp_off = 0;
+    r->trailer_strings.len = 0;
+    r->ntrailers = 0;
+    if (rc == 0 && !r->head) rc = mc_buf_append(&r->resp, body, len);
+    for (size_t i = 0; i < nt && rc == 0 && i < 64; i++) {
+        uint32_t nl = (uint32_t)t[i].name_len, vl = (uint32_t)t[i].value_len;
+        rc |= mc_buf_append(&r->trailer_strings, &nl, 4);
+        size_t at = r->trailer_strings.len;
+        rc |= mc_buf_append(&r->trailer_strings, t[i].name, nl);
+        for (size_t j = 0; rc == 0 && j < nl; j++)
+            r->trailer_strings.data[at + j] = (uint8_t)tolower(r->trailer_strings.data[at + j]);
+        rc |= mc_buf_append(&r->trailer_strings, &vl, 4);
+        rc |= mc_buf_append(&r->trailer_strings, t[i].value, vl);
+        r->ntrailers++;
+    }
+    if (rc == 0) {
+        nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_body};
+        bool with_data = r->resp.len > 0 || r->ntrailers > 0;
+        rc = nghttp2_submit_response(c->h2, r->stream_id, nv, k, with_data ? &prd : NULL);
+    }
+    if (nv != stack_nv) free(nv);
+    mc_buf_free(&names);
+    if (rc != 0) {
+        /* the stream is gone or memory ran out: reset it; the request is freed when it closes */
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
+        return -1;
+    }
+    return 0;
+}
+
+void mc_h2_shutdown(mc_conn_t *c) {
+    c->draining = true;
+    if (!c->h2 || c->h2_goaway_sent) return;
+    c->h2_goaway_sent = true;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+bool mc_h2_done(mc_conn_t *c) {
+    if (!c->h2) return true;
+    if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) return true;
+    return c->h2_goaway_sent && c->streams == 0 && c->active == 0 && !nghttp2_session_want_write(c->h2);
+}
+
+void mc_h2_free(mc_conn_t *c) {
+    if (c->h2) nghttp2_session_del(c->h2);
+    c->h2 = NULL;
+}

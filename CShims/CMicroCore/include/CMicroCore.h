@@ -1,0 +1,142 @@
+/*
+ * CMicroCore: the C network core of swift-micro.
+ *
+ * Event loops (libuv), a listener with its own accept loop, and HTTP/1.1 and HTTP/2 (nghttp2)
+ * server connections. It knows bytes, frames and streams; nothing of services or codecs.
+ *
+ * Threading contract: every object belongs to one loop. Functions marked "loop thread" must be
+ * called on the thread of the loop that owns the object; mc_loop_post is the one way in from
+ * other threads. No libuv, OpenSSL or nghttp2 type appears in this header.
+ */
+#ifndef CMICROCORE_H
+#define CMICROCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- loops */
+
+typedef struct mc_loop mc_loop_t;
+
+/* A job: fn(ctx, arg) runs on the loop thread. */
+typedef void (*mc_job_fn)(void *ctx, void *arg);
+
+/* Creates a loop and starts its thread. Returns NULL and fills err on failure. */
+mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen);
+
+/* Queues fn(ctx, arg) to run on the loop thread, in order with other posts from the same thread.
+ * Any thread. Never allocates in the steady state. Returns 0, or -1 once the loop has stopped
+ * (the job was not queued and the caller must run or fail it itself). */
+int mc_loop_post(mc_loop_t *loop, mc_job_fn fn, void *ctx, void *arg);
+
+/* 1 if the calling thread is this loop's thread. */
+int mc_loop_is_current(const mc_loop_t *loop);
+
+/* The loop whose thread is calling, or NULL. */
+mc_loop_t *mc_loop_current(void);
+
+unsigned mc_loop_index(const mc_loop_t *loop);
+
+/* Number of connections currently owned by the loop (any thread, approximate). */
+unsigned mc_loop_connection_count(const mc_loop_t *loop);
+
+/* Stops the loop: runs every job already queued, closes its handles, joins its thread, frees it.
+ * Servers on the loop must be closed first. Not from the loop's own thread. */
+void mc_loop_stop(mc_loop_t *loop);
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct mc_server mc_server_t;
+typedef struct mc_request mc_request_t;
+
+typedef struct mc_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} mc_header_t;
+
+typedef struct mc_server_config {
+    const char *host;               /* NULL or "" = all interfaces (dual-stack) */
+    uint16_t port;                  /* 0 = chosen by the kernel; read it with mc_server_port */
+    int backlog;                    /* listen(2) backlog, default 4096 */
+    size_t max_header_bytes;        /* request line + headers, default 16 KiB -> 431 */
+    size_t max_body_bytes;          /* default 4 MiB -> 413 */
+    uint32_t max_concurrent_streams;/* HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, default 250 */
+    uint32_t max_pipelined;         /* HTTP/1.1 requests in flight per connection, default 16 */
+    uint32_t max_connections;       /* accept pauses at this many, default 0 = from RLIMIT_NOFILE */
+    uint32_t header_timeout_ms;     /* a request's headers must arrive within, default 10 s */
+    uint32_t idle_timeout_ms;       /* a connection with nothing in flight closes after, default 60 s */
+    uint32_t stream_window;         /* HTTP/2 initial stream receive window, default 1 MiB */
+    uint32_t connection_window;     /* HTTP/2 connection receive window, default 16 MiB */
+} mc_server_config_t;
+
+enum { MC_LOG_DEBUG = 0, MC_LOG_INFO = 1, MC_LOG_WARNING = 2, MC_LOG_ERROR = 3 };
+
+typedef struct mc_server_callbacks {
+    void *ctx;
+    /* A complete request arrived (loop thread). The callee must call mc_request_respond exactly
+     * once, on that loop's thread, sooner or later; the request lives until then. */
+    void (*on_request)(void *ctx, mc_request_t *req);
+    /* The peer went away (reset, closed, timed out) before the request was answered (loop
+     * thread). mc_request_respond is still required; it then only frees. */
+    void (*on_abort)(void *ctx, mc_request_t *req);
+    /* After mc_server_shutdown: the listener is closed and every connection is gone (any thread,
+     * called once). */
+    void (*on_closed)(void *ctx);
+    /* A message worth logging: accept back-off, a permanent listener error (any loop thread). */
+    void (*on_log)(void *ctx, int level, const char *message);
+} mc_server_callbacks_t;
+
+void mc_server_config_init(mc_server_config_t *config);
+
+/* Binds and listens at once (so errors like EADDRINUSE come back here), then starts accepting
+ * on loops[0] and spreads connections over all loops. Any thread. */
+mc_server_t *mc_server_start(mc_loop_t *const *loops, size_t nloops, const mc_server_config_t *config,
+                             const mc_server_callbacks_t *callbacks, char *err, size_t errlen);
+
+/* The bound port. Any thread. */
+uint16_t mc_server_port(const mc_server_t *server);
+
+/* Graceful: stop accepting, send GOAWAY on HTTP/2, close idle connections, let requests in
+ * flight finish, then on_closed. Any thread; idempotent. */
+void mc_server_shutdown(mc_server_t *server);
+
+/* Hard: close every connection now (requests in flight are aborted). Any thread. Implies
+ * shutdown. */
+void mc_server_close_connections(mc_server_t *server);
+
+/* Frees the server. Only after on_closed has been called. */
+void mc_server_free(mc_server_t *server);
+
+/* ---------------------------------------------------------------- requests (loop thread) */
+
+enum { MC_HTTP1 = 1, MC_HTTP2 = 2 };
+
+int mc_request_protocol(const mc_request_t *req);
+mc_loop_t *mc_request_loop(const mc_request_t *req);
+const char *mc_request_method(const mc_request_t *req, size_t *len);
+const char *mc_request_path(const mc_request_t *req, size_t *len);
+/* Header names are lower case; values as received. Pointers stay valid until the response. */
+size_t mc_request_header_count(const mc_request_t *req);
+mc_header_t mc_request_header(const mc_request_t *req, size_t index);
+const uint8_t *mc_request_body(const mc_request_t *req, size_t *len);
+/* A value the callee may attach (e.g. to find its task on abort). */
+void mc_request_set_user(mc_request_t *req, void *user);
+void *mc_request_user(const mc_request_t *req);
+
+/* Sends the response and releases the request. Header names must be valid tokens; they are sent
+ * in lower case. content-length is added by the core. Trailers go out on HTTP/2 only.
+ * Returns 0, or -1 if the connection was already gone (the request is released all the same). */
+int mc_request_respond(mc_request_t *req, int status, const mc_header_t *headers, size_t nheaders,
+                       const uint8_t *body, size_t body_len, const mc_header_t *trailers,
+                       size_t ntrailers);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,236 @@
+/* Internal structures of CMicroCore. Not part of the public header. */
+#ifndef MC_INTERNAL_H
+#define MC_INTERNAL_H
+
+#include "CMicroCore.h"
+
+#include <http_parser.h>
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <uv.h>
+
+/* ---------------------------------------------------------------- byte buffer */
+
+typedef struct mc_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} mc_buf_t;
+
+int mc_buf_reserve(mc_buf_t *b, size_t extra);
+int mc_buf_append(mc_buf_t *b, const void *p, size_t n);
+int mc_buf_appendf(mc_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mc_buf_consume(mc_buf_t *b, size_t n);
+void mc_buf_free(mc_buf_t *b);
+/* Keeps the allocation unless it grew past keep bytes. */
+void mc_buf_reset(mc_buf_t *b, size_t keep);
+
+/* ---------------------------------------------------------------- loops */
+
+typedef struct mc_job {
+    mc_job_fn fn;
+    void *ctx;
+    void *arg;
+} mc_job_t;
+
+typedef struct mc_conn mc_conn_t;
+
+#define MC_READ_BUFFER_SIZE (64 * 1024)
+#define MC_REQUEST_POOL_MAX 256
+
+struct mc_loop {
+    uv_loop_t uv;
+    uv_async_t wake;
+    uv_check_t check;
+    uv_idle_t idle;
+    uv_prepare_t prepare;
+    uv_thread_t thread;
+    unsigned index;
+
+    /* Cross-thread queue: producers append under mu; the loop swaps the whole vector. */
+    pthread_mutex_t mu;
+    mc_job_t *remote;
+    size_t remote_len, remote_cap;
+    mc_job_t *spare; /* the vector swapped out last time, reused */
+    size_t spare_cap;
+    bool closed;     /* under mu: no more posts accepted */
+
+    /* Same-thread FIFO (ring). */
+    mc_job_t *ring;
+    size_t ring_head, ring_len, ring_cap;
+
+    bool stopping;
+    atomic_uint nconns;
+    mc_conn_t *dirty; /* connections with output to flush this turn */
+
+    uint8_t *readbuf;
+    bool readbuf_busy;
+
+    /* cached "Date" header value, refreshed once a second */
+    char date[40];
+    uint64_t date_sec;
+
+    mc_request_t *request_pool;
+    unsigned request_pool_len;
+};
+
+int mc_loop_post_local(mc_loop_t *loop, mc_job_fn fn, void *ctx, void *arg);
+const char *mc_loop_date(mc_loop_t *loop);
+void mc_loop_mark_dirty(mc_loop_t *loop, mc_conn_t *c);
+
+/* ---------------------------------------------------------------- server & connections */
+
+typedef struct mc_server_loop {
+    mc_server_t *server;
+    mc_loop_t *loop;
+    mc_conn_t *conns; /* doubly linked list of live connections on that loop */
+    bool shutdown_seen;
+} mc_server_loop_t;
+
+struct mc_server {
+    mc_server_config_t config;
+    mc_server_callbacks_t cb;
+    char host[256];
+    uint16_t port;
+    int fd;
+    size_t nloops;
+    mc_server_loop_t *loops;
+
+    /* listener state, owned by loops[0] */
+    uv_poll_t poll;
+    uv_timer_t backoff;
+    uint64_t backoff_ms;
+    bool listening;
+    bool polling;
+    bool paused_for_cap;
+    int listener_handles_open;
+
+    atomic_uint live_conns;
+    atomic_bool shutting_down;
+    atomic_bool force;
+    atomic_bool closed_reported;
+    atomic_uint loops_pending; /* loops that have not yet run their shutdown job */
+    atomic_bool listener_closed;
+};
+
+enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2 };
+
+struct mc_conn {
+    uv_tcp_t tcp; /* first: handle->data is not needed to find the conn */
+    uv_timer_t timer;
+    mc_server_t *server;
+    mc_server_loop_t *sl;
+    mc_loop_t *loop;
+    mc_conn_t *next, *prev;
+    mc_conn_t *dirty_next;
+    bool dirty;
+
+    int proto;
+    int handles_open;
+    bool closing;      /* uv_close issued */
+    bool close_after_flush;
+    bool read_stopped;
+    bool draining;     /* server shutdown seen */
+
+    mc_buf_t in;       /* bytes not yet consumed (sniffing, paused HTTP/1) */
+    mc_buf_t out;      /* output queued for the next flush */
+    mc_buf_t inflight; /* output handed to uv_write */
+    uv_write_t wreq;
+    bool writing;
+
+    unsigned active;   /* requests dispatched and not yet answered */
+    unsigned streams;  /* HTTP/2 streams open */
+    mc_request_t *reqs; /* every live request of this connection (list through rnext/rprev) */
+    bool eof;
+    uint64_t header_deadline; /* 0 = not reading a request head */
+
+    /* HTTP/1 */
+    http_parser parser;
+    mc_request_t *h1_cur;      /* being parsed */
+    mc_request_t *h1_head;     /* FIFO of dispatched requests, answered in order */
+    mc_request_t *h1_tail;
+    size_t h1_header_bytes;
+    int h1_error;              /* status of a core-generated error, 0 = none */
+    bool h1_last_was_value;
+    bool h1_paused;
+
+    /* HTTP/2 */
+    nghttp2_session *h2;
+    bool h2_goaway_sent;
+};
+
+void mc_conn_close(mc_conn_t *c);
+void mc_conn_write(mc_conn_t *c, const void *p, size_t n);
+void mc_conn_update_timer(mc_conn_t *c);
+void mc_conn_request_done(mc_conn_t *c);
+void mc_server_conn_gone(mc_server_t *s);
+
+/* ---------------------------------------------------------------- requests */
+
+typedef struct mc_hdr_off {
+    uint32_t name_off, name_len, value_off, value_len;
+} mc_hdr_off_t;
+
+struct mc_request {
+    mc_conn_t *conn;   /* NULL once the connection is gone */
+    mc_loop_t *loop;
+    mc_request_t *next;  /* HTTP/1 FIFO, or the pool */
+    mc_request_t *rnext, *rprev; /* the connection's list of live requests */
+    int proto;
+    int32_t stream_id; /* HTTP/2 */
+    void *user;
+
+    mc_buf_t strings;  /* method, path and header bytes */
+    mc_hdr_off_t *hdrs;
+    size_t nhdrs, caphdrs;
+    uint32_t method_off, method_len, path_off, path_len;
+    mc_buf_t body;
+
+    bool dispatched;
+    bool responded;
+    bool aborted;
+    bool keep_alive;   /* HTTP/1 */
+    bool head;         /* HEAD: no body in the response */
+    bool in_field;     /* HTTP/1 parsing: appending to a header name */
+    int error_status;  /* HTTP/2: a core-generated error to answer with */
+
+    /* response */
+    mc_buf_t resp;     /* HTTP/1: serialized response; HTTP/2: body */
+    size_t resp_off;
+    mc_buf_t trailer_strings;
+    size_t ntrailers;
+    bool h1_ready;
+};
+
+mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto);
+void mc_request_release(mc_request_t *r);
+int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const char *value, size_t vlen);
+void mc_request_abort(mc_request_t *r);
+/* A JSON error body in the framework's format, for errors raised by the core itself. */
+void mc_error_body(mc_buf_t *b, int status, const char *detail);
+const char *mc_status_text(int status);
+
+/* ---------------------------------------------------------------- protocols */
+
+void mc_h1_init(mc_conn_t *c);
+/* Consumes input; returns -1 if the connection must close now. */
+int mc_h1_feed(mc_conn_t *c, const uint8_t *p, size_t n);
+int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
+                  size_t len);
+void mc_h1_timeout(mc_conn_t *c);
+void mc_h1_shutdown(mc_conn_t *c);
+void mc_h1_free(mc_conn_t *c);
+
+int mc_h2_init(mc_conn_t *c);
+int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n);
+int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
+                  size_t len, const mc_header_t *t, size_t nt);
+/* Moves nghttp2's pending output into c->out; returns -1 on a fatal session error. */
+int mc_h2_pump(mc_conn_t *c);
+void mc_h2_shutdown(mc_conn_t *c);
+void mc_h2_free(mc_conn_t *c);
+bool mc_h2_done(mc_conn_t *c);
+
+#endif

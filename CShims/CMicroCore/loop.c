@@ -1,0 +1,241 @@
+/*
+ * Event loops: one libuv loop per thread. Jobs from other threads go through a mutex-protected
+ * vector that the loop swaps out whole (one uv_async_t wake-up per batch); jobs from the loop's
+ * own thread go to a plain ring. Jobs run in uv_check; a uv_idle_t keeps the loop from blocking
+ * while jobs are left; dirty connections are flushed in uv_prepare, once per turn.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MC_JOBS_PER_TURN 1024
+
+static _Thread_local mc_loop_t *current_loop;
+
+void mc_request_pool_free(mc_loop_t *loop);
+void mc_flush_dirty(mc_loop_t *loop);
+
+static int ring_push(mc_loop_t *l, mc_job_t job) {
+    if (l->ring_len == l->ring_cap) {
+        size_t cap = l->ring_cap ? l->ring_cap * 2 : 256;
+        mc_job_t *n = malloc(cap * sizeof *n);
+        if (!n) return -1;
+        for (size_t i = 0; i < l->ring_len; i++) n[i] = l->ring[(l->ring_head + i) % l->ring_cap];
+        free(l->ring);
+        l->ring = n;
+        l->ring_cap = cap;
+        l->ring_head = 0;
+    }
+    l->ring[(l->ring_head + l->ring_len) % l->ring_cap] = job;
+    l->ring_len++;
+    return 0;
+}
+
+static bool ring_pop(mc_loop_t *l, mc_job_t *out) {
+    if (l->ring_len == 0) return false;
+    *out = l->ring[l->ring_head];
+    l->ring_head = (l->ring_head + 1) % l->ring_cap;
+    l->ring_len--;
+    return true;
+}
+
+/* Runs the jobs other threads posted, in their order. */
+static void on_idle(uv_idle_t *h) { (void)h; }
+
+static size_t run_remote(mc_loop_t *l) {
+    pthread_mutex_lock(&l->mu);
+    mc_job_t *jobs = l->remote;
+    size_t n = l->remote_len, cap = l->remote_cap;
+    l->remote = l->spare;
+    l->remote_cap = l->spare_cap;
+    l->remote_len = 0;
+    l->spare = NULL;
+    l->spare_cap = 0;
+    pthread_mutex_unlock(&l->mu);
+    for (size_t i = 0; i < n; i++) jobs[i].fn(jobs[i].ctx, jobs[i].arg);
+    if (l->spare == NULL) {
+        l->spare = jobs;
+        l->spare_cap = cap;
+    } else {
+        free(jobs);
+    }
+    return n;
+}
+
+static void run_jobs(mc_loop_t *l, size_t budget) {
+    size_t ran = run_remote(l);
+    mc_job_t job;
+    while (ran < budget && ring_pop(l, &job)) {
+        job.fn(job.ctx, job.arg);
+        ran++;
+    }
+    if (l->ring_len == 0) uv_idle_stop(&l->idle);
+    else uv_idle_start(&l->idle, on_idle);
+}
+
+static void noop_close(uv_handle_t *h) { (void)h; }
+
+static void close_walk(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, noop_close);
+}
+
+static void begin_stop(mc_loop_t *l) {
+    l->stopping = true;
+    /* Everything posted before `closed` was set runs; so does whatever those jobs post here. */
+    for (;;) {
+        size_t ran = run_remote(l);
+        mc_job_t job;
+        while (ring_pop(l, &job)) {
+            job.fn(job.ctx, job.arg);
+            ran++;
+        }
+        if (ran == 0) break;
+    }
+    mc_flush_dirty(l);
+    uv_walk(&l->uv, close_walk, NULL);
+}
+
+static bool loop_closed(mc_loop_t *l) {
+    pthread_mutex_lock(&l->mu);
+    bool closed = l->closed;
+    pthread_mutex_unlock(&l->mu);
+    return closed;
+}
+
+static void on_wake(uv_async_t *h) {
+    mc_loop_t *l = h->data;
+    if (!l->stopping && loop_closed(l)) begin_stop(l);
+}
+
+static void on_check(uv_check_t *h) {
+    mc_loop_t *l = h->data;
+    if (!l->stopping) run_jobs(l, MC_JOBS_PER_TURN);
+}
+
+static void on_prepare(uv_prepare_t *h) { mc_flush_dirty(h->data); }
+
+static void thread_main(void *arg) {
+    mc_loop_t *l = arg;
+    current_loop = l;
+    uv_run(&l->uv, UV_RUN_DEFAULT);
+    current_loop = NULL;
+}
+
+mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
+    mc_loop_t *l = calloc(1, sizeof *l);
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->index = index;
+    l->readbuf = malloc(MC_READ_BUFFER_SIZE);
+    int rc = l->readbuf ? uv_loop_init(&l->uv) : UV_ENOMEM;
+    if (rc != 0) {
+        snprintf(err, errlen, "uv_loop_init: %s", uv_strerror(rc));
+        free(l->readbuf);
+        free(l);
+        return NULL;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    atomic_init(&l->nconns, 0);
+    uv_async_init(&l->uv, &l->wake, on_wake);
+    uv_check_init(&l->uv, &l->check);
+    uv_idle_init(&l->uv, &l->idle);
+    uv_prepare_init(&l->uv, &l->prepare);
+    l->wake.data = l->check.data = l->idle.data = l->prepare.data = l;
+    uv_check_start(&l->check, on_check);
+    uv_prepare_start(&l->prepare, on_prepare);
+    rc = uv_thread_create(&l->thread, thread_main, l);
+    if (rc != 0) {
+        snprintf(err, errlen, "uv_thread_create: %s", uv_strerror(rc));
+        uv_walk(&l->uv, close_walk, NULL);
+        uv_run(&l->uv, UV_RUN_DEFAULT);
+        uv_loop_close(&l->uv);
+        pthread_mutex_destroy(&l->mu);
+        free(l->readbuf);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+int mc_loop_post_local(mc_loop_t *l, mc_job_fn fn, void *ctx, void *arg) {
+    if (ring_push(l, (mc_job_t){fn, ctx, arg}) != 0) return -1;
+    if (!l->stopping && !uv_is_active((uv_handle_t *)&l->idle)) uv_idle_start(&l->idle, on_idle);
+    return 0;
+}
+
+int mc_loop_post(mc_loop_t *l, mc_job_fn fn, void *ctx, void *arg) {
+    if (current_loop == l) return mc_loop_post_local(l, fn, ctx, arg);
+    pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return -1;
+    }
+    if (l->remote_len == l->remote_cap) {
+        size_t cap = l->remote_cap ? l->remote_cap * 2 : 256;
+        mc_job_t *n = realloc(l->remote, cap * sizeof *n);
+        if (!n) {
+            pthread_mutex_unlock(&l->mu);
+            return -1;
+        }
+        l->remote = n;
+        l->remote_cap = cap;
+    }
+    bool was_empty = l->remote_len == 0;
+    l->remote[l->remote_len++] = (mc_job_t){fn, ctx, arg};
+    pthread_mutex_unlock(&l->mu);
+    /* An empty queue means the loop has swapped out the last batch: it needs a new wake-up. */
+    if (was_empty) uv_async_send(&l->wake);
+    return 0;
+}
+
+int mc_loop_is_current(const mc_loop_t *l) { return current_loop == l; }
+mc_loop_t *mc_loop_current(void) { return current_loop; }
+unsigned mc_loop_index(const mc_loop_t *l) { return l->index; }
+unsigned mc_loop_connection_count(const mc_loop_t *l) {
+    return atomic_load_explicit(&((mc_loop_t *)l)->nconns, memory_order_relaxed);
+}
+
+void mc_loop_stop(mc_loop_t *l) {
+    pthread_mutex_lock(&l->mu);
+    bool already = l->closed;
+    l->closed = true;
+    pthread_mutex_unlock(&l->mu);
+    if (already) return;
+    uv_async_send(&l->wake);
+    uv_thread_join(&l->thread);
+    uv_loop_close(&l->uv);
+    pthread_mutex_destroy(&l->mu);
+    mc_request_pool_free(l);
+    free(l->remote);
+    free(l->spare);
+    free(l->ring);
+    free(l->readbuf);
+    free(l);
+}
+
+const char *mc_loop_date(mc_loop_t *l) {
+    time_t now = time(NULL);
+    if ((uint64_t)now != l->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(l->date, sizeof l->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        l->date_sec = (uint64_t)now;
+    }
+    return l->date;
+}
+
+void mc_loop_mark_dirty(mc_loop_t *l, mc_conn_t *c) {
+    if (c->dirty || c->closing) return;
+    c->dirty = true;
+    c->dirty_next = l->dirty;
+    l->dirty = c;
+}

@@ -1,0 +1,214 @@
+/*
+ * Requests: one object per HTTP/1 message or HTTP/2 stream, recycled through a per-loop pool so
+ * that the steady state allocates nothing. A request outlives its connection if need be: the
+ * handler always answers with mc_request_respond, which frees it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MC_KEEP_BYTES (16 * 1024)
+
+static void unlink_from_conn(mc_request_t *r) {
+    mc_conn_t *c = r->conn;
+    if (!c) return;
+    if (r->rprev) r->rprev->rnext = r->rnext;
+    else c->reqs = r->rnext;
+    if (r->rnext) r->rnext->rprev = r->rprev;
+    r->rnext = r->rprev = NULL;
+    r->conn = NULL;
+}
+
+mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto) {
+    mc_request_t *r = loop->request_pool;
+    if (r) {
+        loop->request_pool = r->next;
+        loop->request_pool_len--;
+    } else {
+        r = calloc(1, sizeof *r);
+        if (!r) return NULL;
+    }
+    mc_buf_t strings = r->strings, body = r->body, resp = r->resp, tstr = r->trailer_strings;
+    mc_hdr_off_t *hdrs = r->hdrs;
+    size_t caphdrs = r->caphdrs;
+    memset(r, 0, sizeof *r);
+    r->strings = strings;
+    r->body = body;
+    r->resp = resp;
+    r->trailer_strings = tstr;
+    r->hdrs = hdrs;
+    r->caphdrs = caphdrs;
+    r->loop = loop;
+    r->proto = proto;
+    r->conn = c;
+    r->rnext = c->reqs;
+    if (c->reqs) c->reqs->rprev = r;
+    c->reqs = r;
+    return r;
+}
+
+static void destroy(mc_request_t *r) {
+    mc_buf_free(&r->strings);
+    mc_buf_free(&r->body);
+    mc_buf_free(&r->resp);
+    mc_buf_free(&r->trailer_strings);
+    free(r->hdrs);
+    free(r);
+}
+
+void mc_request_release(mc_request_t *r) {
+    unlink_from_conn(r);
+    mc_loop_t *loop = r->loop;
+    if (loop->request_pool_len >= MC_REQUEST_POOL_MAX) {
+        destroy(r);
+        return;
+    }
+    mc_buf_reset(&r->strings, MC_KEEP_BYTES);
+    mc_buf_reset(&r->body, MC_KEEP_BYTES);
+    mc_buf_reset(&r->resp, MC_KEEP_BYTES);
+    mc_buf_reset(&r->trailer_strings, MC_KEEP_BYTES);
+    if (r->caphdrs > 64) {
+        free(r->hdrs);
+        r->hdrs = NULL;
+        r->caphdrs = 0;
+    }
+    r->next = loop->request_pool;
+    loop->request_pool = r;
+    loop->request_pool_len++;
+}
+
+void mc_request_pool_free(mc_loop_t *loop) {
+    while (loop->request_pool) {
+        mc_request_t *r = loop->request_pool;
+        loop->request_pool = r->next;
+        destroy(r);
+    }
+    loop->request_pool_len = 0;
+}
+
+int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const char *value, size_t vlen) {
+    if (r->nhdrs == r->caphdrs) {
+        size_t cap = r->caphdrs ? r->caphdrs * 2 : 16;
+        mc_hdr_off_t *n = realloc(r->hdrs, cap * sizeof *n);
+        if (!n) return -1;
+        r->hdrs = n;
+        r->caphdrs = cap;
+    }
+    mc_hdr_off_t *h = &r->hdrs[r->nhdrs];
+    h->name_off = (uint32_t)r->strings.len;
+    h->name_len = (uint32_t)nlen;
+    if (mc_buf_append(&r->strings, name, nlen) != 0) return -1;
+    h->value_off = (uint32_t)r->strings.len;
+    h->value_len = (uint32_t)vlen;
+    if (mc_buf_append(&r->strings, value, vlen) != 0) return -1;
+    r->nhdrs++;
+    return 0;
+}
+
+void mc_request_abort(mc_request_t *r) {
+    mc_conn_t *c = r->conn;
+    if (r->dispatched && !r->responded) {
+        r->aborted = true;
+        if (c) {
+            c->active--;
+            mc_server_t *s = c->server;
+            unlink_from_conn(r);
+            if (s->cb.on_abort) s->cb.on_abort(s->cb.ctx, r);
+        }
+        return; /* freed by mc_request_respond */
+    }
+    mc_request_release(r);
+}
+
+int mc_request_protocol(const mc_request_t *r) { return r->proto; }
+mc_loop_t *mc_request_loop(const mc_request_t *r) { return r->loop; }
+
+const char *mc_request_method(const mc_request_t *r, size_t *len) {
+    *len = r->method_len;
+    return (const char *)r->strings.data + r->method_off;
+}
+
+const char *mc_request_path(const mc_request_t *r, size_t *len) {
+    *len = r->path_len;
+    return (const char *)r->strings.data + r->path_off;
+}
+
+size_t mc_request_header_count(const mc_request_t *r) { return r->nhdrs; }
+
+mc_header_t mc_request_header(const mc_request_t *r, size_t i) {
+    mc_header_t h = {0};
+    if (i >= r->nhdrs) return h;
+    const char *base = (const char *)r->strings.data;
+    h.name = base + r->hdrs[i].name_off;
+    h.name_len = r->hdrs[i].name_len;
+    h.value = base + r->hdrs[i].value_off;
+    h.value_len = r->hdrs[i].value_len;
+    return h;
+}
+
+const uint8_t *mc_request_body(const mc_request_t *r, size_t *len) {
+    *len = r->body.len;
+    return r->body.data;
+}
+
+void mc_request_set_user(mc_request_t *r, void *user) { r->user = user; }
+void *mc_request_user(const mc_request_t *r) { return r->user; }
+
+int mc_request_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
+                       size_t len, const mc_header_t *t, size_t nt) {
+    mc_conn_t *c = r->conn;
+    if (r->responded) return -1;
+    r->responded = true;
+    if (!c || c->closing) {
+        mc_request_release(r);
+        return -1;
+    }
+    c->active--;
+    int rc = r->proto == MC_PROTO_H2 ? mc_h2_respond(r, status, h, nh, body, len, t, nt)
+                                     : mc_h1_respond(r, status, h, nh, body, len);
+    mc_conn_request_done(c);
+    return rc;
+}
+
+const char *mc_status_text(int status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+void mc_error_body(mc_buf_t *b, int status, const char *detail) {
+    mc_buf_appendf(b, "{\"id\":\"micro.server\",\"code\":%d,\"detail\":\"%s\",\"status\":\"%s\"}", status, detail,
+                   mc_status_text(status));
+}

@@ -1,0 +1,83 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "swift-micro",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Micro", targets: ["Micro"]),
+        .library(name: "MicroCore", targets: ["MicroCore"]),
+        .executable(name: "helloworld", targets: ["helloworld"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libuv1-dev, libssl-dev, libnghttp2-dev, libhttp-parser-dev).
+        .systemLibrary(
+            name: "CUV", path: "CShims/CUV", pkgConfig: "libuv",
+            providers: [.apt(["libuv1-dev"]), .brew(["libuv"])]),
+        .systemLibrary(
+            name: "COpenSSL", path: "CShims/COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+        .systemLibrary(
+            name: "CNGHTTP2", path: "CShims/CNGHTTP2", pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"]), .brew(["libnghttp2"])]),
+        .systemLibrary(
+            name: "CHTTPParser", path: "CShims/CHTTPParser",
+            providers: [.apt(["libhttp-parser-dev"]), .brew(["http-parser"])]),
+        .target(
+            name: "CMicroCore",
+            dependencies: ["CUV", "COpenSSL", "CNGHTTP2", "CHTTPParser"],
+            path: "CShims/CMicroCore",
+            publicHeadersPath: "include",
+            cSettings: [
+                .define("_GNU_SOURCE"),
+                .define("NDEBUG", .when(configuration: .release)),
+            ],
+            linkerSettings: [.linkedLibrary("http_parser")]
+        ),
+        .target(
+            name: "MicroCore",
+            dependencies: [
+                "CMicroCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Micro",
+            dependencies: [
+                "MicroCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "helloworld",
+            dependencies: ["Micro"],
+            path: "Sources/Examples/helloworld",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MicroCoreTests",
+            dependencies: ["MicroCore", "CMicroCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MicroTests",
+            dependencies: ["Micro"],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    cLanguageStandard: .c11
+)

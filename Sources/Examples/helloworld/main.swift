@@ -1,0 +1,20 @@
+// helloworld: the smallest service. Run it, then call it:
+//   curl -XPOST -H 'Content-Type: application/json' -H 'Micro-Endpoint: Helloworld.Greeting' \
+//        -d '{"name": "alice"}' http://localhost:PORT
+import Micro
+
+struct Request: Codable, Sendable {
+    var name: String
+}
+
+struct Response: Codable, Sendable {
+    var message: String
+}
+
+let service = Service(name: "helloworld")
+
+service.handle("Helloworld.Greeting") { (request: Request, _: Context) async throws -> Response in
+    Response(message: "Hello " + request.name)
+}
+
+try await service.run()

@@ -1,0 +1,74 @@
+import Foundation
+
+/// Turns values into bytes and back for one content type.
+public protocol Codec: Sendable {
+    /// The content type it serves, e.g. `application/json`.
+    var contentType: String { get }
+    func encode<T: Encodable>(_ value: T) throws -> [UInt8]
+    func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T
+}
+
+/// `application/json` through Foundation's JSON coders.
+public struct JSONCodec: Codec {
+    public var contentType: String { "application/json" }
+    public init() {}
+
+    public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        Array(try JSONEncoder().encode(value))
+    }
+
+    public func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        try JSONDecoder().decode(type, from: Data(bytes))
+    }
+}
+
+/// `application/octet-stream`: the body as it is. Works with `[UInt8]` and `Data` messages.
+public struct BytesCodec: Codec {
+    public var contentType: String { "application/octet-stream" }
+    public init() {}
+
+    public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        if let bytes = value as? [UInt8] { return bytes }
+        if let data = value as? Data { return Array(data) }
+        throw CodecError("application/octet-stream carries raw bytes; \(T.self) is not [UInt8] or Data")
+    }
+
+    public func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        if let value = bytes as? T { return value }
+        if let value = Data(bytes) as? T { return value }
+        throw CodecError("application/octet-stream carries raw bytes; \(T.self) is not [UInt8] or Data")
+    }
+}
+
+/// A codec could not turn bytes into the expected type or back.
+public struct CodecError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The codecs a server or client knows, by content type.
+public struct Codecs: Sendable {
+    private var byType: [String: any Codec]
+
+    /// JSON and raw bytes.
+    public static let standard = Codecs([JSONCodec(), BytesCodec()])
+
+    public init(_ codecs: [any Codec]) {
+        byType = [:]
+        for codec in codecs { byType[codec.contentType] = codec }
+    }
+
+    public mutating func register(_ codec: any Codec, for contentType: String? = nil) {
+        byType[contentType ?? codec.contentType] = codec
+    }
+
+    /// The codec for a `Content-Type` value (parameters ignored); nil if none. A missing
+    /// content type means JSON.
+    public func codec(for contentType: String?) -> (any Codec)? {
+        guard let contentType, !contentType.isEmpty else { return byType["application/json"] }
+        let bare = contentType.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
+        return byType[bare]
+    }
+
+    public var contentTypes: [String] { byType.keys.sorted() }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Logging
+import MicroCore
+public import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// A service: a name, a set of endpoints, and a server that answers them.
+///
+/// ```swift
+/// let service = Service(name: "helloworld")
+/// service.handle("Helloworld.Greeting") { (req: Request, ctx: Context) async throws -> Response in
+///     Response(message: "Hello " + req.name)
+/// }
+/// try await service.run()   // serves until SIGINT or SIGTERM, then drains and returns
+/// ```
+///
+/// Handlers run on the event loop that owns the caller's connection; do not block in them.
+public final class Service: Sendable {
+    public let name: String
+    public let version: String
+    public let metadata: [String: String]
+    public let options: ServiceOptions
+    let router: Router
+    private let state = Mutex<State>(State())
+
+    private struct State {
+        var server: HTTPServer?
+        var stopRequested = false
+        var stopWaiter: CheckedContinuation<Void, Never>?
+    }
+
+    public init(
+        name: String,
+        version: String = "latest",
+        address: String? = nil,
+        metadata: [String: String] = [:],
+        options: ServiceOptions = .init()
+    ) {
+        var options = options
+        if let address { options.address = address }
+        options.logger[metadataKey: "service"] = "\(name)"
+        self.name = name
+        self.version = version
+        self.metadata = metadata
+        self.options = options
+        self.router = Router(service: name, codecs: options.codecs, logger: options.logger)
+    }
+
+    /// Registers a typed handler for `endpoint` (e.g. `Helloworld.Greeting`). The request is
+    /// decoded with the codec of its `Content-Type` (JSON if none); throw a ``MicroError`` to
+    /// answer with its code.
+    public func handle<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        _ endpoint: String,
+        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+    ) {
+        router.register(Router.endpoint(endpoint, service: name, handler))
+    }
+
+    /// The endpoints registered so far.
+    public var endpoints: [String] { router.endpointNames }
+
+    /// The address the server listens on, once started.
+    public var port: Int? { state.withLock { $0.server?.port } }
+
+    /// Binds and starts serving; returns the bound address. ``run()`` calls it.
+    @discardableResult
+    public func start() throws -> (host: String, port: Int) {
+        if let server = state.withLock({ $0.server }) { return (server.host, server.port) }
+        let text = ListenAddress.resolve(configured: options.address, environment: ProcessInfo.processInfo.environment)
+        let address = try ListenAddress(parsing: text)
+        var config = options.server
+        config.host = address.host
+        config.port = address.port
+        let router = self.router
+        let server = try HTTPServer(group: options.eventLoopGroup, configuration: config, logger: options.logger) {
+            request, responder in
+            await router.serve(request, responder)
+        }
+        state.withLock { $0.server = server }
+        let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
+        options.logger.info("listening on \(shown):\(server.port)")
+        return (address.host, server.port)
+    }
+
+    /// Asks a running service to stop: it stops accepting, lets requests in flight finish
+    /// (at most `drainTimeout`), and `run()` returns. Any thread; idempotent.
+    public func stop() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.stopRequested = true
+            defer { state.stopWaiter = nil }
+            return state.stopWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// Serves until SIGINT or SIGTERM (or ``stop()``, task cancellation, or a
+    /// swift-service-lifecycle graceful shutdown), then drains and returns.
+    public func run() async throws {
+        let server: HTTPServer
+        do {
+            try start()
+            server = state.withLock { $0.server! }
+        }
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                if options.handleSignals {
+                    group.addTask {
+                        for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                            self.options.logger.info("received \(signal), shutting down")
+                            self.stop()
+                            return
+                        }
+                    }
+                }
+                await withTaskCancellationHandler {
+                    await self.waitForStop()
+                } onCancel: {
+                    self.stop()
+                }
+                group.cancelAll()
+            }
+            await server.shutdownGracefully(timeout: options.drainTimeout)
+            options.logger.info("stopped")
+        } onGracefulShutdown: {
+            self.stop()
+        }
+        state.withLock { $0.server = nil }
+    }
+
+    private func waitForStop() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let stopNow = state.withLock { state in
+                if state.stopRequested { return true }
+                state.stopWaiter = continuation
+                return false
+            }
+            if stopNow { continuation.resume() }
+        }
+    }
+}
+
+extension Service: ServiceLifecycle.Service {}

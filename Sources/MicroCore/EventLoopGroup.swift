@@ -1,0 +1,68 @@
+import CMicroCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fixed set of event loops, by default one per core.
+///
+/// ```swift
+/// let group = try EventLoopGroup(numberOfThreads: 2)
+/// defer { group.shutdown() }
+/// ```
+public final class EventLoopGroup: Sendable {
+    /// The loops, indexed by ``EventLoop/index``.
+    public let loops: [EventLoop]
+    private let cursor = Atomic<Int>(0)
+
+    /// Starts `numberOfThreads` loop threads.
+    public init(numberOfThreads: Int = EventLoopGroup.coreCount) throws(MicroCoreError) {
+        precondition(numberOfThreads > 0, "an event loop group needs at least one thread")
+        var loops: [EventLoop] = []
+        for i in 0..<numberOfThreads {
+            do {
+                loops.append(try EventLoop(index: i))
+            } catch {
+                for loop in loops { loop.stop() }
+                throw error
+            }
+        }
+        self.loops = loops
+        Self.registry.withLock { $0.append(contentsOf: loops.map { Registered(loop: $0) }) }
+    }
+
+    /// A process-wide group with one loop per core, started on first use and never stopped.
+    public static let shared: EventLoopGroup = {
+        do {
+            return try EventLoopGroup()
+        } catch {
+            fatalError("cannot start the shared event loops: \(error)")
+        }
+    }()
+
+    /// The number of online cores.
+    public static var coreCount: Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// The next loop, round-robin.
+    public func next() -> EventLoop {
+        loops[cursor.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
+    }
+
+    /// Stops every loop after running the jobs already queued. Servers on the group must have
+    /// closed first. Not from one of the group's own loop threads.
+    public func shutdown() {
+        let handles = Set(loops.map { UInt(bitPattern: $0.handle) })
+        Self.registry.withLock { $0.removeAll { handles.contains(UInt(bitPattern: $0.loop.handle)) } }
+        for loop in loops { loop.stop() }
+    }
+
+    private struct Registered: Sendable { let loop: EventLoop }
+    private static let registry = Mutex<[Registered]>([])
+
+    static func loop(forHandle handle: OpaquePointer) -> EventLoop? {
+        registry.withLock { list in list.first { $0.loop.handle == handle }?.loop }
+    }
+}

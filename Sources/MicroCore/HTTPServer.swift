@@ -1,0 +1,226 @@
+public import Logging
+import CMicroCore
+import Synchronization
+
+/// An HTTP/1.1 and HTTP/2 (h2c) server on the C core, both on one port.
+///
+/// Each request is handed to `handler` in a task that runs on the loop owning its connection,
+/// and the answer goes back without a thread hop.
+///
+/// ```swift
+/// let server = try HTTPServer(configuration: .init(port: 8080), logger: logger) { request, responder in
+///     responder.send(HTTPServerResponse(body: Array("hello".utf8)))
+/// }
+/// // ...
+/// await server.shutdownGracefully(timeout: .seconds(10))
+/// ```
+public final class HTTPServer: Sendable {
+    /// Handles one request. It answers through `responder` (the first answer wins); returning
+    /// without one answers 500.
+    public typealias Handler = @Sendable (HTTPServerRequest, HTTPResponder) async -> Void
+
+    /// The bound port.
+    public let port: Int
+    /// The bound host as configured ("" for every interface).
+    public let host: String
+    private let context: ServerContext
+
+    /// Binds, listens and starts serving on `group`'s loops.
+    public init(
+        group: EventLoopGroup = .shared,
+        configuration: HTTPServerConfiguration = .init(),
+        logger: Logger,
+        handler: @escaping Handler
+    ) throws(MicroCoreError) {
+        guard (0...65535).contains(configuration.port) else {
+            throw MicroCoreError(message: "port \(configuration.port) is out of range 0...65535")
+        }
+        let context = ServerContext(loops: group.loops, logger: logger, handler: handler)
+        var config = mc_server_config_t()
+        mc_server_config_init(&config)
+        config.port = UInt16(configuration.port)
+        config.backlog = Int32(clamping: configuration.backlog)
+        config.max_header_bytes = max(1024, configuration.maxHeaderBytes)
+        config.max_body_bytes = max(0, configuration.maxBodyBytes)
+        config.max_concurrent_streams = UInt32(clamping: configuration.maxConcurrentStreams)
+        config.max_pipelined = UInt32(clamping: max(1, configuration.maxPipelinedRequests))
+        config.max_connections = UInt32(clamping: configuration.maxConnections)
+        config.header_timeout_ms = configuration.headerTimeout.milliseconds
+        config.idle_timeout_ms = configuration.idleTimeout.milliseconds
+        var callbacks = mc_server_callbacks_t()
+        callbacks.ctx = Unmanaged.passRetained(context).toOpaque()
+        callbacks.on_request = { ctx, req in
+            Unmanaged<ServerContext>.fromOpaque(ctx!).takeUnretainedValue().handle(req!)
+        }
+        callbacks.on_abort = { _, req in
+            guard let user = mc_request_user(req) else { return }
+            Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().peerGone()
+        }
+        callbacks.on_closed = { ctx in
+            Unmanaged<ServerContext>.fromOpaque(ctx!).takeRetainedValue().closed()
+        }
+        callbacks.on_log = { ctx, level, message in
+            Unmanaged<ServerContext>.fromOpaque(ctx!).takeUnretainedValue().log(level: level, message: message!)
+        }
+        var err = [CChar](repeating: 0, count: 512)
+        let server: OpaquePointer? = configuration.host.withCString { host in
+            config.host = host
+            return group.loops.map { Optional($0.handle) }.withUnsafeBufferPointer { loops in
+                mc_server_start(loops.baseAddress, loops.count, &config, &callbacks, &err, err.count)
+            }
+        }
+        guard let server else {
+            Unmanaged<ServerContext>.fromOpaque(callbacks.ctx).release()
+            throw MicroCoreError(cBuffer: err)
+        }
+        context.server.withLock { $0 = ServerHandle(pointer: server) }
+        self.context = context
+        self.port = Int(mc_server_port(server))
+        self.host = configuration.host
+    }
+
+    /// Stops accepting, sends GOAWAY on HTTP/2, closes idle connections and lets requests in
+    /// flight finish. Returns at once; ``waitUntilClosed()`` waits for the end. Idempotent.
+    public func shutdown() {
+        context.withServer { mc_server_shutdown($0) }
+    }
+
+    /// Closes every connection now; handlers still running see cancellation.
+    public func closeConnections() {
+        context.withServer { mc_server_close_connections($0) }
+    }
+
+    /// Returns once the listener and every connection are closed.
+    public func waitUntilClosed() async {
+        await context.waitUntilClosed()
+    }
+
+    /// Graceful shutdown bounded by `timeout`, after which remaining connections are closed.
+    public func shutdownGracefully(timeout: Duration) async {
+        shutdown()
+        let finished = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await self.waitUntilClosed()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? true
+            group.cancelAll()
+            return first
+        }
+        if !finished {
+            closeConnections()
+            await waitUntilClosed()
+        }
+    }
+}
+
+/// The C server pointer; only passed to thread-safe mc_server_* calls.
+struct ServerHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// What the C callbacks reach: the handler, the loops, and the closed state.
+final class ServerContext: Sendable {
+    let loops: [EventLoop]
+    let logger: Logger
+    let handler: HTTPServer.Handler
+    let server = Mutex<ServerHandle?>(nil)
+    private let state = Mutex<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    init(loops: [EventLoop], logger: Logger, handler: @escaping HTTPServer.Handler) {
+        self.loops = loops
+        self.logger = logger
+        self.handler = handler
+    }
+
+    func withServer(_ body: (OpaquePointer) -> Void) {
+        server.withLock { handle in
+            if let handle { body(handle.pointer) }
+        }
+    }
+
+    /// On the connection's loop thread.
+    func handle(_ req: OpaquePointer) {
+        let loop = loops[Int(mc_loop_index(mc_request_loop(req)))]
+        let request = Self.read(req, loop: loop)
+        let call = InFlightRequest(req, loop: loop)
+        mc_request_set_user(req, Unmanaged.passUnretained(call).toOpaque())
+        let handler = self.handler
+        // The task's first job runs after this callback returns, on this same loop.
+        call.task = Task(executorPreference: loop) {
+            await handler(request, HTTPResponder(call))
+            call.send(HTTPServerResponse.handlerReturnedWithoutAnswer)
+        }
+    }
+
+    static func read(_ req: OpaquePointer, loop: EventLoop) -> HTTPServerRequest {
+        var len = 0
+        let method = string(mc_request_method(req, &len), len)
+        let path = string(mc_request_path(req, &len), len)
+        var headers = HTTPHeaders()
+        for i in 0..<mc_request_header_count(req) {
+            let h = mc_request_header(req, i)
+            headers.add(name: string(h.name, h.name_len), value: string(h.value, h.value_len))
+        }
+        let bodyPointer = mc_request_body(req, &len)
+        let body = len > 0 ? Array(UnsafeBufferPointer(start: bodyPointer, count: len)) : []
+        return HTTPServerRequest(
+            method: method,
+            path: path,
+            headers: headers,
+            body: body,
+            httpVersion: Int(mc_request_protocol(req)),
+            loop: loop
+        )
+    }
+
+    private static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
+        guard let p, len > 0 else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+    }
+
+    /// Any thread, once.
+    func closed() {
+        withServer { mc_server_free($0) }
+        server.withLock { $0 = nil }
+        let waiters = state.withLock { state in
+            state.closed = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func waitUntilClosed() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state in
+                if state.closed { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    func log(level: Int32, message: UnsafePointer<CChar>) {
+        let text = String(cString: message)
+        switch level {
+        case Int32(MC_LOG_ERROR): logger.error("\(text)")
+        case Int32(MC_LOG_WARNING): logger.warning("\(text)")
+        case Int32(MC_LOG_INFO): logger.info("\(text)")
+        default: logger.debug("\(text)")
+        }
+    }
+}
+
+extension HTTPServerResponse {
+    static let handlerReturnedWithoutAnswer = HTTPServerResponse(
+        status: 500,
+        headers: ["content-type": "text/plain"],
+        body: Array("the handler returned without an answer\n".utf8)
+    )
+}

@@ -1,0 +1,36 @@
+/// Where a server listens and the limits it enforces. The defaults suit a service on a LAN.
+public struct HTTPServerConfiguration: Sendable {
+    /// Host or address to bind; empty means every interface, IPv6 and IPv4.
+    public var host: String
+    /// Port; 0 lets the kernel choose (read ``HTTPServer/port``).
+    public var port: Int
+    /// Request line and headers; more is answered with 431.
+    public var maxHeaderBytes: Int = 16 * 1024
+    /// Request body; more is answered with 413.
+    public var maxBodyBytes: Int = 4 * 1024 * 1024
+    /// HTTP/2 streams a client may open at once.
+    public var maxConcurrentStreams: Int = 250
+    /// HTTP/1.1 requests in flight on one connection before reading pauses.
+    public var maxPipelinedRequests: Int = 16
+    /// Connections at which accepting pauses; 0 derives it from the descriptor limit.
+    public var maxConnections: Int = 0
+    /// A request's headers must arrive within this time (slow clients are cut: 408).
+    public var headerTimeout: Duration = .seconds(10)
+    /// A connection with nothing in flight closes after this time.
+    public var idleTimeout: Duration = .seconds(60)
+    /// The listen backlog.
+    public var backlog: Int = 4096
+
+    public init(host: String = "", port: Int = 0) {
+        self.host = host
+        self.port = port
+    }
+}
+
+extension Duration {
+    var milliseconds: UInt32 {
+        let (s, atto) = components
+        let ms = s * 1000 + atto / 1_000_000_000_000_000
+        return UInt32(clamping: max(ms, 0))
+    }
+}
