@@ -68,14 +68,19 @@ let package = Package(
             path: "Sources/Examples/helloworld",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "MicroTestSupport",
+            path: "Tests/MicroTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "MicroCoreTests",
-            dependencies: ["MicroCore", "CMicroCore"],
+            dependencies: ["MicroCore", "CMicroCore", "MicroTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "MicroTests",
-            dependencies: ["Micro"],
+            dependencies: ["Micro", "MicroTestSupport"],
             swiftSettings: swiftSettings
         ),
     ],

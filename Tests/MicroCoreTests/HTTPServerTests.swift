@@ -1,0 +1,66 @@
+import Foundation
+import Logging
+import MicroCore
+import MicroTestSupport
+import Synchronization
+import Testing
+
+@Suite struct HTTPServerTests {
+    static let logger = Logger(label: "test")
+
+    @Test func handlerRunsOnTheThreadOfTheLoopThatOwnsTheConnection() async throws {
+        let group = try EventLoopGroup(numberOfThreads: 2)
+        defer { group.shutdown() }
+        let loopsSeen = Mutex<Set<Int>>([])
+        let server = try HTTPServer(group: group, configuration: .init(host: "127.0.0.1"), logger: Self.logger) {
+            request, responder in
+            var ok = request.loop.inEventLoop && EventLoop.current === request.loop
+            await Task.yield()
+            ok = ok && request.loop.inEventLoop
+            try? await Task.sleep(for: .milliseconds(5))
+            ok = ok && request.loop.inEventLoop
+            loopsSeen.withLock { _ = $0.insert(request.loop.index) }
+            responder.send(HTTPServerResponse(body: Array((ok ? "on-loop" : "off-loop").utf8)))
+        }
+        // Two connections open at once are spread over both loops (fewest connections first).
+        let a = try RawConnection(port: server.port)
+        let b = try RawConnection(port: server.port)
+        for c in [a, b] { try c.send("GET / HTTP/1.1\r\nhost: x\r\n\r\n") }
+        #expect(try a.readResponse().body == "on-loop")
+        #expect(try b.readResponse().body == "on-loop")
+        let h2 = try await Tool.run("curl", ["-s", "--http2-prior-knowledge", "http://127.0.0.1:\(server.port)/"])
+        #expect(h2.stdout == "on-loop")
+        #expect(loopsSeen.withLock { $0 } == [0, 1])
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
+    @Test func http2TrailersAndHeadersReachAClient() async throws {
+        let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
+            responder.send(HTTPServerResponse(
+                status: 200,
+                headers: ["Content-Type": "text/plain", "X-Path": request.path],
+                body: Array(request.body.reversed()),
+                trailers: ["x-check": "done"]
+            ))
+        }
+        let result = try await Tool.run("nghttp", ["-v", "-d", "/dev/stdin", "http://127.0.0.1:\(server.port)/p?q=1"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("x-path: /p?q=1"))
+        #expect(result.stdout.contains("x-check: done"))
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
+    @Test func portInUseIsAClearError() async throws {
+        let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { _, r in
+            r.send(HTTPServerResponse())
+        }
+        #expect {
+            _ = try HTTPServer(configuration: .init(host: "127.0.0.1", port: server.port), logger: Self.logger) { _, r in
+                r.send(HTTPServerResponse())
+            }
+        } throws: { error in
+            "\(error)".contains("Address already in use")
+        }
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plain TCP client for sending exact bytes (pipelining, malformed input) and reading
+/// HTTP/1.1 responses.
+public final class RawConnection {
+    public let fd: Int32
+    private var buffer: [UInt8] = []
+
+    public init(port: Int, host: String = "127.0.0.1") throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ChildError("socket: \(errno)") }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, host, &addr.sin_addr)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            close(fd)
+            throw ChildError("connect: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    deinit { close(fd) }
+
+    public func send(_ bytes: [UInt8]) throws {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw ChildError("send: \(String(cString: strerror(errno)))") }
+            off += n
+        }
+    }
+
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Reads what arrives within `timeout`; nil at EOF. Throws on reset.
+    public func read(timeout: Duration = .seconds(30)) throws -> [UInt8]? {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let ms = Int32(timeout.components.seconds * 1000)
+        guard poll(&pfd, 1, ms) > 0 else { throw ChildError("no data within \(timeout)") }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = recv(fd, &chunk, chunk.count, 0)
+        if n < 0 { throw ChildError("recv: \(String(cString: strerror(errno)))") }
+        if n == 0 { return nil }
+        return Array(chunk[..<n])
+    }
+
+    /// Reads until the peer closes; returns everything received.
+    public func readToEnd(timeout: Duration = .seconds(30)) throws -> [UInt8] {
+        var all = buffer
+        buffer = []
+        while let chunk = try read(timeout: timeout) { all += chunk }
+        return all
+    }
+
+    public struct Response {
+        public var status: Int
+        public var headers: [String: String]
+        public var body: String
+    }
+
+    /// Reads one HTTP/1.1 response with a content-length body.
+    public func readResponse(timeout: Duration = .seconds(30)) throws -> Response {
+        while true {
+            if let response = try parse() { return response }
+            guard let chunk = try read(timeout: timeout) else { throw ChildError("connection closed mid-response") }
+            buffer += chunk
+        }
+    }
+
+    private func parse() throws -> Response? {
+        let sep: [UInt8] = [13, 10, 13, 10]
+        guard let end = buffer.indices.dropLast(3).first(where: { Array(buffer[$0..<$0 + 4]) == sep }) else { return nil }
+        let head = String(decoding: buffer[..<end], as: UTF8.self).components(separatedBy: "\r\n")
+        let parts = head[0].split(separator: " ")
+        guard parts.count >= 2, let status = Int(parts[1]) else { throw ChildError("bad status line: \(head[0])") }
+        var headers: [String: String] = [:]
+        for line in head.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let length = Int(headers["content-length"] ?? "0") ?? 0
+        guard buffer.count >= end + 4 + length else { return nil }
+        let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
+        buffer.removeSubrange(..<(end + 4 + length))
+        return Response(status: status, headers: headers, body: body)
+    }
+}
