@@ -93,7 +93,7 @@ public final class ChildService: Sendable {
     }
 
     /// Stops the child if it still runs.
-    public func stop() async {
+    public func stop() {
         if process.isRunning {
             signal(SIGKILL)
         }

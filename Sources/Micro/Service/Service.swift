@@ -27,6 +27,7 @@ public final class Service: Sendable {
     private struct State {
         var server: HTTPServer?
         var stopRequested = false
+        var running = false
         var stopWaiter: CheckedContinuation<Void, Never>?
     }
 
@@ -72,6 +73,9 @@ public final class Service: Sendable {
         var config = options.server
         config.host = address.host
         config.port = address.port
+        if let cap = ProcessInfo.processInfo.environment["MICRO_SERVER_MAX_CONNECTIONS"].flatMap({ Int($0) }) {
+            config.maxConnections = cap
+        }
         let router = self.router
         let server = try HTTPServer(group: options.eventLoopGroup, configuration: config, logger: options.logger) {
             request, responder in
@@ -86,22 +90,33 @@ public final class Service: Sendable {
     /// Asks a running service to stop: it stops accepting, lets requests in flight finish
     /// (at most `drainTimeout`), and `run()` returns. Any thread; idempotent.
     public func stop() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let (waiter, server) = state.withLock { state -> (CheckedContinuation<Void, Never>?, HTTPServer?) in
             state.stopRequested = true
             defer { state.stopWaiter = nil }
-            return state.stopWaiter
+            // not inside run(): nobody else will shut the server down
+            return (state.stopWaiter, state.running ? nil : state.server)
         }
         waiter?.resume()
+        server?.shutdown()
+    }
+
+    /// Stops a service started with ``start()``: stops accepting, lets requests in flight finish
+    /// (at most `drainTimeout`, then closes what is left) and returns when all is closed.
+    public func shutdown() async {
+        guard let server = state.withLock({ $0.server }) else { return }
+        await server.shutdownGracefully(timeout: options.drainTimeout)
+        state.withLock { $0.server = nil }
     }
 
     /// Serves until SIGINT or SIGTERM (or ``stop()``, task cancellation, or a
     /// swift-service-lifecycle graceful shutdown), then drains and returns.
     public func run() async throws {
-        let server: HTTPServer
-        do {
-            try start()
-            server = state.withLock { $0.server! }
+        try start()
+        let server = state.withLock { state in
+            state.running = true
+            return state.server!
         }
+        defer { state.withLock { $0.running = false } }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 if options.handleSignals {

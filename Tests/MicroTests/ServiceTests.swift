@@ -1,0 +1,106 @@
+import Foundation
+import Micro
+import MicroTestSupport
+import Synchronization
+import Testing
+
+struct Nap: Codable, Sendable { var milliseconds: Int }
+
+/// Handler semantics: deadlines, errors, codecs, draining.
+@Suite struct ServiceTests {
+    static func start(_ configure: (Service) -> Void) throws -> Service {
+        let service = Service(name: "svc", address: "127.0.0.1:0", options: .init(drainTimeout: .seconds(30), handleSignals: false))
+        configure(service)
+        try service.start()
+        return service
+    }
+
+    static func call(_ service: Service, _ endpoint: String, _ body: String, headers: [String] = []) async throws -> String {
+        var headers = headers
+        if !headers.contains(where: { $0.lowercased().hasPrefix("content-type") }) { headers.append("Content-Type: application/json") }
+        let args = ["-s", "-XPOST", "-H", "Micro-Endpoint: \(endpoint)", "--data-binary", body] + headers.flatMap { ["-H", $0] }
+        return try await Tool.run("curl", args + ["http://127.0.0.1:\(service.port!)/"]).stdout
+    }
+
+    @Test func handlerPastTheCallersTimeoutIsCancelledAndTheCallerGets408() async throws {
+        let cancelled = Mutex(false)
+        let service = try Self.start { service in
+            service.handle("Sleeper.Nap") { (req: Nap, _: Context) async throws -> Reply in
+                do {
+                    try await Task.sleep(for: .milliseconds(req.milliseconds))
+                } catch {
+                    cancelled.withLock { $0 = true }
+                    throw error
+                }
+                return Reply(message: "rested")
+            }
+        }
+        // Timeout is decimal nanoseconds (go-micro): 100 ms, for a handler that would sleep 60 s
+        let body = try await Self.call(service, "Sleeper.Nap", #"{"milliseconds":60000}"#, headers: ["Timeout: 100000000"])
+        #expect(MicroError(parsing: body).code == 408)
+        await service.shutdown()
+        #expect(cancelled.withLock { $0 })
+    }
+
+    @Test func thrownErrorsKeepTheirCodeAndOtherErrorsAre500() async throws {
+        struct Boom: Error, CustomStringConvertible { var description: String { "boom happened" } }
+        let service = try Self.start { service in
+            service.handle("E.Micro") { (_: Greeting, _: Context) async throws -> Reply in
+                throw MicroError.forbidden("svc", "not you")
+            }
+            service.handle("E.Other") { (_: Greeting, _: Context) async throws -> Reply in throw Boom() }
+        }
+        let micro = MicroError(parsing: try await Self.call(service, "E.Micro", #"{"name":"x"}"#))
+        #expect(micro == MicroError(id: "svc", code: 403, detail: "not you"))
+        let other = MicroError(parsing: try await Self.call(service, "E.Other", #"{"name":"x"}"#))
+        #expect(other.code == 500)
+        #expect(other.detail == "boom happened")
+        await service.shutdown()
+    }
+
+    @Test func metadataAndRawBytes() async throws {
+        let service = try Self.start { service in
+            service.handle("Echo.Bytes") { (req: [UInt8], ctx: Context) async throws -> [UInt8] in
+                Array((ctx.metadata["X-Tenant"] ?? "none").utf8) + [UInt8(ascii: ":")] + req
+            }
+        }
+        let out = try await Self.call(service, "Echo.Bytes", "raw\u{1}bytes",
+                                      headers: ["Content-Type: application/octet-stream", "X-Tenant: acme"])
+        #expect(out == "acme:raw\u{1}bytes")
+        await service.shutdown()
+    }
+
+    @Test func requestsInFlightFinishDuringGracefulShutdown() async throws {
+        let (started, startedContinuation) = AsyncStream<Void>.makeStream()
+        let release = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        let service = Service(name: "drain", address: "127.0.0.1:0", options: .init(handleSignals: false))
+        service.handle("Slow.Work") { (req: Greeting, _: Context) async throws -> Reply in
+            await withCheckedContinuation { continuation in
+                release.withLock { $0 = continuation }
+                startedContinuation.yield()
+            }
+            return Reply(message: "done " + req.name)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            while service.port == nil { await Task.yield() }
+            let port = service.port!
+            let conn = try RawConnection(port: port)
+            try conn.send(HelloworldTests.request(name: "late", endpoint: "Slow.Work"))
+            for await _ in started { break }
+            service.stop()  // what SIGTERM does
+            // the listener closes while the request is still in flight
+            var refused = false
+            for _ in 0..<1000 where !refused {
+                refused = (try? RawConnection(port: port)) == nil
+                if !refused { await Task.yield() }
+            }
+            #expect(refused)
+            release.withLock { $0?.resume() }
+            let response = try conn.readResponse()
+            #expect(response.body == #"{"message":"done late"}"#)
+            #expect(response.headers["connection"] == "close")
+            try await group.next()  // run() returns
+        }
+    }
+}
