@@ -1,60 +1,51 @@
 public import Foundation
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A service started as a child process; its log lines are awaited as events.
 public final class ChildService: Sendable {
-    public let process: Process
+    public let pid: pid_t
     private let lines: AsyncStream<String>
     private let log = Mutex<[String]>([])
+    private let exited = Mutex<Int32?>(nil)
     public let port: Int
 
-    /// Starts `executable` from the build directory and waits for `listening on HOST:PORT`.
+    /// Starts `executable` from the build directory (behind `launcher`, e.g. prlimit) and waits
+    /// for its `listening on HOST:PORT` line.
     public init(
         _ executable: String,
         arguments: [String] = [],
         environment: [String: String] = [:],
         launcher: [String] = []
     ) async throws {
-        let process = Process()
         let path = Tool.binDirectory.appendingPathComponent(executable).path
-        if launcher.isEmpty {
-            process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = launcher + [path] + arguments
-        }
         var env = ProcessInfo.processInfo.environment
         env["MICRO_SERVER_ADDRESS"] = "127.0.0.1:0"
         for (k, v) in environment { env[k] = v }
-        process.environment = env
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = pipe
-        process.standardInput = FileHandle.nullDevice
+        let child = try Spawn.start(launcher + [path] + arguments, environment: env, pipeOutput: true)
+        pid = child.pid
         let (stream, continuation) = AsyncStream<String>.makeStream()
-        let buffer = Mutex<[UInt8]>([])
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                continuation.finish()
-                return
-            }
-            let complete: [String] = buffer.withLock { buffer in
-                buffer.append(contentsOf: data)
-                var lines: [String] = []
-                while let nl = buffer.firstIndex(of: 10) {
-                    lines.append(String(decoding: buffer[..<nl], as: UTF8.self))
-                    buffer.removeSubrange(...nl)
+        lines = stream
+        let fd = child.output!
+        Thread.detachNewThread {
+            var pending: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(fd, &chunk, chunk.count)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                pending += chunk[..<n]
+                while let nl = pending.firstIndex(of: 10) {
+                    continuation.yield(String(decoding: pending[..<nl], as: UTF8.self))
+                    pending.removeSubrange(...nl)
                 }
-                return lines
             }
-            for line in complete { continuation.yield(line) }
+            close(fd)
+            continuation.finish()
         }
-        try process.run()
-        self.process = process
-        self.lines = stream
         var port: Int?
         var seen: [String] = []
         for await line in stream {
@@ -66,12 +57,14 @@ public final class ChildService: Sendable {
         }
         log.withLock { $0 = seen }
         guard let port else {
+            kill(child.pid, SIGKILL)
+            _ = await Spawn.wait(child.pid)
             throw ChildError("\(executable) exited before listening:\n" + seen.joined(separator: "\n"))
         }
         self.port = port
     }
 
-    /// Waits for a log line containing `text` (or the end of the log), returning it.
+    /// Waits for a log line containing `text`; nil if the log ends first.
     public func waitForLine(containing text: String) async -> String? {
         if let line = log.withLock({ $0.first { $0.contains(text) } }) { return line }
         for await line in lines {
@@ -83,21 +76,24 @@ public final class ChildService: Sendable {
 
     public var logLines: [String] { log.withLock { $0 } }
 
-    public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    public func signal(_ sig: Int32) { kill(pid, sig) }
 
-    /// Waits for exit and returns the status (reading the rest of the log).
+    /// Waits for the exit; returns the status (128 + signal when killed).
     public func waitForExit() async -> Int32 {
-        while await waitForLine(containing: "\u{0}never\u{0}") != nil {}
-        process.waitUntilExit()
-        return process.terminationStatus
+        if let status = exited.withLock({ $0 }) { return status }
+        _ = await waitForLine(containing: "\u{0}")  // drains the log to its end
+        let status = await Spawn.wait(pid)
+        exited.withLock { $0 = status }
+        return status
     }
 
-    /// Stops the child if it still runs.
+    /// Kills the child if it still runs and reaps it.
     public func stop() {
-        if process.isRunning {
-            signal(SIGKILL)
-        }
-        process.waitUntilExit()
+        if exited.withLock({ $0 }) != nil { return }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        exited.withLock { $0 = 128 + SIGKILL }
     }
 }
 

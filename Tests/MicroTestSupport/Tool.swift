@@ -1,4 +1,9 @@
 public import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The result of a finished command.
 public struct ToolResult: Sendable {
@@ -16,26 +21,14 @@ public enum Tool {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("stdout"), err = dir.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [name] + arguments
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        process.standardInput = FileHandle.nullDevice
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do { try process.run() } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
-                return
-            }
-            let bound = DispatchTime.now() + .seconds(Int(timeout.components.seconds))
-            DispatchQueue.global().asyncAfter(deadline: bound) {
-                if process.isRunning { process.terminate() }
-            }
+        let child = try Spawn.start([name] + arguments, stdoutPath: out.path, stderrPath: err.path)
+        let finished = Mutex(false)
+        let bound = DispatchTime.now() + .seconds(Int(timeout.components.seconds))
+        DispatchQueue.global().asyncAfter(deadline: bound) {
+            if !finished.withLock({ $0 }) { kill(child.pid, SIGKILL) }
         }
+        let status = await Spawn.wait(child.pid)
+        finished.withLock { $0 = true }
         return ToolResult(
             status: status,
             stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
