@@ -9,6 +9,7 @@
 #endif
 #include "internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,4 +239,12 @@ void mc_loop_mark_dirty(mc_loop_t *l, mc_conn_t *c) {
     c->dirty = true;
     c->dirty_next = l->dirty;
     l->dirty = c;
+}
+
+unsigned mc_cpu_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? (unsigned)n : 1;
 }

@@ -1,10 +1,6 @@
 import CMicroCore
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// A fixed set of event loops, by default one per core.
 ///
 /// ```swift
@@ -41,9 +37,9 @@ public final class EventLoopGroup: Sendable {
         }
     }()
 
-    /// The number of online cores.
+    /// The cores this process may run on (its CPU affinity, e.g. under `taskset`).
     public static var coreCount: Int {
-        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        Int(mc_cpu_count())
     }
 
     /// The next loop, round-robin.

@@ -41,6 +41,9 @@ mc_loop_t *mc_loop_current(void);
 
 unsigned mc_loop_index(const mc_loop_t *loop);
 
+/* CPUs this process may run on (its affinity mask), at least 1. */
+unsigned mc_cpu_count(void);
+
 /* Number of connections currently owned by the loop (any thread, approximate). */
 unsigned mc_loop_connection_count(const mc_loop_t *loop);
 
