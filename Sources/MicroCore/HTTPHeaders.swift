@@ -19,8 +19,9 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
     /// The first value of `name`, or nil.
     public subscript(name: String) -> String? {
         get {
-            for field in fields where field.name.utf8.count == name.utf8.count {
-                if field.name == name || field.name.lowercased() == name.lowercased() { return field.value }
+            let count = name.utf8.count
+            for field in fields where field.name.utf8.count == count && Self.equalIgnoringCase(field.name, name) {
+                return field.value
             }
             return nil
         }
@@ -37,8 +38,22 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
 
     /// Removes every field named `name`.
     public mutating func remove(_ name: String) {
-        let lower = name.lowercased()
-        fields.removeAll { $0.name.lowercased() == lower }
+        fields.removeAll { Self.equalIgnoringCase($0.name, name) }
+    }
+
+    /// ASCII case-insensitive comparison (header names are tokens), without allocating.
+    static func equalIgnoringCase(_ a: String, _ b: String) -> Bool {
+        var i = a.utf8.makeIterator(), j = b.utf8.makeIterator()
+        while true {
+            switch (i.next(), j.next()) {
+            case (nil, nil): return true
+            case let (x?, y?):
+                if x != y && (x | 0x20 != y | 0x20 || !(UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20)) {
+                    return false
+                }
+            default: return false
+            }
+        }
     }
 
     public var count: Int { fields.count }

@@ -13,12 +13,16 @@ public struct JSONCodec: Codec {
     public var contentType: String { "application/json" }
     public init() {}
 
+    // Foundation's coders are safe to share between threads once configured.
+    private static let encoder = JSONEncoder()
+    private static let decoder = JSONDecoder()
+
     public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
-        Array(try JSONEncoder().encode(value))
+        Array(try Self.encoder.encode(value))
     }
 
     public func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        try JSONDecoder().decode(type, from: Data(bytes))
+        try Self.decoder.decode(type, from: Data(bytes))
     }
 }
 
@@ -66,8 +70,11 @@ public struct Codecs: Sendable {
     /// content type means JSON.
     public func codec(for contentType: String?) -> (any Codec)? {
         guard let contentType, !contentType.isEmpty else { return byType["application/json"] }
-        let bare = contentType.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
-        return byType[bare]
+        if let codec = byType[contentType] { return codec }  // the common case: exact and bare
+        let bare = contentType.split(separator: ";", maxSplits: 1).first.map {
+            $0.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()
+        }
+        return bare.flatMap { byType[String($0).lowercased()] }
     }
 
     public var contentTypes: [String] { byType.keys.sorted() }

@@ -12,6 +12,12 @@ public struct Context: Sendable {
     public let deadline: ContinuousClock.Instant?
     /// The loop that owns the connection; the handler runs on its thread.
     public let eventLoop: EventLoop
-    /// A logger with the endpoint in its metadata.
-    public var logger: Logger
+    let baseLogger: Logger
+
+    /// A logger with the service and endpoint in its metadata.
+    public var logger: Logger {
+        var logger = baseLogger
+        logger[metadataKey: "endpoint"] = "\(endpoint)"
+        return logger
+    }
 }

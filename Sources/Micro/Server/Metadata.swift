@@ -1,12 +1,17 @@
-/// Request metadata: the headers of the request (go-micro: every header is metadata), with
-/// case-insensitive keys. Keys are stored in lower case.
-public struct Metadata: Sendable, Sequence, ExpressibleByDictionaryLiteral, Equatable {
-    private var storage: [String: String]
+public import MicroCore
 
-    public init() { storage = [:] }
+/// Request metadata: the headers of the request (go-micro: every header is metadata), looked up
+/// without regard to case.
+public struct Metadata: Sendable, Sequence, ExpressibleByDictionaryLiteral, Equatable {
+    private var fields: HTTPHeaders
+
+    public init() { fields = HTTPHeaders() }
+
+    /// Wraps request headers as they are (no copy of the fields into another structure).
+    public init(_ headers: HTTPHeaders) { fields = headers }
 
     public init(_ pairs: some Sequence<(String, String)>) {
-        storage = [:]
+        fields = HTTPHeaders()
         for (key, value) in pairs { self[key] = value }
     }
 
@@ -14,13 +19,15 @@ public struct Metadata: Sendable, Sequence, ExpressibleByDictionaryLiteral, Equa
         self.init(elements)
     }
 
-    /// The value of `key`, matched without regard to case.
+    /// The value of `key`, matched without regard to case. Setting replaces every earlier value.
     public subscript(key: String) -> String? {
-        get { storage[key.lowercased()] }
-        set { storage[key.lowercased()] = newValue }
+        get { fields[key] }
+        set { fields[key] = newValue }
     }
 
-    public var count: Int { storage.count }
+    public var count: Int { fields.count }
 
-    public func makeIterator() -> Dictionary<String, String>.Iterator { storage.makeIterator() }
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> {
+        Array(fields).makeIterator()
+    }
 }

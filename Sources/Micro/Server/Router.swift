@@ -44,15 +44,13 @@ final class Router: Sendable {
         if let timeout = request.headers["timeout"], let ns = Int64(timeout), ns > 0 {
             deadline = .now + .nanoseconds(ns)
         }
-        var logger = self.logger
-        logger[metadataKey: "endpoint"] = "\(name)"
         let context = Context(
             service: service,
             endpoint: name,
-            metadata: Metadata(request.headers.map { ($0.name, $0.value) }),
+            metadata: Metadata(request.headers),
             deadline: deadline,
             eventLoop: request.loop,
-            logger: logger
+            baseLogger: logger
         )
         guard let deadline else {
             return responder.send(await run(endpoint, request.body, codec, context))
