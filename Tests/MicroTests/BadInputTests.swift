@@ -122,4 +122,26 @@ struct Reply: Codable, Sendable { var message: String }
         #expect(response.status == 408)
         #expect(try conn.readToEnd().isEmpty)
     }
+
+    @Test func idleConnectionsAreClosedOnBothProtocols() async throws {
+        var server = HTTPServerConfiguration()
+        server.idleTimeout = .milliseconds(200)
+        let service = Service(name: "idle", address: "127.0.0.1:0", options: .init(server: server, handleSignals: false))
+        service.handle("Greeter.Hello") { (req: Greeting, _: Context) async throws -> Reply in Reply(message: req.name) }
+        try service.start()
+        defer { service.stop() }
+        let conn = try RawConnection(port: service.port!)
+        try conn.send(HelloworldTests.request(name: "x", endpoint: "Greeter.Hello"))
+        #expect(try conn.readResponse().status == 200)
+        #expect(try conn.readToEnd().isEmpty)  // closed by the server after the idle time
+        let h2 = try RawConnection(port: service.port!)
+        try h2.send(Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0])  // preface + empty SETTINGS
+        let bytes = try h2.readToEnd()
+        var offset = 0, types: [UInt8] = []
+        while offset + 9 <= bytes.count {
+            types.append(bytes[offset + 3])
+            offset += 9 + (Int(bytes[offset]) << 16 | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]))
+        }
+        #expect(types.last == 7)  // GOAWAY, then the close
+    }
 }

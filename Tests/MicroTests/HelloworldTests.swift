@@ -91,3 +91,21 @@ import Testing
             + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
     }
 }
+
+/// HTTP/1.1 body framings and interim answers, with curl.
+@Suite struct HTTP1FramingTests {
+    @Test func chunkedBodyAnd100Continue() async throws {
+        let service = try await ChildService("helloworld")
+        defer { service.stop() }
+        let url = "http://127.0.0.1:\(service.port)/"
+        let chunked = try await Tool.run("curl", ["-sS", "--http1.1", "-XPOST"] + HelloworldTests.greeting
+            + ["-H", "Transfer-Encoding: chunked", "-d", #"{"name":"chunks"}"#, url])
+        #expect(chunked.stdout == #"{"message":"Hello chunks"}"#)
+        let expect = try await Tool.run("curl", ["-sS", "-v", "--http1.1", "--expect100-timeout", "60", "-XPOST"] + HelloworldTests.greeting
+            + ["-H", "Expect: 100-continue", "-d", #"{"name":"expect"}"#, url])
+        #expect(expect.stderr.contains("HTTP/1.1 100 Continue"))
+        #expect(expect.stdout == #"{"message":"Hello expect"}"#)
+        let head = try await Tool.run("curl", ["-sS", "-I", url])
+        #expect(head.stdout.hasPrefix("HTTP/1.1 200"))
+    }
+}
