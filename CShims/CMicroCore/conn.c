@@ -124,11 +124,12 @@ static void on_write(uv_write_t *w, int status) {
 static bool finished(mc_conn_t *c) {
     if (c->writing || c->out.len) return false;
     if (c->proto == MC_PROTO_H2) return mc_h2_done(c);
-    return c->close_after_flush && c->active == 0;
+    return (c->close_after_flush || c->eof) && c->active == 0 && !c->h1_paused;
 }
 
 static void flush(mc_conn_t *c) {
-    if (c->proto == MC_PROTO_H2 && mc_h2_pump(c) != 0) {
+    int more = 0;
+    if (c->proto == MC_PROTO_H2 && (more = mc_h2_pump(c)) < 0) {
         mc_conn_close(c);
         return;
     }
@@ -159,6 +160,8 @@ static void flush(mc_conn_t *c) {
         mc_conn_close(c);
         return;
     }
+    /* nghttp2 had more than one pump's worth and the socket took it all: pump again */
+    if (more > 0 && !c->writing) mc_loop_mark_dirty(c->loop, c);
     update_reading(c);
     mc_conn_update_timer(c);
 }
@@ -178,13 +181,13 @@ void mc_conn_update_timer(mc_conn_t *c) {
     uint64_t now = uv_now(&c->loop->uv), deadline;
     if (c->header_deadline) {
         deadline = c->header_deadline;
-    } else if (c->active || c->streams || c->writing || c->h1_cur) {
-        /* work in flight: the handler's own deadline governs, not ours */
-        if (c->h1_cur == NULL) {
-            uv_timer_stop(&c->timer);
-            return;
-        }
-        deadline = now + c->server->config.idle_timeout_ms; /* a body that stalls */
+    } else if (c->writing || c->h1_cur) {
+        /* output the peer does not read, or a body that stalls: restarted on each progress */
+        deadline = now + c->server->config.idle_timeout_ms;
+    } else if (c->active || c->streams) {
+        /* handlers at work: their own deadlines govern, not ours */
+        uv_timer_stop(&c->timer);
+        return;
     } else {
         deadline = now + c->server->config.idle_timeout_ms;
     }
@@ -253,10 +256,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     mc_conn_t *c = stream->data;
     if (c->closing) return;
     if (nread < 0) {
-        /* EOF after a complete HTTP/1 request (a half-closed client) still gets its answers */
-        if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing)) {
+        /* EOF after complete HTTP/1 requests (a half-closed client) still gets every answer,
+         * including requests still waiting in the input buffer */
+        if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing || c->h1_paused)) {
             c->eof = true;
-            c->close_after_flush = true;
             update_reading(c);
             mc_loop_mark_dirty(c->loop, c);
             return;

@@ -174,10 +174,10 @@ int mc_h2_pump(mc_conn_t *c) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->h2, &data);
         if (n < 0) return -1;
-        if (n == 0) break;
+        if (n == 0) return 0;
         if (mc_buf_append(&c->out, data, (size_t)n) != 0) return -1;
     }
-    return 0;
+    return 1; /* stopped at the cap: there may be more */
 }
 
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,

@@ -227,7 +227,8 @@ int mc_h2_init(mc_conn_t *c);
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n);
 int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
                   size_t len, const mc_header_t *t, size_t nt);
-/* Moves nghttp2's pending output into c->out; returns -1 on a fatal session error. */
+/* Moves nghttp2's pending output into c->out; returns 1 if it stopped at its cap with more to
+ * come, 0 when done, -1 on a fatal session error. */
 int mc_h2_pump(mc_conn_t *c);
 void mc_h2_shutdown(mc_conn_t *c);
 void mc_h2_free(mc_conn_t *c);

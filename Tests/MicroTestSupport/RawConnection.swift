@@ -39,6 +39,9 @@ public final class RawConnection {
 
     public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
+    /// Half-closes: the peer reads EOF, this side can still read.
+    public func closeWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
     /// Reads what arrives within `timeout`; nil at EOF. Throws on reset.
     public func read(timeout: Duration = .seconds(30)) throws -> [UInt8]? {
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)

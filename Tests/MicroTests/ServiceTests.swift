@@ -70,6 +70,29 @@ struct Nap: Codable, Sendable { var milliseconds: Int }
         await service.shutdown()
     }
 
+    @Test func largeBodiesEchoOnBothProtocols() async throws {
+        let service = try Self.start { service in
+            service.handle("Echo.Bytes") { (req: [UInt8], _: Context) async throws -> [UInt8] in req }
+        }
+        let dir = FileManager.default.temporaryDirectory
+        let input = dir.appendingPathComponent("big-\(UUID().uuidString)")
+        let output = dir.appendingPathComponent("echo-\(UUID().uuidString)")
+        defer {
+            try? FileManager.default.removeItem(at: input)
+            try? FileManager.default.removeItem(at: output)
+        }
+        let bytes = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
+        try Data(bytes).write(to: input)
+        for flag in ["--http1.1", "--http2-prior-knowledge"] {
+            let result = try await Tool.run("curl", ["-sS", flag, "-XPOST", "-H", "Micro-Endpoint: Echo.Bytes",
+                                                     "-H", "Content-Type: application/octet-stream", "--data-binary", "@\(input.path)",
+                                                     "-o", output.path, "http://127.0.0.1:\(service.port!)/"])
+            #expect(result.status == 0, "\(flag): \(result.stderr)")
+            #expect(try Data(contentsOf: output) == Data(bytes), "\(flag)")
+        }
+        await service.shutdown()
+    }
+
     @Test func requestsInFlightFinishDuringGracefulShutdown() async throws {
         let (started, startedContinuation) = AsyncStream<Void>.makeStream()
         let release = Mutex<CheckedContinuation<Void, Never>?>(nil)
