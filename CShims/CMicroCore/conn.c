@@ -18,6 +18,11 @@
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+void mc_conn_start_reading(mc_conn_t *c) {
+    c->read_stopped = false;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
 static void on_timer(uv_timer_t *t);
 
 static bool want_reading(mc_conn_t *c) {
@@ -76,8 +81,12 @@ void mc_conn_open(mc_server_loop_t *sl, int fd) {
 static void on_handle_closed(uv_handle_t *h) {
     mc_conn_t *c = h->data;
     if (--c->handles_open > 0) return;
+    if (c->client) {
+        mc_client_handles_closed(c);
+        return;
+    }
     mc_server_t *s = c->server;
-    if (c->proto == MC_PROTO_H2) mc_h2_free(c);
+    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) mc_h2_free(c);
     else mc_h1_free(c);
     mc_buf_free(&c->in);
     mc_buf_free(&c->out);
@@ -123,13 +132,13 @@ static void on_write(uv_write_t *w, int status) {
 
 static bool finished(mc_conn_t *c) {
     if (c->writing || c->out.len) return false;
-    if (c->proto == MC_PROTO_H2) return mc_h2_done(c);
+    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) return mc_h2_done(c);
     return (c->close_after_flush || c->eof) && c->active == 0 && !c->h1_paused;
 }
 
 static void flush(mc_conn_t *c) {
     int more = 0;
-    if (c->proto == MC_PROTO_H2 && (more = mc_h2_pump(c)) < 0) {
+    if ((c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) && (more = mc_h2_pump(c)) < 0) {
         mc_conn_close(c);
         return;
     }
@@ -177,7 +186,7 @@ void mc_flush_dirty(mc_loop_t *loop) {
 }
 
 void mc_conn_update_timer(mc_conn_t *c) {
-    if (c->closing) return;
+    if (c->closing || c->client) return; /* clients: the caller's deadlines govern */
     uint64_t now = uv_now(&c->loop->uv), deadline;
     if (c->header_deadline) {
         deadline = c->header_deadline;
@@ -271,7 +280,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     const uint8_t *p = c->loop->readbuf;
     size_t n = (size_t)nread;
     int rc;
-    if (c->proto == MC_PROTO_H2) rc = mc_h2_feed(c, p, n);
+    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) rc = mc_h2_feed(c, p, n);
     else if (c->proto == MC_PROTO_H1) rc = mc_h1_feed(c, p, n);
     else rc = sniff(c, p, n);
     if (rc != 0) {

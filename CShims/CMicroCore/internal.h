@@ -115,7 +115,20 @@ struct mc_server {
     atomic_bool listener_closed;
 };
 
-enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2 };
+enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2, MC_PROTO_H2_CLIENT = 3 };
+
+typedef struct mc_client_state {
+    mc_client_callbacks_t cb;
+    uv_connect_t connect_req;
+    uv_getaddrinfo_t resolve;
+    char host[256];
+    uint16_t port;
+    size_t max_response_bytes;
+    bool connected;
+    bool goaway;
+    bool resolving;
+    bool orphaned; /* handles closed while a lookup ran: freed when the lookup returns */
+} mc_client_state_t;
 
 struct mc_conn {
     uv_tcp_t tcp; /* first: handle->data is not needed to find the conn */
@@ -159,9 +172,13 @@ struct mc_conn {
     /* HTTP/2 */
     nghttp2_session *h2;
     bool h2_goaway_sent;
+
+    /* client connections only */
+    mc_client_state_t *client;
 };
 
 void mc_conn_close(mc_conn_t *c);
+void mc_conn_start_reading(mc_conn_t *c);
 void mc_conn_write(mc_conn_t *c, const void *p, size_t n);
 void mc_conn_update_timer(mc_conn_t *c);
 void mc_conn_request_done(mc_conn_t *c);
@@ -202,6 +219,14 @@ struct mc_request {
     mc_buf_t trailer_strings;
     size_t ntrailers;
     bool h1_ready;
+
+    /* client calls */
+    mc_call_done_fn done;
+    void *done_ctx;
+    size_t trailer_index; /* 1 + index of the first trailer, 0 if none */
+    bool sent;       /* its HEADERS frame left: the server may have processed it */
+    bool cancelled;
+    bool too_large;
 };
 
 mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto);
@@ -233,5 +258,9 @@ int mc_h2_pump(mc_conn_t *c);
 void mc_h2_shutdown(mc_conn_t *c);
 void mc_h2_free(mc_conn_t *c);
 bool mc_h2_done(mc_conn_t *c);
+
+/* client side */
+void mc_client_finish_call(mc_request_t *r, int result);
+void mc_client_handles_closed(mc_conn_t *c);
 
 #endif

@@ -111,6 +111,10 @@ int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const 
 
 void mc_request_abort(mc_request_t *r) {
     mc_conn_t *c = r->conn;
+    if (r->proto == MC_PROTO_H2_CLIENT) {
+        mc_client_finish_call(r, r->sent ? MC_CALL_RESET : MC_CALL_REFUSED);
+        return;
+    }
     if (r->dispatched && !r->responded) {
         r->aborted = true;
         if (c) {
@@ -124,7 +128,9 @@ void mc_request_abort(mc_request_t *r) {
     mc_request_release(r);
 }
 
-int mc_request_protocol(const mc_request_t *r) { return r->proto; }
+int mc_request_protocol(const mc_request_t *r) { return r->proto == MC_PROTO_H2_CLIENT ? MC_PROTO_H2 : r->proto; }
+int mc_request_status(const mc_request_t *r) { return r->error_status; }
+size_t mc_request_trailer_index(const mc_request_t *r) { return r->trailer_index ? r->trailer_index - 1 : r->nhdrs; }
 mc_loop_t *mc_request_loop(const mc_request_t *r) { return r->loop; }
 
 const char *mc_request_method(const mc_request_t *r, size_t *len) {

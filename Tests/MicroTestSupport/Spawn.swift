@@ -44,8 +44,19 @@ enum Spawn {
             for p in args { free(p) }
             for p in env { free(p) }
         }
+        // Swift's worker threads block signals; a child must not inherit that mask (it would
+        // ignore SIGTERM), nor ignored dispositions.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &none)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, args, env)
+        let rc = posix_spawnp(&pid, argv[0], &actions, &attr, args, env)
         if pipeOutput { close(fds[1]) }
         guard rc == 0 else {
             if pipeOutput { close(fds[0]) }

@@ -44,3 +44,18 @@ public enum Tool {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     }
 }
+
+/// A tool started in the background (a server we did not write), stopped by its PID.
+public final class BackgroundTool: Sendable {
+    public let pid: pid_t
+
+    public init(_ name: String, _ arguments: [String]) throws {
+        pid = try Spawn.start([name] + arguments).pid
+    }
+
+    /// Stops it and reaps it.
+    public func stop() async {
+        kill(pid, SIGTERM)
+        _ = await Spawn.wait(pid)
+    }
+}

@@ -139,6 +139,61 @@ int mc_request_respond(mc_request_t *req, int status, const mc_header_t *headers
                        const uint8_t *body, size_t body_len, const mc_header_t *trailers,
                        size_t ntrailers);
 
+/* ---------------------------------------------------------------- HTTP/2 client (loop thread) */
+
+/* One HTTP/2 (h2c) connection to a server, owned by one loop; many calls multiplexed on it. */
+typedef struct mc_client mc_client_t;
+
+typedef struct mc_client_callbacks {
+    void *ctx;
+    /* The connection is ready (error 0) or failed (error = -errno, message says why). */
+    void (*on_connected)(void *ctx, int error, const char *message);
+    /* The server sent GOAWAY: no new calls; calls in flight finish or fail as REFUSED. */
+    void (*on_goaway)(void *ctx);
+    /* The connection is gone and every call on it has completed; ctx may be released. */
+    void (*on_closed)(void *ctx);
+} mc_client_callbacks_t;
+
+/* How a call ended. REFUSED means the server never processed it: safe to retry elsewhere. */
+enum {
+    MC_CALL_OK = 0,
+    MC_CALL_REFUSED = 1,   /* not sent, refused stream, or above a GOAWAY's last stream */
+    MC_CALL_RESET = 2,     /* the stream or connection broke after the request was sent */
+    MC_CALL_TOO_LARGE = 3, /* the response exceeded the limit */
+    MC_CALL_CANCELLED = 4, /* mc_client_cancel */
+};
+
+/* The response (when result is MC_CALL_OK) is read with the mc_request_* accessors inside the
+ * callback: status, headers (trailers from mc_request_trailer_index on), body. It is freed when
+ * the callback returns. */
+typedef void (*mc_call_done_fn)(void *ctx, int result, mc_request_t *response);
+
+/* Connects to host:port (a name is resolved off the loop). Loop thread. */
+mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                               const mc_client_callbacks_t *callbacks);
+
+/* Starts a call. Returns 0 and sets *stream_id, or -1 if the connection cannot take calls (then
+ * done is not called). Loop thread. */
+int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *headers,
+                   size_t nheaders, const uint8_t *body, size_t body_len, mc_call_done_fn done, void *ctx,
+                   int32_t *stream_id);
+
+/* Resets the stream; done is called with MC_CALL_CANCELLED (unless already done). Loop thread. */
+void mc_client_cancel(mc_client_t *client, int32_t stream_id);
+
+/* 1 if connected and neither closing nor told to go away. Loop thread. */
+int mc_client_usable(const mc_client_t *client);
+
+/* Number of calls in flight. Loop thread. */
+unsigned mc_client_active(const mc_client_t *client);
+
+/* Closes now; calls in flight complete with REFUSED (never sent) or RESET. Loop thread. */
+void mc_client_close(mc_client_t *client);
+
+/* Response accessors for client calls. */
+int mc_request_status(const mc_request_t *response);
+size_t mc_request_trailer_index(const mc_request_t *response);
+
 #ifdef __cplusplus
 }
 #endif

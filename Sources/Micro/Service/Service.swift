@@ -111,6 +111,9 @@ public final class Service: Sendable {
     /// Serves until SIGINT or SIGTERM (or ``stop()``, task cancellation, or a
     /// swift-service-lifecycle graceful shutdown), then drains and returns.
     public func run() async throws {
+        // Trap the signals before announcing readiness: a SIGTERM right after "listening on"
+        // must drain, not kill.
+        let signals = options.handleSignals ? await UnixSignalsSequence(trapping: .sigterm, .sigint) : nil
         try start()
         let server = state.withLock { state in
             state.running = true
@@ -119,9 +122,9 @@ public final class Service: Sendable {
         defer { state.withLock { $0.running = false } }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                if options.handleSignals {
+                if let signals {
                     group.addTask {
-                        for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                        for await signal in signals {
                             self.options.logger.info("received \(signal), shutting down")
                             self.stop()
                             return

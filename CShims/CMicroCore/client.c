@@ -1,0 +1,311 @@
+/*
+ * HTTP/2 client connections (h2c, prior knowledge) on the same connection machinery as the
+ * server: one flush per loop turn, nghttp2 through mem_recv/mem_send. A call is an mc_request_t
+ * used the other way round: its `resp` buffer holds the body to send, and the response's status,
+ * headers, trailers and body are gathered into it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static nghttp2_session_callbacks *callbacks;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+void mc_client_finish_call(mc_request_t *r, int result) {
+    mc_call_done_fn done = r->done;
+    void *ctx = r->done_ctx;
+    mc_conn_t *c = r->conn;
+    r->done = NULL;
+    if (c) {
+        if (c->h2 && r->stream_id > 0) nghttp2_session_set_stream_user_data(c->h2, r->stream_id, NULL);
+        c->active--;
+    }
+    if (r->cancelled) result = MC_CALL_CANCELLED;
+    else if (r->too_large) result = MC_CALL_TOO_LARGE;
+    if (done) done(ctx, result, r);
+    mc_request_release(r);
+}
+
+static mc_request_t *call_of(nghttp2_session *s, int32_t id) { return nghttp2_session_get_stream_user_data(s, id); }
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *user) {
+    (void)flags;
+    (void)user;
+    mc_request_t *r = call_of(s, f->hd.stream_id);
+    if (!r) return 0;
+    if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
+        int status = 0;
+        for (size_t i = 0; i < vlen && i < 3; i++) status = status * 10 + (value[i] - '0');
+        if (status >= 200) r->error_status = status; /* 1xx interim answers are skipped */
+        return 0;
+    }
+    if (nlen > 0 && name[0] == ':') return 0;
+    if (f->headers.cat == NGHTTP2_HCAT_HEADERS && r->error_status >= 200 && !r->trailer_index)
+        r->trailer_index = r->nhdrs + 1;
+    return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user) {
+    (void)flags;
+    mc_conn_t *c = user;
+    mc_request_t *r = call_of(s, id);
+    if (!r || r->too_large) return 0;
+    if (r->body.len + len > c->client->max_response_bytes) {
+        r->too_large = true;
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+        return 0;
+    }
+    return mc_buf_append(&r->body, data, len) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+}
+
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user) {
+    (void)user;
+    if (f->hd.type == NGHTTP2_HEADERS) {
+        mc_request_t *r = call_of(s, f->hd.stream_id);
+        if (r) r->sent = true;
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
+    (void)s;
+    mc_conn_t *c = user;
+    if (f->hd.type == NGHTTP2_GOAWAY && !c->client->goaway) {
+        c->client->goaway = true;
+        if (c->client->cb.on_goaway) c->client->cb.on_goaway(c->client->cb.ctx);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *user) {
+    mc_conn_t *c = user;
+    mc_request_t *r = call_of(s, id);
+    if (c->streams) c->streams--;
+    if (!r) return 0;
+    int result;
+    if (code == NGHTTP2_NO_ERROR && r->error_status >= 200) result = MC_CALL_OK;
+    else if (code == NGHTTP2_REFUSED_STREAM || !r->sent) result = MC_CALL_REFUSED;
+    else result = MC_CALL_RESET;
+    mc_client_finish_call(r, result);
+    return 0;
+}
+
+static void init_once(void) {
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+}
+
+void mc_client_handles_closed(mc_conn_t *c) {
+    mc_client_state_t *cl = c->client;
+    mc_h2_free(c);
+    mc_buf_free(&c->in);
+    mc_buf_free(&c->out);
+    mc_buf_free(&c->inflight);
+    mc_client_callbacks_t cb = cl->cb;
+    if (cl->resolving) {
+        cl->orphaned = true; /* the threadpool still holds the lookup request */
+    } else {
+        free(cl);
+        free(c);
+    }
+    if (cb.on_closed) cb.on_closed(cb.ctx);
+}
+
+static void fail_connect(mc_conn_t *c, int err, const char *what) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "cannot connect to %s:%u: %s%s", c->client->host, (unsigned)c->client->port, what,
+             err ? uv_strerror(err) : "");
+    if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, err ? err : -1, msg);
+    mc_conn_close(c);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+    mc_conn_t *c = req->data;
+    if (c->closing) return;
+    if (status < 0) {
+        fail_connect(c, status, "");
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    pthread_once(&once, init_once);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1024 * 1024},
+    };
+    if (!callbacks || nghttp2_session_client_new(&c->h2, callbacks, c) != 0 ||
+        nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0) {
+        fail_connect(c, UV_ENOMEM, "");
+        return;
+    }
+    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 * 1024 * 1024);
+    c->proto = MC_PROTO_H2_CLIENT;
+    c->client->connected = true;
+    mc_conn_start_reading(c);
+    mc_loop_mark_dirty(c->loop, c);
+    if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, 0, "");
+}
+
+static void connect_to(mc_conn_t *c, const struct sockaddr *addr) {
+    c->client->connect_req.data = c;
+    int rc = uv_tcp_connect(&c->client->connect_req, &c->tcp, addr, on_connect);
+    if (rc != 0) fail_connect(c, rc, "");
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    mc_conn_t *c = req->data;
+    c->client->resolving = false;
+    if (c->client->orphaned) {
+        uv_freeaddrinfo(res);
+        free(c->client);
+        free(c);
+        return;
+    }
+    if (c->closing) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status < 0 || !res) {
+        fail_connect(c, status, "cannot resolve: ");
+        uv_freeaddrinfo(res);
+        return;
+    }
+    connect_to(c, res->ai_addr);
+    uv_freeaddrinfo(res);
+}
+
+mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                               const mc_client_callbacks_t *cb) {
+    mc_conn_t *c = calloc(1, sizeof *c);
+    mc_client_state_t *cl = calloc(1, sizeof *cl);
+    if (!c || !cl || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
+        free(c);
+        free(cl);
+        return NULL;
+    }
+    uv_timer_init(&loop->uv, &c->timer);
+    c->loop = loop;
+    c->client = cl;
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    c->read_stopped = true;
+    cl->cb = *cb;
+    cl->port = port;
+    cl->max_response_bytes = max_response_bytes ? max_response_bytes : 64 * 1024 * 1024;
+    snprintf(cl->host, sizeof cl->host, "%s", host);
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    if (uv_ip4_addr(host, port, &a4) == 0) {
+        connect_to(c, (const struct sockaddr *)&a4);
+    } else if (uv_ip6_addr(host, port, &a6) == 0) {
+        connect_to(c, (const struct sockaddr *)&a6);
+    } else {
+        char service[8];
+        snprintf(service, sizeof service, "%u", (unsigned)port);
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        cl->resolve.data = c;
+        cl->resolving = true;
+        int rc = uv_getaddrinfo(&loop->uv, &cl->resolve, on_resolved, host, service, &hints);
+        if (rc != 0) {
+            cl->resolving = false;
+            fail_connect(c, rc, "cannot resolve: ");
+        }
+    }
+    return (mc_client_t *)c;
+}
+
+static ssize_t read_request_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                                 nghttp2_data_source *source, void *user) {
+    (void)s;
+    (void)id;
+    (void)user;
+    mc_request_t *r = source->ptr;
+    size_t left = r->resp.len - r->resp_off;
+    size_t n = left < length ? left : length;
+    if (n) memcpy(buf, r->resp.data + r->resp_off, n);
+    r->resp_off += n;
+    if (r->resp_off == r->resp.len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                   const uint8_t *body, size_t len, mc_call_done_fn done, void *ctx, int32_t *stream_id) {
+    mc_conn_t *c = (mc_conn_t *)client;
+    if (!mc_client_usable(client)) return -1;
+    mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2_CLIENT);
+    if (!r) return -1;
+    if (mc_buf_append(&r->resp, body, len) != 0) {
+        mc_request_release(r);
+        return -1;
+    }
+    char authority[300];
+    snprintf(authority, sizeof authority, "%s:%u", c->client->host, (unsigned)c->client->port);
+    nghttp2_nv stack_nv[36];
+    size_t cap = nh + 4;
+    nghttp2_nv *nv = cap <= 36 ? stack_nv : malloc(cap * sizeof *nv);
+    if (!nv) {
+        mc_request_release(r);
+        return -1;
+    }
+    size_t k = 0;
+#define NV(n, nl, v, vl) (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE}
+    nv[k++] = NV(":method", 7, method, strlen(method));
+    nv[k++] = NV(":scheme", 7, "http", 4);
+    nv[k++] = NV(":authority", 10, authority, strlen(authority));
+    nv[k++] = NV(":path", 5, path, strlen(path));
+    for (size_t i = 0; i < nh; i++) nv[k++] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+#undef NV
+    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_request_body};
+    int32_t id = nghttp2_submit_request(c->h2, NULL, nv, k, len ? &prd : NULL, r);
+    if (nv != stack_nv) free(nv);
+    if (id < 0) {
+        mc_request_release(r);
+        return -1;
+    }
+    r->stream_id = id;
+    r->done = done;
+    r->done_ctx = ctx;
+    r->dispatched = true;
+    c->active++;
+    c->streams++;
+    if (stream_id) *stream_id = id;
+    mc_loop_mark_dirty(c->loop, c);
+    return 0;
+}
+
+void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
+    mc_conn_t *c = (mc_conn_t *)client;
+    if (!c->h2 || c->closing) return;
+    mc_request_t *r = call_of(c->h2, stream_id);
+    if (!r) return;
+    r->cancelled = true;
+    nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+int mc_client_usable(const mc_client_t *client) {
+    const mc_conn_t *c = (const mc_conn_t *)client;
+    return c->client->connected && !c->client->goaway && !c->closing && c->h2 &&
+           nghttp2_session_want_read(c->h2) && !c->eof;
+}
+
+unsigned mc_client_active(const mc_client_t *client) { return ((const mc_conn_t *)client)->active; }
+
+void mc_client_close(mc_client_t *client) {
+    mc_conn_t *c = (mc_conn_t *)client;
+    if (c->client->resolving) uv_cancel((uv_req_t *)&c->client->resolve);
+    mc_conn_close(c);
+}

@@ -1,0 +1,321 @@
+public import Logging
+import CMicroCore
+
+/// A complete HTTP/2 response.
+public struct HTTPClientResponse: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+    public var trailers: HTTPHeaders
+}
+
+/// Why a call failed below HTTP. ``neverProcessed`` says whether the server can have seen it:
+/// only such calls are safe to retry on another node.
+public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// No connection could be made.
+        case connect
+        /// The request never reached a handler (not sent, refused stream, above a GOAWAY).
+        case refused
+        /// The connection or stream broke after the request was sent.
+        case reset
+        /// The response exceeded the size limit.
+        case tooLarge
+        /// The call was cancelled.
+        case cancelled
+    }
+
+    public let kind: Kind
+    public let message: String
+
+    public var neverProcessed: Bool { kind == .connect || kind == .refused }
+    public var description: String { message }
+}
+
+/// HTTP/2 (h2c) client on the C core. Connections are pooled per address and per loop: a call made
+/// by a task on a loop uses that loop's connection with no thread hop; many calls share one
+/// connection as streams.
+///
+/// ```swift
+/// let client = HTTPClient()
+/// let response = try await client.request(address: "127.0.0.1:8080", path: "/", headers: [:], body: [])
+/// ```
+public final class HTTPClient: Sendable {
+    let group: EventLoopGroup
+    let pools: [ConnectionPool]
+
+    /// - Parameter maxResponseBytes: larger responses fail with ``HTTPClientError/Kind/tooLarge``.
+    public init(group: EventLoopGroup = .shared, maxResponseBytes: Int = 64 * 1024 * 1024) {
+        self.group = group
+        self.pools = group.loops.map { ConnectionPool(loop: $0, maxResponseBytes: maxResponseBytes) }
+    }
+
+    /// Sends one request to `address` (`host:port`) and returns the whole response.
+    /// Cancelling the calling task resets the stream.
+    public func request(
+        address: String,
+        method: String = "POST",
+        path: String,
+        headers: HTTPHeaders,
+        body: [UInt8]
+    ) async throws(HTTPClientError) -> HTTPClientResponse {
+        let loop = EventLoop.current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
+        let pool = pools[loop.index]
+        let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop) {
+            do {
+                let connection = try await pool.connection(to: address)
+                return .success(try await connection.call(method: method, path: path, headers: headers, body: body))
+            } catch let error as HTTPClientError {
+                return .failure(error)
+            } catch {
+                return .failure(HTTPClientError(kind: .reset, message: "\(error)"))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Closes every pooled connection; calls in flight fail.
+    public func close() async {
+        for pool in pools {
+            await withTaskExecutorPreference(pool.loop) { pool.closeAll() }
+        }
+    }
+}
+
+/// The connections of one loop, by address.
+///
+/// @unchecked Sendable: every member is only touched on `loop`'s thread (callers hop there first;
+/// C callbacks arrive there).
+final class ConnectionPool: @unchecked Sendable {
+    let loop: EventLoop
+    let maxResponseBytes: Int
+    private var connections: [String: ClientConnection] = [:]
+
+    init(loop: EventLoop, maxResponseBytes: Int) {
+        self.loop = loop
+        self.maxResponseBytes = maxResponseBytes
+    }
+
+    func connection(to address: String) async throws(HTTPClientError) -> ClientConnection {
+        precondition(loop.inEventLoop)
+        if let existing = connections[address], existing.acceptsCalls {
+            try await existing.ready()
+            return existing
+        }
+        let (host, port) = try Self.split(address)
+        let connection = ClientConnection(pool: self, address: address)
+        connections[address] = connection
+        connection.connect(host: host, port: port, maxResponseBytes: maxResponseBytes)
+        try await connection.ready()
+        return connection
+    }
+
+    func forget(_ connection: ClientConnection) {
+        if connections[connection.address] === connection { connections[connection.address] = nil }
+    }
+
+    func closeAll() {
+        let all = connections.values
+        connections = [:]
+        for connection in all { connection.close() }
+    }
+
+    static func split(_ address: String) throws(HTTPClientError) -> (String, UInt16) {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
+            throw HTTPClientError(kind: .connect, message: "invalid address '\(address)': expected host:port")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty || host == "::" || host == "0.0.0.0" { host = "127.0.0.1" }
+        return (host, port)
+    }
+}
+
+/// One connection and its C counterpart. Loop-confined like its pool (@unchecked Sendable).
+final class ClientConnection: @unchecked Sendable {
+    enum State {
+        case connecting([CheckedContinuation<Void, any Error>])
+        case ready
+        case failed(HTTPClientError)
+    }
+
+    let pool: ConnectionPool  // strong: C callbacks can outlive the client; the pool forgets closed connections
+    let address: String
+    private var handle: OpaquePointer?
+    private var state: State = .connecting([])
+    private var goaway = false
+
+    init(pool: ConnectionPool, address: String) {
+        self.pool = pool
+        self.address = address
+    }
+
+    var acceptsCalls: Bool {
+        switch state {
+        case .failed: return false
+        case .connecting: return true
+        case .ready: return !goaway && handle.map { mc_client_usable($0) != 0 } ?? false
+        }
+    }
+
+    func connect(host: String, port: UInt16, maxResponseBytes: Int) {
+        var callbacks = mc_client_callbacks_t()
+        callbacks.ctx = Unmanaged.passRetained(self).toOpaque()  // released in on_closed
+        callbacks.on_connected = { ctx, error, message in
+            let connection = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
+            connection.connected(error: error, message: message.map { String(cString: $0) } ?? "")
+        }
+        callbacks.on_goaway = { ctx in
+            let connection = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeUnretainedValue()
+            connection.goaway = true
+            connection.pool.forget(connection)
+        }
+        callbacks.on_closed = { ctx in
+            let connection = Unmanaged<ClientConnection>.fromOpaque(ctx!).takeRetainedValue()
+            connection.handle = nil
+            connection.connected(error: -1, message: "connection to \(connection.address) closed")
+            connection.pool.forget(connection)
+        }
+        handle = host.withCString { mc_client_connect(pool.loop.handle, $0, port, maxResponseBytes, &callbacks) }
+        if handle == nil {
+            Unmanaged<ClientConnection>.fromOpaque(callbacks.ctx).release()
+            connected(error: -1, message: "cannot create a connection to \(address)")
+        }
+    }
+
+    private func connected(error: Int32, message: String) {
+        guard case .connecting(let waiters) = state else {
+            if error != 0, case .ready = state { state = .failed(HTTPClientError(kind: .reset, message: message)) }
+            return
+        }
+        if error == 0 {
+            state = .ready
+            for waiter in waiters { waiter.resume() }
+        } else {
+            let failure = HTTPClientError(kind: .connect, message: message)
+            state = .failed(failure)
+            pool.forget(self)
+            for waiter in waiters { waiter.resume(throwing: failure) }
+        }
+    }
+
+    /// Waits until connected. State is read inside the continuation's closure, which runs on the
+    /// loop without a suspension point: two waiters can never both see the same old list.
+    func ready() async throws(HTTPClientError) {
+        if case .ready = state { return }
+        do {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                switch state {
+                case .ready: continuation.resume()
+                case .failed(let error): continuation.resume(throwing: error)
+                case .connecting(var waiters):
+                    waiters.append(continuation)
+                    state = .connecting(waiters)
+                }
+            }
+        } catch {
+            throw (error as? HTTPClientError) ?? HTTPClientError(kind: .connect, message: "\(error)")
+        }
+    }
+
+    func close() {
+        if let handle { mc_client_close(handle) }
+    }
+
+    func call(method: String, path: String, headers: HTTPHeaders, body: [UInt8]) async throws(HTTPClientError) -> HTTPClientResponse {
+        let call = PendingCall(loop: pool.loop)
+        let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                // checked here, with no suspension before the C call: the connection may have
+                // closed while this task was on its way
+                guard let handle, self.acceptsCalls else {
+                    continuation.resume(returning: .failure(HTTPClientError(kind: .refused, message: "connection to \(self.address) cannot take calls")))
+                    return
+                }
+                call.client = handle
+                call.continuation = continuation
+                var streamID: Int32 = 0
+                let ctx = Unmanaged.passRetained(call).toOpaque()
+                let rc = headers.withCHeaders { h, nh in
+                    body.withUnsafeBufferPointer { b in
+                        method.withCString { m in
+                            path.withCString { p in
+                                mc_client_call(handle, m, p, h, nh, b.baseAddress, b.count, { ctx, result, response in
+                                    Unmanaged<PendingCall>.fromOpaque(ctx!).takeRetainedValue().finish(result, response)
+                                }, ctx, &streamID)
+                            }
+                        }
+                    }
+                }
+                if rc != 0 {
+                    Unmanaged<PendingCall>.fromOpaque(ctx).release()
+                    call.continuation = nil
+                    continuation.resume(returning: .failure(HTTPClientError(kind: .refused, message: "connection to \(address) cannot take calls")))
+                    return
+                }
+                call.streamID = streamID
+                if call.cancelRequested { call.cancel() }
+            }
+        } onCancel: {
+            call.loop.execute { call.cancel() }
+        }
+        return try result.get()
+    }
+}
+
+/// A call between submission and its C completion. Loop-confined (@unchecked Sendable).
+final class PendingCall: @unchecked Sendable {
+    let loop: EventLoop
+    /// Valid while `continuation` is set: a connection completes every call before it is freed.
+    var client: OpaquePointer?
+    var continuation: CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>?
+    var streamID: Int32 = 0
+    var cancelRequested = false
+
+    init(loop: EventLoop) {
+        self.loop = loop
+    }
+
+    func cancel() {
+        cancelRequested = true
+        guard continuation != nil, let client, streamID > 0 else { return }
+        mc_client_cancel(client, streamID)
+    }
+
+    func finish(_ result: Int32, _ response: OpaquePointer?) {
+        guard let continuation else { return }
+        self.continuation = nil
+        switch Int(result) {
+        case Int(MC_CALL_OK):
+            continuation.resume(returning: .success(Self.read(response!)))
+        case Int(MC_CALL_REFUSED):
+            continuation.resume(returning: .failure(HTTPClientError(kind: .refused, message: "the server did not process the call")))
+        case Int(MC_CALL_TOO_LARGE):
+            continuation.resume(returning: .failure(HTTPClientError(kind: .tooLarge, message: "the response exceeds the size limit")))
+        case Int(MC_CALL_CANCELLED):
+            continuation.resume(returning: .failure(HTTPClientError(kind: .cancelled, message: "the call was cancelled")))
+        default:
+            continuation.resume(returning: .failure(HTTPClientError(kind: .reset, message: "the connection broke during the call")))
+        }
+    }
+
+    static func read(_ response: OpaquePointer) -> HTTPClientResponse {
+        let count = mc_request_header_count(response)
+        let split = mc_request_trailer_index(response)
+        var headers = HTTPHeaders(), trailers = HTTPHeaders()
+        for i in 0..<count {
+            let h = mc_request_header(response, i)
+            let name = String(decoding: UnsafeRawBufferPointer(start: h.name, count: h.name_len), as: UTF8.self)
+            let value = String(decoding: UnsafeRawBufferPointer(start: h.value, count: h.value_len), as: UTF8.self)
+            if i < split { headers.add(name: name, value: value) } else { trailers.add(name: name, value: value) }
+        }
+        var len = 0
+        let body = mc_request_body(response, &len)
+        return HTTPClientResponse(
+            status: Int(mc_request_status(response)),
+            headers: headers,
+            body: len > 0 ? Array(UnsafeBufferPointer(start: body, count: len)) : [],
+            trailers: trailers
+        )
+    }
+}
