@@ -14,10 +14,12 @@ let package = Package(
         .library(name: "Micro", targets: ["Micro"]),
         .library(name: "MicroCore", targets: ["MicroCore"]),
         .executable(name: "helloworld", targets: ["helloworld"]),
+        .executable(name: "micro", targets: ["MicroCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // System libraries (Debian: libuv1-dev, libssl-dev, libnghttp2-dev, libhttp-parser-dev).
@@ -60,6 +62,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "MicroCLI",
+            dependencies: [
+                "Micro",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/micro",
             swiftSettings: swiftSettings
         ),
         .executableTarget(

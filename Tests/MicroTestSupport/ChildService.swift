@@ -24,6 +24,9 @@ public final class ChildService: Sendable {
         let path = Tool.binDirectory.appendingPathComponent(executable).path
         var env = ProcessInfo.processInfo.environment
         env["MICRO_SERVER_ADDRESS"] = "127.0.0.1:0"
+        // a registry of its own unless the test shares one: tests never touch ~/.cache
+        env["MICRO_REGISTRY_ADDRESS"] = FileManager.default.temporaryDirectory
+            .appendingPathComponent("micro-registry-\(UUID().uuidString)").path
         for (k, v) in environment { env[k] = v }
         let child = try Spawn.start(launcher + [path] + arguments, environment: env, pipeOutput: true)
         pid = child.pid

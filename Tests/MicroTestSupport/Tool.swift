@@ -16,12 +16,21 @@ public struct ToolResult: Sendable {
 public enum Tool {
     /// Runs `name` from the PATH with `arguments`; kills it after `timeout` (a bound, not a
     /// measurement).
-    public static func run(_ name: String, _ arguments: [String], timeout: Duration = .seconds(120)) async throws -> ToolResult {
+    public static func run(
+        _ name: String,
+        _ arguments: [String],
+        environment: [String: String] = [:],
+        timeout: Duration = .seconds(120)
+    ) async throws -> ToolResult {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-tool-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("stdout"), err = dir.appendingPathComponent("stderr")
-        let child = try Spawn.start([name] + arguments, stdoutPath: out.path, stderrPath: err.path)
+        var env: [String: String]?
+        if !environment.isEmpty {
+            env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        let child = try Spawn.start([name] + arguments, environment: env, stdoutPath: out.path, stderrPath: err.path)
         let finished = Mutex(false)
         let bound = DispatchTime.now() + .seconds(Int(timeout.components.seconds))
         DispatchQueue.global().asyncAfter(deadline: bound) {

@@ -3,8 +3,9 @@ import MicroCore
 import Synchronization
 
 /// A registered endpoint: decodes, calls the handler, encodes.
-struct Endpoint: Sendable {
+struct EndpointHandler: Sendable {
     let name: String
+    var description = Endpoint(name: "")
     let call: @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
 }
 
@@ -14,19 +15,24 @@ final class Router: Sendable {
     let service: String
     let codecs: Codecs
     let logger: Logger
-    private let endpoints = Mutex<[String: Endpoint]>([:])
+    let interceptors: [any ServerInterceptor]
+    private let endpoints = Mutex<[String: EndpointHandler]>([:])
 
-    init(service: String, codecs: Codecs, logger: Logger) {
+    init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = []) {
+        self.interceptors = interceptors
         self.service = service
         self.codecs = codecs
         self.logger = logger
     }
 
-    func register(_ endpoint: Endpoint) {
+    func register(_ endpoint: EndpointHandler) {
         endpoints.withLock { $0[endpoint.name] = endpoint }
     }
 
     var endpointNames: [String] { endpoints.withLock { $0.keys.sorted() } }
+
+    /// What the registry publishes: each endpoint with its request and response shapes.
+    var descriptions: [Endpoint] { endpoints.withLock { $0.values.map(\.description).sorted { $0.name < $1.name } } }
 
     func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
         guard let name = Self.endpointName(request) else {
@@ -69,9 +75,11 @@ final class Router: Sendable {
         }
     }
 
-    private func run(_ endpoint: Endpoint, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> HTTPServerResponse {
+    private func run(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> HTTPServerResponse {
         do {
-            let bytes = try await endpoint.call(body, codec, context)
+            let bytes = interceptors.isEmpty
+                ? try await endpoint.call(body, codec, context)
+                : try await intercepted(ServerRequest(endpoint: endpoint.name, body: body, codec: codec), context, endpoint, interceptors[...])
             return HTTPServerResponse(status: 200, headers: ["content-type": codec.contentType], body: bytes)
         } catch let e as MicroError {
             return error(e)
@@ -80,6 +88,19 @@ final class Router: Sendable {
         } catch {
             context.logger.error("handler failed: \(error)")
             return self.error(.internalServerError(service, "\(error)"))
+        }
+    }
+
+    private func intercepted(
+        _ request: ServerRequest,
+        _ context: Context,
+        _ endpoint: EndpointHandler,
+        _ rest: ArraySlice<any ServerInterceptor>
+    ) async throws -> [UInt8] {
+        guard let first = rest.first else { return try await endpoint.call(request.body, request.codec, context) }
+        let remaining = rest.dropFirst()
+        return try await first.intercept(request, context: context) { request, context in
+            try await self.intercepted(request, context, endpoint, remaining)
         }
     }
 
@@ -111,8 +132,8 @@ extension Router {
         _ name: String,
         service: String,
         _ handler: @escaping @Sendable (Request, Context) async throws -> Response
-    ) -> Endpoint {
-        Endpoint(name: name) { body, codec, context in
+    ) -> EndpointHandler {
+        var handler = EndpointHandler(name: name) { body, codec, context in
             let request: Request
             do {
                 request = try codec.decode(Request.self, from: body.isEmpty && codec is JSONCodec ? Array("{}".utf8) : body)
@@ -126,6 +147,14 @@ extension Router {
                 throw MicroError.internalServerError(service, "cannot encode \(Response.self) as \(codec.contentType): \(error)")
             }
         }
+        let responseName = String(describing: Response.self)
+        handler.description = Endpoint(
+            name: name,
+            request: Schema.describe(Request.self, name: String(describing: Request.self)),
+            response: (Response.self as? any Decodable.Type).map { Schema.describe($0, name: responseName) }
+                ?? Value(name: responseName, type: Schema.typeName(Response.self))
+        )
+        return handler
     }
 
     static func describe(_ error: any Error) -> String {

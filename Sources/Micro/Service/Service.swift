@@ -21,6 +21,10 @@ public final class Service: Sendable {
     public let version: String
     public let metadata: [String: String]
     public let options: ServiceOptions
+    /// This instance's node id in the registry.
+    public let nodeID: String
+    /// A client that finds other services in this service's registry.
+    public let client: Client
     let router: Router
     private let state = Mutex<State>(State())
 
@@ -45,7 +49,9 @@ public final class Service: Sendable {
         self.version = version
         self.metadata = metadata
         self.options = options
-        self.router = Router(service: name, codecs: options.codecs, logger: options.logger)
+        self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
+        self.client = Client(registry: options.registry, logger: options.logger)
+        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors)
     }
 
     /// Registers a typed handler for `endpoint` (e.g. `Helloworld.Greeting`). The request is
@@ -60,6 +66,25 @@ public final class Service: Sendable {
 
     /// The endpoints registered so far.
     public var endpoints: [String] { router.endpointNames }
+
+    /// The registry this service registers in.
+    public var registry: any Registry { options.registry ?? Registries.default }
+
+    /// What the registry publishes about this instance (once started).
+    public var record: ServiceRecord? {
+        guard let (host, port) = state.withLock({ $0.server.map { ($0.host, $0.port) } }) else { return nil }
+        let env = ProcessInfo.processInfo.environment
+        // A wildcard bind is reached on loopback by the machine-local registry's clients;
+        // MICRO_SERVER_ADVERTISE names another address.
+        let advertised = env["MICRO_SERVER_ADVERTISE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (["", "::", "0.0.0.0"].contains(host) ? "127.0.0.1:\(port)" : (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"))
+        let node = Node(id: nodeID, address: advertised, metadata: [
+            "protocols": "http/1.1,h2c",
+            "server": "swift-micro",
+            "content-types": options.codecs.contentTypes.joined(separator: ","),
+        ])
+        return ServiceRecord(name: name, version: version, metadata: metadata, endpoints: router.descriptions, nodes: [node])
+    }
 
     /// The address the server listens on, once started.
     public var port: Int? { state.withLock { $0.server?.port } }
@@ -120,8 +145,28 @@ public final class Service: Sendable {
             return state.server!
         }
         defer { state.withLock { $0.running = false } }
+        if options.register, let record {
+            do {
+                try await registry.register(record, ttl: options.registerTTL)
+                options.logger.info("registered node \(nodeID) at \(record.nodes[0].address)")
+            } catch {
+                options.logger.error("cannot register: \(error)")
+            }
+        }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
+                if options.register, let record {
+                    // the heartbeat: a node that stops refreshing expires after its TTL
+                    group.addTask {
+                        while (try? await Task.sleep(for: self.options.registerInterval)) != nil {
+                            do {
+                                try await self.registry.register(record, ttl: self.options.registerTTL)
+                            } catch {
+                                self.options.logger.warning("cannot refresh the registration: \(error)")
+                            }
+                        }
+                    }
+                }
                 if let signals {
                     group.addTask {
                         for await signal in signals {
@@ -137,6 +182,15 @@ public final class Service: Sendable {
                     self.stop()
                 }
                 group.cancelAll()
+            }
+            // leave the registry first, so that callers stop choosing this node while it drains
+            if options.register, let record {
+                do {
+                    try await registry.deregister(record)
+                    options.logger.info("deregistered node \(nodeID)")
+                } catch {
+                    options.logger.warning("cannot deregister: \(error)")
+                }
             }
             await server.shutdownGracefully(timeout: options.drainTimeout)
             options.logger.info("stopped")

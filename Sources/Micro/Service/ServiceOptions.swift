@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 public import MicroCore
 
@@ -18,6 +19,17 @@ public struct ServiceOptions: Sendable {
     public var handleSignals: Bool
     /// The codecs by content type.
     public var codecs: Codecs
+    /// Where the service registers; `nil` means the default (`MICRO_REGISTRY`: `local`, or
+    /// `memory`). Set ``register`` to false to serve without registering.
+    public var registry: (any Registry)?
+    /// Whether `run()` registers the service.
+    public var register: Bool
+    /// How long a registration lives without a heartbeat (`MICRO_REGISTER_TTL`, seconds).
+    public var registerTTL: Duration
+    /// How often `run()` refreshes it (`MICRO_REGISTER_INTERVAL`, seconds).
+    public var registerInterval: Duration
+    /// Wrap every handler call, first outermost (go-micro's handler wrappers).
+    public var interceptors: [any ServerInterceptor]
 
     public init(
         address: String? = nil,
@@ -26,8 +38,19 @@ public struct ServiceOptions: Sendable {
         server: HTTPServerConfiguration = .init(),
         drainTimeout: Duration = .seconds(10),
         handleSignals: Bool = true,
-        codecs: Codecs = .standard
+        codecs: Codecs = .standard,
+        registry: (any Registry)? = nil,
+        register: Bool = true,
+        registerTTL: Duration? = nil,
+        registerInterval: Duration? = nil,
+        interceptors: [any ServerInterceptor] = []
     ) {
+        self.interceptors = interceptors
+        let env = ProcessInfo.processInfo.environment
+        self.registry = registry
+        self.register = register
+        self.registerTTL = registerTTL ?? env["MICRO_REGISTER_TTL"].flatMap(Double.init).map { .milliseconds(Int($0 * 1000)) } ?? .seconds(15)
+        self.registerInterval = registerInterval ?? env["MICRO_REGISTER_INTERVAL"].flatMap(Double.init).map { .milliseconds(Int($0 * 1000)) } ?? .seconds(5)
         self.address = address
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger ?? Logger(label: "micro")

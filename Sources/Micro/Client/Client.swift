@@ -1,0 +1,188 @@
+import Foundation
+public import Logging
+public import MicroCore
+
+/// Calls services by name: looks the nodes up in the registry (cached, kept fresh by a watch),
+/// chooses one with the selector, sends the request over HTTP/2 (pooled connections from the C
+/// core) and retries on another node when that is safe.
+///
+/// ```swift
+/// let client = Client()
+/// let reply: Response = try await client.call("helloworld", "Helloworld.Greeting", Request(name: "alice"))
+/// ```
+///
+/// Threading: any task. A call made from a task on an event loop stays on that loop.
+public final class Client: Sendable {
+    /// Defaults for every call; each call may pass its own.
+    public let options: CallOptions
+    let cache: RegistryCache
+    private let selectors: [SelectionStrategy: Selector]
+    private let defaultStrategy: SelectionStrategy
+    let http: HTTPClient
+    let codecs: Codecs
+    let interceptors: [any ClientInterceptor]
+    private let budget: RetryBudget
+    let logger: Logger
+
+    public init(
+        registry: (any Registry)? = nil,
+        strategy: SelectionStrategy = .powerOfTwoChoices,
+        ejection: EjectionPolicy = .init(),
+        options: CallOptions = .init(),
+        interceptors: [any ClientInterceptor] = [],
+        codecs: Codecs = .standard,
+        retryBudget: RetryBudgetPolicy = .init(),
+        eventLoopGroup: EventLoopGroup = .shared,
+        logger: Logger = Logger(label: "micro.client")
+    ) {
+        self.options = options
+        self.cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
+        var selectors: [SelectionStrategy: Selector] = [:]
+        for s in [SelectionStrategy.random, .roundRobin, .leastOutstanding, .powerOfTwoChoices] {
+            selectors[s] = Selector(strategy: s, ejection: ejection)
+        }
+        self.selectors = selectors
+        self.defaultStrategy = strategy
+        self.http = HTTPClient(group: eventLoopGroup)
+        self.codecs = codecs
+        self.interceptors = interceptors
+        self.budget = RetryBudget(retryBudget)
+        self.logger = logger
+    }
+
+    /// Calls `endpoint` of `service` with a `Codable` request; throws ``MicroError``.
+    public func call<Request: Encodable & Sendable, Response: Decodable & Sendable>(
+        _ service: String,
+        _ endpoint: String,
+        _ request: Request,
+        options: CallOptions? = nil
+    ) async throws -> Response {
+        let options = options ?? self.options
+        guard let codec = codecs.codec(for: options.contentType) else {
+            throw MicroError(id: "micro.client", code: 400, detail: "unsupported content type \(options.contentType)")
+        }
+        let body: [UInt8]
+        do {
+            body = try codec.encode(request)
+        } catch {
+            throw MicroError(id: "micro.client", code: 400, detail: "cannot encode \(Request.self) as \(codec.contentType): \(error)")
+        }
+        let response = try await call(service, endpoint, body: body, options: options)
+        let responseCodec = codecs.codec(for: response.metadata["content-type"]) ?? codec
+        do {
+            return try responseCodec.decode(Response.self, from: response.body)
+        } catch {
+            throw MicroError(id: "micro.client", code: 500, detail: "cannot decode \(Response.self) from the answer of \(service).\(endpoint): \(error)")
+        }
+    }
+
+    /// Calls with a body already encoded (in `options.contentType`); returns the raw answer.
+    public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
+        let request = ClientRequest(service: service, endpoint: endpoint, body: body, options: options ?? self.options)
+        return try await intercepted(request, interceptors[...])
+    }
+
+    private func intercepted(_ request: ClientRequest, _ rest: ArraySlice<any ClientInterceptor>) async throws -> ClientResponse {
+        guard let first = rest.first else { return try await withDeadline(request) }
+        let remaining = rest.dropFirst()
+        return try await first.intercept(request) { try await self.intercepted($0, remaining) }
+    }
+
+    /// The whole call, retries included, bounded by the timeout: whichever finishes first wins,
+    /// and the other is cancelled (a call in flight is reset, so its handler is cancelled too).
+    private func withDeadline(_ request: ClientRequest) async throws -> ClientResponse {
+        let deadline = ContinuousClock.now + request.options.timeout
+        return try await withThrowingTaskGroup(of: ClientResponse?.self) { group in
+            group.addTask { try await self.attempts(request, deadline: deadline) }
+            group.addTask {
+                try await Task.sleep(until: deadline)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let response = first else {
+                throw MicroError(id: "micro.client", code: 408, detail: "call to \(request.service).\(request.endpoint) timed out after \(request.options.timeout)")
+            }
+            return response
+        }
+    }
+
+    private func attempts(_ request: ClientRequest, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
+        let options = request.options
+        let selector = selectors[options.strategy ?? defaultStrategy]!
+        var tried: Set<String> = []
+        var lastError: any Error = MicroError(id: "micro.client", code: 500, detail: "no attempt was made")
+        budget.deposit()
+        for attempt in 0...max(0, options.retries) {
+            if attempt > 0 {
+                guard budget.withdraw() else {
+                    logger.debug("retry budget exhausted for \(request.service).\(request.endpoint)")
+                    break
+                }
+                let base = Double(options.backoff.components.seconds) * 1e9 + Double(options.backoff.components.attoseconds) / 1e9
+                let cap = base * pow(2, Double(attempt - 1))
+                try await Task.sleep(for: .nanoseconds(Int64(Double.random(in: 0...max(cap, 1)))))
+            }
+            var selection: Selection?
+            let address: String
+            if let direct = options.address {
+                address = direct
+            } else {
+                let services: [ServiceRecord]
+                do {
+                    services = try await cache.get(request.service)
+                } catch {
+                    throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(request.service): \(error)")
+                }
+                if services.allSatisfy({ $0.nodes.isEmpty }) {
+                    throw MicroError(id: "micro.client", code: 500, detail: "service \(request.service) not found")
+                }
+                if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = [] }  // all tried: any again
+                selection = try selector.select(services, filters: options.filters, exclude: tried)
+                address = selection!.node.address
+                tried.insert(selection!.node.id)
+            }
+            let remaining = deadline - .now
+            var headers: HTTPHeaders = [
+                "content-type": options.contentType,
+                "accept": options.contentType,
+                "micro-service": request.service,
+                "micro-endpoint": request.endpoint,
+                "micro-method": request.endpoint,
+                "timeout": String(max(1, remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds / 1_000_000_000)),
+            ]
+            for (key, value) in options.metadata { headers[key] = value }
+            do {
+                let response = try await http.request(address: address, path: "/", headers: headers, body: request.body)
+                if let text = response.headers["micro-error"] {
+                    let error = MicroError(parsing: text)
+                    if error.code == 408 || error.code == 503 {
+                        // the server says it could not (yet): another node may
+                        selection.map { selector.finish($0, outcome: .failure) }
+                        lastError = error
+                        continue
+                    }
+                    selection.map { selector.finish($0, outcome: .success) }  // the node works; the call did not
+                    throw error
+                }
+                guard response.status == 200 else {
+                    selection.map { selector.finish($0, outcome: .success) }
+                    let detail = String(decoding: response.body, as: UTF8.self)
+                    throw response.headers["content-type"] == "application/json" ? MicroError(parsing: detail)
+                        : MicroError(id: "micro.client", code: response.status, detail: detail)
+                }
+                selection.map { selector.finish($0, outcome: .success) }
+                return ClientResponse(body: response.body, metadata: Metadata(response.headers), node: selection?.node)
+            } catch let error as HTTPClientError {
+                selection.map { selector.finish($0, outcome: error.kind == .connect ? .connectFailure : .failure) }
+                if error.kind == .cancelled { throw CancellationError() }
+                guard error.neverProcessed else {
+                    throw MicroError(id: "micro.client", code: 500, detail: "call to \(request.service).\(request.endpoint) at \(address) failed: \(error)")
+                }
+                if error.kind == .connect { cache.invalidate(request.service) }
+                lastError = error
+            }
+        }
+        if let error = lastError as? MicroError { throw error }
+        throw MicroError(id: "micro.client", code: 503, detail: "call to \(request.service).\(request.endpoint) failed after \(options.retries + 1) attempts: \(lastError)")
+    }
+}

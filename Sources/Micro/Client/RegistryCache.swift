@@ -1,0 +1,60 @@
+import Logging
+import Synchronization
+
+/// Lookups of the registry kept in memory and refreshed by a watch, so that a call does not
+/// read the registry. If the registry fails, the last good answer is served.
+final class RegistryCache: Sendable {
+    let registry: any Registry
+    let logger: Logger
+    private let maxAge: Duration
+    private struct Entry {
+        var services: [ServiceRecord]
+        var fetched: ContinuousClock.Instant
+        var valid: Bool
+    }
+    private let entries = Mutex<[String: Entry]>([:])
+    private let watch = Mutex<RegistryWatch?>(nil)
+
+    init(registry: any Registry, logger: Logger, maxAge: Duration = .seconds(30)) {
+        self.registry = registry
+        self.logger = logger
+        self.maxAge = maxAge
+    }
+
+    func get(_ name: String) async throws -> [ServiceRecord] {
+        startWatching()
+        let now = ContinuousClock.now
+        let cached = entries.withLock { $0[name] }
+        if let cached, cached.valid, now - cached.fetched < maxAge { return cached.services }
+        do {
+            let services = try await registry.getService(name)
+            entries.withLock { $0[name] = Entry(services: services, fetched: now, valid: true) }
+            return services
+        } catch {
+            if let cached {
+                logger.warning("registry lookup of \(name) failed (\(error)); using the last known nodes")
+                return cached.services
+            }
+            throw error
+        }
+    }
+
+    /// Drops an entry so that the next lookup reads the registry again.
+    func invalidate(_ name: String) {
+        entries.withLock { $0[name]?.valid = false }
+    }
+
+    private func startWatching() {
+        let started = watch.withLock { $0 != nil }
+        if started { return }
+        // A change to a service invalidates its entry; the next call reads it afresh.
+        let handle = try? registry.watch(service: nil) { [weak self] event in
+            self?.invalidate(event.service.name)
+        }
+        watch.withLock { current in
+            if current == nil { current = handle } else { handle?.cancel() }
+        }
+    }
+
+    deinit { watch.withLock { $0?.cancel() } }
+}

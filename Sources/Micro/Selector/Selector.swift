@@ -1,0 +1,230 @@
+import Foundation
+import Synchronization
+
+/// How a ``Selector`` picks a node among those that may serve a call.
+public enum SelectionStrategy: String, Sendable, Hashable, CaseIterable {
+    /// Uniformly at random.
+    case random
+    /// In turn, with one cursor per service that lives as long as the selector (go-micro resets
+    /// its cursor on every call, which makes it random in disguise).
+    case roundRobin
+    /// The node with the fewest calls in flight from this client; ties broken at random.
+    case leastOutstanding
+    /// Two nodes at random, then the one with the lower peak-EWMA latency × (calls in flight + 1).
+    /// Adapts to slow nodes within a few calls and costs two lookups: the default.
+    case powerOfTwoChoices
+}
+
+/// Restricts which nodes may be chosen.
+public struct NodeFilter: Sendable {
+    public let matches: @Sendable (_ service: ServiceRecord, _ node: Node) -> Bool
+
+    public init(_ matches: @escaping @Sendable (_ service: ServiceRecord, _ node: Node) -> Bool) {
+        self.matches = matches
+    }
+
+    /// Only nodes of this service version.
+    public static func version(_ version: String) -> NodeFilter {
+        NodeFilter { service, _ in service.version == version }
+    }
+
+    /// Only nodes labelled `key=value` (node metadata first, then the service's).
+    public static func label(_ key: String, _ value: String) -> NodeFilter {
+        NodeFilter { service, node in (node.metadata[key] ?? service.metadata[key]) == value }
+    }
+}
+
+/// When a node is taken out of rotation: at once after a connect failure, or after
+/// `consecutiveFailures` failed calls in a row. It stays out for `baseEjection`, doubled on each
+/// ejection in a row up to `maxEjection`; one success resets both counts.
+public struct EjectionPolicy: Sendable {
+    public var consecutiveFailures: Int
+    public var baseEjection: Duration
+    public var maxEjection: Duration
+
+    public init(consecutiveFailures: Int = 5, baseEjection: Duration = .seconds(1), maxEjection: Duration = .seconds(30)) {
+        self.consecutiveFailures = max(1, consecutiveFailures)
+        self.baseEjection = baseEjection
+        self.maxEjection = maxEjection
+    }
+}
+
+/// A node chosen for one call; hand it back to ``Selector/finish(_:outcome:)`` when the call ends.
+public struct Selection: Sendable {
+    public let service: ServiceRecord
+    public let node: Node
+    let started: ContinuousClock.Instant
+}
+
+/// Chooses a node for each call and learns from how calls end: latency (peak EWMA), calls in
+/// flight, failures (ejection). One selector serves many services; its state is per node id.
+///
+/// Threading: any thread; one short lock per `select` and per `finish`.
+public final class Selector: Sendable {
+    public enum Outcome: Sendable {
+        /// The node answered (even with an application error).
+        case success
+        /// The call failed at the node (reset, 503, timeout).
+        case failure
+        /// No connection could be made.
+        case connectFailure
+    }
+
+    public let strategy: SelectionStrategy
+    public let ejection: EjectionPolicy
+    private let now: @Sendable () -> ContinuousClock.Instant
+
+    /// The decay time of the latency estimate: samples older than this weigh less than 1/e.
+    static let decay: Double = 10e9  // ns
+    /// The cost of a node that has calls in flight but no latency sample yet, so that a node
+    /// that never answers is not flooded.
+    static let unknownPenalty: Double = 1e9  // ns
+
+    struct NodeStats {
+        var outstanding = 0
+        var cost: Double = 0  // peak EWMA of latency, ns
+        var sampled: ContinuousClock.Instant?
+        var consecutiveFailures = 0
+        var ejections = 0
+        var ejectedUntil: ContinuousClock.Instant?
+        var lastUsed: ContinuousClock.Instant
+    }
+
+    struct State {
+        var nodes: [String: NodeStats] = [:]
+        var cursors: [String: Int] = [:]
+        var selections = 0
+    }
+
+    private let state = Mutex(State())
+
+    public convenience init(strategy: SelectionStrategy = .powerOfTwoChoices, ejection: EjectionPolicy = .init()) {
+        self.init(strategy: strategy, ejection: ejection, now: { .now })
+    }
+
+    /// - Parameter now: the clock; tests pass a manual one.
+    init(strategy: SelectionStrategy, ejection: EjectionPolicy, now: @escaping @Sendable () -> ContinuousClock.Instant) {
+        self.strategy = strategy
+        self.ejection = ejection
+        self.now = now
+    }
+
+    /// Chooses a node of `services` (all versions of one service) that passes every filter and is
+    /// not in `exclude` (node ids already tried by this call). Ejected nodes are skipped unless
+    /// every candidate is ejected: then all are candidates again (fail open, never fail closed).
+    public func select(_ services: [ServiceRecord], filters: [NodeFilter] = [], exclude: Set<String> = []) throws -> Selection {
+        var candidates: [(service: ServiceRecord, node: Node)] = []
+        for service in services {
+            for node in service.nodes where filters.allSatisfy({ $0.matches(service, node) }) {
+                candidates.append((service, node))
+            }
+        }
+        let name = services.first?.name ?? "?"
+        guard !candidates.isEmpty else {
+            let detail = services.allSatisfy({ $0.nodes.isEmpty })
+                ? "service \(name) not found"
+                : "no node of service \(name) matches the call's filters"
+            throw MicroError(id: "micro.client", code: 500, detail: detail)
+        }
+        let untried = candidates.filter { !exclude.contains($0.node.id) }
+        if !untried.isEmpty { candidates = untried }
+        let now = self.now()
+        return state.withLock { state in
+            var healthy = candidates.filter { state.nodes[$0.node.id]?.ejectedUntil.map { $0 <= now } ?? true }
+            if healthy.isEmpty { healthy = candidates }
+            let index: Int
+            switch strategy {
+            case .random:
+                index = Int.random(in: 0..<healthy.count)
+            case .roundRobin:
+                healthy.sort { $0.node.id < $1.node.id }
+                let cursor = state.cursors[name, default: 0]
+                index = cursor % healthy.count
+                state.cursors[name] = cursor &+ 1
+            case .leastOutstanding:
+                let loads = healthy.map { state.nodes[$0.node.id]?.outstanding ?? 0 }
+                let least = loads.min()!
+                let ties = loads.indices.filter { loads[$0] == least }
+                index = ties.randomElement()!
+            case .powerOfTwoChoices:
+                if healthy.count == 1 {
+                    index = 0
+                } else {
+                    let a = Int.random(in: 0..<healthy.count)
+                    var b = Int.random(in: 0..<(healthy.count - 1))
+                    if b >= a { b += 1 }
+                    index = Self.load(state.nodes[healthy[a].node.id], now) <= Self.load(state.nodes[healthy[b].node.id], now) ? a : b
+                }
+            }
+            let chosen = healthy[index]
+            state.nodes[chosen.node.id, default: NodeStats(lastUsed: now)].outstanding += 1
+            state.nodes[chosen.node.id]!.lastUsed = now
+            state.selections &+= 1
+            if state.selections % 4096 == 0 { Self.prune(&state, now) }
+            return Selection(service: chosen.service, node: chosen.node, started: now)
+        }
+    }
+
+    /// Records how a call on `selection` ended.
+    public func finish(_ selection: Selection, outcome: Outcome) {
+        let now = self.now()
+        let elapsed = now - selection.started
+        let latency = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+        state.withLock { state in
+            guard var stats = state.nodes[selection.node.id] else { return }
+            stats.outstanding = max(0, stats.outstanding - 1)
+            stats.lastUsed = now
+            // peak EWMA: a slower sample is taken whole, a faster one blends in with a weight
+            // that grows with the time since the last sample
+            if let sampled = stats.sampled, latency < stats.cost {
+                let since = now - sampled
+                let gap = Double(since.components.seconds) * 1e9 + Double(since.components.attoseconds) / 1e9
+                let w = exp(-gap / Self.decay)
+                stats.cost = stats.cost * w + latency * (1 - w)
+            } else {
+                stats.cost = latency
+            }
+            stats.sampled = now
+            switch outcome {
+            case .success:
+                stats.consecutiveFailures = 0
+                stats.ejections = 0
+                stats.ejectedUntil = nil
+            case .failure, .connectFailure:
+                stats.consecutiveFailures += 1
+                if outcome == .connectFailure || stats.consecutiveFailures >= ejection.consecutiveFailures {
+                    stats.ejections += 1
+                    var period = ejection.baseEjection
+                    for _ in 1..<min(stats.ejections, 16) where period < ejection.maxEjection { period *= 2 }
+                    stats.ejectedUntil = now + min(period, ejection.maxEjection)
+                    stats.consecutiveFailures = 0
+                }
+            }
+            state.nodes[selection.node.id] = stats
+        }
+    }
+
+    /// Whether the node is out of rotation now.
+    public func isEjected(_ nodeID: String) -> Bool {
+        let now = self.now()
+        return state.withLock { $0.nodes[nodeID]?.ejectedUntil.map { $0 > now } ?? false }
+    }
+
+    /// Calls in flight on the node, as this selector counts them.
+    public func outstanding(_ nodeID: String) -> Int {
+        state.withLock { $0.nodes[nodeID]?.outstanding ?? 0 }
+    }
+
+    private static func load(_ stats: NodeStats?, _ now: ContinuousClock.Instant) -> Double {
+        guard let stats else { return 0 }
+        let cost = stats.sampled == nil ? (stats.outstanding > 0 ? unknownPenalty : 0) : stats.cost
+        return cost * Double(stats.outstanding + 1)
+    }
+
+    /// Forgets idle nodes not used for five minutes (nodes come and go; the table must not grow).
+    private static func prune(_ state: inout State, _ now: ContinuousClock.Instant) {
+        state.nodes = state.nodes.filter { _, stats in
+            stats.outstanding > 0 || now - stats.lastUsed < .seconds(300) || (stats.ejectedUntil.map { $0 > now } ?? false)
+        }
+    }
+}

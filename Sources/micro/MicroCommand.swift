@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Micro
+
+/// `micro`: the command line of swift-micro. Talks to services through the registry.
+@main
+struct MicroCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "micro",
+        abstract: "Find, describe and call swift-micro (and go-micro) services.",
+        discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
+        subcommands: [Services.self, Describe.self, Call.self]
+    )
+}
+
+struct Services: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the services that have a live node.")
+
+    func run() async throws {
+        let services = try await Registries.default.listServices()
+        for name in Set(services.map(\.name)).sorted() {
+            let versions = services.filter { $0.name == name }
+            let nodes = versions.reduce(0) { $0 + $1.nodes.count }
+            print("\(name)\t\(versions.map(\.version).joined(separator: ","))\t\(nodes) node\(nodes == 1 ? "" : "s")")
+        }
+    }
+}
+
+struct Describe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a service: its nodes and its endpoints with their request and response shapes (JSON).")
+
+    @Argument(help: "The service name.") var service: String
+
+    func run() async throws {
+        let records = try await Registries.default.getService(service)
+        guard !records.isEmpty else { throw Failure("service \(service) not found") }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(records), as: UTF8.self))
+    }
+}
+
+struct Call: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Call an endpoint with a JSON request and print the JSON answer.")
+
+    @Argument(help: "The service name.") var service: String
+    @Argument(help: "The endpoint, e.g. Helloworld.Greeting.") var endpoint: String
+    @Argument(help: "The request as JSON.") var request: String = "{}"
+    @Option(help: "Seconds to wait for the answer, retries included.") var timeout: Double = 5
+    @Option(help: "Call this host:port directly instead of looking the service up.") var address: String?
+    @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
+
+    func run() async throws {
+        var options = CallOptions(timeout: .milliseconds(Int(timeout * 1000)), address: address)
+        for pair in metadata {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { throw ValidationError("metadata must be key=value, got '\(pair)'") }
+            options.metadata[String(parts[0])] = String(parts[1])
+        }
+        var logger = Logger(label: "micro")
+        logger.logLevel = .error
+        let client = Client(options: options, logger: logger)
+        do {
+            let response = try await client.call(service, endpoint, body: Array(request.utf8))
+            print(String(decoding: response.body, as: UTF8.self))
+        } catch let error as MicroError {
+            FileHandle.standardError.write(Data((error.json + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Micro
+import MicroTestSupport
+import Synchronization
+import Testing
+
+/// In-process services that register in one shared registry, run with `run()`.
+final class Fleet: Sendable {
+    let registry = MemoryRegistry()
+    private let running = Mutex<[(Service, Task<Void, any Error>)]>([])
+
+    /// Starts a service and returns once its node is in the registry.
+    @discardableResult
+    func start(
+        _ name: String,
+        version: String = "latest",
+        interceptors: [any ServerInterceptor] = [],
+        _ configure: (Service) -> Void
+    ) async throws -> Service {
+        let options = ServiceOptions(handleSignals: false, registry: registry, interceptors: interceptors)
+        let service = Service(name: name, version: version, address: "127.0.0.1:0", options: options)
+        configure(service)
+        let events = try registry.events(service: name)
+        let task = Task { try await service.run() }
+        running.withLock { $0.append((service, task)) }
+        for await event in events where event.action == .create && event.service.nodes.contains(where: { $0.id == service.nodeID }) {
+            break
+        }
+        return service
+    }
+
+    func client(strategy: SelectionStrategy = .powerOfTwoChoices, options: CallOptions = .init(), interceptors: [any ClientInterceptor] = []) -> Client {
+        Client(registry: registry, strategy: strategy, options: options, interceptors: interceptors)
+    }
+
+    func stopAll() async throws {
+        let all = running.withLock { $0 }
+        for (service, _) in all { service.stop() }
+        for (_, task) in all { try await task.value }
+    }
+}
+
+struct Who: Codable, Sendable, Equatable { var node: String }
+
+/// Records the order in which interceptors run.
+struct Tracer: ClientInterceptor, ServerInterceptor {
+    let name: String
+
+    func intercept(_ request: ClientRequest, next: @Sendable (ClientRequest) async throws -> ClientResponse) async throws -> ClientResponse {
+        var request = request
+        let trace = request.options.metadata["x-trace"].map { $0 + "," + name } ?? name
+        request.options.metadata["x-trace"] = trace
+        return try await next(request)
+    }
+
+    func intercept(_ request: ServerRequest, context: Context, next: @Sendable (ServerRequest, Context) async throws -> [UInt8]) async throws -> [UInt8] {
+        ServerLog.shared.withLock { $0.append("\(name) in") }
+        defer { ServerLog.shared.withLock { $0.append("\(name) out") } }
+        return try await next(request, context)
+    }
+}
+
+enum ServerLog {
+    static let shared = Mutex<[String]>([])
+}
+
+@Suite struct ClientTests {
+    @Test func callsByNameAreSpreadOverTheNodesRoundRobin() async throws {
+        let fleet = Fleet()
+        for _ in 0..<2 {
+            try await fleet.start("greeter") { service in
+                let id = service.nodeID
+                service.handle("Greeter.Who") { (_: Greeting, _: Context) async throws -> Who in Who(node: id) }
+            }
+        }
+        let client = fleet.client(strategy: .roundRobin)
+        var counts: [String: Int] = [:]
+        for _ in 0..<10 {
+            let who: Who = try await client.call("greeter", "Greeter.Who", Greeting(name: "x"))
+            counts[who.node, default: 0] += 1
+        }
+        #expect(counts.values.sorted() == [5, 5])
+        // the raw form tells which node answered
+        let raw = try await client.call("greeter", "Greeter.Who", body: Array(#"{"name":"y"}"#.utf8))
+        #expect(try JSONDecoder().decode(Who.self, from: Data(raw.body)).node == raw.node?.id)
+        try await fleet.stopAll()
+    }
+
+    @Test func unknownServiceIsAnError500NamingIt() async throws {
+        let client = Fleet().client()
+        do {
+            let _: Reply = try await client.call("no-such-service", "X.Y", Greeting(name: "x"))
+            Issue.record("a call to a service with no node succeeded")
+        } catch let error as MicroError {
+            #expect(error.code == 500)
+            #expect(error.detail.contains("no-such-service"))
+        }
+    }
+
+    @Test func unknownEndpointIs404() async throws {
+        let fleet = Fleet()
+        try await fleet.start("greeter") { _ in }
+        await #expect(throws: MicroError.notFound("greeter", "endpoint Greeter.Nope not found on service greeter")) {
+            let _: Reply = try await fleet.client().call("greeter", "Greeter.Nope", Greeting(name: "x"))
+        }
+        try await fleet.stopAll()
+    }
+
+    @Test func aHandlerPastTheDeadlineIsCancelledAndTheCallerGets408() async throws {
+        let fleet = Fleet()
+        let (cancelled, cancelledContinuation) = AsyncStream<Void>.makeStream()
+        try await fleet.start("sleeper") { service in
+            service.handle("Sleeper.Nap") { (req: Nap, _: Context) async throws -> Reply in
+                do {
+                    try await Task.sleep(for: .milliseconds(req.milliseconds))
+                } catch {
+                    cancelledContinuation.yield()
+                    throw error
+                }
+                return Reply(message: "rested")
+            }
+        }
+        let client = fleet.client(options: CallOptions(timeout: .milliseconds(200)))
+        do {
+            let _: Reply = try await client.call("sleeper", "Sleeper.Nap", Nap(milliseconds: 60_000))
+            Issue.record("the call outlived its deadline")
+        } catch let error as MicroError {
+            #expect(error.code == 408)
+        }
+        // the handler learns it: the stream was reset, or the deadline sent along passed
+        for await _ in cancelled { break }
+        try await fleet.stopAll()
+    }
+
+    @Test func metadataAndInterceptorsInOrderOnBothSides() async throws {
+        let fleet = Fleet()
+        try await fleet.start("traced", interceptors: [Tracer(name: "first"), Tracer(name: "second")]) { service in
+            service.handle("Traced.Echo") { (_: Greeting, ctx: Context) async throws -> Reply in
+                Reply(message: "\(ctx.metadata["x-tenant"] ?? "-") \(ctx.metadata["x-trace"] ?? "-")")
+            }
+        }
+        let client = fleet.client(
+            options: CallOptions(metadata: ["x-tenant": "acme"]),
+            interceptors: [Tracer(name: "outer"), Tracer(name: "inner")]
+        )
+        let reply: Reply = try await client.call("traced", "Traced.Echo", Greeting(name: "x"))
+        #expect(reply.message == "acme outer,inner")
+        #expect(ServerLog.shared.withLock { $0 } == ["first in", "second in", "second out", "first out"])
+        try await fleet.stopAll()
+    }
+
+    @Test func rawBytesAndDirectAddress() async throws {
+        let fleet = Fleet()
+        let service = try await fleet.start("echo") { service in
+            service.handle("Echo.Bytes") { (req: [UInt8], _: Context) async throws -> [UInt8] in req.reversed() }
+        }
+        // by address: no registry involved (this client's registry is empty)
+        let client = Client(registry: MemoryRegistry(), options: CallOptions(contentType: "application/octet-stream", address: "127.0.0.1:\(service.port!)"))
+        let response = try await client.call("echo", "Echo.Bytes", body: [1, 2, 3, 0, 255])
+        #expect(response.body == [255, 0, 3, 2, 1])
+        #expect(response.metadata["content-type"] == "application/octet-stream")
+        #expect(response.node == nil)
+        try await fleet.stopAll()
+    }
+
+    @Test func a503IsRetriedOnAnotherNode() async throws {
+        let fleet = Fleet()
+        try await fleet.start("flaky") { service in
+            service.handle("Flaky.Call") { (_: Greeting, _: Context) async throws -> Reply in
+                throw MicroError(id: "flaky", code: 503, detail: "overloaded")
+            }
+        }
+        try await fleet.start("flaky") { service in
+            service.handle("Flaky.Call") { (_: Greeting, _: Context) async throws -> Reply in Reply(message: "ok") }
+        }
+        let client = fleet.client(strategy: .roundRobin)
+        for _ in 0..<20 {
+            let reply: Reply = try await client.call("flaky", "Flaky.Call", Greeting(name: "x"))
+            #expect(reply.message == "ok")
+        }
+        // without retries, the overloaded node's answer reaches the caller
+        let strict = fleet.client(strategy: .roundRobin, options: CallOptions(retries: 0))
+        var failures = 0
+        for _ in 0..<4 {
+            do {
+                let _: Reply = try await strict.call("flaky", "Flaky.Call", Greeting(name: "x"))
+            } catch let error as MicroError {
+                #expect(error.code == 503)
+                failures += 1
+            }
+        }
+        #expect(failures == 2)
+        try await fleet.stopAll()
+    }
+
+    @Test func aDeadNodeInTheRegistryCostsNoCall() async throws {
+        let fleet = Fleet()
+        let live = try await fleet.start("greeter") { service in
+            service.handle("Greeter.Hi") { (_: Greeting, _: Context) async throws -> Reply in Reply(message: "hi") }
+        }
+        // a node that registered and died without a word: nothing listens on its port
+        let deadPort = try RawConnection.unusedPort()
+        var dead = try #require(live.record)
+        dead.nodes = [Node(id: "greeter-dead", address: "127.0.0.1:\(deadPort)")]
+        try await fleet.registry.register(dead, ttl: .seconds(60))
+        let client = fleet.client(strategy: .roundRobin)
+        for _ in 0..<20 {
+            let reply: Reply = try await client.call("greeter", "Greeter.Hi", Greeting(name: "x"))
+            #expect(reply.message == "hi")
+        }
+        try await fleet.stopAll()
+    }
+
+    @Test func aBadRequestBodyIsTheCallersError() async throws {
+        let fleet = Fleet()
+        try await fleet.start("greeter") { service in
+            service.handle("Greeter.Hi") { (_: Greeting, _: Context) async throws -> Reply in Reply(message: "hi") }
+        }
+        do {
+            _ = try await fleet.client().call("greeter", "Greeter.Hi", body: Array("{oops".utf8))
+            Issue.record("a malformed body was accepted")
+        } catch let error as MicroError {
+            #expect(error.code == 400)
+        }
+        try await fleet.stopAll()
+    }
+}
