@@ -15,11 +15,13 @@ let package = Package(
         .library(name: "MicroCore", targets: ["MicroCore"]),
         .executable(name: "helloworld", targets: ["helloworld"]),
         .executable(name: "micro", targets: ["MicroCLI"]),
+        .executable(name: "greeter", targets: ["greeter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // System libraries (Debian: libuv1-dev, libssl-dev, libnghttp2-dev, libhttp-parser-dev).
@@ -32,6 +34,9 @@ let package = Package(
         .systemLibrary(
             name: "CNGHTTP2", path: "CShims/CNGHTTP2", pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"]), .brew(["libnghttp2"])]),
+        .systemLibrary(
+            name: "CZlib", path: "CShims/CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .systemLibrary(
             name: "CHTTPParser", path: "CShims/CHTTPParser",
             providers: [.apt(["libhttp-parser-dev"]), .brew(["http-parser"])]),
@@ -58,7 +63,9 @@ let package = Package(
             name: "Micro",
             dependencies: [
                 "MicroCore",
+                "CZlib",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -80,6 +87,18 @@ let package = Package(
             path: "Sources/Examples/helloworld",
             swiftSettings: swiftSettings
         ),
+        // Generated from Protos/greeter.proto by scripts/generate-protos (committed).
+        .target(
+            name: "GreeterProto",
+            dependencies: ["Micro", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Sources/Examples/GreeterProto"
+        ),
+        .executableTarget(
+            name: "greeter",
+            dependencies: ["Micro", "GreeterProto"],
+            path: "Sources/Examples/greeter",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "MicroTestSupport",
             path: "Tests/MicroTestSupport",
@@ -92,7 +111,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MicroTests",
-            dependencies: ["Micro", "MicroTestSupport"],
+            dependencies: ["Micro", "MicroTestSupport", "GreeterProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: swiftSettings
         ),
     ],

@@ -87,6 +87,22 @@ static void respond_error(mc_request_t *r, int status) {
         snprintf(detail, sizeof detail, "request headers exceed the limit of %zu bytes", c->server->config.max_header_bytes);
     else
         snprintf(detail, sizeof detail, "malformed HTTP/2 request");
+    /* a gRPC caller reads its status from grpc-status, not from HTTP: answer "trailers-only" */
+    for (size_t i = 0; i < mc_request_header_count(r); i++) {
+        mc_header_t h = mc_request_header(r, i);
+        if (h.name_len == 12 && memcmp(h.name, "content-type", 12) == 0 && h.value_len >= 16 &&
+            memcmp(h.value, "application/grpc", 16) == 0) {
+            /* 8 = RESOURCE_EXHAUSTED for sizes, 13 = INTERNAL for a malformed request */
+            const char *code = (status == 413 || status == 431) ? "8" : "13";
+            mc_header_t hs[3] = {
+                {"content-type", 12, h.value, h.value_len},
+                {"grpc-status", 11, code, strlen(code)},
+                {"grpc-message", 12, detail, strlen(detail)},
+            };
+            mc_request_respond(r, 200, hs, 3, NULL, 0, NULL, 0);
+            return;
+        }
+    }
     mc_buf_t body = {0};
     mc_error_body(&body, status, detail);
     mc_header_t ct = {"content-type", 12, "application/json", 16};

@@ -13,7 +13,7 @@ public final class ChildService: Sendable {
     private let exited = Mutex<Int32?>(nil)
     public let port: Int
 
-    /// Starts `executable` from the build directory (behind `launcher`, e.g. prlimit) and waits
+    /// Starts `executable` from the build directory (or at an absolute path) (behind `launcher`, e.g. prlimit) and waits
     /// for its `listening on HOST:PORT` line.
     public init(
         _ executable: String,
@@ -21,7 +21,7 @@ public final class ChildService: Sendable {
         environment: [String: String] = [:],
         launcher: [String] = []
     ) async throws {
-        let path = Tool.binDirectory.appendingPathComponent(executable).path
+        let path = executable.hasPrefix("/") ? executable : Tool.binDirectory.appendingPathComponent(executable).path
         var env = ProcessInfo.processInfo.environment
         env["MICRO_SERVER_ADDRESS"] = "127.0.0.1:0"
         // a registry of its own unless the test shares one: tests never touch ~/.cache

@@ -38,4 +38,8 @@ public struct CallOptions: Sendable {
         self.metadata = metadata
         self.address = address
     }
+
+    /// The defaults with gRPC framing (`application/grpc`): for protobuf messages, and for any
+    /// gRPC server.
+    public static var grpc: CallOptions { CallOptions(contentType: "application/grpc") }
 }

@@ -1,6 +1,7 @@
 import Foundation
 public import Logging
 public import MicroCore
+public import SwiftProtobuf
 
 /// Calls services by name: looks the nodes up in the registry (cached, kept fresh by a watch),
 /// chooses one with the selector, sends the request over HTTP/2 (pooled connections from the C
@@ -58,7 +59,7 @@ public final class Client: Sendable {
         options: CallOptions? = nil
     ) async throws -> Response {
         let options = options ?? self.options
-        guard let codec = codecs.codec(for: options.contentType) else {
+        guard let codec = codec(for: options.contentType) else {
             throw MicroError(id: "micro.client", code: 400, detail: "unsupported content type \(options.contentType)")
         }
         let body: [UInt8]
@@ -68,11 +69,48 @@ public final class Client: Sendable {
             throw MicroError(id: "micro.client", code: 400, detail: "cannot encode \(Request.self) as \(codec.contentType): \(error)")
         }
         let response = try await call(service, endpoint, body: body, options: options)
-        let responseCodec = codecs.codec(for: response.metadata["content-type"]) ?? codec
+        let responseCodec = Wire.isGRPC(options.contentType) ? codec : codecs.codec(for: response.metadata["content-type"]) ?? codec
         do {
             return try responseCodec.decode(Response.self, from: response.body)
         } catch {
             throw MicroError(id: "micro.client", code: 500, detail: "cannot decode \(Response.self) from the answer of \(service).\(endpoint): \(error)")
+        }
+    }
+
+    /// Calls `endpoint` of `service` with a protobuf message. With a gRPC content type
+    /// (`application/grpc`, the default of generated clients) `endpoint` may be the gRPC path,
+    /// `/package.Service/Method`; otherwise the message travels as protobuf or JSON over the micro
+    /// protocol.
+    public func call<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ service: String,
+        _ endpoint: String,
+        _ request: Request,
+        options: CallOptions? = nil
+    ) async throws -> Response {
+        let options = options ?? self.options
+        guard let codec = codec(for: options.contentType) as? any MessageCodec else {
+            throw MicroError(id: "micro.client", code: 400, detail: "content type \(options.contentType) cannot carry protobuf messages")
+        }
+        let body: [UInt8]
+        do {
+            body = try codec.encode(message: request)
+        } catch {
+            throw MicroError(id: "micro.client", code: 400, detail: "cannot encode \(Request.protoMessageName): \(error)")
+        }
+        let response = try await call(service, endpoint, body: body, options: options)
+        do {
+            return try codec.decode(message: Response.self, from: response.body)
+        } catch {
+            throw MicroError(id: "micro.client", code: 500, detail: "cannot decode \(Response.protoMessageName) from the answer of \(service) \(endpoint): \(error)")
+        }
+    }
+
+    /// The codec of a content type; gRPC's carry protobuf (`application/grpc`, `+proto`) or JSON.
+    func codec(for contentType: String) -> (any Codec)? {
+        switch contentType.lowercased() {
+        case "application/grpc", "application/grpc+proto": ProtobufCodec()
+        case "application/grpc+json": JSONCodec()
+        default: codecs.codec(for: contentType)
         }
     }
 
@@ -141,37 +179,22 @@ public final class Client: Sendable {
                 address = selection!.node.address
                 tried.insert(selection!.node.id)
             }
-            let remaining = deadline - .now
-            var headers: HTTPHeaders = [
-                "content-type": options.contentType,
-                "accept": options.contentType,
-                "micro-service": request.service,
-                "micro-endpoint": request.endpoint,
-                "micro-method": request.endpoint,
-                "timeout": String(max(1, remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds / 1_000_000_000)),
-            ]
-            for (key, value) in options.metadata { headers[key] = value }
+            let wire = Wire.encode(request, remaining: deadline - .now)
             do {
-                let response = try await http.request(address: address, path: "/", headers: headers, body: request.body)
-                if let text = response.headers["micro-error"] {
-                    let error = MicroError(parsing: text)
-                    if error.code == 408 || error.code == 503 {
-                        // the server says it could not (yet): another node may
-                        selection.map { selector.finish($0, outcome: .failure) }
-                        lastError = error
-                        continue
-                    }
+                let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body)
+                switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
+                case .success(let body, let metadata):
+                    selection.map { selector.finish($0, outcome: .success) }
+                    return ClientResponse(body: body, metadata: metadata, node: selection?.node)
+                case .failure(let error) where error.code == 408 || error.code == 503:
+                    // the server says it could not (yet): another node may
+                    selection.map { selector.finish($0, outcome: .failure) }
+                    lastError = error
+                    continue
+                case .failure(let error):
                     selection.map { selector.finish($0, outcome: .success) }  // the node works; the call did not
                     throw error
                 }
-                guard response.status == 200 else {
-                    selection.map { selector.finish($0, outcome: .success) }
-                    let detail = String(decoding: response.body, as: UTF8.self)
-                    throw response.headers["content-type"] == "application/json" ? MicroError(parsing: detail)
-                        : MicroError(id: "micro.client", code: response.status, detail: detail)
-                }
-                selection.map { selector.finish($0, outcome: .success) }
-                return ClientResponse(body: response.body, metadata: Metadata(response.headers), node: selection?.node)
             } catch let error as HTTPClientError {
                 selection.map { selector.finish($0, outcome: error.kind == .connect ? .connectFailure : .failure) }
                 if error.kind == .cancelled { throw CancellationError() }

@@ -54,8 +54,12 @@ public struct CodecError: Error, CustomStringConvertible, Sendable {
 public struct Codecs: Sendable {
     private var byType: [String: any Codec]
 
-    /// JSON and raw bytes.
-    public static let standard = Codecs([JSONCodec(), BytesCodec()])
+    /// JSON, protobuf (`application/protobuf`, `application/x-protobuf`) and raw bytes.
+    public static let standard: Codecs = {
+        var codecs = Codecs([JSONCodec(), ProtobufCodec(), BytesCodec()])
+        codecs.register(ProtobufCodec(), for: "application/x-protobuf")
+        return codecs
+    }()
 
     public init(_ codecs: [any Codec]) {
         byType = [:]

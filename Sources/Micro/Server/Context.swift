@@ -1,4 +1,7 @@
+import Foundation
 public import Logging
+public import MicroCore
+import Synchronization
 
 /// What a handler knows about the call it serves.
 public struct Context: Sendable {
@@ -6,18 +9,74 @@ public struct Context: Sendable {
     public let service: String
     /// The endpoint, e.g. `Helloworld.Greeting`.
     public let endpoint: String
-    /// The request's headers.
+    /// The request's headers (gRPC: its metadata; values of `-bin` keys are base64).
     public let metadata: Metadata
-    /// When the caller stops waiting (from the `Timeout` header), if it said.
+    /// When the caller stops waiting (from the `Timeout` or `grpc-timeout` header), if it said.
     public let deadline: ContinuousClock.Instant?
     /// The loop that owns the connection; the handler runs on its thread.
     public let eventLoop: EventLoop
+    /// Headers to send back with the answer (gRPC: initial metadata).
+    public let responseMetadata: ResponseMetadata
     let baseLogger: Logger
+
+    init(
+        service: String,
+        endpoint: String,
+        metadata: Metadata,
+        deadline: ContinuousClock.Instant?,
+        eventLoop: EventLoop,
+        baseLogger: Logger
+    ) {
+        self.service = service
+        self.endpoint = endpoint
+        self.metadata = metadata
+        self.deadline = deadline
+        self.eventLoop = eventLoop
+        self.responseMetadata = ResponseMetadata()
+        self.baseLogger = baseLogger
+    }
 
     /// A logger with the service and endpoint in its metadata.
     public var logger: Logger {
         var logger = baseLogger
         logger[metadataKey: "endpoint"] = "\(endpoint)"
         return logger
+    }
+}
+
+/// Headers a handler adds to its answer. Names are sent in lower case; they must not be
+/// HTTP/2 or gRPC reserved names (`:status`, `content-type`, `grpc-*`), which are dropped.
+///
+/// Threading: any task (a short lock per access).
+public final class ResponseMetadata: Sendable {
+    private let fields = Mutex<[(String, String)]>([])
+
+    init() {}
+
+    /// Adds a header (repeatable).
+    public func add(_ name: String, _ value: String) {
+        fields.withLock { $0.append((name.lowercased(), value)) }
+    }
+
+    /// Adds binary metadata: the name gets the `-bin` suffix gRPC requires, the value base64.
+    public func add(_ name: String, binary value: [UInt8]) {
+        let key = name.lowercased().hasSuffix("-bin") ? name : name + "-bin"
+        add(key, Data(value).base64EncodedString())
+    }
+
+    var all: [(String, String)] {
+        fields.withLock { $0 }.filter { name, _ in
+            !name.hasPrefix(":") && !name.hasPrefix("grpc-") && name != "content-type" && name != "content-length"
+        }
+    }
+}
+
+extension Metadata {
+    /// The value of a `-bin` metadata key, base64-decoded (padding optional, as gRPC allows).
+    public func binary(_ name: String) -> [UInt8]? {
+        let key = name.lowercased().hasSuffix("-bin") ? name : name + "-bin"
+        guard var text = self[key] else { return nil }
+        while text.count % 4 != 0 { text += "=" }
+        return Data(base64Encoded: text).map { Array($0) }
     }
 }

@@ -1,4 +1,5 @@
 import Logging
+import SwiftProtobuf
 import MicroCore
 import Synchronization
 
@@ -35,13 +36,16 @@ final class Router: Sendable {
     var descriptions: [Endpoint] { endpoints.withLock { $0.values.map(\.description).sorted { $0.name < $1.name } } }
 
     func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
+        let contentType = request.headers["content-type"]
+        if let contentType, contentType.hasPrefix("application/grpc") {
+            return await serveGRPC(request, responder, contentType: contentType)
+        }
         guard let name = Self.endpointName(request) else {
             return responder.send(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
         }
         guard let endpoint = endpoints.withLock({ $0[name] }) else {
             return responder.send(error(.notFound(service, "endpoint \(name) not found on service \(service)")))
         }
-        let contentType = request.headers["content-type"]
         guard let codec = codecs.codec(for: contentType) else {
             let supported = codecs.contentTypes.joined(separator: ", ")
             return responder.send(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
@@ -58,37 +62,59 @@ final class Router: Sendable {
             eventLoop: request.loop,
             baseLogger: logger
         )
-        guard let deadline else {
-            return responder.send(await run(endpoint, request.body, codec, context))
-        }
-        // The deadline is a sibling task: whichever finishes first answers; the other is cancelled.
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                responder.send(await self.run(endpoint, request.body, codec, context))
+        await race(deadline, responder) {
+            switch await self.invoke(endpoint, request.body, codec, context) {
+            case .success(let bytes):
+                var headers: HTTPHeaders = ["content-type": codec.contentType]
+                for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
+                return HTTPServerResponse(status: 200, headers: headers, body: bytes)
+            case .failure(let e):
+                return self.error(e)
             }
+        } timedOut: {
+            self.error(.timeout(self.service, "\(name) did not answer before the caller's deadline"))
+        }
+    }
+
+    /// Answers with `work`, or with `timedOut` if the deadline passes first (then `work` is
+    /// cancelled). The deadline is a sibling task, so the handler sees cancellation.
+    func race(
+        _ deadline: ContinuousClock.Instant?,
+        _ responder: HTTPResponder,
+        _ work: @escaping @Sendable () async -> HTTPServerResponse,
+        timedOut: @escaping @Sendable () -> HTTPServerResponse
+    ) async {
+        guard let deadline else { return responder.send(await work()) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { responder.send(await work()) }
             group.addTask {
                 guard (try? await Task.sleep(until: deadline)) != nil else { return }
-                responder.send(self.error(.timeout(self.service, "\(name) did not answer before the caller's deadline")))
+                responder.send(timedOut())
             }
             await group.next()
             group.cancelAll()
         }
     }
 
-    private func run(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> HTTPServerResponse {
+    /// Runs the handler (through the interceptors); every failure becomes a MicroError.
+    func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
         do {
             let bytes = interceptors.isEmpty
                 ? try await endpoint.call(body, codec, context)
                 : try await intercepted(ServerRequest(endpoint: endpoint.name, body: body, codec: codec), context, endpoint, interceptors[...])
-            return HTTPServerResponse(status: 200, headers: ["content-type": codec.contentType], body: bytes)
+            return .success(bytes)
         } catch let e as MicroError {
-            return error(e)
+            return .failure(e)
         } catch is CancellationError {
-            return error(.timeout(service, "\(endpoint.name) was cancelled"))
+            return .failure(.timeout(service, "\(endpoint.name) was cancelled"))
         } catch {
             context.logger.error("handler failed: \(error)")
-            return self.error(.internalServerError(service, "\(error)"))
+            return .failure(.internalServerError(service, "\(error)"))
         }
+    }
+
+    func endpoint(named name: String) -> EndpointHandler? {
+        endpoints.withLock { $0[name] }
     }
 
     private func intercepted(
@@ -153,6 +179,37 @@ extension Router {
             request: Schema.describe(Request.self, name: String(describing: Request.self)),
             response: (Response.self as? any Decodable.Type).map { Schema.describe($0, name: responseName) }
                 ?? Value(name: responseName, type: Schema.typeName(Response.self))
+        )
+        return handler
+    }
+
+    /// Wraps a handler of protobuf messages; they travel in protobuf or protobuf-JSON.
+    static func messageEndpoint<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ name: String,
+        service: String,
+        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+    ) -> EndpointHandler {
+        var handler = EndpointHandler(name: name) { body, codec, context in
+            guard let codec = codec as? any MessageCodec else {
+                throw MicroError(id: service, code: 415, detail: "\(codec.contentType) cannot carry protobuf messages; use application/protobuf, application/json or gRPC")
+            }
+            let request: Request
+            do {
+                request = try codec.decode(message: Request.self, from: body)
+            } catch {
+                throw MicroError.badRequest(service, "cannot decode \(Request.protoMessageName) from \(codec.contentType) for \(name): \(error)")
+            }
+            let response = try await handler(request, context)
+            do {
+                return try codec.encode(message: response)
+            } catch {
+                throw MicroError.internalServerError(service, "cannot encode \(Response.protoMessageName) as \(codec.contentType): \(error)")
+            }
+        }
+        handler.description = Endpoint(
+            name: name,
+            request: Value(name: Request.protoMessageName, type: Request.protoMessageName),
+            response: Value(name: Response.protoMessageName, type: Response.protoMessageName)
         )
         return handler
     }

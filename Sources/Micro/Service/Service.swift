@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MicroCore
 public import ServiceLifecycle
+public import SwiftProtobuf
 import Synchronization
 import UnixSignals
 
@@ -26,6 +27,9 @@ public final class Service: Sendable {
     /// A client that finds other services in this service's registry.
     public let client: Client
     let router: Router
+    let health = HealthState()
+    /// Serialized FileDescriptorProtos by file name, for reflection.
+    let protoFiles = Mutex<[String: [UInt8]]>([:])
     private let state = Mutex<State>(State())
 
     private struct State {
@@ -52,6 +56,7 @@ public final class Service: Sendable {
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
         self.client = Client(registry: options.registry, logger: options.logger)
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors)
+        registerHealth()
     }
 
     /// Registers a typed handler for `endpoint` (e.g. `Helloworld.Greeting`). The request is
@@ -62,6 +67,15 @@ public final class Service: Sendable {
         _ handler: @escaping @Sendable (Request, Context) async throws -> Response
     ) {
         router.register(Router.endpoint(endpoint, service: name, handler))
+    }
+
+    /// Registers a handler of protobuf messages for `endpoint` (e.g. `Greeter.Hello`), reachable
+    /// over gRPC (`/PKG.Greeter/Hello`) and the micro protocol (protobuf or JSON bodies).
+    public func handle<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ endpoint: String,
+        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+    ) {
+        router.register(Router.messageEndpoint(endpoint, service: name, handler))
     }
 
     /// The endpoints registered so far.
@@ -183,6 +197,7 @@ public final class Service: Sendable {
                 }
                 group.cancelAll()
             }
+            health.setServing(false)
             // leave the registry first, so that callers stop choosing this node while it drains
             if options.register, let record {
                 do {

@@ -1,0 +1,17 @@
+// greeter: a service from a .proto file (Protos/greeter.proto), reachable over gRPC at
+// /Greeter/Hello and over the micro protocol as Greeter.Hello. Call it with any gRPC client:
+//   grpcurl -plaintext -import-path Protos -proto greeter.proto -d '{"name":"alice"}' localhost:PORT Greeter/Hello
+import GreeterProto
+import Micro
+
+struct Greeter: GreeterHandler {
+    func hello(_ request: HelloRequest, context: Context) async throws -> HelloResponse {
+        var response = HelloResponse()
+        response.greeting = "Hello " + request.name
+        return response
+    }
+}
+
+let service = Service(name: "greeter")
+service.register(Greeter())
+try await service.run()

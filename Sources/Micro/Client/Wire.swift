@@ -1,0 +1,115 @@
+import Foundation
+import MicroCore
+
+/// How a ``ClientRequest`` goes on the wire and how the answer comes back: the micro protocol
+/// (mucp headers over HTTP/2) or gRPC, chosen by the content type.
+enum Wire {
+    struct Outgoing {
+        var path: String
+        var headers: HTTPHeaders
+        var body: [UInt8]
+        var grpc: Bool
+    }
+
+    enum Answer {
+        case success([UInt8], Metadata)
+        case failure(MicroError)
+    }
+
+    static func isGRPC(_ contentType: String) -> Bool { contentType.hasPrefix("application/grpc") }
+
+    static func encode(_ request: ClientRequest, remaining: Duration) -> Outgoing {
+        let options = request.options
+        if isGRPC(options.contentType) {
+            var headers: HTTPHeaders = [
+                "content-type": options.contentType,
+                "te": "trailers",
+                "grpc-timeout": GRPCText.formatTimeout(remaining),
+                "grpc-accept-encoding": "identity,gzip",
+                "user-agent": "swift-micro",
+            ]
+            for (key, value) in options.metadata { headers[key] = value }
+            return Outgoing(path: grpcPath(service: request.service, endpoint: request.endpoint), headers: headers,
+                            body: GRPCFraming.frame(request.body), grpc: true)
+        }
+        var headers: HTTPHeaders = [
+            "content-type": options.contentType,
+            "accept": options.contentType,
+            "micro-service": request.service,
+            "micro-endpoint": request.endpoint,
+            "micro-method": request.endpoint,
+            "timeout": String(max(1, remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds / 1_000_000_000)),
+        ]
+        for (key, value) in options.metadata { headers[key] = value }
+        return Outgoing(path: "/", headers: headers, body: request.body, grpc: false)
+    }
+
+    /// `/pkg.Service/Method` as given, or go-micro's mapping of `Service.Method` of service
+    /// `name`: `/name.Service/Method`.
+    static func grpcPath(service: String, endpoint: String) -> String {
+        if endpoint.hasPrefix("/") { return endpoint }
+        guard let dot = endpoint.lastIndex(of: ".") else { return "/\(service)/\(endpoint)" }
+        return "/\(service).\(endpoint[..<dot])/\(endpoint[endpoint.index(after: dot)...])"
+    }
+
+    static func decode(_ response: HTTPClientResponse, grpc: Bool, service: String) -> Answer {
+        grpc ? decodeGRPC(response, service: service) : decodeMicro(response)
+    }
+
+    private static func decodeMicro(_ response: HTTPClientResponse) -> Answer {
+        if let text = response.headers["micro-error"] { return .failure(MicroError(parsing: text)) }
+        guard response.status == 200 else {
+            let detail = String(decoding: response.body, as: UTF8.self)
+            return .failure(response.headers["content-type"] == "application/json" ? MicroError(parsing: detail)
+                : MicroError(id: "micro.client", code: response.status, detail: detail))
+        }
+        return .success(response.body, Metadata(response.headers))
+    }
+
+    private static func decodeGRPC(_ response: HTTPClientResponse, service: String) -> Answer {
+        guard response.status == 200 else {
+            // not a gRPC answer at all: map the HTTP status as gRPC clients do
+            let code: GRPCStatusCode = switch response.status {
+            case 400: .internal
+            case 401: .unauthenticated
+            case 403: .permissionDenied
+            case 404: .unimplemented
+            case 429, 502, 503, 504: .unavailable
+            default: .unknown
+            }
+            return .failure(MicroError(id: service, code: code.microCode, detail: "HTTP \(response.status) instead of a gRPC answer"))
+        }
+        // trailers, or the headers of a trailers-only answer
+        let status = response.trailers["grpc-status"] ?? response.headers["grpc-status"]
+        let message = response.trailers["grpc-message"] ?? response.headers["grpc-message"]
+        guard let status, let code = Int(status).flatMap(GRPCStatusCode.init(rawValue:)) else {
+            return .failure(MicroError(id: service, code: 500, detail: "gRPC answer without a valid grpc-status"))
+        }
+        guard code == .ok else {
+            return .failure(MicroError(id: service, code: code.microCode, detail: message.map(GRPCText.decodeMessage) ?? "\(code)"))
+        }
+        let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
+        do {
+            messages = try GRPCFraming.messages(in: response.body)
+        } catch {
+            return .failure(MicroError(id: service, code: 500, detail: "malformed gRPC answer: \(error)"))
+        }
+        guard messages.count == 1 else {
+            return .failure(MicroError(id: service, code: 500, detail: "expected one gRPC answer message, got \(messages.count)"))
+        }
+        var body = Array(messages[0].bytes)
+        if messages[0].compressed {
+            guard response.headers["grpc-encoding"]?.lowercased() == "gzip" else {
+                return .failure(MicroError(id: service, code: 500, detail: "compressed gRPC answer in an unknown encoding"))
+            }
+            do {
+                body = try Gzip.decompress(messages[0].bytes, limit: 64 * 1024 * 1024)
+            } catch {
+                return .failure(MicroError(id: service, code: 500, detail: "gRPC answer: \(error)"))
+            }
+        }
+        var metadata = response.headers
+        for (name, value) in response.trailers { metadata.add(name: name, value: value) }
+        return .success(body, Metadata(metadata))
+    }
+}

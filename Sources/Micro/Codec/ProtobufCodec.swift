@@ -1,0 +1,50 @@
+import Foundation
+public import SwiftProtobuf
+
+/// A codec that can carry protobuf messages (`SwiftProtobuf.Message`) as well as, possibly,
+/// `Codable` values.
+public protocol MessageCodec: Codec {
+    func encode<M: SwiftProtobuf.Message>(message: M) throws -> [UInt8]
+    func decode<M: SwiftProtobuf.Message>(message type: M.Type, from bytes: [UInt8]) throws -> M
+}
+
+/// `application/protobuf` (also `application/x-protobuf`, and gRPC's `application/grpc+proto`):
+/// the protobuf binary format. Carries `SwiftProtobuf.Message` types only.
+public struct ProtobufCodec: MessageCodec {
+    public var contentType: String { "application/protobuf" }
+    public init() {}
+
+    public func encode<M: SwiftProtobuf.Message>(message: M) throws -> [UInt8] {
+        try message.serializedBytes()
+    }
+
+    public func decode<M: SwiftProtobuf.Message>(message type: M.Type, from bytes: [UInt8]) throws -> M {
+        try M(serializedBytes: bytes)
+    }
+
+    public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        if let message = value as? any SwiftProtobuf.Message { return try message.serializedBytes() }
+        throw CodecError("application/protobuf carries protobuf messages; \(T.self) is Codable, not a SwiftProtobuf.Message")
+    }
+
+    public func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        if let messageType = type as? any SwiftProtobuf.Message.Type {
+            return try messageType.init(serializedBytes: bytes) as! T
+        }
+        throw CodecError("application/protobuf carries protobuf messages; \(T.self) is Codable, not a SwiftProtobuf.Message")
+    }
+}
+
+/// Protobuf messages travel as JSON in protobuf's canonical JSON mapping (field names in
+/// lowerCamelCase, 64-bit integers as strings).
+extension JSONCodec: MessageCodec {
+    public func encode<M: SwiftProtobuf.Message>(message: M) throws -> [UInt8] {
+        try message.jsonUTF8Bytes()
+    }
+
+    public func decode<M: SwiftProtobuf.Message>(message type: M.Type, from bytes: [UInt8]) throws -> M {
+        var options = JSONDecodingOptions()
+        options.ignoreUnknownFields = true
+        return try M(jsonUTF8Bytes: bytes.isEmpty ? Array("{}".utf8) : bytes, options: options)
+    }
+}

@@ -1,0 +1,113 @@
+import MicroCore
+
+/// gRPC on the same port: `POST /package.Service/Method` with `content-type: application/grpc`
+/// (`+proto`, `+json`), one length-prefixed message each way (unary), status in trailers.
+extension Router {
+    /// The largest request message accepted, after decompression (gRPC's default, 4 MiB).
+    static let maxGRPCMessageBytes = 4 * 1024 * 1024
+
+    func serveGRPC(_ request: HTTPServerRequest, _ responder: HTTPResponder, contentType: String) async {
+        // errors are "trailers-only": one HEADERS frame with the status, no body
+        @Sendable func fail(_ code: GRPCStatusCode, _ message: String, extra: HTTPHeaders = [:]) -> HTTPServerResponse {
+            var headers: HTTPHeaders = [
+                "content-type": contentType, "grpc-status": String(code.rawValue), "grpc-message": GRPCText.encodeMessage(message),
+            ]
+            for (name, value) in extra { headers.add(name: name, value: value) }
+            return HTTPServerResponse(status: 200, headers: headers)
+        }
+        guard request.httpVersion == 2 else {
+            return responder.send(HTTPServerResponse(
+                status: 505, headers: ["content-type": "application/json"],
+                body: Array(MicroError(id: service, code: 505, detail: "gRPC needs HTTP/2").json.utf8)))
+        }
+        let codec: any Codec
+        switch contentType.split(separator: ";", maxSplits: 1)[0].lowercased() {
+        case "application/grpc", "application/grpc+proto": codec = ProtobufCodec()
+        case "application/grpc+json": codec = JSONCodec()
+        default:
+            // the gRPC spec answers an unknown subtype with HTTP 415
+            return responder.send(HTTPServerResponse(
+                status: 415, headers: ["content-type": "application/json"],
+                body: Array(MicroError(id: service, code: 415, detail: "unsupported gRPC content type \(contentType); supported: application/grpc, application/grpc+proto, application/grpc+json").json.utf8)))
+        }
+        guard request.method == "POST" else {
+            return responder.send(fail(.unimplemented, "gRPC calls are POST, not \(request.method)"))
+        }
+        guard let (qualified, short) = Self.grpcEndpointNames(request.path) else {
+            return responder.send(fail(.unimplemented, "malformed gRPC path \(request.path): expected /package.Service/Method"))
+        }
+        guard let endpoint = endpoint(named: qualified) ?? endpoint(named: short) else {
+            return responder.send(fail(.unimplemented, "method \(request.path) not found on service \(service)"))
+        }
+        let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
+        do {
+            messages = try GRPCFraming.messages(in: request.body)
+        } catch {
+            return responder.send(fail(.internal, "malformed request: \(error)"))
+        }
+        guard messages.count == 1 else {
+            return responder.send(fail(.unimplemented, "\(endpoint.name) is unary: expected one request message, got \(messages.count)"))
+        }
+        var body: [UInt8]
+        if messages[0].compressed {
+            switch request.headers["grpc-encoding"]?.lowercased() {
+            case "gzip":
+                do {
+                    body = try Gzip.decompress(messages[0].bytes, limit: Self.maxGRPCMessageBytes)
+                } catch {
+                    let exhausted = error.description.contains("exceeds")
+                    return responder.send(fail(exhausted ? .resourceExhausted : .internal, "request message: \(error)"))
+                }
+            case nil, "identity":
+                return responder.send(fail(.internal, "compressed message without a grpc-encoding"))
+            case let other?:
+                return responder.send(fail(.unimplemented, "grpc-encoding \(other) is not supported", extra: ["grpc-accept-encoding": "identity,gzip"]))
+            }
+        } else {
+            body = Array(messages[0].bytes)
+        }
+        guard body.count <= Self.maxGRPCMessageBytes else {
+            return responder.send(fail(.resourceExhausted, "request message of \(body.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)"))
+        }
+        var deadline: ContinuousClock.Instant?
+        if let text = request.headers["grpc-timeout"] {
+            guard let timeout = GRPCText.parseTimeout(text) else {
+                return responder.send(fail(.internal, "malformed grpc-timeout '\(text)'"))
+            }
+            deadline = .now + timeout
+        }
+        let context = Context(
+            service: service,
+            endpoint: endpoint.name,
+            metadata: Metadata(request.headers),
+            deadline: deadline,
+            eventLoop: request.loop,
+            baseLogger: logger
+        )
+        let name = endpoint.name
+        let message = body
+        await race(deadline, responder) {
+            switch await self.invoke(endpoint, message, codec, context) {
+            case .success(let bytes):
+                var headers: HTTPHeaders = ["content-type": contentType]
+                for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
+                return HTTPServerResponse(status: 200, headers: headers, body: GRPCFraming.frame(bytes), trailers: ["grpc-status": "0"])
+            case .failure(let e):
+                var response = fail(GRPCStatusCode(microCode: e.code), e.detail)
+                for (name, value) in context.responseMetadata.all { response.headers.add(name: name, value: value) }
+                return response
+            }
+        } timedOut: {
+            fail(.deadlineExceeded, "\(name) did not answer before the caller's deadline")
+        }
+    }
+
+    /// `/pkg.Service/Method` → (`pkg.Service.Method`, `Service.Method`).
+    static func grpcEndpointNames(_ path: String) -> (qualified: String, short: String)? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else { return nil }
+        let service = parts[1], method = parts[2]
+        let short = service.split(separator: ".").last.map(String.init) ?? String(service)
+        return ("\(service).\(method)", "\(short).\(method)")
+    }
+}

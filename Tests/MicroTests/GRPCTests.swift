@@ -1,0 +1,164 @@
+import Foundation
+import GreeterProto
+@testable import Micro
+import MicroTestSupport
+import SwiftProtobuf
+import Testing
+
+/// gRPC against a real peer we did not write: Python grpcio, as client and as server.
+@Suite struct GRPCTests {
+    static let peer = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Peers/grpc_peer.py").path
+
+    /// The greeter with behaviours the checks need: errors, a slow call, metadata echo.
+    struct TestGreeter: GreeterHandler {
+        func hello(_ request: HelloRequest, context: Context) async throws -> HelloResponse {
+            switch request.name {
+            case "": throw MicroError.badRequest("greeter", "name is required")
+            case "nobody": throw MicroError.notFound("greeter", "no such person: nobody")
+            case "slow": try await Task.sleep(for: .seconds(60))
+            case "echo-metadata":
+                if let tenant = context.metadata["x-tenant"] { context.responseMetadata.add("x-tenant-echo", tenant) }
+                if let token = context.metadata.binary("x-token-bin") { context.responseMetadata.add("x-token-echo", binary: token) }
+            default: break
+            }
+            var response = HelloResponse()
+            response.greeting = "Hello " + request.name
+            return response
+        }
+    }
+
+    struct PeerReport: Decodable {
+        struct Status: Decodable, Equatable {
+            var code: String
+            var details: String
+        }
+        struct Echo: Decodable {
+            var greeting: String
+            var tenant: String?
+            var token: [UInt8]
+        }
+        var hello: String
+        var metadata: Echo
+        var invalid: Status?
+        var missing: Status?
+        var deadline: Status?
+        var unknown_method: Status?
+        var too_large: Status?
+        var gzip: String
+        var after: String
+    }
+
+    @Test func pythonClientCallsSwiftMicro() async throws {
+        let service = Service(name: "greeter", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
+        service.register(TestGreeter())
+        try service.start()
+        let result = try await Tool.run("python3", [Self.peer, "client", "127.0.0.1:\(service.port!)"], timeout: .seconds(120))
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try JSONDecoder().decode(PeerReport.self, from: Data(result.stdout.utf8))
+        #expect(report.hello == "Hello alice")
+        #expect(report.metadata.greeting == "Hello echo-metadata")
+        #expect(report.metadata.tenant == "acme")
+        #expect(report.metadata.token == [0x00, 0x01, 0xfe, 0xff])
+        #expect(report.invalid == .init(code: "INVALID_ARGUMENT", details: "name is required"))
+        #expect(report.missing == .init(code: "NOT_FOUND", details: "no such person: nobody"))
+        #expect(report.deadline?.code == "DEADLINE_EXCEEDED")
+        #expect(report.unknown_method?.code == "UNIMPLEMENTED")
+        #expect(report.too_large?.code == "RESOURCE_EXHAUSTED")
+        #expect(report.gzip == "Hello zipped")
+        #expect(report.after == "Hello again")
+        let health = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        #expect(health?["health:"] as? String == "SERVING")
+        #expect(health?["health:Greeter"] as? String == "SERVING")
+        #expect((health?["health:no.such.Service"] as? [String: String])?["code"] == "NOT_FOUND")
+        await service.shutdown()
+    }
+
+    @Test func swiftMicroClientCallsPythonServer() async throws {
+        let python = try await ChildService("/usr/bin/env", arguments: ["python3", Self.peer, "server"])
+        defer { python.stop() }
+        let address = "127.0.0.1:\(python.port)"
+        let client = GreeterClient(client: Client(registry: MemoryRegistry()), options: CallOptions(contentType: "application/grpc", address: address))
+
+        var request = HelloRequest()
+        request.name = "bob"
+        #expect(try await client.hello(request).greeting == "Hello bob from python")
+
+        request.name = ""
+        do {
+            _ = try await client.hello(request)
+            Issue.record("an aborted call succeeded")
+        } catch let error as MicroError {
+            #expect(error.code == 400)  // INVALID_ARGUMENT
+            #expect(error.detail == "name is required: ¿quién?")  // grpc-message, percent-decoded
+        }
+
+        request.name = "slow"
+        do {
+            _ = try await client.hello(request, options: CallOptions(timeout: .milliseconds(300), retries: 0, contentType: "application/grpc", address: address))
+            Issue.record("a call outlived its deadline")
+        } catch let error as MicroError {
+            #expect(error.code == 408)
+        }
+
+        // metadata out and back, on the raw form
+        request.name = "meta"
+        let raw = try await client.client.call(
+            "greeter", "/Greeter/Hello", body: try request.serializedBytes(),
+            options: CallOptions(contentType: "application/grpc", metadata: ["x-tenant": "acme"], address: address))
+        #expect(raw.metadata["x-tenant-echo"] == "acme")
+        #expect(try HelloResponse(serializedBytes: raw.body).greeting == "Hello meta from python")
+    }
+
+    @Test func swiftToSwiftOverGRPCAndTheMicroProtocol() async throws {
+        let fleet = Fleet()
+        try await fleet.start("greeter") { $0.register(TestGreeter()) }
+        let client = Client(registry: fleet.registry)
+        var request = HelloRequest()
+        request.name = "carol"
+        // generated client, by name through the registry, gRPC framing
+        #expect(try await GreeterClient(client: client).hello(request).greeting == "Hello carol")
+        // the same endpoint over the micro protocol, protobuf and protobuf-JSON bodies
+        let proto: HelloResponse = try await client.call("greeter", "Greeter.Hello", request, options: CallOptions(contentType: "application/protobuf"))
+        #expect(proto.greeting == "Hello carol")
+        let json = try await client.call("greeter", "Greeter.Hello", body: Array(#"{"name":"dave"}"#.utf8))
+        #expect(String(decoding: json.body, as: UTF8.self) == #"{"greeting":"Hello dave"}"#)
+        // gRPC errors come back as MicroErrors with their code
+        request.name = "nobody"
+        await #expect(throws: MicroError(id: "greeter", code: 404, detail: "no such person: nobody")) {
+            _ = try await GreeterClient(client: client).hello(request)
+        }
+        try await fleet.stopAll()
+    }
+
+    @Test func statusAndTimeoutEncodings() {
+        #expect(GRPCText.encodeMessage("50% off: ¿sí?") == "50%25 off: %C2%BFs%C3%AD?")
+        #expect(GRPCText.decodeMessage("50%25 off: %C2%BFs%C3%AD?") == "50% off: ¿sí?")
+        #expect(GRPCText.decodeMessage("bad %G1 escape %") == "bad %G1 escape %")
+        #expect(GRPCText.parseTimeout("100m") == .milliseconds(100))
+        #expect(GRPCText.parseTimeout("2H") == .seconds(7200))
+        #expect(GRPCText.parseTimeout("123456789S") == nil)  // 9 digits
+        #expect(GRPCText.parseTimeout("5x") == nil)
+        #expect(GRPCText.formatTimeout(.milliseconds(250)) == "250000000n" || GRPCText.formatTimeout(.milliseconds(250)) == "250000u")
+        #expect(GRPCText.parseTimeout(GRPCText.formatTimeout(.seconds(3))) == .seconds(3))
+        for code in [400, 401, 403, 404, 408, 409, 412, 501, 503, 500] {
+            #expect(GRPCStatusCode(microCode: code).microCode == code)
+        }
+        #expect(Wire.grpcPath(service: "helloworld", endpoint: "Helloworld.Greeting") == "/helloworld.Helloworld/Greeting")
+        #expect(Wire.grpcPath(service: "x", endpoint: "/Greeter/Hello") == "/Greeter/Hello")
+        #expect(Router.grpcEndpointNames("/pkg.v1.Greeter/Hello")! == ("pkg.v1.Greeter.Hello", "Greeter.Hello"))
+        #expect(Router.grpcEndpointNames("/Greeter") == nil)
+    }
+
+    @Test func malformedFramesAndGzipBombsAreRejected() throws {
+        #expect(throws: GRPCFraming.Malformed.self) { try GRPCFraming.messages(in: [0, 0, 0]) }
+        #expect(throws: GRPCFraming.Malformed.self) { try GRPCFraming.messages(in: [2, 0, 0, 0, 0]) }
+        #expect(throws: GRPCFraming.Malformed.self) { try GRPCFraming.messages(in: [0, 0, 0, 0, 9, 1, 2]) }
+        #expect(try GRPCFraming.messages(in: GRPCFraming.frame([1, 2, 3])).map { Array($0.bytes) } == [[1, 2, 3]])
+        let bomb = Gzip.compress([UInt8](repeating: 0, count: 10_000_000))
+        #expect(bomb.count < 20_000)
+        #expect(throws: Gzip.Failure.self) { try Gzip.decompress(bomb[...], limit: 4 * 1024 * 1024) }
+        #expect(try Gzip.decompress(Gzip.compress(Array("hello".utf8))[...], limit: 100) == Array("hello".utf8))
+        #expect(throws: Gzip.Failure.self) { try Gzip.decompress([1, 2, 3, 4][...], limit: 100) }
+    }
+}
