@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Micro
+import UnixSignals
 
 /// `micro`: the command line of swift-micro. Talks to services through the registry.
 @main
@@ -10,7 +11,7 @@ struct MicroCommand: AsyncParsableCommand {
         commandName: "micro",
         abstract: "Find, describe and call swift-micro (and go-micro) services.",
         discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
-        subcommands: [Services.self, Describe.self, Call.self]
+        subcommands: [Services.self, Describe.self, Call.self, Publish.self, Subscribe.self]
     )
 }
 
@@ -68,6 +69,60 @@ struct Call: AsyncParsableCommand {
             FileHandle.standardError.write(Data((error.json + "\n").utf8))
             throw ExitCode(1)
         }
+    }
+}
+
+struct Publish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish a JSON message to a topic and wait until every subscriber group has it.")
+
+    @Argument(help: "The topic.") var topic: String
+    @Argument(help: "The message as JSON.") var message: String
+    @Option(name: .customLong("metadata"), help: "A message header, key=value (repeatable).") var metadata: [String] = []
+
+    func run() async throws {
+        var headers: [String: String] = [:]
+        for pair in metadata {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { throw ValidationError("metadata must be key=value, got '\(pair)'") }
+            headers[String(parts[0])] = String(parts[1])
+        }
+        var logger = Logger(label: "micro")
+        logger.logLevel = .error
+        let client = Client(logger: logger)
+        do {
+            // the process exits right after: wait for delivery, or nothing would be retried
+            try await client.publish(topic, body: Array(message.utf8), options: .init(wait: .delivered), metadata: headers)
+        } catch let error as MicroError {
+            FileHandle.standardError.write(Data((error.json + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Subscribe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Subscribe to a topic and print each message body as one line (until SIGINT/SIGTERM).")
+
+    @Argument(help: "The topic.") var topic: String
+    @Option(help: "Share the messages with other subscribers of this queue group.") var queue: String?
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        var logger = Logger(label: "micro")
+        logger.logLevel = .warning
+        let broker = HTTPBroker(logger: logger)
+        let out = FileHandle.standardOutput
+        let subscription = try await broker.subscribe(topic, queue: queue) { event in
+            // one line per message, written at once (a pipe reader sees it immediately)
+            var line = event.message.body.filter { $0 != 10 && $0 != 13 }
+            line.append(10)
+            out.write(Data(line))
+        }
+        FileHandle.standardError.write(Data("listening on \(broker.address ?? "?")\nsubscribed to \(topic)\n".utf8))
+        for await _ in signals { break }
+        await subscription.unsubscribe()
+        await broker.disconnect()
     }
 }
 

@@ -24,9 +24,12 @@ public final class Client: Sendable {
     let interceptors: [any ClientInterceptor]
     private let budget: RetryBudget
     let logger: Logger
+    /// Where ``publish(_:_:options:contentType:metadata:)`` sends messages.
+    public let broker: any Broker
 
     public init(
         registry: (any Registry)? = nil,
+        broker: (any Broker)? = nil,
         strategy: SelectionStrategy = .powerOfTwoChoices,
         ejection: EjectionPolicy = .init(),
         options: CallOptions = .init(),
@@ -38,6 +41,8 @@ public final class Client: Sendable {
     ) {
         self.options = options
         self.cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
+        // a client with a registry of its own publishes to the subscribers in that registry
+        self.broker = broker ?? (registry.map { HTTPBroker(registry: $0, eventLoopGroup: eventLoopGroup, logger: logger) } ?? Brokers.default)
         var selectors: [SelectionStrategy: Selector] = [:]
         for s in [SelectionStrategy.random, .roundRobin, .leastOutstanding, .powerOfTwoChoices] {
             selectors[s] = Selector(strategy: s, ejection: ejection)

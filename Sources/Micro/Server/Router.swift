@@ -17,10 +17,13 @@ final class Router: Sendable {
     let codecs: Codecs
     let logger: Logger
     let interceptors: [any ServerInterceptor]
+    /// Deliveries of the HTTP broker arrive on the service's own port.
+    let broker: HTTPBroker?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
 
-    init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = []) {
+    init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: HTTPBroker? = nil) {
         self.interceptors = interceptors
+        self.broker = broker
         self.service = service
         self.codecs = codecs
         self.logger = logger
@@ -39,6 +42,9 @@ final class Router: Sendable {
         let contentType = request.headers["content-type"]
         if let contentType, contentType.hasPrefix("application/grpc") {
             return await serveGRPC(request, responder, contentType: contentType)
+        }
+        if let broker, request.path.count > 2, HTTPBroker.isDelivery(request) {
+            return responder.send(await broker.receive(request))
         }
         guard let name = Self.endpointName(request) else {
             return responder.send(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))

@@ -24,8 +24,11 @@ public final class Service: Sendable {
     public let options: ServiceOptions
     /// This instance's node id in the registry.
     public let nodeID: String
-    /// A client that finds other services in this service's registry.
+    /// A client that finds other services in this service's registry and publishes to its broker.
     public let client: Client
+    /// Where this service's subscriptions live.
+    public let broker: any Broker
+    let subscribers = Mutex<[Subscriber]>([])
     let router: Router
     let health = HealthState()
     /// Serialized FileDescriptorProtos by file name, for reflection.
@@ -54,8 +57,11 @@ public final class Service: Sendable {
         self.metadata = metadata
         self.options = options
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
-        self.client = Client(registry: options.registry, logger: options.logger)
-        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors)
+        let broker = options.broker ?? HTTPBroker(registry: options.registry, eventLoopGroup: options.eventLoopGroup, logger: options.logger)
+        self.broker = broker
+        self.client = Client(registry: options.registry, broker: broker, logger: options.logger)
+        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
+                             broker: broker as? HTTPBroker)
         registerHealth()
     }
 
@@ -86,18 +92,25 @@ public final class Service: Sendable {
 
     /// What the registry publishes about this instance (once started).
     public var record: ServiceRecord? {
-        guard let (host, port) = state.withLock({ $0.server.map { ($0.host, $0.port) } }) else { return nil }
-        let env = ProcessInfo.processInfo.environment
-        // A wildcard bind is reached on loopback by the machine-local registry's clients;
-        // MICRO_SERVER_ADVERTISE names another address.
-        let advertised = env["MICRO_SERVER_ADVERTISE"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (["", "::", "0.0.0.0"].contains(host) ? "127.0.0.1:\(port)" : (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"))
-        let node = Node(id: nodeID, address: advertised, metadata: [
-            "protocols": "http/1.1,h2c",
+        guard let address = advertisedAddress else { return nil }
+        let node = Node(id: nodeID, address: address, metadata: [
+            "protocols": "http/1.1,h2c,grpc",
             "server": "swift-micro",
             "content-types": options.codecs.contentTypes.joined(separator: ","),
+            "broker": broker is HTTPBroker ? "http" : "\(type(of: broker))",
         ])
-        return ServiceRecord(name: name, version: version, metadata: metadata, endpoints: router.descriptions, nodes: [node])
+        return ServiceRecord(name: name, version: version, metadata: metadata,
+                             endpoints: router.descriptions + subscriberDescriptions, nodes: [node])
+    }
+
+    /// `host:port` that callers on this machine reach the server on (once started): the bound
+    /// address, `127.0.0.1` for a wildcard bind (the local registry's callers are on this
+    /// machine), or `MICRO_SERVER_ADVERTISE`.
+    var advertisedAddress: String? {
+        guard let (host, port) = state.withLock({ $0.server.map { ($0.host, $0.port) } }) else { return nil }
+        if let advertised = ProcessInfo.processInfo.environment["MICRO_SERVER_ADVERTISE"], !advertised.isEmpty { return advertised }
+        if ["", "::", "0.0.0.0"].contains(host) { return "127.0.0.1:\(port)" }
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     /// The address the server listens on, once started.
@@ -121,6 +134,7 @@ public final class Service: Sendable {
             await router.serve(request, responder)
         }
         state.withLock { $0.server = server }
+        if let httpBroker = broker as? HTTPBroker, let address = advertisedAddress { httpBroker.attach(address: address) }
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
         options.logger.info("listening on \(shown):\(server.port)")
         return (address.host, server.port)
@@ -167,6 +181,7 @@ public final class Service: Sendable {
                 options.logger.error("cannot register: \(error)")
             }
         }
+        let subscriptions = await subscribeAll()
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 if options.register, let record {
@@ -198,6 +213,7 @@ public final class Service: Sendable {
                 group.cancelAll()
             }
             health.setServing(false)
+            for subscription in subscriptions { await subscription.unsubscribe() }
             // leave the registry first, so that callers stop choosing this node while it drains
             if options.register, let record {
                 do {

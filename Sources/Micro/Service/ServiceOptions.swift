@@ -30,6 +30,9 @@ public struct ServiceOptions: Sendable {
     public var registerInterval: Duration
     /// Wrap every handler call, first outermost (go-micro's handler wrappers).
     public var interceptors: [any ServerInterceptor]
+    /// Where subscriptions and `service.client.publish` go; nil means an ``HTTPBroker`` served on
+    /// this service's own address (`MICRO_BROKER=memory` for an in-process one).
+    public var broker: (any Broker)?
 
     public init(
         address: String? = nil,
@@ -43,9 +46,11 @@ public struct ServiceOptions: Sendable {
         register: Bool = true,
         registerTTL: Duration? = nil,
         registerInterval: Duration? = nil,
-        interceptors: [any ServerInterceptor] = []
+        interceptors: [any ServerInterceptor] = [],
+        broker: (any Broker)? = nil
     ) {
         self.interceptors = interceptors
+        self.broker = broker
         let env = ProcessInfo.processInfo.environment
         self.registry = registry
         self.register = register

@@ -1,0 +1,108 @@
+public import Foundation
+public import MicroCore
+
+/// Asynchronous messaging: publish to a topic, subscribe to it. Plain subscriptions each get
+/// every message; subscriptions sharing a `queue` name share the messages (each goes to one of
+/// them). Every part is swappable: `http` (the default, go-micro's wire, over the framework's own
+/// transport) and `memory` (in-process) ship with the framework.
+///
+/// Threading: every method may be called from any task.
+public protocol Broker: Sendable {
+    /// Makes the broker ready (lazily called by `publish` and `subscribe`).
+    func connect() async throws
+    /// Unsubscribes everything and stops delivering; messages still queued are dropped (logged).
+    func disconnect() async
+    /// Hands `message` to the broker. Returns when the broker has queued it (`.queued`) or when
+    /// every subscriber group known at publish time has acknowledged it (`.delivered`).
+    func publish(_ topic: String, _ message: BrokerMessage, options: PublishOptions) async throws
+    /// Subscribes `handler` to `topic`; a handler that throws gets the message again (bounded).
+    func subscribe(
+        _ topic: String,
+        queue: String?,
+        _ handler: @escaping @Sendable (BrokerEvent) async throws -> Void
+    ) async throws -> BrokerSubscription
+}
+
+/// A message as go-micro's brokers carry it: headers and a body. Its JSON is go-micro's too:
+/// `{"Header":{...},"Body":"<base64>"}`.
+public struct BrokerMessage: Codable, Sendable, Equatable {
+    public var header: [String: String]
+    public var body: [UInt8]
+
+    public init(header: [String: String] = [:], body: [UInt8]) {
+        self.header = header
+        self.body = body
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case header = "Header", body = "Body"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        header = try c.decodeIfPresent([String: String].self, forKey: .header) ?? [:]
+        let text = try c.decodeIfPresent(String.self, forKey: .body) ?? ""
+        guard let data = Data(base64Encoded: text) else {
+            throw DecodingError.dataCorruptedError(forKey: .body, in: c, debugDescription: "Body is not base64")
+        }
+        body = Array(data)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(header, forKey: .header)
+        try c.encode(Data(body).base64EncodedString(), forKey: .body)
+    }
+
+    /// The topic it was published to (`Micro-Topic`).
+    public var topic: String? { header["Micro-Topic"] }
+}
+
+/// A message as a subscription's handler receives it.
+public struct BrokerEvent: Sendable {
+    public var topic: String
+    public var message: BrokerMessage
+    /// The loop the delivery arrived on, if it came over the network.
+    public var eventLoop: EventLoop?
+}
+
+/// How `publish` returns.
+public struct PublishOptions: Sendable {
+    public enum Wait: Sendable {
+        /// Once the broker has queued the message (it then delivers and retries on its own).
+        case queued
+        /// Once every subscriber group known at publish time acknowledged it (or it failed).
+        case delivered
+    }
+
+    public var wait: Wait
+    public init(wait: Wait = .queued) { self.wait = wait }
+}
+
+/// A live subscription; `unsubscribe()` ends it (and removes its registry entry).
+public final class BrokerSubscription: Sendable {
+    public let topic: String
+    public let queue: String?
+    private let onUnsubscribe: @Sendable () async -> Void
+
+    public init(topic: String, queue: String?, onUnsubscribe: @escaping @Sendable () async -> Void) {
+        self.topic = topic
+        self.queue = queue
+        self.onUnsubscribe = onUnsubscribe
+    }
+
+    public func unsubscribe() async { await onUnsubscribe() }
+}
+
+/// The broker chosen by the environment: `MICRO_BROKER=http` (the default) or `memory`.
+public enum Brokers {
+    /// One per process, used by clients that were not given one.
+    public static let `default`: any Broker = fromEnvironment()
+
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> any Broker {
+        switch environment["MICRO_BROKER"]?.lowercased() {
+        case "memory": MemoryBroker()
+        default: HTTPBroker()
+        }
+    }
+}
