@@ -23,6 +23,8 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
         case tooLarge
         /// The call was cancelled.
         case cancelled
+        /// The deadline passed before the answer came (the stream was reset).
+        case timeout
     }
 
     public let kind: Kind
@@ -51,20 +53,27 @@ public final class HTTPClient: Sendable {
     }
 
     /// Sends one request to `address` (`host:port`) and returns the whole response.
-    /// Cancelling the calling task resets the stream.
+    /// Cancelling the calling task resets the stream; so does passing `deadline` (then the call
+    /// fails with ``HTTPClientError/Kind/timeout``, within a few milliseconds of it).
     public func request(
         address: String,
         method: String = "POST",
         path: String,
         headers: HTTPHeaders,
-        body: [UInt8]
+        body: [UInt8],
+        deadline: ContinuousClock.Instant? = nil
     ) async throws(HTTPClientError) -> HTTPClientResponse {
-        let loop = EventLoop.current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
+        let current = EventLoop.current
+        let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
         let pool = pools[loop.index]
+        // A task that already prefers this loop (a handler, a load generator worker) needs no
+        // preference pushed: that costs a status record and task switches, a third of a call.
+        if current === loop, withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
+            return try await Self.perform(pool, address, method, path, headers, body, deadline)
+        }
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop) {
             do {
-                let connection = try await pool.connection(to: address)
-                return .success(try await connection.call(method: method, path: path, headers: headers, body: body))
+                return .success(try await Self.perform(pool, address, method, path, headers, body, deadline))
             } catch let error as HTTPClientError {
                 return .failure(error)
             } catch {
@@ -72,6 +81,19 @@ public final class HTTPClient: Sendable {
             }
         }
         return try result.get()
+    }
+
+    private static func perform(
+        _ pool: ConnectionPool,
+        _ address: String,
+        _ method: String,
+        _ path: String,
+        _ headers: HTTPHeaders,
+        _ body: [UInt8],
+        _ deadline: ContinuousClock.Instant?
+    ) async throws(HTTPClientError) -> HTTPClientResponse {
+        let connection = try await pool.connection(to: address)
+        return try await connection.call(method: method, path: path, headers: headers, body: body, deadline: deadline)
     }
 
     /// Closes every pooled connection; calls in flight fail.
@@ -90,6 +112,11 @@ final class ConnectionPool: @unchecked Sendable {
     let loop: EventLoop
     let maxResponseBytes: Int
     private var connections: [String: ClientConnection] = [:]
+    /// Calls with a deadline, swept every few milliseconds by one task while any is in flight:
+    /// far cheaper than a timer task per call.
+    private var timed: [PendingCall] = []
+    private var sweeping = false
+    static let sweepInterval: Duration = .milliseconds(5)
 
     init(loop: EventLoop, maxResponseBytes: Int) {
         self.loop = loop
@@ -108,6 +135,29 @@ final class ConnectionPool: @unchecked Sendable {
         connection.connect(host: host, port: port, maxResponseBytes: maxResponseBytes)
         try await connection.ready()
         return connection
+    }
+
+    func track(_ call: PendingCall) {
+        timed.append(call)
+        guard !sweeping else { return }
+        sweeping = true
+        Task(executorPreference: loop) { await self.sweep() }
+    }
+
+    private func sweep() async {
+        while !timed.isEmpty {
+            try? await Task.sleep(for: Self.sweepInterval)
+            let now = ContinuousClock.now
+            timed.removeAll { call in
+                guard call.continuation != nil, let deadline = call.deadline else { return true }
+                if deadline <= now {
+                    call.timeOut()
+                    return true
+                }
+                return false
+            }
+        }
+        sweeping = false
     }
 
     func forget(_ connection: ClientConnection) {
@@ -222,8 +272,11 @@ final class ClientConnection: @unchecked Sendable {
         if let handle { mc_client_close(handle) }
     }
 
-    func call(method: String, path: String, headers: HTTPHeaders, body: [UInt8]) async throws(HTTPClientError) -> HTTPClientResponse {
+    func call(
+        method: String, path: String, headers: HTTPHeaders, body: [UInt8], deadline: ContinuousClock.Instant?
+    ) async throws(HTTPClientError) -> HTTPClientResponse {
         let call = PendingCall(loop: pool.loop)
+        call.deadline = deadline
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 // checked here, with no suspension before the C call: the connection may have
@@ -255,6 +308,7 @@ final class ClientConnection: @unchecked Sendable {
                 }
                 call.streamID = streamID
                 if call.cancelRequested { call.cancel() }
+                if deadline != nil { pool.track(call) }
             }
         } onCancel: {
             call.loop.execute { call.cancel() }
@@ -271,6 +325,8 @@ final class PendingCall: @unchecked Sendable {
     var continuation: CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>?
     var streamID: Int32 = 0
     var cancelRequested = false
+    var deadline: ContinuousClock.Instant?
+    var timedOut = false
 
     init(loop: EventLoop) {
         self.loop = loop
@@ -280,6 +336,11 @@ final class PendingCall: @unchecked Sendable {
         cancelRequested = true
         guard continuation != nil, let client, streamID > 0 else { return }
         mc_client_cancel(client, streamID)
+    }
+
+    func timeOut() {
+        timedOut = true
+        cancel()
     }
 
     func finish(_ result: Int32, _ response: OpaquePointer?) {
@@ -292,6 +353,8 @@ final class PendingCall: @unchecked Sendable {
             continuation.resume(returning: .failure(HTTPClientError(kind: .refused, message: "the server did not process the call")))
         case Int(MC_CALL_TOO_LARGE):
             continuation.resume(returning: .failure(HTTPClientError(kind: .tooLarge, message: "the response exceeds the size limit")))
+        case Int(MC_CALL_CANCELLED) where timedOut:
+            continuation.resume(returning: .failure(HTTPClientError(kind: .timeout, message: "no answer before the deadline")))
         case Int(MC_CALL_CANCELLED):
             continuation.resume(returning: .failure(HTTPClientError(kind: .cancelled, message: "the call was cancelled")))
         default:

@@ -131,22 +131,15 @@ public final class Client: Sendable {
         return try await first.intercept(request) { try await self.intercepted($0, remaining) }
     }
 
-    /// The whole call, retries included, bounded by the timeout: whichever finishes first wins,
-    /// and the other is cancelled (a call in flight is reset, so its handler is cancelled too).
+    /// The whole call, retries included, is bounded by the timeout: each HTTP call carries the
+    /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
+    /// no attempt or backoff starts after it.
     private func withDeadline(_ request: ClientRequest) async throws -> ClientResponse {
-        let deadline = ContinuousClock.now + request.options.timeout
-        return try await withThrowingTaskGroup(of: ClientResponse?.self) { group in
-            group.addTask { try await self.attempts(request, deadline: deadline) }
-            group.addTask {
-                try await Task.sleep(until: deadline)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let response = first else {
-                throw MicroError(id: "micro.client", code: 408, detail: "call to \(request.service).\(request.endpoint) timed out after \(request.options.timeout)")
-            }
-            return response
-        }
+        try await attempts(request, deadline: .now + request.options.timeout)
+    }
+
+    private func timedOut(_ request: ClientRequest) -> MicroError {
+        MicroError(id: "micro.client", code: 408, detail: "call to \(request.service).\(request.endpoint) timed out after \(request.options.timeout)")
     }
 
     private func attempts(_ request: ClientRequest, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
@@ -163,8 +156,10 @@ public final class Client: Sendable {
                 }
                 let base = Double(options.backoff.components.seconds) * 1e9 + Double(options.backoff.components.attoseconds) / 1e9
                 let cap = base * pow(2, Double(attempt - 1))
-                try await Task.sleep(for: .nanoseconds(Int64(Double.random(in: 0...max(cap, 1)))))
+                let wake = min(deadline, .now + .nanoseconds(Int64(Double.random(in: 0...max(cap, 1)))))
+                try await Task.sleep(until: wake)
             }
+            guard deadline > .now else { throw timedOut(request) }
             var selection: Selection?
             let address: String
             if let direct = options.address {
@@ -186,7 +181,7 @@ public final class Client: Sendable {
             }
             let wire = Wire.encode(request, remaining: deadline - .now)
             do {
-                let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body)
+                let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline)
                 switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
                 case .success(let body, let metadata):
                     selection.map { selector.finish($0, outcome: .success) }
@@ -203,6 +198,7 @@ public final class Client: Sendable {
             } catch let error as HTTPClientError {
                 selection.map { selector.finish($0, outcome: error.kind == .connect ? .connectFailure : .failure) }
                 if error.kind == .cancelled { throw CancellationError() }
+                if error.kind == .timeout { throw timedOut(request) }
                 guard error.neverProcessed else {
                     throw MicroError(id: "micro.client", code: 500, detail: "call to \(request.service).\(request.endpoint) at \(address) failed: \(error)")
                 }

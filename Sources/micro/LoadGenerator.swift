@@ -1,0 +1,134 @@
+import Foundation
+import Histogram
+import Micro
+import MicroCore
+import Synchronization
+
+/// Drives load with the framework's own client stack and records latency in an HdrHistogram.
+///
+/// Closed loop: `connections × concurrency` workers, each sending its next request when the last
+/// one answered. Open loop (`rate`): requests are due at fixed intervals; a worker sends a due
+/// request at once when it is late, and its latency counts from when it was due, so a stalled
+/// server shows in the percentiles (no coordinated omission).
+struct LoadGenerator: Sendable {
+    struct Plan: Sendable {
+        var connections = 1
+        var concurrency = 1
+        var requests: Int?
+        var duration: Duration?
+        var rate: Double?
+        var warmup = 0
+    }
+
+    /// One call; throws to count an error (by its label).
+    typealias Call = @Sendable (_ connection: Int) async throws -> Void
+
+    struct Report: Sendable, Encodable {
+        var requests: Int
+        var errors: [String: Int]
+        var seconds: Double
+        var requestsPerSecond: Double
+        var latencyMicroseconds: [String: Double]
+        var connections: Int
+        var concurrency: Int
+        var rate: Double?
+    }
+
+    let plan: Plan
+    let loop: EventLoop
+
+    func run(_ call: @escaping Call, progress: (@Sendable (Int, Int) -> Void)? = nil) async -> (Report, Histogram<UInt64>) {
+        let counters = Counters()
+        // warm-up: connections made and code paths hot before anything is recorded
+        if plan.warmup > 0 {
+            await withTaskGroup(of: Void.self) { group in
+                for connection in 0..<plan.connections {
+                    group.addTask(executorPreference: loop) {
+                        for _ in 0..<plan.warmup { try? await call(connection) }
+                    }
+                }
+            }
+        }
+        let start = ContinuousClock.now
+        let end = plan.duration.map { start + $0 }
+        let interval: Duration? = plan.rate.map { .nanoseconds(Int64(1e9 / $0)) }
+        let limit = plan.requests ?? Int.max
+        let ticker = progress.map { report in
+            Task {
+                while (try? await Task.sleep(for: .seconds(1))) != nil {
+                    report(counters.completed.load(ordering: .relaxed), counters.failed.load(ordering: .relaxed))
+                }
+            }
+        }
+        var total = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)  // µs, 1 h
+        var errors: [String: Int] = [:]
+        await withTaskGroup(of: (Histogram<UInt64>, [String: Int]).self) { group in
+            for worker in 0..<(plan.connections * plan.concurrency) {
+                let connection = worker % plan.connections
+                group.addTask(executorPreference: loop) {
+                    var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+                    var errors: [String: Int] = [:]
+                    while true {
+                        let index = counters.issued.wrappingAdd(1, ordering: .relaxed).oldValue
+                        if index >= limit { break }
+                        var due = ContinuousClock.now
+                        if let interval {
+                            due = start + interval * index
+                            if let end, due >= end { break }
+                            if due > .now { try? await Task.sleep(until: due) }
+                        } else if let end, due >= end {
+                            break
+                        }
+                        let sent = interval == nil ? ContinuousClock.now : due
+                        do {
+                            try await call(connection)
+                        } catch {
+                            errors[Self.label(error), default: 0] += 1
+                            counters.failed.add(1, ordering: .relaxed)
+                        }
+                        let elapsed = ContinuousClock.now - sent
+                        let us = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+                        _ = histogram.record(UInt64(max(1, us)))
+                        counters.completed.add(1, ordering: .relaxed)
+                    }
+                    return (histogram, errors)
+                }
+            }
+            for await (histogram, workerErrors) in group {
+                total.add(histogram)
+                errors.merge(workerErrors, uniquingKeysWith: +)
+            }
+        }
+        ticker?.cancel()
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let count = counters.completed.load(ordering: .relaxed)
+        var latency: [String: Double] = [:]
+        if total.totalCount > 0 {
+            for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)] {
+                latency[name] = Double(total.valueAtPercentile(p))
+            }
+            latency["max"] = Double(total.max)
+            latency["mean"] = (total.mean * 10).rounded() / 10
+        }
+        let report = Report(
+            requests: count, errors: errors, seconds: (seconds * 1000).rounded() / 1000,
+            requestsPerSecond: (Double(count) / max(seconds, 1e-9)).rounded(), latencyMicroseconds: latency,
+            connections: plan.connections, concurrency: plan.concurrency, rate: plan.rate)
+        return (report, total)
+    }
+
+    final class Counters: Sendable {
+        let issued = Atomic<Int>(0)
+        let completed = Atomic<Int>(0)
+        let failed = Atomic<Int>(0)
+    }
+
+    static func label(_ error: any Error) -> String {
+        switch error {
+        case let e as MicroError: "\(e.code)"
+        case let e as HTTPClientError: "\(e.kind)"
+        default: "\(type(of: error))"
+        }
+    }
+}

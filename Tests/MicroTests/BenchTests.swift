@@ -1,0 +1,56 @@
+import Foundation
+import Micro
+import MicroTestSupport
+import Testing
+
+/// `micro bench` against real services: counts, errors by code, open loop, reports.
+@Suite struct BenchTests {
+    struct Report: Decodable {
+        var requests: Int
+        var errors: [String: Int]
+        var requestsPerSecond: Double
+        var latencyMicroseconds: [String: Double]
+    }
+
+    static func bench(_ arguments: [String], environment: [String: String]) async throws -> (ToolResult, Report?) {
+        let result = try await Tool.run(Tool.binDirectory.appendingPathComponent("micro").path, ["bench"] + arguments + ["--json"],
+                                        environment: environment)
+        return (result, try? JSONDecoder().decode(Report.self, from: Data(result.stdout.utf8)))
+    }
+
+    @Test func closedLoopThroughTheRegistryAndOpenLoopByURL() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("micro-bench-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let environment = ["MICRO_REGISTRY_ADDRESS": directory.path]
+        let helloworld = try await ChildService("helloworld", environment: environment)
+        defer { helloworld.stop() }
+        _ = await helloworld.waitForLine(containing: "registered node")
+        let greeter = try await ChildService("greeter", environment: environment)
+        defer { greeter.stop() }
+
+        let hdr = directory.appendingPathComponent("latency.hdr").path
+        let (closed, report) = try await Self.bench(
+            ["helloworld", "Helloworld.Greeting", "--data", #"{"name":"b"}"#, "--connections", "2", "--concurrency", "4",
+             "--requests", "2000", "--warmup", "10", "--hdr-log", hdr], environment: environment)
+        #expect(closed.status == 0, "\(closed.stderr)")
+        #expect(report?.requests == 2000)
+        #expect(report?.errors == [:])
+        let keys = Set(report.map { Array($0.latencyMicroseconds.keys) } ?? [])
+        #expect(keys.isSuperset(of: ["p50", "p90", "p99", "p99.9", "max"]))
+        #expect(try String(contentsOfFile: hdr, encoding: .utf8).contains("Percentile"))
+
+        // open loop at 1000/s for 1 s: exactly the 1000 requests that fell due, over gRPC by URL
+        let (open, openReport) = try await Self.bench(
+            ["http://127.0.0.1:\(greeter.port)/Greeter/Hello", "--grpc", "--data-hex", "0a0162", "--rate", "1000", "--duration", "1",
+             "--connections", "2", "--concurrency", "8"], environment: environment)
+        #expect(open.status == 0, "\(open.stderr)")
+        #expect(openReport?.requests == 1000)
+        #expect(openReport?.errors == [:])
+
+        // errors are counted by code, and a run where everything failed exits 1
+        let (failing, failingReport) = try await Self.bench(
+            ["helloworld", "Helloworld.Nope", "--requests", "50", "--warmup", "0"], environment: environment)
+        #expect(failing.status == 1)
+        #expect(failingReport?.errors == ["404": 50])
+    }
+}
