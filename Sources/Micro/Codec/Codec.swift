@@ -8,7 +8,7 @@ public protocol Codec: Sendable {
     func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T
 }
 
-/// `application/json` through Foundation's JSON coders.
+/// `application/json`: a fast path for the common shapes, Foundation's JSON coders for the rest.
 public struct JSONCodec: Codec {
     public var contentType: String { "application/json" }
     public init() {}
@@ -17,12 +17,24 @@ public struct JSONCodec: Codec {
     private static let encoder = JSONEncoder()
     private static let decoder = JSONDecoder()
 
+    /// Writes JSON directly (``StreamEncoder``); values it does not handle go through
+    /// Foundation's encoder, with the same result.
     public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
-        Array(try Self.encoder.encode(value))
+        do {
+            return try StreamEncoder.encode(value)
+        } catch {
+            return Array(try Self.encoder.encode(value))
+        }
     }
 
+    /// Reads from a one-pass tape (``TapeDecoder``); anything else, and every error, goes through
+    /// Foundation's decoder, so results and error messages are Foundation's.
     public func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        try Self.decoder.decode(type, from: Data(bytes))
+        do {
+            return try TapeDecoder.decode(type, from: bytes)
+        } catch {
+            return try Self.decoder.decode(type, from: Data(bytes))
+        }
     }
 }
 
