@@ -96,15 +96,18 @@ struct StreamEncoder: Encoder {
     }
 
     static func encodeValue<T: Encodable>(_ value: T, _ writer: Writer) throws {
-        switch value {
-        case let v as String: writer.string(v)
-        case let v as Int: writer.integer(v)
-        case let v as Bool: v ? writer.raw("true") : writer.raw("false")
-        case let v as Double: writer.double(v)
-        case let v as Data: writer.string(v.base64EncodedString())  // Foundation's default
-        case let v as URL: writer.string(v.absoluteString)
-        case is Decimal: writer.failed = true
-        default:
+        // metatype comparisons are pointer compares; `as?` casts would each call the runtime
+        if T.self == String.self { return writer.string(unsafeBitCast(value, to: String.self)) }
+        if T.self == Int.self { return writer.integer(unsafeBitCast(value, to: Int.self)) }
+        if T.self == Bool.self { return unsafeBitCast(value, to: Bool.self) ? writer.raw("true") : writer.raw("false") }
+        if T.self == Double.self { return writer.double(unsafeBitCast(value, to: Double.self)) }
+        if T.self == Data.self { return writer.string(unsafeBitCast(value, to: Data.self).base64EncodedString()) }  // Foundation's default
+        if T.self == URL.self { return writer.string(unsafeBitCast(value, to: URL.self).absoluteString) }
+        if T.self == Decimal.self {
+            writer.failed = true
+            return
+        }
+        do {
             let state = Container()
             try value.encode(to: StreamEncoder(writer: writer, state: state))
             close(state, writer)

@@ -27,21 +27,22 @@ struct TapeDecoder: Decoder {
     }
 
     func decodeValue<T: Decodable>(_ type: T.Type) throws -> T {
-        switch type {
-        case is String.Type: return try single().decode(String.self) as! T
-        case is Int.Type: return try single().decode(Int.self) as! T
-        case is Bool.Type: return try single().decode(Bool.self) as! T
-        case is Double.Type: return try single().decode(Double.self) as! T
-        case is Data.Type:
+        // metatype comparisons are pointer compares; `is` checks would each call the runtime
+        if T.self == String.self { return unsafeBitCast(try single().decode(String.self), to: T.self) }
+        if T.self == Int.self { return unsafeBitCast(try single().decode(Int.self), to: T.self) }
+        if T.self == Bool.self { return unsafeBitCast(try single().decode(Bool.self), to: T.self) }
+        if T.self == Double.self { return unsafeBitCast(try single().decode(Double.self), to: T.self) }
+        if T.self == Data.self {
             // Foundation's default: base64
             guard let data = Data(base64Encoded: try single().decode(String.self)) else { throw Unsupported() }
-            return data as! T
-        case is URL.Type:
-            guard let url = URL(string: try single().decode(String.self)) else { throw Unsupported() }
-            return url as! T
-        case is Decimal.Type: throw Unsupported()
-        default: return try T(from: self)
+            return unsafeBitCast(data, to: T.self)
         }
+        if T.self == URL.self {
+            guard let url = URL(string: try single().decode(String.self)) else { throw Unsupported() }
+            return unsafeBitCast(url, to: T.self)
+        }
+        if T.self == Decimal.self { throw Unsupported() }
+        return try T(from: self)
     }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
