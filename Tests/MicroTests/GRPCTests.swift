@@ -131,6 +131,43 @@ import Testing
         try await fleet.stopAll()
     }
 
+    @Test func badFramesGetAStatusAndHarmNothing() async throws {
+        let service = Service(name: "greeter", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
+        service.register(TestGreeter())
+        try service.start()
+        let dir = FileManager.default.temporaryDirectory
+        func send(_ body: [UInt8], contentType: String = "application/grpc", path: String = "/Greeter/Hello") async throws -> [String: String] {
+            let file = dir.appendingPathComponent("grpc-body-\(UUID().uuidString)")
+            try Data(body).write(to: file)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let result = try await Tool.run("curl", ["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "-X", "POST",
+                                                     "-H", "content-type: \(contentType)", "-H", "te: trailers",
+                                                     "--data-binary", "@\(file.path)", "http://127.0.0.1:\(service.port!)\(path)"])
+            var headers: [String: String] = [:]
+            for line in result.stdout.split(whereSeparator: \.isNewline) {
+                if line.hasPrefix("HTTP/") { headers["status-line"] = line.trimmingCharacters(in: .whitespaces) }
+                let parts = line.split(separator: ":", maxSplits: 1)
+                if parts.count == 2 { headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces) }
+            }
+            return headers
+        }
+        #expect(try await send([0, 0, 0])["grpc-status"] == "13")  // truncated prefix
+        #expect(try await send([7, 0, 0, 0, 0])["grpc-status"] == "13")  // bad flag
+        #expect(try await send([0, 0, 0, 0, 9, 1])["grpc-status"] == "13")  // length beyond the body
+        #expect(try await send([1, 0, 0, 0, 1, 0])["grpc-status"] == "13")  // compressed, no grpc-encoding
+        #expect(try await send(GRPCFraming.frame([]) + GRPCFraming.frame([]))["grpc-status"] == "12")  // two messages, unary
+        #expect(try await send(GRPCFraming.frame([0xff, 0xff]))["grpc-status"] == "3")  // not a HelloRequest: INVALID_ARGUMENT
+        #expect(try await send(GRPCFraming.frame([]), path: "/Greeter")["grpc-status"] == "12")
+        #expect(try await send(GRPCFraming.frame([]), contentType: "application/grpc+thrift")["status-line"] == "HTTP/2 415")
+        // and it still answers
+        var request = HelloRequest()
+        request.name = "still here"
+        let reply: HelloResponse = try await Client(registry: MemoryRegistry()).call(
+            "greeter", "/Greeter/Hello", request, options: CallOptions(contentType: "application/grpc", address: "127.0.0.1:\(service.port!)"))
+        #expect(reply.greeting == "Hello still here")
+        await service.shutdown()
+    }
+
     @Test func statusAndTimeoutEncodings() {
         #expect(GRPCText.encodeMessage("50% off: ¿sí?") == "50%25 off: %C2%BFs%C3%AD?")
         #expect(GRPCText.decodeMessage("50%25 off: %C2%BFs%C3%AD?") == "50% off: ¿sí?")
