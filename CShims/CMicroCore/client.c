@@ -28,6 +28,9 @@ void mc_client_finish_call(mc_request_t *r, int result) {
     if (c) {
         if (c->h2 && r->stream_id > 0) nghttp2_session_set_stream_user_data(c->h2, r->stream_id, NULL);
         c->active--;
+        /* no longer the connection's: if `done` closes the connection, the close must not
+         * complete (and release) this call a second time */
+        mc_request_unlink(r);
     }
     if (r->cancelled) result = MC_CALL_CANCELLED;
     else if (r->too_large) result = MC_CALL_TOO_LARGE;
@@ -46,12 +49,11 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
         for (size_t i = 0; i < vlen && i < 3; i++) status = status * 10 + (value[i] - '0');
-        if (status >= 200) r->error_status = status; /* 1xx interim answers are skipped */
+        if (status >= 200) r->error_status = status;
+        r->interim = status < 200; /* a 1xx interim answer: its fields are skipped */
         return 0;
     }
-    if (nlen > 0 && name[0] == ':') return 0;
-    if (f->headers.cat == NGHTTP2_HCAT_HEADERS && r->error_status >= 200 && !r->trailer_index)
-        r->trailer_index = r->nhdrs + 1;
+    if ((nlen > 0 && name[0] == ':') || r->interim) return 0;
     return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
 }
 
@@ -78,8 +80,13 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
-    (void)s;
     mc_conn_t *c = user;
+    mc_request_t *r = f->hd.type == NGHTTP2_HEADERS ? call_of(s, f->hd.stream_id) : NULL;
+    if (r) {
+        /* the end of a header block: after the final answer's, fields are trailers */
+        r->interim = false;
+        if (r->error_status >= 200 && !r->trailer_index) r->trailer_index = r->nhdrs + 1;
+    }
     if (f->hd.type == NGHTTP2_GOAWAY && !c->client->goaway) {
         c->client->goaway = true;
         if (c->client->cb.on_goaway) c->client->cb.on_goaway(c->client->cb.ctx);
@@ -309,3 +316,29 @@ void mc_client_close(mc_client_t *client) {
     if (c->client->resolving) uv_cancel((uv_req_t *)&c->client->resolve);
     mc_conn_close(c);
 }
+
+#ifdef MC_FUZZING
+/* mc_client_connect without a socket (internal.h): the connection as on_connect leaves it. */
+mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb) {
+    mc_conn_t *c = calloc(1, sizeof *c);
+    mc_client_state_t *cl = calloc(1, sizeof *cl);
+    if (!c || !cl || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
+        free(c);
+        free(cl);
+        return NULL;
+    }
+    uv_timer_init(&loop->uv, &c->timer);
+    c->loop = loop;
+    c->client = cl;
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    c->read_stopped = true;
+    cl->cb = *cb;
+    cl->port = 80;
+    cl->max_response_bytes = max_response_bytes ? max_response_bytes : 64 * 1024 * 1024;
+    snprintf(cl->host, sizeof cl->host, "fuzz");
+    cl->connect_req.data = c;
+    on_connect(&cl->connect_req, 0);
+    return (mc_client_t *)c;
+}
+#endif

@@ -12,6 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef MC_FUZZING
+/* The fuzzing seam (internal.h): no socket; the harness plays the kernel for writes. */
+#define uv_try_write(s, b, nbufs) mc_fuzz_try_write(((uv_handle_t *)(s))->data, (const uint8_t *)(b)->base, (b)->len)
+#define uv_write(w, s, b, nbufs, cb) ((void)(b), 0) /* completes with mc_fuzz_conn_written */
+#endif
+
 #define MC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define MC_H2_PREFACE_LEN 24
 #define MC_OUT_HIGH_WATER (4 * 1024 * 1024)
@@ -102,6 +108,9 @@ static void on_handle_closed(uv_handle_t *h) {
 void mc_conn_close(mc_conn_t *c) {
     if (c->closing) return;
     c->closing = true;
+    /* Off the flush list: the handles' close callbacks free c at the end of this loop turn, before
+     * the next uv_prepare walks the list (a read or a job may have put c there this turn). */
+    mc_loop_unmark_dirty(c->loop, c);
     /* Requests still in flight learn that their peer is gone; their memory stays theirs. */
     while (c->reqs) mc_request_abort(c->reqs);
     if (c->proto == MC_PROTO_H1) c->h1_cur = NULL; /* released by the abort above */
@@ -311,3 +320,52 @@ void mc_conn_shutdown_all(mc_server_loop_t *sl, bool force) {
         }
     }
 }
+
+#ifdef MC_FUZZING
+/* mc_conn_open without a socket: the handle is initialized but never opened, so libuv never
+ * polls it; bytes come in through mc_fuzz_conn_read. */
+mc_conn_t *mc_fuzz_conn_open(mc_server_loop_t *sl) {
+    mc_loop_t *loop = sl->loop;
+    mc_conn_t *c = calloc(1, sizeof *c);
+    if (!c || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
+        free(c);
+        return NULL;
+    }
+    atomic_fetch_add(&loop->nconns, 1);
+    c->server = sl->server;
+    c->sl = sl;
+    c->loop = loop;
+    c->tcp.data = c;
+    c->timer.data = c;
+    uv_timer_init(&loop->uv, &c->timer);
+    c->handles_open = 2;
+    c->next = sl->conns;
+    if (sl->conns) sl->conns->prev = c;
+    sl->conns = c;
+    c->header_deadline = uv_now(&loop->uv) + c->server->config.header_timeout_ms;
+    mc_conn_start_reading(c); /* uv_read_start fails (not open); what counts is read_stopped */
+    mc_conn_update_timer(c);
+    return c;
+}
+
+/* What libuv does when the socket is readable: on_alloc, then on_read with what was read. */
+void mc_fuzz_conn_read(mc_conn_t *c, const uint8_t *p, ssize_t n) {
+    uv_buf_t buf;
+    on_alloc((uv_handle_t *)&c->tcp, MC_READ_BUFFER_SIZE, &buf);
+    if (n > (ssize_t)buf.len) n = (ssize_t)buf.len;
+    if (n > 0) memcpy(buf.base, p, (size_t)n);
+    on_read((uv_stream_t *)&c->tcp, n, &buf);
+}
+
+/* The uv_write left in flight by flush completes (UV_ECANCELED when the handle closes). */
+void mc_fuzz_conn_written(mc_conn_t *c, int status) {
+    if (c->writing) on_write(&c->wreq, status);
+}
+
+/* The timer fires now, if it is running (a one-shot timer is stopped before its callback). */
+void mc_fuzz_conn_timer(mc_conn_t *c) {
+    if (c->closing || !uv_is_active((uv_handle_t *)&c->timer)) return;
+    uv_timer_stop(&c->timer);
+    on_timer(&c->timer);
+}
+#endif

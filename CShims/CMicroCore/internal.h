@@ -79,6 +79,8 @@ struct mc_loop {
 int mc_loop_post_local(mc_loop_t *loop, mc_job_fn fn, void *ctx, void *arg);
 const char *mc_loop_date(mc_loop_t *loop);
 void mc_loop_mark_dirty(mc_loop_t *loop, mc_conn_t *c);
+/* Takes a connection off the flush list (it is closing, and may be freed before the flush). */
+void mc_loop_unmark_dirty(mc_loop_t *loop, mc_conn_t *c);
 
 /* ---------------------------------------------------------------- server & connections */
 
@@ -227,10 +229,13 @@ struct mc_request {
     bool sent;       /* its HEADERS frame left: the server may have processed it */
     bool cancelled;
     bool too_large;
+    bool interim;    /* reading the fields of a 1xx answer */
 };
 
 mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto);
 void mc_request_release(mc_request_t *r);
+/* Takes a request off its connection's list (r->conn = NULL); release does it too. */
+void mc_request_unlink(mc_request_t *r);
 int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const char *value, size_t vlen);
 void mc_request_abort(mc_request_t *r);
 /* A JSON error body in the framework's format, for errors raised by the core itself. */
@@ -262,5 +267,23 @@ bool mc_h2_done(mc_conn_t *c);
 /* client side */
 void mc_client_finish_call(mc_request_t *r, int result);
 void mc_client_handles_closed(mc_conn_t *c);
+
+#ifdef MC_FUZZING
+/* The fuzzing seam (Fuzz/, docs/FUZZING.md); absent from every other build. A connection with no
+ * socket: the harness hands it bytes as libuv's read callback would, fires its timer, and plays
+ * the kernel for its writes. mc_fuzz_try_write, which the harness defines, stands for
+ * uv_try_write (returns the bytes taken, or a negative libuv error); what it did not take goes
+ * the uv_write way and stays in flight until mc_fuzz_conn_written. */
+int mc_fuzz_try_write(mc_conn_t *c, const uint8_t *p, size_t n);
+mc_conn_t *mc_fuzz_conn_open(mc_server_loop_t *sl);
+void mc_fuzz_conn_read(mc_conn_t *c, const uint8_t *p, ssize_t n); /* n < 0: a libuv error (UV_EOF) */
+void mc_fuzz_conn_written(mc_conn_t *c, int status);
+void mc_fuzz_conn_timer(mc_conn_t *c);
+void mc_flush_dirty(mc_loop_t *loop);
+void mc_request_pool_free(mc_loop_t *loop);
+void mc_conn_shutdown_all(mc_server_loop_t *sl, bool force);
+/* An HTTP/2 client connection past its TCP connect, with no socket. */
+mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb);
+#endif
 
 #endif

@@ -241,6 +241,18 @@ void mc_loop_mark_dirty(mc_loop_t *l, mc_conn_t *c) {
     l->dirty = c;
 }
 
+void mc_loop_unmark_dirty(mc_loop_t *l, mc_conn_t *c) {
+    if (!c->dirty) return;
+    for (mc_conn_t **p = &l->dirty; *p; p = &(*p)->dirty_next) {
+        if (*p == c) {
+            *p = c->dirty_next;
+            break;
+        }
+    }
+    c->dirty = false;
+    c->dirty_next = NULL;
+}
+
 unsigned mc_cpu_count(void) {
     cpu_set_t set;
     CPU_ZERO(&set);

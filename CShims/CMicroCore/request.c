@@ -13,7 +13,7 @@
 
 #define MC_KEEP_BYTES (16 * 1024)
 
-static void unlink_from_conn(mc_request_t *r) {
+void mc_request_unlink(mc_request_t *r) {
     mc_conn_t *c = r->conn;
     if (!c) return;
     if (r->rprev) r->rprev->rnext = r->rnext;
@@ -61,7 +61,7 @@ static void destroy(mc_request_t *r) {
 }
 
 void mc_request_release(mc_request_t *r) {
-    unlink_from_conn(r);
+    mc_request_unlink(r);
     mc_loop_t *loop = r->loop;
     if (loop->request_pool_len >= MC_REQUEST_POOL_MAX) {
         destroy(r);
@@ -120,7 +120,7 @@ void mc_request_abort(mc_request_t *r) {
         if (c) {
             c->active--;
             mc_server_t *s = c->server;
-            unlink_from_conn(r);
+            mc_request_unlink(r);
             if (s->cb.on_abort) s->cb.on_abort(s->cb.ctx, r);
         }
         return; /* freed by mc_request_respond */
