@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static nghttp2_session_callbacks *callbacks;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -248,10 +249,27 @@ static ssize_t read_request_body(nghttp2_session *s, int32_t id, uint8_t *buf, s
     return (ssize_t)n;
 }
 
+/* Whether the peer closed or reset the connection and the loop has not read it yet. */
+static bool peer_gone(mc_conn_t *c) {
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return false; /* not open (the fuzz seam) */
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
                    const uint8_t *body, size_t len, mc_call_done_fn done, void *ctx, int32_t *stream_id) {
     mc_conn_t *c = (mc_conn_t *)client;
     if (!mc_client_usable(client)) return -1;
+    /* An idle connection may have lost its peer since the loop last read it (a server killed
+     * between two calls): the EOF already waits in the kernel. Look before sending, so that the
+     * call is refused (safe to retry elsewhere) rather than sent into a dead connection, where it
+     * could only fail as "maybe processed". A busy connection is read every turn: no syscall. */
+    if (c->active == 0 && peer_gone(c)) {
+        c->client->peer_gone = true;
+        return -1;
+    }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2_CLIENT);
     if (!r) return -1;
     if (mc_buf_append(&r->resp, body, len) != 0) {
@@ -306,7 +324,7 @@ void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
 int mc_client_usable(const mc_client_t *client) {
     const mc_conn_t *c = (const mc_conn_t *)client;
     return c->client->connected && !c->client->goaway && !c->closing && c->h2 &&
-           nghttp2_session_want_read(c->h2) && !c->eof;
+           nghttp2_session_want_read(c->h2) && !c->eof && !c->client->peer_gone;
 }
 
 unsigned mc_client_active(const mc_client_t *client) { return ((const mc_conn_t *)client)->active; }

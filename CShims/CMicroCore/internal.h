@@ -130,6 +130,7 @@ typedef struct mc_client_state {
     bool goaway;
     bool resolving;
     bool orphaned; /* handles closed while a lookup ran: freed when the lookup returns */
+    bool peer_gone; /* the peer's EOF or reset is waiting in the kernel: take no new call */
 } mc_client_state_t;
 
 struct mc_conn {
