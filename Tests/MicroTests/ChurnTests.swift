@@ -6,7 +6,7 @@ import Testing
 import Glibc
 #endif
 
-/// 10,000 connections opened and closed, some answered, some cut mid-request, some over HTTP/2:
+/// 13,500 connections opened and closed, some answered, some cut mid-request, some over HTTP/2:
 /// the server keeps serving and its memory stays flat after warm-up (what it holds per
 /// connection is given back).
 @Suite struct ChurnTests {
