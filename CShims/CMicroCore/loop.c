@@ -214,12 +214,26 @@ void mc_loop_stop(mc_loop_t *l) {
     uv_async_send(&l->wake);
     uv_thread_join(&l->thread);
     uv_loop_close(&l->uv);
-    pthread_mutex_destroy(&l->mu);
     mc_request_pool_free(l);
+    pthread_mutex_lock(&l->mu);
     free(l->remote);
+    l->remote = NULL;
+    l->remote_len = l->remote_cap = 0;
+    pthread_mutex_unlock(&l->mu);
     free(l->spare);
+    l->spare = NULL;
     free(l->ring);
+    l->ring = NULL;
     free(l->readbuf);
+    l->readbuf = NULL;
+    /* The struct and its mutex stay: a post from another thread now returns -1 instead of
+     * touching freed memory. mc_loop_free releases them once nothing can post any more. */
+}
+
+void mc_loop_free(mc_loop_t *l) {
+    if (!l) return;
+    mc_loop_stop(l); /* no-op when stopped already */
+    pthread_mutex_destroy(&l->mu);
     free(l);
 }
 

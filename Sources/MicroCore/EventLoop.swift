@@ -88,6 +88,13 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     func stop() {
         mc_loop_stop(handle)
     }
+
+    deinit {
+        // The C loop outlives its stop (a post after it must find the loop and be refused) and
+        // goes with its last Swift reference. A loop released on its own thread cannot join
+        // itself: it is left running rather than freed under its own feet.
+        if mc_loop_is_current(handle) == 0 { mc_loop_free(handle) }
+    }
 }
 
 private final class ClosureBox: Sendable {

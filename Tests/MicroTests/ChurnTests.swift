@@ -38,7 +38,11 @@ import Glibc
         }
     }
 
-    @Test func tenThousandConnectionsLeaveNothingBehind() async throws {
+    /// Under AddressSanitizer freed memory sits in quarantine: resident size says nothing there.
+    static let sanitized = ProcessInfo.processInfo.environment["MICRO_SANITIZED"] != nil
+
+    @Test(.disabled(if: sanitized, "resident memory is meaningless under AddressSanitizer"))
+    func tenThousandConnectionsLeaveNothingBehind() async throws {
         let service = try await ChildService("helloworld")
         defer { service.stop() }
         let body = FileManager.default.temporaryDirectory.appendingPathComponent("churn-\(UUID().uuidString).json")

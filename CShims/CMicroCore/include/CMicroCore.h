@@ -47,9 +47,13 @@ unsigned mc_cpu_count(void);
 /* Number of connections currently owned by the loop (any thread, approximate). */
 unsigned mc_loop_connection_count(const mc_loop_t *loop);
 
-/* Stops the loop: runs every job already queued, closes its handles, joins its thread, frees it.
- * Servers on the loop must be closed first. Not from the loop's own thread. */
+/* Stops the loop: runs every job already queued, closes its handles, joins its thread and frees
+ * its resources. Posts after it return -1. Servers on the loop must be closed first. Not from the
+ * loop's own thread; idempotent. */
 void mc_loop_stop(mc_loop_t *loop);
+
+/* Frees a loop (stopping it first if needed) once no thread can post to it any more. */
+void mc_loop_free(mc_loop_t *loop);
 
 /* ---------------------------------------------------------------- server */
 
