@@ -195,8 +195,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_freeaddrinfo(res);
 }
 
-mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
-                               const mc_client_callbacks_t *cb) {
+/* A client connection with its handles initialized, not yet connected; NULL if out of memory. */
+static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                             const mc_client_callbacks_t *cb) {
     mc_conn_t *c = calloc(1, sizeof *c);
     mc_client_state_t *cl = calloc(1, sizeof *cl);
     if (!c || !cl || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
@@ -214,6 +215,14 @@ mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port,
     cl->port = port;
     cl->max_response_bytes = max_response_bytes ? max_response_bytes : 64 * 1024 * 1024;
     snprintf(cl->host, sizeof cl->host, "%s", host);
+    return c;
+}
+
+mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                               const mc_client_callbacks_t *cb) {
+    mc_conn_t *c = client_new(loop, host, port, max_response_bytes, cb);
+    if (!c) return NULL;
+    mc_client_state_t *cl = c->client;
     struct sockaddr_in6 a6;
     struct sockaddr_in a4;
     if (uv_ip4_addr(host, port, &a4) == 0) {
@@ -338,25 +347,10 @@ void mc_client_close(mc_client_t *client) {
 #ifdef MC_FUZZING
 /* mc_client_connect without a socket (internal.h): the connection as on_connect leaves it. */
 mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb) {
-    mc_conn_t *c = calloc(1, sizeof *c);
-    mc_client_state_t *cl = calloc(1, sizeof *cl);
-    if (!c || !cl || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
-        free(c);
-        free(cl);
-        return NULL;
-    }
-    uv_timer_init(&loop->uv, &c->timer);
-    c->loop = loop;
-    c->client = cl;
-    c->tcp.data = c->timer.data = c;
-    c->handles_open = 2;
-    c->read_stopped = true;
-    cl->cb = *cb;
-    cl->port = 80;
-    cl->max_response_bytes = max_response_bytes ? max_response_bytes : 64 * 1024 * 1024;
-    snprintf(cl->host, sizeof cl->host, "fuzz");
-    cl->connect_req.data = c;
-    on_connect(&cl->connect_req, 0);
+    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb);
+    if (!c) return NULL;
+    c->client->connect_req.data = c;
+    on_connect(&c->client->connect_req, 0);
     return (mc_client_t *)c;
 }
 #endif

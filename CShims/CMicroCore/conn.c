@@ -47,6 +47,20 @@ static void update_reading(mc_conn_t *c) {
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
 }
+/* A new connection (its TCP handle initialized) joins its server loop: timer, list, counts. */
+static void conn_attach(mc_conn_t *c, mc_server_loop_t *sl) {
+    c->server = sl->server;
+    c->sl = sl;
+    c->loop = sl->loop;
+    c->tcp.data = c;
+    c->timer.data = c;
+    uv_timer_init(&sl->loop->uv, &c->timer);
+    c->handles_open = 2;
+    c->next = sl->conns;
+    if (sl->conns) sl->conns->prev = c;
+    sl->conns = c;
+}
+
 
 void mc_conn_open(mc_server_loop_t *sl, int fd) {
     mc_loop_t *loop = sl->loop;
@@ -59,16 +73,7 @@ void mc_conn_open(mc_server_loop_t *sl, int fd) {
         mc_server_conn_gone(s);
         return;
     }
-    c->server = s;
-    c->sl = sl;
-    c->loop = loop;
-    c->tcp.data = c;
-    c->timer.data = c;
-    uv_timer_init(&loop->uv, &c->timer);
-    c->handles_open = 2;
-    c->next = sl->conns;
-    if (sl->conns) sl->conns->prev = c;
-    sl->conns = c;
+    conn_attach(c, sl);
     if (uv_tcp_open(&c->tcp, fd) != 0) {
         close(fd);
         mc_conn_close(c);
@@ -332,16 +337,7 @@ mc_conn_t *mc_fuzz_conn_open(mc_server_loop_t *sl) {
         return NULL;
     }
     atomic_fetch_add(&loop->nconns, 1);
-    c->server = sl->server;
-    c->sl = sl;
-    c->loop = loop;
-    c->tcp.data = c;
-    c->timer.data = c;
-    uv_timer_init(&loop->uv, &c->timer);
-    c->handles_open = 2;
-    c->next = sl->conns;
-    if (sl->conns) sl->conns->prev = c;
-    sl->conns = c;
+    conn_attach(c, sl);
     c->header_deadline = uv_now(&loop->uv) + c->server->config.header_timeout_ms;
     mc_conn_start_reading(c); /* uv_read_start fails (not open); what counts is read_stopped */
     mc_conn_update_timer(c);

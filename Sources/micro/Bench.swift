@@ -48,11 +48,7 @@ struct Bench: AsyncParsableCommand {
         }
         let contentType = self.contentType ?? (grpc ? "application/grpc" : (dataHex != nil ? "application/octet-stream" : "application/json"))
         var metadata: [String: String] = [:]
-        for pair in headers {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2 else { throw ValidationError("header must be key=value, got '\(pair)'") }
-            metadata[String(parts[0]).lowercased()] = String(parts[1])
-        }
+        for (key, value) in try keyValues(headers, what: "header") { metadata[key.lowercased()] = value }
         // the load generator's own loop: one core for the client, whatever the machine has
         let group = try EventLoopGroup(numberOfThreads: 1)
         let loop = group.loops[0]
@@ -66,7 +62,7 @@ struct Bench: AsyncParsableCommand {
             var requestHeaders: HTTPHeaders = ["content-type": contentType]
             if contentType.hasPrefix("application/grpc") {
                 requestHeaders["te"] = "trailers"
-                body = GRPCWire.frame(body)
+                body = GRPCFraming.frame(body)
             }
             for (k, v) in metadata { requestHeaders[k] = v }
             let headers = requestHeaders, payload = body, address = url.address, grpcCall = contentType.hasPrefix("application/grpc")
@@ -141,13 +137,5 @@ struct Bench: AsyncParsableCommand {
         guard address.contains(":") else { throw ValidationError("the URL needs a port: http://HOST:PORT/PATH") }
         let path = slash == rest.endIndex ? "/" : String(rest[slash...])
         return (address, path)
-    }
-}
-
-/// gRPC's 5-byte message prefix.
-enum GRPCWire {
-    static func frame(_ message: [UInt8]) -> [UInt8] {
-        let n = UInt32(message.count)
-        return [0, UInt8(n >> 24), UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n)] + message
     }
 }

@@ -87,7 +87,7 @@ struct LoadGenerator: Sendable {
                             counters.failed.add(1, ordering: .relaxed)
                         }
                         let elapsed = ContinuousClock.now - sent
-                        let us = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+                        let us = elapsed.wholeNanoseconds / 1_000
                         _ = histogram.record(UInt64(max(1, us)))
                         counters.completed.add(1, ordering: .relaxed)
                     }
@@ -101,7 +101,7 @@ struct LoadGenerator: Sendable {
         }
         ticker?.cancel()
         let elapsed = ContinuousClock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.nanosecondsValue / 1e9
         let count = counters.completed.load(ordering: .relaxed)
         var latency: [String: Double] = [:]
         if total.totalCount > 0 {

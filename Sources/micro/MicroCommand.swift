@@ -54,11 +54,7 @@ struct Call: AsyncParsableCommand {
 
     func run() async throws {
         var options = CallOptions(timeout: .milliseconds(Int(timeout * 1000)), address: address)
-        for pair in metadata {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2 else { throw ValidationError("metadata must be key=value, got '\(pair)'") }
-            options.metadata[String(parts[0])] = String(parts[1])
-        }
+        options.metadata = try keyValues(metadata, what: "metadata")
         var logger = Logger(label: "micro")
         logger.logLevel = .error
         let client = Client(options: options, logger: logger)
@@ -81,12 +77,7 @@ struct Publish: AsyncParsableCommand {
     @Option(name: .customLong("metadata"), help: "A message header, key=value (repeatable).") var metadata: [String] = []
 
     func run() async throws {
-        var headers: [String: String] = [:]
-        for pair in metadata {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2 else { throw ValidationError("metadata must be key=value, got '\(pair)'") }
-            headers[String(parts[0])] = String(parts[1])
-        }
+        let headers = try keyValues(metadata, what: "metadata")
         var logger = Logger(label: "micro")
         logger.logLevel = .error
         let client = Client(logger: logger)
@@ -124,6 +115,17 @@ struct Subscribe: AsyncParsableCommand {
         await subscription.unsubscribe()
         await broker.disconnect()
     }
+}
+
+/// `key=value` options (repeatable) as a dictionary; the last one of a key wins.
+func keyValues(_ pairs: [String], what: String) throws -> [String: String] {
+    var out: [String: String] = [:]
+    for pair in pairs {
+        let parts = pair.split(separator: "=", maxSplits: 1)
+        guard parts.count == 2 else { throw ValidationError("\(what) must be key=value, got '\(pair)'") }
+        out[String(parts[0])] = String(parts[1])
+    }
+    return out
 }
 
 struct Failure: Error, CustomStringConvertible {

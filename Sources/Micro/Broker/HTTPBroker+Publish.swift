@@ -133,7 +133,7 @@ extension HTTPBroker {
         var cap = policy.backoff
         for _ in 1..<min(round, 20) where cap < policy.maxBackoff { cap *= 2 }
         cap = min(cap, policy.maxBackoff)
-        let ns = Double(cap.components.seconds) * 1e9 + Double(cap.components.attoseconds) / 1e9
+        let ns = cap.nanosecondsValue
         return .nanoseconds(Int64(Double.random(in: ns / 2...ns)))
     }
 

@@ -40,10 +40,8 @@ public final class HTTPBroker: Broker {
             registerInterval: Duration? = nil
         ) {
             // the same environment as services: MICRO_REGISTER_TTL, MICRO_REGISTER_INTERVAL
-            let env = ProcessInfo.processInfo.environment
-            let registerTTL = registerTTL ?? env["MICRO_REGISTER_TTL"].flatMap(Double.init).map { .milliseconds(Int($0 * 1000)) } ?? .seconds(15)
-            let registerInterval = registerInterval
-                ?? env["MICRO_REGISTER_INTERVAL"].flatMap(Double.init).map { .milliseconds(Int($0 * 1000)) } ?? .seconds(5)
+            let registerTTL = registerTTL ?? .seconds(fromEnvironment: "MICRO_REGISTER_TTL") ?? .seconds(15)
+            let registerInterval = registerInterval ?? .seconds(fromEnvironment: "MICRO_REGISTER_INTERVAL") ?? .seconds(5)
             self.queueLimit = queueLimit
             self.retryWindow = retryWindow
             self.maxAttempts = maxAttempts
@@ -65,6 +63,8 @@ public final class HTTPBroker: Broker {
     let http: HTTPClient
     let group: EventLoopGroup
     let logger: Logger
+    /// Whether `http` is this broker's own (closed on disconnect) or a client's it shares.
+    private let ownsHTTP: Bool
 
     struct Subscription {
         var topic: String
@@ -82,16 +82,24 @@ public final class HTTPBroker: Broker {
 
     let state = Mutex(State())
 
-    public init(
+    public convenience init(
         registry: (any Registry)? = nil,
         policy: Policy = .init(),
         eventLoopGroup: EventLoopGroup = .shared,
         logger: Logger = Logger(label: "micro.broker")
     ) {
         let registry = registry ?? Registries.default
-        self.registry = registry
-        self.cache = RegistryCache(registry: registry, logger: logger)
-        self.http = HTTPClient(group: eventLoopGroup)
+        self.init(cache: RegistryCache(registry: registry, logger: logger), http: HTTPClient(group: eventLoopGroup), ownsHTTP: true,
+                  policy: policy, eventLoopGroup: eventLoopGroup, logger: logger)
+    }
+
+    /// A broker that looks subscribers up in a client's registry cache and delivers over its
+    /// connections: one watch and one connection pool per client, not two.
+    init(cache: RegistryCache, http: HTTPClient, ownsHTTP: Bool, policy: Policy = .init(), eventLoopGroup: EventLoopGroup, logger: Logger) {
+        self.registry = cache.registry
+        self.cache = cache
+        self.http = http
+        self.ownsHTTP = ownsHTTP
         self.group = eventLoopGroup
         self.policy = policy
         self.logger = logger
@@ -141,7 +149,7 @@ public final class HTTPBroker: Broker {
             await server.shutdownGracefully(timeout: .seconds(5))
             state.withLock { $0.address = nil }
         }
-        await http.close()
+        if ownsHTTP { await http.close() }
     }
 
     public func subscribe(

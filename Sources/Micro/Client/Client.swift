@@ -40,16 +40,21 @@ public final class Client: Sendable {
         logger: Logger = Logger(label: "micro.client")
     ) {
         self.options = options
-        self.cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
-        // a client with a registry of its own publishes to the subscribers in that registry
-        self.broker = broker ?? (registry.map { HTTPBroker(registry: $0, eventLoopGroup: eventLoopGroup, logger: logger) } ?? Brokers.default)
+        let cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
+        let http = HTTPClient(group: eventLoopGroup)
+        self.cache = cache
+        self.http = http
+        // publishing finds subscribers in this client's registry and reaches them over its
+        // connections; MICRO_BROKER=memory keeps the process's in-process broker
+        let memory = ProcessInfo.processInfo.environment["MICRO_BROKER"]?.lowercased() == "memory"
+        self.broker = broker ?? (memory ? Brokers.default
+            : HTTPBroker(cache: cache, http: http, ownsHTTP: false, eventLoopGroup: eventLoopGroup, logger: logger))
         var selectors: [SelectionStrategy: Selector] = [:]
         for s in [SelectionStrategy.random, .roundRobin, .leastOutstanding, .powerOfTwoChoices] {
             selectors[s] = Selector(strategy: s, ejection: ejection)
         }
         self.selectors = selectors
         self.defaultStrategy = strategy
-        self.http = HTTPClient(group: eventLoopGroup)
         self.codecs = codecs
         self.interceptors = interceptors
         self.budget = RetryBudget(retryBudget)
@@ -154,8 +159,7 @@ public final class Client: Sendable {
                     logger.debug("retry budget exhausted for \(request.service).\(request.endpoint)")
                     break
                 }
-                let base = Double(options.backoff.components.seconds) * 1e9 + Double(options.backoff.components.attoseconds) / 1e9
-                let cap = base * pow(2, Double(attempt - 1))
+                let cap = options.backoff.nanosecondsValue * pow(2, Double(attempt - 1))
                 let wake = min(deadline, .now + .nanoseconds(Int64(Double.random(in: 0...max(cap, 1)))))
                 try await Task.sleep(until: wake)
             }

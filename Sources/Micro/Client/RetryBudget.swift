@@ -30,7 +30,7 @@ final class RetryBudget: Sendable {
         state.withLock { state in
             let now = ContinuousClock.now
             let elapsed = now - state.refilled
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.nanosecondsValue / 1e9
             state.tokens = min(state.tokens + seconds * policy.minimumPerSecond, max(state.tokens, policy.minimumPerSecond))
             state.refilled = now
             guard state.tokens >= 1 else { return false }

@@ -38,7 +38,7 @@ enum Wire {
             "micro-service": request.service,
             "micro-endpoint": request.endpoint,
             "micro-method": request.endpoint,
-            "timeout": String(max(1, remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds / 1_000_000_000)),
+            "timeout": String(max(1, remaining.wholeNanoseconds)),
         ]
         for (key, value) in options.metadata { headers[key] = value }
         return Outgoing(path: "/", headers: headers, body: request.body, grpc: false)

@@ -2,12 +2,13 @@ import CZlib
 
 /// gRPC's length-prefixed messages: a flag byte (1 = compressed), a 4-byte big-endian length, the
 /// message.
-enum GRPCFraming {
+public enum GRPCFraming {
     struct Malformed: Error, CustomStringConvertible {
         let description: String
     }
 
-    static func frame(_ message: [UInt8], compressed: Bool = false) -> [UInt8] {
+    /// One message with its 5-byte prefix.
+    public static func frame(_ message: [UInt8], compressed: Bool = false) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(message.count + 5)
         let n = UInt32(message.count)

@@ -40,7 +40,7 @@ public final class LocalRegistry: Registry {
         let dir = serviceDirectory(service.name)
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let expires = Date().timeIntervalSince1970 + Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
+            let expires = Date().timeIntervalSince1970 + ttl.nanosecondsValue / 1e9
             for node in service.nodes {
                 var record = service
                 record.nodes = [node]

@@ -169,7 +169,7 @@ public final class Selector: Sendable {
     public func finish(_ selection: Selection, outcome: Outcome) {
         let now = self.now()
         let elapsed = now - selection.started
-        let latency = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+        let latency = elapsed.nanosecondsValue
         state.withLock { state in
             guard var stats = state.nodes[selection.node.id] else { return }
             stats.outstanding = max(0, stats.outstanding - 1)
@@ -178,8 +178,7 @@ public final class Selector: Sendable {
             // that grows with the time since the last sample
             if let sampled = stats.sampled, latency < stats.cost {
                 let since = now - sampled
-                let gap = Double(since.components.seconds) * 1e9 + Double(since.components.attoseconds) / 1e9
-                let w = exp(-gap / Self.decay)
+                let w = exp(-since.nanosecondsValue / Self.decay)
                 stats.cost = stats.cost * w + latency * (1 - w)
             } else {
                 stats.cost = latency

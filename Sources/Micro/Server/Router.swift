@@ -43,7 +43,7 @@ final class Router: Sendable {
         if let contentType, contentType.hasPrefix("application/grpc") {
             return await serveGRPC(request, responder, contentType: contentType)
         }
-        if let broker, request.path.count > 2, HTTPBroker.isDelivery(request) {
+        if let broker, HTTPBroker.isDelivery(request) {
             return responder.send(await broker.receive(request))
         }
         guard let name = Self.endpointName(request) else {

@@ -57,9 +57,10 @@ public final class Service: Sendable {
         self.metadata = metadata
         self.options = options
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
-        let broker = options.broker ?? HTTPBroker(registry: options.registry, eventLoopGroup: options.eventLoopGroup, logger: options.logger)
+        // the client's broker is the service's: one registry watch and one connection pool
+        self.client = Client(registry: options.registry, broker: options.broker, eventLoopGroup: options.eventLoopGroup, logger: options.logger)
+        let broker = client.broker
         self.broker = broker
-        self.client = Client(registry: options.registry, broker: broker, logger: options.logger)
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
                              broker: broker as? HTTPBroker)
         registerHealth()

@@ -54,8 +54,8 @@ public struct ServiceOptions: Sendable {
         let env = ProcessInfo.processInfo.environment
         self.registry = registry
         self.register = register
-        self.registerTTL = registerTTL ?? env["MICRO_REGISTER_TTL"].flatMap(Double.init).map { .milliseconds(Int($0 * 1000)) } ?? .seconds(15)
-        self.registerInterval = registerInterval ?? env["MICRO_REGISTER_INTERVAL"].flatMap(Double.init).map { .milliseconds(Int($0 * 1000)) } ?? .seconds(5)
+        self.registerTTL = registerTTL ?? .seconds(fromEnvironment: "MICRO_REGISTER_TTL", env) ?? .seconds(15)
+        self.registerInterval = registerInterval ?? .seconds(fromEnvironment: "MICRO_REGISTER_INTERVAL", env) ?? .seconds(5)
         self.address = address
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger ?? Logger(label: "micro")
