@@ -109,6 +109,7 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
     if (!r->head_sent) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
     if (r->responded) return -1;
     r->responded = true;
+    r->want_writable = false; /* the application is done with it: no more callbacks */
     mc_conn_t *c = r->conn;
     if (!c || c->closing) {
         mc_request_release(r);

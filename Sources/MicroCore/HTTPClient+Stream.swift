@@ -81,7 +81,8 @@ extension ClientConnection {
 /// @unchecked Sendable: every member is touched only on `loop`'s thread (C callbacks arrive
 /// there; the async methods hop there first, the others post there).
 public final class HTTPClientStream: TimedCall, @unchecked Sendable {
-    let loop: EventLoop
+    /// The loop that owns the connection.
+    public let loop: EventLoop
     private let client: OpaquePointer
     private var streamID: Int32 = 0
     /// Valid until `done`.

@@ -121,11 +121,17 @@ final class InFlightRequest: @unchecked Sendable {
         let rc = bytes.withUnsafeBufferPointer { mc_request_write(request, $0.baseAddress, $0.count) }
         if rc < 0 { throw Self.peerGoneError }
         if rc == 0 { return }
-        // past the high-water mark: wait until the core has sent enough (or the peer is gone)
+        // past the high-water mark: wait until the core has sent enough, the peer is gone, the
+        // answer was finished elsewhere (a deadline) or the task is cancelled
         do {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                if gone { return continuation.resume(throwing: Self.peerGoneError) }
-                writeWaiter = continuation
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    if gone || answered { return continuation.resume(throwing: Self.peerGoneError) }
+                    if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
+                    writeWaiter = continuation
+                }
+            } onCancel: {
+                self.loop.execute { self.resumeWriter(throwing: CancellationError()) }
             }
         } catch {
             throw Self.peerGoneError
@@ -143,6 +149,7 @@ final class InFlightRequest: @unchecked Sendable {
         task = nil
         body?.request = nil
         trailers.withCHeaders { t, nt in _ = mc_request_finish(request, t, nt) }
+        resumeWriter(throwing: HTTPStreamError(kind: .notStreaming, message: "the answer was finished"))
     }
 
     /// After the handler returned: a streamed answer still open is ended, else `fallback` is sent.

@@ -51,15 +51,23 @@ struct MicroGenerator: CodeGenerator {
         for service in file.services {
             let grpcService = service.fullName  // package.Service, or Service without a package
             let type = service.name
-            for method in service.methods where method.clientStreaming || method.serverStreaming {
-                throw Failure(description: "\(method.fullName) streams; protoc-gen-micro generates unary methods only for now")
-            }
             out.line("")
             out.line("/// Implement to serve `\(grpcService)`; register with `service.register(_:)`.")
             out.line("\(v) protocol \(type)Handler: Sendable {")
             for method in service.methods {
-                out.line("    /// `\(grpcService)/\(method.name)`")
-                out.line("    func \(Self.lowerFirst(method.name))(_ request: \(namer.fullName(message: method.inputType)), context: Context) async throws -> \(namer.fullName(message: method.outputType))")
+                let input = namer.fullName(message: method.inputType), output = namer.fullName(message: method.outputType)
+                let name = Self.lowerFirst(method.name)
+                out.line("    /// `\(grpcService)/\(method.name)`\(Self.kindNote(method))")
+                switch (method.clientStreaming, method.serverStreaming) {
+                case (false, false):
+                    out.line("    func \(name)(_ request: \(input), context: Context) async throws -> \(output)")
+                case (false, true):
+                    out.line("    func \(name)(_ request: \(input), responses: MessageWriter<\(output)>, context: Context) async throws")
+                case (true, false):
+                    out.line("    func \(name)(_ requests: MessageStream<\(input)>, context: Context) async throws -> \(output)")
+                case (true, true):
+                    out.line("    func \(name)(_ requests: MessageStream<\(input)>, responses: MessageWriter<\(output)>, context: Context) async throws")
+                }
             }
             out.line("}")
             out.line("")
@@ -71,9 +79,22 @@ struct MicroGenerator: CodeGenerator {
             out.line("        registerProtoFile(\"\(file.name)\", descriptor: \(fileSymbol).descriptor, services: [\(names)])")
             for method in service.methods {
                 let input = namer.fullName(message: method.inputType), output = namer.fullName(message: method.outputType)
-                out.line("        handle(\"\(type).\(method.name)\") { (request: \(input), context: Context) async throws -> \(output) in")
-                out.line("            try await handler.\(Self.lowerFirst(method.name))(request, context: context)")
-                out.line("        }")
+                let name = Self.lowerFirst(method.name), endpoint = "\"\(type).\(method.name)\""
+                switch (method.clientStreaming, method.serverStreaming) {
+                case (false, false):
+                    out.line("        handle(\(endpoint)) { (request: \(input), context: Context) async throws -> \(output) in")
+                    out.line("            try await handler.\(name)(request, context: context)")
+                case (false, true):
+                    out.line("        handle(\(endpoint), serverStream: { (request: \(input), responses: MessageWriter<\(output)>, context: Context) in")
+                    out.line("            try await handler.\(name)(request, responses: responses, context: context)")
+                case (true, false):
+                    out.line("        handle(\(endpoint), clientStream: { (requests: MessageStream<\(input)>, context: Context) async throws -> \(output) in")
+                    out.line("            try await handler.\(name)(requests, context: context)")
+                case (true, true):
+                    out.line("        handle(\(endpoint), bidiStream: { (requests: MessageStream<\(input)>, responses: MessageWriter<\(output)>, context: Context) in")
+                    out.line("            try await handler.\(name)(requests, responses: responses, context: context)")
+                }
+                out.line(method.clientStreaming || method.serverStreaming ? "        })" : "        }")
             }
             out.line("    }")
             out.line("}")
@@ -92,9 +113,36 @@ struct MicroGenerator: CodeGenerator {
             out.line("    }")
             for method in service.methods {
                 let input = namer.fullName(message: method.inputType), output = namer.fullName(message: method.outputType)
+                let name = Self.lowerFirst(method.name), path = "\"/\(grpcService)/\(method.name)\""
+                let args = "service, \(path), request: \(input).self, response: \(output).self, options: options ?? self.options"
+                let open = "client.stream(\(args))"
                 out.line("")
-                out.line("    \(v) func \(Self.lowerFirst(method.name))(_ request: \(input), options: CallOptions? = nil) async throws -> \(output) {")
-                out.line("        try await client.call(service, \"/\(grpcService)/\(method.name)\", request, options: options ?? self.options)")
+                switch (method.clientStreaming, method.serverStreaming) {
+                case (false, false):
+                    out.line("    \(v) func \(name)(_ request: \(input), options: CallOptions? = nil) async throws -> \(output) {")
+                    out.line("        try await client.call(service, \(path), request, options: options ?? self.options)")
+                case (false, true):
+                    out.line("    /// Sends `request`, then runs `body` with the stream of answers.")
+                    out.line("    \(v) func \(name)<R>(_ request: \(input), options: CallOptions? = nil, _ body: (MessageStream<\(output)>) async throws -> R) async throws -> R {")
+                    out.line("        try await \(open) { call in")
+                    out.line("            try await call.send(request)")
+                    out.line("            call.closeSend()")
+                    out.line("            return try await body(call.responses)")
+                    out.line("        }")
+                case (true, false):
+                    out.line("    /// Sends every request, then returns the answer.")
+                    out.line("    \(v) func \(name)(_ requests: some Sequence<\(input)> & Sendable, options: CallOptions? = nil) async throws -> \(output) {")
+                    out.line("        try await \(open) { call in")
+                    out.line("            for request in requests { try await call.send(request) }")
+                    out.line("            call.closeSend()")
+                    out.line("            for try await answer in call.responses { return answer }")
+                    out.line("            throw MicroError(id: service, code: 500, detail: \"\(grpcService)/\(method.name) ended without an answer\")")
+                    out.line("        }")
+                case (true, true):
+                    out.line("    /// Opens the stream and runs `body` with it: `send`, `closeSend`, `responses`.")
+                    out.line("    \(v) func \(name)<R>(options: CallOptions? = nil, _ body: (ClientStream<\(input), \(output)>) async throws -> R) async throws -> R {")
+                    out.line("        try await client.stream(\(args), body)")
+                }
                 out.line("    }")
             }
             out.line("}")
@@ -109,6 +157,15 @@ struct MicroGenerator: CodeGenerator {
         }
         out.line("    ]")
         out.line("}")
+    }
+
+    static func kindNote(_ method: MethodDescriptor) -> String {
+        switch (method.clientStreaming, method.serverStreaming) {
+        case (false, false): ""
+        case (false, true): ": server streaming"
+        case (true, false): ": client streaming"
+        case (true, true): ": bidirectional streaming"
+        }
     }
 
     static func lowerFirst(_ name: String) -> String {

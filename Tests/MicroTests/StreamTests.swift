@@ -1,0 +1,223 @@
+import CounterProto
+import Foundation
+@testable import Micro
+import MicroTestSupport
+import SwiftProtobuf
+import Testing
+
+/// Streaming calls of all four kinds, against real peers (Python grpcio as client and as
+/// server) and between swift-micro processes, over gRPC and the micro protocol.
+@Suite struct StreamTests {
+    static let peer = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Peers/stream_peer.py").path
+
+    struct PeerReport: Decodable {
+        struct Status: Decodable, Equatable {
+            var code: String
+            var details: String
+        }
+        struct EchoError: Decodable {
+            var code: String
+            var details: String
+            var before: [String]
+        }
+        struct Deadline: Decodable {
+            var code: String
+            var received: Bool
+        }
+        var ping: String
+        var count: [Int]
+        var pad: [Int]
+        var sum: [String: Int]
+        var echo: [String]
+        var echo_error: EchoError
+        var count_invalid: Status
+        var cancel: String
+        var deadline: Deadline
+        var watch: String
+        var watch_unknown: String
+        var after: String
+    }
+
+    @Test func pythonClientStreamsWithTheCounterService() async throws {
+        let counter = try await ChildService("counter")
+        defer { counter.stop() }
+        let result = try await Tool.run("python3", [Self.peer, "client", "127.0.0.1:\(counter.port)"], timeout: .seconds(120))
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try JSONDecoder().decode(PeerReport.self, from: Data(result.stdout.utf8))
+        #expect(report.ping == "hi")
+        #expect(report.count == [1, 2, 3, 4, 5])  // server streaming
+        #expect(report.pad == [3])
+        #expect(report.sum == ["sum": 5050, "count": 100])  // client streaming
+        #expect(report.echo == ["a", "b", "c"])  // bidirectional, interleaved
+        #expect(report.echo_error.code == "FAILED_PRECONDITION")
+        #expect(report.echo_error.details == "asked to fail")
+        #expect(report.echo_error.before == ["x"])
+        #expect(report.count_invalid.code == "INVALID_ARGUMENT")
+        #expect(report.cancel == "CANCELLED")
+        #expect(report.deadline.code == "DEADLINE_EXCEEDED")
+        #expect(report.deadline.received)
+        #expect(report.watch == "SERVING")
+        #expect(report.watch_unknown == "SERVICE_UNKNOWN")
+        #expect(report.after == "still here")
+        // the handler saw the cancellation and the deadline (it logs how its stream ended)
+        let cancelled = await counter.waitForLine(containing: "the client cancelled the stream")
+        #expect(cancelled?.contains("Counter.Count stopped after") == true)
+        let deadline = await counter.waitForLine(containing: "deadline passed")
+        #expect(deadline?.contains("Counter.Count stopped after") == true)
+    }
+
+    @Test func swiftClientStreamsWithAPythonServer() async throws {
+        let python = try await ChildService("/usr/bin/env", arguments: ["python3", Self.peer, "server"])
+        defer { python.stop() }
+        let address = "127.0.0.1:\(python.port)"
+        let counter = CounterClient(client: Client(registry: MemoryRegistry()), options: CallOptions(contentType: "application/grpc", address: address))
+        try await Self.exerciseAllKinds(counter)
+
+        // the deadline of a stream, mid-stream
+        var endless = Counter_CountRequest()
+        endless.count = 1 << 40
+        var received = 0
+        do {
+            try await counter.count(endless, options: CallOptions(contentType: "application/grpc", address: address, streamTimeout: .milliseconds(300))) { ticks in
+                for try await _ in ticks { received += 1 }
+            }
+            Issue.record("an endless stream ended")
+        } catch let error as MicroError {
+            #expect(error.code == 408, "\(error)")
+        }
+        #expect(received > 0)
+    }
+
+    @Test func swiftToSwiftOverGRPCAndTheMicroProtocol() async throws {
+        let counter = try await ChildService("counter")
+        defer { counter.stop() }
+        let address = "127.0.0.1:\(counter.port)"
+        let client = Client(registry: MemoryRegistry())
+        for contentType in ["application/grpc", "application/grpc+json", "application/protobuf", "application/json"] {
+            try await Self.exerciseAllKinds(CounterClient(client: client, options: CallOptions(contentType: contentType, address: address)))
+        }
+        // a caller that leaves mid-stream resets it; the handler sees it
+        let stub = CounterClient(client: client, options: CallOptions(contentType: "application/json", address: address))
+        var endless = Counter_CountRequest()
+        endless.count = 1 << 40
+        try await stub.count(endless) { ticks in
+            var n = 0
+            for try await _ in ticks {
+                n += 1
+                if n == 10 { break }
+            }
+        }
+        #expect(await counter.waitForLine(containing: "the client cancelled the stream") != nil)
+        var note = Counter_Note()
+        note.text = "after"
+        #expect(try await stub.ping(note).text == "after")
+    }
+
+    /// Ping, a server stream, a client stream and an interleaved bidirectional stream, with
+    /// errors, against a Counter service.
+    static func exerciseAllKinds(_ counter: CounterClient) async throws {
+        var note = Counter_Note()
+        note.text = "hi"
+        #expect(try await counter.ping(note).text == "hi")
+
+        var request = Counter_CountRequest()
+        request.count = 5
+        request.size = 3
+        let ticks = try await counter.count(request) { ticks in
+            var all: [Counter_Tick] = []
+            for try await tick in ticks { all.append(tick) }
+            return all
+        }
+        #expect(ticks.map(\.n) == [1, 2, 3, 4, 5])
+        #expect(ticks.allSatisfy { $0.pad.count == 3 })
+
+        let total = try await counter.sum((1...100).map { value in
+            var number = Counter_Number()
+            number.value = Int64(value)
+            return number
+        })
+        #expect(total.sum == 5050 && total.count == 100)
+
+        let echoed = try await counter.echo { call in
+            var iterator = call.responses.makeAsyncIterator()
+            var echoed: [String] = []
+            for text in ["a", "b", "c"] {
+                var note = Counter_Note()
+                note.text = text
+                try await call.send(note)
+                echoed.append(try await iterator.next()?.text ?? "<end>")
+            }
+            call.closeSend()
+            #expect(try await iterator.next() == nil)
+            return echoed
+        }
+        #expect(echoed == ["a", "b", "c"])
+
+        var before: [String] = []
+        do {
+            try await counter.echo { call in
+                for text in ["x", "fail"] {
+                    var note = Counter_Note()
+                    note.text = text
+                    try await call.send(note)
+                }
+                call.closeSend()
+                for try await note in call.responses { before.append(note.text) }
+            }
+            Issue.record("a failing stream succeeded")
+        } catch let error as MicroError {
+            #expect(error.code == 412, "\(error)")
+            #expect(error.detail == "asked to fail")
+        }
+        #expect(before == ["x"])
+
+        request.count = -1
+        await #expect(throws: MicroError.self) {
+            try await counter.count(request) { ticks in for try await _ in ticks {} }
+        }
+    }
+
+    /// A million ticks of 100 bytes to a reader that stops every 1,000 to make a call of its own:
+    /// the producer is always ahead, so without backpressure the server would buffer most of the
+    /// ~105 MB. With it, the server's peak RSS grows by less than 48 MiB.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["MICRO_SANITIZED"] == nil, "ASan's quarantine holds freed memory: RSS says nothing"))
+    func aSlowReaderKeepsTheServersMemoryBounded() async throws {
+        let counter = try await ChildService("counter")
+        defer { counter.stop() }
+        let address = "127.0.0.1:\(counter.port)"
+        let client = Client(registry: MemoryRegistry())
+        let stub = CounterClient(client: client, options: CallOptions(contentType: "application/grpc", address: address))
+        var note = Counter_Note()
+        note.text = "warm"
+        _ = try await stub.ping(note)
+        let before = try Self.rss(counter.pid)
+        var request = Counter_CountRequest()
+        request.count = 1_000_000
+        request.size = 100
+        let (received, inOrder) = try await stub.count(request) { ticks in
+            var expected: Int64 = 1, inOrder = true
+            for try await tick in ticks {
+                if tick.n != expected || tick.pad.count != 100 { inOrder = false }
+                expected += 1
+                if expected % 1000 == 0 { _ = try await stub.ping(note) }
+            }
+            return (expected - 1, inOrder)
+        }
+        #expect(received == 1_000_000)
+        #expect(inOrder)
+        let peak = try Self.peakRSS(counter.pid)
+        #expect(peak - before < 48 * 1024 * 1024, "peak RSS grew by \((peak - before) >> 20) MiB")
+    }
+
+    static func rss(_ pid: pid_t) throws -> Int { try statusField(pid, "VmRSS:") }
+    static func peakRSS(_ pid: pid_t) throws -> Int { try statusField(pid, "VmHWM:") }
+
+    private static func statusField(_ pid: pid_t, _ name: String) throws -> Int {
+        let text = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
+              let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { throw ChildError("no \(name) in /proc/\(pid)/status") }
+        return kb * 1024
+    }
+}
