@@ -114,6 +114,88 @@ import Testing
         #expect(try await stub.ping(note).text == "after")
     }
 
+    struct Reading: Codable, Sendable, Equatable {
+        var sensor: String
+        var value: Double
+    }
+
+    struct Summary: Codable, Sendable, Equatable {
+        var count: Int
+        var mean: Double
+    }
+
+    struct Range: Codable, Sendable {
+        var from: Int
+        var to: Int
+    }
+
+    /// Codable messages in-process, over the micro protocol (JSON) and gRPC (+json).
+    @Test func codableStreamsOverBothWires() async throws {
+        let fleet = Fleet()
+        try await fleet.start("sensors") { service in
+            service.handle("Sensors.Replay", serverStream: { (range: Range, out: MessageWriter<Reading>, _: Context) in
+                guard range.from <= range.to else { throw MicroError.badRequest("sensors", "empty range") }
+                for i in range.from...range.to { try await out.write(Reading(sensor: "s\(i)", value: Double(i))) }
+            })
+            service.handle("Sensors.Summarize", clientStream: { (readings: MessageStream<Reading>, _: Context) in
+                var count = 0, sum = 0.0
+                for try await reading in readings {
+                    count += 1
+                    sum += reading.value
+                }
+                return Summary(count: count, mean: count == 0 ? 0 : sum / Double(count))
+            })
+            service.handle("Sensors.Scale", bidiStream: { (readings: MessageStream<Reading>, out: MessageWriter<Reading>, _: Context) in
+                for try await reading in readings { try await out.write(Reading(sensor: reading.sensor, value: reading.value * 10)) }
+            })
+        }
+        let client = fleet.client()
+        for contentType in ["application/json", "application/grpc+json"] {
+            let options = CallOptions(contentType: contentType)
+            let replayed = try await client.serverStream("sensors", "Sensors.Replay", Range(from: 1, to: 4), as: Reading.self, options: options) { readings in
+                var all: [Reading] = []
+                for try await reading in readings { all.append(reading) }
+                return all
+            }
+            #expect(replayed.map(\.value) == [1, 2, 3, 4])
+            let summary = try await client.clientStream("sensors", "Sensors.Summarize", replayed, as: Summary.self, options: options)
+            #expect(summary == Summary(count: 4, mean: 2.5))
+            let scaled = try await client.stream("sensors", "Sensors.Scale", request: Reading.self, response: Reading.self, options: options) { call in
+                try await call.send(Reading(sensor: "a", value: 1.5))
+                var iterator = call.responses.makeAsyncIterator()
+                let first = try await iterator.next()
+                call.closeSend()
+                return (first, try await iterator.next())
+            }
+            #expect(scaled.0 == Reading(sensor: "a", value: 15))
+            #expect(scaled.1 == nil)
+            await #expect(throws: MicroError.badRequest("sensors", "empty range")) {
+                try await client.serverStream("sensors", "Sensors.Replay", Range(from: 2, to: 1), as: Reading.self, options: options) { readings in
+                    for try await _ in readings {}
+                }
+            }
+        }
+        // the registry says which endpoints stream, as go-micro does
+        let record = try await fleet.registry.getService("sensors").first
+        #expect(record?.endpoints.first { $0.name == "Sensors.Scale" }?.metadata["stream"] == "true")
+        try await fleet.stopAll()
+    }
+
+    @Test func microStreamToolSendsAndPrintsJSONLines() async throws {
+        let counter = try await ChildService("counter")
+        defer { counter.stop() }
+        let micro = Tool.binDirectory.appendingPathComponent("micro").path
+        let address = "127.0.0.1:\(counter.port)"
+        let sum = try await Tool.run("sh", ["-c", "printf '{\"value\":1}\\n{\"value\":2}\\n{\"value\":39}\\n' | \(micro) stream --address \(address) counter Counter.Sum"])
+        #expect(sum.status == 0, "\(sum.stderr)")
+        #expect(sum.stdout == #"{"sum":"42","count":"3"}"# + "\n")
+        let echo = try await Tool.run("sh", ["-c", "printf '{\"text\":\"a\"}\\n{\"text\":\"b\"}\\n' | \(micro) stream --address \(address) counter Counter.Echo"])
+        #expect(echo.stdout == #"{"text":"a"}"# + "\n" + #"{"text":"b"}"# + "\n")
+        let failed = try await Tool.run("sh", ["-c", "printf '{\"text\":\"fail\"}\\n' | \(micro) stream --address \(address) counter Counter.Echo"])
+        #expect(failed.status == 1)
+        #expect(failed.stderr.contains("asked to fail"))
+    }
+
     /// Ping, a server stream, a client stream and an interleaved bidirectional stream, with
     /// errors, against a Counter service.
     static func exerciseAllKinds(_ counter: CounterClient) async throws {

@@ -102,6 +102,19 @@ extension Client {
         }
     }
 
+    /// ``stream(_:_:request:response:options:_:)`` with messages already encoded in
+    /// `options.contentType` (the `micro stream` tool sends JSON lines this way).
+    public func rawStream<R>(
+        _ service: String,
+        _ endpoint: String,
+        options: CallOptions? = nil,
+        _ body: (ClientStream<[UInt8], [UInt8]>) async throws -> R
+    ) async throws -> R {
+        try await openStream(service, endpoint, options ?? self.options) { http, source in
+            try await body(ClientStream(writer: MessageWriter(ClientRequestSink(http)) { $0 }, http: http, responses: MessageStream(source) { $0 }))
+        }
+    }
+
     /// Sends `request` and runs `body` with the stream of answers (server streaming).
     public func serverStream<Request: Encodable & Sendable, Response: Decodable & Sendable, R>(
         _ service: String,
