@@ -36,7 +36,19 @@ import Testing
         var deadline: Deadline
         var watch: String
         var watch_unknown: String
+        var reflection_services: [String]
+        var reflection_methods: [String: [Reflected]]
         var after: String
+    }
+
+    /// A method as reflection describes it: input, output, client streaming, server streaming.
+    enum Reflected: Decodable, Equatable {
+        case name(String)
+        case flag(Bool)
+        init(from decoder: any Swift.Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let flag = try? c.decode(Bool.self) { self = .flag(flag) } else { self = .name(try c.decode(String.self)) }
+        }
     }
 
     @Test func pythonClientStreamsWithTheCounterService() async throws {
@@ -60,6 +72,13 @@ import Testing
         #expect(report.watch == "SERVING")
         #expect(report.watch_unknown == "SERVICE_UNKNOWN")
         #expect(report.after == "still here")
+        // reflection: a generic client lists the services and reads the methods' shapes
+        #expect(report.reflection_services.contains("counter.Counter"))
+        #expect(report.reflection_services.contains("grpc.health.v1.Health"))
+        #expect(report.reflection_services.contains("grpc.reflection.v1.ServerReflection"))
+        #expect(report.reflection_methods["Count"] == [.name("counter.CountRequest"), .name("counter.Tick"), .flag(false), .flag(true)])
+        #expect(report.reflection_methods["Sum"] == [.name("counter.Number"), .name("counter.Total"), .flag(true), .flag(false)])
+        #expect(report.reflection_methods["Echo"] == [.name("counter.Note"), .name("counter.Note"), .flag(true), .flag(true)])
         // the handler saw the cancellation and the deadline (it logs how its stream ended)
         let cancelled = await counter.waitForLine(containing: "the client cancelled the stream")
         #expect(cancelled?.contains("Counter.Count stopped after") == true)
@@ -109,6 +128,26 @@ import Testing
             }
         }
         #expect(await counter.waitForLine(containing: "the client cancelled the stream") != nil)
+        // reflection v1 (the Python peer speaks v1alpha): services, then the file of a symbol
+        let grpc = CallOptions(contentType: "application/grpc", address: address)
+        let (services, file) = try await client.stream(
+            "counter", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request: Grpc_Reflection_V1_ServerReflectionRequest.self, response: Grpc_Reflection_V1_ServerReflectionResponse.self, options: grpc
+        ) { call in
+            var list = Grpc_Reflection_V1_ServerReflectionRequest()
+            list.listServices = ""
+            var symbol = Grpc_Reflection_V1_ServerReflectionRequest()
+            symbol.fileContainingSymbol = "counter.Counter.Echo"
+            try await call.send(list)
+            try await call.send(symbol)
+            call.closeSend()
+            var answers: [Grpc_Reflection_V1_ServerReflectionResponse] = []
+            for try await answer in call.responses { answers.append(answer) }
+            return (answers.first?.listServicesResponse.service.map(\.name) ?? [],
+                    answers.dropFirst().first?.fileDescriptorResponse.fileDescriptorProto.first)
+        }
+        #expect(services.contains("counter.Counter"))
+        #expect(try file.map { try Google_Protobuf_FileDescriptorProto(serializedBytes: $0).name } == "counter.proto")
         var note = Counter_Note()
         note.text = "after"
         #expect(try await stub.ping(note).text == "after")

@@ -106,6 +106,18 @@ def run_client(address):
         seen["watch_unknown"] = health_pb2.HealthCheckResponse.ServingStatus.Name(next(watch).status)
         watch.cancel()
 
+        # server reflection, through grpcio-reflection's descriptor database (a bidi stream)
+        from google.protobuf.descriptor_pool import DescriptorPool
+        from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+        database = ProtoReflectionDescriptorDatabase(channel)
+        seen["reflection_services"] = sorted(database.get_services())
+        counter = DescriptorPool(database).FindServiceByName("counter.Counter")
+        seen["reflection_methods"] = {
+            m.name: [m.input_type.full_name, m.output_type.full_name, m.client_streaming, m.server_streaming]
+            for m in counter.methods
+        }
+
         seen["after"] = stub.Ping(pb.Note(text="still here"), timeout=10).text
     print(json.dumps(seen), flush=True)
 

@@ -64,6 +64,7 @@ public final class Service: Sendable {
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
                              broker: broker as? HTTPBroker)
         registerHealth()
+        registerReflection()
     }
 
     /// Registers a typed handler for `endpoint` (e.g. `Helloworld.Greeting`). The request is
