@@ -198,6 +198,11 @@ static void init_once(void) {
     nghttp2_option_set_no_recv_client_magic(options, 0);
     /* streams credit the peer's window only as the application consumes (backpressure) */
     nghttp2_option_set_no_auto_window_update(options, 1);
+    /* flood defences, stated rather than inherited: a client that resets more than 1000 streams
+     * in a burst (then 33 a second) is sent GOAWAY (rapid reset, CVE-2023-44487); a header block
+     * split over more than 8 CONTINUATION frames ends the connection (CVE-2024-28182) */
+    nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);
+    nghttp2_option_set_max_continuations(options, 8);
 }
 
 int mc_h2_init(mc_conn_t *c) {
@@ -218,7 +223,14 @@ int mc_h2_init(mc_conn_t *c) {
 
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
     ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
-    if (rv < 0) return -1;
+    if (rv < 0) {
+        /* a fatal error (a flood, a broken frame): tell the peer why with GOAWAY, then close once
+         * it is written; nothing more is read */
+        uint32_t code = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                                                              : NGHTTP2_PROTOCOL_ERROR;
+        if (nghttp2_session_terminate_session(c->h2, code) != 0) return -1;
+        c->close_after_flush = true;
+    }
     mc_loop_mark_dirty(c->loop, c);
     return 0;
 }
