@@ -33,6 +33,7 @@ static void on_timer(uv_timer_t *t);
 
 static bool want_reading(mc_conn_t *c) {
     if (c->closing || c->eof || c->h1_paused || c->close_after_flush) return false;
+    if (c->h1_stream && c->h1_stream->unconsumed > MC_H1_STREAM_WINDOW) return false; /* a slow stream reader */
     return c->out.len + c->inflight.len <= MC_OUT_HIGH_WATER;
 }
 
@@ -183,6 +184,7 @@ static void flush(mc_conn_t *c) {
         mc_conn_close(c);
         return;
     }
+    if (c->h1_stream) mc_h1_stream_flushed(c);
     /* nghttp2 had more than one pump's worth and the socket took it all: pump again */
     if (more > 0 && !c->writing) mc_loop_mark_dirty(c->loop, c);
     update_reading(c);
@@ -283,6 +285,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
          * including requests still waiting in the input buffer */
         if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing || c->h1_paused)) {
             c->eof = true;
+            mc_request_t *r = c->h1_stream;
+            if (r && !r->in_ended && !r->responded && !r->aborted) {
+                /* a half-close ends the client's messages, as EOS would */
+                r->in_ended = true;
+                c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
+            }
             update_reading(c);
             mc_loop_mark_dirty(c->loop, c);
             return;

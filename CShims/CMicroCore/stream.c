@@ -53,10 +53,15 @@ void mc_stream_closed(nghttp2_session *s, mc_request_t *r) {
     r->stream_closed = true;
 }
 
+/* A go-micro stream on HTTP/1.1 (h1.c). */
+static bool h1_stream(const mc_request_t *r) { return r->proto == MC_PROTO_H1 && r->streaming; }
+
 /* The connection of a stream that can still send, or NULL. */
 static mc_conn_t *live(const mc_request_t *r) {
     mc_conn_t *c = r->conn;
-    if (!c || c->closing || !c->h2 || r->stream_closed) return NULL;
+    if (!c || c->closing) return NULL;
+    if (h1_stream(r)) return c->h1_stream == r ? c : NULL;
+    if (!c->h2 || r->stream_closed) return NULL;
     return c;
 }
 
@@ -70,8 +75,13 @@ static void resume(mc_conn_t *c, mc_request_t *r) {
 
 int mc_request_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
     mc_conn_t *c = live(r);
-    if (!c || r->proto != MC_PROTO_H2 || r->head_sent || r->responded) return -1;
-    if (mc_h2_send_head(r, status, h, nh) != 0) return -1;
+    if (!c || r->head_sent || r->responded) return -1;
+    if (h1_stream(r)) {
+        if (mc_h1_stream_head(r, status, h, nh) != 0) return -1;
+        r->head_sent = true;
+        return 0;
+    }
+    if (r->proto != MC_PROTO_H2 || mc_h2_send_head(r, status, h, nh) != 0) return -1;
     r->head_sent = true;
     mc_loop_mark_dirty(c->loop, c);
     return 0;
@@ -80,6 +90,7 @@ int mc_request_send_head(mc_request_t *r, int status, const mc_header_t *h, size
 int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
     mc_conn_t *c = live(r);
     if (!c || !r->head_sent || r->out_finished) return -1;
+    if (h1_stream(r)) return mc_h1_stream_write(r, data, len);
     if (r->resp_off && r->resp_off >= r->resp.len / 2) {
         memmove(r->resp.data, r->resp.data + r->resp_off, pending(r));
         r->resp.len -= r->resp_off;
@@ -106,6 +117,19 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
         resume(c, r);
         return 0;
     }
+    if (h1_stream(r)) {
+        if (r->responded) return -1;
+        r->responded = true;
+        mc_conn_t *c = live(r);
+        int rc = -1;
+        if (c) {
+            c->active--;
+            rc = (r->head_sent || mc_h1_stream_head(r, 200, NULL, 0) == 0) ? mc_h1_stream_finish(r, t, nt) : -1;
+            mc_conn_request_done(c);
+        }
+        mc_request_release(r);
+        return rc;
+    }
     if (!r->head_sent) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
     if (r->responded) return -1;
     r->responded = true;
@@ -129,6 +153,7 @@ void mc_request_consume(mc_request_t *r, size_t len) {
     if (len > r->unconsumed) len = r->unconsumed;
     if (!len) return;
     r->unconsumed -= len;
-    nghttp2_session_consume(c->h2, r->stream_id, len);
+    /* HTTP/1.1 has no window: reading resumes (at the next flush) once below its mark */
+    if (!h1_stream(r)) nghttp2_session_consume(c->h2, r->stream_id, len);
     mc_loop_mark_dirty(c->loop, c);
 }

@@ -16,8 +16,9 @@ public struct HTTPResponder: Sendable {
     /// True once the client went away (reset, closed, timed out) or an answer was sent.
     public var isFinished: Bool { call.isFinished }
 
-    /// Whether this exchange can carry a streamed answer (HTTP/2).
-    public var canStream: Bool { call.httpVersion == 2 }
+    /// Whether this exchange can carry a streamed answer: HTTP/2, or an HTTP/1.1 request that
+    /// opened a go-micro stream (a `Micro-Stream` header; answers go out as HTTP/1.1 frames).
+    public var canStream: Bool { call.canStream }
 
     /// Starts a streamed answer: the status and headers go now, the body follows with
     /// ``write(_:)`` and ends with ``finish(trailers:)``. HTTP/2 only; throws on HTTP/1.1 or
@@ -63,6 +64,8 @@ final class InFlightRequest: @unchecked Sendable {
 
     var isFinished: Bool { answered || gone }
 
+    var canStream: Bool { httpVersion == 2 || body != nil }
+
     static let peerGoneError = HTTPStreamError(kind: .reset, message: "the client went away")
 
     /// The peer went away: cancel the handler. The request stays until answered.
@@ -98,7 +101,7 @@ final class InFlightRequest: @unchecked Sendable {
         }
         guard !answered, !headSent else { throw HTTPStreamError(kind: .notStreaming, message: "the answer has already started") }
         guard !gone else { throw Self.peerGoneError }
-        guard httpVersion == 2 else { throw HTTPStreamError(kind: .notStreaming, message: "HTTP/1.1 cannot carry a streamed answer") }
+        guard canStream else { throw HTTPStreamError(kind: .notStreaming, message: "HTTP/1.1 cannot carry a streamed answer without a Micro-Stream header") }
         let rc = headers.withCHeaders { h, nh in mc_request_send_head(request, Int32(status), h, nh) }
         guard rc == 0 else { throw Self.peerGoneError }
         headSent = true
@@ -143,7 +146,7 @@ final class InFlightRequest: @unchecked Sendable {
             loop.execute { self.finish(trailers: trailers) }
             return
         }
-        guard headSent else { return send(HTTPServerResponse(status: 200, trailers: trailers)) }
+        guard headSent || (httpVersion == 1 && body != nil) else { return send(HTTPServerResponse(status: 200, trailers: trailers)) }
         if answered { return }
         answered = true
         task = nil

@@ -235,6 +235,60 @@ import Testing
         #expect(failed.stderr.contains("asked to fail"))
     }
 
+    /// A go-micro stream frame: an HTTP/1.1 request with the stream id and routing headers.
+    static func goMicroFrame(_ endpoint: String, _ body: String, error: String? = nil) -> String {
+        var head = "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMicro-Stream: 1\r\n"
+            + "Micro-Service: counter\r\nMicro-Endpoint: \(endpoint)\r\nMicro-Method: \(endpoint)\r\n"
+        if let error { head += "Micro-Error: \(error)\r\n" }
+        return head + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+    }
+
+    /// go-micro's HTTP/1.1 streams, as its HTTP transport writes them (one connection, HTTP/1.1
+    /// messages as frames both ways, `Micro-Error: EOS` at the end), from a raw socket.
+    @Test func goMicroHTTP1StreamFrames() async throws {
+        let counter = try await ChildService("counter")
+        defer { counter.stop() }
+        // bidirectional, interleaved
+        let echo = try RawConnection(port: counter.port)
+        for text in ["a", "b"] {
+            try echo.send(Self.goMicroFrame("Counter.Echo", #"{"text":"\#(text)"}"#))
+            let frame = try echo.readResponse()
+            #expect(frame.status == 200)
+            #expect(frame.body == #"{"text":"\#(text)"}"#)
+            #expect(frame.headers["micro-stream"] == "1")
+        }
+        try echo.send(Self.goMicroFrame("Counter.Echo", "", error: "EOS"))
+        let end = try echo.readResponse()
+        #expect(end.headers["micro-error"] == "EOS")
+        #expect(end.body.isEmpty)
+        #expect(try echo.readToEnd().isEmpty)  // the server closes after the stream
+
+        // server streaming: one request, three answers, EOS
+        let count = try RawConnection(port: counter.port)
+        try count.send(Self.goMicroFrame("Counter.Count", #"{"count":3}"#))
+        var ticks: [String] = []
+        while true {
+            let frame = try count.readResponse()
+            if frame.headers["micro-error"] != nil {
+                #expect(frame.headers["micro-error"] == "EOS")
+                break
+            }
+            ticks.append(frame.body)
+        }
+        #expect(ticks == [#"{"n":"1"}"#, #"{"n":"2"}"#, #"{"n":"3"}"#])
+
+        // client streaming, and an error frame
+        let sum = try RawConnection(port: counter.port)
+        try sum.send(Self.goMicroFrame("Counter.Sum", #"{"value":40}"#) + Self.goMicroFrame("Counter.Sum", #"{"value":2}"#)
+                     + Self.goMicroFrame("Counter.Sum", "", error: "EOS"))
+        #expect(try sum.readResponse().body == #"{"sum":"42","count":"2"}"#)
+        #expect(try sum.readResponse().headers["micro-error"] == "EOS")
+        let failing = try RawConnection(port: counter.port)
+        try failing.send(Self.goMicroFrame("Counter.Echo", #"{"text":"fail"}"#))
+        let error = try failing.readResponse()
+        #expect(error.headers["micro-error"]?.contains("asked to fail") == true)
+    }
+
     /// Ping, a server stream, a client stream and an interleaved bidirectional stream, with
     /// errors, against a Counter service.
     static func exerciseAllKinds(_ counter: CounterClient) async throws {

@@ -47,7 +47,7 @@ extension Router {
             baseLogger: logger
         )
         guard responder.canStream else {
-            let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it over HTTP/2 (gRPC, or the micro protocol with a Micro-Stream header)")
+            let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it with a Micro-Stream header (HTTP/1.1 or HTTP/2) or over gRPC")
             return responder.send(error(e))
         }
         let source = MessageSource(
@@ -77,6 +77,8 @@ extension Router {
                 responder.finish(trailers: error.map { ["micro-error": $0.json] } ?? [:])
             } else if let error {
                 responder.send(self.error(error))
+            } else if request.httpVersion == 1 {
+                responder.finish()  // go-micro's stream: the EOS frame
             } else {
                 responder.send(HTTPServerResponse(status: 200, headers: sink.head(contentType: codec.contentType)))
             }
@@ -106,10 +108,15 @@ extension Router {
         }
     }
 
+    /// A caller's deadline runs from before it sent the request, so a caller that gives up at
+    /// its deadline resets the stream a little before ours passes: a reset this close to our
+    /// deadline is that deadline.
+    static let deadlineSlack: Duration = .milliseconds(250)
+
     /// What a handler's reads and writes throw once the stream is over: the deadline if it
-    /// passed, else cancellation (the client went away).
+    /// passed (or is within ``deadlineSlack``), else cancellation (the client went away).
     static func streamFailure(_ context: Context) -> MicroError {
-        if let deadline = context.deadline, deadline <= .now {
+        if let deadline = context.deadline, deadline <= .now + deadlineSlack {
             return .timeout(context.service, "\(context.endpoint): the caller's deadline passed")
         }
         return MicroError(id: context.service, code: 499, detail: "\(context.endpoint): the client cancelled the stream")
