@@ -1,0 +1,50 @@
+/// The names the mDNS registry publishes and reads, in its two namings.
+///
+/// go-micro's (domain `micro.`, what go-micro's mdns registry and hashicorp/mdns put on the wire):
+/// - `SERVICE.micro.` PTR `NODEID.SERVICE.micro.`, which has SRV (priority 10, weight 1) and TXT
+///   (hex of zlib of the JSON `{"Metadata","Service","Version","Endpoints"}`, 255-byte strings);
+/// - `_services.micro.` PTR `SERVICE._services.micro.` (go-micro's listing wildcard: SRV port
+///   9999, A 0.0.0.0, empty TXT) and `_services._dns-sd._udp.micro.` PTR `SERVICE.micro.`.
+///
+/// Standard DNS-SD (RFC 6763), for generic browsers (`SERVICE.micro.` is no valid service type):
+/// - `_micro._tcp.local.` PTR `NODEID._micro._tcp.local.`, with SRV and TXT `service=`,
+///   `version=`, `protocols=`; `_services._dns-sd._udp.local.` PTR `_micro._tcp.local.`.
+///
+/// Both SRV records point at `NODEID.local.`, which holds the node's A/AAAA records: a host name
+/// per node, because processes on one machine in different network namespaces share a host
+/// name but not their addresses.
+struct MDNSNames: Sendable {
+    /// go-micro's domain, `micro.` by default.
+    let domain: DNSName
+    let local = DNSName("local.")
+    let serviceType = DNSName("_micro._tcp.local.")
+    let sdEnumerationLocal = DNSName("_services._dns-sd._udp.local.")
+
+    init(domain: String = "micro") {
+        self.domain = DNSName(domain)
+    }
+
+    var sdEnumerationDomain: DNSName { DNSName(labels: DNSName("_services._dns-sd._udp").labels + domain.labels) }
+    var listing: DNSName { DNSName("_services", under: domain) }
+
+    func goMicroService(_ service: String) -> DNSName { DNSName(service, under: domain) }
+    func goMicroInstance(_ node: String, _ service: String) -> DNSName { DNSName(node, under: goMicroService(service)) }
+    func listingInstance(_ service: String) -> DNSName { DNSName(service, under: listing) }
+    func sdInstance(_ node: String) -> DNSName { DNSName(node, under: serviceType) }
+    func host(_ node: String) -> DNSName { DNSName(node, under: local) }
+
+    /// (node id, service) from `NODEID.SERVICE.micro.`; nil for other names and the wildcard.
+    func parseGoMicroInstance(_ name: DNSName) -> (node: String, service: String)? {
+        guard let labels = name.labels(before: domain), labels.count >= 2 else { return nil }
+        let service = String(decoding: labels[labels.count - 1], as: UTF8.self)
+        guard !service.hasPrefix("_") else { return nil }  // the wildcard and DNS-SD meta names
+        let node = labels.dropLast().map { String(decoding: $0, as: UTF8.self) }.joined(separator: ".")
+        return (node, service)
+    }
+
+    /// The instance label of `INSTANCE._micro._tcp.local.`.
+    func parseSDInstance(_ name: DNSName) -> String? {
+        guard let labels = name.labels(before: serviceType), labels.count == 1 else { return nil }
+        return String(decoding: labels[0], as: UTF8.self)
+    }
+}
