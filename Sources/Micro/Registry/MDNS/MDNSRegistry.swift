@@ -169,8 +169,15 @@ public final class MDNSRegistry: Registry {
             state.watchers[state.nextID] = Watcher(service: service, handler: handler)
             return state.nextID
         }
-        // the sockets open in the background; events flow once they do
-        Task(executorPreference: loop) { [weak self] in await self?.start() }
+        // the sockets open in the background; a first query (from 5353, so that the answers
+        // are multicast) makes the nodes already there known without waiting for their next
+        // announcement
+        var questions = [DNSQuestion(name: names.serviceType, type: DNSType.ptr)]
+        if let service { questions.append(DNSQuestion(name: names.goMicroService(service), type: DNSType.ptr)) }
+        Task(executorPreference: loop) { [weak self, questions] in
+            await self?.start()
+            await self?.query(questions, oneShot: false)
+        }
         return RegistryWatch { [weak self] in
             _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) }
         }
