@@ -92,7 +92,7 @@ struct MDNSZone: Sendable {
     private func listingRecords() -> [DNSRecord] {
         [
             unique(listingInstance, .srv(priority: 10, weight: 1, port: 9999, target: listingInstance)),
-            unique(listingInstance, .txt([])),
+            unique(listingInstance, .txt([[]])),  // one empty string: an empty TXT record
             unique(listingInstance, .a([0, 0, 0, 0])),
         ]
     }
