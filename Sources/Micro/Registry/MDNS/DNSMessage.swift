@@ -239,7 +239,8 @@ extension DNSMessage {
                     guard count <= end - offset else { throw DNSParseError("TXT string runs past its record") }
                     strings.append(try take(count))
                 }
-                data = .txt(strings)
+                // no strings at all is read as one empty string, as it is written (RFC 6763 §6.1)
+                data = .txt(strings.isEmpty ? [[]] : strings)
             default:
                 data = .other(type: type, bytes: try take(length))
             }
