@@ -151,21 +151,23 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: peer.directory) }
         let net = try NetworkNamespaces()
         defer { net.remove() }
-        let go = try LineProcess(net.exec(net.a) + [peer.binary, "register", "gonode1", "gosvc", "micro", "9090", net.addressA])
+        // go-micro's own naming style: dotted service names and node ids
+        let go = try LineProcess(
+            net.exec(net.a) + [peer.binary, "register", "go.micro.srv.peer-42", "go.micro.srv.peer", "micro", "9090", net.addressA])
         defer { go.stop() }
         #expect(await go.waitForLine(containing: "ready") != nil, "\(go.output)")
 
-        let described = try await Self.micro(net, ["describe", "gosvc"])
+        let described = try await Self.micro(net, ["describe", "go.micro.srv.peer"])
         #expect(described.status == 0, "\(described.stderr)")
         let records = try JSONDecoder().decode([ServiceRecord].self, from: Data(described.stdout.utf8))
         #expect(records.count == 1)
         #expect(records.first?.version == "1.2.3")
-        #expect(records.first?.nodes == [Node(id: "gonode1", address: "\(net.addressA):9090", metadata: ["server": "go-peer", "protocols": "mucp"])])
+        #expect(records.first?.nodes == [Node(id: "go.micro.srv.peer-42", address: "\(net.addressA):9090", metadata: ["server": "go-peer", "protocols": "mucp"])])
         #expect(records.first?.endpoints.map(\.name) == ["Peer.Hello"])
         #expect(records.first?.endpoints.first?.request?.values == [Value(name: "name", type: "string")])
         // go-micro's listing wildcard names the service; its nodes are then asked for
         let services = try await Self.micro(net, ["services"])
-        #expect(services.stdout.contains("gosvc\t1.2.3\t1 node\n"), "\(services.stdout) \(services.stderr)")
+        #expect(services.stdout.contains("go.micro.srv.peer\t1.2.3\t1 node\n"), "\(services.stdout) \(services.stderr)")
     }
 
     @Test func hostilePacketsAreDroppedAndTheServiceKeepsWorking() async throws {
@@ -259,6 +261,19 @@ import Glibc
         let expired = cache.expire(now: now + .seconds(121))
         #expect(expired)
         #expect(cache.nodes(names: names).isEmpty)
+    }
+
+    @Test func dottedServiceNamesAndNodeIDsAreSeveralLabelsAsInGoMicro() throws {
+        let names = MDNSNames()
+        let record = ServiceRecord(
+            name: "go.micro.srv.greeter", version: "latest",
+            nodes: [Node(id: "go.micro.srv.greeter-5e1f", address: "10.0.0.7:9000", metadata: [:])])
+        let zone = try MDNSZone(record: record, names: names, ttl: 120)
+        let announcement = zone.announcement(ipv4: [[10, 0, 0, 1]], ipv6: [])
+        #expect(announcement.contains { $0.name.description == "go.micro.srv.greeter-5e1f.go.micro.srv.greeter.micro." })
+        var cache = MDNSCache()
+        for r in announcement { cache.insert(r, now: .now) }
+        #expect(cache.nodes(names: names) == ["go.micro.srv.greeter-5e1f": record])
     }
 
     @Test func goMicroTXTRoundTripsAndIsCutInto255ByteStrings() throws {

@@ -73,12 +73,12 @@ struct MDNSCache {
         var sdNodes: [String: ServiceRecord] = [:]
         for (name, keys) in byName {
             guard keys.contains(where: { $0.data.type == DNSType.txt }) else { continue }
-            if let (node, service) = names.parseGoMicroInstance(name) {
-                guard let txt = text(of: name), let decoded = MDNSText.decodeGoMicro(txt), decoded.service == service,
-                    let address = address(of: name)
+            if name.hasSuffix(names.domain) {
+                guard let txt = text(of: name), let decoded = MDNSText.decodeGoMicro(txt),
+                    let node = names.parseGoMicroInstance(name, service: decoded.service), let address = address(of: name)
                 else { continue }
                 result[node] = ServiceRecord(
-                    name: service, version: decoded.version, endpoints: decoded.endpoints,
+                    name: decoded.service, version: decoded.version, endpoints: decoded.endpoints,
                     nodes: [Node(id: node, address: address, metadata: decoded.metadata)])
             } else if let node = names.parseSDInstance(name) {
                 guard let txt = text(of: name) else { continue }

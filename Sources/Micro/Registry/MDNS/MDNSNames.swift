@@ -27,19 +27,29 @@ struct MDNSNames: Sendable {
     var sdEnumerationDomain: DNSName { DNSName(labels: DNSName("_services._dns-sd._udp").labels + domain.labels) }
     var listing: DNSName { DNSName("_services", under: domain) }
 
-    func goMicroService(_ service: String) -> DNSName { DNSName(service, under: domain) }
-    func goMicroInstance(_ node: String, _ service: String) -> DNSName { DNSName(node, under: goMicroService(service)) }
-    func listingInstance(_ service: String) -> DNSName { DNSName(service, under: listing) }
+    /// `SERVICE.micro.`: a dotted service name (`go.micro.srv.greeter`) is several labels, as
+    /// go-micro (miekg/dns) writes it; so is a dotted node id in the instance name.
+    func goMicroService(_ service: String) -> DNSName { DNSName(labels: DNSName(service).labels + domain.labels) }
+    func goMicroInstance(_ node: String, _ service: String) -> DNSName {
+        DNSName(labels: DNSName(node).labels + goMicroService(service).labels)
+    }
+    func listingInstance(_ service: String) -> DNSName { DNSName(labels: DNSName(service).labels + listing.labels) }
     func sdInstance(_ node: String) -> DNSName { DNSName(node, under: serviceType) }
-    func host(_ node: String) -> DNSName { DNSName(node, under: local) }
+    /// `NODEID.local.`, dots in the id made dashes: a host name is read as dotted text by
+    /// resolvers.
+    func host(_ node: String) -> DNSName { DNSName(String(node.map { $0 == "." ? "-" : $0 }), under: local) }
 
-    /// (node id, service) from `NODEID.SERVICE.micro.`; nil for other names and the wildcard.
-    func parseGoMicroInstance(_ name: DNSName) -> (node: String, service: String)? {
-        guard let labels = name.labels(before: domain), labels.count >= 2 else { return nil }
-        let service = String(decoding: labels[labels.count - 1], as: UTF8.self)
-        guard !service.hasPrefix("_") else { return nil }  // the wildcard and DNS-SD meta names
-        let node = labels.dropLast().map { String(decoding: $0, as: UTF8.self) }.joined(separator: ".")
-        return (node, service)
+    /// The service a go-micro listing record (`SERVICE._services.micro.`) names.
+    func parseListingInstance(_ name: DNSName) -> String? {
+        guard let labels = name.labels(before: listing), !labels.isEmpty else { return nil }
+        return labels.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ".")
+    }
+
+    /// The node id of `NODEID.SERVICE.micro.`, given the service its TXT record names (the name
+    /// alone is ambiguous when either holds dots; go-micro strips the suffix the same way).
+    func parseGoMicroInstance(_ name: DNSName, service: String) -> String? {
+        guard let labels = name.labels(before: goMicroService(service)), !labels.isEmpty else { return nil }
+        return labels.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ".")
     }
 
     /// The instance label of `INSTANCE._micro._tcp.local.`.

@@ -102,13 +102,13 @@ public final class MDNSRegistry: Registry {
         let now = ContinuousClock.now
         let effects = state.withLock { state -> Effects in
             var effects = Effects()
+            state.refreshInterfaces()
             for zone in zones {
                 let existing = state.zones[zone.nodeID]
                 state.zones[zone.nodeID] = Published(zone: zone, lastMulticast: existing?.lastMulticast ?? [:])
                 if existing?.zone.record != zone.record {
                     for delay in Self.announceDelays { state.announcements.append((now + delay, zone.nodeID)) }
                 }
-                state.refreshInterfaces()
                 announce(zone, ttlZero: false, state: &state, effects: &effects)
             }
             schedule(&state, now: now)
@@ -149,8 +149,8 @@ public final class MDNSRegistry: Registry {
         // go-micro's listing names services; their nodes are asked for by name
         let (listed, known) = state.withLock { state in
             (state.cache.records(named: names.listing).compactMap { record -> String? in
-                guard case .ptr(let target) = record.data, let label = target.labels(before: names.listing)?.first else { return nil }
-                return String(decoding: label, as: UTF8.self)
+                guard case .ptr(let target) = record.data else { return nil }
+                return names.parseListingInstance(target)
             }, Set(state.known.values.map(\.name)))
         }
         let missing = Set(listed).subtracting(known)
@@ -180,6 +180,13 @@ public final class MDNSRegistry: Registry {
         }
         return RegistryWatch { [weak self] in
             _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) }
+        }
+    }
+
+    deinit {
+        // a registry released without close(): its sockets go with it (their handlers hold it weakly)
+        if case .started(let sockets) = state.withLock({ $0.phase }) {
+            for socket in sockets.all { socket.close() }
         }
     }
 

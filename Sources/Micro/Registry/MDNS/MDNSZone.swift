@@ -21,8 +21,14 @@ struct MDNSZone: Sendable {
         guard let colon = node.address.lastIndex(of: ":"), let port = UInt16(node.address[node.address.index(after: colon)...]),
             port != 0
         else { throw Invalid(description: "node \(node.id): address '\(node.address)' is not host:port") }
-        for label in [node.id, record.name] where label.utf8.isEmpty || label.utf8.count > 63 {
-            throw Invalid(description: "'\(label)' cannot be a DNS label (1 to 63 bytes)")
+        // go-micro's naming splits dotted names into labels; DNS-SD keeps the node id as one
+        let labels = [node.id] + node.id.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            + record.name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        for label in labels where label.utf8.isEmpty || label.utf8.count > 63 {
+            throw Invalid(description: "'\(label)' in '\(record.name)' / '\(node.id)' cannot be a DNS label (1 to 63 bytes)")
+        }
+        guard names.goMicroInstance(node.id, record.name).wireLength <= DNSMessage.maxNameLength else {
+            throw Invalid(description: "node \(node.id) of \(record.name): the name is longer than 255 bytes")
         }
         self.record = record
         self.nodeID = node.id
