@@ -148,7 +148,11 @@ extension MDNSRegistry {
                 // RFC 6762 §6: responses come from port 5353
                 guard datagram.source.port == Self.port else { return effects }
                 var changed = false
-                for record in message.answers + message.additionals { changed = state.cache.insert(record, now: now) || changed }
+                for record in message.answers + message.additionals {
+                    changed = state.cache.insert(record, now: now) || changed
+                    // a record heard afresh is queried again near the end of its new TTL
+                    state.refreshed.remove(MDNSCache.Key(name: record.name, data: record.data))
+                }
                 if changed { updateView(&state, effects: &effects) }
                 schedule(&state, now: now)
             } else if !oneShot {
