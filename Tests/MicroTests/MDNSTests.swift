@@ -17,16 +17,21 @@ import Glibc
     static let mdns = ["MICRO_REGISTRY": "mdns"]
 
     /// helloworld in namespace A, registered over mDNS, bound to every address of A.
-    static func helloworld(_ net: NetworkNamespaces) async throws -> ChildService {
+    static func helloworld(_ net: NetworkNamespaces, environment: [String: String] = [:]) async throws -> ChildService {
         let child = try await ChildService(
-            "helloworld", environment: ["MICRO_REGISTRY": "mdns", "MICRO_SERVER_ADDRESS": "0.0.0.0:0"], launcher: net.exec(net.a))
+            "helloworld", environment: ["MICRO_REGISTRY": "mdns", "MICRO_SERVER_ADDRESS": "0.0.0.0:0"].merging(environment) { $1 },
+            launcher: net.exec(net.a))
         _ = await child.waitForLine(containing: "registered node")
         return child
     }
 
-    /// `micro ARGS` in namespace B.
-    static func micro(_ net: NetworkNamespaces, _ arguments: [String]) async throws -> ToolResult {
-        try await Tool.run("ip", ["netns", "exec", net.b, micro] + arguments, environment: mdns, timeout: .seconds(60))
+    /// `micro ARGS` in namespace B (or the one given).
+    static func micro(
+        _ net: NetworkNamespaces, _ arguments: [String], in namespace: String? = nil, environment: [String: String] = [:]
+    ) async throws -> ToolResult {
+        try await Tool.run(
+            "ip", ["netns", "exec", namespace ?? net.b, micro] + arguments, environment: mdns.merging(environment) { $1 },
+            timeout: .seconds(60))
     }
 
     @Test func aServiceIsFoundCalledAndGoneAfterSIGTERM() async throws {
@@ -54,6 +59,35 @@ import Glibc
         let gone = try await Self.micro(net, ["describe", "helloworld"])
         #expect(gone.status != 0)
         #expect(gone.stderr.contains("not found"))
+    }
+
+    @Test func aKilledNodeLeavesWatchesWhenItsTTLRunsOut() async throws {
+        let net = try NetworkNamespaces()
+        defer { net.remove() }
+        let watch = try LineProcess(net.exec(net.b) + [Self.micro, "watch", "helloworld"], environment: Self.mdns)
+        defer { watch.stop() }
+        // records live 2 s, refreshed every half second; SIGKILL: no goodbye
+        let service = try await Self.helloworld(net, environment: ["MICRO_REGISTER_TTL": "2", "MICRO_REGISTER_INTERVAL": "0.5"])
+        defer { service.stop() }
+        #expect(await watch.waitForLine(containing: #""action":"create""#) != nil, "\(watch.output)")
+        service.stop()
+        let deleted = await watch.waitForLine(containing: #""action":"delete""#)
+        #expect(deleted?.contains(#""address":"\#(net.addressA):\#(service.port)""#) == true, "\(watch.output)")
+    }
+
+    @Test func MICRO_MDNS_INTERFACEChoosesTheInterfaces() async throws {
+        let net = try NetworkNamespaces()
+        defer { net.remove() }
+        // on loopback only: seen inside namespace A, by a registry on loopback too, and nowhere else
+        let service = try await Self.helloworld(net, environment: ["MICRO_MDNS_INTERFACE": "lo"])
+        defer { service.stop() }
+        let local = try await Self.micro(net, ["describe", "helloworld"], in: net.a, environment: ["MICRO_MDNS_INTERFACE": "lo"])
+        #expect(local.status == 0, "\(local.stderr)")
+        #expect(local.stdout.contains(#""address" : "127.0.0.1:\#(service.port)""#), "\(local.stdout)")
+        let otherInterface = try await Self.micro(net, ["describe", "helloworld"], in: net.a)
+        #expect(otherInterface.stderr.contains("not found"), "\(otherInterface.stdout)")
+        let otherNamespace = try await Self.micro(net, ["describe", "helloworld"])
+        #expect(otherNamespace.stderr.contains("not found"), "\(otherNamespace.stdout)")
     }
 
     @Test func zeroconfBrowsesAndResolvesOurNode() async throws {
@@ -261,6 +295,12 @@ import Glibc
         let expired = cache.expire(now: now + .seconds(121))
         #expect(expired)
         #expect(cache.nodes(names: names).isEmpty)
+    }
+
+    @Test func MICRO_REGISTRYmdnsSelectsIt() {
+        #expect(Registries.fromEnvironment(["MICRO_REGISTRY": "mdns", "MICRO_MDNS_INTERFACE": "eth9, eth8"]) is MDNSRegistry)
+        #expect(MDNSRegistry.Configuration.fromEnvironment(["MICRO_MDNS_INTERFACE": "eth9, eth8"]).interfaces == ["eth9", "eth8"])
+        #expect(MDNSRegistry.Configuration.fromEnvironment([:]).interfaces == nil)
     }
 
     @Test func dottedServiceNamesAndNodeIDsAreSeveralLabelsAsInGoMicro() throws {
