@@ -127,7 +127,7 @@ extension MDNSRegistry {
                 }
                 sockets.oneShot.append(oneShot)
             } catch {
-                logger.warning("mDNS over \(family == .v4 ? "IPv4" : "IPv6") is off: \(error)")
+                logger.info("mDNS over \(family == .v4 ? "IPv4" : "IPv6") is off: \(error)")
             }
         }
         logger.debug("mDNS on \(sockets.interfaces.map(\.name).joined(separator: ", "))")
