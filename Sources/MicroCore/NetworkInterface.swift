@@ -14,6 +14,13 @@ public struct NetworkInterface: Sendable, Equatable {
     /// IPv6 addresses, 16 bytes each, network order.
     public var ipv6: [[UInt8]]
 
+    /// The name of the interface with this index (if_indextoname(3)), or nil.
+    public static func name(ofIndex index: UInt32) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        guard index != 0, if_indextoname(index, &buffer) != nil else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Every interface, with its addresses (getifaddrs(3)), in index order.
     public static func all() -> [NetworkInterface] {
         var list: UnsafeMutablePointer<ifaddrs>?

@@ -22,7 +22,8 @@ public final class NetworkNamespaces: Sendable {
     public let addressA = "10.213.0.1"
     public let addressB = "10.213.0.2"
 
-    public init() throws {
+    /// - Parameter ipv4: false leaves the link IPv6-only (link-local addresses).
+    public init(ipv4: Bool = true) throws {
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         a = "micro-mdns-\(tag)-a"
         b = "micro-mdns-\(tag)-b"
@@ -38,10 +39,10 @@ public final class NetworkNamespaces: Sendable {
                 // no duplicate address detection: the link-local IPv6 address is usable at once
                 try Self.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.\(interface).accept_dad=0"])
                 try Self.ip(["-n", ns, "link", "set", "lo", "up"])
-                try Self.ip(["-n", ns, "addr", "add", "\(address)/24", "dev", interface])
+                if ipv4 { try Self.ip(["-n", ns, "addr", "add", "\(address)/24", "dev", interface]) }
                 try Self.ip(["-n", ns, "link", "set", interface, "multicast", "on", "up"])
                 // a route for multicast sockets that let the kernel pick the interface (Go's, Python's)
-                try Self.ip(["-n", ns, "route", "add", "default", "dev", interface])
+                if ipv4 { try Self.ip(["-n", ns, "route", "add", "default", "dev", interface]) }
             }
         } catch {
             remove()

@@ -75,6 +75,19 @@ import Glibc
         #expect(deleted?.contains(#""address":"\#(net.addressA):\#(service.port)""#) == true, "\(watch.output)")
     }
 
+    @Test func anIPv6OnlyLinkWorksWithLinkLocalAddresses() async throws {
+        let net = try NetworkNamespaces(ipv4: false)
+        defer { net.remove() }
+        let service = try await Self.helloworld(net, environment: ["MICRO_SERVER_ADDRESS": "[::]:0"])
+        defer { service.stop() }
+        let described = try await Self.micro(net, ["describe", "helloworld"])
+        #expect(described.status == 0, "\(described.stderr)")
+        // fe80::...%mdbXXXX: the zone is the interface the answer came in on, in namespace B
+        #expect(described.stdout.contains("%\(net.interfaceB)]:\(service.port)"), "\(described.stdout)")
+        let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"v6"}"#])
+        #expect(call.stdout == #"{"message":"Hello v6"}"# + "\n", "\(call.stderr)")
+    }
+
     @Test func MICRO_MDNS_INTERFACEChoosesTheInterfaces() async throws {
         let net = try NetworkNamespaces()
         defer { net.remove() }

@@ -9,6 +9,8 @@ struct MDNSCache {
         var record: DNSRecord
         var received: ContinuousClock.Instant
         var expires: ContinuousClock.Instant
+        /// The interface it came in on (0 if unknown): the zone of a link-local address.
+        var interface: UInt32 = 0
     }
 
     /// A bound on what a flood of distinct records can make us hold.
@@ -21,7 +23,7 @@ struct MDNSCache {
     /// bit replaces the other records of its name and type received more than a second ago
     /// (RFC 6762 §10.2). Returns true if the cache changed in a way a view could notice.
     @discardableResult
-    mutating func insert(_ record: DNSRecord, now: ContinuousClock.Instant) -> Bool {
+    mutating func insert(_ record: DNSRecord, now: ContinuousClock.Instant, interface: UInt32 = 0) -> Bool {
         guard record.dnsClass == 1 else { return false }
         switch record.data {
         case .a, .aaaa, .ptr, .srv, .txt: break
@@ -39,7 +41,7 @@ struct MDNSCache {
             guard entries.count < Self.maxEntries else { return changed }
             changed = true
         }
-        entries[key] = Entry(record: record, received: now, expires: now + .seconds(Int64(record.ttl)))
+        entries[key] = Entry(record: record, received: now, expires: now + .seconds(Int64(record.ttl)), interface: interface)
         byName[record.name, default: []].insert(key)
         return changed
     }
@@ -104,16 +106,23 @@ struct MDNSCache {
         return nil
     }
 
-    /// `ip:port` from the SRV record and its target's addresses, IPv4 first (as go-micro does).
+    /// `ip:port` from the SRV record and its target's addresses: IPv4 first (as go-micro does),
+    /// then a global IPv6 address, then a link-local one with the zone it was heard on.
     private func address(of name: DNSName) -> String? {
         for record in records(named: name) {
             guard case .srv(_, _, let port, let target) = record.data else { continue }
             var v4: [UInt8]?
             var v6: [UInt8]?
+            var linkLocal: String?
             for host in [target, name] {
-                for address in records(named: host) {
-                    switch address.data {
+                let heard = (byName[host] ?? []).compactMap { entries[$0] }.sorted { "\($0.record.data)" < "\($1.record.data)" }
+                for entry in heard {
+                    switch entry.record.data {
                     case .a(let ip) where v4 == nil && ip != [0, 0, 0, 0]: v4 = ip
+                    case .aaaa(let ip) where ip[0] == 0xFE && ip[1] & 0xC0 == 0x80:
+                        if linkLocal == nil, let zone = NetworkInterface.name(ofIndex: entry.interface) {
+                            linkLocal = "[\(IPAddressText.format(ip))%\(zone)]:\(port)"
+                        }
                     case .aaaa(let ip) where v6 == nil: v6 = ip
                     default: break
                     }
@@ -121,6 +130,7 @@ struct MDNSCache {
             }
             if let v4 { return "\(IPAddressText.format(v4)):\(port)" }
             if let v6 { return "[\(IPAddressText.format(v6))]:\(port)" }
+            if let linkLocal { return linkLocal }
         }
         return nil
     }

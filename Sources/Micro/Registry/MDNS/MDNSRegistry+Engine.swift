@@ -149,7 +149,7 @@ extension MDNSRegistry {
                 guard datagram.source.port == Self.port else { return effects }
                 var changed = false
                 for record in message.answers + message.additionals {
-                    changed = state.cache.insert(record, now: now) || changed
+                    changed = state.cache.insert(record, now: now, interface: datagram.interfaceIndex) || changed
                     // a record heard afresh is queried again near the end of its new TTL
                     state.refreshed.remove(MDNSCache.Key(name: record.name, data: record.data))
                 }
