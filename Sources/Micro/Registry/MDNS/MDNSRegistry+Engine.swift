@@ -57,11 +57,11 @@ extension MDNSRegistry {
             return nil
         }
 
-        /// Re-reads the addresses of the chosen interfaces (they may have changed).
-        mutating func refreshInterfaces() {
+        /// Takes the chosen interfaces' current addresses from `all`.
+        mutating func refreshInterfaces(from all: [NetworkInterface]) {
             guard case .started(var sockets) = phase else { return }
             let indexes = Set(sockets.interfaces.map(\.index))
-            let fresh = NetworkInterface.all().filter { indexes.contains($0.index) }
+            let fresh = all.filter { indexes.contains($0.index) }
             if !fresh.isEmpty { sockets.interfaces = fresh }
             phase = .started(sockets)
         }

@@ -100,9 +100,10 @@ public final class MDNSRegistry: Registry {
             }
         }
         let now = ContinuousClock.now
+        let interfaces = NetworkInterface.all()  // addresses may have changed since the last time
         let effects = state.withLock { state -> Effects in
             var effects = Effects()
-            state.refreshInterfaces()
+            state.refreshInterfaces(from: interfaces)
             for zone in zones {
                 let existing = state.zones[zone.nodeID]
                 state.zones[zone.nodeID] = Published(zone: zone, lastMulticast: existing?.lastMulticast ?? [:])
