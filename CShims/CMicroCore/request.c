@@ -161,6 +161,7 @@ const uint8_t *mc_request_body(const mc_request_t *r, size_t *len) {
     return r->body.data;
 }
 
+int mc_request_is_streaming(const mc_request_t *r) { return r->streaming; }
 void mc_request_set_user(mc_request_t *r, void *user) { r->user = user; }
 void *mc_request_user(const mc_request_t *r) { return r->user; }
 
