@@ -11,7 +11,10 @@ struct MicroCommand: AsyncParsableCommand {
         commandName: "micro",
         abstract: "Find, describe and call swift-micro (and go-micro) services.",
         discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
-        subcommands: [Services.self, Describe.self, Call.self, Stream.self, Publish.self, Subscribe.self, Bench.self, StreamBench.self]
+        subcommands: [
+            Services.self, Describe.self, Call.self, Stream.self, Watch.self, Publish.self, Subscribe.self, Bench.self,
+            StreamBench.self,
+        ]
     )
 }
 
@@ -39,6 +42,38 @@ struct Describe: AsyncParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         print(String(decoding: try encoder.encode(records), as: UTF8.self))
+    }
+}
+
+struct Watch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the registry's changes (a node appears, changes or leaves) as JSON lines until interrupted.")
+
+    @Argument(help: "Only this service.") var service: String?
+
+    struct Line: Encodable {
+        var action: String
+        var service: ServiceRecord
+    }
+
+    func run() async throws {
+        let events = try Registries.default.events(service: service)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await event in events {
+                    // one line per event, written at once (a pipe reader sees it immediately)
+                    var line = (try? encoder.encode(Line(action: event.action.rawValue, service: event.service))) ?? Data()
+                    line.append(10)
+                    FileHandle.standardOutput.write(line)
+                }
+            }
+            group.addTask { for await _ in signals { return } }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }
 

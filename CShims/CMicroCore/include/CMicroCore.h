@@ -258,6 +258,45 @@ void mc_client_close(mc_client_t *client);
 int mc_request_status(const mc_request_t *response);
 size_t mc_request_trailer_index(const mc_request_t *response);
 
+/* ---------------------------------------------------------------- UDP multicast (mDNS) (loop thread) */
+
+/* A datagram socket for multicast DNS, owned by one loop. */
+typedef struct mc_udp mc_udp_t;
+
+typedef struct mc_udp_addr {
+    uint8_t family;    /* 4 or 6 */
+    uint8_t ip[16];    /* network order; the first 4 bytes for IPv4 */
+    uint16_t port;
+    uint32_t scope_id; /* IPv6: the interface of a link-local address, else 0 */
+} mc_udp_addr_t;
+
+typedef struct mc_udp_callbacks {
+    void *ctx;
+    /* A datagram arrived on interface ifindex (0 if unknown). data and from are valid during the
+     * call only. Loop thread. */
+    void (*on_datagram)(void *ctx, const uint8_t *data, size_t len, const mc_udp_addr_t *from, uint32_t ifindex);
+    /* After mc_udp_close: the socket is closed and freed; ctx may be released. Loop thread. */
+    void (*on_closed)(void *ctx);
+} mc_udp_callbacks_t;
+
+/* Opens a UDP socket of family 4 or 6 bound to the wildcard address and port (0: any) with
+ * SO_REUSEADDR (so several processes share 5353), multicast TTL / hop limit 255 and multicast
+ * loop-back on (processes on one host see each other). If group (4 or 16 bytes) is not NULL it
+ * joins it on each interface in ifindexes (failing only if no join succeeds). Datagrams larger
+ * than 9216 bytes are dropped. Returns NULL and fills err on failure. Loop thread. */
+mc_udp_t *mc_udp_open(mc_loop_t *loop, int family, uint16_t port, const uint8_t *group, const uint32_t *ifindexes,
+                      size_t nifindexes, const mc_udp_callbacks_t *callbacks, char *err, size_t errlen);
+
+/* The bound port. Loop thread. */
+uint16_t mc_udp_port(const mc_udp_t *udp);
+
+/* Sends one datagram to `to` out of interface ifindex (0: the kernel chooses). Returns 0 or
+ * -errno (-EAGAIN: the datagram was dropped; datagrams are best effort). Loop thread. */
+int mc_udp_send(mc_udp_t *udp, const uint8_t *data, size_t len, const mc_udp_addr_t *to, uint32_t ifindex);
+
+/* Closes the socket, then calls on_closed. Call once, before the loop stops. Loop thread. */
+void mc_udp_close(mc_udp_t *udp);
+
 #ifdef __cplusplus
 }
 #endif
