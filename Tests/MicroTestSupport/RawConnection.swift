@@ -9,6 +9,7 @@ import Glibc
 public final class RawConnection {
     public let fd: Int32
     private var buffer: [UInt8] = []
+    private var open = true
 
     public init(port: Int, host: String = "127.0.0.1") throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -26,7 +27,7 @@ public final class RawConnection {
         }
     }
 
-    deinit { close(fd) }
+    deinit { if open { close(fd) } }
 
     /// A loopback port nobody listens on (bound and released at once).
     public static func unusedPort() throws -> Int {
@@ -57,6 +58,14 @@ public final class RawConnection {
 
     /// Half-closes: the peer reads EOF, this side can still read.
     public func closeWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Closes with a reset (SO_LINGER 0): the peer sees ECONNRESET, not an orderly end.
+    public func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        Glibc.close(fd)
+        open = false
+    }
 
     /// Reads what arrives within `timeout`; nil at EOF. Throws on reset.
     public func read(timeout: Duration = .seconds(30)) throws -> [UInt8]? {
