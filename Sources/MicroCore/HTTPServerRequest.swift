@@ -12,14 +12,20 @@ public struct HTTPServerRequest: Sendable {
     public var httpVersion: Int
     /// The loop that owns the connection; the handler runs on it.
     public var loop: EventLoop
+    /// The TLS peer (its verified identity and chain); nil on a plaintext connection.
+    public var tls: TLSPeer?
 
-    public init(method: String, path: String, headers: HTTPHeaders, body: [UInt8], httpVersion: Int, loop: EventLoop) {
+    public init(
+        method: String, path: String, headers: HTTPHeaders, body: [UInt8], httpVersion: Int, loop: EventLoop,
+        tls: TLSPeer? = nil
+    ) {
         self.method = method
         self.path = path
         self.headers = headers
         self.body = body
         self.httpVersion = httpVersion
         self.loop = loop
+        self.tls = tls
     }
 }
 
