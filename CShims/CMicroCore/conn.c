@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #ifdef MC_FUZZING
@@ -21,9 +22,11 @@
 #define MC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define MC_H2_PREFACE_LEN 24
 #define MC_OUT_HIGH_WATER (4 * 1024 * 1024)
+#define MC_TLS_LINGER_MS 2000
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void tls_linger(mc_conn_t *c);
 
 void mc_conn_start_reading(mc_conn_t *c) {
     c->read_stopped = false;
@@ -207,6 +210,8 @@ static void flush(mc_conn_t *c) {
             c->writing = true;
         }
     }
+    /* TLS hook: a refused handshake's answer is out: half-close and linger */
+    if (c->tls && !c->client && mc_tls_failed(c) && !c->writing && !pending->len && !c->tls_linger) tls_linger(c);
     if (finished(c)) {
         mc_conn_close(c);
         return;
@@ -230,7 +235,9 @@ void mc_flush_dirty(mc_loop_t *loop) {
 void mc_conn_update_timer(mc_conn_t *c) {
     if (c->closing || c->client) return; /* clients: the caller's deadlines govern */
     uint64_t now = uv_now(&c->loop->uv), deadline;
-    if (c->header_deadline) {
+    if (c->tls && mc_tls_failed(c)) {
+        deadline = now + MC_TLS_LINGER_MS; /* TLS hook: a refused handshake lingers briefly */
+    } else if (c->header_deadline) {
         deadline = c->header_deadline;
     } else if (c->writing || c->h1_cur) {
         /* output the peer does not read, or a body that stalls: restarted on each progress */
@@ -334,23 +341,34 @@ static void on_eof(mc_conn_t *c, ssize_t nread) {
     mc_conn_close(c);
 }
 
-/* TLS hook: the handshake failed; the peer gets the alert (or a plain 400), then the close. */
+/* TLS hook: the handshake failed. The peer gets the alert (or a plain 400), then our FIN; what
+ * it still sends is read and dropped until its EOF (bounded by a timer), because closing with
+ * unread input would reset the connection and destroy the alert before the peer reads it. */
 static void tls_failed(mc_conn_t *c) {
     if (c->client) {
         mc_client_tls_failed(c);
         return;
     }
     mc_server_log(c->server, MC_LOG_WARNING, "TLS handshake refused: %s", mc_tls_error(c));
-    c->close_after_flush = true;
     c->header_deadline = 0;
     mc_loop_mark_dirty(c->loop, c);
-    update_reading(c);
+}
+
+static void tls_linger(mc_conn_t *c) {
+    uv_os_fd_t fd;
+    c->tls_linger = true;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0) shutdown(fd, SHUT_WR);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     (void)buf;
     mc_conn_t *c = stream->data;
     if (c->closing) return;
+    if (c->tls && !c->client && mc_tls_failed(c)) {
+        /* TLS hook: a refused handshake; input is dropped until the peer's EOF */
+        if (nread < 0) mc_conn_close(c);
+        return;
+    }
     if (nread < 0) {
         if (c->client && c->tls && !c->client->connected) {
             mc_client_tls_failed(c); /* the server hung up during the handshake */

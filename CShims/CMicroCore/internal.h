@@ -185,6 +185,7 @@ struct mc_conn {
 
     /* TLS (tls.c); NULL on a plaintext connection */
     struct mc_tls_conn *tls;
+    bool tls_linger; /* a refused handshake: write side shut, input discarded until EOF or timer */
 };
 
 void mc_conn_close(mc_conn_t *c);

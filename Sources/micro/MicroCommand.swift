@@ -11,7 +11,7 @@ struct MicroCommand: AsyncParsableCommand {
         commandName: "micro",
         abstract: "Find, describe and call swift-micro (and go-micro) services.",
         discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
-        subcommands: [Services.self, Describe.self, Call.self, Publish.self, Subscribe.self, Bench.self]
+        subcommands: [Services.self, Describe.self, Call.self, Publish.self, Subscribe.self, Bench.self, Certs.self]
     )
 }
 

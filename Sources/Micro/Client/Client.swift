@@ -26,6 +26,9 @@ public final class Client: Sendable {
     let logger: Logger
     /// Where ``publish(_:_:options:contentType:metadata:)`` sends messages.
     public let broker: any Broker
+    /// The certificate this client presents and the roots it trusts when a node requires TLS
+    /// (nil: the `MICRO_TLS_*` environment, else the system's roots and no client certificate).
+    public let tls: TLSConfig?
 
     public init(
         registry: (any Registry)? = nil,
@@ -37,11 +40,21 @@ public final class Client: Sendable {
         codecs: Codecs = .standard,
         retryBudget: RetryBudgetPolicy = .init(),
         eventLoopGroup: EventLoopGroup = .shared,
-        logger: Logger = Logger(label: "micro.client")
+        logger: Logger = Logger(label: "micro.client"),
+        tls: TLSConfig? = nil
     ) {
         self.options = options
         let cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
-        let http = HTTPClient(group: eventLoopGroup)
+        var tls = tls
+        if tls == nil {
+            do {
+                tls = try TLSConfig.fromEnvironment()
+            } catch {
+                logger.error("ignoring the TLS environment: \(error)")
+            }
+        }
+        self.tls = tls
+        let http = HTTPClient(group: eventLoopGroup, tls: tls)
         self.cache = cache
         self.http = http
         // publishing finds subscribers in this client's registry and reaches them over its
@@ -124,6 +137,26 @@ public final class Client: Sendable {
         }
     }
 
+    /// The identity a node of `service` must present over TLS: `MICRO_TLS_SERVER_IDENTITY` /
+    /// ``TLSConfig/expectedServerIdentity`` if set, else `spiffe://TRUST-DOMAIN/service/NAME`.
+    public func expectedIdentity(of service: String) -> String {
+        let config = tls ?? TLSConfig()
+        return config.expectedServerIdentity ?? config.identity(ofService: service)
+    }
+
+    /// Closes the client's pooled connections (calls in flight fail). The client stays usable:
+    /// a later call connects again.
+    public func close() async {
+        await http.close()
+    }
+
+    /// Replaces the client certificate or trust roots for connections made from now on (a
+    /// rotation); connections already open keep theirs. Throws, changing nothing, on a bad
+    /// configuration.
+    public func reloadTLS(_ config: TLSConfig) throws {
+        try http.reloadTLS(config)
+    }
+
     /// Calls with a body already encoded (in `options.contentType`); returns the raw answer.
     public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
         let request = ClientRequest(service: service, endpoint: endpoint, body: body, options: options ?? self.options)
@@ -165,9 +198,14 @@ public final class Client: Sendable {
             }
             guard deadline > .now else { throw timedOut(request) }
             var selection: Selection?
-            let address: String
+            var address: String
+            var secure = false
             if let direct = options.address {
                 address = direct
+                for scheme in ["https://", "tls://"] where address.hasPrefix(scheme) {
+                    address.removeFirst(scheme.count)
+                    secure = true
+                }
             } else {
                 let services: [ServiceRecord]
                 do {
@@ -182,10 +220,14 @@ public final class Client: Sendable {
                 selection = try selector.select(services, filters: options.filters, exclude: tried)
                 address = selection!.node.address
                 tried.insert(selection!.node.id)
+                secure = selection!.node.metadata["tls"] == "required"
             }
             let wire = Wire.encode(request, remaining: deadline - .now)
             do {
-                let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline)
+                // over TLS the server must prove it is the service we meant to call
+                let target = secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: request.service)) : nil
+                let response = try await http.request(
+                    address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline, tls: target)
                 switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
                 case .success(let body, let metadata):
                     selection.map { selector.finish($0, outcome: .success) }

@@ -76,6 +76,11 @@ public enum CertificateFactory {
     public struct Issued: Sendable {
         public var certificate: String
         public var privateKey: String
+
+        public init(certificate: String, privateKey: String) {
+            self.certificate = certificate
+            self.privateKey = privateKey
+        }
     }
 
     /// - Parameters:
