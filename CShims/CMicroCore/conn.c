@@ -8,6 +8,8 @@
 #endif
 #include "internal.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,6 +27,18 @@
 #define MC_TLS_LINGER_MS 2000
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Here rather than in listener.c so that the fuzz harnesses, which link no listener, have it. */
+void mc_server_log(mc_server_t *s, int level, const char *fmt, ...) {
+    if (!s->cb.on_log) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s->cb.on_log(s->cb.ctx, level, msg);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void tls_linger(mc_conn_t *c);
 

@@ -308,7 +308,7 @@ const char *mc_tls_peer_chain(mc_conn_t *c, size_t *len);
 /* A certificate's identity: its spiffe:// URI SAN, else its subject CN (malloc'd; NULL if none). */
 struct x509_st;
 char *mc_tls_identity_of(struct x509_st *x);
-/* A message for the server's log (listener.c). */
+/* A message for the server's log (conn.c). */
 void mc_server_log(mc_server_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #ifdef MC_FUZZING

@@ -70,16 +70,6 @@ static void log_msg(mc_server_t *s, int level, const char *fmt, ...) {
     s->cb.on_log(s->cb.ctx, level, msg);
 }
 
-void mc_server_log(mc_server_t *s, int level, const char *fmt, ...) {
-    if (!s->cb.on_log) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    s->cb.on_log(s->cb.ctx, level, msg);
-}
-
 int mc_server_set_tls(mc_server_t *s, mc_tls_ctx_t *ctx) {
     if (!ctx) return -1;
     pthread_mutex_lock(&s->tls_mu);

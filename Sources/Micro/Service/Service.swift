@@ -147,7 +147,9 @@ public final class Service: Sendable {
             await router.serve(request, responder)
         }
         state.withLock { $0.server = server }
-        if let httpBroker = broker as? HTTPBroker, let address = advertisedAddress { httpBroker.attach(address: address) }
+        if let httpBroker = broker as? HTTPBroker, let address = advertisedAddress {
+            httpBroker.attach(address: address, tlsIdentity: options.tls.map { $0.identity(ofService: name) })
+        }
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
         options.logger.info("listening on \(shown):\(server.port)", metadata: server.isTLS ? ["tls": "required"] : nil)
         return (address.host, server.port)
