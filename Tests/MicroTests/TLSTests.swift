@@ -311,6 +311,28 @@ struct TLSFixture {
         await service.shutdown()
     }
 
+    @Test func aServiceReloadsWhenItsCertificateFilesChange() async throws {
+        let fx = try TLSFixture()
+        defer { fx.remove() }
+        let service = try await ChildService("helloworld", environment: try fx.environment("helloworld"))
+        defer { service.stop() }
+        let caller = try fx.certs.issue(service: "caller")
+        let client = CertificateFactory.Issued(
+            certificate: try String(contentsOfFile: caller.certificate, encoding: .utf8),
+            privateKey: try String(contentsOfFile: caller.privateKey, encoding: .utf8))
+        let ca = CertificateFactory.Issued(certificate: try String(contentsOfFile: fx.caPath, encoding: .utf8), privateKey: "")
+        let files = fx.certs.files(of: "helloworld")
+        let before = try String(contentsOfFile: files.certificate, encoding: .utf8)
+        #expect(try await Self.presentedCertificate(service.port, fx, client, ca) == before)
+        // `micro certs issue` again: a new key and certificate renamed into place
+        try fx.certs.issue(service: "helloworld")
+        let after = try String(contentsOfFile: files.certificate, encoding: .utf8)
+        #expect(after != before)
+        #expect(await Self.logged(service, "TLS configuration reloaded"))
+        #expect(try await Self.presentedCertificate(service.port, fx, client, ca) == after)
+        #expect(try await Self.callWithCurl(fx, service.port, name: "new") == #"{"message":"Hello new"}"#)
+    }
+
     // MARK: helpers
 
     static func authority(_ name: String) throws -> CertificateFactory.Issued {

@@ -167,6 +167,30 @@ public final class Service: Sendable {
         options.logger.info("TLS configuration reloaded")
     }
 
+    /// A watch on the TLS files, when the configuration has files and asks for it.
+    private func watchTLSFiles() -> TLSFileWatcher? {
+        guard options.reloadTLSOnFileChange, let tls = options.tls else { return nil }
+        let paths = [tls.certificate, tls.privateKey, tls.trustRoots].compactMap { source -> String? in
+            if case .file(let path)? = source { return path }
+            return nil
+        }
+        guard !paths.isEmpty else { return nil }
+        do {
+            return try TLSFileWatcher(paths: paths) { [weak self] in
+                guard let self else { return }
+                do {
+                    try self.reloadTLS()
+                } catch {
+                    // e.g. a new key beside the old certificate: the next write completes it
+                    self.options.logger.warning("TLS files changed but do not load yet: \(error)")
+                }
+            }
+        } catch {
+            options.logger.warning("cannot watch the TLS files (SIGHUP still reloads): \(error)")
+            return nil
+        }
+    }
+
     /// Asks a running service to stop: it stops accepting, lets requests in flight finish
     /// (at most `drainTimeout`), and `run()` returns. Any thread; idempotent.
     public func stop() {
@@ -209,6 +233,8 @@ public final class Service: Sendable {
             }
         }
         let subscriptions = await subscribeAll()
+        let watcher = watchTLSFiles()
+        defer { watcher?.stop() }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 if options.register, let record {

@@ -37,6 +37,9 @@ public struct ServiceOptions: Sendable {
     /// certificates) and for the service's client. Default: the `MICRO_TLS_*` environment
     /// (``TLSConfig/fromEnvironment(_:)``), else plaintext.
     public var tls: TLSConfig?
+    /// Whether `run()` reloads ``tls`` when its certificate, key or CA file changes (inotify);
+    /// SIGHUP reloads in any case.
+    public var reloadTLSOnFileChange: Bool = true
     /// A `MICRO_TLS_*` environment that does not parse: the service refuses to start rather than
     /// serve in plaintext.
     var tlsEnvironmentError: String?
