@@ -181,6 +181,16 @@ static void on_connect(uv_connect_t *req, int status) {
 
 void mc_client_tls_handshaken(mc_conn_t *c) { mc_loop_mark_dirty(c->loop, c); }
 
+void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n) {
+    mc_client_state_t *cl = c->client;
+    if (cl->seen_bytes || n == 0) return;
+    cl->seen_bytes = true;
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
+        snprintf(cl->error, sizeof cl->error, "the server answered in HTTP/1.x, not HTTP/2: it may serve TLS only (call it with https://)");
+    else if (p[0] == 0x15)
+        snprintf(cl->error, sizeof cl->error, "the server sent a TLS alert: it serves TLS only (call it with https://)");
+}
+
 void mc_client_tls_failed(mc_conn_t *c) {
     if (c->closing) return;
     if (!c->client->connected && c->client->cb.on_connected) {

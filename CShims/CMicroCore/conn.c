@@ -407,6 +407,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
             return;
         }
     } else {
+        if (c->client) mc_client_first_bytes(c, p, n); /* TLS hook: a TLS-only server? */
         rc = feed(c, p, n);
     }
     if (rc != 0) {

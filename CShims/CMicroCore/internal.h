@@ -135,6 +135,8 @@ typedef struct mc_client_state {
     bool resolving;
     bool orphaned; /* handles closed while a lookup ran: freed when the lookup returns */
     bool peer_gone; /* the peer's EOF or reset is waiting in the kernel: take no new call */
+    bool seen_bytes; /* the server's first bytes were looked at (mc_client_first_bytes) */
+    char error[160]; /* why the connection broke, when the core can tell ("" otherwise) */
 } mc_client_state_t;
 
 struct mc_conn {
@@ -280,6 +282,9 @@ void mc_client_handles_closed(mc_conn_t *c);
 void mc_client_tls_handshaken(mc_conn_t *c);
 /* A client connection's TLS failed (mc_tls_error says why): report and close. */
 void mc_client_tls_failed(mc_conn_t *c);
+/* The first bytes of a plaintext client connection: an HTTP/1.x answer or a TLS alert means the
+ * server speaks TLS only; noted for mc_client_error. */
+void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n);
 
 /* ---------------------------------------------------------------- TLS (tls.c) */
 

@@ -623,5 +623,5 @@ int mc_request_is_tls(const mc_request_t *req) { return req->conn && req->conn->
 const char *mc_client_error(const mc_client_t *client) {
     const mc_conn_t *c = (const mc_conn_t *)client;
     if (c->tls && c->tls->error[0]) return c->tls->error;
-    return "";
+    return c->client ? c->client->error : "";
 }

@@ -434,10 +434,10 @@ final class PendingCall: @unchecked Sendable {
         case Int(MC_CALL_CANCELLED):
             continuation.resume(returning: .failure(HTTPClientError(kind: .cancelled, message: "the call was cancelled")))
         default:
-            // a TLS connection says why it broke (e.g. the server refused our certificate)
+            // the core may know why (the server refused our certificate, or serves TLS only)
             let why = client.map { String(cString: mc_client_error($0)) } ?? ""
             continuation.resume(returning: .failure(HTTPClientError(
-                kind: .reset, message: "the connection broke during the call" + (why.isEmpty ? "" : ": TLS: \(why)"))))
+                kind: .reset, message: "the connection broke during the call" + (why.isEmpty ? "" : ": \(why)"))))
         }
     }
 

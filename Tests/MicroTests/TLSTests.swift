@@ -162,6 +162,12 @@ struct TLSFixture {
         #expect(plain.stdout.hasPrefix("HTTP/1.1 400"), "\(plain.stdout)")
         #expect(plain.stdout.contains("this port speaks TLS only"))
         #expect(await Self.logged(service, "a plaintext HTTP request on a TLS port"))
+        // and the framework's client, calling it in plaintext (h2c), is told why
+        let plainClient = Client(options: .init(retries: 0, address: "127.0.0.1:\(service.port)"))
+        let error = await #expect(throws: MicroError.self) {
+            let _: TLSGreeting = try await plainClient.call("helloworld", "Helloworld.Greeting", TLSName(name: "x"))
+        }
+        #expect(error?.detail.contains("it may serve TLS only (call it with https://)") == true, "\(String(describing: error))")
 
         // and the server still serves
         #expect(try await Self.callWithCurl(fx, service.port, name: "still") == #"{"message":"Hello still"}"#)

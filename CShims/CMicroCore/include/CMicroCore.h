@@ -247,7 +247,8 @@ mc_client_t *mc_client_connect_tls(mc_loop_t *loop, const char *host, uint16_t p
                                    const mc_client_callbacks_t *callbacks, mc_tls_ctx_t *ctx,
                                    const char *server_name, const char *expected_identity);
 
-/* Why a TLS client connection failed or broke ("" if it did not). Loop thread. */
+/* Why a client connection failed or broke, when the core can tell: a TLS failure, or a plaintext
+ * connection answered by a TLS-only server ("" otherwise). Loop thread. */
 const char *mc_client_error(const mc_client_t *client);
 
 /* ---------------------------------------------------------------- certificates (development CA) */
