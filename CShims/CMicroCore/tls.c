@@ -32,16 +32,30 @@
 #include <time.h>
 
 #define MC_TLS_RBIO_MAX (256 * 1024) /* ciphertext waiting to be read; more is a broken peer */
+#define MC_TLS_SESSIONS 64            /* client: sessions kept for resumption, per context */
+
+/* A client's session for one target (address, SNI, expected identity), for resumption. */
+typedef struct cached_session {
+    char *key;
+    SSL_SESSION *session;
+    uint64_t used;
+} cached_session_t;
 
 struct mc_tls_ctx {
     SSL_CTX *ssl;
     atomic_uint refs;
     bool server;
+    /* client only: the session cache, shared by the loops */
+    pthread_mutex_t mu;
+    cached_session_t sessions[MC_TLS_SESSIONS];
+    uint64_t clock;
 };
 
 /* ---------------------------------------------------------------- errors */
 
 /* The first queued OpenSSL error, as text; the queue is emptied. */
+static int new_session(SSL *ssl, SSL_SESSION *session);
+
 static void take_error(char *buf, size_t len, const char *fallback) {
     unsigned long e = ERR_get_error();
     if (e) ERR_error_string_n(e, buf, len);
@@ -238,6 +252,7 @@ mc_tls_ctx_t *mc_tls_ctx_new(const mc_tls_config_t *cfg, char *err, size_t errle
     t->ssl = ctx;
     t->server = cfg->is_server;
     atomic_init(&t->refs, 1);
+    pthread_mutex_init(&t->mu, NULL);
     SSL_CTX_set_min_proto_version(ctx, cfg->min_version == 12 ? TLS1_2_VERSION : TLS1_3_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
     if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1) ERR_clear_error();
@@ -280,13 +295,16 @@ mc_tls_ctx_t *mc_tls_ctx_new(const mc_tls_config_t *cfg, char *err, size_t errle
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         SSL_CTX_set_verify_depth(ctx, 8);
-        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        /* TLS 1.3 tickets arrive after the handshake: kept per target by new_session */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, new_session);
     }
     ERR_clear_error();
     return t;
 fail:
     ERR_clear_error();
     SSL_CTX_free(ctx);
+    pthread_mutex_destroy(&t->mu);
     free(t);
     return NULL;
 }
@@ -295,6 +313,11 @@ void mc_tls_ctx_retain(mc_tls_ctx_t *t) { atomic_fetch_add(&t->refs, 1); }
 
 void mc_tls_ctx_free(mc_tls_ctx_t *t) {
     if (!t || atomic_fetch_sub(&t->refs, 1) != 1) return;
+    for (size_t i = 0; i < MC_TLS_SESSIONS; i++) {
+        free(t->sessions[i].key);
+        SSL_SESSION_free(t->sessions[i].session);
+    }
+    pthread_mutex_destroy(&t->mu);
     SSL_CTX_free(t->ssl);
     free(t);
 }
@@ -316,8 +339,60 @@ struct mc_tls_conn {
     char *chain;      /* PEM, made on first request */
     size_t chain_len;
     char *expected;   /* client: the identity the server must present */
+    char *session_key; /* client: where its session is cached for resumption */
     char error[256];
 };
+
+/* OpenSSL hands a client a new session (a TLS 1.3 ticket): keep a copy for the next connection
+ * to the same target, replacing the least recently used entry. A copy, because OpenSSL marks the
+ * connection's own session not resumable when that connection ends without close_notify. */
+static int new_session(SSL *ssl, SSL_SESSION *offered) {
+    mc_conn_t *c = SSL_get_app_data(ssl);
+    mc_tls_conn_t *t = c ? c->tls : NULL;
+    if (!t || !t->session_key || !SSL_SESSION_is_resumable(offered)) return 0;
+    char *key = strdup(t->session_key);
+    SSL_SESSION *session = key ? SSL_SESSION_dup(offered) : NULL;
+    if (!session) {
+        free(key);
+        return 0;
+    }
+    mc_tls_ctx_t *ctx = t->ctx;
+    pthread_mutex_lock(&ctx->mu);
+    cached_session_t *slot = NULL;
+    for (size_t i = 0; i < MC_TLS_SESSIONS && !slot; i++)
+        if (ctx->sessions[i].key && strcmp(ctx->sessions[i].key, key) == 0) slot = &ctx->sessions[i];
+    for (size_t i = 0; i < MC_TLS_SESSIONS && !slot; i++)
+        if (!ctx->sessions[i].key) slot = &ctx->sessions[i];
+    if (!slot) {
+        slot = &ctx->sessions[0];
+        for (size_t i = 1; i < MC_TLS_SESSIONS; i++)
+            if (ctx->sessions[i].used < slot->used) slot = &ctx->sessions[i];
+    }
+    char *old_key = slot->key;
+    SSL_SESSION *old = slot->session;
+    slot->key = key;
+    slot->session = session;
+    slot->used = ++ctx->clock;
+    pthread_mutex_unlock(&ctx->mu);
+    free(old_key);
+    SSL_SESSION_free(old);
+    return 0; /* OpenSSL keeps and drops its own reference */
+}
+
+/* Offers the cached session of this target, if any. */
+static void resume(mc_tls_conn_t *t) {
+    mc_tls_ctx_t *ctx = t->ctx;
+    pthread_mutex_lock(&ctx->mu);
+    for (size_t i = 0; i < MC_TLS_SESSIONS; i++) {
+        if (ctx->sessions[i].key && strcmp(ctx->sessions[i].key, t->session_key) == 0) {
+            SSL_set_session(t->ssl, ctx->sessions[i].session); /* takes its own reference */
+            ctx->sessions[i].used = ++ctx->clock;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    ERR_clear_error();
+}
 
 mc_buf_t *mc_tls_wire(mc_conn_t *c) { return &c->tls->wire; }
 
@@ -356,6 +431,12 @@ int mc_tls_conn_start(mc_conn_t *c, mc_tls_ctx_t *ctx, const char *server_name, 
         }
     }
     if (expected_identity && expected_identity[0] && !(t->expected = strdup(expected_identity))) return -1;
+    SSL_set_app_data(t->ssl, c);
+    char key[700];
+    snprintf(key, sizeof key, "%s:%u|%s|%s", c->client ? c->client->host : "", c->client ? (unsigned)c->client->port : 0u,
+             server_name ? server_name : "", t->expected ? t->expected : "");
+    if (!(t->session_key = strdup(key))) return -1;
+    resume(t);
     ERR_clear_error();
     return 0;
 fail:
@@ -378,6 +459,7 @@ void mc_tls_conn_free(mc_conn_t *c) {
     free(t->identity);
     free(t->chain);
     free(t->expected);
+    free(t->session_key);
     free(t);
     c->tls = NULL;
 }
@@ -619,6 +701,10 @@ const char *mc_request_peer_chain(const mc_request_t *req, size_t *len) {
 }
 
 int mc_request_is_tls(const mc_request_t *req) { return req->conn && req->conn->tls ? 1 : 0; }
+
+int mc_request_tls_resumed(const mc_request_t *req) {
+    return req->conn && req->conn->tls && SSL_session_reused(req->conn->tls->ssl) ? 1 : 0;
+}
 
 const char *mc_client_error(const mc_client_t *client) {
     const mc_conn_t *c = (const mc_conn_t *)client;

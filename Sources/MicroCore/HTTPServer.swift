@@ -190,7 +190,8 @@ final class ServerContext: Sendable {
             let identity = mc_request_peer_identity(req).map { String(cString: $0) }
             var chainLength = 0
             let chain = identity == nil ? nil : mc_request_peer_chain(req, &chainLength)
-            tls = TLSPeer(identity: identity, certificateChain: chain.map { string($0, chainLength) })
+            tls = TLSPeer(identity: identity, certificateChain: chain.map { string($0, chainLength) },
+                          resumed: mc_request_tls_resumed(req) != 0)
         }
         return HTTPServerRequest(
             method: method,

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Micro
 import MicroTestSupport
 import Synchronization
@@ -337,6 +338,28 @@ struct TLSFixture {
         #expect(await Self.logged(service, "TLS configuration reloaded"))
         #expect(try await Self.presentedCertificate(service.port, fx, client, ca) == after)
         #expect(try await Self.callWithCurl(fx, service.port, name: "new") == #"{"message":"Hello new"}"#)
+    }
+
+    @Test func theClientResumesItsSessionOnANewConnection() async throws {
+        let fx = try TLSFixture()
+        defer { fx.remove() }
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
+        configuration.tls = try fx.certs.issue(service: "plain").tlsConfig()
+        let server = try HTTPServer(configuration: configuration, logger: Logger(label: "test")) { request, responder in
+            let peer = request.tls
+            responder.send(HTTPServerResponse(body: Array("\(peer?.identity ?? "-") \(peer?.resumed == true ? "resumed" : "full")".utf8)))
+        }
+        let http = HTTPClient(tls: try fx.certs.issue(service: "caller").tlsConfig())
+        let target = HTTPClient.TLSTarget(expectedIdentity: "spiffe://micro.local/service/plain")
+        func call() async throws -> String {
+            let response = try await http.request(address: "127.0.0.1:\(server.port)", path: "/", headers: [:], body: [], tls: target)
+            return String(decoding: response.body, as: UTF8.self)
+        }
+        #expect(try await call() == "spiffe://micro.local/service/caller full")
+        await http.close()  // the next call makes a new connection, with the ticket of this one
+        #expect(try await call() == "spiffe://micro.local/service/caller resumed")
+        await http.close()
+        await server.shutdownGracefully(timeout: .seconds(5))
     }
 
     // MARK: helpers

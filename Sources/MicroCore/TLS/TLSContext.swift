@@ -63,10 +63,13 @@ public struct TLSPeer: Sendable, Equatable {
     public var identity: String?
     /// The verified chain in PEM, leaf first; nil without a client certificate.
     public var certificateChain: String?
+    /// Whether the TLS session was resumed from a ticket (no full handshake).
+    public var resumed: Bool
 
-    public init(identity: String?, certificateChain: String?) {
+    public init(identity: String?, certificateChain: String?, resumed: Bool = false) {
         self.identity = identity
         self.certificateChain = certificateChain
+        self.resumed = resumed
     }
 }
 
