@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "helloworld", targets: ["helloworld"]),
         .executable(name: "micro", targets: ["MicroCLI"]),
         .executable(name: "greeter", targets: ["greeter"]),
+        .executable(name: "counter", targets: ["counter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -105,6 +106,18 @@ let package = Package(
             path: "Sources/Examples/greeter",
             swiftSettings: swiftSettings
         ),
+        // Generated from Protos/counter.proto by scripts/generate-protos (committed).
+        .target(
+            name: "CounterProto",
+            dependencies: ["Micro", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Sources/Examples/CounterProto"
+        ),
+        .executableTarget(
+            name: "counter",
+            dependencies: ["Micro", "CounterProto", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Examples/counter",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "MicroTestSupport",
             path: "Tests/MicroTestSupport",
@@ -117,7 +130,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MicroTests",
-            dependencies: ["Micro", "MicroTestSupport", "GreeterProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: ["Micro", "MicroTestSupport", "GreeterProto", "CounterProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: swiftSettings
         ),
     ],

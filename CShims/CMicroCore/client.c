@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 static nghttp2_session_callbacks *callbacks;
+static nghttp2_option *options;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 void mc_client_finish_call(mc_request_t *r, int result) {
@@ -62,6 +63,12 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     (void)flags;
     mc_conn_t *c = user;
     mc_request_t *r = call_of(s, id);
+    if (r && r->streaming) {
+        r->unconsumed += len; /* credited when the application has taken it */
+        if (r->scb.on_data) r->scb.on_data(r->done_ctx, data, len);
+        return 0;
+    }
+    nghttp2_session_consume(s, id, len); /* a whole body is gathered here */
     if (!r || r->too_large) return 0;
     if (r->body.len + len > c->client->max_response_bytes) {
         r->too_large = true;
@@ -86,7 +93,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
     if (r) {
         /* the end of a header block: after the final answer's, fields are trailers */
         r->interim = false;
-        if (r->error_status >= 200 && !r->trailer_index) r->trailer_index = r->nhdrs + 1;
+        if (r->error_status >= 200 && !r->trailer_index) {
+            r->trailer_index = r->nhdrs + 1;
+            if (r->streaming && r->scb.on_head) r->scb.on_head(r->done_ctx, r);
+        }
     }
     if (f->hd.type == NGHTTP2_SETTINGS && c->tls && !c->client->connected) {
         /* TLS hook: the server's first frame; its verdict on our certificate came before it */
@@ -105,6 +115,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     mc_request_t *r = call_of(s, id);
     if (c->streams) c->streams--;
     if (!r) return 0;
+    mc_stream_closed(s, r);
     int result;
     if (code == NGHTTP2_NO_ERROR && r->error_status >= 200) result = MC_CALL_OK;
     else if (code == NGHTTP2_REFUSED_STREAM || !r->sent) result = MC_CALL_REFUSED;
@@ -120,6 +131,9 @@ static void init_once(void) {
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_option_new(&options);
+    /* streamed answers credit the window only as the application consumes them */
+    if (options) nghttp2_option_set_no_auto_window_update(options, 1);
 }
 
 void mc_client_handles_closed(mc_conn_t *c) {
@@ -160,7 +174,7 @@ static void on_connect(uv_connect_t *req, int status) {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1024 * 1024},
     };
-    if (!callbacks || nghttp2_session_client_new(&c->h2, callbacks, c) != 0 ||
+    if (!callbacks || !options || nghttp2_session_client_new2(&c->h2, callbacks, c, options) != 0 ||
         nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0) {
         fail_connect(c, UV_ENOMEM, "");
         return;
@@ -329,23 +343,24 @@ static bool peer_gone(mc_conn_t *c) {
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
-                   const uint8_t *body, size_t len, mc_call_done_fn done, void *ctx, int32_t *stream_id) {
-    mc_conn_t *c = (mc_conn_t *)client;
-    if (!mc_client_usable(client)) return -1;
+/* Submits a request (HEADERS, then the body from r's queue) as a new call; NULL if the
+ * connection cannot take it. */
+static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                            const uint8_t *body, size_t len, bool streaming, void *ctx) {
+    if (!mc_client_usable((mc_client_t *)c)) return NULL;
     /* An idle connection may have lost its peer since the loop last read it (a server killed
      * between two calls): the EOF already waits in the kernel. Look before sending, so that the
      * call is refused (safe to retry elsewhere) rather than sent into a dead connection, where it
      * could only fail as "maybe processed". A busy connection is read every turn: no syscall. */
     if (c->active == 0 && peer_gone(c)) {
         c->client->peer_gone = true;
-        return -1;
+        return NULL;
     }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2_CLIENT);
-    if (!r) return -1;
+    if (!r) return NULL;
     if (mc_buf_append(&r->resp, body, len) != 0) {
         mc_request_release(r);
-        return -1;
+        return NULL;
     }
     char authority[300];
     snprintf(authority, sizeof authority, "%s:%u", c->client->host, (unsigned)c->client->port);
@@ -354,7 +369,7 @@ int mc_client_call(mc_client_t *client, const char *method, const char *path, co
     nghttp2_nv *nv = cap <= 36 ? stack_nv : malloc(cap * sizeof *nv);
     if (!nv) {
         mc_request_release(r);
-        return -1;
+        return NULL;
     }
     size_t k = 0;
 #define NV(n, nl, v, vl) (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE}
@@ -364,21 +379,41 @@ int mc_client_call(mc_client_t *client, const char *method, const char *path, co
     nv[k++] = NV(":path", 5, path, strlen(path));
     for (size_t i = 0; i < nh; i++) nv[k++] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
 #undef NV
-    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_request_body};
-    int32_t id = nghttp2_submit_request(c->h2, NULL, nv, k, len ? &prd : NULL, r);
+    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = streaming ? mc_stream_read : read_request_body};
+    int32_t id = nghttp2_submit_request(c->h2, NULL, nv, k, streaming || len ? &prd : NULL, r);
     if (nv != stack_nv) free(nv);
     if (id < 0) {
         mc_request_release(r);
-        return -1;
+        return NULL;
     }
     r->stream_id = id;
-    r->done = done;
     r->done_ctx = ctx;
     r->dispatched = true;
+    r->streaming = streaming;
+    r->head_sent = true;
     c->active++;
     c->streams++;
-    if (stream_id) *stream_id = id;
     mc_loop_mark_dirty(c->loop, c);
+    return r;
+}
+
+int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                   const uint8_t *body, size_t len, mc_call_done_fn done, void *ctx, int32_t *stream_id) {
+    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, body, len, false, ctx);
+    if (!r) return -1;
+    r->done = done;
+    if (stream_id) *stream_id = r->stream_id;
+    return 0;
+}
+
+int mc_client_stream(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                     const mc_stream_callbacks_t *cb, void *ctx, int32_t *stream_id, mc_request_t **req) {
+    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, NULL, 0, true, ctx);
+    if (!r) return -1;
+    r->scb = *cb;
+    r->done = cb->done;
+    if (stream_id) *stream_id = r->stream_id;
+    if (req) *req = r;
     return 0;
 }
 

@@ -50,6 +50,7 @@ static void on_timer(uv_timer_t *t);
 
 static bool want_reading(mc_conn_t *c) {
     if (c->closing || c->eof || c->h1_paused || c->close_after_flush) return false;
+    if (c->h1_stream && c->h1_stream->unconsumed > MC_H1_STREAM_WINDOW) return false; /* a slow stream reader */
     size_t tls_pending = c->tls ? mc_tls_wire(c)->len : 0; /* TLS hook */
     return c->out.len + c->inflight.len + tls_pending <= MC_OUT_HIGH_WATER;
 }
@@ -230,6 +231,7 @@ static void flush(mc_conn_t *c) {
         mc_conn_close(c);
         return;
     }
+    if (c->h1_stream) mc_h1_stream_flushed(c);
     /* nghttp2 had more than one pump's worth and the socket took it all: pump again */
     if (more > 0 && !c->writing) mc_loop_mark_dirty(c->loop, c);
     update_reading(c);
@@ -348,6 +350,12 @@ static void on_eof(mc_conn_t *c, ssize_t nread) {
      * including requests still waiting in the input buffer */
     if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing || c->h1_paused)) {
         c->eof = true;
+        mc_request_t *r = c->h1_stream;
+        if (r && !r->in_ended && !r->responded && !r->aborted) {
+            /* a half-close ends the client's messages, as EOS would */
+            r->in_ended = true;
+            c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
+        }
         update_reading(c);
         mc_loop_mark_dirty(c->loop, c);
         return;

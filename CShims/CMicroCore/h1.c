@@ -126,18 +126,181 @@ static void enqueue(mc_conn_t *c, mc_request_t *r) {
     c->active++;
 }
 
+/* ---------------------------------------------------------------- go-micro streams
+ *
+ * go-micro's HTTP transport streams by using HTTP/1.1 message syntax as framing, both ways, on a
+ * connection of its own: the client's first request with a `Micro-Stream` header opens the
+ * stream, each later request is one message (or, with `Micro-Error: EOS`, the end of the
+ * client's messages), and the server writes one HTTP/1.1 response per message whenever it likes,
+ * the last carrying `Micro-Error: EOS` (or the error). Here the stream is handed to the
+ * application like an HTTP/2 stream: each message arrives through on_body with gRPC's 5-byte
+ * prefix, so the same deframer serves both; what it writes (prefixed messages) is cut back into
+ * response frames. */
+
+static const mc_header_t *find_header(const mc_request_t *r, const char *name, mc_header_t *out) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        mc_header_t h = mc_request_header(r, i);
+        if (h.name_len == n && memcmp(h.name, name, n) == 0) {
+            *out = h;
+            return out;
+        }
+    }
+    return NULL;
+}
+
+/* One frame of the stream in progress: its body is the next message, or it ends the input. */
+static void stream_frame(mc_conn_t *c, mc_request_t *frame) {
+    mc_request_t *r = c->h1_stream;
+    mc_server_t *s = c->server;
+    mc_header_t error;
+    bool end = find_header(frame, "micro-error", &error) != NULL;
+    if (r && !r->responded && !r->aborted && !r->in_ended) {
+        if (end) {
+            r->in_ended = true;
+            s->cb.on_body(s->cb.ctx, r, NULL, 0, 1);
+        } else {
+            uint8_t prefix[5] = {0, (uint8_t)(frame->body.len >> 24), (uint8_t)(frame->body.len >> 16),
+                                 (uint8_t)(frame->body.len >> 8), (uint8_t)frame->body.len};
+            /* the prefix goes in front of the body already gathered (no second copy of it) */
+            if (mc_buf_reserve(&frame->body, 5) == 0) {
+                memmove(frame->body.data + 5, frame->body.data, frame->body.len);
+                memcpy(frame->body.data, prefix, 5);
+                frame->body.len += 5;
+                r->unconsumed += frame->body.len;
+                s->cb.on_body(s->cb.ctx, r, frame->body.data, frame->body.len, 0);
+            }
+        }
+    }
+    mc_request_release(frame);
+}
+
+/* The first request with a Micro-Stream header, on a connection with nothing else in flight,
+ * opens a stream. */
+static bool opens_stream(mc_conn_t *c, mc_request_t *r, http_parser *p) {
+    mc_header_t h;
+    return c->server->cb.on_body && c->h1_head == NULL && !c->draining && http_should_keep_alive(p) &&
+           find_header(r, "micro-stream", &h) != NULL;
+}
+
 static int on_message_complete(http_parser *p) {
     mc_conn_t *c = p->data;
     mc_request_t *r = c->h1_cur;
     c->h1_cur = NULL;
+    mc_server_t *s = c->server;
+    if (c->h1_stream) {
+        stream_frame(c, r);
+        return 0;
+    }
+    if (opens_stream(c, r, p)) {
+        r->streaming = true;
+        r->keep_alive = true;
+        r->dispatched = true;
+        c->active++;
+        c->h1_stream = r;
+        /* its own body is the first message: hand it over the way later frames come */
+        mc_request_t *first = mc_request_new(c->loop, c, MC_PROTO_H1);
+        if (!first) return fail(p, 500);
+        mc_buf_t body = first->body;
+        first->body = r->body;
+        r->body = body;
+        r->body.len = 0;
+        for (size_t i = 0; i < r->nhdrs; i++) {
+            mc_header_t h = mc_request_header(r, i);
+            if (mc_request_add_header(first, h.name, h.name_len, h.value, h.value_len) != 0) return fail(p, 500);
+        }
+        s->cb.on_request(s->cb.ctx, r);
+        if (c->closing) return 0;
+        stream_frame(c, first);
+        return 0;
+    }
     r->keep_alive = http_should_keep_alive(p) && !c->draining;
     enqueue(c, r);
     if (!r->keep_alive) c->close_after_flush = true;
-    mc_server_t *s = c->server;
     s->cb.on_request(s->cb.ctx, r);
     if (c->closing) return 0;
     if (c->close_after_flush || queued(c) >= s->config.max_pipelined) http_parser_pause(p, 1);
     return 0;
+}
+
+int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
+    mc_buf_t *b = &r->h1_frame;
+    b->len = 0;
+    int rc = mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
+    for (size_t i = 0; i < nh && rc == 0; i++) {
+        if (h[i].name_len == 14 && strncasecmp(h[i].name, "content-length", 14) == 0) continue;
+        rc |= mc_buf_append(b, h[i].name, h[i].name_len);
+        rc |= mc_buf_append(b, ": ", 2);
+        rc |= mc_buf_append(b, h[i].value, h[i].value_len);
+        rc |= mc_buf_append(b, "\r\n", 2);
+    }
+    mc_header_t id;
+    if (rc == 0 && find_header(r, "micro-stream", &id)) {
+        rc |= mc_buf_append(b, "micro-stream: ", 14);
+        rc |= mc_buf_append(b, id.value, id.value_len);
+        rc |= mc_buf_append(b, "\r\n", 2);
+    }
+    return rc;
+}
+
+/* One answer frame: the head, content-length, then the extra header lines and the body. */
+static int write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const uint8_t *body, size_t len) {
+    int rc = mc_buf_append(&c->out, r->h1_frame.data, r->h1_frame.len);
+    if (rc == 0 && extra) rc = mc_buf_append(&c->out, extra, strlen(extra));
+    if (rc == 0) rc = mc_buf_appendf(&c->out, "content-length: %zu\r\n\r\n", len);
+    if (rc == 0) rc = mc_buf_append(&c->out, body, len);
+    return rc;
+}
+
+int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len) {
+    mc_conn_t *c = r->conn;
+    if (mc_buf_append(&r->resp, data, len) != 0) return -1;
+    /* cut whole prefixed messages out of the queue, one frame each */
+    size_t off = 0;
+    while (r->resp.len - off >= 5) {
+        const uint8_t *m = r->resp.data + off;
+        size_t n = (size_t)m[1] << 24 | (size_t)m[2] << 16 | (size_t)m[3] << 8 | m[4];
+        if (r->resp.len - off - 5 < n) break;
+        if (write_frame(c, r, NULL, m + 5, n) != 0) return -1;
+        off += 5 + n;
+    }
+    mc_buf_consume(&r->resp, off);
+    mc_loop_mark_dirty(c->loop, c);
+    if (c->out.len + c->inflight.len >= MC_STREAM_HIGH_WATER) {
+        r->want_writable = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* The last frame: Micro-Error EOS, or the error the trailers carry; then the connection closes
+ * once written (go-micro's client closes it too). */
+int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
+    mc_conn_t *c = r->conn;
+    mc_buf_t extra = {0};
+    int rc = 0;
+    for (size_t i = 0; i < nt && rc == 0; i++) {
+        if (t[i].name_len != 11 || strncasecmp(t[i].name, "micro-error", 11) != 0) continue;
+        rc |= mc_buf_append(&extra, "micro-error: ", 13);
+        rc |= mc_buf_append(&extra, t[i].value, t[i].value_len);
+        rc |= mc_buf_append(&extra, "\r\n", 2);
+    }
+    if (rc == 0 && extra.len == 0) rc = mc_buf_append(&extra, "micro-error: EOS\r\n", 18);
+    if (rc == 0) rc = mc_buf_append(&extra, "", 1); /* NUL-terminated for write_frame */
+    if (rc == 0) rc = write_frame(c, r, (const char *)extra.data, NULL, 0);
+    mc_buf_free(&extra);
+    c->h1_stream = NULL;
+    c->close_after_flush = true;
+    mc_loop_mark_dirty(c->loop, c);
+    return rc;
+}
+
+void mc_h1_stream_flushed(mc_conn_t *c) {
+    mc_request_t *r = c->h1_stream;
+    if (r && r->want_writable && c->out.len + c->inflight.len < MC_STREAM_LOW_WATER) {
+        r->want_writable = false;
+        c->server->cb.on_writable(c->server->cb.ctx, r);
+    }
 }
 
 static const http_parser_settings settings = {
@@ -248,6 +411,16 @@ static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, con
 
 int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len) {
     mc_conn_t *c = r->conn;
+    if (r == c->h1_stream) {
+        /* a stream answered whole (an error before any message): one frame, and it is over */
+        c->h1_stream = NULL;
+        r->keep_alive = false;
+        int rc = serialize(c, r, &c->out, status, h, nh, body, len);
+        c->close_after_flush = true;
+        mc_request_release(r);
+        mc_loop_mark_dirty(c->loop, c);
+        return rc;
+    }
     bool first = c->h1_head == r;
     if (serialize(c, r, first ? &c->out : &r->resp, status, h, nh, body, len) != 0) {
         mc_conn_close(c);
@@ -286,4 +459,5 @@ void mc_h1_shutdown(mc_conn_t *c) {
 void mc_h1_free(mc_conn_t *c) {
     c->h1_head = c->h1_tail = NULL;
     c->h1_cur = NULL;
+    c->h1_stream = NULL;
 }

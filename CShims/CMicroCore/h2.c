@@ -60,6 +60,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         return mc_request_add_header(r, "host", 4, (const char *)value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
     }
     if (nlen > 0 && name[0] == ':') return 0;
+    if (nlen == 12 && memcmp(name, "micro-stream", 12) == 0) r->stream_hint = true;
     return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen)
                ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
                : 0;
@@ -70,6 +71,17 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     (void)flags;
     mc_conn_t *c = user;
     mc_request_t *r = stream_request(s, id);
+    if (r && r->streaming) {
+        if (r->responded || r->aborted || !c->server->cb.on_body) {
+            nghttp2_session_consume(s, id, len); /* nobody reads it any more */
+            return 0;
+        }
+        r->unconsumed += len; /* credited when the application has taken it */
+        c->server->cb.on_body(c->server->cb.ctx, r, data, len, 0);
+        return 0;
+    }
+    /* a whole body is gathered here: its bytes count as consumed at once */
+    nghttp2_session_consume(s, id, len);
     if (!r || r->error_status) return 0;
     if (r->body.len + len > c->server->config.max_body_bytes) {
         r->error_status = 413;
@@ -110,20 +122,44 @@ static void respond_error(mc_request_t *r, int status) {
     mc_buf_free(&body);
 }
 
-static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
-    mc_conn_t *c = user;
-    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
-    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
-    mc_request_t *r = stream_request(s, f->hd.stream_id);
-    if (!r || r->dispatched) return 0;
+static void dispatch(mc_conn_t *c, mc_request_t *r) {
     r->dispatched = true;
     c->active++;
     r->resp_off = 0;
     if (r->error_status) {
         respond_error(r, r->error_status);
-        return 0;
+        return;
     }
     c->server->cb.on_request(c->server->cb.ctx, r);
+}
+
+/* A request whose body is still to come becomes a stream if it says so (micro-stream) or the
+ * application wants its path streamed (gRPC streaming methods). */
+static bool wants_stream(mc_conn_t *c, mc_request_t *r) {
+    const mc_server_callbacks_t *cb = &c->server->cb;
+    if (!cb->on_body || r->error_status) return false;
+    return r->stream_hint || (cb->is_stream && cb->is_stream(cb->ctx, r));
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
+    mc_conn_t *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
+    mc_request_t *r = stream_request(s, f->hd.stream_id);
+    if (!r) return 0;
+    bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (!end) {
+        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && !r->dispatched &&
+            wants_stream(c, r)) {
+            r->streaming = true;
+            dispatch(c, r);
+        }
+        return 0;
+    }
+    if (r->streaming) {
+        if (!r->responded && !r->aborted) c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
+        return 0;
+    }
+    if (!r->dispatched) dispatch(c, r);
     return 0;
 }
 
@@ -134,6 +170,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     if (!r) return 0;
     nghttp2_session_set_stream_user_data(s, id, NULL);
     c->streams--;
+    mc_stream_closed(s, r);
     mc_request_abort(r); /* tells the handler if unanswered; frees otherwise */
     return 0;
 }
@@ -159,6 +196,13 @@ static void init_once(void) {
     nghttp2_option_new(&options);
     /* the client preface was already checked when the protocol was sniffed; keep nghttp2's check */
     nghttp2_option_set_no_recv_client_magic(options, 0);
+    /* streams credit the peer's window only as the application consumes (backpressure) */
+    nghttp2_option_set_no_auto_window_update(options, 1);
+    /* flood defences, stated rather than inherited: a client that resets more than 1000 streams
+     * in a burst (then 33 a second) is sent GOAWAY (rapid reset, CVE-2023-44487); a header block
+     * split over more than 8 CONTINUATION frames ends the connection (CVE-2024-28182) */
+    nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);
+    nghttp2_option_set_max_continuations(options, 8);
 }
 
 int mc_h2_init(mc_conn_t *c) {
@@ -179,7 +223,14 @@ int mc_h2_init(mc_conn_t *c) {
 
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
     ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
-    if (rv < 0) return -1;
+    if (rv < 0) {
+        /* a fatal error (a flood, a broken frame): tell the peer why with GOAWAY, then close once
+         * it is written; nothing more is read */
+        uint32_t code = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                                                              : NGHTTP2_PROTOCOL_ERROR;
+        if (nghttp2_session_terminate_session(c->h2, code) != 0) return -1;
+        c->close_after_flush = true;
+    }
     mc_loop_mark_dirty(c->loop, c);
     return 0;
 }
@@ -199,6 +250,7 @@ int mc_h2_pump(mc_conn_t *c) {
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                          nghttp2_data_source *source, void *user) {
     (void)user;
+    (void)id;
     mc_request_t *r = source->ptr;
     size_t left = r->resp.len - r->resp_off;
     size_t n = left < length ? left : length;
@@ -206,27 +258,30 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     r->resp_off += n;
     if (r->resp_off == r->resp.len) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (r->ntrailers) {
-            nghttp2_nv nv[64];
-            size_t k = 0, off = 0;
-            const uint8_t *t = r->trailer_strings.data;
-            while (k < r->ntrailers && k < 64) {
-                uint32_t nl, vl;
-                memcpy(&nl, t + off, 4);
-                nv[k].name = (uint8_t *)t + off + 4;
-                nv[k].namelen = nl;
-                off += 4 + nl;
-                memcpy(&vl, t + off, 4);
-                nv[k].value = (uint8_t *)t + off + 4;
-                nv[k].valuelen = vl;
-                nv[k].flags = NGHTTP2_NV_FLAG_NONE;
-                off += 4 + vl;
-                k++;
-            }
-            if (nghttp2_submit_trailer(s, id, nv, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
+        if (mc_h2_submit_trailers(s, r)) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
     return (ssize_t)n;
+}
+
+bool mc_h2_submit_trailers(nghttp2_session *s, mc_request_t *r) {
+    if (!r->ntrailers) return false;
+    nghttp2_nv nv[64];
+    size_t k = 0, off = 0;
+    const uint8_t *t = r->trailer_strings.data;
+    while (k < r->ntrailers && k < 64) {
+        uint32_t nl, vl;
+        memcpy(&nl, t + off, 4);
+        nv[k].name = (uint8_t *)t + off + 4;
+        nv[k].namelen = nl;
+        off += 4 + nl;
+        memcpy(&vl, t + off, 4);
+        nv[k].value = (uint8_t *)t + off + 4;
+        nv[k].valuelen = vl;
+        nv[k].flags = NGHTTP2_NV_FLAG_NONE;
+        off += 4 + vl;
+        k++;
+    }
+    return nghttp2_submit_trailer(s, r->stream_id, nv, k) == 0;
 }
 
 /* Connection-specific fields are forbidden in HTTP/2 (RFC 9113, 8.2.2). */
@@ -238,10 +293,12 @@ static bool forbidden(const char *name, size_t len) {
     return false;
 }
 
-int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len,
-                  const mc_header_t *t, size_t nt) {
+/* Submits HEADERS (:status, the fields in lower case, content-length unless clen is NULL) with
+ * `prd` as the body's source, or none. */
+static int submit_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const char *clen,
+                       const nghttp2_data_provider *prd) {
     mc_conn_t *c = r->conn;
-    char status_str[4], clen[24];
+    char status_str[4];
     snprintf(status_str, sizeof status_str, "%03d", status % 1000);
     nghttp2_nv stack_nv[32];
     nghttp2_nv *nv = nh + 2 <= 32 ? stack_nv : malloc((nh + 2) * sizeof *nv);
@@ -261,16 +318,18 @@ int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
             names.len += h[i].name_len;
             nv[k++] = (nghttp2_nv){lower, (uint8_t *)h[i].value, h[i].name_len, h[i].value_len, NGHTTP2_NV_FLAG_NONE};
         }
-        if (!r->head || len) {
-            int cl = snprintf(clen, sizeof clen, "%zu", len);
-            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)cl, NGHTTP2_NV_FLAG_NONE};
-        }
+        if (clen) nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen), NGHTTP2_NV_FLAG_NONE};
     }
-    r->resp.len = 0;
-    r->resp_off = 0;
+    if (rc == 0) rc = nghttp2_submit_response(c->h2, r->stream_id, nv, k, prd);
+    if (nv != stack_nv) free(nv);
+    mc_buf_free(&names);
+    return rc;
+}
+
+int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt) {
+    int rc = 0;
     r->trailer_strings.len = 0;
     r->ntrailers = 0;
-    if (rc == 0 && !r->head) rc = mc_buf_append(&r->resp, body, len);
     for (size_t i = 0; i < nt && rc == 0 && i < 64; i++) {
         uint32_t nl = (uint32_t)t[i].name_len, vl = (uint32_t)t[i].value_len;
         rc |= mc_buf_append(&r->trailer_strings, &nl, 4);
@@ -282,19 +341,37 @@ int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         rc |= mc_buf_append(&r->trailer_strings, t[i].value, vl);
         r->ntrailers++;
     }
+    return rc;
+}
+
+/* The stream is gone or memory ran out: reset it; the request is freed when it closes. */
+static int reset_stream(mc_request_t *r) {
+    nghttp2_submit_rst_stream(r->conn->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
+    return -1;
+}
+
+int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len,
+                  const mc_header_t *t, size_t nt) {
+    char clen[24];
+    snprintf(clen, sizeof clen, "%zu", len);
+    r->resp.len = 0;
+    r->resp_off = 0;
+    int rc = 0;
+    if (!r->head) rc = mc_buf_append(&r->resp, body, len);
+    if (rc == 0) rc = mc_h2_store_trailers(r, t, nt);
     if (rc == 0) {
         nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_body};
         bool with_data = r->resp.len > 0 || r->ntrailers > 0;
-        rc = nghttp2_submit_response(c->h2, r->stream_id, nv, k, with_data ? &prd : NULL);
+        rc = submit_head(r, status, h, nh, !r->head || len ? clen : NULL, with_data ? &prd : NULL);
     }
-    if (nv != stack_nv) free(nv);
-    mc_buf_free(&names);
-    if (rc != 0) {
-        /* the stream is gone or memory ran out: reset it; the request is freed when it closes */
-        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
-        return -1;
-    }
-    return 0;
+    return rc == 0 ? 0 : reset_stream(r);
+}
+
+int mc_h2_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
+    r->resp.len = 0;
+    r->resp_off = 0;
+    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = mc_stream_read};
+    return submit_head(r, status, h, nh, NULL, &prd) == 0 ? 0 : reset_stream(r);
 }
 
 void mc_h2_shutdown(mc_conn_t *c) {

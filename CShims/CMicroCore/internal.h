@@ -177,6 +177,7 @@ struct mc_conn {
     int h1_error;              /* status of a core-generated error, 0 = none */
     bool h1_last_was_value;
     bool h1_paused;
+    mc_request_t *h1_stream;   /* a go-micro stream owns the connection: each request is a frame */
 
     /* HTTP/2 */
     nghttp2_session *h2;
@@ -241,7 +242,39 @@ struct mc_request {
     bool cancelled;
     bool too_large;
     bool interim;    /* reading the fields of a 1xx answer */
+
+    /* streams (stream.c): the outbound queue is `resp` from resp_off */
+    bool streaming;     /* dispatched at its headers / opened as a stream: body in pieces */
+    bool stream_hint;   /* carried a micro-stream header */
+    bool head_sent;
+    bool out_finished;  /* no more writes: END_STREAM (and trailers) once the queue drains */
+    bool deferred;      /* the data source said "nothing yet": resume it on the next write */
+    bool want_writable; /* a write found the queue past its mark: say when it drops below */
+    bool stream_closed; /* the HTTP/2 stream is gone: nothing more to consume or send */
+    bool in_ended;      /* HTTP/1.1 streams: the client's messages are over */
+    size_t unconsumed;  /* body bytes delivered but not yet credited back to the peer */
+    mc_buf_t h1_frame;  /* HTTP/1.1 streams: the status line and headers every answer frame carries */
+    mc_stream_callbacks_t scb; /* client streams */
 };
+
+#define MC_STREAM_HIGH_WATER (64 * 1024)
+#define MC_STREAM_LOW_WATER (32 * 1024)
+/* HTTP/1.1 streams have no flow-control window: reading stops while this much is unconsumed */
+#define MC_H1_STREAM_WINDOW (1024 * 1024)
+
+/* go-micro's HTTP/1.1 streams (h1.c): frames out, the end, and the writable check after a flush. */
+int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh);
+int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len);
+int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt);
+void mc_h1_stream_flushed(mc_conn_t *c);
+
+/* The data source of streamed bodies (both sides): the queue, then EOF and trailers. */
+ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                       nghttp2_data_source *source, void *user);
+/* Submits the serialized trailers of r (server side) after its last DATA; true if submitted. */
+bool mc_h2_submit_trailers(nghttp2_session *s, mc_request_t *r);
+/* The stream of r closed: credit what the application never consumed to the connection. */
+void mc_stream_closed(nghttp2_session *s, mc_request_t *r);
 
 mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto);
 void mc_request_release(mc_request_t *r);
@@ -268,6 +301,10 @@ int mc_h2_init(mc_conn_t *c);
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n);
 int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
                   size_t len, const mc_header_t *t, size_t nt);
+/* HEADERS of a streamed answer: no content-length, the body from mc_stream_read. */
+int mc_h2_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh);
+/* Stores trailers to send after the body (lower-cased names). */
+int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt);
 /* Moves nghttp2's pending output into c->out; returns 1 if it stopped at its cap with more to
  * come, 0 when done, -1 on a fatal session error. */
 int mc_h2_pump(mc_conn_t *c);

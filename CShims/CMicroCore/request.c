@@ -32,7 +32,7 @@ mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto) {
         r = calloc(1, sizeof *r);
         if (!r) return NULL;
     }
-    mc_buf_t strings = r->strings, body = r->body, resp = r->resp, tstr = r->trailer_strings;
+    mc_buf_t strings = r->strings, body = r->body, resp = r->resp, tstr = r->trailer_strings, frame = r->h1_frame;
     mc_hdr_off_t *hdrs = r->hdrs;
     size_t caphdrs = r->caphdrs;
     memset(r, 0, sizeof *r);
@@ -40,6 +40,7 @@ mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto) {
     r->body = body;
     r->resp = resp;
     r->trailer_strings = tstr;
+    r->h1_frame = frame;
     r->hdrs = hdrs;
     r->caphdrs = caphdrs;
     r->loop = loop;
@@ -56,6 +57,7 @@ static void destroy(mc_request_t *r) {
     mc_buf_free(&r->body);
     mc_buf_free(&r->resp);
     mc_buf_free(&r->trailer_strings);
+    mc_buf_free(&r->h1_frame);
     free(r->hdrs);
     free(r);
 }
@@ -71,6 +73,7 @@ void mc_request_release(mc_request_t *r) {
     mc_buf_reset(&r->body, MC_KEEP_BYTES);
     mc_buf_reset(&r->resp, MC_KEEP_BYTES);
     mc_buf_reset(&r->trailer_strings, MC_KEEP_BYTES);
+    mc_buf_reset(&r->h1_frame, MC_KEEP_BYTES);
     if (r->caphdrs > 64) {
         free(r->hdrs);
         r->hdrs = NULL;
@@ -161,6 +164,7 @@ const uint8_t *mc_request_body(const mc_request_t *r, size_t *len) {
     return r->body.data;
 }
 
+int mc_request_is_streaming(const mc_request_t *r) { return r->streaming; }
 void mc_request_set_user(mc_request_t *r, void *user) { r->user = user; }
 void *mc_request_user(const mc_request_t *r) { return r->user; }
 

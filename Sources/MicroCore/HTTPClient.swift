@@ -166,7 +166,7 @@ final class ConnectionPool: @unchecked Sendable {
     private var connections: [String: ClientConnection] = [:]
     /// Calls with a deadline, swept every few milliseconds by one task while any is in flight:
     /// far cheaper than a timer task per call.
-    private var timed: [PendingCall] = []
+    private var timed: [any TimedCall] = []
     private var sweeping = false
     static let sweepInterval: Duration = .milliseconds(5)
 
@@ -192,7 +192,7 @@ final class ConnectionPool: @unchecked Sendable {
         return connection
     }
 
-    func track(_ call: PendingCall) {
+    func track(_ call: any TimedCall) {
         timed.append(call)
         guard !sweeping else { return }
         sweeping = true
@@ -204,7 +204,7 @@ final class ConnectionPool: @unchecked Sendable {
             try? await Task.sleep(for: Self.sweepInterval)
             let now = ContinuousClock.now
             timed.removeAll { call in
-                guard call.continuation != nil, let deadline = call.deadline else { return true }
+                guard call.isPending, let deadline = call.deadline else { return true }
                 if deadline <= now {
                     call.timeOut()
                     return true
@@ -254,7 +254,7 @@ final class ClientConnection: @unchecked Sendable {
     let address: String
     /// The pool's key: the address, plus the TLS target for TLS connections.
     let key: String
-    private var handle: OpaquePointer?
+    private(set) var handle: OpaquePointer?
     private var state: State = .connecting([])
     private var goaway = false
 
@@ -393,8 +393,39 @@ final class ClientConnection: @unchecked Sendable {
     }
 }
 
+/// A call the pool's sweeper times out at its deadline (loop-confined).
+protocol TimedCall: AnyObject {
+    var deadline: ContinuousClock.Instant? { get }
+    /// Still waiting for its completion.
+    var isPending: Bool { get }
+    func timeOut()
+}
+
+extension HTTPClientError {
+    /// How a call that ended with C result `result` failed (nil: it did not). `client`, while
+    /// still valid, may say why a connection broke (the server refused our certificate, or
+    /// serves TLS only).
+    static func from(result: Int32, timedOut: Bool, client: OpaquePointer? = nil) -> HTTPClientError? {
+        switch Int(result) {
+        case Int(MC_CALL_OK):
+            return nil
+        case Int(MC_CALL_REFUSED):
+            return HTTPClientError(kind: .refused, message: "the server did not process the call")
+        case Int(MC_CALL_TOO_LARGE):
+            return HTTPClientError(kind: .tooLarge, message: "the response exceeds the size limit")
+        case Int(MC_CALL_CANCELLED) where timedOut:
+            return HTTPClientError(kind: .timeout, message: "no answer before the deadline")
+        case Int(MC_CALL_CANCELLED):
+            return HTTPClientError(kind: .cancelled, message: "the call was cancelled")
+        default:
+            let why = client.map { String(cString: mc_client_error($0)) } ?? ""
+            return HTTPClientError(kind: .reset, message: "the connection broke during the call" + (why.isEmpty ? "" : ": \(why)"))
+        }
+    }
+}
+
 /// A call between submission and its C completion. Loop-confined (@unchecked Sendable).
-final class PendingCall: @unchecked Sendable {
+final class PendingCall: TimedCall, @unchecked Sendable {
     let loop: EventLoop
     /// Valid while `continuation` is set: a connection completes every call before it is freed.
     var client: OpaquePointer?
@@ -407,6 +438,8 @@ final class PendingCall: @unchecked Sendable {
     init(loop: EventLoop) {
         self.loop = loop
     }
+
+    var isPending: Bool { continuation != nil }
 
     func cancel() {
         cancelRequested = true
@@ -422,35 +455,29 @@ final class PendingCall: @unchecked Sendable {
     func finish(_ result: Int32, _ response: OpaquePointer?) {
         guard let continuation else { return }
         self.continuation = nil
-        switch Int(result) {
-        case Int(MC_CALL_OK):
+        if let error = HTTPClientError.from(result: result, timedOut: timedOut, client: client) {
+            continuation.resume(returning: .failure(error))
+        } else {
             continuation.resume(returning: .success(Self.read(response!)))
-        case Int(MC_CALL_REFUSED):
-            continuation.resume(returning: .failure(HTTPClientError(kind: .refused, message: "the server did not process the call")))
-        case Int(MC_CALL_TOO_LARGE):
-            continuation.resume(returning: .failure(HTTPClientError(kind: .tooLarge, message: "the response exceeds the size limit")))
-        case Int(MC_CALL_CANCELLED) where timedOut:
-            continuation.resume(returning: .failure(HTTPClientError(kind: .timeout, message: "no answer before the deadline")))
-        case Int(MC_CALL_CANCELLED):
-            continuation.resume(returning: .failure(HTTPClientError(kind: .cancelled, message: "the call was cancelled")))
-        default:
-            // the core may know why (the server refused our certificate, or serves TLS only)
-            let why = client.map { String(cString: mc_client_error($0)) } ?? ""
-            continuation.resume(returning: .failure(HTTPClientError(
-                kind: .reset, message: "the connection broke during the call" + (why.isEmpty ? "" : ": \(why)"))))
         }
+    }
+
+    /// The fields of a response in `range` (headers before the trailer index, trailers after).
+    static func fields(_ response: OpaquePointer, _ range: Range<Int>) -> HTTPHeaders {
+        var fields = HTTPHeaders()
+        for i in range {
+            let h = mc_request_header(response, i)
+            let name = String(decoding: UnsafeRawBufferPointer(start: h.name, count: h.name_len), as: UTF8.self)
+            let value = String(decoding: UnsafeRawBufferPointer(start: h.value, count: h.value_len), as: UTF8.self)
+            fields.add(name: name, value: value)
+        }
+        return fields
     }
 
     static func read(_ response: OpaquePointer) -> HTTPClientResponse {
         let count = mc_request_header_count(response)
-        let split = mc_request_trailer_index(response)
-        var headers = HTTPHeaders(), trailers = HTTPHeaders()
-        for i in 0..<count {
-            let h = mc_request_header(response, i)
-            let name = String(decoding: UnsafeRawBufferPointer(start: h.name, count: h.name_len), as: UTF8.self)
-            let value = String(decoding: UnsafeRawBufferPointer(start: h.value, count: h.value_len), as: UTF8.self)
-            if i < split { headers.add(name: name, value: value) } else { trailers.add(name: name, value: value) }
-        }
+        let split = min(mc_request_trailer_index(response), count)
+        let headers = fields(response, 0..<split), trailers = fields(response, split..<count)
         var len = 0
         let body = mc_request_body(response, &len)
         return HTTPClientResponse(

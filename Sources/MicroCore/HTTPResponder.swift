@@ -15,6 +15,28 @@ public struct HTTPResponder: Sendable {
 
     /// True once the client went away (reset, closed, timed out) or an answer was sent.
     public var isFinished: Bool { call.isFinished }
+
+    /// Whether this exchange can carry a streamed answer: HTTP/2, or an HTTP/1.1 request that
+    /// opened a go-micro stream (a `Micro-Stream` header; answers go out as HTTP/1.1 frames).
+    public var canStream: Bool { call.canStream }
+
+    /// Starts a streamed answer: the status and headers go now, the body follows with
+    /// ``write(_:)`` and ends with ``finish(trailers:)``. HTTP/2 only; throws on HTTP/1.1 or
+    /// when the client is gone.
+    public func sendHead(status: Int = 200, headers: HTTPHeaders = [:]) async throws(HTTPStreamError) {
+        try await call.sendHead(status: status, headers: headers)
+    }
+
+    /// Sends body bytes of a streamed answer. Suspends while the client does not read (its
+    /// HTTP/2 window is full and 64 KiB are queued); throws if the client went away.
+    public func write(_ bytes: [UInt8]) async throws(HTTPStreamError) {
+        try await call.write(bytes)
+    }
+
+    /// Ends a streamed answer with `trailers` once every byte is sent. Later calls are ignored.
+    public func finish(trailers: HTTPHeaders = [:]) {
+        call.finish(trailers: trailers)
+    }
 }
 
 /// One request between the core and its handler task.
@@ -24,21 +46,118 @@ public struct HTTPResponder: Sendable {
 final class InFlightRequest: @unchecked Sendable {
     private let request: OpaquePointer
     let loop: EventLoop
+    let httpVersion: Int
     var task: Task<Void, Never>?
+    /// The body of a streamed request; nil when it came whole.
+    let body: InboundBody?
     private var answered = false
     private var gone = false
+    private(set) var headSent = false
+    private var writeWaiter: CheckedContinuation<Void, any Error>?
 
-    init(_ request: OpaquePointer, loop: EventLoop) {
+    init(_ request: OpaquePointer, loop: EventLoop, streamed: Bool) {
         self.request = request
         self.loop = loop
+        self.httpVersion = Int(mc_request_protocol(request))
+        self.body = streamed ? InboundBody(loop: loop, request: request) : nil
     }
 
     var isFinished: Bool { answered || gone }
 
+    var canStream: Bool { httpVersion == 2 || body != nil }
+
+    static let peerGoneError = HTTPStreamError(kind: .reset, message: "the client went away")
+
     /// The peer went away: cancel the handler. The request stays until answered.
     func peerGone() {
         gone = true
+        body?.fail(Self.peerGoneError)
+        resumeWriter(throwing: Self.peerGoneError)
         task?.cancel()
+    }
+
+    /// The core can take more of a streamed answer.
+    func writable() {
+        resumeWriter(throwing: nil)
+    }
+
+    private func resumeWriter(throwing error: (any Error)?) {
+        guard let waiter = writeWaiter else { return }
+        writeWaiter = nil
+        if let error { waiter.resume(throwing: error) } else { waiter.resume() }
+    }
+
+    func sendHead(status: Int, headers: HTTPHeaders) async throws(HTTPStreamError) {
+        guard loop.inEventLoop else {
+            let result: Result<Void, HTTPStreamError> = await withTaskExecutorPreference(loop) {
+                do throws(HTTPStreamError) {
+                    try await self.sendHead(status: status, headers: headers)
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return try result.get()
+        }
+        guard !answered, !headSent else { throw HTTPStreamError(kind: .notStreaming, message: "the answer has already started") }
+        guard !gone else { throw Self.peerGoneError }
+        guard canStream else { throw HTTPStreamError(kind: .notStreaming, message: "HTTP/1.1 cannot carry a streamed answer without a Micro-Stream header") }
+        let rc = headers.withCHeaders { h, nh in mc_request_send_head(request, Int32(status), h, nh) }
+        guard rc == 0 else { throw Self.peerGoneError }
+        headSent = true
+    }
+
+    func write(_ bytes: [UInt8]) async throws(HTTPStreamError) {
+        guard loop.inEventLoop else {
+            let result: Result<Void, HTTPStreamError> = await withTaskExecutorPreference(loop) {
+                do throws(HTTPStreamError) {
+                    try await self.write(bytes)
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return try result.get()
+        }
+        guard headSent, !answered else { throw HTTPStreamError(kind: .notStreaming, message: "write before sendHead or after finish") }
+        guard !gone else { throw Self.peerGoneError }
+        let rc = bytes.withUnsafeBufferPointer { mc_request_write(request, $0.baseAddress, $0.count) }
+        if rc < 0 { throw Self.peerGoneError }
+        if rc == 0 { return }
+        // past the high-water mark: wait until the core has sent enough, the peer is gone, the
+        // answer was finished elsewhere (a deadline) or the task is cancelled
+        do {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    if gone || answered { return continuation.resume(throwing: Self.peerGoneError) }
+                    if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
+                    writeWaiter = continuation
+                }
+            } onCancel: {
+                self.loop.execute { self.resumeWriter(throwing: CancellationError()) }
+            }
+        } catch {
+            throw Self.peerGoneError
+        }
+    }
+
+    func finish(trailers: HTTPHeaders) {
+        guard loop.inEventLoop else {
+            loop.execute { self.finish(trailers: trailers) }
+            return
+        }
+        guard headSent || (httpVersion == 1 && body != nil) else { return send(HTTPServerResponse(status: 200, trailers: trailers)) }
+        if answered { return }
+        answered = true
+        task = nil
+        body?.request = nil
+        trailers.withCHeaders { t, nt in _ = mc_request_finish(request, t, nt) }
+        resumeWriter(throwing: HTTPStreamError(kind: .notStreaming, message: "the answer was finished"))
+    }
+
+    /// After the handler returned: a streamed answer still open is ended, else `fallback` is sent.
+    func complete(_ fallback: HTTPServerResponse) {
+        if headSent { finish(trailers: [:]) } else { send(fallback) }
     }
 
     func send(_ response: HTTPServerResponse) {
@@ -46,9 +165,10 @@ final class InFlightRequest: @unchecked Sendable {
             loop.execute { self.send(response) }
             return
         }
-        if answered { return }
+        if answered || headSent { return }
         answered = true
         task = nil
+        body?.request = nil
         response.headers.withCHeaders { h, nh in
             response.trailers.withCHeaders { t, nt in
                 response.body.withUnsafeBufferPointer { body in

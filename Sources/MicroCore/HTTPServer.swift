@@ -26,16 +26,21 @@ public final class HTTPServer: Sendable {
     private let context: ServerContext
 
     /// Binds, listens and starts serving on `group`'s loops.
+    ///
+    /// - Parameter streams: which HTTP/2 requests are handed over as streams, by path, as soon as
+    ///   their headers arrive (their body then comes through ``HTTPServerRequest/bodyStream``).
+    ///   Requests with a `micro-stream` header always are. Others arrive with their whole body.
     public init(
         group: EventLoopGroup = .shared,
         configuration: HTTPServerConfiguration = .init(),
         logger: Logger,
+        streams: (@Sendable (_ path: String) -> Bool)? = nil,
         handler: @escaping Handler
     ) throws(MicroCoreError) {
         guard (0...65535).contains(configuration.port) else {
             throw MicroCoreError(message: "port \(configuration.port) is out of range 0...65535")
         }
-        let context = ServerContext(loops: group.loops, logger: logger, handler: handler)
+        let context = ServerContext(loops: group.loops, logger: logger, streams: streams, handler: handler)
         // the server takes its own reference; this one ends with the initializer
         let tls = try configuration.tls.map { config throws(MicroCoreError) in try TLSContext(config, server: true) }
         var config = mc_server_config_t()
@@ -58,6 +63,17 @@ public final class HTTPServer: Sendable {
         callbacks.on_abort = { _, req in
             guard let user = mc_request_user(req) else { return }
             Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().peerGone()
+        }
+        callbacks.is_stream = { ctx, req in
+            Unmanaged<ServerContext>.fromOpaque(ctx!).takeUnretainedValue().isStream(req!) ? 1 : 0
+        }
+        callbacks.on_body = { _, req, data, len, end in
+            guard let user = mc_request_user(req), let body = Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().body else { return }
+            if end != 0 { body.end() } else { body.append(UnsafeRawBufferPointer(start: data, count: len)) }
+        }
+        callbacks.on_writable = { _, req in
+            guard let user = mc_request_user(req) else { return }
+            Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().writable()
         }
         callbacks.on_closed = { ctx in
             Unmanaged<ServerContext>.fromOpaque(ctx!).takeRetainedValue().closed()
@@ -145,13 +161,22 @@ final class ServerContext: Sendable {
     let loops: [EventLoop]
     let logger: Logger
     let handler: HTTPServer.Handler
+    let streams: (@Sendable (String) -> Bool)?
     let server = Mutex<ServerHandle?>(nil)
     private let state = Mutex<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
-    init(loops: [EventLoop], logger: Logger, handler: @escaping HTTPServer.Handler) {
+    init(loops: [EventLoop], logger: Logger, streams: (@Sendable (String) -> Bool)?, handler: @escaping HTTPServer.Handler) {
         self.loops = loops
         self.logger = logger
+        self.streams = streams
         self.handler = handler
+    }
+
+    /// On the loop thread, when a request's headers are complete and a body follows.
+    func isStream(_ req: OpaquePointer) -> Bool {
+        guard let streams else { return false }
+        var len = 0
+        return streams(Self.string(mc_request_path(req, &len), len))
     }
 
     func withServer(_ body: (OpaquePointer) -> Void) {
@@ -163,18 +188,20 @@ final class ServerContext: Sendable {
     /// On the connection's loop thread.
     func handle(_ req: OpaquePointer) {
         let loop = loops[Int(mc_loop_index(mc_request_loop(req)))]
-        let request = Self.read(req, loop: loop)
-        let call = InFlightRequest(req, loop: loop)
+        let streamed = mc_request_is_streaming(req) != 0
+        let call = InFlightRequest(req, loop: loop, streamed: streamed)
+        var request = Self.read(req, loop: loop, whole: !streamed)
+        request.bodyStream = call.body.map(HTTPBodyStream.init)
         mc_request_set_user(req, Unmanaged.passUnretained(call).toOpaque())
         let handler = self.handler
         // The task's first job runs after this callback returns, on this same loop.
         call.task = Task(executorPreference: loop) {
             await handler(request, HTTPResponder(call))
-            call.send(HTTPServerResponse.handlerReturnedWithoutAnswer)
+            call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
         }
     }
 
-    static func read(_ req: OpaquePointer, loop: EventLoop) -> HTTPServerRequest {
+    static func read(_ req: OpaquePointer, loop: EventLoop, whole: Bool = true) -> HTTPServerRequest {
         var len = 0
         let method = string(mc_request_method(req, &len), len)
         let path = string(mc_request_path(req, &len), len)
@@ -184,7 +211,7 @@ final class ServerContext: Sendable {
             headers.add(name: string(h.name, h.name_len), value: string(h.value, h.value_len))
         }
         let bodyPointer = mc_request_body(req, &len)
-        let body = len > 0 ? Array(UnsafeBufferPointer(start: bodyPointer, count: len)) : []
+        let body = whole && len > 0 ? Array(UnsafeBufferPointer(start: bodyPointer, count: len)) : []
         var tls: TLSPeer?
         if mc_request_is_tls(req) != 0 {
             let identity = mc_request_peer_identity(req).map { String(cString: $0) }
@@ -204,7 +231,7 @@ final class ServerContext: Sendable {
         )
     }
 
-    private static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
+    static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
         guard let p, len > 0 else { return "" }
         return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
     }

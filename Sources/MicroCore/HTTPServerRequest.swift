@@ -12,6 +12,9 @@ public struct HTTPServerRequest: Sendable {
     public var httpVersion: Int
     /// The loop that owns the connection; the handler runs on it.
     public var loop: EventLoop
+    /// The body as it arrives, for a request handed over as a stream (see
+    /// ``HTTPServer/init(group:configuration:logger:streams:handler:)``); `body` is then empty.
+    public var bodyStream: HTTPBodyStream?
     /// The TLS peer (its verified identity and chain); nil on a plaintext connection.
     public var tls: TLSPeer?
 

@@ -11,7 +11,10 @@ struct MicroCommand: AsyncParsableCommand {
         commandName: "micro",
         abstract: "Find, describe and call swift-micro (and go-micro) services.",
         discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
-        subcommands: [Services.self, Describe.self, Call.self, Publish.self, Subscribe.self, Bench.self, Certs.self]
+        subcommands: [
+            Services.self, Describe.self, Call.self, Stream.self, Watch.self, Publish.self, Subscribe.self, Bench.self,
+            StreamBench.self, Certs.self,
+        ]
     )
 }
 
@@ -42,6 +45,38 @@ struct Describe: AsyncParsableCommand {
     }
 }
 
+struct Watch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the registry's changes (a node appears, changes or leaves) as JSON lines until interrupted.")
+
+    @Argument(help: "Only this service.") var service: String?
+
+    struct Line: Encodable {
+        var action: String
+        var service: ServiceRecord
+    }
+
+    func run() async throws {
+        let events = try Registries.default.events(service: service)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await event in events {
+                    // one line per event, written at once (a pipe reader sees it immediately)
+                    var line = (try? encoder.encode(Line(action: event.action.rawValue, service: event.service))) ?? Data()
+                    line.append(10)
+                    FileHandle.standardOutput.write(line)
+                }
+            }
+            group.addTask { for await _ in signals { return } }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
 struct Call: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Call an endpoint with a JSON request and print the JSON answer.")
 
@@ -65,6 +100,65 @@ struct Call: AsyncParsableCommand {
             FileHandle.standardError.write(Data((error.json + "\n").utf8))
             throw ExitCode(1)
         }
+    }
+}
+
+struct Stream: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open a stream to an endpoint: JSON lines from stdin are the requests, each answer is printed as a JSON line.",
+        discussion: "The requests end with stdin. Works for server, client and bidirectional streams (over HTTP/2, the micro protocol).")
+
+    @Argument(help: "The service name.") var service: String
+    @Argument(help: "The endpoint, e.g. Counter.Echo.") var endpoint: String
+    @Option(help: "Seconds the whole stream may last (default: no limit).") var timeout: Double?
+    @Option(help: "Call this host:port directly instead of looking the service up.") var address: String?
+    @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
+
+    func run() async throws {
+        var options = CallOptions(address: address, streamTimeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+        options.metadata = try keyValues(metadata, what: "metadata")
+        var logger = Logger(label: "micro")
+        logger.logLevel = .error
+        let client = Client(options: options, logger: logger)
+        let (lines, taken) = Self.stdinLines()
+        do {
+            try await client.rawStream(service, endpoint) { call in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await line in lines {
+                            taken.signal()
+                            if !line.allSatisfy(\.isWhitespace) { try await call.send(Array(line.utf8)) }
+                        }
+                        call.closeSend()
+                    }
+                    for try await answer in call.responses {
+                        FileHandle.standardOutput.write(Data(answer + [10]))
+                    }
+                    group.cancelAll()  // the server ended the stream: stdin no longer matters
+                }
+            }
+        } catch let error as MicroError {
+            FileHandle.standardError.write(Data((error.json + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// stdin's lines, read on a thread of their own (reads block), at most 64 ahead of the
+    /// consumer, who signals `taken` for each line it takes: a large input is never all in memory.
+    static func stdinLines() -> (AsyncStream<String>, DispatchSemaphore) {
+        let (stream, continuation) = AsyncStream<String>.makeStream()
+        // created at 0 and raised: libdispatch traps when a semaphore dies below its initial value
+        let taken = DispatchSemaphore(value: 0)
+        for _ in 0..<64 { taken.signal() }
+        Thread.detachNewThread {
+            while true {
+                taken.wait()
+                guard let line = readLine(strippingNewline: true) else { break }
+                continuation.yield(line)
+            }
+            continuation.finish()
+        }
+        return (stream, taken)
     }
 }
 

@@ -8,8 +8,7 @@ import Glibc
 /// A service started as a child process; its log lines are awaited as events.
 public final class ChildService: Sendable {
     public let pid: pid_t
-    private let lines: AsyncStream<String>
-    private let log = Mutex<[String]>([])
+    private let output = LineLog()
     private let exited = Mutex<Int32?>(nil)
     public let port: Int
 
@@ -30,9 +29,8 @@ public final class ChildService: Sendable {
         for (k, v) in environment { env[k] = v }
         let child = try Spawn.start(launcher + [path] + arguments, environment: env, pipeOutput: true)
         pid = child.pid
-        let (stream, continuation) = AsyncStream<String>.makeStream()
-        lines = stream
         let fd = child.output!
+        let output = self.output
         Thread.detachNewThread {
             var pending: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 4096)
@@ -42,49 +40,37 @@ public final class ChildService: Sendable {
                 if n <= 0 { break }
                 pending += chunk[..<n]
                 while let nl = pending.firstIndex(of: 10) {
-                    continuation.yield(String(decoding: pending[..<nl], as: UTF8.self))
+                    output.add(String(decoding: pending[..<nl], as: UTF8.self))
                     pending.removeSubrange(...nl)
                 }
             }
             close(fd)
-            continuation.finish()
+            output.end()
         }
-        var port: Int?
-        var seen: [String] = []
-        for await line in stream {
-            seen.append(line)
-            if let range = line.range(of: "listening on ") {
-                port = Int(line[range.upperBound...].split(separator: ":").last ?? "")
-                break
-            }
-        }
-        log.withLock { $0 = seen }
-        guard let port else {
+        guard let line = await output.wait(for: "listening on ", within: .seconds(120)),
+              let port = Int(line[line.range(of: "listening on ")!.upperBound...].split(separator: ":").last ?? "")
+        else {
             kill(child.pid, SIGKILL)
             _ = await Spawn.wait(child.pid)
-            throw ChildError("\(executable) exited before listening:\n" + seen.joined(separator: "\n"))
+            throw ChildError("\(executable) exited before listening:\n" + output.lines.joined(separator: "\n"))
         }
         self.port = port
     }
 
-    /// Waits for a log line containing `text`; nil if the log ends first.
-    public func waitForLine(containing text: String) async -> String? {
-        if let line = log.withLock({ $0.first { $0.contains(text) } }) { return line }
-        for await line in lines {
-            log.withLock { $0.append(line) }
-            if line.contains(text) { return line }
-        }
-        return nil
+    /// Waits for a log line containing `text` (one already logged counts); nil if the log ends
+    /// first, or after `within` (a bound, so that a broken test fails instead of hanging).
+    public func waitForLine(containing text: String, within: Duration = .seconds(60)) async -> String? {
+        await output.wait(for: text, within: within)
     }
 
-    public var logLines: [String] { log.withLock { $0 } }
+    public var logLines: [String] { output.lines }
 
     public func signal(_ sig: Int32) { kill(pid, sig) }
 
     /// Waits for the exit; returns the status (128 + signal when killed).
     public func waitForExit() async -> Int32 {
         if let status = exited.withLock({ $0 }) { return status }
-        _ = await waitForLine(containing: "\u{0}")  // drains the log to its end
+        _ = await waitForLine(containing: "\u{0}", within: .seconds(3600))  // until the log ends
         let status = await Spawn.wait(pid)
         exited.withLock { $0 = status }
         return status
@@ -103,4 +89,66 @@ public final class ChildService: Sendable {
 public struct ChildError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// A child's output lines, and the tasks waiting for a line.
+final class LineLog: Sendable {
+    private struct State {
+        var lines: [String] = []
+        var ended = false
+        var waiters: [UUID: (text: String, continuation: CheckedContinuation<String?, Never>)] = [:]
+    }
+
+    private let state = Mutex<State>(State())
+
+    var lines: [String] { state.withLock { $0.lines } }
+
+    func add(_ line: String) {
+        let matched = state.withLock { state in
+            state.lines.append(line)
+            let matching = state.waiters.filter { line.contains($0.value.text) }
+            for id in matching.keys { state.waiters[id] = nil }
+            return matching.values.map(\.continuation)
+        }
+        for waiter in matched { waiter.resume(returning: line) }
+    }
+
+    func end() {
+        let waiters = state.withLock { state in
+            state.ended = true
+            defer { state.waiters = [:] }
+            return state.waiters.values.map(\.continuation)
+        }
+        for waiter in waiters { waiter.resume(returning: nil) }
+    }
+
+    private func give(up id: UUID) {
+        state.withLock { $0.waiters.removeValue(forKey: id) }?.continuation.resume(returning: nil)
+    }
+
+    func wait(for text: String, within: Duration) async -> String? {
+        let id = UUID()
+        return await withTaskGroup(of: String?.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+                    let now: String?? = self.state.withLock { state in
+                        if let line = state.lines.first(where: { $0.contains(text) }) { return .some(line) }
+                        if state.ended { return .some(nil) }
+                        state.waiters[id] = (text, continuation)
+                        return nil
+                    }
+                    if let now { continuation.resume(returning: now) }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: within)
+                self.give(up: id)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            self.give(up: id)  // whichever way it ended, the other task finishes now
+            return first
+        }
+    }
 }

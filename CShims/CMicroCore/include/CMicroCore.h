@@ -99,6 +99,19 @@ typedef struct mc_server_callbacks {
     void (*on_closed)(void *ctx);
     /* A message worth logging: accept back-off, a permanent listener error (any loop thread). */
     void (*on_log)(void *ctx, int level, const char *message);
+
+    /* Streams (HTTP/2 only; all optional, loop thread). */
+    /* Asked when a request's headers are complete and its body is still to come: return 1 to
+     * dispatch it now as a stream (its body then arrives through on_body), 0 to wait for the
+     * whole body as usual. A request carrying a `micro-stream` header is always a stream. */
+    int (*is_stream)(void *ctx, mc_request_t *req);
+    /* Body bytes of a streamed request (end = 1 after the last, with len 0). The bytes are only
+     * valid during the call. Flow control: the peer may send more only as the callee reports
+     * bytes consumed with mc_request_consume, so what it buffers is bounded by the stream window. */
+    void (*on_body)(void *ctx, mc_request_t *req, const uint8_t *data, size_t len, int end);
+    /* A streamed response whose mc_request_write returned 1 can take more. Must not call back
+     * into the core synchronously (resume a task instead). */
+    void (*on_writable)(void *ctx, mc_request_t *req);
 } mc_server_callbacks_t;
 
 void mc_server_config_init(mc_server_config_t *config);
@@ -134,6 +147,8 @@ const char *mc_request_path(const mc_request_t *req, size_t *len);
 size_t mc_request_header_count(const mc_request_t *req);
 mc_header_t mc_request_header(const mc_request_t *req, size_t index);
 const uint8_t *mc_request_body(const mc_request_t *req, size_t *len);
+/* 1 if the request was dispatched as a stream (its body comes through on_body). */
+int mc_request_is_streaming(const mc_request_t *req);
 /* A value the callee may attach (e.g. to find its task on abort). */
 void mc_request_set_user(mc_request_t *req, void *user);
 void *mc_request_user(const mc_request_t *req);
@@ -144,6 +159,33 @@ void *mc_request_user(const mc_request_t *req);
 int mc_request_respond(mc_request_t *req, int status, const mc_header_t *headers, size_t nheaders,
                        const uint8_t *body, size_t body_len, const mc_header_t *trailers,
                        size_t ntrailers);
+
+/* ---------------------------------------------------------------- streams (loop thread)
+ *
+ * A streamed exchange on one HTTP/2 stream, for server requests dispatched as streams (see
+ * is_stream) and for client calls opened with mc_client_stream. Outbound bytes are queued and
+ * sent as the peer's flow-control window allows; inbound bytes are credited back to the peer
+ * only when the application says it consumed them. Server side: mc_request_send_head once, then
+ * mc_request_write any number of times, then mc_request_finish (which, like
+ * mc_request_respond, ends the request's life once it is sent). Client side: mc_request_write
+ * sends request body bytes and mc_request_finish(req, NULL, 0) ends the request body. */
+
+/* Starts a streamed response: status and headers now (no content-length), body to follow.
+ * Returns 0, or -1 if the peer is gone or the protocol cannot stream (HTTP/1.1). */
+int mc_request_send_head(mc_request_t *req, int status, const mc_header_t *headers, size_t nheaders);
+
+/* Queues body bytes (copied). Returns 0, 1 if the queue is past its high-water mark (the caller
+ * should wait for on_writable / the writable callback before writing more), or -1 if the
+ * stream is gone (the bytes are dropped). */
+int mc_request_write(mc_request_t *req, const uint8_t *data, size_t len);
+
+/* Ends the body once the queue is sent, with trailers (server side). Server side, this ends
+ * the request's life like mc_request_respond: the pointer must not be used afterwards.
+ * Returns 0, or -1 if the stream is gone. */
+int mc_request_finish(mc_request_t *req, const mc_header_t *trailers, size_t ntrailers);
+
+/* Credits `len` bytes of received body back to the peer's flow-control window. */
+void mc_request_consume(mc_request_t *req, size_t len);
 
 /* ---------------------------------------------------------------- HTTP/2 client (loop thread) */
 
@@ -183,6 +225,24 @@ mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port,
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *headers,
                    size_t nheaders, const uint8_t *body, size_t body_len, mc_call_done_fn done, void *ctx,
                    int32_t *stream_id);
+
+/* A streamed call (loop thread). on_head gets the answer's status and headers (read them with
+ * the mc_request_* accessors during the call); on_data gets body bytes as they arrive (credit
+ * them with mc_request_consume); on_writable says a request whose mc_request_write returned 1
+ * can take more. done comes last, as for mc_client_call, with the trailers as headers from
+ * mc_request_trailer_index on and no body. `req` (set on success) is valid until done. */
+typedef struct mc_stream_callbacks {
+    void (*on_head)(void *ctx, mc_request_t *response);
+    void (*on_data)(void *ctx, const uint8_t *data, size_t len);
+    void (*on_writable)(void *ctx);
+    mc_call_done_fn done;
+} mc_stream_callbacks_t;
+
+/* Opens a streamed call: HEADERS now, the body through mc_request_write and mc_request_finish.
+ * Returns 0 (setting *stream_id and *req), or -1 if the connection cannot take calls. */
+int mc_client_stream(mc_client_t *client, const char *method, const char *path, const mc_header_t *headers,
+                     size_t nheaders, const mc_stream_callbacks_t *callbacks, void *ctx, int32_t *stream_id,
+                     mc_request_t **req);
 
 /* Resets the stream; done is called with MC_CALL_CANCELLED (unless already done). Loop thread. */
 void mc_client_cancel(mc_client_t *client, int32_t stream_id);
@@ -279,6 +339,45 @@ char *mc_cert_identity(const char *cert_pem, size_t len);
 /* Response accessors for client calls. */
 int mc_request_status(const mc_request_t *response);
 size_t mc_request_trailer_index(const mc_request_t *response);
+
+/* ---------------------------------------------------------------- UDP multicast (mDNS) (loop thread) */
+
+/* A datagram socket for multicast DNS, owned by one loop. */
+typedef struct mc_udp mc_udp_t;
+
+typedef struct mc_udp_addr {
+    uint8_t family;    /* 4 or 6 */
+    uint8_t ip[16];    /* network order; the first 4 bytes for IPv4 */
+    uint16_t port;
+    uint32_t scope_id; /* IPv6: the interface of a link-local address, else 0 */
+} mc_udp_addr_t;
+
+typedef struct mc_udp_callbacks {
+    void *ctx;
+    /* A datagram arrived on interface ifindex (0 if unknown). data and from are valid during the
+     * call only. Loop thread. */
+    void (*on_datagram)(void *ctx, const uint8_t *data, size_t len, const mc_udp_addr_t *from, uint32_t ifindex);
+    /* After mc_udp_close: the socket is closed and freed; ctx may be released. Loop thread. */
+    void (*on_closed)(void *ctx);
+} mc_udp_callbacks_t;
+
+/* Opens a UDP socket of family 4 or 6 bound to the wildcard address and port (0: any) with
+ * SO_REUSEADDR (so several processes share 5353), multicast TTL / hop limit 255 and multicast
+ * loop-back on (processes on one host see each other). If group (4 or 16 bytes) is not NULL it
+ * joins it on each interface in ifindexes (failing only if no join succeeds). Datagrams larger
+ * than 9216 bytes are dropped. Returns NULL and fills err on failure. Loop thread. */
+mc_udp_t *mc_udp_open(mc_loop_t *loop, int family, uint16_t port, const uint8_t *group, const uint32_t *ifindexes,
+                      size_t nifindexes, const mc_udp_callbacks_t *callbacks, char *err, size_t errlen);
+
+/* The bound port. Loop thread. */
+uint16_t mc_udp_port(const mc_udp_t *udp);
+
+/* Sends one datagram to `to` out of interface ifindex (0: the kernel chooses). Returns 0 or
+ * -errno (-EAGAIN: the datagram was dropped; datagrams are best effort). Loop thread. */
+int mc_udp_send(mc_udp_t *udp, const uint8_t *data, size_t len, const mc_udp_addr_t *to, uint32_t ifindex);
+
+/* Closes the socket, then calls on_closed. Call once, before the loop stops. Loop thread. */
+void mc_udp_close(mc_udp_t *udp);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,9 @@ public struct CallOptions: Sendable {
     public var metadata: [String: String]
     /// Call this `host:port` directly, bypassing the registry.
     public var address: String?
+    /// How long a stream may last (sent as its deadline); nil, the default, sets none, as
+    /// go-micro does. Unary calls use ``timeout``.
+    public var streamTimeout: Duration?
 
     public init(
         timeout: Duration = .seconds(5),
@@ -27,8 +30,10 @@ public struct CallOptions: Sendable {
         filters: [NodeFilter] = [],
         contentType: String = "application/json",
         metadata: [String: String] = [:],
-        address: String? = nil
+        address: String? = nil,
+        streamTimeout: Duration? = nil
     ) {
+        self.streamTimeout = streamTimeout
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff

@@ -17,8 +17,8 @@ public final class Client: Sendable {
     /// Defaults for every call; each call may pass its own.
     public let options: CallOptions
     let cache: RegistryCache
-    private let selectors: [SelectionStrategy: Selector]
-    private let defaultStrategy: SelectionStrategy
+    let selectors: [SelectionStrategy: Selector]
+    let defaultStrategy: SelectionStrategy
     let http: HTTPClient
     let codecs: Codecs
     let interceptors: [any ClientInterceptor]
@@ -180,6 +180,38 @@ public final class Client: Sendable {
         MicroError(id: "micro.client", code: 408, detail: "call to \(request.service).\(request.endpoint) timed out after \(request.options.timeout)")
     }
 
+    /// Where the next attempt goes: the options' address, or a node the selector chooses among
+    /// those not yet tried (all again once every one was).
+    /// The address to dial and, when the node requires TLS (its registry metadata says
+    /// `tls=required`, or a direct address starts with `https://` or `tls://`), what the server's
+    /// certificate must prove: that it is the service we meant to call.
+    func transport(_ service: String, _ picked: String, _ selection: Selection?) -> (String, HTTPClient.TLSTarget?) {
+        var address = picked
+        var secure = selection?.node.metadata["tls"] == "required"
+        for scheme in ["https://", "tls://"] where address.hasPrefix(scheme) {
+            address.removeFirst(scheme.count)
+            secure = true
+        }
+        return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
+    }
+
+    func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout Set<String>) async throws -> (String, Selection?) {
+        if let direct = options.address { return (direct, nil) }
+        let services: [ServiceRecord]
+        do {
+            services = try await cache.get(service)
+        } catch {
+            throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
+        }
+        if services.allSatisfy({ $0.nodes.isEmpty }) {
+            throw MicroError(id: "micro.client", code: 500, detail: "service \(service) not found")
+        }
+        if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = [] }
+        let selection = try selector.select(services, filters: options.filters, exclude: tried)
+        tried.insert(selection.node.id)
+        return (selection.node.address, selection)
+    }
+
     private func attempts(_ request: ClientRequest, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
         let options = request.options
         let selector = selectors[options.strategy ?? defaultStrategy]!
@@ -197,35 +229,10 @@ public final class Client: Sendable {
                 try await Task.sleep(until: wake)
             }
             guard deadline > .now else { throw timedOut(request) }
-            var selection: Selection?
-            var address: String
-            var secure = false
-            if let direct = options.address {
-                address = direct
-                for scheme in ["https://", "tls://"] where address.hasPrefix(scheme) {
-                    address.removeFirst(scheme.count)
-                    secure = true
-                }
-            } else {
-                let services: [ServiceRecord]
-                do {
-                    services = try await cache.get(request.service)
-                } catch {
-                    throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(request.service): \(error)")
-                }
-                if services.allSatisfy({ $0.nodes.isEmpty }) {
-                    throw MicroError(id: "micro.client", code: 500, detail: "service \(request.service) not found")
-                }
-                if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = [] }  // all tried: any again
-                selection = try selector.select(services, filters: options.filters, exclude: tried)
-                address = selection!.node.address
-                tried.insert(selection!.node.id)
-                secure = selection!.node.metadata["tls"] == "required"
-            }
+            let (picked, selection) = try await pick(request.service, options, selector, &tried)
+            let (address, target) = transport(request.service, picked, selection)
             let wire = Wire.encode(request, remaining: deadline - .now)
             do {
-                // over TLS the server must prove it is the service we meant to call
-                let target = secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: request.service)) : nil
                 let response = try await http.request(
                     address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline, tls: target)
                 switch Wire.decode(response, grpc: wire.grpc, service: request.service) {

@@ -36,12 +36,19 @@ enum Wire {
             "content-type": options.contentType,
             "accept": options.contentType,
             "micro-service": request.service,
-            "micro-endpoint": request.endpoint,
-            "micro-method": request.endpoint,
+            "micro-endpoint": microEndpoint(request.endpoint),
+            "micro-method": microEndpoint(request.endpoint),
             "timeout": String(max(1, remaining.wholeNanoseconds)),
         ]
         for (key, value) in options.metadata { headers[key] = value }
         return Outgoing(path: "/", headers: headers, body: request.body, grpc: false)
+    }
+
+    /// The micro protocol's endpoint name: `Service.Method` as given, or made from a gRPC path
+    /// (`/pkg.Service/Method`), so that generated clients work over either wire.
+    static func microEndpoint(_ endpoint: String) -> String {
+        guard endpoint.hasPrefix("/"), let (_, short) = Router.grpcEndpointNames(endpoint) else { return endpoint }
+        return short
     }
 
     /// `/pkg.Service/Method` as given, or go-micro's mapping of `Service.Method` of service

@@ -86,6 +86,7 @@ public struct MicroError: Error, Codable, Sendable, Equatable, CustomStringConve
         case 413: "Request Entity Too Large"
         case 415: "Unsupported Media Type"
         case 429: "Too Many Requests"
+        case 499: "Client Closed Request"
         case 500: "Internal Server Error"
         case 501: "Not Implemented"
         case 502: "Bad Gateway"

@@ -48,8 +48,27 @@ public final class LocalRegistry: Registry {
                 try data.write(to: dir.appendingPathComponent(Self.fileName(node.id)), options: .atomic)
             }
         } catch {
-            throw MicroError(id: "micro.registry", code: 500, detail: "cannot register \(service.name) in \(directory.path): \(error.localizedDescription)")
+            throw MicroError(id: "micro.registry", code: 500, detail: "cannot register \(service.name) in \(directory.path): \(Self.describe(error))")
         }
+    }
+
+    /// A file error as the system says it ("No space left on device"), not Foundation's
+    /// paraphrase.
+    static func describe(_ error: any Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        if let cocoa = error as? CocoaError {
+            switch cocoa.code {
+            case .fileWriteOutOfSpace: return String(cString: strerror(ENOSPC))
+            case .fileWriteNoPermission: return String(cString: strerror(EACCES))
+            case .fileWriteVolumeReadOnly: return String(cString: strerror(EROFS))
+            default: break
+            }
+        }
+        return ns.localizedDescription
     }
 
     public func deregister(_ service: ServiceRecord) async throws {

@@ -39,6 +39,17 @@ extension Router {
         guard let endpoint = endpoint(named: qualified) ?? endpoint(named: short) else {
             return responder.send(fail(.unimplemented, "method \(request.path) not found on service \(service)"))
         }
+        var deadline: ContinuousClock.Instant?
+        if let text = request.headers["grpc-timeout"] {
+            guard let timeout = GRPCText.parseTimeout(text) else {
+                return responder.send(fail(.internal, "malformed grpc-timeout '\(text)'"))
+            }
+            deadline = .now + timeout
+        }
+        if let streaming = endpoint.streaming {
+            return await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec,
+                                     grpcContentType: contentType, deadline: deadline)
+        }
         let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
         do {
             messages = try GRPCFraming.messages(in: request.body)
@@ -68,13 +79,6 @@ extension Router {
         }
         guard body.count <= Self.maxGRPCMessageBytes else {
             return responder.send(fail(.resourceExhausted, "request message of \(body.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)"))
-        }
-        var deadline: ContinuousClock.Instant?
-        if let text = request.headers["grpc-timeout"] {
-            guard let timeout = GRPCText.parseTimeout(text) else {
-                return responder.send(fail(.internal, "malformed grpc-timeout '\(text)'"))
-            }
-            deadline = .now + timeout
         }
         let context = Context(
             service: service,

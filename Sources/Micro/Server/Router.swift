@@ -8,6 +8,8 @@ struct EndpointHandler: Sendable {
     let name: String
     var description = Endpoint(name: "")
     let call: @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
+    /// Set for streaming endpoints (then `call` is not used).
+    var streaming: StreamingHandler?
 }
 
 /// Routes requests to endpoints the go-micro way: the `Micro-Endpoint` header (falling back to
@@ -20,6 +22,8 @@ final class Router: Sendable {
     /// Deliveries of the HTTP broker arrive on the service's own port.
     let broker: HTTPBroker?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
+    /// Whether any endpoint streams (the core asks per request; most services have none).
+    let hasStreams = Atomic<Bool>(false)
 
     init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: HTTPBroker? = nil) {
         self.interceptors = interceptors
@@ -31,6 +35,7 @@ final class Router: Sendable {
 
     func register(_ endpoint: EndpointHandler) {
         endpoints.withLock { $0[endpoint.name] = endpoint }
+        if endpoint.streaming != nil { hasStreams.store(true, ordering: .relaxed) }
     }
 
     var endpointNames: [String] { endpoints.withLock { $0.keys.sorted() } }
@@ -59,6 +64,12 @@ final class Router: Sendable {
         var deadline: ContinuousClock.Instant?
         if let timeout = request.headers["timeout"], let ns = Int64(timeout), ns > 0 {
             deadline = .now + .nanoseconds(ns)
+        }
+        if let streaming = endpoint.streaming {
+            return await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec, grpcContentType: nil, deadline: deadline)
+        }
+        if request.bodyStream != nil {
+            return responder.send(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
         let context = Context(
             service: service,

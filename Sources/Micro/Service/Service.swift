@@ -65,6 +65,7 @@ public final class Service: Sendable {
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
                              broker: broker as? HTTPBroker)
         registerHealth()
+        registerReflection()
     }
 
     /// Registers a typed handler for `endpoint` (e.g. `Helloworld.Greeting`). The request is
@@ -142,8 +143,8 @@ public final class Service: Sendable {
         }
         config.tls = options.tls
         let router = self.router
-        let server = try HTTPServer(group: options.eventLoopGroup, configuration: config, logger: options.logger) {
-            request, responder in
+        let server = try HTTPServer(group: options.eventLoopGroup, configuration: config, logger: options.logger,
+                                    streams: { router.isStream(path: $0) }) { request, responder in
             await router.serve(request, responder)
         }
         state.withLock { $0.server = server }
@@ -285,6 +286,7 @@ public final class Service: Sendable {
                     options.logger.warning("cannot deregister: \(error)")
                 }
             }
+            health.closeWatches()  // watchers have seen NOT_SERVING; their streams end so the drain can
             await server.shutdownGracefully(timeout: options.drainTimeout)
             options.logger.info("stopped")
         } onGracefulShutdown: {

@@ -1,0 +1,159 @@
+/*
+ * Streamed bodies on HTTP/2, for both sides. Outbound: bytes queue in the request's `resp`
+ * buffer and a deferred data source hands them to nghttp2 as the peer's window opens; a writer
+ * that finds the queue past its high-water mark is told (on_writable) when it drops below the
+ * low one, so memory stays bounded by the mark, not by what the application produces. Inbound:
+ * nothing is credited back to the peer until the application consumes it (mc_request_consume),
+ * so a slow reader holds the sender to the stream window.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <string.h>
+
+static size_t pending(const mc_request_t *r) { return r->resp.len - r->resp_off; }
+
+static void notify_writable(mc_request_t *r) {
+    r->want_writable = false;
+    if (r->proto == MC_PROTO_H2_CLIENT) {
+        if (r->scb.on_writable) r->scb.on_writable(r->done_ctx);
+    } else if (r->conn && r->conn->server->cb.on_writable) {
+        r->conn->server->cb.on_writable(r->conn->server->cb.ctx, r);
+    }
+}
+
+ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                       nghttp2_data_source *source, void *user) {
+    (void)id;
+    (void)user;
+    mc_request_t *r = source->ptr;
+    size_t left = pending(r);
+    size_t n = left < length ? left : length;
+    if (n) memcpy(buf, r->resp.data + r->resp_off, n);
+    r->resp_off += n;
+    if (r->resp_off == r->resp.len) r->resp.len = r->resp_off = 0;
+    if (r->want_writable && pending(r) < MC_STREAM_LOW_WATER) notify_writable(r);
+    if (pending(r) == 0) {
+        if (r->out_finished) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (mc_h2_submit_trailers(s, r)) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        } else if (n == 0) {
+            r->deferred = true;
+            return NGHTTP2_ERR_DEFERRED;
+        }
+    }
+    return (ssize_t)n;
+}
+
+void mc_stream_closed(nghttp2_session *s, mc_request_t *r) {
+    if (r->unconsumed) nghttp2_session_consume_connection(s, r->unconsumed);
+    r->unconsumed = 0;
+    r->stream_closed = true;
+}
+
+/* A go-micro stream on HTTP/1.1 (h1.c). */
+static bool h1_stream(const mc_request_t *r) { return r->proto == MC_PROTO_H1 && r->streaming; }
+
+/* The connection of a stream that can still send, or NULL. */
+static mc_conn_t *live(const mc_request_t *r) {
+    mc_conn_t *c = r->conn;
+    if (!c || c->closing) return NULL;
+    if (h1_stream(r)) return c->h1_stream == r ? c : NULL;
+    if (!c->h2 || r->stream_closed) return NULL;
+    return c;
+}
+
+static void resume(mc_conn_t *c, mc_request_t *r) {
+    if (r->deferred) {
+        r->deferred = false;
+        nghttp2_session_resume_data(c->h2, r->stream_id);
+    }
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+int mc_request_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
+    mc_conn_t *c = live(r);
+    if (!c || r->head_sent || r->responded) return -1;
+    if (h1_stream(r)) {
+        if (mc_h1_stream_head(r, status, h, nh) != 0) return -1;
+        r->head_sent = true;
+        return 0;
+    }
+    if (r->proto != MC_PROTO_H2 || mc_h2_send_head(r, status, h, nh) != 0) return -1;
+    r->head_sent = true;
+    mc_loop_mark_dirty(c->loop, c);
+    return 0;
+}
+
+int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
+    mc_conn_t *c = live(r);
+    if (!c || !r->head_sent || r->out_finished) return -1;
+    if (h1_stream(r)) return mc_h1_stream_write(r, data, len);
+    if (r->resp_off && r->resp_off >= r->resp.len / 2) {
+        memmove(r->resp.data, r->resp.data + r->resp_off, pending(r));
+        r->resp.len -= r->resp_off;
+        r->resp_off = 0;
+    }
+    if (mc_buf_append(&r->resp, data, len) != 0) {
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
+        mc_loop_mark_dirty(c->loop, c);
+        return -1;
+    }
+    resume(c, r);
+    if (pending(r) >= MC_STREAM_HIGH_WATER) {
+        r->want_writable = true;
+        return 1;
+    }
+    return 0;
+}
+
+int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
+    if (r->proto == MC_PROTO_H2_CLIENT) {
+        mc_conn_t *c = live(r);
+        if (!c || r->out_finished) return -1;
+        r->out_finished = true;
+        resume(c, r);
+        return 0;
+    }
+    if (h1_stream(r)) {
+        if (r->responded) return -1;
+        r->responded = true;
+        mc_conn_t *c = live(r);
+        int rc = -1;
+        if (c) {
+            c->active--;
+            rc = (r->head_sent || mc_h1_stream_head(r, 200, NULL, 0) == 0) ? mc_h1_stream_finish(r, t, nt) : -1;
+            mc_conn_request_done(c);
+        }
+        mc_request_release(r);
+        return rc;
+    }
+    if (!r->head_sent) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
+    if (r->responded) return -1;
+    r->responded = true;
+    r->want_writable = false; /* the application is done with it: no more callbacks */
+    mc_conn_t *c = r->conn;
+    if (!c || c->closing) {
+        mc_request_release(r);
+        return -1;
+    }
+    c->active--;
+    mc_conn_request_done(c);
+    if (mc_h2_store_trailers(r, t, nt) != 0) r->ntrailers = 0;
+    r->out_finished = true;
+    resume(c, r);
+    return 0;
+}
+
+void mc_request_consume(mc_request_t *r, size_t len) {
+    mc_conn_t *c = live(r);
+    if (!c) return;
+    if (len > r->unconsumed) len = r->unconsumed;
+    if (!len) return;
+    r->unconsumed -= len;
+    /* HTTP/1.1 has no window: reading resumes (at the next flush) once below its mark */
+    if (!h1_stream(r)) nghttp2_session_consume(c->h2, r->stream_id, len);
+    mc_loop_mark_dirty(c->loop, c);
+}

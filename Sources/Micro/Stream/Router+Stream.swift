@@ -1,0 +1,162 @@
+import Foundation
+import Logging
+import MicroCore
+import Synchronization
+
+/// The shape of a streaming endpoint, as gRPC names them.
+enum StreamKind: String, Sendable {
+    case server, client, bidi
+}
+
+/// A streaming endpoint: raw framed messages in and out, typed by the wrappers of
+/// `Service+Stream.swift`.
+struct StreamingHandler: Sendable {
+    let kind: StreamKind
+    let run: @Sendable (_ requests: MessageSource, _ responses: any MessageSink, _ codec: any Codec, _ context: Context) async throws -> Void
+}
+
+/// Streams on the same port as everything else (HTTP/2 only):
+/// - gRPC: `POST /pkg.Service/Method`, `application/grpc*`, messages with gRPC's 5-byte prefix,
+///   the status in trailers.
+/// - the micro protocol: the usual `Micro-Endpoint` headers plus `Micro-Stream: <id>`, the same
+///   5-byte framing both ways, and an error in a `micro-error` trailer (or header, when nothing
+///   was sent yet).
+extension Router {
+    /// Whether an HTTP/2 request to `path` should be handed over as a stream (asked by the core
+    /// when a request's headers arrive with a body to follow).
+    func isStream(path: String) -> Bool {
+        guard hasStreams.load(ordering: .relaxed), let (qualified, short) = Self.grpcEndpointNames(path) else { return false }
+        return (endpoint(named: qualified) ?? endpoint(named: short))?.streaming != nil
+    }
+
+    func serveStream(
+        _ request: HTTPServerRequest,
+        _ responder: HTTPResponder,
+        endpoint: EndpointHandler,
+        handler: StreamingHandler,
+        codec: any Codec,
+        grpcContentType: String?,
+        deadline: ContinuousClock.Instant?
+    ) async {
+        let context = Context(
+            service: service,
+            endpoint: endpoint.name,
+            metadata: Metadata(request.headers),
+            deadline: deadline,
+            eventLoop: request.loop,
+            baseLogger: logger,
+            peer: Peer(request.tls)
+        )
+        guard responder.canStream else {
+            let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it with a Micro-Stream header (HTTP/1.1 or HTTP/2) or over gRPC")
+            return responder.send(error(e))
+        }
+        let source = MessageSource(
+            loop: request.loop,
+            body: request.bodyStream,
+            whole: request.bodyStream == nil ? request.body : [],
+            compression: request.headers["grpc-encoding"],
+            maxMessageBytes: Self.maxGRPCMessageBytes,
+            onFailure: { _ in Self.streamFailure(context) }
+        )
+        let sink = ServerStreamSink(responder: responder, context: context, contentType: grpcContentType ?? codec.contentType)
+        let name = endpoint.name
+        let end: @Sendable (MicroError?) -> Void = { error in
+            guard sink.end() else { return }
+            if let grpcContentType {
+                let code = error.map { GRPCStatusCode(microCode: $0.code) } ?? .ok
+                var trailers: HTTPHeaders = ["grpc-status": String(code.rawValue)]
+                if let error { trailers.add(name: "grpc-message", value: GRPCText.encodeMessage(error.detail)) }
+                if sink.started {
+                    responder.finish(trailers: trailers)
+                } else {
+                    var headers = sink.head(contentType: grpcContentType)
+                    for (name, value) in trailers { headers.add(name: name, value: value) }
+                    responder.send(HTTPServerResponse(status: 200, headers: headers))
+                }
+            } else if sink.started {
+                responder.finish(trailers: error.map { ["micro-error": $0.json] } ?? [:])
+            } else if let error {
+                responder.send(self.error(error))
+            } else if request.httpVersion == 1 {
+                responder.finish()  // go-micro's stream: the EOS frame
+            } else {
+                responder.send(HTTPServerResponse(status: 200, headers: sink.head(contentType: codec.contentType)))
+            }
+        }
+        let work: @Sendable () async -> Void = {
+            do {
+                try await handler.run(source, sink, codec, context)
+                end(nil)
+            } catch let e as MicroError {
+                end(e)
+            } catch is CancellationError {
+                end(Self.streamFailure(context))
+            } catch {
+                context.logger.error("stream handler failed: \(error)")
+                end(.internalServerError(self.service, "\(error)"))
+            }
+        }
+        guard let deadline else { return await work() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await work() }
+            group.addTask {
+                guard (try? await Task.sleep(until: deadline)) != nil else { return }
+                end(.timeout(self.service, "\(name) did not finish before the caller's deadline"))
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// A caller's deadline runs from before it sent the request, so a caller that gives up at
+    /// its deadline resets the stream a little before ours passes: a reset this close to our
+    /// deadline is that deadline.
+    static let deadlineSlack: Duration = .milliseconds(250)
+
+    /// What a handler's reads and writes throw once the stream is over: the deadline if it
+    /// passed (or is within ``deadlineSlack``), else cancellation (the client went away).
+    static func streamFailure(_ context: Context) -> MicroError {
+        if let deadline = context.deadline, deadline <= .now + deadlineSlack {
+            return .timeout(context.service, "\(context.endpoint): the caller's deadline passed")
+        }
+        return MicroError(id: context.service, code: 499, detail: "\(context.endpoint): the client cancelled the stream")
+    }
+}
+
+/// A handler's answers: the head goes with the first message.
+final class ServerStreamSink: MessageSink {
+    let responder: HTTPResponder
+    let context: Context
+    let contentType: String
+    private let state = Atomic<UInt8>(0)  // bit 0: started, bit 1: ended
+
+    init(responder: HTTPResponder, context: Context, contentType: String) {
+        self.responder = responder
+        self.context = context
+        self.contentType = contentType
+    }
+
+    var started: Bool { state.load(ordering: .acquiring) & 1 != 0 }
+
+    /// True for the first caller only.
+    func end() -> Bool { state.bitwiseOr(2, ordering: .acquiringAndReleasing).oldValue & 2 == 0 }
+
+    func head(contentType: String) -> HTTPHeaders {
+        var headers: HTTPHeaders = ["content-type": contentType]
+        for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
+        return headers
+    }
+
+    func send(_ framed: [UInt8]) async throws {
+        if Task.isCancelled { throw Router.streamFailure(context) }
+        do {
+            if state.bitwiseOr(1, ordering: .acquiringAndReleasing).oldValue & 1 == 0 {
+                try await responder.sendHead(status: 200, headers: head(contentType: contentType))
+            }
+            try await responder.write(framed)
+        } catch {
+            throw Router.streamFailure(context)
+        }
+    }
+}
