@@ -362,6 +362,37 @@ struct TLSFixture {
         await server.shutdownGracefully(timeout: .seconds(5))
     }
 
+    @Test func aBidirectionalStreamRunsOverMutualTLS() async throws {
+        let fx = try TLSFixture()
+        defer { fx.remove() }
+        let registry = MemoryRegistry()
+        let options = ServiceOptions(handleSignals: false, registry: registry, tls: try fx.certs.issue(service: "sensors").tlsConfig())
+        let service = Service(name: "sensors", address: "127.0.0.1:0", options: options)
+        service.handle("Sensors.Scale", bidiStream: { (readings: MessageStream<TLSReading>, out: MessageWriter<TLSReading>, ctx: Context) in
+            for try await reading in readings {
+                try await out.write(TLSReading(sensor: ctx.peer.identity ?? "-", value: reading.value * 10))
+            }
+        })
+        let events = try registry.events(service: "sensors")
+        let task = Task { try await service.run() }
+        for await event in events where event.action == .create { break }
+        let client = Client(registry: registry, tls: try fx.certs.issue(service: "caller").tlsConfig())
+        for contentType in ["application/json", "application/grpc+json"] {
+            let scaled = try await client.stream("sensors", "Sensors.Scale", request: TLSReading.self, response: TLSReading.self,
+                                                 options: CallOptions(contentType: contentType)) { call in
+                try await call.send(TLSReading(sensor: "a", value: 1.5))
+                var iterator = call.responses.makeAsyncIterator()
+                let first = try await iterator.next()
+                call.closeSend()
+                return (first, try await iterator.next())
+            }
+            #expect(scaled.0 == TLSReading(sensor: "spiffe://micro.local/service/caller", value: 15))
+            #expect(scaled.1 == nil)
+        }
+        service.stop()
+        try await task.value
+    }
+
     // MARK: helpers
 
     static func authority(_ name: String) throws -> CertificateFactory.Issued {
@@ -408,6 +439,10 @@ struct TLSFixture {
 }
 
 struct TLSName: Codable, Sendable { var name: String }
+struct TLSReading: Codable, Sendable, Equatable {
+    var sensor: String
+    var value: Double
+}
 struct TLSGreeting: Codable, Sendable { var message: String }
 
 /// An interceptor that records the caller's identity (authorization would look here).
