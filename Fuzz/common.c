@@ -52,6 +52,8 @@ mc_loop_t *fuzz_loop(void) {
     return loop;
 }
 
+mc_tls_ctx_t *fuzz_tls;
+
 mc_server_t *fuzz_server(void) {
     memset(&server, 0, sizeof server);
     /* mc_server_config_init's defaults (listener.c is not linked: no socket is opened) */
@@ -71,6 +73,7 @@ mc_server_t *fuzz_server(void) {
     server.cb.on_writable = fuzz_app_on_writable;
     server.nloops = 1;
     server.loops = &server_loop;
+    server.tls = fuzz_tls;
     server_loop = (mc_server_loop_t){.server = &server, .loop = fuzz_loop()};
     return &server;
 }

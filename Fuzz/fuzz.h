@@ -45,6 +45,8 @@ fuzz_input_t fuzz_parse(const uint8_t *p, size_t n);
 /* The one loop (no thread) and the fake server; limits reset to the defaults on each call. */
 mc_loop_t *fuzz_loop(void);
 mc_server_t *fuzz_server(void);
+/* The TLS context the fake server's connections use (the tls target); NULL: plaintext. */
+extern mc_tls_ctx_t *fuzz_tls;
 mc_server_loop_t *fuzz_server_loop(void);
 
 /* The fake kernel under mc_fuzz_try_write. */

@@ -98,6 +98,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
             if (r->streaming && r->scb.on_head) r->scb.on_head(r->done_ctx, r);
         }
     }
+    if (f->hd.type == NGHTTP2_SETTINGS && c->tls && !c->client->connected) {
+        /* TLS hook: the server's first frame; its verdict on our certificate came before it */
+        c->client->connected = true;
+        if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, 0, "");
+    }
     if (f->hd.type == NGHTTP2_GOAWAY && !c->client->goaway) {
         c->client->goaway = true;
         if (c->client->cb.on_goaway) c->client->cb.on_goaway(c->client->cb.ctx);
@@ -137,6 +142,7 @@ void mc_client_handles_closed(mc_conn_t *c) {
     mc_buf_free(&c->in);
     mc_buf_free(&c->out);
     mc_buf_free(&c->inflight);
+    mc_tls_conn_free(c);
     mc_client_callbacks_t cb = cl->cb;
     if (cl->resolving) {
         cl->orphaned = true; /* the threadpool still holds the lookup request */
@@ -175,10 +181,41 @@ static void on_connect(uv_connect_t *req, int status) {
     }
     nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 * 1024 * 1024);
     c->proto = MC_PROTO_H2_CLIENT;
+    if (c->tls) {
+        /* TLS hook: connected once the handshake is done and the server's SETTINGS arrive */
+        mc_conn_start_reading(c);
+        if (mc_tls_start_handshake(c) != 0) mc_client_tls_failed(c);
+        return;
+    }
     c->client->connected = true;
     mc_conn_start_reading(c);
     mc_loop_mark_dirty(c->loop, c);
     if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, 0, "");
+}
+
+void mc_client_tls_handshaken(mc_conn_t *c) { mc_loop_mark_dirty(c->loop, c); }
+
+void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n) {
+    mc_client_state_t *cl = c->client;
+    if (cl->seen_bytes || n == 0) return;
+    cl->seen_bytes = true;
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
+        snprintf(cl->error, sizeof cl->error, "the server answered in HTTP/1.x, not HTTP/2: it may serve TLS only (call it with https://)");
+    else if (p[0] == 0x15)
+        snprintf(cl->error, sizeof cl->error, "the server sent a TLS alert: it serves TLS only (call it with https://)");
+}
+
+void mc_client_tls_failed(mc_conn_t *c) {
+    if (c->closing) return;
+    if (!c->client->connected && c->client->cb.on_connected) {
+        const char *why = mc_tls_error(c);
+        char msg[420];
+        snprintf(msg, sizeof msg, "TLS to %s:%u failed: %s", c->client->host, (unsigned)c->client->port,
+                 why[0] ? why : "the server closed the connection during the handshake (does it speak TLS?)");
+        c->client->connected = true; /* reported: on_connected is not called again */
+        c->client->cb.on_connected(c->client->cb.ctx, UV_EPROTO, msg);
+    }
+    mc_conn_close(c);
 }
 
 static void connect_to(mc_conn_t *c, const struct sockaddr *addr) {
@@ -211,7 +248,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 /* A client connection with its handles initialized, not yet connected; NULL if out of memory. */
 static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
-                             const mc_client_callbacks_t *cb) {
+                             const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
+                             const char *expected_identity) {
     mc_conn_t *c = calloc(1, sizeof *c);
     mc_client_state_t *cl = calloc(1, sizeof *cl);
     if (!c || !cl || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
@@ -229,12 +267,36 @@ static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, s
     cl->port = port;
     cl->max_response_bytes = max_response_bytes ? max_response_bytes : 64 * 1024 * 1024;
     snprintf(cl->host, sizeof cl->host, "%s", host);
+    if (tls && mc_tls_conn_start(c, tls, server_name && server_name[0] ? server_name : host, expected_identity) != 0) {
+        /* the handles are initialized: close them (the close callbacks free c) */
+        mc_tls_conn_free(c);
+        cl->cb = (mc_client_callbacks_t){0};
+        mc_conn_close(c);
+        return NULL;
+    }
     return c;
 }
 
+static mc_client_t *connect_any(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                                const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
+                                const char *expected_identity);
+
 mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                const mc_client_callbacks_t *cb) {
-    mc_conn_t *c = client_new(loop, host, port, max_response_bytes, cb);
+    return connect_any(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL);
+}
+
+mc_client_t *mc_client_connect_tls(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                                   const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
+                                   const char *expected_identity) {
+    if (!tls) return NULL;
+    return connect_any(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity);
+}
+
+static mc_client_t *connect_any(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                                const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
+                                const char *expected_identity) {
+    mc_conn_t *c = client_new(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity);
     if (!c) return NULL;
     mc_client_state_t *cl = c->client;
     struct sockaddr_in6 a6;
@@ -312,7 +374,7 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
     size_t k = 0;
 #define NV(n, nl, v, vl) (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE}
     nv[k++] = NV(":method", 7, method, strlen(method));
-    nv[k++] = NV(":scheme", 7, "http", 4);
+    nv[k++] = c->tls ? NV(":scheme", 7, "https", 5) : NV(":scheme", 7, "http", 4);
     nv[k++] = NV(":authority", 10, authority, strlen(authority));
     nv[k++] = NV(":path", 5, path, strlen(path));
     for (size_t i = 0; i < nh; i++) nv[k++] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
@@ -382,7 +444,7 @@ void mc_client_close(mc_client_t *client) {
 #ifdef MC_FUZZING
 /* mc_client_connect without a socket (internal.h): the connection as on_connect leaves it. */
 mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb) {
-    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb);
+    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL);
     if (!c) return NULL;
     c->client->connect_req.data = c;
     on_connect(&c->client->connect_req, 0);

@@ -8,8 +8,11 @@
 #endif
 #include "internal.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #ifdef MC_FUZZING
@@ -21,9 +24,23 @@
 #define MC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define MC_H2_PREFACE_LEN 24
 #define MC_OUT_HIGH_WATER (4 * 1024 * 1024)
+#define MC_TLS_LINGER_MS 2000
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Here rather than in listener.c so that the fuzz harnesses, which link no listener, have it. */
+void mc_server_log(mc_server_t *s, int level, const char *fmt, ...) {
+    if (!s->cb.on_log) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s->cb.on_log(s->cb.ctx, level, msg);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void tls_linger(mc_conn_t *c);
 
 void mc_conn_start_reading(mc_conn_t *c) {
     c->read_stopped = false;
@@ -34,7 +51,8 @@ static void on_timer(uv_timer_t *t);
 static bool want_reading(mc_conn_t *c) {
     if (c->closing || c->eof || c->h1_paused || c->close_after_flush) return false;
     if (c->h1_stream && c->h1_stream->unconsumed > MC_H1_STREAM_WINDOW) return false; /* a slow stream reader */
-    return c->out.len + c->inflight.len <= MC_OUT_HIGH_WATER;
+    size_t tls_pending = c->tls ? mc_tls_wire(c)->len : 0; /* TLS hook */
+    return c->out.len + c->inflight.len + tls_pending <= MC_OUT_HIGH_WATER;
 }
 
 static void update_reading(mc_conn_t *c) {
@@ -82,6 +100,19 @@ void mc_conn_open(mc_server_loop_t *sl, int fd) {
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c->header_deadline = uv_now(&loop->uv) + s->config.header_timeout_ms;
+    /* TLS hook: the server's context at this moment (a reload changes it for later ones only) */
+    pthread_mutex_lock(&s->tls_mu);
+    mc_tls_ctx_t *ctx = s->tls;
+    if (ctx) mc_tls_ctx_retain(ctx);
+    pthread_mutex_unlock(&s->tls_mu);
+    if (ctx) {
+        int rc = mc_tls_conn_start(c, ctx, NULL, NULL);
+        mc_tls_ctx_free(ctx);
+        if (rc != 0) {
+            mc_conn_close(c);
+            return;
+        }
+    }
     if (atomic_load(&s->shutting_down)) {
         mc_conn_close(c);
         return;
@@ -103,6 +134,7 @@ static void on_handle_closed(uv_handle_t *h) {
     mc_buf_free(&c->in);
     mc_buf_free(&c->out);
     mc_buf_free(&c->inflight);
+    mc_tls_conn_free(c);
     if (c->prev) c->prev->next = c->next;
     else c->sl->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -146,9 +178,13 @@ static void on_write(uv_write_t *w, int status) {
 }
 
 static bool finished(mc_conn_t *c) {
-    if (c->writing || c->out.len) return false;
-    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) return mc_h2_done(c);
-    return (c->close_after_flush || c->eof) && c->active == 0 && !c->h1_paused;
+    if (c->writing || c->out.len || (c->tls && mc_tls_wire(c)->len)) return false;
+    bool done;
+    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) done = mc_h2_done(c);
+    else done = (c->close_after_flush || c->eof) && c->active == 0 && !c->h1_paused;
+    /* TLS hook: close_notify goes out before an orderly close */
+    if (done && c->tls && mc_tls_shutdown(c)) return false;
+    return done;
 }
 
 static void flush(mc_conn_t *c) {
@@ -157,20 +193,29 @@ static void flush(mc_conn_t *c) {
         mc_conn_close(c);
         return;
     }
-    if (!c->writing && c->out.len) {
-        uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    /* TLS hook: c->out holds plaintext; the records to write wait in the TLS wire buffer */
+    mc_buf_t *pending = &c->out;
+    if (c->tls) {
+        if (mc_tls_encrypt(c) != 0) {
+            mc_conn_close(c);
+            return;
+        }
+        pending = mc_tls_wire(c);
+    }
+    if (!c->writing && pending->len) {
+        uv_buf_t b = uv_buf_init((char *)pending->data, (unsigned)pending->len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
         if (n < 0) {
             mc_conn_close(c);
             return;
         }
-        mc_buf_consume(&c->out, (size_t)n);
-        if (c->out.len) {
+        mc_buf_consume(pending, (size_t)n);
+        if (pending->len) {
             mc_buf_t t = c->inflight;
-            c->inflight = c->out;
-            c->out = t;
-            c->out.len = 0;
+            c->inflight = *pending;
+            *pending = t;
+            pending->len = 0;
             b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
             c->wreq.data = c;
             if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
@@ -180,6 +225,8 @@ static void flush(mc_conn_t *c) {
             c->writing = true;
         }
     }
+    /* TLS hook: a refused handshake's answer is out: half-close and linger */
+    if (c->tls && !c->client && mc_tls_failed(c) && !c->writing && !pending->len && !c->tls_linger) tls_linger(c);
     if (finished(c)) {
         mc_conn_close(c);
         return;
@@ -204,7 +251,9 @@ void mc_flush_dirty(mc_loop_t *loop) {
 void mc_conn_update_timer(mc_conn_t *c) {
     if (c->closing || c->client) return; /* clients: the caller's deadlines govern */
     uint64_t now = uv_now(&c->loop->uv), deadline;
-    if (c->header_deadline) {
+    if (c->tls && mc_tls_failed(c)) {
+        deadline = now + MC_TLS_LINGER_MS; /* TLS hook: a refused handshake lingers briefly */
+    } else if (c->header_deadline) {
         deadline = c->header_deadline;
     } else if (c->writing || c->h1_cur) {
         /* output the peer does not read, or a body that stalls: restarted on each progress */
@@ -253,6 +302,19 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
         data = c->in.data;
         len = c->in.len;
     }
+    if (!c->tls && data[0] == 0x16 && c->server) {
+        /* A TLS handshake record on a plaintext port: a fatal handshake_failure alert (plain, as
+         * alerts before a handshake are), a log line, and the connection closes. */
+        static const uint8_t alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28};
+        mc_server_log(c->server, MC_LOG_WARNING, "a TLS ClientHello on a plaintext port; connection closed");
+        mc_buf_free(&c->in);
+        c->proto = MC_PROTO_H1;
+        mc_h1_init(c);
+        c->close_after_flush = true;
+        c->header_deadline = 0;
+        mc_conn_write(c, alert, sizeof alert);
+        return 0;
+    }
     size_t cmp = len < MC_H2_PREFACE_LEN ? len : MC_H2_PREFACE_LEN;
     bool h2 = memcmp(data, MC_H2_PREFACE, cmp) == 0;
     if (h2 && len < MC_H2_PREFACE_LEN) {
@@ -276,35 +338,86 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
     return rc;
 }
 
+/* Plaintext bytes to the protocol (from the socket, or decrypted by tls.c). */
+static int feed(mc_conn_t *c, const uint8_t *p, size_t n) {
+    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) return mc_h2_feed(c, p, n);
+    if (c->proto == MC_PROTO_H1) return mc_h1_feed(c, p, n);
+    return sniff(c, p, n);
+}
+
+static void on_eof(mc_conn_t *c, ssize_t nread) {
+    /* EOF after complete HTTP/1 requests (a half-closed client) still gets every answer,
+     * including requests still waiting in the input buffer */
+    if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing || c->h1_paused)) {
+        c->eof = true;
+        mc_request_t *r = c->h1_stream;
+        if (r && !r->in_ended && !r->responded && !r->aborted) {
+            /* a half-close ends the client's messages, as EOS would */
+            r->in_ended = true;
+            c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
+        }
+        update_reading(c);
+        mc_loop_mark_dirty(c->loop, c);
+        return;
+    }
+    mc_conn_close(c);
+}
+
+/* TLS hook: the handshake failed. The peer gets the alert (or a plain 400), then our FIN; what
+ * it still sends is read and dropped until its EOF (bounded by a timer), because closing with
+ * unread input would reset the connection and destroy the alert before the peer reads it. */
+static void tls_failed(mc_conn_t *c) {
+    if (c->client) {
+        mc_client_tls_failed(c);
+        return;
+    }
+    mc_server_log(c->server, MC_LOG_WARNING, "TLS handshake refused: %s", mc_tls_error(c));
+    c->header_deadline = 0;
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+static void tls_linger(mc_conn_t *c) {
+    uv_os_fd_t fd;
+    c->tls_linger = true;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0) shutdown(fd, SHUT_WR);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     (void)buf;
     mc_conn_t *c = stream->data;
     if (c->closing) return;
+    if (c->tls && !c->client && mc_tls_failed(c)) {
+        /* TLS hook: a refused handshake; input is dropped until the peer's EOF */
+        if (nread < 0) mc_conn_close(c);
+        return;
+    }
     if (nread < 0) {
-        /* EOF after complete HTTP/1 requests (a half-closed client) still gets every answer,
-         * including requests still waiting in the input buffer */
-        if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing || c->h1_paused)) {
-            c->eof = true;
-            mc_request_t *r = c->h1_stream;
-            if (r && !r->in_ended && !r->responded && !r->aborted) {
-                /* a half-close ends the client's messages, as EOS would */
-                r->in_ended = true;
-                c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
-            }
-            update_reading(c);
-            mc_loop_mark_dirty(c->loop, c);
+        if (c->client && c->tls && !c->client->connected) {
+            mc_client_tls_failed(c); /* the server hung up during the handshake */
             return;
         }
-        mc_conn_close(c);
+        on_eof(c, nread);
         return;
     }
     if (nread == 0) return;
     const uint8_t *p = c->loop->readbuf;
     size_t n = (size_t)nread;
     int rc;
-    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) rc = mc_h2_feed(c, p, n);
-    else if (c->proto == MC_PROTO_H1) rc = mc_h1_feed(c, p, n);
-    else rc = sniff(c, p, n);
+    if (c->tls) {
+        rc = mc_tls_read(c, p, n, feed);
+        if (c->closing) return;
+        if (rc == 1) {
+            on_eof(c, UV_EOF);
+            return;
+        }
+        if (rc == 2 || (rc != 0 && mc_tls_failed(c) && c->client)) {
+            tls_failed(c);
+            return;
+        }
+    } else {
+        if (c->client) mc_client_first_bytes(c, p, n); /* TLS hook: a TLS-only server? */
+        rc = feed(c, p, n);
+    }
     if (rc != 0) {
         mc_conn_close(c);
         return;
@@ -346,6 +459,10 @@ mc_conn_t *mc_fuzz_conn_open(mc_server_loop_t *sl) {
     }
     atomic_fetch_add(&loop->nconns, 1);
     conn_attach(c, sl);
+    if (sl->server->tls && mc_tls_conn_start(c, sl->server->tls, NULL, NULL) != 0) {
+        mc_conn_close(c);
+        return NULL;
+    }
     c->header_deadline = uv_now(&loop->uv) + c->server->config.header_timeout_ms;
     mc_conn_start_reading(c); /* uv_read_start fails (not open); what counts is read_stopped */
     mc_conn_update_timer(c);

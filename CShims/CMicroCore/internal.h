@@ -100,6 +100,10 @@ struct mc_server {
     size_t nloops;
     mc_server_loop_t *loops;
 
+    /* TLS (tls.c): the context new connections take, swapped by mc_server_set_tls */
+    pthread_mutex_t tls_mu;
+    mc_tls_ctx_t *tls;
+
     /* listener state, owned by loops[0] */
     uv_poll_t poll;
     uv_timer_t backoff;
@@ -131,6 +135,8 @@ typedef struct mc_client_state {
     bool resolving;
     bool orphaned; /* handles closed while a lookup ran: freed when the lookup returns */
     bool peer_gone; /* the peer's EOF or reset is waiting in the kernel: take no new call */
+    bool seen_bytes; /* the server's first bytes were looked at (mc_client_first_bytes) */
+    char error[160]; /* why the connection broke, when the core can tell ("" otherwise) */
 } mc_client_state_t;
 
 struct mc_conn {
@@ -179,6 +185,10 @@ struct mc_conn {
 
     /* client connections only */
     mc_client_state_t *client;
+
+    /* TLS (tls.c); NULL on a plaintext connection */
+    struct mc_tls_conn *tls;
+    bool tls_linger; /* a refused handshake: write side shut, input discarded until EOF or timer */
 };
 
 void mc_conn_close(mc_conn_t *c);
@@ -305,6 +315,43 @@ bool mc_h2_done(mc_conn_t *c);
 /* client side */
 void mc_client_finish_call(mc_request_t *r, int result);
 void mc_client_handles_closed(mc_conn_t *c);
+/* The TLS handshake of a client connection is done and the server's identity checked. */
+void mc_client_tls_handshaken(mc_conn_t *c);
+/* A client connection's TLS failed (mc_tls_error says why): report and close. */
+void mc_client_tls_failed(mc_conn_t *c);
+/* The first bytes of a plaintext client connection: an HTTP/1.x answer or a TLS alert means the
+ * server speaks TLS only; noted for mc_client_error. */
+void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n);
+
+/* ---------------------------------------------------------------- TLS (tls.c) */
+
+typedef struct mc_tls_conn mc_tls_conn_t;
+typedef int (*mc_tls_feed_fn)(mc_conn_t *c, const uint8_t *p, size_t n);
+
+/* Gives c an SSL of ctx (server or client as ctx is). Client: SNI and the identity to expect. */
+int mc_tls_conn_start(mc_conn_t *c, mc_tls_ctx_t *ctx, const char *server_name, const char *expected_identity);
+void mc_tls_conn_free(mc_conn_t *c);
+/* Ciphertext in; handshake; plaintext to feed. Returns 0, 1 on the peer's close_notify, 2 when
+ * the handshake failed (flush the wire, which may hold an alert, then close), -1 to close now. */
+int mc_tls_read(mc_conn_t *c, const uint8_t *p, size_t n, mc_tls_feed_fn feed);
+/* Client: sends the ClientHello. */
+int mc_tls_start_handshake(mc_conn_t *c);
+/* Encrypts c->out (plaintext) into the wire buffer once the handshake is done. */
+int mc_tls_encrypt(mc_conn_t *c);
+/* Records waiting for the socket. */
+mc_buf_t *mc_tls_wire(mc_conn_t *c);
+/* Queues close_notify once; true if there is something to write. */
+bool mc_tls_shutdown(mc_conn_t *c);
+bool mc_tls_failed(const mc_conn_t *c);
+bool mc_tls_ready(const mc_conn_t *c);
+const char *mc_tls_error(const mc_conn_t *c);
+const char *mc_tls_peer_identity(mc_conn_t *c);
+const char *mc_tls_peer_chain(mc_conn_t *c, size_t *len);
+/* A certificate's identity: its spiffe:// URI SAN, else its subject CN (malloc'd; NULL if none). */
+struct x509_st;
+char *mc_tls_identity_of(struct x509_st *x);
+/* A message for the server's log (conn.c). */
+void mc_server_log(mc_server_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #ifdef MC_FUZZING
 /* The fuzzing seam (Fuzz/, docs/FUZZING.md); absent from every other build. A connection with no

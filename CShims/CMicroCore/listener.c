@@ -44,6 +44,8 @@ static void server_ref(mc_server_t *s) { atomic_fetch_add(refs_of(s), 1); }
 
 static void server_unref(mc_server_t *s) {
     if (atomic_fetch_sub(refs_of(s), 1) != 1) return;
+    mc_tls_ctx_free(s->tls);
+    pthread_mutex_destroy(&s->tls_mu);
     free(s->loops);
     free(s);
 }
@@ -66,6 +68,20 @@ static void log_msg(mc_server_t *s, int level, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     s->cb.on_log(s->cb.ctx, level, msg);
+}
+
+int mc_server_set_tls(mc_server_t *s, mc_tls_ctx_t *ctx) {
+    if (!ctx) return -1;
+    pthread_mutex_lock(&s->tls_mu);
+    mc_tls_ctx_t *old = s->tls;
+    if (old) {
+        mc_tls_ctx_retain(ctx);
+        s->tls = ctx;
+    }
+    pthread_mutex_unlock(&s->tls_mu);
+    if (!old) return -1;
+    mc_tls_ctx_free(old);
+    return 0;
 }
 
 void mc_server_config_init(mc_server_config_t *c) {
@@ -330,9 +346,15 @@ mc_server_t *mc_server_start(mc_loop_t *const *loops, size_t nloops, const mc_se
     s->config = *config;
     s->cb = *cb;
     s->fd = -1;
+    pthread_mutex_init(&s->tls_mu, NULL);
+    s->tls = config->tls;
+    s->config.tls = NULL;
+    if (s->tls) mc_tls_ctx_retain(s->tls);
     if (config->host) snprintf(s->host, sizeof s->host, "%s", config->host);
     s->loops = calloc(nloops, sizeof *s->loops);
     if (!s->loops) {
+        mc_tls_ctx_free(s->tls);
+        pthread_mutex_destroy(&s->tls_mu);
         free(box);
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -348,6 +370,8 @@ mc_server_t *mc_server_start(mc_loop_t *const *loops, size_t nloops, const mc_se
     if (s->config.backlog <= 0) s->config.backlog = 4096;
     s->fd = open_listener(s, err, errlen);
     if (s->fd < 0) {
+        mc_tls_ctx_free(s->tls);
+        pthread_mutex_destroy(&s->tls_mu);
         free(s->loops);
         free(box);
         return NULL;
@@ -355,6 +379,8 @@ mc_server_t *mc_server_start(mc_loop_t *const *loops, size_t nloops, const mc_se
     if (post(s, loops[0], listener_start_job, NULL) != 0) {
         snprintf(err, errlen, "the event loop has stopped");
         close(s->fd);
+        mc_tls_ctx_free(s->tls);
+        pthread_mutex_destroy(&s->tls_mu);
         free(s->loops);
         free(box);
         return NULL;

@@ -14,20 +14,23 @@ extension HTTPClient {
     /// }
     /// ```
     /// Passing `deadline` resets the stream when it passes; operations then fail with
-    /// ``HTTPClientError/Kind/timeout``.
+    /// ``HTTPClientError/Kind/timeout``. With `tls`, the call goes over TLS (see
+    /// ``HTTPClient/request(address:method:path:headers:body:deadline:tls:)``).
     public func withStream<R>(
         address: String,
         method: String = "POST",
         path: String,
         headers: HTTPHeaders,
         deadline: ContinuousClock.Instant? = nil,
+        tls: TLSTarget? = nil,
         _ body: (HTTPClientStream) async throws -> R
     ) async throws -> R {
+        let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
         let pool = pools[loop.index]
         return try await withTaskExecutorPreference(loop) {
-            let connection = try await pool.connection(to: address)
+            let connection = try await pool.connection(to: address, tls: secure)
             let stream = try connection.openStream(method: method, path: path, headers: headers, deadline: deadline)
             defer { stream.cancel() }
             return try await body(stream)

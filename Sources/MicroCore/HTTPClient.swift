@@ -1,5 +1,6 @@
 public import Logging
 import CMicroCore
+import Synchronization
 
 /// A complete HTTP/2 response.
 public struct HTTPClientResponse: Sendable {
@@ -45,11 +46,59 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
 public final class HTTPClient: Sendable {
     let group: EventLoopGroup
     let pools: [ConnectionPool]
+    /// TLS: the configuration, and its context once built (lazily, at the first TLS call).
+    private let tls: Mutex<(config: TLSConfig?, context: TLSContext?)>
 
-    /// - Parameter maxResponseBytes: larger responses fail with ``HTTPClientError/Kind/tooLarge``.
-    public init(group: EventLoopGroup = .shared, maxResponseBytes: Int = 64 * 1024 * 1024) {
+    /// What a TLS call checks of the server.
+    public struct TLSTarget: Sendable, Hashable {
+        /// The identity (spiffe:// ID or CN) the server's certificate must carry; nil: the
+        /// certificate must name the host dialled.
+        public var expectedIdentity: String?
+        /// SNI (default: the host dialled).
+        public var serverName: String?
+
+        public init(expectedIdentity: String? = nil, serverName: String? = nil) {
+            self.expectedIdentity = expectedIdentity
+            self.serverName = serverName
+        }
+    }
+
+    /// - Parameters:
+    ///   - maxResponseBytes: larger responses fail with ``HTTPClientError/Kind/tooLarge``.
+    ///   - tls: the certificate this client presents (mutual TLS) and the roots it trusts, for
+    ///     calls made with a ``TLSTarget``; nil: no client certificate, the system's roots.
+    public init(group: EventLoopGroup = .shared, maxResponseBytes: Int = 64 * 1024 * 1024, tls: TLSConfig? = nil) {
         self.group = group
         self.pools = group.loops.map { ConnectionPool(loop: $0, maxResponseBytes: maxResponseBytes) }
+        self.tls = Mutex((tls, nil))
+    }
+
+    /// Replaces the client's certificate or trust roots for connections made from now on
+    /// (pooled connections keep theirs until they close). Throws, changing nothing, if the
+    /// configuration does not load. Any thread.
+    public func reloadTLS(_ config: TLSConfig) throws(MicroCoreError) {
+        let context = try TLSContext(config, server: false)
+        tls.withLock { $0 = (config, context) }
+    }
+
+    /// The client context, built at first use.
+    func tlsContext() throws(HTTPClientError) -> TLSContext {
+        let result: Result<TLSContext, MicroCoreError> = tls.withLock { state in
+            if let context = state.context { return .success(context) }
+            do {
+                let context = try TLSContext(state.config ?? TLSConfig(), server: false)
+                state.context = context
+                return .success(context)
+            } catch let error as MicroCoreError {
+                return .failure(error)
+            } catch {
+                return .failure(MicroCoreError(message: "\(error)"))
+            }
+        }
+        switch result {
+        case .success(let context): return context
+        case .failure(let error): throw HTTPClientError(kind: .connect, message: "TLS configuration: \(error.message)")
+        }
     }
 
     /// Sends one request to `address` (`host:port`) and returns the whole response.
@@ -61,19 +110,21 @@ public final class HTTPClient: Sendable {
         path: String,
         headers: HTTPHeaders,
         body: [UInt8],
-        deadline: ContinuousClock.Instant? = nil
+        deadline: ContinuousClock.Instant? = nil,
+        tls: TLSTarget? = nil
     ) async throws(HTTPClientError) -> HTTPClientResponse {
+        let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
         let pool = pools[loop.index]
         // A task that already prefers this loop (a handler, a load generator worker) needs no
         // preference pushed: that costs a status record and task switches, a third of a call.
         if current === loop, withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
-            return try await Self.perform(pool, address, method, path, headers, body, deadline)
+            return try await Self.perform(pool, address, method, path, headers, body, deadline, secure)
         }
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop) {
             do {
-                return .success(try await Self.perform(pool, address, method, path, headers, body, deadline))
+                return .success(try await Self.perform(pool, address, method, path, headers, body, deadline, secure))
             } catch let error as HTTPClientError {
                 return .failure(error)
             } catch {
@@ -90,9 +141,10 @@ public final class HTTPClient: Sendable {
         _ path: String,
         _ headers: HTTPHeaders,
         _ body: [UInt8],
-        _ deadline: ContinuousClock.Instant?
+        _ deadline: ContinuousClock.Instant?,
+        _ tls: SecureTarget?
     ) async throws(HTTPClientError) -> HTTPClientResponse {
-        let connection = try await pool.connection(to: address)
+        let connection = try await pool.connection(to: address, tls: tls)
         return try await connection.call(method: method, path: path, headers: headers, body: body, deadline: deadline)
     }
 
@@ -123,16 +175,19 @@ final class ConnectionPool: @unchecked Sendable {
         self.maxResponseBytes = maxResponseBytes
     }
 
-    func connection(to address: String) async throws(HTTPClientError) -> ClientConnection {
+    func connection(to address: String, tls: SecureTarget? = nil) async throws(HTTPClientError) -> ClientConnection {
         precondition(loop.inEventLoop)
-        if let existing = connections[address], existing.acceptsCalls {
+        // TLS connections are pooled apart, by what they check of the server and with which
+        // client context (a reload makes new connections)
+        let key = tls.map { "tls|\(ObjectIdentifier($0.context).hashValue)|\($0.target.expectedIdentity ?? "")|\($0.target.serverName ?? "")|\(address)" } ?? address
+        if let existing = connections[key], existing.acceptsCalls {
             try await existing.ready()
             return existing
         }
         let (host, port) = try Self.split(address)
-        let connection = ClientConnection(pool: self, address: address)
-        connections[address] = connection
-        connection.connect(host: host, port: port, maxResponseBytes: maxResponseBytes)
+        let connection = ClientConnection(pool: self, address: address, key: key)
+        connections[key] = connection
+        connection.connect(host: host, port: port, maxResponseBytes: maxResponseBytes, tls: tls)
         try await connection.ready()
         return connection
     }
@@ -161,7 +216,7 @@ final class ConnectionPool: @unchecked Sendable {
     }
 
     func forget(_ connection: ClientConnection) {
-        if connections[connection.address] === connection { connections[connection.address] = nil }
+        if connections[connection.key] === connection { connections[connection.key] = nil }
     }
 
     func closeAll() {
@@ -181,6 +236,12 @@ final class ConnectionPool: @unchecked Sendable {
     }
 }
 
+/// A TLS call's target and the client context it connects with.
+struct SecureTarget: Sendable {
+    let target: HTTPClient.TLSTarget
+    let context: TLSContext
+}
+
 /// One connection and its C counterpart. Loop-confined like its pool (@unchecked Sendable).
 final class ClientConnection: @unchecked Sendable {
     enum State {
@@ -191,13 +252,16 @@ final class ClientConnection: @unchecked Sendable {
 
     let pool: ConnectionPool  // strong: C callbacks can outlive the client; the pool forgets closed connections
     let address: String
+    /// The pool's key: the address, plus the TLS target for TLS connections.
+    let key: String
     private(set) var handle: OpaquePointer?
     private var state: State = .connecting([])
     private var goaway = false
 
-    init(pool: ConnectionPool, address: String) {
+    init(pool: ConnectionPool, address: String, key: String) {
         self.pool = pool
         self.address = address
+        self.key = key
     }
 
     var acceptsCalls: Bool {
@@ -208,7 +272,7 @@ final class ClientConnection: @unchecked Sendable {
         }
     }
 
-    func connect(host: String, port: UInt16, maxResponseBytes: Int) {
+    func connect(host: String, port: UInt16, maxResponseBytes: Int, tls: SecureTarget? = nil) {
         var callbacks = mc_client_callbacks_t()
         callbacks.ctx = Unmanaged.passRetained(self).toOpaque()  // released in on_closed
         callbacks.on_connected = { ctx, error, message in
@@ -226,7 +290,19 @@ final class ClientConnection: @unchecked Sendable {
             connection.connected(error: -1, message: "connection to \(connection.address) closed")
             connection.pool.forget(connection)
         }
-        handle = host.withCString { mc_client_connect(pool.loop.handle, $0, port, maxResponseBytes, &callbacks) }
+        if let tls {
+            handle = host.withCString { hostPointer in
+                (tls.target.serverName ?? "").withCString { name in
+                    (tls.target.expectedIdentity ?? "").withCString { expected in
+                        mc_client_connect_tls(pool.loop.handle, hostPointer, port, maxResponseBytes, &callbacks, tls.context.pointer,
+                                              tls.target.serverName == nil ? nil : name,
+                                              tls.target.expectedIdentity == nil ? nil : expected)
+                    }
+                }
+            }
+        } else {
+            handle = host.withCString { mc_client_connect(pool.loop.handle, $0, port, maxResponseBytes, &callbacks) }
+        }
         if handle == nil {
             Unmanaged<ClientConnection>.fromOpaque(callbacks.ctx).release()
             connected(error: -1, message: "cannot create a connection to \(address)")
@@ -326,8 +402,10 @@ protocol TimedCall: AnyObject {
 }
 
 extension HTTPClientError {
-    /// How a call that ended with C result `result` failed (nil: it did not).
-    static func from(result: Int32, timedOut: Bool) -> HTTPClientError? {
+    /// How a call that ended with C result `result` failed (nil: it did not). `client`, while
+    /// still valid, may say why a connection broke (the server refused our certificate, or
+    /// serves TLS only).
+    static func from(result: Int32, timedOut: Bool, client: OpaquePointer? = nil) -> HTTPClientError? {
         switch Int(result) {
         case Int(MC_CALL_OK):
             return nil
@@ -340,7 +418,8 @@ extension HTTPClientError {
         case Int(MC_CALL_CANCELLED):
             return HTTPClientError(kind: .cancelled, message: "the call was cancelled")
         default:
-            return HTTPClientError(kind: .reset, message: "the connection broke during the call")
+            let why = client.map { String(cString: mc_client_error($0)) } ?? ""
+            return HTTPClientError(kind: .reset, message: "the connection broke during the call" + (why.isEmpty ? "" : ": \(why)"))
         }
     }
 }
@@ -376,7 +455,7 @@ final class PendingCall: TimedCall, @unchecked Sendable {
     func finish(_ result: Int32, _ response: OpaquePointer?) {
         guard let continuation else { return }
         self.continuation = nil
-        if let error = HTTPClientError.from(result: result, timedOut: timedOut) {
+        if let error = HTTPClientError.from(result: result, timedOut: timedOut, client: client) {
             continuation.resume(returning: .failure(error))
         } else {
             continuation.resume(returning: .success(Self.read(response!)))

@@ -41,6 +41,8 @@ public final class HTTPServer: Sendable {
             throw MicroCoreError(message: "port \(configuration.port) is out of range 0...65535")
         }
         let context = ServerContext(loops: group.loops, logger: logger, streams: streams, handler: handler)
+        // the server takes its own reference; this one ends with the initializer
+        let tls = try configuration.tls.map { config throws(MicroCoreError) in try TLSContext(config, server: true) }
         var config = mc_server_config_t()
         mc_server_config_init(&config)
         config.port = UInt16(configuration.port)
@@ -52,6 +54,7 @@ public final class HTTPServer: Sendable {
         config.max_connections = UInt32(clamping: configuration.maxConnections)
         config.header_timeout_ms = configuration.headerTimeout.milliseconds
         config.idle_timeout_ms = configuration.idleTimeout.milliseconds
+        config.tls = tls?.pointer
         var callbacks = mc_server_callbacks_t()
         callbacks.ctx = Unmanaged.passRetained(context).toOpaque()
         callbacks.on_request = { ctx, req in
@@ -93,6 +96,20 @@ public final class HTTPServer: Sendable {
         self.context = context
         self.port = Int(mc_server_port(server))
         self.host = configuration.host
+        self.isTLS = tls != nil
+        withExtendedLifetime(tls) {}
+    }
+
+    /// Whether every connection is TLS.
+    public let isTLS: Bool
+
+    /// Applies a new certificate, key or trust bundle to connections accepted from now on;
+    /// connections already open finish with what they started with. Reads and checks everything
+    /// first: on error nothing changes. A plaintext server cannot become a TLS one. Any thread.
+    public func reloadTLS(_ config: TLSConfig) throws(MicroCoreError) {
+        guard isTLS else { throw MicroCoreError(message: "the server was started without TLS") }
+        let tls = try TLSContext(config, server: true)
+        context.withServer { server in _ = mc_server_set_tls(server, tls.pointer) }
     }
 
     /// Stops accepting, sends GOAWAY on HTTP/2, closes idle connections and lets requests in
@@ -195,13 +212,22 @@ final class ServerContext: Sendable {
         }
         let bodyPointer = mc_request_body(req, &len)
         let body = whole && len > 0 ? Array(UnsafeBufferPointer(start: bodyPointer, count: len)) : []
+        var tls: TLSPeer?
+        if mc_request_is_tls(req) != 0 {
+            let identity = mc_request_peer_identity(req).map { String(cString: $0) }
+            var chainLength = 0
+            let chain = identity == nil ? nil : mc_request_peer_chain(req, &chainLength)
+            tls = TLSPeer(identity: identity, certificateChain: chain.map { string($0, chainLength) },
+                          resumed: mc_request_tls_resumed(req) != 0)
+        }
         return HTTPServerRequest(
             method: method,
             path: path,
             headers: headers,
             body: body,
             httpVersion: Int(mc_request_protocol(req)),
-            loop: loop
+            loop: loop,
+            tls: tls
         )
     }
 

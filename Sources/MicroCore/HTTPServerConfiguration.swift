@@ -20,6 +20,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var idleTimeout: Duration = .seconds(60)
     /// The listen backlog.
     public var backlog: Int = 4096
+    /// TLS on every connection (nil: plaintext, HTTP/1.1 and h2c). See ``HTTPServer/reloadTLS(_:)``.
+    public var tls: TLSConfig?
 
     public init(host: String = "", port: Int = 0) {
         self.host = host

@@ -15,14 +15,20 @@ public struct HTTPServerRequest: Sendable {
     /// The body as it arrives, for a request handed over as a stream (see
     /// ``HTTPServer/init(group:configuration:logger:streams:handler:)``); `body` is then empty.
     public var bodyStream: HTTPBodyStream?
+    /// The TLS peer (its verified identity and chain); nil on a plaintext connection.
+    public var tls: TLSPeer?
 
-    public init(method: String, path: String, headers: HTTPHeaders, body: [UInt8], httpVersion: Int, loop: EventLoop) {
+    public init(
+        method: String, path: String, headers: HTTPHeaders, body: [UInt8], httpVersion: Int, loop: EventLoop,
+        tls: TLSPeer? = nil
+    ) {
         self.method = method
         self.path = path
         self.headers = headers
         self.body = body
         self.httpVersion = httpVersion
         self.loop = loop
+        self.tls = tls
     }
 }
 

@@ -80,6 +80,8 @@ typedef struct mc_server_config {
     uint32_t idle_timeout_ms;       /* a connection with nothing in flight closes after, default 60 s */
     uint32_t stream_window;         /* HTTP/2 initial stream receive window, default 1 MiB */
     uint32_t connection_window;     /* HTTP/2 connection receive window, default 16 MiB */
+    struct mc_tls_ctx *tls;         /* NULL = plaintext; else every connection is TLS (the server
+                                     * takes its own reference; see mc_server_set_tls) */
 } mc_server_config_t;
 
 enum { MC_LOG_DEBUG = 0, MC_LOG_INFO = 1, MC_LOG_WARNING = 2, MC_LOG_ERROR = 3 };
@@ -253,6 +255,86 @@ unsigned mc_client_active(const mc_client_t *client);
 
 /* Closes now; calls in flight complete with REFUSED (never sent) or RESET. Loop thread. */
 void mc_client_close(mc_client_t *client);
+
+/* ---------------------------------------------------------------- TLS (OpenSSL 3) */
+
+/* A TLS configuration compiled once: certificate chain, key, trust roots, ALPN (h2, http/1.1),
+ * session tickets with keys the core manages, no 0-RTT. Reference counted and immutable: a server
+ * and each of its connections hold a reference, so a reload (mc_server_set_tls) applies to new
+ * connections while existing ones keep theirs. Any thread. */
+typedef struct mc_tls_ctx mc_tls_ctx_t;
+
+enum { MC_TLS_CLIENT_AUTH_NONE = 0, MC_TLS_CLIENT_AUTH_REQUEST = 1, MC_TLS_CLIENT_AUTH_REQUIRE = 2 };
+
+typedef struct mc_tls_config {
+    int is_server;
+    const char *cert_pem;  /* leaf first, then intermediates; required for a server */
+    size_t cert_len;
+    const char *key_pem;   /* the leaf's private key */
+    size_t key_len;
+    const char *ca_pem;    /* trust roots (several during a CA rotation); a client without any
+                            * uses the system's */
+    size_t ca_len;
+    int client_auth;       /* server: MC_TLS_CLIENT_AUTH_*, default REQUIRE (needs ca_pem) */
+    int min_version;       /* 13 (default) or 12 */
+} mc_tls_config_t;
+
+void mc_tls_config_init(mc_tls_config_t *config);
+/* NULL and a message in err on failure (unreadable PEM, key not matching the certificate...). */
+mc_tls_ctx_t *mc_tls_ctx_new(const mc_tls_config_t *config, char *err, size_t errlen);
+void mc_tls_ctx_retain(mc_tls_ctx_t *ctx);
+/* Drops a reference (the context lives while connections use it). */
+void mc_tls_ctx_free(mc_tls_ctx_t *ctx);
+
+/* New connections use ctx from now on; connections already open keep theirs. Any thread.
+ * Returns -1 if the server was started without TLS (it cannot become a TLS server). */
+int mc_server_set_tls(mc_server_t *server, mc_tls_ctx_t *ctx);
+
+/* The verified peer certificate's identity: its spiffe:// URI SAN, else its subject CN; NULL on a
+ * plaintext connection or without a client certificate. Valid until the response. Loop thread. */
+const char *mc_request_peer_identity(const mc_request_t *req);
+/* The peer's verified chain in PEM (leaf first); NULL if none. Valid until the response. */
+const char *mc_request_peer_chain(const mc_request_t *req, size_t *len);
+/* 1 if the request came over TLS. */
+int mc_request_is_tls(const mc_request_t *req);
+/* 1 if its TLS session was resumed (a ticket) rather than fully negotiated. */
+int mc_request_tls_resumed(const mc_request_t *req);
+
+/* Like mc_client_connect, over TLS: SNI server_name (when a name), ALPN h2, the server's chain
+ * verified against ctx's roots, and its identity equal to expected_identity (a spiffe:// ID or a
+ * CN) when given, else its certificate must match server_name. The session of an earlier
+ * connection to the same target is resumed when ctx kept one (64 targets per context). on_connected reports a clear error
+ * when any of that fails, and reports success only after the server's first HTTP/2 frame (in TLS
+ * 1.3 a server refuses a client certificate after the client's handshake is done). Loop thread. */
+mc_client_t *mc_client_connect_tls(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                                   const mc_client_callbacks_t *callbacks, mc_tls_ctx_t *ctx,
+                                   const char *server_name, const char *expected_identity);
+
+/* Why a client connection failed or broke, when the core can tell: a TLS failure, or a plaintext
+ * connection answered by a TLS-only server ("" otherwise). Loop thread. */
+const char *mc_client_error(const mc_client_t *client);
+
+/* ---------------------------------------------------------------- certificates (development CA) */
+
+typedef struct mc_cert_request {
+    const char *common_name;
+    const char *uri_san;        /* e.g. spiffe://micro.local/service/helloworld; NULL = none */
+    const char *dns_sans;       /* comma separated; NULL = none */
+    const char *ip_sans;        /* comma separated; NULL = none */
+    int is_ca;
+    int64_t not_before_offset;  /* seconds from now (negative: in the past) */
+    int64_t not_after_offset;   /* seconds from now */
+    const char *issuer_cert_pem;/* NULL = self-signed */
+    const char *issuer_key_pem;
+} mc_cert_request_t;
+
+/* Makes a P-256 key and a certificate; *cert_pem and *key_pem are malloc'd NUL-terminated PEM
+ * (free with mc_cert_free). Returns 0, or -1 with a message in err. Any thread. */
+int mc_cert_create(const mc_cert_request_t *request, char **cert_pem, char **key_pem, char *err, size_t errlen);
+void mc_cert_free(char *pem);
+/* The identity (as mc_request_peer_identity would see it) of the first certificate in a PEM text,
+ * malloc'd (mc_cert_free); NULL if none. */
+char *mc_cert_identity(const char *cert_pem, size_t len);
 
 /* Response accessors for client calls. */
 int mc_request_status(const mc_request_t *response);

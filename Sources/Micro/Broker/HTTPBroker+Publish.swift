@@ -142,7 +142,8 @@ extension HTTPBroker {
         do {
             let response = try await http.request(
                 address: node.address, method: "POST", path: "/?id=" + Self.queryEscape(node.id),
-                headers: ["content-type": "application/json"], body: body)
+                headers: ["content-type": "application/json"], body: body,
+                tls: node.metadata["tls"] == "required" ? HTTPClient.TLSTarget(expectedIdentity: node.metadata["identity"]) : nil)
             switch response.status {
             case 200..<300: return true
             case 404: return true  // that subscription is gone: nothing to deliver to

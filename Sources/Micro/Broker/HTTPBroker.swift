@@ -75,6 +75,7 @@ public final class HTTPBroker: Broker {
     struct State {
         var subscriptions: [String: Subscription] = [:]  // by node id
         var address: String?  // where subscriber nodes are reached
+        var tlsIdentity: String?  // set when that address serves TLS
         var server: HTTPServer?  // our own listener when not attached to a service
         var heartbeat: Task<Void, Never>?
         var pending: [String: Int] = [:]  // deliveries in progress per topic
@@ -107,8 +108,13 @@ public final class HTTPBroker: Broker {
 
     /// Serves deliveries on a service's listener (`address` = its advertised `host:port`); the
     /// service routes `POST /?id=...` to ``receive(_:)``.
-    public func attach(address: String) {
-        state.withLock { $0.address = address }
+    /// With `tlsIdentity` (the service serves TLS), subscriber nodes say so and publishers reach
+    /// them over TLS, expecting that identity.
+    public func attach(address: String, tlsIdentity: String? = nil) {
+        state.withLock {
+            $0.address = address
+            $0.tlsIdentity = tlsIdentity
+        }
     }
 
     /// The address subscriber nodes are reached on, once listening.
@@ -159,8 +165,13 @@ public final class HTTPBroker: Broker {
     ) async throws -> BrokerSubscription {
         try await connect()
         guard let address = self.address else { throw MicroError(id: "micro.broker", code: 500, detail: "broker has no address") }
-        let node = Node(id: "\(topic)-\(UUID().uuidString.lowercased())", address: address,
-                        metadata: ["broker": "http", "topic": topic, "secure": "false"])
+        var metadata = ["broker": "http", "topic": topic, "secure": "false"]
+        if let identity = state.withLock({ $0.tlsIdentity }) {
+            metadata["secure"] = "true"
+            metadata["tls"] = "required"
+            metadata["identity"] = identity
+        }
+        let node = Node(id: "\(topic)-\(UUID().uuidString.lowercased())", address: address, metadata: metadata)
         let record = ServiceRecord(name: Self.serviceName, version: queue ?? Self.broadcast, nodes: [node])
         state.withLock { $0.subscriptions[node.id] = Subscription(topic: topic, record: record, handler: handler) }
         do {

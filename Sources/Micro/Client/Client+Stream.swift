@@ -165,10 +165,11 @@ extension Client {
             if attempt > 0 {
                 try await Task.sleep(for: .nanoseconds(Int64(Double.random(in: 0...max(options.backoff.nanosecondsValue, 1)))))
             }
-            let (address, selection) = try await pick(service, options, selector, &tried)
+            let (picked, selection) = try await pick(service, options, selector, &tried)
+            let (address, target) = transport(service, picked, selection)
             let entered = Atomic<Bool>(false)
             do {
-                let result = try await http.withStream(address: address, path: path, headers: headers, deadline: deadline) { stream in
+                let result = try await http.withStream(address: address, path: path, headers: headers, deadline: deadline, tls: target) { stream in
                     entered.store(true, ordering: .relaxed)
                     let source = Self.answerSource(stream, service: service, grpc: grpc)
                     return try await body(stream, source)

@@ -26,6 +26,9 @@ public final class Client: Sendable {
     let logger: Logger
     /// Where ``publish(_:_:options:contentType:metadata:)`` sends messages.
     public let broker: any Broker
+    /// The certificate this client presents and the roots it trusts when a node requires TLS
+    /// (nil: the `MICRO_TLS_*` environment, else the system's roots and no client certificate).
+    public let tls: TLSConfig?
 
     public init(
         registry: (any Registry)? = nil,
@@ -37,11 +40,21 @@ public final class Client: Sendable {
         codecs: Codecs = .standard,
         retryBudget: RetryBudgetPolicy = .init(),
         eventLoopGroup: EventLoopGroup = .shared,
-        logger: Logger = Logger(label: "micro.client")
+        logger: Logger = Logger(label: "micro.client"),
+        tls: TLSConfig? = nil
     ) {
         self.options = options
         let cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
-        let http = HTTPClient(group: eventLoopGroup)
+        var tls = tls
+        if tls == nil {
+            do {
+                tls = try TLSConfig.fromEnvironment()
+            } catch {
+                logger.error("ignoring the TLS environment: \(error)")
+            }
+        }
+        self.tls = tls
+        let http = HTTPClient(group: eventLoopGroup, tls: tls)
         self.cache = cache
         self.http = http
         // publishing finds subscribers in this client's registry and reaches them over its
@@ -124,6 +137,26 @@ public final class Client: Sendable {
         }
     }
 
+    /// The identity a node of `service` must present over TLS: `MICRO_TLS_SERVER_IDENTITY` /
+    /// ``TLSConfig/expectedServerIdentity`` if set, else `spiffe://TRUST-DOMAIN/service/NAME`.
+    public func expectedIdentity(of service: String) -> String {
+        let config = tls ?? TLSConfig()
+        return config.expectedServerIdentity ?? config.identity(ofService: service)
+    }
+
+    /// Closes the client's pooled connections (calls in flight fail). The client stays usable:
+    /// a later call connects again.
+    public func close() async {
+        await http.close()
+    }
+
+    /// Replaces the client certificate or trust roots for connections made from now on (a
+    /// rotation); connections already open keep theirs. Throws, changing nothing, on a bad
+    /// configuration.
+    public func reloadTLS(_ config: TLSConfig) throws {
+        try http.reloadTLS(config)
+    }
+
     /// Calls with a body already encoded (in `options.contentType`); returns the raw answer.
     public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
         let request = ClientRequest(service: service, endpoint: endpoint, body: body, options: options ?? self.options)
@@ -149,6 +182,19 @@ public final class Client: Sendable {
 
     /// Where the next attempt goes: the options' address, or a node the selector chooses among
     /// those not yet tried (all again once every one was).
+    /// The address to dial and, when the node requires TLS (its registry metadata says
+    /// `tls=required`, or a direct address starts with `https://` or `tls://`), what the server's
+    /// certificate must prove: that it is the service we meant to call.
+    func transport(_ service: String, _ picked: String, _ selection: Selection?) -> (String, HTTPClient.TLSTarget?) {
+        var address = picked
+        var secure = selection?.node.metadata["tls"] == "required"
+        for scheme in ["https://", "tls://"] where address.hasPrefix(scheme) {
+            address.removeFirst(scheme.count)
+            secure = true
+        }
+        return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
+    }
+
     func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout Set<String>) async throws -> (String, Selection?) {
         if let direct = options.address { return (direct, nil) }
         let services: [ServiceRecord]
@@ -183,10 +229,12 @@ public final class Client: Sendable {
                 try await Task.sleep(until: wake)
             }
             guard deadline > .now else { throw timedOut(request) }
-            let (address, selection) = try await pick(request.service, options, selector, &tried)
+            let (picked, selection) = try await pick(request.service, options, selector, &tried)
+            let (address, target) = transport(request.service, picked, selection)
             let wire = Wire.encode(request, remaining: deadline - .now)
             do {
-                let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline)
+                let response = try await http.request(
+                    address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline, tls: target)
                 switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
                 case .success(let body, let metadata):
                     selection.map { selector.finish($0, outcome: .success) }

@@ -17,6 +17,9 @@ public struct Context: Sendable {
     public let eventLoop: EventLoop
     /// Headers to send back with the answer (gRPC: initial metadata).
     public let responseMetadata: ResponseMetadata
+    /// Who called: the identity verified by mutual TLS (nil over plaintext or without a client
+    /// certificate). Interceptors use it for authorization.
+    public let peer: Peer
     let baseLogger: Logger
 
     init(
@@ -25,8 +28,10 @@ public struct Context: Sendable {
         metadata: Metadata,
         deadline: ContinuousClock.Instant?,
         eventLoop: EventLoop,
-        baseLogger: Logger
+        baseLogger: Logger,
+        peer: Peer = Peer()
     ) {
+        self.peer = peer
         self.service = service
         self.endpoint = endpoint
         self.metadata = metadata
@@ -78,5 +83,26 @@ extension Metadata {
         guard var text = self[key] else { return nil }
         while text.count % 4 != 0 { text += "=" }
         return Data(base64Encoded: text).map { Array($0) }
+    }
+}
+
+/// The caller of a request, as the transport knows it.
+public struct Peer: Sendable, Equatable {
+    /// The verified identity of the client certificate: its `spiffe://` URI SAN (e.g.
+    /// `spiffe://micro.local/service/greeter`), else its subject CN; nil without mutual TLS.
+    public let identity: String?
+    /// The client's verified certificate chain in PEM, leaf first; nil without mutual TLS.
+    public let certificateChain: String?
+    /// Whether the call came over TLS.
+    public let isTLS: Bool
+
+    public init(identity: String? = nil, certificateChain: String? = nil, isTLS: Bool = false) {
+        self.identity = identity
+        self.certificateChain = certificateChain
+        self.isTLS = isTLS
+    }
+
+    init(_ tls: TLSPeer?) {
+        self.init(identity: tls?.identity, certificateChain: tls?.certificateChain, isTLS: tls != nil)
     }
 }

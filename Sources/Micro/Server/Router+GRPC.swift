@@ -86,7 +86,8 @@ extension Router {
             metadata: Metadata(request.headers),
             deadline: deadline,
             eventLoop: request.loop,
-            baseLogger: logger
+            baseLogger: logger,
+            peer: Peer(request.tls)
         )
         let name = endpoint.name
         let message = body

@@ -77,7 +77,8 @@ final class Router: Sendable {
             metadata: Metadata(request.headers),
             deadline: deadline,
             eventLoop: request.loop,
-            baseLogger: logger
+            baseLogger: logger,
+            peer: Peer(request.tls)
         )
         await race(deadline, responder) {
             switch await self.invoke(endpoint, request.body, codec, context) {

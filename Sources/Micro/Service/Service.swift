@@ -58,7 +58,8 @@ public final class Service: Sendable {
         self.options = options
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
         // the client's broker is the service's: one registry watch and one connection pool
-        self.client = Client(registry: options.registry, broker: options.broker, eventLoopGroup: options.eventLoopGroup, logger: options.logger)
+        self.client = Client(registry: options.registry, broker: options.broker, eventLoopGroup: options.eventLoopGroup,
+                             logger: options.logger, tls: options.tls)
         let broker = client.broker
         self.broker = broker
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
@@ -95,12 +96,19 @@ public final class Service: Sendable {
     /// What the registry publishes about this instance (once started).
     public var record: ServiceRecord? {
         guard let address = advertisedAddress else { return nil }
-        let node = Node(id: nodeID, address: address, metadata: [
+        var metadata = [
             "protocols": "http/1.1,h2c,grpc",
             "server": "swift-micro",
             "content-types": options.codecs.contentTypes.joined(separator: ","),
             "broker": broker is HTTPBroker ? "http" : "\(type(of: broker))",
-        ])
+        ]
+        if let tls = options.tls {
+            // callers must use TLS and expect this identity of the node
+            metadata["protocols"] = "http/1.1,h2,grpc"
+            metadata["tls"] = "required"
+            metadata["identity"] = tls.identity(ofService: name)
+        }
+        let node = Node(id: nodeID, address: address, metadata: metadata)
         return ServiceRecord(name: name, version: version, metadata: metadata,
                              endpoints: router.descriptions + subscriberDescriptions, nodes: [node])
     }
@@ -130,16 +138,58 @@ public final class Service: Sendable {
         if let cap = ProcessInfo.processInfo.environment["MICRO_SERVER_MAX_CONNECTIONS"].flatMap({ Int($0) }) {
             config.maxConnections = cap
         }
+        if let problem = options.tlsEnvironmentError {
+            throw MicroError(id: "micro.server", code: 500, detail: "TLS: \(problem)")
+        }
+        config.tls = options.tls
         let router = self.router
         let server = try HTTPServer(group: options.eventLoopGroup, configuration: config, logger: options.logger,
                                     streams: { router.isStream(path: $0) }) { request, responder in
             await router.serve(request, responder)
         }
         state.withLock { $0.server = server }
-        if let httpBroker = broker as? HTTPBroker, let address = advertisedAddress { httpBroker.attach(address: address) }
+        if let httpBroker = broker as? HTTPBroker, let address = advertisedAddress {
+            httpBroker.attach(address: address, tlsIdentity: options.tls.map { $0.identity(ofService: name) })
+        }
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
-        options.logger.info("listening on \(shown):\(server.port)")
+        options.logger.info("listening on \(shown):\(server.port)", metadata: server.isTLS ? ["tls": "required"] : nil)
         return (address.host, server.port)
+    }
+
+    /// Reloads the server's certificate, key and trust roots (from `config`, or the files of the
+    /// service's configuration again) for new connections; connections already open keep theirs.
+    /// Also used by the service's own client for its next connections. `run()` calls it on SIGHUP.
+    public func reloadTLS(_ config: TLSConfig? = nil) throws {
+        guard let config = config ?? options.tls, let server = state.withLock({ $0.server }) else {
+            throw MicroError(id: "micro.server", code: 500, detail: "the service does not serve TLS")
+        }
+        try server.reloadTLS(config)
+        try client.reloadTLS(config)
+        options.logger.info("TLS configuration reloaded")
+    }
+
+    /// A watch on the TLS files, when the configuration has files and asks for it.
+    private func watchTLSFiles() -> TLSFileWatcher? {
+        guard options.reloadTLSOnFileChange, let tls = options.tls else { return nil }
+        let paths = [tls.certificate, tls.privateKey, tls.trustRoots].compactMap { source -> String? in
+            if case .file(let path)? = source { return path }
+            return nil
+        }
+        guard !paths.isEmpty else { return nil }
+        do {
+            return try TLSFileWatcher(paths: paths) { [weak self] in
+                guard let self else { return }
+                do {
+                    try self.reloadTLS()
+                } catch {
+                    // e.g. a new key beside the old certificate: the next write completes it
+                    self.options.logger.warning("TLS files changed but do not load yet: \(error)")
+                }
+            }
+        } catch {
+            options.logger.warning("cannot watch the TLS files (SIGHUP still reloads): \(error)")
+            return nil
+        }
     }
 
     /// Asks a running service to stop: it stops accepting, lets requests in flight finish
@@ -168,7 +218,7 @@ public final class Service: Sendable {
     public func run() async throws {
         // Trap the signals before announcing readiness: a SIGTERM right after "listening on"
         // must drain, not kill.
-        let signals = options.handleSignals ? await UnixSignalsSequence(trapping: .sigterm, .sigint) : nil
+        let signals = options.handleSignals ? await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) : nil
         try start()
         let server = state.withLock { state in
             state.running = true
@@ -184,6 +234,8 @@ public final class Service: Sendable {
             }
         }
         let subscriptions = await subscribeAll()
+        let watcher = watchTLSFiles()
+        defer { watcher?.stop() }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 if options.register, let record {
@@ -201,6 +253,15 @@ public final class Service: Sendable {
                 if let signals {
                     group.addTask {
                         for await signal in signals {
+                            if signal == .sighup {
+                                // re-read the certificate files (a rotation), keep serving
+                                do {
+                                    try self.reloadTLS()
+                                } catch {
+                                    self.options.logger.error("cannot reload TLS: \(error)")
+                                }
+                                continue
+                            }
                             self.options.logger.info("received \(signal), shutting down")
                             self.stop()
                             return

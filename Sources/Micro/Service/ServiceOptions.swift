@@ -33,6 +33,16 @@ public struct ServiceOptions: Sendable {
     /// Where subscriptions and `service.client.publish` go; nil means an ``HTTPBroker`` served on
     /// this service's own address (`MICRO_BROKER=memory` for an in-process one).
     public var broker: (any Broker)?
+    /// TLS for the server (every connection; mutual TLS when the configuration requires client
+    /// certificates) and for the service's client. Default: the `MICRO_TLS_*` environment
+    /// (``TLSConfig/fromEnvironment(_:)``), else plaintext.
+    public var tls: TLSConfig?
+    /// Whether `run()` reloads ``tls`` when its certificate, key or CA file changes (inotify);
+    /// SIGHUP reloads in any case.
+    public var reloadTLSOnFileChange: Bool = true
+    /// A `MICRO_TLS_*` environment that does not parse: the service refuses to start rather than
+    /// serve in plaintext.
+    var tlsEnvironmentError: String?
 
     public init(
         address: String? = nil,
@@ -47,8 +57,17 @@ public struct ServiceOptions: Sendable {
         registerTTL: Duration? = nil,
         registerInterval: Duration? = nil,
         interceptors: [any ServerInterceptor] = [],
-        broker: (any Broker)? = nil
+        broker: (any Broker)? = nil,
+        tls: TLSConfig? = nil
     ) {
+        self.tls = tls
+        if tls == nil {
+            do {
+                self.tls = try TLSConfig.fromEnvironment()
+            } catch {
+                self.tlsEnvironmentError = error.message
+            }
+        }
         self.interceptors = interceptors
         self.broker = broker
         let env = ProcessInfo.processInfo.environment

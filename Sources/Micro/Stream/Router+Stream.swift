@@ -44,7 +44,8 @@ extension Router {
             metadata: Metadata(request.headers),
             deadline: deadline,
             eventLoop: request.loop,
-            baseLogger: logger
+            baseLogger: logger,
+            peer: Peer(request.tls)
         )
         guard responder.canStream else {
             let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it with a Micro-Stream header (HTTP/1.1 or HTTP/2) or over gRPC")
