@@ -30,6 +30,10 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Requests per connection before measuring.") var warmup: Int = 100
     @Option(help: "Give up on a request after this many seconds.") var timeout: Double = 10
     @Flag(help: "Print the report as JSON.") var json = false
+    @Option(help: "swift: the framework's client stack, a task per request (what services pay); core: the C core drives the load itself, closed loop only, for servers faster than one core of Swift can drive.")
+    var driver: Driver = .swift
+
+    enum Driver: String, ExpressibleByArgument { case swift, core }
     @Option(name: .customLong("hdr-log"), help: "Write the full latency distribution (µs, HdrHistogram percentile format) to this file.") var hdrLog: String?
 
     func validate() throws {
@@ -38,6 +42,7 @@ struct Bench: AsyncParsableCommand {
         if requests == nil && duration == nil && rate != nil { throw ValidationError("--rate needs --requests or --duration") }
         if !target.hasPrefix("http://") && endpoint == nil { throw ValidationError("a service target needs an ENDPOINT") }
         if target.hasPrefix("https://") { throw ValidationError("https:// targets need TLS, which is not supported yet") }
+        if driver == .core && rate != nil { throw ValidationError("--driver core runs a closed loop: drop --rate") }
     }
 
     func run() async throws {
@@ -51,6 +56,9 @@ struct Bench: AsyncParsableCommand {
         for (key, value) in try keyValues(headers, what: "header") { metadata[key.lowercased()] = value }
         // the load generator's own loop: one core for the client, whatever the machine has
         let group = try EventLoopGroup(numberOfThreads: 1)
+        if driver == .core {
+            return try await runCore(body: body, contentType: contentType, metadata: metadata, loop: group.loops[0], group: group)
+        }
         let loop = group.loops[0]
         var logger = Logger(label: "micro.bench")
         logger.logLevel = .error
@@ -88,6 +96,81 @@ struct Bench: AsyncParsableCommand {
         let progress: (@Sendable (Int, Int) -> Void)? = terminal ? Self.showProgress : nil
         let (report, histogram) = await generator.run(call, progress: progress)
         if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        try emit(report, histogram)
+        group.shutdown()
+        if report.requests > 0 && report.errors.values.reduce(0, +) == report.requests { throw ExitCode(1) }
+    }
+
+    /// The C core's driver: one request shape, latencies recorded per call, the same report.
+    func runCore(body: [UInt8], contentType: String, metadata: [String: String], loop: EventLoop, group: EventLoopGroup) async throws {
+        let address: String, path: String
+        var headers: HTTPHeaders = ["content-type": contentType]
+        var payload = body
+        if target.hasPrefix("http://") {
+            (address, path) = try Self.split(target)
+        } else {
+            // a service target: its first node, addressed the way the client addresses it
+            guard let node = try await Registries.default.getService(target).flatMap(\.nodes).first else {
+                throw ValidationError("service \(target) not found in the registry")
+            }
+            address = node.address
+            path = contentType.hasPrefix("application/grpc") ? Self.grpcPath(service: target, endpoint: endpoint!) : "/"
+            if !contentType.hasPrefix("application/grpc") {
+                headers.add(name: "micro-service", value: target)
+                headers.add(name: "micro-endpoint", value: endpoint!)
+            }
+        }
+        if contentType.hasPrefix("application/grpc") {
+            headers["te"] = "trailers"
+            payload = GRPCFraming.frame(body)
+        }
+        for (k, v) in metadata { headers[k] = v }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            throw ValidationError("cannot read host:port from \(address)")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
+        var plan = CoreLoadDriver.Plan(host: host, port: port, path: path, headers: headers, body: payload)
+        plan.connections = connections
+        plan.concurrency = concurrency
+        plan.requests = requests ?? (duration == nil ? 10_000 : nil)
+        plan.duration = duration.map { .milliseconds(Int($0 * 1000)) }
+        plan.warmup = warmup
+        plan.grpc = contentType.hasPrefix("application/grpc")
+        let result = try await CoreLoadDriver.run(plan, on: loop)
+        if let error = result.connectionError, result.succeeded == 0 {
+            FileHandle.standardError.write(Data("micro bench: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+        for us in result.latencyMicroseconds { _ = histogram.record(UInt64(us)) }
+        let seconds = Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18
+        let count = result.succeeded + result.failed
+        var latency: [String: Double] = [:]
+        if histogram.totalCount > 0 {
+            for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)] {
+                latency[name] = Double(histogram.valueAtPercentile(p))
+            }
+            latency["max"] = Double(histogram.max)
+            latency["mean"] = (histogram.mean * 10).rounded() / 10
+        }
+        let report = LoadGenerator.Report(
+            requests: count, errors: result.failed > 0 ? ["failed": result.failed] : [:], seconds: (seconds * 1000).rounded() / 1000,
+            requestsPerSecond: (Double(count) / max(seconds, 1e-9)).rounded(), latencyMicroseconds: latency,
+            connections: connections, concurrency: concurrency, rate: nil)
+        try emit(report, histogram)
+        group.shutdown()
+        if report.requests > 0 && result.failed == report.requests { throw ExitCode(1) }
+    }
+
+    /// go-micro's gRPC path of `Service.Method` of service `name`: `/name.Service/Method`.
+    static func grpcPath(service: String, endpoint: String) -> String {
+        if endpoint.hasPrefix("/") { return endpoint }
+        guard let dot = endpoint.lastIndex(of: ".") else { return "/\(service)/\(endpoint)" }
+        return "/\(service).\(endpoint[..<dot])/\(endpoint[endpoint.index(after: dot)...])"
+    }
+
+    func emit(_ report: LoadGenerator.Report, _ histogram: Histogram<UInt64>) throws {
         if let hdrLog {
             var text = ""
             histogram.outputPercentileDistribution(to: &text, outputValueUnitScalingRatio: 1)
@@ -100,8 +183,6 @@ struct Bench: AsyncParsableCommand {
         } else {
             print(Self.describe(report))
         }
-        group.shutdown()
-        if report.requests > 0 && report.errors.values.reduce(0, +) == report.requests { throw ExitCode(1) }
     }
 
     @Sendable static func showProgress(_ done: Int, _ failed: Int) {

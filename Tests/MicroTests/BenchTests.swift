@@ -18,6 +18,42 @@ import Testing
         return (result, try? JSONDecoder().decode(Report.self, from: Data(result.stdout.utf8)))
     }
 
+    /// The C core's driver: by name (micro protocol) and by URL (gRPC framing), exact counts,
+    /// failures counted by status, a refused connection said plainly.
+    @Test func theCoreDriverCountsExactlyAndSaysWhatFailed() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("micro-bench-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let environment = ["MICRO_REGISTRY_ADDRESS": directory.path]
+        let helloworld = try await ChildService("helloworld", environment: environment)
+        defer { helloworld.stop() }
+        _ = await helloworld.waitForLine(containing: "registered node")
+        let (byName, named) = try await Self.bench(
+            ["helloworld", "Helloworld.Greeting", "--driver", "core", "--data", #"{"name":"c"}"#, "--connections", "3",
+             "--concurrency", "5", "--requests", "3000", "--warmup", "20"], environment: environment)
+        #expect(byName.status == 0, "\(byName.stderr)")
+        #expect(named?.requests == 3000)
+        #expect(named?.errors == [:])
+        #expect(Set(named.map { Array($0.latencyMicroseconds.keys) } ?? []).isSuperset(of: ["p50", "p99", "max"]))
+
+        let greeter = try await ChildService("greeter", environment: environment)
+        defer { greeter.stop() }
+        let (grpc, framed) = try await Self.bench(
+            ["http://127.0.0.1:\(greeter.port)/Greeter/Hello", "--driver", "core", "--grpc", "--data-hex", "0a0162",
+             "--concurrency", "4", "--requests", "1000"], environment: environment)
+        #expect(grpc.status == 0, "\(grpc.stderr)")
+        #expect(framed?.requests == 1000)
+        #expect(framed?.errors == [:])
+        // an unknown method: gRPC UNIMPLEMENTED, each call a failure
+        let (unknown, failures) = try await Self.bench(
+            ["http://127.0.0.1:\(greeter.port)/Greeter/Nope", "--driver", "core", "--grpc", "--requests", "50"], environment: environment)
+        #expect(unknown.status == 1)
+        #expect(failures?.errors["failed"] == 50)
+        let refused = try await Tool.run(Tool.binDirectory.appendingPathComponent("micro").path,
+                                         ["bench", "http://127.0.0.1:\(try RawConnection.unusedPort())/", "--driver", "core", "--requests", "5"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("connection refused"), "\(refused.stderr)")
+    }
+
     @Test func closedLoopThroughTheRegistryAndOpenLoopByURL() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("micro-bench-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -336,6 +336,46 @@ void mc_cert_free(char *pem);
  * malloc'd (mc_cert_free); NULL if none. */
 char *mc_cert_identity(const char *cert_pem, size_t len);
 
+/* ---------------------------------------------------------------- load driver (loop thread)
+ *
+ * A closed-loop benchmark run entirely in the core (bench.c): `connections` HTTP/2 connections
+ * to host:port, `concurrency` calls in flight on each, every call the same request; `warmup`
+ * calls per connection first (not recorded), then until `requests` calls were made or
+ * `duration_ms` passed (whichever is set; both: the first). A call succeeds on status 200 (and,
+ * with `grpc`, grpc-status 0). */
+typedef struct mc_bench_config {
+    const char *host;
+    uint16_t port;
+    const char *method; /* NULL: POST */
+    const char *path;
+    const mc_header_t *headers;
+    size_t nheaders;
+    const uint8_t *body;
+    size_t body_len;
+    unsigned connections;
+    unsigned concurrency;
+    uint64_t requests;
+    uint64_t duration_ms;
+    uint64_t warmup;
+    int grpc;
+} mc_bench_config_t;
+
+typedef struct mc_bench_result {
+    uint64_t ok, failed;
+    uint64_t elapsed_ns;  /* from the first measured call to the last answer */
+    uint32_t *latency_us; /* one per answered call, in completion order */
+    uint64_t nlatency;
+    char error[256];      /* why a connection could not be made, if one could not */
+} mc_bench_result_t;
+
+/* The run is over and its connections closed; `result` is the callee's (mc_bench_result_free). */
+typedef void (*mc_bench_done_fn)(void *ctx, mc_bench_result_t *result);
+
+/* Starts a run (the configuration is copied). Returns 0, or -1 on a bad configuration or no
+ * memory (then done is never called). Loop thread. */
+int mc_bench_start(mc_loop_t *loop, const mc_bench_config_t *config, mc_bench_done_fn done, void *ctx);
+void mc_bench_result_free(mc_bench_result_t *result);
+
 /* Response accessors for client calls. */
 int mc_request_status(const mc_request_t *response);
 size_t mc_request_trailer_index(const mc_request_t *response);
