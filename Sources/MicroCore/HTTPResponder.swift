@@ -183,22 +183,36 @@ extension HTTPHeaders {
     /// Calls `body` with the fields as C headers that point into one temporary buffer.
     func withCHeaders<R>(_ body: (UnsafePointer<mc_header_t>?, Int) -> R) -> R {
         if isEmpty { return body(nil, 0) }
-        var bytes: [UInt8] = []
-        var spans: [(Int, Int, Int, Int)] = []
-        spans.reserveCapacity(count)
-        for field in self {
-            let nameStart = bytes.count
-            bytes.append(contentsOf: field.name.utf8)
-            let valueStart = bytes.count
-            bytes.append(contentsOf: field.value.utf8)
-            spans.append((nameStart, valueStart - nameStart, valueStart, bytes.count - valueStart))
-        }
-        return bytes.withUnsafeBufferPointer { buffer in
-            let base = UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)
-            let headers = spans.map {
-                mc_header_t(name: base + $0.0, name_len: $0.1, value: base + $0.2, value_len: $0.3)
+        // the bytes and the entries live on the stack (for the usual few headers): this runs for
+        // every answer and every call, and three arrays were three mallocs each time
+        var total = 0
+        for field in self { total += field.name.utf8.count + field.value.utf8.count }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: Swift.max(total, 1)) { bytes in
+            withUnsafeTemporaryAllocation(of: mc_header_t.self, capacity: count) { headers in
+                var offset = 0, index = 0
+                for field in self {
+                    let name = UnsafeMutableBufferPointer(rebasing: bytes[offset...])
+                    let nameCount = Self.copy(field.name, into: name)
+                    let value = UnsafeMutableBufferPointer(rebasing: bytes[(offset + nameCount)...])
+                    let valueCount = Self.copy(field.value, into: value)
+                    (headers.baseAddress! + index).initialize(to: mc_header_t(
+                        name: name.baseAddress, name_len: nameCount, value: value.baseAddress, value_len: valueCount))
+                    offset += nameCount + valueCount
+                    index += 1
+                }
+                defer { headers.baseAddress!.deinitialize(count: index) }
+                return body(headers.baseAddress, index)
             }
-            return headers.withUnsafeBufferPointer { body($0.baseAddress, $0.count) }
         }
+    }
+
+    /// Copies a string's UTF-8 into `buffer`; returns the byte count.
+    private static func copy(_ string: String, into buffer: UnsafeMutableBufferPointer<CChar>) -> Int {
+        var count = 0
+        for byte in string.utf8 {
+            buffer[count] = CChar(bitPattern: byte)
+            count += 1
+        }
+        return count
     }
 }
