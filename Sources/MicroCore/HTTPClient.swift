@@ -465,6 +465,7 @@ final class PendingCall: TimedCall, @unchecked Sendable {
     /// The fields of a response in `range` (headers before the trailer index, trailers after).
     static func fields(_ response: OpaquePointer, _ range: Range<Int>) -> HTTPHeaders {
         var fields = HTTPHeaders()
+        fields.reserveCapacity(range.count)
         for i in range {
             let h = mc_request_header(response, i)
             let name = String(decoding: UnsafeRawBufferPointer(start: h.name, count: h.name_len), as: UTF8.self)

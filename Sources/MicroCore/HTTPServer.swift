@@ -206,9 +206,10 @@ final class ServerContext: Sendable {
         let method = string(mc_request_method(req, &len), len)
         let path = string(mc_request_path(req, &len), len)
         var headers = HTTPHeaders()
+        headers.reserveCapacity(mc_request_header_count(req))  // one allocation, not one per doubling
         for i in 0..<mc_request_header_count(req) {
             let h = mc_request_header(req, i)
-            headers.add(name: string(h.name, h.name_len), value: string(h.value, h.value_len))
+            headers.add(name: string(h.name, h.name_len), value: value(h.value, h.value_len))
         }
         let bodyPointer = mc_request_body(req, &len)
         let body = whole && len > 0 ? Array(UnsafeBufferPointer(start: bodyPointer, count: len)) : []
@@ -229,6 +230,22 @@ final class ServerContext: Sendable {
             loop: loop,
             tls: tls
         )
+    }
+
+    /// Values every request of a kind carries, longer than the 15 bytes a String holds inline:
+    /// given as the literal (no allocation) when the bytes match.
+    private static let commonValues: [String] = [
+        "application/json", "application/grpc", "application/protobuf", "application/grpc+proto", "application/octet-stream",
+    ]
+
+    static func value(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
+        if len > 15, let p {
+            let bytes = UnsafeRawBufferPointer(start: p, count: len)
+            for common in commonValues where common.utf8.count == len {
+                if common.utf8.elementsEqual(bytes) { return common }
+            }
+        }
+        return string(p, len)
     }
 
     static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
