@@ -223,9 +223,10 @@ static int on_message_complete(http_parser *p) {
     return 0;
 }
 
-int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
-    mc_buf_t *b = &r->h1_frame;
-    b->len = 0;
+
+/* The status line and the headers of an answer (or an answer frame), content-length left out:
+ * the caller writes its own. */
+static int status_and_headers(mc_buf_t *b, int status, const mc_header_t *h, size_t nh) {
     int rc = mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
     for (size_t i = 0; i < nh && rc == 0; i++) {
         if (h[i].name_len == 14 && strncasecmp(h[i].name, "content-length", 14) == 0) continue;
@@ -234,6 +235,12 @@ int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t 
         rc |= mc_buf_append(b, h[i].value, h[i].value_len);
         rc |= mc_buf_append(b, "\r\n", 2);
     }
+    return rc;
+}
+int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
+    mc_buf_t *b = &r->h1_frame;
+    b->len = 0;
+    int rc = status_and_headers(b, status, h, nh);
     mc_header_t id;
     if (rc == 0 && find_header(r, "micro-stream", &id)) {
         rc |= mc_buf_append(b, "micro-stream: ", 14);
@@ -393,14 +400,7 @@ static void resume(mc_conn_t *c) {
 
 static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, const mc_header_t *h, size_t nh,
                      const uint8_t *body, size_t len) {
-    int rc = mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
-    for (size_t i = 0; i < nh && rc == 0; i++) {
-        if (h[i].name_len == 14 && strncasecmp(h[i].name, "content-length", 14) == 0) continue;
-        rc |= mc_buf_append(b, h[i].name, h[i].name_len);
-        rc |= mc_buf_append(b, ": ", 2);
-        rc |= mc_buf_append(b, h[i].value, h[i].value_len);
-        rc |= mc_buf_append(b, "\r\n", 2);
-    }
+    int rc = status_and_headers(b, status, h, nh);
     if (rc == 0 && status >= 200 && status != 204 && status != 304) rc = mc_buf_appendf(b, "content-length: %zu\r\n", len);
     if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
     if (rc == 0 && (!r->keep_alive || c->draining)) rc = mc_buf_append(b, "connection: close\r\n", 19);

@@ -59,16 +59,6 @@ static int post(mc_server_t *s, mc_loop_t *loop, mc_job_fn fn, void *arg) {
     return 0;
 }
 
-static void log_msg(mc_server_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void log_msg(mc_server_t *s, int level, const char *fmt, ...) {
-    if (!s->cb.on_log) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    s->cb.on_log(s->cb.ctx, level, msg);
-}
 
 int mc_server_set_tls(mc_server_t *s, mc_tls_ctx_t *ctx) {
     if (!ctx) return -1;
@@ -230,7 +220,7 @@ static void on_readable(uv_poll_t *p, int status, int events) {
     (void)events;
     mc_server_t *s = p->data;
     if (status < 0) {
-        log_msg(s, MC_LOG_ERROR, "listener poll error: %s; listener closed", uv_strerror(status));
+        mc_server_log(s, MC_LOG_ERROR, "listener poll error: %s; listener closed", uv_strerror(status));
         close_listener(s);
         return;
     }
@@ -239,7 +229,7 @@ static void on_readable(uv_poll_t *p, int status, int events) {
             /* At the cap: leave the rest in the backlog until a connection closes. */
             poll_stop(s);
             atomic_store(cap_paused_of(s), true);
-            log_msg(s, MC_LOG_WARNING, "connection limit %u reached; accept paused",
+            mc_server_log(s, MC_LOG_WARNING, "connection limit %u reached; accept paused",
                     s->config.max_connections);
             return;
         }
@@ -257,11 +247,11 @@ static void on_readable(uv_poll_t *p, int status, int events) {
             if (s->backoff_ms > MC_BACKOFF_MAX_MS) s->backoff_ms = MC_BACKOFF_MAX_MS;
             poll_stop(s);
             uv_timer_start(&s->backoff, on_backoff, s->backoff_ms, 0);
-            log_msg(s, MC_LOG_WARNING, "accept error: %s; retrying in %llums", strerror(e),
+            mc_server_log(s, MC_LOG_WARNING, "accept error: %s; retrying in %llums", strerror(e),
                     (unsigned long long)s->backoff_ms);
             return;
         }
-        log_msg(s, MC_LOG_ERROR, "accept failed permanently: %s; listener closed", strerror(e));
+        mc_server_log(s, MC_LOG_ERROR, "accept failed permanently: %s; listener closed", strerror(e));
         close_listener(s);
         return;
     }
@@ -300,7 +290,7 @@ static void listener_start_job(void *ctx, void *arg) {
     uv_loop_t *uv = &s->loops[0].loop->uv;
     int rc = uv_poll_init_socket(uv, &s->poll, s->fd);
     if (rc != 0) {
-        log_msg(s, MC_LOG_ERROR, "cannot poll the listening socket: %s", uv_strerror(rc));
+        mc_server_log(s, MC_LOG_ERROR, "cannot poll the listening socket: %s", uv_strerror(rc));
         close(s->fd);
         s->fd = -1;
         atomic_store(&s->listener_closed, true);

@@ -21,6 +21,12 @@ public enum CoreLoadDriver {
         /// Success also needs grpc-status 0.
         public var grpc = false
 
+        /// `address` is `host:port`, read as the HTTP client reads it.
+        public init(address: String, path: String, headers: HTTPHeaders, body: [UInt8]) throws(HTTPClientError) {
+            let (host, port) = try ConnectionPool.split(address)
+            self.init(host: host, port: Int(port), path: path, headers: headers, body: body)
+        }
+
         public init(host: String, port: Int, path: String, headers: HTTPHeaders, body: [UInt8]) {
             self.host = host
             self.port = port

@@ -114,7 +114,7 @@ struct Bench: AsyncParsableCommand {
                 throw ValidationError("service \(target) not found in the registry")
             }
             address = node.address
-            path = contentType.hasPrefix("application/grpc") ? Self.grpcPath(service: target, endpoint: endpoint!) : "/"
+            path = contentType.hasPrefix("application/grpc") ? Client.grpcPath(service: target, endpoint: endpoint!) : "/"
             if !contentType.hasPrefix("application/grpc") {
                 headers.add(name: "micro-service", value: target)
                 headers.add(name: "micro-endpoint", value: endpoint!)
@@ -125,12 +125,7 @@ struct Bench: AsyncParsableCommand {
             payload = GRPCFraming.frame(body)
         }
         for (k, v) in metadata { headers[k] = v }
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-            throw ValidationError("cannot read host:port from \(address)")
-        }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
-        var plan = CoreLoadDriver.Plan(host: host, port: port, path: path, headers: headers, body: payload)
+        var plan = try CoreLoadDriver.Plan(address: address, path: path, headers: headers, body: payload)
         plan.connections = connections
         plan.concurrency = concurrency
         plan.requests = requests ?? (duration == nil ? 10_000 : nil)
@@ -146,28 +141,12 @@ struct Bench: AsyncParsableCommand {
         for us in result.latencyMicroseconds { _ = histogram.record(UInt64(us)) }
         let seconds = Double(result.elapsed.components.seconds) + Double(result.elapsed.components.attoseconds) / 1e18
         let count = result.succeeded + result.failed
-        var latency: [String: Double] = [:]
-        if histogram.totalCount > 0 {
-            for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)] {
-                latency[name] = Double(histogram.valueAtPercentile(p))
-            }
-            latency["max"] = Double(histogram.max)
-            latency["mean"] = (histogram.mean * 10).rounded() / 10
-        }
         let report = LoadGenerator.Report(
-            requests: count, errors: result.failed > 0 ? ["failed": result.failed] : [:], seconds: (seconds * 1000).rounded() / 1000,
-            requestsPerSecond: (Double(count) / max(seconds, 1e-9)).rounded(), latencyMicroseconds: latency,
+            requests: count, errors: result.failed > 0 ? ["failed": result.failed] : [:], seconds: seconds, histogram: histogram,
             connections: connections, concurrency: concurrency, rate: nil)
         try emit(report, histogram)
         group.shutdown()
         if report.requests > 0 && result.failed == report.requests { throw ExitCode(1) }
-    }
-
-    /// go-micro's gRPC path of `Service.Method` of service `name`: `/name.Service/Method`.
-    static func grpcPath(service: String, endpoint: String) -> String {
-        if endpoint.hasPrefix("/") { return endpoint }
-        guard let dot = endpoint.lastIndex(of: ".") else { return "/\(service)/\(endpoint)" }
-        return "/\(service).\(endpoint[..<dot])/\(endpoint[endpoint.index(after: dot)...])"
     }
 
     func emit(_ report: LoadGenerator.Report, _ histogram: Histogram<UInt64>) throws {

@@ -103,18 +103,8 @@ struct LoadGenerator: Sendable {
         let elapsed = ContinuousClock.now - start
         let seconds = elapsed.nanosecondsValue / 1e9
         let count = counters.completed.load(ordering: .relaxed)
-        var latency: [String: Double] = [:]
-        if total.totalCount > 0 {
-            for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)] {
-                latency[name] = Double(total.valueAtPercentile(p))
-            }
-            latency["max"] = Double(total.max)
-            latency["mean"] = (total.mean * 10).rounded() / 10
-        }
-        let report = Report(
-            requests: count, errors: errors, seconds: (seconds * 1000).rounded() / 1000,
-            requestsPerSecond: (Double(count) / max(seconds, 1e-9)).rounded(), latencyMicroseconds: latency,
-            connections: plan.connections, concurrency: plan.concurrency, rate: plan.rate)
+        let report = Report(requests: count, errors: errors, seconds: seconds, histogram: total,
+                            connections: plan.connections, concurrency: plan.concurrency, rate: plan.rate)
         return (report, total)
     }
 
@@ -130,5 +120,23 @@ struct LoadGenerator: Sendable {
         case let e as HTTPClientError: "\(e.kind)"
         default: "\(type(of: error))"
         }
+    }
+}
+
+extension LoadGenerator.Report {
+    /// A report of `requests` answered in `seconds`, latencies from `histogram` (µs).
+    init(requests: Int, errors: [String: Int], seconds: Double, histogram: Histogram<UInt64>, connections: Int, concurrency: Int, rate: Double?) {
+        var latency: [String: Double] = [:]
+        if histogram.totalCount > 0 {
+            for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)] {
+                latency[name] = Double(histogram.valueAtPercentile(p))
+            }
+            latency["max"] = Double(histogram.max)
+            latency["mean"] = (histogram.mean * 10).rounded() / 10
+        }
+        self.init(
+            requests: requests, errors: errors, seconds: (seconds * 1000).rounded() / 1000,
+            requestsPerSecond: (Double(requests) / max(seconds, 1e-9)).rounded(), latencyMicroseconds: latency,
+            connections: connections, concurrency: concurrency, rate: rate)
     }
 }

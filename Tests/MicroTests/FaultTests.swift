@@ -68,6 +68,7 @@ import Testing
         try await FloodTests.stillServesOverHTTP2(service.port!)
     }
 
+    /// The frames in `bytes` (whole ones): type, stream, and the error code of RST_STREAM or GOAWAY.
     static func frames(_ bytes: [UInt8]) -> [(type: UInt8, stream: UInt32, code: UInt32?)] {
         var out: [(UInt8, UInt32, UInt32?)] = []
         var offset = 0
@@ -76,8 +77,10 @@ import Testing
             guard offset + 9 + length <= bytes.count else { break }
             let type = bytes[offset + 3]
             let stream = bytes[(offset + 5)..<(offset + 9)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff
+            // the error code: RST_STREAM's payload, or after GOAWAY's last stream id
             var code: UInt32?
-            if type == 3 { code = bytes[(offset + 9)..<(offset + 13)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
+            let at = type == 3 ? offset + 9 : offset + 13
+            if type == 3 || (type == 7 && length >= 8) { code = bytes[at..<(at + 4)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
             out.append((type, stream, code))
             offset += 9 + length
         }

@@ -21,19 +21,7 @@ import Testing
     static func framesUntilClose(_ conn: RawConnection) throws -> [(type: UInt8, goawayCode: UInt32?)] {
         var bytes: [UInt8] = []
         while let chunk = try? conn.read(), !chunk.isEmpty { bytes += chunk }
-        var frames: [(UInt8, UInt32?)] = []
-        var offset = 0
-        while offset + 9 <= bytes.count {
-            let length = Int(bytes[offset]) << 16 | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2])
-            let type = bytes[offset + 3]
-            var code: UInt32?
-            if type == 7, offset + 17 <= bytes.count {
-                code = bytes[(offset + 13)..<(offset + 17)].reduce(0) { $0 << 8 | UInt32($1) }
-            }
-            frames.append((type, code))
-            offset += 9 + length
-        }
-        return frames
+        return FaultTests.frames(bytes).map { ($0.type, $0.type == 7 ? $0.code : nil) }
     }
 
     static func service() throws -> Service {

@@ -252,7 +252,7 @@ import Glibc
         packets.append([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, 0x61])
         packets.append([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 12, 0, 1])
         // a response whose TXT record holds a "go-micro" payload that is a zlib bomb
-        let bomb = MDNSText.zlibCompress([UInt8](repeating: 0x20, count: 8 << 20))
+        let bomb = Gzip.compress([UInt8](repeating: 0x20, count: 8 << 20), format: .zlib)
         let hex = Array(MDNSText.hexDigits(bomb).utf8)
         let strings = stride(from: 0, to: min(hex.count, 6000), by: 255).map { Array(hex[$0..<min($0 + 255, hex.count)]) }
         let bombMessage = DNSMessage(
@@ -338,7 +338,7 @@ import Glibc
         #expect(MDNSText.decodeGoMicro(strings) == text)
         // Go's encoding of {"Metadata":null,"Service":"s","Version":"v","Endpoints":null}
         let json = Array(#"{"Metadata":null,"Service":"s","Version":"v","Endpoints":null}"#.utf8)
-        let decoded = MDNSText.decodeGoMicro([Array(MDNSText.hexDigits(MDNSText.zlibCompress(json)).utf8)])
+        let decoded = MDNSText.decodeGoMicro([Array(MDNSText.hexDigits(Gzip.compress(json, format: .zlib)).utf8)])
         #expect(decoded == MDNSText.GoMicro(metadata: [:], service: "s", version: "v", endpoints: []))
     }
 

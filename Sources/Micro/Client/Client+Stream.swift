@@ -58,18 +58,12 @@ extension Client {
         guard let codec = codec(for: options.contentType) else {
             throw MicroError(id: "micro.client", code: 400, detail: "unsupported content type \(options.contentType)")
         }
-        return try await openStream(service, endpoint, options) { http, source in
-            let call = ClientStream<Request, Response>(
-                writer: MessageWriter(ClientRequestSink(http)) { try codec.encode($0) },
-                http: http,
-                responses: MessageStream(source) { bytes in
-                    do {
-                        return try codec.decode(Response.self, from: bytes)
-                    } catch {
-                        throw MicroError(id: "micro.client", code: 500, detail: "cannot decode \(Response.self) from a message of \(service).\(endpoint): \(error)")
-                    }
-                })
-            return try await body(call)
+        return try await typedStream(service, endpoint, options, body, encode: { try codec.encode($0) }) { bytes in
+            do {
+                return try codec.decode(Response.self, from: bytes)
+            } catch {
+                throw MicroError(id: "micro.client", code: 500, detail: "cannot decode \(Response.self) from a message of \(service).\(endpoint): \(error)")
+            }
         }
     }
 
@@ -87,18 +81,12 @@ extension Client {
         guard let codec = codec(for: options.contentType) as? any MessageCodec else {
             throw MicroError(id: "micro.client", code: 400, detail: "content type \(options.contentType) cannot carry protobuf messages")
         }
-        return try await openStream(service, endpoint, options) { http, source in
-            let call = ClientStream<Request, Response>(
-                writer: MessageWriter(ClientRequestSink(http)) { try codec.encode(message: $0) },
-                http: http,
-                responses: MessageStream(source) { bytes in
-                    do {
-                        return try codec.decode(message: Response.self, from: bytes)
-                    } catch {
-                        throw MicroError(id: "micro.client", code: 500, detail: "cannot decode \(Response.protoMessageName) from \(service) \(endpoint): \(error)")
-                    }
-                })
-            return try await body(call)
+        return try await typedStream(service, endpoint, options, body, encode: { try codec.encode(message: $0) }) { bytes in
+            do {
+                return try codec.decode(message: Response.self, from: bytes)
+            } catch {
+                throw MicroError(id: "micro.client", code: 500, detail: "cannot decode \(Response.protoMessageName) from \(service) \(endpoint): \(error)")
+            }
         }
     }
 
@@ -110,9 +98,7 @@ extension Client {
         options: CallOptions? = nil,
         _ body: (ClientStream<[UInt8], [UInt8]>) async throws -> R
     ) async throws -> R {
-        try await openStream(service, endpoint, options ?? self.options) { http, source in
-            try await body(ClientStream(writer: MessageWriter(ClientRequestSink(http)) { $0 }, http: http, responses: MessageStream(source) { $0 }))
-        }
+        try await typedStream(service, endpoint, options ?? self.options, body, encode: { $0 }, decode: { $0 })
     }
 
     /// Sends `request` and runs `body` with the stream of answers (server streaming).
@@ -144,6 +130,21 @@ extension Client {
             call.closeSend()
             for try await answer in call.responses { return answer }
             throw MicroError(id: "micro.client", code: 500, detail: "\(service).\(endpoint) ended without an answer")
+        }
+    }
+
+    /// A stream whose messages go through `encode` and come back through `decode`.
+    private func typedStream<Request: Sendable, Response: Sendable, R>(
+        _ service: String,
+        _ endpoint: String,
+        _ options: CallOptions,
+        _ body: (ClientStream<Request, Response>) async throws -> R,
+        encode: @escaping @Sendable (Request) throws -> [UInt8],
+        decode: @escaping @Sendable ([UInt8]) throws -> Response
+    ) async throws -> R {
+        try await openStream(service, endpoint, options) { http, source in
+            try await body(ClientStream(writer: MessageWriter(ClientRequestSink(http), encode: encode), http: http,
+                                        responses: MessageStream(source, decode: decode)))
         }
     }
 

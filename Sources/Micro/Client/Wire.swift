@@ -120,3 +120,11 @@ enum Wire {
         return .success(body, Metadata(metadata))
     }
 }
+
+extension Client {
+    /// The gRPC path of `endpoint` of `service`: `/pkg.Service/Method` as given, or go-micro's
+    /// mapping of `Service.Method`, `/service.Service/Method`.
+    public static func grpcPath(service: String, endpoint: String) -> String {
+        Wire.grpcPath(service: service, endpoint: endpoint)
+    }
+}

@@ -40,16 +40,23 @@ public enum GRPCFraming {
     }
 }
 
-/// gzip through zlib, for `grpc-encoding: gzip`.
+/// gzip through zlib, for `grpc-encoding: gzip`; also the bare zlib format (RFC 1950), which
+/// go-micro's mDNS TXT records carry.
 enum Gzip {
     struct Failure: Error, CustomStringConvertible {
         let description: String
     }
 
+    enum Format {
+        case gzip, zlib
+        /// zlib's windowBits: 15 (32 KiB window), plus 16 for a gzip wrapper.
+        var windowBits: Int32 { self == .gzip ? 15 + 16 : 15 }
+    }
+
     /// Inflates a gzip member; fails beyond `limit` output bytes (a zip bomb is an error, not OOM).
-    static func decompress(_ input: ArraySlice<UInt8>, limit: Int) throws(Failure) -> [UInt8] {
+    static func decompress(_ input: ArraySlice<UInt8>, limit: Int, format: Format = .gzip) throws(Failure) -> [UInt8] {
         var stream = z_stream()
-        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        guard inflateInit2_(&stream, format.windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw Failure(description: "cannot start gzip decoder")
         }
         defer { inflateEnd(&stream) }
@@ -79,9 +86,9 @@ enum Gzip {
         }
     }
 
-    static func compress(_ input: [UInt8]) -> [UInt8] {
+    static func compress(_ input: [UInt8], format: Format = .gzip) -> [UInt8] {
         var stream = z_stream()
-        guard deflateInit2_(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION,
+        guard deflateInit2_(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, format.windowBits, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION,
                             Int32(MemoryLayout<z_stream>.size)) == Z_OK
         else { return [] }
         defer { deflateEnd(&stream) }

@@ -80,15 +80,7 @@ extension Router {
         guard body.count <= Self.maxGRPCMessageBytes else {
             return responder.send(fail(.resourceExhausted, "request message of \(body.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)"))
         }
-        let context = Context(
-            service: service,
-            endpoint: endpoint.name,
-            metadata: Metadata(request.headers),
-            deadline: deadline,
-            eventLoop: request.loop,
-            baseLogger: logger,
-            peer: Peer(request.tls)
-        )
+        let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
         let name = endpoint.name
         let message = body
         await race(deadline, responder) {

@@ -71,15 +71,7 @@ final class Router: Sendable {
         if request.bodyStream != nil {
             return responder.send(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
-        let context = Context(
-            service: service,
-            endpoint: name,
-            metadata: Metadata(request.headers),
-            deadline: deadline,
-            eventLoop: request.loop,
-            baseLogger: logger,
-            peer: Peer(request.tls)
-        )
+        let context = self.context(request, endpoint: name, deadline: deadline)
         await race(deadline, responder) {
             switch await self.invoke(endpoint, request.body, codec, context) {
             case .success(let bytes):
@@ -146,6 +138,12 @@ final class Router: Sendable {
         return try await first.intercept(request, context: context) { request, context in
             try await self.intercepted(request, context, endpoint, remaining)
         }
+    }
+
+    /// What the handler of `endpoint` gets to know about `request`.
+    func context(_ request: HTTPServerRequest, endpoint: String, deadline: ContinuousClock.Instant?) -> Context {
+        Context(service: service, endpoint: endpoint, metadata: Metadata(request.headers), deadline: deadline,
+                eventLoop: request.loop, baseLogger: logger, peer: Peer(request.tls))
     }
 
     /// go-micro answers errors with HTTP 200 and the error in `Micro-Error`; the body carries it

@@ -38,15 +38,7 @@ extension Router {
         grpcContentType: String?,
         deadline: ContinuousClock.Instant?
     ) async {
-        let context = Context(
-            service: service,
-            endpoint: endpoint.name,
-            metadata: Metadata(request.headers),
-            deadline: deadline,
-            eventLoop: request.loop,
-            baseLogger: logger,
-            peer: Peer(request.tls)
-        )
+        let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
         guard responder.canStream else {
             let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it with a Micro-Stream header (HTTP/1.1 or HTTP/2) or over gRPC")
             return responder.send(error(e))

@@ -1,4 +1,3 @@
-import CZlib
 import Foundation
 
 /// The TXT payloads of the mDNS registry's two namings.
@@ -38,13 +37,13 @@ enum MDNSText {
 
     static func encodeGoMicro(_ text: GoMicro) -> [[UInt8]] {
         let json = (try? JSONEncoder().encode(text)).map { Array($0) } ?? Array("{}".utf8)
-        let hex = Array(hexDigits(zlibCompress(json)).utf8)
+        let hex = Array(hexDigits(Gzip.compress(json, format: .zlib)).utf8)
         return stride(from: 0, to: hex.count, by: 255).map { Array(hex[$0..<min($0 + 255, hex.count)]) }
     }
 
     /// nil unless the strings are hex of zlib of a JSON object with a service name.
     static func decodeGoMicro(_ strings: [[UInt8]]) -> GoMicro? {
-        guard let compressed = hexBytes(strings.joined()), let json = zlibDecompress(compressed, limit: maxJSONBytes),
+        guard let compressed = hexBytes(strings.joined()), let json = try? Gzip.decompress(compressed[...], limit: maxJSONBytes, format: .zlib),
             let text = try? JSONDecoder().decode(GoMicro.self, from: Data(json)), !text.service.isEmpty
         else { return nil }
         return text
@@ -103,53 +102,5 @@ enum MDNSText {
             }
         }
         return out
-    }
-
-    /// zlib format (RFC 1950), as Go's compress/zlib writes it.
-    static func zlibCompress(_ input: [UInt8]) -> [UInt8] {
-        var stream = z_stream()
-        guard deflateInit_(&stream, Z_DEFAULT_COMPRESSION, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
-            return []
-        }
-        defer { deflateEnd(&stream) }
-        var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, UInt(input.count))))
-        let written: Int = input.withUnsafeBufferPointer { inBuf in
-            output.withUnsafeMutableBufferPointer { outBuf in
-                stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
-                stream.avail_in = UInt32(inBuf.count)
-                stream.next_out = outBuf.baseAddress
-                stream.avail_out = UInt32(outBuf.count)
-                _ = deflate(&stream, Z_FINISH)
-                return outBuf.count - Int(stream.avail_out)
-            }
-        }
-        return Array(output[..<written])
-    }
-
-    /// Inflates a zlib stream; nil if it is corrupt, incomplete, or inflates past `limit` bytes.
-    static func zlibDecompress(_ input: [UInt8], limit: Int) -> [UInt8]? {
-        var stream = z_stream()
-        guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
-        defer { inflateEnd(&stream) }
-        var output = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        let ok: Bool = input.withUnsafeBufferPointer { inBuf in
-            stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
-            stream.avail_in = UInt32(inBuf.count)
-            while true {
-                let rc: Int32 = chunk.withUnsafeMutableBufferPointer { outBuf in
-                    stream.next_out = outBuf.baseAddress
-                    stream.avail_out = UInt32(outBuf.count)
-                    return inflate(&stream, Z_NO_FLUSH)
-                }
-                let produced = chunk.count - Int(stream.avail_out)
-                guard output.count + produced <= limit else { return false }
-                output.append(contentsOf: chunk[..<produced])
-                if rc == Z_STREAM_END { return true }
-                if rc != Z_OK { return false }
-                if stream.avail_in == 0 && produced == 0 { return false }
-            }
-        }
-        return ok ? output : nil
     }
 }
