@@ -1,15 +1,22 @@
 import CMicroCore
 
-/// One event-loop thread of the C core: a libuv loop that is also a Swift executor.
+/// One event-loop thread of the C core: a libuv loop that is also a Swift task executor.
 ///
 /// A task started with `Task(executorPreference: loop)` (or a child task of one) runs its code on
 /// this loop's thread, so a request is read, handled and answered on one thread with no hop.
-/// `enqueue` hands the job to the loop's queue without allocating a closure.
+/// `enqueue` hands the job to the loop's queue without allocating a closure. An actor can be
+/// confined to the loop with ``serialExecutor``.
+///
+/// The loop is deliberately not itself a `SerialExecutor`: one `enqueue` cannot tell whether a
+/// job came for the task executor or for an actor, and running task-executor jobs as if isolated
+/// to the loop made every hop back to nonisolated code (each `await` of a nonisolated async
+/// function) a full re-enqueue instead of a no-op.
 ///
 /// Threading: every method may be called from any thread.
-public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
+public final class EventLoop: TaskExecutor, @unchecked Sendable {
     // @unchecked Sendable: `handle` is an immutable pointer to a C loop whose only entry from
-    // other threads, mc_loop_post, is thread-safe; `index` is immutable.
+    // other threads, mc_loop_post, is thread-safe; `index` is immutable; `actorExecutor` is
+    // written once in `init`, before the loop can be seen by another thread.
     let handle: OpaquePointer
 
     /// The loop's position in its group, from 0.
@@ -22,6 +29,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         }
         self.handle = loop
         self.index = index
+        self.actorExecutor = LoopSerialExecutor(loop: self)
     }
 
     /// True when called on this loop's thread.
@@ -33,36 +41,28 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         return EventLoopGroup.loop(forHandle: loop)
     }
 
+    /// Runs a job of a task that prefers this loop: on the loop, isolated to nothing.
     public func enqueue(_ job: consuming ExecutorJob) {
-        let unowned = UnownedJob(job)
-        let rc = mc_loop_post(
-            handle,
-            { ctx, arg in
-                let loop = Unmanaged<EventLoop>.fromOpaque(ctx!).takeUnretainedValue()
-                let job = unsafeBitCast(arg!, to: UnownedJob.self)
-                job.runSynchronously(
-                    isolatedTo: loop.asUnownedSerialExecutor(),
-                    taskExecutor: loop.asUnownedTaskExecutor()
-                )
-            },
-            Unmanaged.passUnretained(self).toOpaque(),
-            unsafeBitCast(unowned, to: UnsafeMutableRawPointer.self)
-        )
-        if rc != 0 {
-            // The loop has stopped: a job that never runs is a task that hangs forever, so the
-            // global executor runs it instead.
-            globalConcurrentExecutor.enqueue(ExecutorJob(unowned))
+        post(UnownedJob(job), context: Unmanaged.passUnretained(self).toOpaque()) { ctx, arg in
+            let loop = Unmanaged<EventLoop>.fromOpaque(ctx!).takeUnretainedValue()
+            unsafeBitCast(arg!, to: UnownedJob.self).runSynchronously(on: loop.asUnownedTaskExecutor())
         }
     }
 
-    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
-        UnownedSerialExecutor(ordinary: self)
-    }
+    /// The loop as a serial executor, for an actor whose state lives on the loop's thread:
+    /// `nonisolated var unownedExecutor: UnownedSerialExecutor { loop.serialExecutor.asUnownedSerialExecutor() }`.
+    public var serialExecutor: LoopSerialExecutor { actorExecutor }
+    /// Set once in `init`, before the loop is shared.
+    private var actorExecutor: LoopSerialExecutor!
 
-    public func isSameExclusiveExecutionContext(other: EventLoop) -> Bool { self === other }
-
-    public func checkIsolated() {
-        precondition(inEventLoop, "expected to run on event loop \(index)")
+    /// Posts `job` to run through `run(context, job)` (a C function: nothing is allocated).
+    fileprivate func post(_ job: UnownedJob, context: UnsafeMutableRawPointer, _ run: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void) {
+        let rc = mc_loop_post(handle, run, context, unsafeBitCast(job, to: UnsafeMutableRawPointer.self))
+        if rc != 0 {
+            // The loop has stopped: a job that never runs is a task that hangs forever, so the
+            // global executor runs it instead.
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+        }
     }
 
     /// Runs `body` on this loop: at once if already on it, otherwise as a queued job.
@@ -94,6 +94,35 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         // goes with its last Swift reference. A loop released on its own thread cannot join
         // itself: it is left running rather than freed under its own feet.
         if mc_loop_is_current(handle) == 0 { mc_loop_free(handle) }
+    }
+}
+
+/// An event loop seen as a serial executor: jobs run on the loop's thread, isolated to it.
+/// Actors use it through ``EventLoop/serialExecutor``.
+public final class LoopSerialExecutor: SerialExecutor, Sendable {
+    /// Unowned: the loop owns this executor.
+    public unowned let loop: EventLoop
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        loop.post(UnownedJob(job), context: Unmanaged.passUnretained(self).toOpaque()) { ctx, arg in
+            let executor = Unmanaged<LoopSerialExecutor>.fromOpaque(ctx!).takeUnretainedValue()
+            unsafeBitCast(arg!, to: UnownedJob.self).runSynchronously(
+                isolatedTo: executor.asUnownedSerialExecutor(),
+                taskExecutor: executor.loop.asUnownedTaskExecutor()
+            )
+        }
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    public func isSameExclusiveExecutionContext(other: LoopSerialExecutor) -> Bool { loop === other.loop }
+
+    public func checkIsolated() {
+        precondition(loop.inEventLoop, "expected to run on event loop \(loop.index)")
     }
 }
 

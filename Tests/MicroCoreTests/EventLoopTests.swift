@@ -24,6 +24,41 @@ import Testing
         }
     }
 
+    /// State kept by an actor confined to a loop: its methods run on the loop's thread, and code
+    /// already on the loop can enter it synchronously.
+    actor LoopCounter {
+        let loop: EventLoop
+        var count = 0
+        init(loop: EventLoop) { self.loop = loop }
+        nonisolated var unownedExecutor: UnownedSerialExecutor { loop.serialExecutor.asUnownedSerialExecutor() }
+        func increment() -> (Int, Bool) {
+            count += 1
+            return (count, loop.inEventLoop)
+        }
+    }
+
+    @Test func anActorOnTheLoopsSerialExecutorRunsOnTheLoop() async throws {
+        let group = try EventLoopGroup(numberOfThreads: 2)
+        defer { group.shutdown() }
+        let counter = LoopCounter(loop: group.loops[1])
+        // called from outside the loop: the call hops onto it
+        let (first, onLoop) = await counter.increment()
+        #expect(first == 1 && onLoop)
+        // from a task on the other loop: still runs on the actor's loop, then comes back
+        let (second, back) = await Task(executorPreference: group.loops[0]) { () async -> (Int, Bool) in
+            let (n, _) = await counter.increment()
+            return (n, group.loops[0].inEventLoop)
+        }.value
+        #expect(second == 2 && back)
+        // code running on the loop may enter the actor without a hop
+        let third = await withCheckedContinuation { continuation in
+            group.loops[1].execute {
+                continuation.resume(returning: counter.assumeIsolated { $0.increment().0 })
+            }
+        }
+        #expect(third == 3)
+    }
+
     @Test func executeRunsOnTheLoopAndJobsAfterStopStillRun() async throws {
         let group = try EventLoopGroup(numberOfThreads: 1)
         let loop = group.loops[0]
