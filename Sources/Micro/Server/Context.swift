@@ -4,7 +4,10 @@ public import MicroCore
 import Synchronization
 
 /// What a handler knows about the call it serves.
-public struct Context: Sendable {
+///
+/// One object per call (copies share it), so handing it down through interceptors and
+/// handlers costs a reference, not a copy of every field.
+public final class Context: Sendable {
     /// The service being called.
     public let service: String
     /// The endpoint, e.g. `Helloworld.Greeting`.
@@ -15,12 +18,12 @@ public struct Context: Sendable {
     public let deadline: ContinuousClock.Instant?
     /// The loop that owns the connection; the handler runs on its thread.
     public let eventLoop: EventLoop
-    /// Headers to send back with the answer (gRPC: initial metadata).
-    public let responseMetadata: ResponseMetadata
     /// Who called: the identity verified by mutual TLS (nil over plaintext or without a client
     /// certificate). Interceptors use it for authorization.
     public let peer: Peer
     let baseLogger: Logger
+    /// What `responseMetadata` collected.
+    fileprivate let added = Mutex<[(String, String)]>([])
 
     init(
         service: String,
@@ -37,9 +40,11 @@ public struct Context: Sendable {
         self.metadata = metadata
         self.deadline = deadline
         self.eventLoop = eventLoop
-        self.responseMetadata = ResponseMetadata()
         self.baseLogger = baseLogger
     }
+
+    /// Headers to send back with the answer (gRPC: initial metadata).
+    public var responseMetadata: ResponseMetadata { ResponseMetadata(context: self) }
 
     /// A logger with the service and endpoint in its metadata.
     public var logger: Logger {
@@ -53,14 +58,12 @@ public struct Context: Sendable {
 /// HTTP/2 or gRPC reserved names (`:status`, `content-type`, `grpc-*`), which are dropped.
 ///
 /// Threading: any task (a short lock per access).
-public final class ResponseMetadata: Sendable {
-    private let fields = Mutex<[(String, String)]>([])
-
-    init() {}
+public struct ResponseMetadata: Sendable {
+    let context: Context
 
     /// Adds a header (repeatable).
     public func add(_ name: String, _ value: String) {
-        fields.withLock { $0.append((name.lowercased(), value)) }
+        context.added.withLock { $0.append((name.lowercased(), value)) }
     }
 
     /// Adds binary metadata: the name gets the `-bin` suffix gRPC requires, the value base64.
@@ -69,8 +72,11 @@ public final class ResponseMetadata: Sendable {
         add(key, Data(value).base64EncodedString())
     }
 
+    /// What was added, less reserved names.
     var all: [(String, String)] {
-        fields.withLock { $0 }.filter { name, _ in
+        let fields = context.added.withLock { $0 }
+        if fields.isEmpty { return fields }
+        return fields.filter { name, _ in
             !name.hasPrefix(":") && !name.hasPrefix("grpc-") && name != "content-type" && name != "content-length"
         }
     }

@@ -33,10 +33,11 @@ extension Router {
         guard request.method == "POST" else {
             return responder.send(fail(.unimplemented, "gRPC calls are POST, not \(request.method)"))
         }
-        guard let (qualified, short) = Self.grpcEndpointNames(request.path) else {
+        let (found, malformed) = endpoint(grpcPath: request.path)
+        if malformed {
             return responder.send(fail(.unimplemented, "malformed gRPC path \(request.path): expected /package.Service/Method"))
         }
-        guard let endpoint = endpoint(named: qualified) ?? endpoint(named: short) else {
+        guard let endpoint = found else {
             return responder.send(fail(.unimplemented, "method \(request.path) not found on service \(service)"))
         }
         var deadline: ContinuousClock.Instant?
@@ -81,23 +82,34 @@ extension Router {
             return responder.send(fail(.resourceExhausted, "request message of \(body.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)"))
         }
         let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
+        guard deadline != nil else {
+            return responder.send(grpcAnswer(await invoke(endpoint, body, codec, context), contentType, context))
+        }
         let name = endpoint.name
         let message = body
         await race(deadline, responder) {
-            switch await self.invoke(endpoint, message, codec, context) {
-            case .success(let bytes):
-                var headers: HTTPHeaders = ["content-type": contentType]
-                for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
-                return HTTPServerResponse(status: 200, headers: headers, body: GRPCFraming.frame(bytes), trailers: ["grpc-status": "0"])
-            case .failure(let e):
-                var response = fail(GRPCStatusCode(microCode: e.code), e.detail)
-                for (name, value) in context.responseMetadata.all { response.headers.add(name: name, value: value) }
-                return response
-            }
+            self.grpcAnswer(await self.invoke(endpoint, message, codec, context), contentType, context)
         } timedOut: {
             fail(.deadlineExceeded, "\(name) did not answer before the caller's deadline")
         }
     }
+
+    /// The answer to a unary gRPC call: the message and status 0, or the error as a status.
+    func grpcAnswer(_ result: Result<[UInt8], MicroError>, _ contentType: String, _ context: Context) -> HTTPServerResponse {
+        var headers = contentTypeHeaders(contentType)
+        for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
+        switch result {
+        case .success(let bytes):
+            return HTTPServerResponse(status: 200, headers: headers, body: GRPCFraming.frame(bytes), trailers: Self.grpcOK)
+        case .failure(let e):
+            // "trailers-only": the status rides in the one HEADERS frame
+            headers.add(name: "grpc-status", value: String(GRPCStatusCode(microCode: e.code).rawValue))
+            headers.add(name: "grpc-message", value: GRPCText.encodeMessage(e.detail))
+            return HTTPServerResponse(status: 200, headers: headers)
+        }
+    }
+
+    static let grpcOK: HTTPHeaders = ["grpc-status": "0"]
 
     /// `/pkg.Service/Method` → (`pkg.Service.Method`, `Service.Method`).
     static func grpcEndpointNames(_ path: String) -> (qualified: String, short: String)? {

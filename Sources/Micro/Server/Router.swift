@@ -3,13 +3,23 @@ import SwiftProtobuf
 import MicroCore
 import Synchronization
 
-/// A registered endpoint: decodes, calls the handler, encodes.
-struct EndpointHandler: Sendable {
+/// A registered endpoint: decodes, calls the handler, encodes. A class: the router hands out a
+/// reference per request, not a copy of its description.
+final class EndpointHandler: Sendable {
+    typealias Call = @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
     let name: String
-    var description = Endpoint(name: "")
-    let call: @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
+    /// What the registry publishes.
+    let description: Endpoint
+    let call: Call
     /// Set for streaming endpoints (then `call` is not used).
-    var streaming: StreamingHandler?
+    let streaming: StreamingHandler?
+
+    init(name: String, description: Endpoint, streaming: StreamingHandler? = nil, call: @escaping Call) {
+        self.name = name
+        self.description = description
+        self.streaming = streaming
+        self.call = call
+    }
 }
 
 /// Routes requests to endpoints the go-micro way: the `Micro-Endpoint` header (falling back to
@@ -22,8 +32,15 @@ final class Router: Sendable {
     /// Deliveries of the HTTP broker arrive on the service's own port.
     let broker: HTTPBroker?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
-    /// Whether any endpoint streams (the core asks per request; most services have none).
+    /// gRPC paths already resolved to an endpoint: a request looks its path up once instead of
+    /// splitting it. Only paths that resolved, and at most `maxGRPCRoutes` of them (any package
+    /// prefix resolves through the short name, so callers could otherwise grow it).
+    private let grpcRoutes = Mutex<[String: EndpointHandler]>([:])
+    /// Whether any endpoint streams (the core asks per request).
     let hasStreams = Atomic<Bool>(false)
+    /// `/Method` of every streaming endpoint: a path that ends with none of them is not a stream,
+    /// found without building a string.
+    let streamMethods = Mutex<[String]>([])
 
     init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: HTTPBroker? = nil) {
         self.interceptors = interceptors
@@ -35,7 +52,12 @@ final class Router: Sendable {
 
     func register(_ endpoint: EndpointHandler) {
         endpoints.withLock { $0[endpoint.name] = endpoint }
-        if endpoint.streaming != nil { hasStreams.store(true, ordering: .relaxed) }
+        grpcRoutes.withLock { $0.removeAll() }
+        if endpoint.streaming != nil {
+            let method = "/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)
+            streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
+            hasStreams.store(true, ordering: .relaxed)
+        }
     }
 
     var endpointNames: [String] { endpoints.withLock { $0.keys.sorted() } }
@@ -72,19 +94,44 @@ final class Router: Sendable {
             return responder.send(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
         let context = self.context(request, endpoint: name, deadline: deadline)
+        guard deadline != nil else {
+            // no deadline, nothing to race: no closures, no task group
+            return responder.send(answer(await invoke(endpoint, request.body, codec, context), codec, context))
+        }
+        let body = request.body
         await race(deadline, responder) {
-            switch await self.invoke(endpoint, request.body, codec, context) {
-            case .success(let bytes):
-                var headers: HTTPHeaders = ["content-type": codec.contentType]
-                for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
-                return HTTPServerResponse(status: 200, headers: headers, body: bytes)
-            case .failure(let e):
-                return self.error(e)
-            }
+            self.answer(await self.invoke(endpoint, body, codec, context), codec, context)
         } timedOut: {
             self.error(.timeout(self.service, "\(name) did not answer before the caller's deadline"))
         }
     }
+
+    /// The answer to a unary call over the micro protocol.
+    func answer(_ result: Result<[UInt8], MicroError>, _ codec: any Codec, _ context: Context) -> HTTPServerResponse {
+        switch result {
+        case .success(let bytes):
+            var headers = contentTypeHeaders(codec.contentType)
+            for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
+            return HTTPServerResponse(status: 200, headers: headers, body: bytes)
+        case .failure(let e):
+            return error(e)
+        }
+    }
+
+    /// `content-type: type`, from a table built once for the known types (most answers carry
+    /// this one header: no allocation for it).
+    func contentTypeHeaders(_ type: String) -> HTTPHeaders {
+        Self.commonContentTypeHeaders[type] ?? ["content-type": type]
+    }
+
+    private static let commonContentTypeHeaders: [String: HTTPHeaders] = {
+        var table: [String: HTTPHeaders] = [:]
+        let types = Codecs.standard.contentTypes + [
+            "application/grpc", "application/grpc+proto", "application/grpc+json", "application/x-protobuf",
+        ]
+        for type in types { table[type] = ["content-type": type] }
+        return table
+    }()
 
     /// Answers with `work`, or with `timedOut` if the deadline passes first (then `work` is
     /// cancelled). The deadline is a sibling task, so the handler sees cancellation.
@@ -123,8 +170,20 @@ final class Router: Sendable {
         }
     }
 
+    static let maxGRPCRoutes = 1024
+
     func endpoint(named name: String) -> EndpointHandler? {
         endpoints.withLock { $0[name] }
+    }
+
+    /// The endpoint a gRPC path `/pkg.Service/Method` names: `pkg.Service.Method`, else
+    /// `Service.Method`. Nil for a malformed path (`malformed`) or an unknown method.
+    func endpoint(grpcPath path: String) -> (endpoint: EndpointHandler?, malformed: Bool) {
+        if let known = grpcRoutes.withLock({ $0[path] }) { return (known, false) }
+        guard let (qualified, short) = Self.grpcEndpointNames(path) else { return (nil, true) }
+        guard let found = endpoint(named: qualified) ?? endpoint(named: short) else { return (nil, false) }
+        grpcRoutes.withLock { if $0.count < Self.maxGRPCRoutes { $0[path] = found } }
+        return (found, false)
     }
 
     private func intercepted(
@@ -175,7 +234,14 @@ extension Router {
         service: String,
         _ handler: @escaping @Sendable (Request, Context) async throws -> Response
     ) -> EndpointHandler {
-        var handler = EndpointHandler(name: name) { body, codec, context in
+        let responseName = String(describing: Response.self)
+        let description = Endpoint(
+            name: name,
+            request: Schema.describe(Request.self, name: String(describing: Request.self)),
+            response: (Response.self as? any Decodable.Type).map { Schema.describe($0, name: responseName) }
+                ?? Value(name: responseName, type: Schema.typeName(Response.self))
+        )
+        return EndpointHandler(name: name, description: description) { body, codec, context in
             let request: Request
             do {
                 request = try codec.decode(Request.self, from: body.isEmpty && codec is JSONCodec ? Array("{}".utf8) : body)
@@ -189,14 +255,6 @@ extension Router {
                 throw MicroError.internalServerError(service, "cannot encode \(Response.self) as \(codec.contentType): \(error)")
             }
         }
-        let responseName = String(describing: Response.self)
-        handler.description = Endpoint(
-            name: name,
-            request: Schema.describe(Request.self, name: String(describing: Request.self)),
-            response: (Response.self as? any Decodable.Type).map { Schema.describe($0, name: responseName) }
-                ?? Value(name: responseName, type: Schema.typeName(Response.self))
-        )
-        return handler
     }
 
     /// Wraps a handler of protobuf messages; they travel in protobuf or protobuf-JSON.
@@ -205,7 +263,12 @@ extension Router {
         service: String,
         _ handler: @escaping @Sendable (Request, Context) async throws -> Response
     ) -> EndpointHandler {
-        var handler = EndpointHandler(name: name) { body, codec, context in
+        let description = Endpoint(
+            name: name,
+            request: Value(name: Request.protoMessageName, type: Request.protoMessageName),
+            response: Value(name: Response.protoMessageName, type: Response.protoMessageName)
+        )
+        return EndpointHandler(name: name, description: description) { body, codec, context in
             guard let codec = codec as? any MessageCodec else {
                 throw MicroError(id: service, code: 415, detail: "\(codec.contentType) cannot carry protobuf messages; use application/protobuf, application/json or gRPC")
             }
@@ -222,12 +285,6 @@ extension Router {
                 throw MicroError.internalServerError(service, "cannot encode \(Response.protoMessageName) as \(codec.contentType): \(error)")
             }
         }
-        handler.description = Endpoint(
-            name: name,
-            request: Value(name: Request.protoMessageName, type: Request.protoMessageName),
-            response: Value(name: Response.protoMessageName, type: Response.protoMessageName)
-        )
-        return handler
     }
 
     static func describe(_ error: any Error) -> String {

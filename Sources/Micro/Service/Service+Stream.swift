@@ -122,19 +122,19 @@ extension Service {
         _ handler: @escaping @Sendable (MessageStream<Request>, MessageWriter<Response>, Context) async throws -> Void
     ) {
         let service = name
-        var entry = EndpointHandler(name: endpoint) { _, _, _ in
-            throw MicroError.badRequest(service, "\(endpoint) is a stream: call it as one")
-        }
-        entry.streaming = StreamingHandler(kind: kind) { source, sink, codec, context in
-            let (decode, encode) = try coding(codec, service, endpoint)
-            try await handler(MessageStream(source, decode: decode), MessageWriter(sink, encode: encode), context)
-        }
-        entry.description = Endpoint(
+        let description = Endpoint(
             name: endpoint,
             request: Value(name: String(describing: Request.self), type: Schema.typeName(Request.self)),
             response: Value(name: String(describing: Response.self), type: Schema.typeName(Response.self)),
             metadata: ["stream": "true", "stream_kind": kind.rawValue]  // go-micro marks streams with stream=true
         )
+        let streaming = StreamingHandler(kind: kind) { source, sink, codec, context in
+            let (decode, encode) = try coding(codec, service, endpoint)
+            try await handler(MessageStream(source, decode: decode), MessageWriter(sink, encode: encode), context)
+        }
+        let entry = EndpointHandler(name: endpoint, description: description, streaming: streaming) { _, _, _ in
+            throw MicroError.badRequest(service, "\(endpoint) is a stream: call it as one")
+        }
         router.register(entry)
     }
 }
