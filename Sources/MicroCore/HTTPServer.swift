@@ -17,7 +17,7 @@ import Synchronization
 public final class HTTPServer: Sendable {
     /// Handles one request. It answers through `responder` (the first answer wins); returning
     /// without one answers 500.
-    public typealias Handler = @Sendable (HTTPServerRequest, HTTPResponder) async -> Void
+    public typealias Handler = nonisolated(nonsending) @Sendable (HTTPServerRequest, HTTPResponder) async -> Void
 
     /// The bound port.
     public let port: Int

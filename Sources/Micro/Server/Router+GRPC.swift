@@ -6,92 +6,128 @@ extension Router {
     /// The largest request message accepted, after decompression (gRPC's default, 4 MiB).
     static let maxGRPCMessageBytes = 4 * 1024 * 1024
 
+    enum GRPCRoute {
+        case answer(HTTPServerResponse)
+        case unary(EndpointHandler, any Codec, ContinuousClock.Instant?, message: [UInt8])
+        case stream(EndpointHandler, StreamingHandler, any Codec, ContinuousClock.Instant?)
+    }
+
+    @inline(never)
     func serveGRPC(_ request: HTTPServerRequest, _ responder: HTTPResponder, contentType: String) async {
-        // errors are "trailers-only": one HEADERS frame with the status, no body
-        @Sendable func fail(_ code: GRPCStatusCode, _ message: String, extra: HTTPHeaders = [:]) -> HTTPServerResponse {
-            var headers: HTTPHeaders = [
-                "content-type": contentType, "grpc-status": String(code.rawValue), "grpc-message": GRPCText.encodeMessage(message),
-            ]
-            for (name, value) in extra { headers.add(name: name, value: value) }
-            return HTTPServerResponse(status: 200, headers: headers)
+        switch grpcRoute(request, contentType: contentType) {
+        case .answer(let response): responder.send(response)
+        case .unary(let endpoint, let codec, let deadline, let message):
+            let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
+            guard let deadline else {
+                return responder.send(grpcAnswer(await invoke(endpoint, message, codec, context), contentType, context))
+            }
+            await serveGRPCUnary(message, responder, endpoint, codec, context, contentType: contentType, deadline: deadline)
+        case .stream(let endpoint, let streaming, let codec, let deadline):
+            await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec,
+                              grpcContentType: contentType, deadline: deadline)
+        }
+    }
+
+    @inline(never)
+    func serveGRPCUnary(
+        _ message: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
+        contentType: String, deadline: ContinuousClock.Instant
+    ) async {
+        await race(deadline, responder) {
+            self.grpcAnswer(await self.invoke(endpoint, message, codec, context), contentType, context)
+        } timedOut: {
+            Self.grpcFailure(.deadlineExceeded, "\(endpoint.name) did not answer before the caller's deadline", contentType: contentType)
+        }
+    }
+
+    /// A gRPC error answer: "trailers-only", one HEADERS frame with the status and no body.
+    static func grpcFailure(_ code: GRPCStatusCode, _ message: String, contentType: String, extra: HTTPHeaders = [:]) -> HTTPServerResponse {
+        var headers: HTTPHeaders = [
+            "content-type": contentType, "grpc-status": String(code.rawValue), "grpc-message": GRPCText.encodeMessage(message),
+        ]
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        return HTTPServerResponse(status: 200, headers: headers)
+    }
+
+    /// Where a gRPC request goes, decided without suspending (see ``Router/Route``).
+    @inline(never)
+    func grpcRoute(_ request: HTTPServerRequest, contentType: String) -> GRPCRoute {
+        func fail(_ code: GRPCStatusCode, _ message: String, extra: HTTPHeaders = [:]) -> GRPCRoute {
+            .answer(Self.grpcFailure(code, message, contentType: contentType, extra: extra))
         }
         guard request.httpVersion == 2 else {
-            return responder.send(HTTPServerResponse(
+            return .answer(HTTPServerResponse(
                 status: 505, headers: ["content-type": "application/json"],
                 body: Array(MicroError(id: service, code: 505, detail: "gRPC needs HTTP/2").json.utf8)))
         }
         let codec: any Codec
-        switch contentType.split(separator: ";", maxSplits: 1)[0].lowercased() {
+        switch contentType == "application/grpc" ? contentType : contentType.split(separator: ";", maxSplits: 1)[0].lowercased() {
         case "application/grpc", "application/grpc+proto": codec = ProtobufCodec()
         case "application/grpc+json": codec = JSONCodec()
         default:
             // the gRPC spec answers an unknown subtype with HTTP 415
-            return responder.send(HTTPServerResponse(
+            return .answer(HTTPServerResponse(
                 status: 415, headers: ["content-type": "application/json"],
                 body: Array(MicroError(id: service, code: 415, detail: "unsupported gRPC content type \(contentType); supported: application/grpc, application/grpc+proto, application/grpc+json").json.utf8)))
         }
         guard request.method == "POST" else {
-            return responder.send(fail(.unimplemented, "gRPC calls are POST, not \(request.method)"))
+            return fail(.unimplemented, "gRPC calls are POST, not \(request.method)")
         }
         let (found, malformed) = endpoint(grpcPath: request.path)
         if malformed {
-            return responder.send(fail(.unimplemented, "malformed gRPC path \(request.path): expected /package.Service/Method"))
+            return fail(.unimplemented, "malformed gRPC path \(request.path): expected /package.Service/Method")
         }
         guard let endpoint = found else {
-            return responder.send(fail(.unimplemented, "method \(request.path) not found on service \(service)"))
+            return fail(.unimplemented, "method \(request.path) not found on service \(service)")
         }
         var deadline: ContinuousClock.Instant?
         if let text = request.headers["grpc-timeout"] {
             guard let timeout = GRPCText.parseTimeout(text) else {
-                return responder.send(fail(.internal, "malformed grpc-timeout '\(text)'"))
+                return fail(.internal, "malformed grpc-timeout '\(text)'")
             }
             deadline = .now + timeout
         }
-        if let streaming = endpoint.streaming {
-            return await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec,
-                                     grpcContentType: contentType, deadline: deadline)
+        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline) }
+        // the usual request: one uncompressed message that is the whole body
+        let body = request.body
+        if body.count >= 5, body[0] == 0,
+           Int(body[1]) << 24 | Int(body[2]) << 16 | Int(body[3]) << 8 | Int(body[4]) == body.count - 5 {
+            guard body.count - 5 <= Self.maxGRPCMessageBytes else {
+                return fail(.resourceExhausted, "request message of \(body.count - 5) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
+            }
+            return .unary(endpoint, codec, deadline, message: Array(body[5...]))
         }
         let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
         do {
             messages = try GRPCFraming.messages(in: request.body)
         } catch {
-            return responder.send(fail(.internal, "malformed request: \(error)"))
+            return fail(.internal, "malformed request: \(error)")
         }
         guard messages.count == 1 else {
-            return responder.send(fail(.unimplemented, "\(endpoint.name) is unary: expected one request message, got \(messages.count)"))
+            return fail(.unimplemented, "\(endpoint.name) is unary: expected one request message, got \(messages.count)")
         }
-        var body: [UInt8]
+        let message: [UInt8]
         if messages[0].compressed {
             switch request.headers["grpc-encoding"]?.lowercased() {
             case "gzip":
                 do {
-                    body = try Gzip.decompress(messages[0].bytes, limit: Self.maxGRPCMessageBytes)
+                    message = try Gzip.decompress(messages[0].bytes, limit: Self.maxGRPCMessageBytes)
                 } catch {
                     let exhausted = error.description.contains("exceeds")
-                    return responder.send(fail(exhausted ? .resourceExhausted : .internal, "request message: \(error)"))
+                    return fail(exhausted ? .resourceExhausted : .internal, "request message: \(error)")
                 }
             case nil, "identity":
-                return responder.send(fail(.internal, "compressed message without a grpc-encoding"))
+                return fail(.internal, "compressed message without a grpc-encoding")
             case let other?:
-                return responder.send(fail(.unimplemented, "grpc-encoding \(other) is not supported", extra: ["grpc-accept-encoding": "identity,gzip"]))
+                return fail(.unimplemented, "grpc-encoding \(other) is not supported", extra: ["grpc-accept-encoding": "identity,gzip"])
             }
         } else {
-            body = Array(messages[0].bytes)
+            message = Array(messages[0].bytes)
         }
-        guard body.count <= Self.maxGRPCMessageBytes else {
-            return responder.send(fail(.resourceExhausted, "request message of \(body.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)"))
+        guard message.count <= Self.maxGRPCMessageBytes else {
+            return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
         }
-        let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
-        guard deadline != nil else {
-            return responder.send(grpcAnswer(await invoke(endpoint, body, codec, context), contentType, context))
-        }
-        let name = endpoint.name
-        let message = body
-        await race(deadline, responder) {
-            self.grpcAnswer(await self.invoke(endpoint, message, codec, context), contentType, context)
-        } timedOut: {
-            fail(.deadlineExceeded, "\(name) did not answer before the caller's deadline")
-        }
+        return .unary(endpoint, codec, deadline, message: message)
     }
 
     /// The answer to a unary gRPC call: the message and status 0, or the error as a status.

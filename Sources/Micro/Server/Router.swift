@@ -6,7 +6,7 @@ import Synchronization
 /// A registered endpoint: decodes, calls the handler, encodes. A class: the router hands out a
 /// reference per request, not a copy of its description.
 final class EndpointHandler: Sendable {
-    typealias Call = @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
+    typealias Call = nonisolated(nonsending) @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
     let name: String
     /// What the registry publishes.
     let description: Endpoint
@@ -65,44 +65,79 @@ final class Router: Sendable {
     /// What the registry publishes: each endpoint with its request and response shapes.
     var descriptions: [Endpoint] { endpoints.withLock { $0.values.map(\.description).sorted { $0.name < $1.name } } }
 
-    func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
+    /// Where a request goes, decided without suspending. Kept apart from the async functions so
+    /// that their frames (allocated per request from the task's allocator) stay small.
+    enum Route {
+        case answer(HTTPServerResponse)
+        case unary(EndpointHandler, any Codec, ContinuousClock.Instant?)
+        case stream(EndpointHandler, StreamingHandler, any Codec, ContinuousClock.Instant?)
+        case grpc(String)
+        case delivery(HTTPBroker)
+    }
+
+    nonisolated(nonsending) func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
+        switch route(request) {
+        case .answer(let response): responder.send(response)
+        case .unary(let endpoint, let codec, let deadline): await serveUnary(request, responder, endpoint, codec, deadline)
+        case .grpc(let contentType): await serveGRPC(request, responder, contentType: contentType)
+        case .stream(let endpoint, let streaming, let codec, let deadline):
+            await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec, grpcContentType: nil, deadline: deadline)
+        case .delivery(let broker): await serveDelivery(request, responder, broker)
+        }
+    }
+
+    @inline(never)
+    func route(_ request: HTTPServerRequest) -> Route {
         let contentType = request.headers["content-type"]
-        if let contentType, contentType.hasPrefix("application/grpc") {
-            return await serveGRPC(request, responder, contentType: contentType)
-        }
-        if let broker, HTTPBroker.isDelivery(request) {
-            return responder.send(await broker.receive(request))
-        }
+        if let contentType, contentType.hasPrefix("application/grpc") { return .grpc(contentType) }
+        if let broker, HTTPBroker.isDelivery(request) { return .delivery(broker) }
         guard let name = Self.endpointName(request) else {
-            return responder.send(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
+            return .answer(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
         }
         guard let endpoint = endpoints.withLock({ $0[name] }) else {
-            return responder.send(error(.notFound(service, "endpoint \(name) not found on service \(service)")))
+            return .answer(error(.notFound(service, "endpoint \(name) not found on service \(service)")))
         }
         guard let codec = codecs.codec(for: contentType) else {
             let supported = codecs.contentTypes.joined(separator: ", ")
-            return responder.send(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
+            return .answer(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
         }
         var deadline: ContinuousClock.Instant?
         if let timeout = request.headers["timeout"], let ns = Int64(timeout), ns > 0 {
             deadline = .now + .nanoseconds(ns)
         }
-        if let streaming = endpoint.streaming {
-            return await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec, grpcContentType: nil, deadline: deadline)
-        }
+        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline) }
         if request.bodyStream != nil {
-            return responder.send(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
+            return .answer(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
-        let context = self.context(request, endpoint: name, deadline: deadline)
-        guard deadline != nil else {
-            // no deadline, nothing to race: no closures, no task group
+        return .unary(endpoint, codec, deadline)
+    }
+
+    @inline(never)
+    func serveDelivery(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ broker: HTTPBroker) async {
+        responder.send(await broker.receive(request))
+    }
+
+    nonisolated(nonsending) func serveUnary(
+        _ request: HTTPServerRequest, _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec,
+        _ deadline: ContinuousClock.Instant?
+    ) async {
+        let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
+        guard let deadline else {
+            // nothing to race: no closures, no task group
             return responder.send(answer(await invoke(endpoint, request.body, codec, context), codec, context))
         }
-        let body = request.body
+        await serveUnary(request.body, responder, endpoint, codec, context, deadline: deadline)
+    }
+
+    @inline(never)
+    func serveUnary(
+        _ body: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
+        deadline: ContinuousClock.Instant
+    ) async {
         await race(deadline, responder) {
             self.answer(await self.invoke(endpoint, body, codec, context), codec, context)
         } timedOut: {
-            self.error(.timeout(self.service, "\(name) did not answer before the caller's deadline"))
+            self.error(.timeout(self.service, "\(endpoint.name) did not answer before the caller's deadline"))
         }
     }
 
@@ -154,19 +189,33 @@ final class Router: Sendable {
     }
 
     /// Runs the handler (through the interceptors); every failure becomes a MicroError.
-    func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+    nonisolated(nonsending) func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+        guard interceptors.isEmpty else { return await invokeIntercepted(endpoint, body, codec, context) }
         do {
-            let bytes = interceptors.isEmpty
-                ? try await endpoint.call(body, codec, context)
-                : try await intercepted(ServerRequest(endpoint: endpoint.name, body: body, codec: codec), context, endpoint, interceptors[...])
-            return .success(bytes)
-        } catch let e as MicroError {
-            return .failure(e)
-        } catch is CancellationError {
-            return .failure(.timeout(service, "\(endpoint.name) was cancelled"))
+            return .success(try await endpoint.call(body, codec, context))
         } catch {
+            return .failure(failure(error, endpoint, context))
+        }
+    }
+
+    @inline(never)
+    private func invokeIntercepted(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+        do {
+            return .success(try await intercepted(ServerRequest(endpoint: endpoint.name, body: body, codec: codec), context, endpoint, interceptors[...]))
+        } catch {
+            return .failure(failure(error, endpoint, context))
+        }
+    }
+
+    /// What a handler's error tells the caller.
+    @inline(never)
+    private func failure(_ error: any Error, _ endpoint: EndpointHandler, _ context: Context) -> MicroError {
+        switch error {
+        case let e as MicroError: return e
+        case is CancellationError: return .timeout(service, "\(endpoint.name) was cancelled")
+        default:
             context.logger.error("handler failed: \(error)")
-            return .failure(.internalServerError(service, "\(error)"))
+            return .internalServerError(service, "\(error)")
         }
     }
 
@@ -232,7 +281,7 @@ extension Router {
     static func endpoint<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         _ name: String,
         service: String,
-        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+        _ handler: nonisolated(nonsending) @escaping @Sendable (Request, Context) async throws -> Response
     ) -> EndpointHandler {
         let responseName = String(describing: Response.self)
         let description = Endpoint(
@@ -261,7 +310,7 @@ extension Router {
     static func messageEndpoint<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ name: String,
         service: String,
-        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+        _ handler: nonisolated(nonsending) @escaping @Sendable (Request, Context) async throws -> Response
     ) -> EndpointHandler {
         let description = Endpoint(
             name: name,

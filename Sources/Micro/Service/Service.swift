@@ -73,7 +73,7 @@ public final class Service: Sendable {
     /// answer with its code.
     public func handle<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         _ endpoint: String,
-        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+        _ handler: nonisolated(nonsending) @escaping @Sendable (Request, Context) async throws -> Response
     ) {
         router.register(Router.endpoint(endpoint, service: name, handler))
     }
@@ -82,7 +82,7 @@ public final class Service: Sendable {
     /// over gRPC (`/PKG.Greeter/Hello`) and the micro protocol (protobuf or JSON bodies).
     public func handle<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ endpoint: String,
-        _ handler: @escaping @Sendable (Request, Context) async throws -> Response
+        _ handler: nonisolated(nonsending) @escaping @Sendable (Request, Context) async throws -> Response
     ) {
         router.register(Router.messageEndpoint(endpoint, service: name, handler))
     }

@@ -35,6 +35,7 @@ extension Router {
         return endpoint(grpcPath: path).endpoint?.streaming != nil
     }
 
+    @inline(never)
     func serveStream(
         _ request: HTTPServerRequest,
         _ responder: HTTPResponder,
