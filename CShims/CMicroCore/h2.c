@@ -298,32 +298,47 @@ static bool forbidden(const char *name, size_t len) {
 static int submit_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const char *clen,
                        const nghttp2_data_provider *prd) {
     mc_conn_t *c = r->conn;
-    char status_str[4];
-    snprintf(status_str, sizeof status_str, "%03d", status % 1000);
+    /* once per answer: digits by hand, not snprintf */
+    unsigned code = (unsigned)(status < 0 ? -status : status) % 1000;
+    char status_str[4] = {(char)('0' + code / 100), (char)('0' + code / 10 % 10), (char)('0' + code % 10), 0};
     nghttp2_nv stack_nv[32];
     nghttp2_nv *nv = nh + 2 <= 32 ? stack_nv : malloc((nh + 2) * sizeof *nv);
-    mc_buf_t names = {0};
-    int rc = nv ? 0 : -1;
+    /* names are sent in lower case: lowered into one buffer, on the stack for the usual few;
+     * nghttp2 copies names and values, so the buffer goes when the call returns */
+    uint8_t stack_names[512];
+    size_t total = 0;
+    for (size_t i = 0; i < nh; i++) total += h[i].name_len;
+    uint8_t *names = total <= sizeof stack_names ? stack_names : malloc(total ? total : 1);
+    int rc = nv && names ? 0 : -1;
     size_t k = 0;
     if (rc == 0) {
         nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_str, 7, 3, NGHTTP2_NV_FLAG_NONE};
-        /* names are sent in lower case; gather them in one buffer first (pointers fixed after) */
-        size_t total = 0;
-        for (size_t i = 0; i < nh; i++) total += h[i].name_len;
-        rc = mc_buf_reserve(&names, total + 1);
-        for (size_t i = 0; i < nh && rc == 0; i++) {
+        size_t used = 0;
+        for (size_t i = 0; i < nh; i++) {
             if (forbidden(h[i].name, h[i].name_len)) continue;
-            uint8_t *lower = names.data + names.len;
+            uint8_t *lower = names + used;
             for (size_t j = 0; j < h[i].name_len; j++) lower[j] = (uint8_t)tolower((unsigned char)h[i].name[j]);
-            names.len += h[i].name_len;
+            used += h[i].name_len;
             nv[k++] = (nghttp2_nv){lower, (uint8_t *)h[i].value, h[i].name_len, h[i].value_len, NGHTTP2_NV_FLAG_NONE};
         }
         if (clen) nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen), NGHTTP2_NV_FLAG_NONE};
     }
     if (rc == 0) rc = nghttp2_submit_response(c->h2, r->stream_id, nv, k, prd);
-    if (nv != stack_nv) free(nv);
-    mc_buf_free(&names);
+    if (nv && nv != stack_nv) free(nv);
+    if (names && names != stack_names) free(names);
     return rc;
+}
+
+/* Writes `n` in decimal into `out` (at least 21 bytes), NUL-terminated. */
+static void format_size(char *out, size_t n) {
+    char digits[21];
+    size_t k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    for (size_t i = 0; i < k; i++) out[i] = digits[k - 1 - i];
+    out[k] = 0;
 }
 
 int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt) {
@@ -353,7 +368,7 @@ static int reset_stream(mc_request_t *r) {
 int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len,
                   const mc_header_t *t, size_t nt) {
     char clen[24];
-    snprintf(clen, sizeof clen, "%zu", len);
+    format_size(clen, len);
     r->resp.len = 0;
     r->resp_off = 0;
     int rc = 0;
