@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "helloworld", targets: ["helloworld"]),
         .executable(name: "micro", targets: ["MicroCLI"]),
         .executable(name: "greeter", targets: ["greeter"]),
+        .executable(name: "echo", targets: ["echo"]),
         .executable(name: "counter", targets: ["counter"]),
     ],
     dependencies: [
@@ -92,6 +93,12 @@ let package = Package(
             name: "helloworld",
             dependencies: ["Micro"],
             path: "Sources/Examples/helloworld",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "echo",
+            dependencies: ["Micro"],
+            path: "Sources/Examples/echo",
             swiftSettings: swiftSettings
         ),
         // Generated from Protos/greeter.proto by scripts/generate-protos (committed).

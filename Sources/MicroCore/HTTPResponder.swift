@@ -41,13 +41,14 @@ public struct HTTPResponder: Sendable {
 
 /// One request between the core and its handler task.
 ///
-/// @unchecked Sendable: `request`, `task` and `answered` are only touched on `loop`'s thread
+/// @unchecked Sendable: `request`, `worker` and `answered` are only touched on `loop`'s thread
 /// (`send` hops there first); `finished` is atomic.
 final class InFlightRequest: @unchecked Sendable {
     private let request: OpaquePointer
     let loop: EventLoop
     let httpVersion: Int
-    var task: Task<Void, Never>?
+    /// The worker running its handler, until the answer is sent.
+    var worker: RequestWorkers.Worker?
     /// The body of a streamed request; nil when it came whole.
     let body: InboundBody?
     private var answered = false
@@ -73,7 +74,7 @@ final class InFlightRequest: @unchecked Sendable {
         gone = true
         body?.fail(Self.peerGoneError)
         resumeWriter(throwing: Self.peerGoneError)
-        task?.cancel()
+        worker?.cancel(self)
     }
 
     /// The core can take more of a streamed answer.
@@ -149,7 +150,7 @@ final class InFlightRequest: @unchecked Sendable {
         guard headSent || (httpVersion == 1 && body != nil) else { return send(HTTPServerResponse(status: 200, trailers: trailers)) }
         if answered { return }
         answered = true
-        task = nil
+        worker = nil
         body?.request = nil
         trailers.withCHeaders { t, nt in _ = mc_request_finish(request, t, nt) }
         resumeWriter(throwing: HTTPStreamError(kind: .notStreaming, message: "the answer was finished"))
@@ -167,7 +168,7 @@ final class InFlightRequest: @unchecked Sendable {
         }
         if answered || headSent { return }
         answered = true
-        task = nil
+        worker = nil
         body?.request = nil
         response.headers.withCHeaders { h, nh in
             response.trailers.withCHeaders { t, nt in

@@ -4,8 +4,8 @@ import Synchronization
 
 /// An HTTP/1.1 and HTTP/2 (h2c) server on the C core, both on one port.
 ///
-/// Each request is handed to `handler` in a task that runs on the loop owning its connection,
-/// and the answer goes back without a thread hop.
+/// Each request is handed to `handler` in a task that runs on the loop owning its connection
+/// (a pooled worker task: see `RequestWorkers`), and the answer goes back without a thread hop.
 ///
 /// ```swift
 /// let server = try HTTPServer(configuration: .init(port: 8080), logger: logger) { request, responder in
@@ -161,6 +161,8 @@ final class ServerContext: Sendable {
     let loops: [EventLoop]
     let logger: Logger
     let handler: HTTPServer.Handler
+    /// Per loop, by index: the tasks that run handlers.
+    let workers: [RequestWorkers]
     let streams: (@Sendable (String) -> Bool)?
     let server = Mutex<ServerHandle?>(nil)
     private let state = Mutex<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
@@ -170,6 +172,7 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.streams = streams
         self.handler = handler
+        self.workers = loops.map { RequestWorkers(loop: $0, handler: handler) }
     }
 
     /// On the loop thread, when a request's headers are complete and a body follows.
@@ -193,12 +196,8 @@ final class ServerContext: Sendable {
         var request = Self.read(req, loop: loop, whole: !streamed)
         request.bodyStream = call.body.map(HTTPBodyStream.init)
         mc_request_set_user(req, Unmanaged.passUnretained(call).toOpaque())
-        let handler = self.handler
-        // The task's first job runs after this callback returns, on this same loop.
-        call.task = Task(executorPreference: loop) {
-            await handler(request, HTTPResponder(call))
-            call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
-        }
+        // a worker of this loop runs the handler after this callback returns
+        workers[loop.index].submit(request, call)
     }
 
     static func read(_ req: OpaquePointer, loop: EventLoop, whole: Bool = true) -> HTTPServerRequest {
@@ -255,6 +254,7 @@ final class ServerContext: Sendable {
 
     /// Any thread, once.
     func closed() {
+        for workers in workers { workers.stop() }
         withServer { mc_server_free($0) }
         server.withLock { $0 = nil }
         let waiters = state.withLock { state in

@@ -34,6 +34,57 @@ import Testing
         await server.shutdownGracefully(timeout: .seconds(10))
     }
 
+    /// Handlers run on pooled worker tasks: one that suspends must not hold up the others, and a
+    /// handler cancelled because its client left must not leave its cancellation to the next.
+    @Test func suspendedHandlersRunConcurrentlyAndCancellationStaysWithItsRequest() async throws {
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown() }
+        let together = 20
+        // /wait answers only once `together` handlers are waiting at the same time
+        let waiting = Mutex<[CheckedContinuation<Void, Never>]>([])
+        let (cancelled, cancelledSink) = AsyncStream.makeStream(of: Bool.self)
+        let server = try HTTPServer(group: group, configuration: .init(host: "127.0.0.1"), logger: Self.logger) {
+            request, responder in
+            switch request.path {
+            case "/wait":
+                await withCheckedContinuation { continuation in
+                    let all = waiting.withLock { list -> [CheckedContinuation<Void, Never>] in
+                        list.append(continuation)
+                        return list.count == together ? list : []
+                    }
+                    for waiter in all { waiter.resume() }
+                }
+                responder.send(HTTPServerResponse(body: Array("together".utf8)))
+            case "/hang":
+                // until the client goes away
+                let slept: Void? = try? await Task.sleep(for: .seconds(600))
+                cancelledSink.yield(slept == nil && Task.isCancelled)
+            default:
+                responder.send(HTTPServerResponse(body: Array("cancelled=\(Task.isCancelled)".utf8)))
+            }
+        }
+        // `together` streams at once on one connection
+        let result = try await Tool.run("nghttp", ["-n", "-m", "\(together)", "http://127.0.0.1:\(server.port)/wait"], timeout: .seconds(30))
+        #expect(result.status == 0)
+        #expect(waiting.withLock { $0.count } == together)
+
+        let leaving = try RawConnection(port: server.port)
+        try leaving.send("GET /hang HTTP/1.1\r\nhost: x\r\n\r\n")
+        // the next request is taken by another worker while /hang waits
+        let check = try RawConnection(port: server.port)
+        try check.send("GET /check HTTP/1.1\r\nhost: x\r\n\r\n")
+        #expect(try check.readResponse().body == "cancelled=false")
+        leaving.reset()
+        var events = cancelled.makeAsyncIterator()
+        #expect(await events.next() == true)
+        // the worker whose task was cancelled does not serve again: later requests are not cancelled
+        for _ in 0..<5 {
+            try check.send("GET /check HTTP/1.1\r\nhost: x\r\n\r\n")
+            #expect(try check.readResponse().body == "cancelled=false")
+        }
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
     @Test func http2TrailersAndHeadersReachAClient() async throws {
         let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
             responder.send(HTTPServerResponse(

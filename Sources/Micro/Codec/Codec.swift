@@ -44,13 +44,13 @@ public struct BytesCodec: Codec {
     public init() {}
 
     public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
-        if let bytes = value as? [UInt8] { return bytes }
+        if T.self == [UInt8].self { return unsafeBitCast(value, to: [UInt8].self) }
         if let data = value as? Data { return Array(data) }
         throw CodecError("application/octet-stream carries raw bytes; \(T.self) is not [UInt8] or Data")
     }
 
     public func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        if let value = bytes as? T { return value }
+        if T.self == [UInt8].self { return unsafeBitCast(bytes, to: T.self) }
         if let value = Data(bytes) as? T { return value }
         throw CodecError("application/octet-stream carries raw bytes; \(T.self) is not [UInt8] or Data")
     }

@@ -9,7 +9,9 @@ public protocol MessageCodec: Codec {
 }
 
 /// `application/protobuf` (also `application/x-protobuf`, and gRPC's `application/grpc+proto`):
-/// the protobuf binary format. Carries `SwiftProtobuf.Message` types only.
+/// the protobuf binary format. Carries `SwiftProtobuf.Message` types, and `[UInt8]` as the
+/// message's bytes untouched (a handler of `[UInt8]` sees exactly what the caller sent: a proxy,
+/// an echo, a message it decodes itself).
 public struct ProtobufCodec: MessageCodec {
     public var contentType: String { "application/protobuf" }
     public init() {}
@@ -23,15 +25,17 @@ public struct ProtobufCodec: MessageCodec {
     }
 
     public func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        if T.self == [UInt8].self { return unsafeBitCast(value, to: [UInt8].self) }
         if let message = value as? any SwiftProtobuf.Message { return try message.serializedBytes() }
-        throw CodecError("application/protobuf carries protobuf messages; \(T.self) is Codable, not a SwiftProtobuf.Message")
+        throw CodecError("application/protobuf carries protobuf messages; \(T.self) is Codable, not a SwiftProtobuf.Message or [UInt8]")
     }
 
     public func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        if T.self == [UInt8].self { return unsafeBitCast(bytes, to: T.self) }
         if let messageType = type as? any SwiftProtobuf.Message.Type {
             return try messageType.init(serializedBytes: bytes) as! T
         }
-        throw CodecError("application/protobuf carries protobuf messages; \(T.self) is Codable, not a SwiftProtobuf.Message")
+        throw CodecError("application/protobuf carries protobuf messages; \(T.self) is Codable, not a SwiftProtobuf.Message or [UInt8]")
     }
 }
 

@@ -1,0 +1,149 @@
+/// Runs request handlers on long-lived worker tasks of one loop instead of a new task per request.
+///
+/// A new task per request costs its creation, an executor-preference record, a first slab for
+/// its async frames and its teardown: about a tenth of a small request's time. A worker is a task
+/// that takes requests from the loop's queue and awaits their handlers one after the other, and
+/// its task allocator keeps its slabs, so a request that does not suspend allocates nothing for
+/// the task at all.
+///
+/// Handlers still run concurrently. When a handler suspends (it calls another service, sleeps,
+/// waits for a stream), its worker stays with that request, and the next request that arrives
+/// finds no worker looking at the queue: a parked worker is woken, or a new one started. So there
+/// are as many workers as requests suspended at once, plus at most `maxParked` idle ones. Requests
+/// that arrived together are queued before any handler runs, so a worker about to run a handler
+/// while others wait first makes sure another worker is on its way.
+///
+/// Cancellation is per task and cannot be undone: when the client of the request a worker serves
+/// goes away, that worker's task is cancelled (the handler sees it, as before), and the worker
+/// ends after that request instead of serving another one with a cancelled task.
+///
+/// Threading: loop-confined. Requests arrive from the core's callbacks and workers run as jobs
+/// of the same loop, never both at once, so a worker that is "in a handler" when a request
+/// arrives is suspended there.
+final class RequestWorkers: @unchecked Sendable {
+    // @unchecked Sendable: every property is read and written on `loop`'s thread only (see the
+    // type's comment); `stop()` hops there first.
+    let loop: EventLoop
+    let handler: HTTPServer.Handler
+    /// Requests waiting for a worker, oldest first (a ring: `head` is the next one).
+    private var queue: [(HTTPServerRequest, InFlightRequest)?] = []
+    private var head = 0
+    private var count = 0
+    /// Workers woken or started that will look at the queue before they park or run a handler.
+    private var looking = 0
+    private var parked: [Worker] = []
+    private var stopped = false
+    /// Idle workers kept per loop; more end.
+    static let maxParked = 32
+
+    init(loop: EventLoop, handler: @escaping HTTPServer.Handler) {
+        self.loop = loop
+        self.handler = handler
+    }
+
+    /// On the loop thread: queues a request and makes sure a worker will take it.
+    func submit(_ request: HTTPServerRequest, _ call: InFlightRequest) {
+        push((request, call))
+        ensureLooking()
+    }
+
+    /// While requests wait, one worker at least must be on its way to the queue.
+    private func ensureLooking() {
+        guard count > 0, looking == 0 else { return }
+        looking += 1
+        if let worker = parked.popLast() {
+            worker.wake(true)
+        } else {
+            let worker = Worker(self)
+            worker.task = Task(executorPreference: loop) { await worker.run() }
+        }
+    }
+
+    /// Ends the parked workers (the server closed). Any thread.
+    func stop() {
+        loop.execute {
+            self.stopped = true
+            let parked = self.parked
+            self.parked = []
+            for worker in parked { worker.wake(false) }
+        }
+    }
+
+    private func push(_ item: (HTTPServerRequest, InFlightRequest)) {
+        if count == queue.count {
+            // grow: unroll the ring into a larger array
+            var grown: [(HTTPServerRequest, InFlightRequest)?] = []
+            grown.reserveCapacity(Swift.max(16, queue.count * 2))
+            for i in 0..<count { grown.append(queue[(head + i) % queue.count]) }
+            grown.append(contentsOf: repeatElement(nil, count: grown.capacity - grown.count))
+            queue = grown
+            head = 0
+        }
+        queue[(head + count) % queue.count] = item
+        count += 1
+    }
+
+    private func pop() -> (HTTPServerRequest, InFlightRequest)? {
+        guard count > 0 else { return nil }
+        let item = queue[head]
+        queue[head] = nil
+        head = (head + 1) % queue.count
+        count -= 1
+        return item
+    }
+
+    final class Worker: @unchecked Sendable {
+        // @unchecked Sendable: loop-confined like its owner.
+        let owner: RequestWorkers
+        var task: Task<Void, Never>?
+        /// The request whose handler it runs, if any.
+        var current: InFlightRequest?
+        private var waiting: CheckedContinuation<Bool, Never>?
+
+        init(_ owner: RequestWorkers) { self.owner = owner }
+
+        func wake(_ again: Bool) {
+            let waiting = self.waiting
+            self.waiting = nil
+            waiting?.resume(returning: again)
+        }
+
+        /// The client of `call` went away while this worker runs its handler.
+        func cancel(_ call: InFlightRequest) {
+            if current === call { task?.cancel() }
+        }
+
+        func run() async {
+            let owner = self.owner
+            while true {
+                while let (request, call) = owner.pop() {
+                    owner.looking -= 1
+                    // requests that arrived with this one must not wait for its handler, which
+                    // may suspend: another worker runs after this one yields (if this handler
+                    // does not suspend, that worker finds the queue drained and parks again)
+                    owner.ensureLooking()
+                    current = call
+                    call.worker = self
+                    await owner.handler(request, HTTPResponder(call))
+                    call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
+                    call.worker = nil
+                    current = nil
+                    // a cancelled task stays cancelled: end rather than hand it the next request
+                    if Task.isCancelled { return finish() }
+                    owner.looking += 1
+                }
+                owner.looking -= 1
+                if owner.stopped || owner.parked.count >= RequestWorkers.maxParked { return finish() }
+                let again = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                    waiting = continuation
+                    owner.parked.append(self)
+                }
+                if !again { return finish() }
+            }
+        }
+
+        private func finish() {
+            task = nil  // the task's last reference to its worker goes with it
+        }
+    }
+}
