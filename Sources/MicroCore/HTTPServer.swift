@@ -193,14 +193,13 @@ final class ServerContext: Sendable {
         let loop = loops[Int(mc_loop_index(mc_request_loop(req)))]
         let streamed = mc_request_is_streaming(req) != 0
         let call = InFlightRequest(req, loop: loop, streamed: streamed)
-        var request = Self.read(req, loop: loop, whole: !streamed)
-        request.bodyStream = call.body.map(HTTPBodyStream.init)
+        let request = Self.read(req, loop: loop, whole: !streamed, bodyStream: call.body.map(HTTPBodyStream.init))
         mc_request_set_user(req, Unmanaged.passUnretained(call).toOpaque())
         // a worker of this loop runs the handler after this callback returns
         workers[loop.index].submit(request, call)
     }
 
-    static func read(_ req: OpaquePointer, loop: EventLoop, whole: Bool = true) -> HTTPServerRequest {
+    static func read(_ req: OpaquePointer, loop: EventLoop, whole: Bool = true, bodyStream: HTTPBodyStream? = nil) -> HTTPServerRequest {
         var len = 0
         let method = string(mc_request_method(req, &len), len)
         let path = string(mc_request_path(req, &len), len)
@@ -227,7 +226,8 @@ final class ServerContext: Sendable {
             body: body,
             httpVersion: Int(mc_request_protocol(req)),
             loop: loop,
-            tls: tls
+            tls: tls,
+            bodyStream: bodyStream
         )
     }
 
