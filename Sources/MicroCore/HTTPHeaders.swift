@@ -1,3 +1,8 @@
+import CMicroCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An ordered list of HTTP header fields with case-insensitive lookup.
 ///
 /// Names read from the wire are lower case (HTTP/2 requires it; the core folds HTTP/1.1 names).
@@ -20,8 +25,10 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
     public subscript(name: String) -> String? {
         get {
             let count = name.utf8.count
-            for field in fields where field.name.utf8.count == count && Self.equalIgnoringCase(field.name, name) {
-                return field.value
+            // names from the wire are lower case, and so are most names asked for: a plain
+            // comparison first, then one without regard to case
+            for i in fields.indices where fields[i].name.utf8.count == count {
+                if fields[i].name == name || Self.equalIgnoringCase(fields[i].name, name) { return fields[i].value }
             }
             return nil
         }
@@ -68,5 +75,50 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
 
     public static func == (lhs: HTTPHeaders, rhs: HTTPHeaders) -> Bool {
         lhs.fields.elementsEqual(rhs.fields) { $0.name == $1.name && $0.value == $1.value }
+    }
+}
+
+extension HTTPHeaders {
+    /// Calls `body` with the fields as C headers that point into one temporary buffer.
+    func withCHeaders<R>(_ body: (UnsafePointer<mc_header_t>?, Int) -> R) -> R {
+        if fields.isEmpty { return body(nil, 0) }
+        // the bytes and the entries live on the stack (for the usual few headers): this runs for
+        // every answer and every call; the fields are read in place, not copied out one by one
+        return fields.withUnsafeBufferPointer { fields in
+            var total = 0
+            for i in fields.indices { total += fields[i].name.utf8.count + fields[i].value.utf8.count }
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: Swift.max(total, 1)) { bytes in
+                withUnsafeTemporaryAllocation(of: mc_header_t.self, capacity: fields.count) { headers in
+                    let base = bytes.baseAddress!
+                    var offset = 0
+                    for i in fields.indices {
+                        let name = base + offset
+                        let nameCount = Self.copy(fields[i].name, to: name)
+                        let value = name + nameCount
+                        let valueCount = Self.copy(fields[i].value, to: value)
+                        (headers.baseAddress! + i).initialize(to: mc_header_t(
+                            name: name, name_len: nameCount, value: value, value_len: valueCount))
+                        offset += nameCount + valueCount
+                    }
+                    defer { headers.baseAddress!.deinitialize(count: fields.count) }
+                    return body(headers.baseAddress, fields.count)
+                }
+            }
+        }
+    }
+
+    /// Copies a string's UTF-8 to `target` (room for all of it); returns the byte count.
+    private static func copy(_ string: String, to target: UnsafeMutablePointer<CChar>) -> Int {
+        let copied = string.utf8.withContiguousStorageIfAvailable { utf8 -> Int in
+            if let source = utf8.baseAddress { memcpy(target, source, utf8.count) }
+            return utf8.count
+        }
+        if let copied { return copied }
+        var count = 0
+        for byte in string.utf8 {
+            target[count] = CChar(bitPattern: byte)
+            count += 1
+        }
+        return count
     }
 }

@@ -1,6 +1,9 @@
 public import Logging
 import CMicroCore
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An HTTP/1.1 and HTTP/2 (h2c) server on the C core, both on one port.
 ///
@@ -239,9 +242,9 @@ final class ServerContext: Sendable {
 
     static func value(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
         if len > 15, let p {
-            let bytes = UnsafeRawBufferPointer(start: p, count: len)
             for common in commonValues where common.utf8.count == len {
-                if common.utf8.elementsEqual(bytes) { return common }
+                let same = common.utf8.withContiguousStorageIfAvailable { memcmp($0.baseAddress!, p, len) == 0 } ?? false
+                if same { return common }
             }
         }
         return string(p, len)
