@@ -47,13 +47,15 @@ final class InFlightRequest: @unchecked Sendable {
     private let request: OpaquePointer
     let loop: EventLoop
     let httpVersion: Int
+    // Loop-confined and touched for every request: no dynamic exclusivity checks (see
+    // RequestWorkers).
     /// The worker running its handler, until the answer is sent.
-    var worker: RequestWorkers.Worker?
+    @exclusivity(unchecked) var worker: RequestWorkers.Worker?
     /// The body of a streamed request; nil when it came whole.
     let body: InboundBody?
-    private var answered = false
-    private var gone = false
-    private(set) var headSent = false
+    @exclusivity(unchecked) private var answered = false
+    @exclusivity(unchecked) private var gone = false
+    @exclusivity(unchecked) private(set) var headSent = false
     private var writeWaiter: CheckedContinuation<Void, any Error>?
 
     init(_ request: OpaquePointer, loop: EventLoop, streamed: Bool) {

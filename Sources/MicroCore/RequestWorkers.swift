@@ -25,13 +25,15 @@ final class RequestWorkers: @unchecked Sendable {
     // type's comment); `stop()` hops there first.
     let loop: EventLoop
     let handler: HTTPServer.Handler
+    // Loop-confined state touched for every request: exclusivity cannot be violated across
+    // threads, and no access here overlaps another, so the dynamic checks are left out.
     /// Requests waiting for a worker, oldest first (a ring: `head` is the next one).
-    private var queue: [(HTTPServerRequest, InFlightRequest)?] = []
-    private var head = 0
-    private var count = 0
+    @exclusivity(unchecked) private var queue: [(HTTPServerRequest, InFlightRequest)?] = []
+    @exclusivity(unchecked) private var head = 0
+    @exclusivity(unchecked) private var count = 0
     /// Workers woken or started that will look at the queue before they park or run a handler.
-    private var looking = 0
-    private var parked: [Worker] = []
+    @exclusivity(unchecked) private var looking = 0
+    @exclusivity(unchecked) private var parked: [Worker] = []
     private var stopped = false
     /// Idle workers kept per loop; more end.
     static let maxParked = 32
@@ -97,7 +99,7 @@ final class RequestWorkers: @unchecked Sendable {
         let owner: RequestWorkers
         var task: Task<Void, Never>?
         /// The request whose handler it runs, if any.
-        var current: InFlightRequest?
+        @exclusivity(unchecked) var current: InFlightRequest?
         private var waiting: CheckedContinuation<Bool, Never>?
 
         init(_ owner: RequestWorkers) { self.owner = owner }

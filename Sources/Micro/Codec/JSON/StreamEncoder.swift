@@ -9,8 +9,10 @@ struct StreamEncoder: Encoder {
     struct Unsupported: Error {}
 
     final class Writer {
-        var bytes: [UInt8] = []
-        var failed = false
+        // Written once per token: dynamic exclusivity checks on every append cost more than the
+        // append. A writer belongs to one encode call on one thread and never overlaps itself.
+        @exclusivity(unchecked) var bytes: [UInt8] = []
+        @exclusivity(unchecked) var failed = false
 
         init() { bytes.reserveCapacity(128) }
 
@@ -77,10 +79,10 @@ struct StreamEncoder: Encoder {
     /// One container's progress.
     final class Container {
         enum Kind { case none, keyed, unkeyed, single }
-        var kind = Kind.none
-        var count = 0
-        var closed = false
-        var child: Container?
+        @exclusivity(unchecked) var kind = Kind.none
+        @exclusivity(unchecked) var count = 0
+        @exclusivity(unchecked) var closed = false
+        @exclusivity(unchecked) var child: Container?
     }
 
     let writer: Writer
