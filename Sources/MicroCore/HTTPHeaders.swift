@@ -9,7 +9,12 @@ import Glibc
 public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, Equatable {
     public typealias Element = (name: String, value: String)
 
-    private var fields: [Element]
+    private var fields: [Element] {
+        didSet { wire = nil }
+    }
+    /// The fields in C form, built once for headers made once and sent many times (see
+    /// ``frozen()``); any change drops it.
+    private var wire: WireHeaders?
 
     public init() { fields = [] }
 
@@ -68,6 +73,14 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
         }
     }
 
+    /// These headers with their C form built now, for headers made once and sent with many
+    /// answers (a content type, a status trailer): sending them then copies nothing.
+    public func frozen() -> HTTPHeaders {
+        var copy = self
+        copy.wire = withCHeaders { headers, count in WireHeaders(headers, count) }
+        return copy
+    }
+
     public var count: Int { fields.count }
     public var isEmpty: Bool { fields.isEmpty }
 
@@ -82,6 +95,7 @@ extension HTTPHeaders {
     /// Calls `body` with the fields as C headers that point into one temporary buffer.
     func withCHeaders<R>(_ body: (UnsafePointer<mc_header_t>?, Int) -> R) -> R {
         if fields.isEmpty { return body(nil, 0) }
+        if let wire { return body(wire.headers, wire.count) }
         // the bytes and the entries live on the stack (for the usual few headers): this runs for
         // every answer and every call; the fields are read in place, not copied out one by one
         return fields.withUnsafeBufferPointer { fields in
@@ -120,5 +134,38 @@ extension HTTPHeaders {
             count += 1
         }
         return count
+    }
+}
+
+/// Header fields in C form in one allocation: the `mc_header_t` entries, then the bytes they
+/// point to. Immutable once built.
+final class WireHeaders: @unchecked Sendable {
+    // @unchecked Sendable: written only in `init`, read-only afterwards; freed in `deinit`.
+    let headers: UnsafeMutablePointer<mc_header_t>
+    let count: Int
+
+    init(_ source: UnsafePointer<mc_header_t>?, _ count: Int) {
+        var bytes = 0
+        for i in 0..<count { bytes += source![i].name_len + source![i].value_len }
+        let size = count * MemoryLayout<mc_header_t>.stride + bytes
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: MemoryLayout<mc_header_t>.alignment)
+        headers = raw.bindMemory(to: mc_header_t.self, capacity: count)
+        var text = (raw + count * MemoryLayout<mc_header_t>.stride).assumingMemoryBound(to: CChar.self)
+        for i in 0..<count {
+            let field = source![i]
+            text.update(from: field.name, count: field.name_len)
+            let name = text
+            text += field.name_len
+            text.update(from: field.value, count: field.value_len)
+            let value = text
+            text += field.value_len
+            (headers + i).initialize(to: mc_header_t(name: name, name_len: field.name_len, value: value, value_len: field.value_len))
+        }
+        self.count = count
+    }
+
+    deinit {
+        headers.deinitialize(count: count)
+        UnsafeMutableRawPointer(headers).deallocate()
     }
 }

@@ -145,7 +145,7 @@ extension Router {
         }
     }
 
-    static let grpcOK: HTTPHeaders = ["grpc-status": "0"]
+    static let grpcOK = HTTPHeaders([("grpc-status", "0")]).frozen()
 
     /// `/pkg.Service/Method` → (`pkg.Service.Method`, `Service.Method`).
     static func grpcEndpointNames(_ path: String) -> (qualified: String, short: String)? {

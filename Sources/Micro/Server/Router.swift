@@ -156,15 +156,21 @@ final class Router: Sendable {
     /// `content-type: type`, from a table built once for the known types (most answers carry
     /// this one header: no allocation for it).
     func contentTypeHeaders(_ type: String) -> HTTPHeaders {
-        Self.commonContentTypeHeaders[type] ?? ["content-type": type]
+        // the two most common without hashing
+        if type == "application/grpc" { return Self.grpcContentType }
+        if type == "application/json" { return Self.jsonContentType }
+        return Self.commonContentTypeHeaders[type] ?? ["content-type": type]
     }
+
+    private static let grpcContentType = HTTPHeaders([("content-type", "application/grpc")]).frozen()
+    private static let jsonContentType = HTTPHeaders([("content-type", "application/json")]).frozen()
 
     private static let commonContentTypeHeaders: [String: HTTPHeaders] = {
         var table: [String: HTTPHeaders] = [:]
         let types = Codecs.standard.contentTypes + [
             "application/grpc", "application/grpc+proto", "application/grpc+json", "application/x-protobuf",
         ]
-        for type in types { table[type] = ["content-type": type] }
+        for type in types { table[type] = HTTPHeaders([("content-type", type)]).frozen() }
         return table
     }()
 
