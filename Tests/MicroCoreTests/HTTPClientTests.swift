@@ -57,14 +57,18 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let content = Array(repeating: Array("0123456789abcdef".utf8), count: 10_000).flatMap { $0 }  // 160 KB
         try Data(content).write(to: dir.appendingPathComponent("file"))
-        // nghttpd cannot be told to pick a port: try a few until one binds
+        // nghttpd cannot be told to pick a port: try a few until one binds. Below the kernel's
+        // ephemeral range (32768 and up), where the other tests' servers get their ports; and
+        // an answer counts only if nghttpd gave it (the port may belong to another test).
         var response: HTTPClientResponse?
-        for port in (0..<5).map({ _ in Int.random(in: 20000...60000) }) where response == nil {
+        for port in (0..<5).map({ _ in Int.random(in: 20000...32000) }) where response == nil {
             let daemon = try BackgroundTool("nghttpd", ["--no-tls", "-d", dir.path, "\(port)"])
             let client = HTTPClient()
             for _ in 0..<250 where response == nil {
                 do {
-                    response = try await client.request(address: "127.0.0.1:\(port)", method: "GET", path: "/file", headers: [:], body: [])
+                    let answer = try await client.request(address: "127.0.0.1:\(port)", method: "GET", path: "/file", headers: [:], body: [])
+                    guard answer.headers["server"]?.hasPrefix("nghttpd") == true else { break }
+                    response = answer
                 } catch {
                     guard error.kind == .connect else { throw error }
                     try await Task.sleep(for: .milliseconds(20))  // nghttpd is still starting: no event to await
