@@ -101,6 +101,35 @@ import Testing
         await server.shutdownGracefully(timeout: .seconds(10))
     }
 
+    /// Headers frozen into their C form once and reused: any change to a copy is what goes out.
+    @Test func frozenHeadersSendTheirChangesToo() async throws {
+        let base = HTTPHeaders([("content-type", "text/plain"), ("x-kept", "1")]).frozen()
+        let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
+            var headers = base
+            switch request.path {
+            case "/add": headers.add(name: "x-added", value: "2")
+            case "/set": headers["x-kept"] = "changed"
+            case "/remove": headers.remove("x-kept")
+            default: break
+            }
+            responder.send(HTTPServerResponse(headers: headers, body: Array("ok".utf8)))
+        }
+        func headers(_ path: String) async throws -> String {
+            let result = try await Tool.run("curl", ["-s", "-D", "-", "-o", "/dev/null", "--http2-prior-knowledge", "http://127.0.0.1:\(server.port)\(path)"])
+            return result.stdout.lowercased()
+        }
+        let plain = try await headers("/")
+        #expect(plain.contains("x-kept: 1") && plain.contains("content-type: text/plain"))
+        let added = try await headers("/add")
+        #expect(added.contains("x-kept: 1") && added.contains("x-added: 2"))
+        let set = try await headers("/set")
+        #expect(set.contains("x-kept: changed") && !set.contains("x-kept: 1"))
+        let removed = try await headers("/remove")
+        #expect(!removed.contains("x-kept") && removed.contains("content-type: text/plain"))
+        #expect(base["x-kept"] == "1")  // the frozen original is untouched
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
     @Test func portInUseIsAClearError() async throws {
         let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { _, r in
             r.send(HTTPServerResponse())
