@@ -13,7 +13,7 @@ extension Router {
     }
 
     @inline(never)
-    func serveGRPC(_ request: HTTPServerRequest, _ responder: HTTPResponder, contentType: String) async {
+    nonisolated(nonsending) func serveGRPC(_ request: HTTPServerRequest, _ responder: HTTPResponder, contentType: String) async {
         switch grpcRoute(request, contentType: contentType) {
         case .answer(let response): responder.send(response)
         case .unary(let endpoint, let codec, let deadline, let message):
@@ -29,7 +29,7 @@ extension Router {
     }
 
     @inline(never)
-    func serveGRPCUnary(
+    nonisolated(nonsending) func serveGRPCUnary(
         _ message: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
         contentType: String, deadline: ContinuousClock.Instant
     ) async {

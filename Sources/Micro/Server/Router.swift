@@ -113,7 +113,7 @@ final class Router: Sendable {
     }
 
     @inline(never)
-    func serveDelivery(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ broker: HTTPBroker) async {
+    nonisolated(nonsending) func serveDelivery(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ broker: HTTPBroker) async {
         responder.send(await broker.receive(request))
     }
 
@@ -130,7 +130,7 @@ final class Router: Sendable {
     }
 
     @inline(never)
-    func serveUnary(
+    nonisolated(nonsending) func serveUnary(
         _ body: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
         deadline: ContinuousClock.Instant
     ) async {
@@ -176,7 +176,7 @@ final class Router: Sendable {
 
     /// Answers with `work`, or with `timedOut` if the deadline passes first (then `work` is
     /// cancelled). The deadline is a sibling task, so the handler sees cancellation.
-    func race(
+    nonisolated(nonsending) func race(
         _ deadline: ContinuousClock.Instant?,
         _ responder: HTTPResponder,
         _ work: @escaping @Sendable () async -> HTTPServerResponse,
@@ -205,7 +205,7 @@ final class Router: Sendable {
     }
 
     @inline(never)
-    private func invokeIntercepted(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+    nonisolated(nonsending) private func invokeIntercepted(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
         do {
             return .success(try await intercepted(ServerRequest(endpoint: endpoint.name, body: body, codec: codec), context, endpoint, interceptors[...]))
         } catch {
@@ -241,7 +241,7 @@ final class Router: Sendable {
         return (found, false)
     }
 
-    private func intercepted(
+    nonisolated(nonsending) private func intercepted(
         _ request: ServerRequest,
         _ context: Context,
         _ endpoint: EndpointHandler,

@@ -36,7 +36,7 @@ extension Router {
     }
 
     @inline(never)
-    func serveStream(
+    nonisolated(nonsending) func serveStream(
         _ request: HTTPServerRequest,
         _ responder: HTTPResponder,
         endpoint: EndpointHandler,
