@@ -112,8 +112,13 @@ final class RequestWorkers: @unchecked Sendable {
 
         /// The client of `call` went away while this worker runs its handler.
         func cancel(_ call: InFlightRequest) {
-            if current === call { task?.cancel() }
+            guard current === call else { return }
+            cancelled = true
+            task?.cancel()
         }
+
+        /// Its task was cancelled (only `cancel(_:)` does: the task is private to the worker).
+        private var cancelled = false
 
         func run() async {
             let owner = self.owner
@@ -131,7 +136,7 @@ final class RequestWorkers: @unchecked Sendable {
                     call.worker = nil
                     current = nil
                     // a cancelled task stays cancelled: end rather than hand it the next request
-                    if Task.isCancelled { return finish() }
+                    if cancelled { return finish() }
                     owner.looking += 1
                 }
                 owner.looking -= 1
