@@ -164,15 +164,20 @@ static int alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen,
 
 static BIO *mem_bio(const char *p, size_t n) { return BIO_new_mem_buf(p, (int)n); }
 
+/* Writes "what: OpenSSL's reason (or fallback)" to err; returns -1. */
+static int openssl_failure(char *err, size_t errlen, const char *what, const char *fallback) {
+    char why[200];
+    take_error(why, sizeof why, fallback);
+    snprintf(err, errlen, "%s: %s", what, why);
+    return -1;
+}
+
 static int load_chain(SSL_CTX *ctx, const mc_tls_config_t *cfg, char *err, size_t errlen) {
     BIO *b = mem_bio(cfg->cert_pem, cfg->cert_len);
     X509 *leaf = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
     if (!leaf) {
         BIO_free(b);
-        char why[200];
-        take_error(why, sizeof why, "no certificate");
-        snprintf(err, errlen, "cannot read the certificate (PEM): %s", why);
-        return -1;
+        return openssl_failure(err, errlen, "cannot read the certificate (PEM)", "no certificate");
     }
     int ok = SSL_CTX_use_certificate(ctx, leaf) == 1;
     X509_free(leaf);
@@ -193,20 +198,10 @@ static int load_chain(SSL_CTX *ctx, const mc_tls_config_t *cfg, char *err, size_
     b = mem_bio(cfg->key_pem, cfg->key_len);
     EVP_PKEY *key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);
-    if (!key) {
-        char why[200];
-        take_error(why, sizeof why, "no key");
-        snprintf(err, errlen, "cannot read the private key (PEM): %s", why);
-        return -1;
-    }
+    if (!key) return openssl_failure(err, errlen, "cannot read the private key (PEM)", "no key");
     ok = SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
     EVP_PKEY_free(key);
-    if (!ok) {
-        char why[200];
-        take_error(why, sizeof why, "mismatch");
-        snprintf(err, errlen, "the private key does not match the certificate: %s", why);
-        return -1;
-    }
+    if (!ok) return openssl_failure(err, errlen, "the private key does not match the certificate", "mismatch");
     return 0;
 }
 

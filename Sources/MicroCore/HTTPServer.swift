@@ -163,8 +163,7 @@ struct ServerHandle: @unchecked Sendable {
 final class ServerContext: Sendable {
     let loops: [EventLoop]
     let logger: Logger
-    let handler: HTTPServer.Handler
-    /// Per loop, by index: the tasks that run handlers.
+    /// Per loop, by index: the tasks that run the handler.
     let workers: [RequestWorkers]
     let streams: (@Sendable (String) -> Bool)?
     let server = Mutex<ServerHandle?>(nil)
@@ -174,7 +173,6 @@ final class ServerContext: Sendable {
         self.loops = loops
         self.logger = logger
         self.streams = streams
-        self.handler = handler
         self.workers = loops.map { RequestWorkers(loop: $0, handler: handler) }
     }
 

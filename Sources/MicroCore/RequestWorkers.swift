@@ -1,3 +1,5 @@
+import DequeModule
+
 /// Runs request handlers on long-lived worker tasks of one loop instead of a new task per request.
 ///
 /// A new task per request costs its creation, an executor-preference record, a first slab for
@@ -27,10 +29,8 @@ final class RequestWorkers: @unchecked Sendable {
     let handler: HTTPServer.Handler
     // Loop-confined state touched for every request: exclusivity cannot be violated across
     // threads, and no access here overlaps another, so the dynamic checks are left out.
-    /// Requests waiting for a worker, oldest first (a ring: `head` is the next one).
-    @exclusivity(unchecked) private var queue: [(HTTPServerRequest, InFlightRequest)?] = []
-    @exclusivity(unchecked) private var head = 0
-    @exclusivity(unchecked) private var count = 0
+    /// Requests waiting for a worker, oldest first.
+    @exclusivity(unchecked) private var queue = Deque<(HTTPServerRequest, InFlightRequest)>()
     /// Workers woken or started that will look at the queue before they park or run a handler.
     @exclusivity(unchecked) private var looking = 0
     @exclusivity(unchecked) private var parked: [Worker] = []
@@ -45,13 +45,13 @@ final class RequestWorkers: @unchecked Sendable {
 
     /// On the loop thread: queues a request and makes sure a worker will take it.
     func submit(_ request: HTTPServerRequest, _ call: InFlightRequest) {
-        push((request, call))
+        queue.append((request, call))
         ensureLooking()
     }
 
     /// While requests wait, one worker at least must be on its way to the queue.
     private func ensureLooking() {
-        guard count > 0, looking == 0 else { return }
+        guard !queue.isEmpty, looking == 0 else { return }
         looking += 1
         if let worker = parked.popLast() {
             worker.wake(true)
@@ -69,29 +69,6 @@ final class RequestWorkers: @unchecked Sendable {
             self.parked = []
             for worker in parked { worker.wake(false) }
         }
-    }
-
-    private func push(_ item: (HTTPServerRequest, InFlightRequest)) {
-        if count == queue.count {
-            // grow: unroll the ring into a larger array
-            var grown: [(HTTPServerRequest, InFlightRequest)?] = []
-            grown.reserveCapacity(Swift.max(16, queue.count * 2))
-            for i in 0..<count { grown.append(queue[(head + i) % queue.count]) }
-            grown.append(contentsOf: repeatElement(nil, count: grown.capacity - grown.count))
-            queue = grown
-            head = 0
-        }
-        queue[(head + count) % queue.count] = item
-        count += 1
-    }
-
-    private func pop() -> (HTTPServerRequest, InFlightRequest)? {
-        guard count > 0 else { return nil }
-        let item = queue[head]
-        queue[head] = nil
-        head = (head + 1) % queue.count
-        count -= 1
-        return item
     }
 
     final class Worker: @unchecked Sendable {
@@ -123,7 +100,7 @@ final class RequestWorkers: @unchecked Sendable {
         func run() async {
             let owner = self.owner
             while true {
-                while let (request, call) = owner.pop() {
+                while let (request, call) = owner.queue.popFirst() {
                     owner.looking -= 1
                     // requests that arrived with this one must not wait for its handler, which
                     // may suspend: another worker runs after this one yields (if this handler

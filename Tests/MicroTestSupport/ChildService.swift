@@ -32,19 +32,7 @@ public final class ChildService: Sendable {
         let fd = child.output!
         let output = self.output
         Thread.detachNewThread {
-            var pending: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = read(fd, &chunk, chunk.count)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                pending += chunk[..<n]
-                while let nl = pending.firstIndex(of: 10) {
-                    output.add(String(decoding: pending[..<nl], as: UTF8.self))
-                    pending.removeSubrange(...nl)
-                }
-            }
-            close(fd)
+            Spawn.readLines(fd) { output.add($0) }
             output.end()
         }
         guard let line = await output.wait(for: "listening on ", within: .seconds(120)),

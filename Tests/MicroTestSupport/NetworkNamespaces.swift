@@ -98,8 +98,6 @@ public final class LineProcess: Sendable {
         pid = child.pid
         let fd = child.output!
         Thread.detachNewThread { [self] in
-            var pending: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 4096)
             func deliver(_ line: String?) {
                 let woken = self.state.withLock { state -> [(CheckedContinuation<String?, Never>, String?)] in
                     if let line { state.lines.append(line) } else { state.ended = true }
@@ -112,17 +110,7 @@ public final class LineProcess: Sendable {
                 }
                 for (continuation, line) in woken { continuation.resume(returning: line) }
             }
-            while true {
-                let n = read(fd, &chunk, chunk.count)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                pending += chunk[..<n]
-                while let nl = pending.firstIndex(of: 10) {
-                    deliver(String(decoding: pending[..<nl], as: UTF8.self))
-                    pending.removeSubrange(...nl)
-                }
-            }
-            close(fd)
+            Spawn.readLines(fd) { deliver($0) }
             deliver(nil)
         }
     }

@@ -83,4 +83,22 @@ enum Spawn {
             }
         }
     }
+
+    /// Reads `fd` to its end on the calling thread, handing over each line (without its newline)
+    /// as it completes, then closes it.
+    static func readLines(_ fd: Int32, _ line: (String) -> Void) {
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            pending += chunk[..<n]
+            while let nl = pending.firstIndex(of: 10) {
+                line(String(decoding: pending[..<nl], as: UTF8.self))
+                pending.removeSubrange(...nl)
+            }
+        }
+        close(fd)
+    }
 }

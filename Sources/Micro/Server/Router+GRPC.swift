@@ -21,22 +21,10 @@ extension Router {
             guard let deadline else {
                 return responder.send(grpcAnswer(await invoke(endpoint, message, codec, context), contentType, context))
             }
-            await serveGRPCUnary(message, responder, endpoint, codec, context, contentType: contentType, deadline: deadline)
+            await race(message, responder, endpoint, codec, context, deadline: deadline, grpcContentType: contentType)
         case .stream(let endpoint, let streaming, let codec, let deadline):
             await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec,
                               grpcContentType: contentType, deadline: deadline)
-        }
-    }
-
-    @inline(never)
-    nonisolated(nonsending) func serveGRPCUnary(
-        _ message: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
-        contentType: String, deadline: ContinuousClock.Instant
-    ) async {
-        await race(deadline, responder) {
-            self.grpcAnswer(await self.invoke(endpoint, message, codec, context), contentType, context)
-        } timedOut: {
-            Self.grpcFailure(.deadlineExceeded, "\(endpoint.name) did not answer before the caller's deadline", contentType: contentType)
         }
     }
 

@@ -36,10 +36,8 @@ final class Router: Sendable {
     /// splitting it. Only paths that resolved, and at most `maxGRPCRoutes` of them (any package
     /// prefix resolves through the short name, so callers could otherwise grow it).
     private let grpcRoutes = Mutex<[String: EndpointHandler]>([:])
-    /// Whether any endpoint streams (the core asks per request).
-    let hasStreams = Atomic<Bool>(false)
-    /// `/Method` of every streaming endpoint: a path that ends with none of them is not a stream,
-    /// found without building a string.
+    /// `/Method` of every streaming endpoint (the core asks per request): a path that ends with
+    /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[String]>([])
 
     init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: HTTPBroker? = nil) {
@@ -56,7 +54,6 @@ final class Router: Sendable {
         if endpoint.streaming != nil {
             let method = "/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)
             streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
-            hasStreams.store(true, ordering: .relaxed)
         }
     }
 
@@ -126,19 +123,7 @@ final class Router: Sendable {
             // nothing to race: no closures, no task group
             return responder.send(answer(await invoke(endpoint, request.body, codec, context), codec, context))
         }
-        await serveUnary(request.body, responder, endpoint, codec, context, deadline: deadline)
-    }
-
-    @inline(never)
-    nonisolated(nonsending) func serveUnary(
-        _ body: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
-        deadline: ContinuousClock.Instant
-    ) async {
-        await race(deadline, responder) {
-            self.answer(await self.invoke(endpoint, body, codec, context), codec, context)
-        } timedOut: {
-            self.error(.timeout(self.service, "\(endpoint.name) did not answer before the caller's deadline"))
-        }
+        await race(request.body, responder, endpoint, codec, context, deadline: deadline, grpcContentType: nil)
     }
 
     /// The answer to a unary call over the micro protocol.
@@ -174,20 +159,24 @@ final class Router: Sendable {
         return table
     }()
 
-    /// Answers with `work`, or with `timedOut` if the deadline passes first (then `work` is
-    /// cancelled). The deadline is a sibling task, so the handler sees cancellation.
+    /// Runs a unary call against the caller's deadline: sends its answer (gRPC's when
+    /// `grpcContentType` is set, else the micro protocol's), or a timeout if the deadline passes
+    /// first (then the handler is cancelled: the deadline is a sibling task).
+    @inline(never)
     nonisolated(nonsending) func race(
-        _ deadline: ContinuousClock.Instant?,
-        _ responder: HTTPResponder,
-        _ work: @escaping @Sendable () async -> HTTPServerResponse,
-        timedOut: @escaping @Sendable () -> HTTPServerResponse
+        _ message: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
+        deadline: ContinuousClock.Instant, grpcContentType: String?
     ) async {
-        guard let deadline else { return responder.send(await work()) }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { responder.send(await work()) }
+            group.addTask {
+                let result = await self.invoke(endpoint, message, codec, context)
+                responder.send(grpcContentType.map { self.grpcAnswer(result, $0, context) } ?? self.answer(result, codec, context))
+            }
             group.addTask {
                 guard (try? await Task.sleep(until: deadline)) != nil else { return }
-                responder.send(timedOut())
+                let detail = "\(endpoint.name) did not answer before the caller's deadline"
+                responder.send(grpcContentType.map { Self.grpcFailure(.deadlineExceeded, detail, contentType: $0) }
+                    ?? self.error(.timeout(self.service, detail)))
             }
             await group.next()
             group.cancelAll()

@@ -25,7 +25,6 @@ extension Router {
     /// Whether an HTTP/2 request to `path` should be handed over as a stream (asked by the core
     /// when a request's headers arrive with a body to follow).
     func isStream(path: String) -> Bool {
-        guard hasStreams.load(ordering: .relaxed) else { return false }
         let endsWithAStreamMethod = streamMethods.withLock { methods in
             methods.contains { method in
                 path.utf8.count > method.utf8.count && path.utf8.reversed().starts(with: method.utf8.reversed())
