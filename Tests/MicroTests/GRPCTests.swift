@@ -74,6 +74,30 @@ import Testing
         await service.shutdown()
     }
 
+    /// A handler of `[UInt8]` gets the message exactly as it came, over gRPC (grpcio with no
+    /// serializers sends raw bytes) and over the micro protocol with octet-stream or protobuf.
+    @Test func aBytesHandlerGetsTheMessageAsItCameOverEveryWire() async throws {
+        let service = Service(name: "echo", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
+        service.handle("Echo.Call") { (message: [UInt8], _: Context) async throws -> [UInt8] in message.reversed() }
+        try service.start()
+        let script = """
+            import grpc, sys
+            call = grpc.insecure_channel(sys.argv[1]).unary_unary("/echo.Echo/Call")
+            sys.stdout.write(call(bytes(range(256)), timeout=30).hex())
+            """
+        let result = try await Tool.run("python3", ["-c", script, "127.0.0.1:\(service.port!)"], timeout: .seconds(120))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == (0..<256).reversed().map { String(format: "%02x", $0) }.joined())
+        for type in ["application/octet-stream", "application/protobuf"] {
+            let curl = try await Tool.run("curl", [
+                "-s", "--http2-prior-knowledge", "-H", "content-type: \(type)", "-H", "micro-endpoint: Echo.Call",
+                "--data-binary", "abc", "http://127.0.0.1:\(service.port!)/",
+            ])
+            #expect(curl.stdout == "cba", "\(type)")
+        }
+        await service.shutdown()
+    }
+
     @Test func swiftMicroClientCallsPythonServer() async throws {
         let python = try await ChildService("/usr/bin/env", arguments: ["python3", Self.peer, "server"])
         defer { python.stop() }
