@@ -174,7 +174,7 @@ static void on_connect(uv_connect_t *req, int status) {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1024 * 1024},
     };
-    if (!callbacks || !options || nghttp2_session_client_new2(&c->h2, callbacks, c, options) != 0 ||
+    if (!callbacks || !options || nghttp2_session_client_new3(&c->h2, callbacks, c, options, &c->loop->blocks.nghttp2) != 0 ||
         nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0) {
         fail_connect(c, UV_ENOMEM, "");
         return;

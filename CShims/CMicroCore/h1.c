@@ -399,30 +399,32 @@ static void resume(mc_conn_t *c) {
 }
 
 static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, const mc_header_t *h, size_t nh,
-                     const uint8_t *body, size_t len) {
+                     mc_body_t body) {
     int rc = status_and_headers(b, status, h, nh);
-    if (rc == 0 && status >= 200 && status != 204 && status != 304) rc = mc_buf_appendf(b, "content-length: %zu\r\n", len);
+    if (rc == 0 && status >= 200 && status != 204 && status != 304)
+        rc = mc_buf_appendf(b, "content-length: %zu\r\n", body.prefix_len + body.len);
     if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
     if (rc == 0 && (!r->keep_alive || c->draining)) rc = mc_buf_append(b, "connection: close\r\n", 19);
     if (rc == 0) rc = mc_buf_append(b, "\r\n", 2);
-    if (rc == 0 && !r->head) rc = mc_buf_append(b, body, len);
+    if (rc == 0 && !r->head) rc = mc_buf_append(b, body.prefix, body.prefix_len);
+    if (rc == 0 && !r->head) rc = mc_buf_append(b, body.data, body.len);
     return rc;
 }
 
-int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len) {
+int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body) {
     mc_conn_t *c = r->conn;
     if (r == c->h1_stream) {
         /* a stream answered whole (an error before any message): one frame, and it is over */
         c->h1_stream = NULL;
         r->keep_alive = false;
-        int rc = serialize(c, r, &c->out, status, h, nh, body, len);
+        int rc = serialize(c, r, &c->out, status, h, nh, body);
         c->close_after_flush = true;
         mc_request_release(r);
         mc_loop_mark_dirty(c->loop, c);
         return rc;
     }
     bool first = c->h1_head == r;
-    if (serialize(c, r, first ? &c->out : &r->resp, status, h, nh, body, len) != 0) {
+    if (serialize(c, r, first ? &c->out : &r->resp, status, h, nh, body) != 0) {
         mc_conn_close(c);
         return -1;
     }

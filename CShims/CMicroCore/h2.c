@@ -208,7 +208,7 @@ static void init_once(void) {
 int mc_h2_init(mc_conn_t *c) {
     pthread_once(&once, init_once);
     if (!callbacks || !options) return -1;
-    if (nghttp2_session_server_new2(&c->h2, callbacks, c, options) != 0) return -1;
+    if (nghttp2_session_server_new3(&c->h2, callbacks, c, options, &c->loop->blocks.nghttp2) != 0) return -1;
     const mc_server_config_t *cfg = &c->server->config;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
@@ -365,14 +365,16 @@ static int reset_stream(mc_request_t *r) {
     return -1;
 }
 
-int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body, size_t len,
+int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body,
                   const mc_header_t *t, size_t nt) {
+    size_t len = body.prefix_len + body.len;
     char clen[24];
     format_size(clen, len);
     r->resp.len = 0;
     r->resp_off = 0;
     int rc = 0;
-    if (!r->head) rc = mc_buf_append(&r->resp, body, len);
+    if (!r->head) rc = mc_buf_append(&r->resp, body.prefix, body.prefix_len);
+    if (!r->head && rc == 0) rc = mc_buf_append(&r->resp, body.data, body.len);
     if (rc == 0) rc = mc_h2_store_trailers(r, t, nt);
     if (rc == 0) {
         nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_body};

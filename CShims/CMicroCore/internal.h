@@ -27,6 +27,26 @@ void mc_buf_free(mc_buf_t *b);
 /* Keeps the allocation unless it grew past keep bytes. */
 void mc_buf_reset(mc_buf_t *b, size_t keep);
 
+/* ---------------------------------------------------------------- block cache (pool.c) */
+
+#define MC_POOL_SMALLEST 64
+#define MC_POOL_CLASSES 6 /* 64 bytes to 2 KiB */
+#define MC_POOL_KEEP 256  /* free blocks kept per class */
+
+/* A loop's cache of small blocks; only its thread uses it. */
+typedef struct mc_pool {
+    void *free[MC_POOL_CLASSES];
+    unsigned kept[MC_POOL_CLASSES];
+    bool closed; /* blocks freed now go straight back to free() */
+    nghttp2_mem nghttp2; /* the cache as nghttp2's allocator */
+} mc_pool_t;
+
+void mc_pool_init(mc_pool_t *p);
+void *mc_pool_alloc(mc_pool_t *p, size_t size);
+void mc_pool_free(mc_pool_t *p, void *ptr);
+/* Frees the blocks kept; blocks still in use go to free() when they come back. */
+void mc_pool_close(mc_pool_t *p);
+
 /* ---------------------------------------------------------------- loops */
 
 typedef struct mc_job {
@@ -74,6 +94,8 @@ struct mc_loop {
 
     mc_request_t *request_pool;
     unsigned request_pool_len;
+
+    mc_pool_t blocks; /* nghttp2's allocations for this loop's sessions */
 };
 
 int mc_loop_post_local(mc_loop_t *loop, mc_job_fn fn, void *ctx, void *arg);
@@ -291,16 +313,23 @@ const char *mc_status_text(int status);
 void mc_h1_init(mc_conn_t *c);
 /* Consumes input; returns -1 if the connection must close now. */
 int mc_h1_feed(mc_conn_t *c, const uint8_t *p, size_t n);
-int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
-                  size_t len);
+/* An answer's body: `prefix` (a framing header, may be empty) then `data`. */
+typedef struct mc_body {
+    const uint8_t *prefix;
+    size_t prefix_len;
+    const uint8_t *data;
+    size_t len;
+} mc_body_t;
+
+int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body);
 void mc_h1_timeout(mc_conn_t *c);
 void mc_h1_shutdown(mc_conn_t *c);
 void mc_h1_free(mc_conn_t *c);
 
 int mc_h2_init(mc_conn_t *c);
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n);
-int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
-                  size_t len, const mc_header_t *t, size_t nt);
+int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body,
+                  const mc_header_t *t, size_t nt);
 /* HEADERS of a streamed answer: no content-length, the body from mc_stream_read. */
 int mc_h2_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh);
 /* Stores trailers to send after the body (lower-cased names). */

@@ -159,6 +159,34 @@ mc_header_t mc_request_header(const mc_request_t *r, size_t i) {
     return h;
 }
 
+/* [first, first + count) clamped to the fields there are */
+static size_t clamp_fields(const mc_request_t *r, size_t first, size_t count) {
+    if (first >= r->nhdrs) return 0;
+    return count < r->nhdrs - first ? count : r->nhdrs - first;
+}
+
+size_t mc_request_headers_block_size(const mc_request_t *r, size_t first, size_t count) {
+    count = clamp_fields(r, first, count);
+    size_t bytes = count * sizeof(mc_header_t);
+    for (size_t i = first; i < first + count; i++) bytes += (size_t)r->hdrs[i].name_len + r->hdrs[i].value_len;
+    return bytes;
+}
+
+void mc_request_headers_block(const mc_request_t *r, size_t first, size_t count, void *dst) {
+    count = clamp_fields(r, first, count);
+    mc_header_t *entries = dst;
+    char *text = (char *)dst + count * sizeof(mc_header_t);
+    const char *base = (const char *)r->strings.data;
+    for (size_t i = 0; i < count; i++) {
+        const mc_hdr_off_t *h = &r->hdrs[first + i];
+        char *name = text, *value = text + h->name_len;
+        if (h->name_len) memcpy(name, base + h->name_off, h->name_len);
+        if (h->value_len) memcpy(value, base + h->value_off, h->value_len);
+        entries[i] = (mc_header_t){name, h->name_len, value, h->value_len};
+        text = value + h->value_len;
+    }
+}
+
 const uint8_t *mc_request_body(const mc_request_t *r, size_t *len) {
     *len = r->body.len;
     return r->body.data;
@@ -170,6 +198,11 @@ void *mc_request_user(const mc_request_t *r) { return r->user; }
 
 int mc_request_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
                        size_t len, const mc_header_t *t, size_t nt) {
+    return mc_request_respond_framed(r, status, h, nh, NULL, 0, body, len, t, nt);
+}
+
+int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *prefix,
+                              size_t prefix_len, const uint8_t *body, size_t len, const mc_header_t *t, size_t nt) {
     mc_conn_t *c = r->conn;
     if (r->responded) return -1;
     r->responded = true;
@@ -178,8 +211,8 @@ int mc_request_respond(mc_request_t *r, int status, const mc_header_t *h, size_t
         return -1;
     }
     c->active--;
-    int rc = r->proto == MC_PROTO_H2 ? mc_h2_respond(r, status, h, nh, body, len, t, nt)
-                                     : mc_h1_respond(r, status, h, nh, body, len);
+    mc_body_t b = {prefix, prefix ? prefix_len : 0, body, len};
+    int rc = r->proto == MC_PROTO_H2 ? mc_h2_respond(r, status, h, nh, b, t, nt) : mc_h1_respond(r, status, h, nh, b);
     mc_conn_request_done(c);
     return rc;
 }

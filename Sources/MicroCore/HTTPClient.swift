@@ -464,15 +464,7 @@ final class PendingCall: TimedCall, @unchecked Sendable {
 
     /// The fields of a response in `range` (headers before the trailer index, trailers after).
     static func fields(_ response: OpaquePointer, _ range: Range<Int>) -> HTTPHeaders {
-        var fields = HTTPHeaders()
-        fields.reserveCapacity(range.count)
-        for i in range {
-            let h = mc_request_header(response, i)
-            let name = String(decoding: UnsafeRawBufferPointer(start: h.name, count: h.name_len), as: UTF8.self)
-            let value = String(decoding: UnsafeRawBufferPointer(start: h.value, count: h.value_len), as: UTF8.self)
-            fields.add(name: name, value: value)
-        }
-        return fields
+        HTTPHeaders(wire: WireHeaders.copy(response, range))
     }
 
     static func read(_ response: OpaquePointer) -> HTTPClientResponse {

@@ -6,56 +6,80 @@ import Glibc
 /// An ordered list of HTTP header fields with case-insensitive lookup.
 ///
 /// Names read from the wire are lower case (HTTP/2 requires it; the core folds HTTP/1.1 names).
+///
+/// Headers made in Swift are an array of fields. Headers read off the wire, and headers frozen to
+/// be sent with many answers (``frozen()``), are one block in C form instead: a lookup compares
+/// bytes and makes a String only for the value it returns, and sending copies nothing. The first
+/// change to such headers turns the block into an array.
 public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, Equatable {
     public typealias Element = (name: String, value: String)
 
-    private var fields: [Element] {
-        didSet { wire = nil }
+    private enum Form: Sendable {
+        case fields([Element])
+        case wire(WireHeaders)
     }
-    /// The fields in C form, built once for headers made once and sent many times (see
-    /// ``frozen()``); any change drops it.
-    private var wire: WireHeaders?
 
-    public init() { fields = [] }
+    private var form: Form
+
+    public init() { form = .fields([]) }
 
     public init(_ fields: [(String, String)]) {
-        self.fields = fields.map { (name: $0.0, value: $0.1) }
+        form = .fields(fields.map { (name: $0.0, value: $0.1) })
     }
 
     public init(dictionaryLiteral elements: (String, String)...) {
         self.init(elements)
     }
 
+    init(wire: WireHeaders) { form = .wire(wire) }
+
     /// The first value of `name`, or nil.
     public subscript(name: String) -> String? {
         get {
-            let count = name.utf8.count
-            // names from the wire are lower case, and so are most names asked for: a plain
-            // comparison first, then one without regard to case
-            for i in fields.indices where fields[i].name.utf8.count == count {
-                if fields[i].name == name || Self.equalIgnoringCase(fields[i].name, name) { return fields[i].value }
+            switch form {
+            case .wire(let wire): return wire.value(of: name)
+            case .fields(let fields):
+                let count = name.utf8.count
+                // names from the wire are lower case, and so are most names asked for: a plain
+                // comparison first, then one without regard to case
+                for i in fields.indices where fields[i].name.utf8.count == count {
+                    if fields[i].name == name || Self.equalIgnoringCase(fields[i].name, name) { return fields[i].value }
+                }
+                return nil
             }
-            return nil
         }
         set {
             remove(name)
-            if let newValue { fields.append((name: name, value: newValue)) }
+            if let newValue { add(name: name, value: newValue) }
         }
     }
 
     /// Adds a field, keeping any earlier one of the same name.
     public mutating func add(name: String, value: String) {
-        fields.append((name: name, value: value))
+        withFields { $0.append((name: name, value: value)) }
     }
 
     /// Makes room for `count` fields in all, so that adding them allocates once.
     public mutating func reserveCapacity(_ count: Int) {
-        fields.reserveCapacity(count)
+        withFields { $0.reserveCapacity(count) }
     }
 
     /// Removes every field named `name`.
     public mutating func remove(_ name: String) {
-        fields.removeAll { Self.equalIgnoringCase($0.name, name) }
+        if case .wire(let wire) = form, wire.value(of: name) == nil { return }
+        withFields { $0.removeAll { Self.equalIgnoringCase($0.name, name) } }
+    }
+
+    /// Changes the fields as an array (a block in C form becomes one first).
+    private mutating func withFields<R>(_ body: (inout [Element]) -> R) -> R {
+        var fields: [Element]
+        switch form {
+        case .fields(let array): fields = array
+        case .wire(let wire): fields = wire.elements
+        }
+        form = .fields([])  // `fields` is then the array's only reference: no copy to change it
+        defer { form = .fields(fields) }
+        return body(&fields)
     }
 
     /// ASCII case-insensitive comparison (header names are tokens), without allocating.
@@ -64,38 +88,65 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
         while true {
             switch (i.next(), j.next()) {
             case (nil, nil): return true
-            case let (x?, y?):
-                if x != y && (x | 0x20 != y | 0x20 || !(UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20)) {
-                    return false
-                }
+            case let (x?, y?): if !sameLetter(x, y) { return false }
             default: return false
             }
         }
     }
 
-    /// These headers with their C form built now, for headers made once and sent with many
-    /// answers (a content type, a status trailer): sending them then copies nothing.
-    public func frozen() -> HTTPHeaders {
-        var copy = self
-        copy.wire = withCHeaders { headers, count in WireHeaders(headers, count) }
-        return copy
+    /// Two bytes of a token equal without regard to ASCII case.
+    @inline(__always)
+    static func sameLetter(_ x: UInt8, _ y: UInt8) -> Bool {
+        x == y || (x | 0x20 == y | 0x20 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20))
     }
 
-    public var count: Int { fields.count }
-    public var isEmpty: Bool { fields.isEmpty }
+    /// These headers in C form, for headers made once and sent with many answers (a content
+    /// type, a status trailer): sending them then copies nothing.
+    public func frozen() -> HTTPHeaders {
+        if case .wire = form { return self }
+        return HTTPHeaders(wire: withCHeaders { headers, count in WireHeaders.copy(headers, count) })
+    }
 
-    public func makeIterator() -> IndexingIterator<[Element]> { fields.makeIterator() }
+    public var count: Int {
+        switch form {
+        case .fields(let fields): fields.count
+        case .wire(let wire): wire.count
+        }
+    }
+
+    public var isEmpty: Bool { count == 0 }
+
+    public func makeIterator() -> Iterator { Iterator(headers: self) }
+
+    public struct Iterator: IteratorProtocol {
+        let headers: HTTPHeaders
+        var index = 0
+
+        public mutating func next() -> Element? {
+            defer { index += 1 }
+            switch headers.form {
+            case .fields(let fields): return index < fields.count ? fields[index] : nil
+            case .wire(let wire): return index < wire.count ? wire.element(index) : nil
+            }
+        }
+    }
+
+    public var underestimatedCount: Int { count }
 
     public static func == (lhs: HTTPHeaders, rhs: HTTPHeaders) -> Bool {
-        lhs.fields.elementsEqual(rhs.fields) { $0.name == $1.name && $0.value == $1.value }
+        lhs.count == rhs.count && lhs.elementsEqual(rhs) { $0.name == $1.name && $0.value == $1.value }
     }
 }
 
 extension HTTPHeaders {
     /// Calls `body` with the fields as C headers that point into one temporary buffer.
     func withCHeaders<R>(_ body: (UnsafePointer<mc_header_t>?, Int) -> R) -> R {
+        let fields: [Element]
+        switch form {
+        case .wire(let wire): return body(wire.headers, wire.count)
+        case .fields(let array): fields = array
+        }
         if fields.isEmpty { return body(nil, 0) }
-        if let wire { return body(wire.headers, wire.count) }
         // the bytes and the entries live on the stack (for the usual few headers): this runs for
         // every answer and every call; the fields are read in place, not copied out one by one
         return fields.withUnsafeBufferPointer { fields in
@@ -138,34 +189,100 @@ extension HTTPHeaders {
 }
 
 /// Header fields in C form in one allocation: the `mc_header_t` entries, then the bytes they
-/// point to. Immutable once built.
-final class WireHeaders: @unchecked Sendable {
-    // @unchecked Sendable: written only in `init`, read-only afterwards; freed in `deinit`.
-    let headers: UnsafeMutablePointer<mc_header_t>
-    let count: Int
+/// point to, in the same block as the object that owns them. Immutable once built.
+struct WireHeaders: @unchecked Sendable {
+    // @unchecked Sendable: the buffer is written only while it is made, read-only afterwards
+    // (ManagedBuffer itself is never Sendable).
+    private final class Buffer: ManagedBuffer<Int, mc_header_t> {}
+    private let buffer: Buffer
 
-    init(_ source: UnsafePointer<mc_header_t>?, _ count: Int) {
-        var bytes = 0
-        for i in 0..<count { bytes += source![i].name_len + source![i].value_len }
-        let size = count * MemoryLayout<mc_header_t>.stride + bytes
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: MemoryLayout<mc_header_t>.alignment)
-        headers = raw.bindMemory(to: mc_header_t.self, capacity: count)
-        var text = (raw + count * MemoryLayout<mc_header_t>.stride).assumingMemoryBound(to: CChar.self)
-        for i in 0..<count {
-            let field = source![i]
-            text.update(from: field.name, count: field.name_len)
-            let name = text
-            text += field.name_len
-            text.update(from: field.value, count: field.value_len)
-            let value = text
-            text += field.value_len
-            (headers + i).initialize(to: mc_header_t(name: name, name_len: field.name_len, value: value, value_len: field.value_len))
-        }
-        self.count = count
+    /// The entries (the bytes follow them), valid while this value lives.
+    var headers: UnsafeMutablePointer<mc_header_t> { buffer.withUnsafeMutablePointerToElements { $0 } }
+    /// How many entries.
+    var count: Int { buffer.header }
+
+    /// Room for `count` entries and `bytes` bytes of text after them, filled by `fill`.
+    private init(_ count: Int, bytes: Int, _ fill: (UnsafeMutablePointer<mc_header_t>) -> Void) {
+        let stride = MemoryLayout<mc_header_t>.stride
+        buffer = unsafeDowncast(Buffer.create(minimumCapacity: count + (bytes + stride - 1) / stride) { _ in count }, to: Buffer.self)
+        buffer.withUnsafeMutablePointerToElements(fill)
     }
 
-    deinit {
-        headers.deinitialize(count: count)
-        UnsafeMutableRawPointer(headers).deallocate()
+    /// A copy of `source` (any pointers).
+    static func copy(_ source: UnsafePointer<mc_header_t>?, _ count: Int) -> WireHeaders {
+        var bytes = 0
+        for i in 0..<count { bytes += source![i].name_len + source![i].value_len }
+        return WireHeaders(count, bytes: bytes) { headers in
+            var text = UnsafeMutableRawPointer(headers + count).assumingMemoryBound(to: CChar.self)
+            for i in 0..<count {
+                let field = source![i]
+                text.update(from: field.name, count: field.name_len)
+                let name = text
+                text += field.name_len
+                text.update(from: field.value, count: field.value_len)
+                let value = text
+                text += field.value_len
+                (headers + i).initialize(to: mc_header_t(name: name, name_len: field.name_len, value: value, value_len: field.value_len))
+            }
+        }
+    }
+
+    /// The fields `range` of a request or response of the core, in one copy.
+    static func copy(_ request: OpaquePointer, _ range: Range<Int>) -> WireHeaders {
+        let count = max(0, min(range.count, mc_request_header_count(request) - range.lowerBound))
+        let size = mc_request_headers_block_size(request, range.lowerBound, count)
+        return WireHeaders(count, bytes: size - count * MemoryLayout<mc_header_t>.stride) { headers in
+            mc_request_headers_block(request, range.lowerBound, count, headers)
+        }
+    }
+
+    /// The value of the first field named `name` (without regard to ASCII case), or nil.
+    func value(of name: String) -> String? {
+        var name = name
+        return name.withUTF8 { query in
+            buffer.withUnsafeMutablePointerToElements { headers -> String? in
+                for i in 0..<buffer.header where headers[i].name_len == query.count {
+                    let field = headers[i]
+                    if query.isEmpty || memcmp(field.name, query.baseAddress!, query.count) == 0
+                        || Self.equalIgnoringCase(field.name, query) {
+                        return Self.string(field.value, field.value_len)
+                    }
+                }
+                return nil
+            }
+        }
+    }
+
+    private static func equalIgnoringCase(_ a: UnsafePointer<CChar>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        for i in b.indices where !HTTPHeaders.sameLetter(UInt8(bitPattern: a[i]), b[i]) { return false }
+        return true
+    }
+
+    func element(_ i: Int) -> HTTPHeaders.Element {
+        (name: Self.string(headers[i].name, headers[i].name_len), value: Self.string(headers[i].value, headers[i].value_len))
+    }
+
+    var elements: [HTTPHeaders.Element] { (0..<count).map(element) }
+
+    /// The bytes as a String (invalid UTF-8 repaired). Values every request of a kind carries,
+    /// longer than the 15 bytes a String holds inline, are given as the literal: no allocation.
+    static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
+        guard let p, len > 0 else { return "" }
+        if len > 15, let common = common(p, len) { return common }
+        return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+    }
+
+    private static func common(_ p: UnsafePointer<CChar>, _ len: Int) -> String? {
+        func same(_ literal: StaticString) -> Bool { memcmp(p, literal.utf8Start, len) == 0 }
+        switch len {
+        case 16:
+            if same("application/grpc") { return "application/grpc" }
+            if same("application/json") { return "application/json" }
+        case 20: if same("application/protobuf") { return "application/protobuf" }
+        case 22: if same("application/grpc+proto") { return "application/grpc+proto" }
+        case 24: if same("application/octet-stream") { return "application/octet-stream" }
+        default: break
+        }
+        return nil
     }
 }

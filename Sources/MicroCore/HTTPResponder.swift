@@ -39,42 +39,74 @@ public struct HTTPResponder: Sendable {
     }
 }
 
-/// One request between the core and its handler task.
+/// One request between the core and its handler task: its fields (it is the request's storage,
+/// see ``HTTPServerRequest``) and the state of its answer.
 ///
 /// @unchecked Sendable: `request`, `worker` and `answered` are only touched on `loop`'s thread
-/// (`send` hops there first); `finished` is atomic.
-final class InFlightRequest: @unchecked Sendable {
+/// (`send` hops there first); the fields it inherits are immutable.
+final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
     private let request: OpaquePointer
-    let loop: EventLoop
-    let httpVersion: Int
     // Loop-confined and touched for every request: no dynamic exclusivity checks (see
     // RequestWorkers).
     /// The worker running its handler, until the answer is sent.
     @exclusivity(unchecked) var worker: RequestWorkers.Worker?
     /// The body of a streamed request; nil when it came whole.
-    let body: InboundBody?
+    let inbound: InboundBody?
     @exclusivity(unchecked) private var answered = false
     @exclusivity(unchecked) private var gone = false
     @exclusivity(unchecked) private(set) var headSent = false
     private var writeWaiter: CheckedContinuation<Void, any Error>?
 
+    /// Reads the request's fields from the core (on the loop thread, in the request callback).
     init(_ request: OpaquePointer, loop: EventLoop, streamed: Bool) {
         self.request = request
-        self.loop = loop
-        self.httpVersion = Int(mc_request_protocol(request))
-        self.body = streamed ? InboundBody(loop: loop, request: request) : nil
+        let inbound = streamed ? InboundBody(loop: loop, request: request) : nil
+        self.inbound = inbound
+        var len = 0
+        let method = ServerContext.string(mc_request_method(request, &len), len)
+        let path = ServerContext.string(mc_request_path(request, &len), len)
+        // one copy of every field, no Strings until asked for
+        let headers = HTTPHeaders(wire: WireHeaders.copy(request, 0..<mc_request_header_count(request)))
+        var body: [UInt8] = []
+        var grpcFramed = false
+        if !streamed, let bytes = mc_request_body(request, &len), len > 0 {
+            // a body that is one uncompressed gRPC message (what a unary gRPC call sends) is kept
+            // without its prefix, so the handler gets the message without another copy (see
+            // HTTPServerRequest.grpcMessage); `body` puts the prefix back if asked, so this
+            // holds whatever the content type says
+            if len >= 5, bytes[0] == 0, Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4]) == len - 5 {
+                body = Array(UnsafeBufferPointer(start: bytes + 5, count: len - 5))
+                grpcFramed = true
+            } else {
+                body = Array(UnsafeBufferPointer(start: bytes, count: len))
+            }
+        }
+        var tls: TLSPeer?
+        if mc_request_is_tls(request) != 0 {
+            let identity = mc_request_peer_identity(request).map { String(cString: $0) }
+            var chainLength = 0
+            let chain = identity == nil ? nil : mc_request_peer_chain(request, &chainLength)
+            tls = TLSPeer(identity: identity, certificateChain: chain.map { ServerContext.string($0, chainLength) },
+                          resumed: mc_request_tls_resumed(request) != 0)
+        }
+        super.init(HTTPServerRequest.Fields(
+            method: method, path: path, headers: headers, content: body, grpcFramed: grpcFramed,
+            httpVersion: Int(mc_request_protocol(request)), loop: loop, bodyStream: inbound.map(HTTPBodyStream.init), tls: tls))
     }
 
     var isFinished: Bool { answered || gone }
 
-    var canStream: Bool { httpVersion == 2 || body != nil }
+    var loop: EventLoop { fields.loop }
+    var httpVersion: Int { fields.httpVersion }
+
+    var canStream: Bool { httpVersion == 2 || inbound != nil }
 
     static let peerGoneError = HTTPStreamError(kind: .reset, message: "the client went away")
 
     /// The peer went away: cancel the handler. The request stays until answered.
     func peerGone() {
         gone = true
-        body?.fail(Self.peerGoneError)
+        inbound?.fail(Self.peerGoneError)
         resumeWriter(throwing: Self.peerGoneError)
         worker?.cancel(self)
     }
@@ -149,11 +181,11 @@ final class InFlightRequest: @unchecked Sendable {
             loop.execute { self.finish(trailers: trailers) }
             return
         }
-        guard headSent || (httpVersion == 1 && body != nil) else { return send(HTTPServerResponse(status: 200, trailers: trailers)) }
+        guard headSent || (httpVersion == 1 && inbound != nil) else { return send(HTTPServerResponse(status: 200, trailers: trailers)) }
         if answered { return }
         answered = true
         worker = nil
-        body?.request = nil
+        inbound?.request = nil
         trailers.withCHeaders { t, nt in _ = mc_request_finish(request, t, nt) }
         resumeWriter(throwing: HTTPStreamError(kind: .notStreaming, message: "the answer was finished"))
     }
@@ -171,11 +203,20 @@ final class InFlightRequest: @unchecked Sendable {
         if answered || headSent { return }
         answered = true
         worker = nil
-        body?.request = nil
-        response.headers.withCHeaders { h, nh in
-            response.trailers.withCHeaders { t, nt in
-                response.body.withUnsafeBufferPointer { body in
-                    _ = mc_request_respond(request, Int32(response.status), h, nh, body.baseAddress, body.count, t, nt)
+        inbound?.request = nil
+        // gRPC's prefix: not compressed, then the length in 4 bytes, big-endian
+        let length = UInt32(truncatingIfNeeded: response.body.count)
+        var prefix = (UInt8(0), UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+                      UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length))
+        let prefixCount = response.isGRPCMessage ? 5 : 0
+        withUnsafeBytes(of: &prefix) { prefix in
+            response.headers.withCHeaders { h, nh in
+                response.trailers.withCHeaders { t, nt in
+                    response.body.withUnsafeBufferPointer { body in
+                        _ = mc_request_respond_framed(request, Int32(response.status), h, nh,
+                                                      prefix.baseAddress?.assumingMemoryBound(to: UInt8.self), prefixCount,
+                                                      body.baseAddress, body.count, t, nt)
+                    }
                 }
             }
         }

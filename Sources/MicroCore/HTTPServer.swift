@@ -71,7 +71,7 @@ public final class HTTPServer: Sendable {
             Unmanaged<ServerContext>.fromOpaque(ctx!).takeUnretainedValue().isStream(req!) ? 1 : 0
         }
         callbacks.on_body = { _, req, data, len, end in
-            guard let user = mc_request_user(req), let body = Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().body else { return }
+            guard let user = mc_request_user(req), let body = Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().inbound else { return }
             if end != 0 { body.end() } else { body.append(UnsafeRawBufferPointer(start: data, count: len)) }
         }
         callbacks.on_writable = { _, req in
@@ -192,66 +192,13 @@ final class ServerContext: Sendable {
     /// On the connection's loop thread.
     func handle(_ req: OpaquePointer) {
         let loop = loops[Int(mc_loop_index(mc_request_loop(req)))]
-        let streamed = mc_request_is_streaming(req) != 0
-        let call = InFlightRequest(req, loop: loop, streamed: streamed)
-        let request = Self.read(req, loop: loop, whole: !streamed, bodyStream: call.body.map(HTTPBodyStream.init))
+        let call = InFlightRequest(req, loop: loop, streamed: mc_request_is_streaming(req) != 0)
         mc_request_set_user(req, Unmanaged.passUnretained(call).toOpaque())
         // a worker of this loop runs the handler after this callback returns
-        workers[loop.index].submit(request, call)
+        workers[loop.index].submit(call)
     }
 
-    static func read(_ req: OpaquePointer, loop: EventLoop, whole: Bool = true, bodyStream: HTTPBodyStream? = nil) -> HTTPServerRequest {
-        var len = 0
-        let method = string(mc_request_method(req, &len), len)
-        let path = string(mc_request_path(req, &len), len)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(mc_request_header_count(req))  // one allocation, not one per doubling
-        for i in 0..<mc_request_header_count(req) {
-            let h = mc_request_header(req, i)
-            headers.add(name: string(h.name, h.name_len), value: value(h.value, h.value_len))
-        }
-        let bodyPointer = mc_request_body(req, &len)
-        let body = whole && len > 0 ? Array(UnsafeBufferPointer(start: bodyPointer, count: len)) : []
-        var tls: TLSPeer?
-        if mc_request_is_tls(req) != 0 {
-            let identity = mc_request_peer_identity(req).map { String(cString: $0) }
-            var chainLength = 0
-            let chain = identity == nil ? nil : mc_request_peer_chain(req, &chainLength)
-            tls = TLSPeer(identity: identity, certificateChain: chain.map { string($0, chainLength) },
-                          resumed: mc_request_tls_resumed(req) != 0)
-        }
-        return HTTPServerRequest(
-            method: method,
-            path: path,
-            headers: headers,
-            body: body,
-            httpVersion: Int(mc_request_protocol(req)),
-            loop: loop,
-            tls: tls,
-            bodyStream: bodyStream
-        )
-    }
-
-    /// Values every request of a kind carries, longer than the 15 bytes a String holds inline:
-    /// given as the literal (no allocation) when the bytes match.
-    private static let commonValues: [String] = [
-        "application/json", "application/grpc", "application/protobuf", "application/grpc+proto", "application/octet-stream",
-    ]
-
-    static func value(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
-        if len > 15, let p {
-            for common in commonValues where common.utf8.count == len {
-                let same = common.utf8.withContiguousStorageIfAvailable { memcmp($0.baseAddress!, p, len) == 0 } ?? false
-                if same { return common }
-            }
-        }
-        return string(p, len)
-    }
-
-    static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
-        guard let p, len > 0 else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
-    }
+    static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String { WireHeaders.string(p, len) }
 
     /// Any thread, once.
     func closed() {

@@ -1,48 +1,49 @@
 /// A complete HTTP request as the core received it (HTTP/1.1 or HTTP/2).
 ///
-/// A value type backed by one shared object (copy on write): handing a request down through
-/// the router and into tasks copies a reference, not each of its fields.
+/// A value type backed by one shared, immutable object: handing a request down through the
+/// router and into tasks copies a reference, not each of its fields, and reading a field takes
+/// no reference count. Changing a field makes a new object (requests are rarely changed).
 public struct HTTPServerRequest: Sendable {
     /// `GET`, `POST`, ...
     public var method: String {
-        get { storage.method }
-        set { unique().method = newValue }
+        get { storage.fields.method }
+        set { change { $0.method = newValue } }
     }
     /// The request target: path and query.
     public var path: String {
-        get { storage.path }
-        set { unique().path = newValue }
+        get { storage.fields.path }
+        set { change { $0.path = newValue } }
     }
     /// Request headers; names in lower case.
     public var headers: HTTPHeaders {
-        get { storage.headers }
-        set { unique().headers = newValue }
+        get { storage.fields.headers }
+        set { change { $0.headers = newValue } }
     }
     /// The whole body.
     public var body: [UInt8] {
-        get { storage.body }
-        set { unique().body = newValue }
+        get { storage.fields.body }
+        set { change { $0.body = newValue } }
     }
     /// 1 for HTTP/1.1, 2 for HTTP/2.
     public var httpVersion: Int {
-        get { storage.httpVersion }
-        set { unique().httpVersion = newValue }
+        get { storage.fields.httpVersion }
+        set { change { $0.httpVersion = newValue } }
     }
     /// The loop that owns the connection; the handler runs on it.
     public var loop: EventLoop {
-        get { storage.loop }
-        set { unique().loop = newValue }
+        get { storage.fields.loop }
+        set { change { $0.loop = newValue } }
     }
     /// The body as it arrives, for a request handed over as a stream (see
     /// ``HTTPServer/init(group:configuration:logger:streams:handler:)``); `body` is then empty.
     public var bodyStream: HTTPBodyStream? {
-        get { storage.bodyStream }
-        set { unique().bodyStream = newValue }
+        get { storage.fields.bodyStream }
+        set { change { $0.bodyStream = newValue } }
     }
     /// The TLS peer (its verified identity and chain); nil on a plaintext connection.
     public var tls: TLSPeer? {
-        get { storage.tls }
-        set { unique().tls = newValue }
+        get { storage.fields.tls }
+        set { change { $0.tls = newValue } }
     }
 
     private var storage: Storage
@@ -51,43 +52,60 @@ public struct HTTPServerRequest: Sendable {
         method: String, path: String, headers: HTTPHeaders, body: [UInt8], httpVersion: Int, loop: EventLoop,
         tls: TLSPeer? = nil, bodyStream: HTTPBodyStream? = nil
     ) {
-        storage = Storage(method: method, path: path, headers: headers, body: body, httpVersion: httpVersion,
-                          loop: loop, bodyStream: bodyStream, tls: tls)
+        storage = Storage(Fields(method: method, path: path, headers: headers, content: body, httpVersion: httpVersion,
+                                 loop: loop, bodyStream: bodyStream, tls: tls))
     }
 
-    private mutating func unique() -> Storage {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
-        return storage
+    /// A request the core is serving: its fields live in the object that answers it.
+    init(_ call: InFlightRequest) { storage = call }
+
+    private mutating func change(_ body: (inout Fields) -> Void) {
+        var fields = storage.fields
+        body(&fields)
+        storage = Storage(fields)
     }
 
-    /// @unchecked Sendable: mutated only through `unique()`, i.e. when no other value shares it
-    /// (copy on write), so a storage seen by two threads is never written.
-    private final class Storage: @unchecked Sendable {
+    /// The first value of header `name`: `headers[name]` without a copy of the headers.
+    package func header(_ name: String) -> String? { storage.fields.headers[name] }
+
+    /// The one uncompressed gRPC message that the whole body is, without its 5-byte prefix
+    /// (taken off as the body arrived, without another copy); nil for any other body.
+    package var grpcMessage: [UInt8]? { storage.fields.grpcFramed ? storage.fields.content : nil }
+
+    struct Fields {
         var method: String
         var path: String
         var headers: HTTPHeaders
-        var body: [UInt8]
+        /// The body, or the gRPC message in it without its prefix when `grpcFramed`.
+        var content: [UInt8]
+        var grpcFramed = false
         var httpVersion: Int
         var loop: EventLoop
         var bodyStream: HTTPBodyStream?
         var tls: TLSPeer?
 
-        init(method: String, path: String, headers: HTTPHeaders, body: [UInt8], httpVersion: Int, loop: EventLoop,
-             bodyStream: HTTPBodyStream?, tls: TLSPeer?) {
-            self.method = method
-            self.path = path
-            self.headers = headers
-            self.body = body
-            self.httpVersion = httpVersion
-            self.loop = loop
-            self.bodyStream = bodyStream
-            self.tls = tls
+        var body: [UInt8] {
+            get {
+                guard grpcFramed else { return content }
+                let length = UInt32(truncatingIfNeeded: content.count)
+                return [0, UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+                        UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)] + content
+            }
+            set {
+                content = newValue
+                grpcFramed = false
+            }
         }
+    }
 
-        func copy() -> Storage {
-            Storage(method: method, path: path, headers: headers, body: body, httpVersion: httpVersion, loop: loop,
-                    bodyStream: bodyStream, tls: tls)
-        }
+    /// The fields, never changed once made. A request that arrives over the network gets one
+    /// object for its fields and its answer (`InFlightRequest` is a `Storage`), not two.
+    ///
+    /// @unchecked Sendable: `fields` is immutable and `Fields` holds only Sendable values.
+    class Storage: @unchecked Sendable {
+        final let fields: Fields
+
+        init(_ fields: Fields) { self.fields = fields }
     }
 }
 
@@ -98,6 +116,9 @@ public struct HTTPServerResponse: Sendable {
     public var body: [UInt8]
     /// Sent after the body on HTTP/2 (gRPC status); dropped on HTTP/1.1.
     public var trailers: HTTPHeaders
+    /// The body is one uncompressed gRPC message: the core writes its 5-byte prefix in front of
+    /// it as it sends it, so that framing the answer does not copy the message.
+    package var isGRPCMessage = false
 
     public init(status: Int = 200, headers: HTTPHeaders = [:], body: [UInt8] = [], trailers: HTTPHeaders = [:]) {
         self.status = status

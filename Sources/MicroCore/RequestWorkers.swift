@@ -30,7 +30,7 @@ final class RequestWorkers: @unchecked Sendable {
     // Loop-confined state touched for every request: exclusivity cannot be violated across
     // threads, and no access here overlaps another, so the dynamic checks are left out.
     /// Requests waiting for a worker, oldest first.
-    @exclusivity(unchecked) private var queue = Deque<(HTTPServerRequest, InFlightRequest)>()
+    @exclusivity(unchecked) private var queue = Deque<InFlightRequest>()
     /// Workers woken or started that will look at the queue before they park or run a handler.
     @exclusivity(unchecked) private var looking = 0
     @exclusivity(unchecked) private var parked: [Worker] = []
@@ -44,8 +44,8 @@ final class RequestWorkers: @unchecked Sendable {
     }
 
     /// On the loop thread: queues a request and makes sure a worker will take it.
-    func submit(_ request: HTTPServerRequest, _ call: InFlightRequest) {
-        queue.append((request, call))
+    func submit(_ call: InFlightRequest) {
+        queue.append(call)
         ensureLooking()
     }
 
@@ -100,7 +100,7 @@ final class RequestWorkers: @unchecked Sendable {
         func run() async {
             let owner = self.owner
             while true {
-                while let (request, call) = owner.queue.popFirst() {
+                while let call = owner.queue.popFirst() {
                     owner.looking -= 1
                     // requests that arrived with this one must not wait for its handler, which
                     // may suspend: another worker runs after this one yields (if this handler
@@ -108,7 +108,7 @@ final class RequestWorkers: @unchecked Sendable {
                     owner.ensureLooking()
                     current = call
                     call.worker = self
-                    await owner.handler(request, HTTPResponder(call))
+                    await owner.handler(HTTPServerRequest(call), HTTPResponder(call))
                     call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
                     call.worker = nil
                     current = nil

@@ -130,6 +130,58 @@ import Testing
         await server.shutdownGracefully(timeout: .seconds(10))
     }
 
+    /// Request headers arrive as one block and become Strings only when read; a body shaped like
+    /// one gRPC message is kept without its prefix. Neither may show: the handler sees every
+    /// field and byte as sent, looks names up without regard to case, and changes copies only.
+    @Test(arguments: [["--http1.1"], ["--http2-prior-knowledge"]])
+    func requestHeadersAndBodiesReachTheHandlerAsSent(version: [String]) async throws {
+        let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
+            var report: [String] = []
+            report.append("mixed=\(request.headers["X-MIXED-case"] ?? "nil")")
+            report.append("multi=\(request.headers.filter { $0.name == "x-multi" }.map(\.value).joined(separator: ","))")
+            report.append("utf8=\(request.headers["x-utf8"] ?? "nil")")
+            report.append("type=\(request.headers["content-type"] ?? "nil")")
+            report.append("absent=\(request.headers["x-absent"] ?? "nil")")
+            var changed = request.headers
+            changed["x-multi"] = "c"
+            report.append("changed=\(changed.filter { $0.name == "x-multi" }.map(\.value).joined(separator: ","))")
+            report.append("count=\(request.headers.count - changed.count)")
+            report.append("kept=\(request.headers.filter { $0.name == "x-multi" }.count)")
+            report.append("equal=\(HTTPHeaders(Array(request.headers.map { ($0.name, $0.value) })) == request.headers)")
+            var moved = request
+            moved.path = "/moved"
+            report.append("paths=\(request.path),\(moved.path),\(moved.headers["x-utf8"] ?? "nil")")
+            responder.send(HTTPServerResponse(
+                headers: ["x-report": report.joined(separator: ";")],
+                body: moved.body  // the bytes exactly as they came, whatever their shape
+            ))
+        }
+        let bodies: [[UInt8]] = [
+            [0, 0, 0, 0, 3] + Array("abc".utf8),  // one uncompressed gRPC message
+            [0, 0, 0, 0, 9] + Array("abc".utf8),  // a prefix whose length is wrong
+            [1, 0, 0, 0, 3] + Array("abc".utf8),  // a compressed one
+            Array("{\"name\":\"x\"}".utf8),
+        ]
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bodies-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (i, body) in bodies.enumerated() {
+            let input = dir.appendingPathComponent("in\(i)"), output = dir.appendingPathComponent("out\(i)")
+            try Data(body).write(to: input)
+            let result = try await Tool.run("curl", version + [
+                "-s", "-D", "-", "-o", output.path, "--data-binary", "@\(input.path)",
+                "-H", "content-type: application/grpc", "-H", "X-Mixed-Case: Value", "-H", "x-multi: a", "-H", "x-multi: b",
+                "-H", "x-utf8: grüße", "http://127.0.0.1:\(server.port)/path?q=1",
+            ])
+            let report = result.stdout.split(separator: "\r\n").first { $0.lowercased().hasPrefix("x-report:") }.map(String.init) ?? ""
+            #expect(report.contains("mixed=Value;multi=a,b;utf8=grüße;type=application/grpc;absent=nil"), "\(report)")
+            #expect(report.contains("changed=c;count=1;kept=2;equal=true"), "\(report)")
+            #expect(report.contains("paths=/path?q=1,/moved,grüße"), "\(report)")
+            #expect(try Array(Data(contentsOf: output)) == body, "body \(i)")
+        }
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
     @Test func portInUseIsAClearError() async throws {
         let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { _, r in
             r.send(HTTPServerResponse())

@@ -146,6 +146,12 @@ const char *mc_request_path(const mc_request_t *req, size_t *len);
 /* Header names are lower case; values as received. Pointers stay valid until the response. */
 size_t mc_request_header_count(const mc_request_t *req);
 mc_header_t mc_request_header(const mc_request_t *req, size_t index);
+/* The header fields from `first`, `count` of them (clamped to mc_request_header_count), as one
+ * self-contained block that outlives the request: the mc_header_t entries, then the bytes they
+ * point to. mc_request_headers_block_size is the bytes that block needs; mc_request_headers_block
+ * writes it to `dst` (that many bytes, aligned for mc_header_t). One copy, not one per field. */
+size_t mc_request_headers_block_size(const mc_request_t *req, size_t first, size_t count);
+void mc_request_headers_block(const mc_request_t *req, size_t first, size_t count, void *dst);
 const uint8_t *mc_request_body(const mc_request_t *req, size_t *len);
 /* 1 if the request was dispatched as a stream (its body comes through on_body). */
 int mc_request_is_streaming(const mc_request_t *req);
@@ -159,6 +165,11 @@ void *mc_request_user(const mc_request_t *req);
 int mc_request_respond(mc_request_t *req, int status, const mc_header_t *headers, size_t nheaders,
                        const uint8_t *body, size_t body_len, const mc_header_t *trailers,
                        size_t ntrailers);
+/* The same with `prefix` (a framing header such as a gRPC message's 5 bytes) sent before `body`,
+ * so that framing an answer does not copy its body. */
+int mc_request_respond_framed(mc_request_t *req, int status, const mc_header_t *headers, size_t nheaders,
+                              const uint8_t *prefix, size_t prefix_len, const uint8_t *body, size_t body_len,
+                              const mc_header_t *trailers, size_t ntrailers);
 
 /* ---------------------------------------------------------------- streams (loop thread)
  *

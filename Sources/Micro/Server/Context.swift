@@ -8,10 +8,28 @@ import Synchronization
 /// One object per call (copies share it), so handing it down through interceptors and
 /// handlers costs a reference, not a copy of every field.
 public final class Context: Sendable {
+    /// What every call of one endpoint (or subscription) shares, made once for it rather than
+    /// for each call.
+    final class Origin: Sendable {
+        let service: String
+        let endpoint: String
+        /// The service's logger with the endpoint in its metadata.
+        let logger: Logger
+
+        init(service: String, endpoint: String, logger: Logger) {
+            self.service = service
+            self.endpoint = endpoint
+            var logger = logger
+            logger[metadataKey: "endpoint"] = "\(endpoint)"
+            self.logger = logger
+        }
+    }
+
+    let origin: Origin
     /// The service being called.
-    public let service: String
+    public var service: String { origin.service }
     /// The endpoint, e.g. `Helloworld.Greeting`.
-    public let endpoint: String
+    public var endpoint: String { origin.endpoint }
     /// The request's headers (gRPC: its metadata; values of `-bin` keys are base64).
     public let metadata: Metadata
     /// When the caller stops waiting (from the `Timeout` or `grpc-timeout` header), if it said.
@@ -21,37 +39,22 @@ public final class Context: Sendable {
     /// Who called: the identity verified by mutual TLS (nil over plaintext or without a client
     /// certificate). Interceptors use it for authorization.
     public let peer: Peer
-    let baseLogger: Logger
     /// What `responseMetadata` collected.
     fileprivate let added = Mutex<[(String, String)]>([])
 
-    init(
-        service: String,
-        endpoint: String,
-        metadata: Metadata,
-        deadline: ContinuousClock.Instant?,
-        eventLoop: EventLoop,
-        baseLogger: Logger,
-        peer: Peer = Peer()
-    ) {
-        self.peer = peer
-        self.service = service
-        self.endpoint = endpoint
+    init(origin: Origin, metadata: Metadata, deadline: ContinuousClock.Instant?, eventLoop: EventLoop, peer: Peer = Peer()) {
+        self.origin = origin
         self.metadata = metadata
         self.deadline = deadline
         self.eventLoop = eventLoop
-        self.baseLogger = baseLogger
+        self.peer = peer
     }
 
     /// Headers to send back with the answer (gRPC: initial metadata).
     public var responseMetadata: ResponseMetadata { ResponseMetadata(context: self) }
 
     /// A logger with the service and endpoint in its metadata.
-    public var logger: Logger {
-        var logger = baseLogger
-        logger[metadataKey: "endpoint"] = "\(endpoint)"
-        return logger
-    }
+    public var logger: Logger { origin.logger }
 }
 
 /// Headers a handler adds to its answer. Names are sent in lower case; they must not be

@@ -17,7 +17,7 @@ extension Router {
         switch grpcRoute(request, contentType: contentType) {
         case .answer(let response): responder.send(response)
         case .unary(let endpoint, let codec, let deadline, let message):
-            let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
+            let context = self.context(request, endpoint: endpoint, deadline: deadline)
             guard let deadline else {
                 return responder.send(grpcAnswer(await invoke(endpoint, message, codec, context), contentType, context))
             }
@@ -69,14 +69,21 @@ extension Router {
             return fail(.unimplemented, "method \(request.path) not found on service \(service)")
         }
         var deadline: ContinuousClock.Instant?
-        if let text = request.headers["grpc-timeout"] {
+        if let text = request.header("grpc-timeout") {
             guard let timeout = GRPCText.parseTimeout(text) else {
                 return fail(.internal, "malformed grpc-timeout '\(text)'")
             }
             deadline = .now + timeout
         }
         if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline) }
-        // the usual request: one uncompressed message that is the whole body
+        // the usual request: one uncompressed message that is the whole body, its prefix
+        // already taken off as it arrived
+        if let message = request.grpcMessage {
+            guard message.count <= Self.maxGRPCMessageBytes else {
+                return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
+            }
+            return .unary(endpoint, codec, deadline, message: message)
+        }
         let body = request.body
         if body.count >= 5, body[0] == 0,
            Int(body[1]) << 24 | Int(body[2]) << 16 | Int(body[3]) << 8 | Int(body[4]) == body.count - 5 {
@@ -96,7 +103,7 @@ extension Router {
         }
         let message: [UInt8]
         if messages[0].compressed {
-            switch request.headers["grpc-encoding"]?.lowercased() {
+            switch request.header("grpc-encoding")?.lowercased() {
             case "gzip":
                 do {
                     message = try Gzip.decompress(messages[0].bytes, limit: Self.maxGRPCMessageBytes)
@@ -124,7 +131,13 @@ extension Router {
         for (name, value) in context.responseMetadata.all { headers.add(name: name, value: value) }
         switch result {
         case .success(let bytes):
-            return HTTPServerResponse(status: 200, headers: headers, body: GRPCFraming.frame(bytes), trailers: Self.grpcOK)
+            guard bytes.count <= UInt32.max else {
+                return Self.grpcFailure(.resourceExhausted, "response message of \(bytes.count) bytes is too large for gRPC",
+                                        contentType: contentType)
+            }
+            var response = HTTPServerResponse(status: 200, headers: headers, body: bytes, trailers: Self.grpcOK)
+            response.isGRPCMessage = true  // framed by the core as it is sent, not copied here
+            return response
         case .failure(let e):
             // "trailers-only": the status rides in the one HEADERS frame
             headers.add(name: "grpc-status", value: String(GRPCStatusCode(microCode: e.code).rawValue))

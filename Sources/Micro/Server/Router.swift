@@ -13,11 +13,15 @@ final class EndpointHandler: Sendable {
     let call: Call
     /// Set for streaming endpoints (then `call` is not used).
     let streaming: StreamingHandler?
+    /// What its calls' contexts share; set when a router registers it.
+    let origin: Context.Origin?
 
-    init(name: String, description: Endpoint, streaming: StreamingHandler? = nil, call: @escaping Call) {
+    init(name: String, description: Endpoint, streaming: StreamingHandler? = nil, origin: Context.Origin? = nil,
+         call: @escaping Call) {
         self.name = name
         self.description = description
         self.streaming = streaming
+        self.origin = origin
         self.call = call
     }
 }
@@ -49,7 +53,10 @@ final class Router: Sendable {
     }
 
     func register(_ endpoint: EndpointHandler) {
-        endpoints.withLock { $0[endpoint.name] = endpoint }
+        let origin = Context.Origin(service: service, endpoint: endpoint.name, logger: logger)
+        let registered = EndpointHandler(name: endpoint.name, description: endpoint.description, streaming: endpoint.streaming,
+                                         origin: origin, call: endpoint.call)
+        endpoints.withLock { $0[endpoint.name] = registered }
         grpcRoutes.withLock { $0.removeAll() }
         if endpoint.streaming != nil {
             let method = "/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)
@@ -85,7 +92,7 @@ final class Router: Sendable {
 
     @inline(never)
     func route(_ request: HTTPServerRequest) -> Route {
-        let contentType = request.headers["content-type"]
+        let contentType = request.header("content-type")
         if let contentType, contentType.hasPrefix("application/grpc") { return .grpc(contentType) }
         if let broker, HTTPBroker.isDelivery(request) { return .delivery(broker) }
         guard let name = Self.endpointName(request) else {
@@ -99,7 +106,7 @@ final class Router: Sendable {
             return .answer(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
         }
         var deadline: ContinuousClock.Instant?
-        if let timeout = request.headers["timeout"], let ns = Int64(timeout), ns > 0 {
+        if let timeout = request.header("timeout"), let ns = Int64(timeout), ns > 0 {
             deadline = .now + .nanoseconds(ns)
         }
         if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline) }
@@ -118,7 +125,7 @@ final class Router: Sendable {
         _ request: HTTPServerRequest, _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec,
         _ deadline: ContinuousClock.Instant?
     ) async {
-        let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
+        let context = self.context(request, endpoint: endpoint, deadline: deadline)
         guard let deadline else {
             // nothing to race: no closures, no task group
             return responder.send(answer(await invoke(endpoint, request.body, codec, context), codec, context))
@@ -244,9 +251,10 @@ final class Router: Sendable {
     }
 
     /// What the handler of `endpoint` gets to know about `request`.
-    func context(_ request: HTTPServerRequest, endpoint: String, deadline: ContinuousClock.Instant?) -> Context {
-        Context(service: service, endpoint: endpoint, metadata: Metadata(request.headers), deadline: deadline,
-                eventLoop: request.loop, baseLogger: logger, peer: Peer(request.tls))
+    func context(_ request: HTTPServerRequest, endpoint: EndpointHandler, deadline: ContinuousClock.Instant?) -> Context {
+        let origin = endpoint.origin ?? Context.Origin(service: service, endpoint: endpoint.name, logger: logger)
+        return Context(origin: origin, metadata: Metadata(request.headers), deadline: deadline, eventLoop: request.loop,
+                       peer: Peer(request.tls))
     }
 
     /// go-micro answers errors with HTTP 200 and the error in `Micro-Error`; the body carries it
@@ -261,8 +269,8 @@ final class Router: Sendable {
     }
 
     static func endpointName(_ request: HTTPServerRequest) -> String? {
-        if let name = request.headers["micro-endpoint"], !name.isEmpty { return name }
-        if let name = request.headers["micro-method"], !name.isEmpty { return name }
+        if let name = request.header("micro-endpoint"), !name.isEmpty { return name }
+        if let name = request.header("micro-method"), !name.isEmpty { return name }
         // /Helloworld/Greeting -> Helloworld.Greeting
         let path = request.path.split(separator: "?", maxSplits: 1).first ?? ""
         let parts = path.split(separator: "/")

@@ -27,15 +27,14 @@ extension Service {
         _ handler: @escaping @Sendable (Event, Context) async throws -> Void
     ) {
         let name = self.name, codecs = options.codecs, logger = options.logger, group = options.eventLoopGroup
+        let origin = Context.Origin(service: name, endpoint: topic, logger: logger)
         let wrapped: @Sendable (BrokerEvent) async throws -> Void = { event in
             let contentType = event.message.header.first { $0.key.lowercased() == "content-type" }?.value
             let context = Context(
-                service: name,
-                endpoint: topic,
+                origin: origin,
                 metadata: Metadata(event.message.header.map { ($0.key, $0.value) }),
                 deadline: nil,
-                eventLoop: event.eventLoop ?? group.next(),
-                baseLogger: logger
+                eventLoop: event.eventLoop ?? group.next()
             )
             let value: Event
             do {

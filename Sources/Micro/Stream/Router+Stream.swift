@@ -44,7 +44,7 @@ extension Router {
         grpcContentType: String?,
         deadline: ContinuousClock.Instant?
     ) async {
-        let context = self.context(request, endpoint: endpoint.name, deadline: deadline)
+        let context = self.context(request, endpoint: endpoint, deadline: deadline)
         guard responder.canStream else {
             let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it with a Micro-Stream header (HTTP/1.1 or HTTP/2) or over gRPC")
             return responder.send(error(e))
@@ -53,7 +53,7 @@ extension Router {
             loop: request.loop,
             body: request.bodyStream,
             whole: request.bodyStream == nil ? request.body : [],
-            compression: request.headers["grpc-encoding"],
+            compression: request.header("grpc-encoding"),
             maxMessageBytes: Self.maxGRPCMessageBytes,
             onFailure: { _ in Self.streamFailure(context) }
         )
