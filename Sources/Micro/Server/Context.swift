@@ -41,6 +41,8 @@ public final class Context: Sendable {
     public let peer: Peer
     /// What `responseMetadata` collected.
     fileprivate let added = Mutex<[(String, String)]>([])
+    /// Whether anything was added: most answers carry nothing, found without the lock.
+    fileprivate let anyAdded = Atomic<Bool>(false)
 
     init(origin: Origin, metadata: Metadata, deadline: ContinuousClock.Instant?, eventLoop: EventLoop, peer: Peer = Peer()) {
         self.origin = origin
@@ -67,6 +69,7 @@ public struct ResponseMetadata: Sendable {
     /// Adds a header (repeatable).
     public func add(_ name: String, _ value: String) {
         context.added.withLock { $0.append((name.lowercased(), value)) }
+        context.anyAdded.store(true, ordering: .releasing)
     }
 
     /// Adds binary metadata: the name gets the `-bin` suffix gRPC requires, the value base64.
@@ -77,8 +80,8 @@ public struct ResponseMetadata: Sendable {
 
     /// What was added, less reserved names.
     var all: [(String, String)] {
+        guard context.anyAdded.load(ordering: .acquiring) else { return [] }
         let fields = context.added.withLock { $0 }
-        if fields.isEmpty { return fields }
         return fields.filter { name, _ in
             !name.hasPrefix(":") && !name.hasPrefix("grpc-") && name != "content-type" && name != "content-length"
         }

@@ -6,28 +6,6 @@ extension Router {
     /// The largest request message accepted, after decompression (gRPC's default, 4 MiB).
     static let maxGRPCMessageBytes = 4 * 1024 * 1024
 
-    enum GRPCRoute {
-        case answer(HTTPServerResponse)
-        case unary(EndpointHandler, any Codec, ContinuousClock.Instant?, message: [UInt8])
-        case stream(EndpointHandler, StreamingHandler, any Codec, ContinuousClock.Instant?)
-    }
-
-    @inline(never)
-    nonisolated(nonsending) func serveGRPC(_ request: HTTPServerRequest, _ responder: HTTPResponder, contentType: String) async {
-        switch grpcRoute(request, contentType: contentType) {
-        case .answer(let response): responder.send(response)
-        case .unary(let endpoint, let codec, let deadline, let message):
-            let context = self.context(request, endpoint: endpoint, deadline: deadline)
-            guard let deadline else {
-                return responder.send(grpcAnswer(await invoke(endpoint, message, codec, context), contentType, context))
-            }
-            await race(message, responder, endpoint, codec, context, deadline: deadline, grpcContentType: contentType)
-        case .stream(let endpoint, let streaming, let codec, let deadline):
-            await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec,
-                              grpcContentType: contentType, deadline: deadline)
-        }
-    }
-
     /// A gRPC error answer: "trailers-only", one HEADERS frame with the status and no body.
     static func grpcFailure(_ code: GRPCStatusCode, _ message: String, contentType: String, extra: HTTPHeaders = [:]) -> HTTPServerResponse {
         var headers: HTTPHeaders = [
@@ -39,8 +17,8 @@ extension Router {
 
     /// Where a gRPC request goes, decided without suspending (see ``Router/Route``).
     @inline(never)
-    func grpcRoute(_ request: HTTPServerRequest, contentType: String) -> GRPCRoute {
-        func fail(_ code: GRPCStatusCode, _ message: String, extra: HTTPHeaders = [:]) -> GRPCRoute {
+    func grpcRoute(_ request: HTTPServerRequest, contentType: String) -> Route {
+        func fail(_ code: GRPCStatusCode, _ message: String, extra: HTTPHeaders = [:]) -> Route {
             .answer(Self.grpcFailure(code, message, contentType: contentType, extra: extra))
         }
         guard request.httpVersion == 2 else {
@@ -75,14 +53,18 @@ extension Router {
             }
             deadline = .now + timeout
         }
-        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline) }
+        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline, grpcContentType: contentType) }
+        func unary(_ message: [UInt8]) -> Route {
+            let context = self.context(request, endpoint: endpoint, deadline: deadline)
+            return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: message, grpcContentType: contentType))
+        }
         // the usual request: one uncompressed message that is the whole body, its prefix
         // already taken off as it arrived
         if let message = request.grpcMessage {
             guard message.count <= Self.maxGRPCMessageBytes else {
                 return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
             }
-            return .unary(endpoint, codec, deadline, message: message)
+            return unary(message)
         }
         let body = request.body
         if body.count >= 5, body[0] == 0,
@@ -90,7 +72,7 @@ extension Router {
             guard body.count - 5 <= Self.maxGRPCMessageBytes else {
                 return fail(.resourceExhausted, "request message of \(body.count - 5) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
             }
-            return .unary(endpoint, codec, deadline, message: Array(body[5...]))
+            return unary(Array(body[5...]))
         }
         let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
         do {
@@ -122,7 +104,7 @@ extension Router {
         guard message.count <= Self.maxGRPCMessageBytes else {
             return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
         }
-        return .unary(endpoint, codec, deadline, message: message)
+        return unary(message)
     }
 
     /// The answer to a unary gRPC call: the message and status 0, or the error as a status.

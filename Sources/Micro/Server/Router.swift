@@ -39,7 +39,28 @@ final class Router: Sendable {
     /// gRPC paths already resolved to an endpoint: a request looks its path up once instead of
     /// splitting it. Only paths that resolved, and at most `maxGRPCRoutes` of them (any package
     /// prefix resolves through the short name, so callers could otherwise grow it).
-    private let grpcRoutes = Mutex<[String: EndpointHandler]>([:])
+    private let grpcRoutes = Mutex(GRPCRoutes())
+
+    /// The first few paths are compared one by one, which is quicker than hashing (a short path
+    /// compares as two words); the rest are in a table.
+    struct GRPCRoutes {
+        static let scanned = 8
+        var first: [(path: String, endpoint: EndpointHandler)] = []
+        var more: [String: EndpointHandler] = [:]
+
+        func endpoint(_ path: String) -> EndpointHandler? {
+            for route in first where route.path == path { return route.endpoint }
+            return more.isEmpty ? nil : more[path]
+        }
+
+        mutating func add(_ path: String, _ endpoint: EndpointHandler) {
+            if first.count < Self.scanned {
+                first.append((path, endpoint))
+            } else if more.count < Router.maxGRPCRoutes - Self.scanned {
+                more[path] = endpoint
+            }
+        }
+    }
     /// `/Method` of every streaming endpoint (the core asks per request): a path that ends with
     /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[String]>([])
@@ -57,7 +78,7 @@ final class Router: Sendable {
         let registered = EndpointHandler(name: endpoint.name, description: endpoint.description, streaming: endpoint.streaming,
                                          origin: origin, call: endpoint.call)
         endpoints.withLock { $0[endpoint.name] = registered }
-        grpcRoutes.withLock { $0.removeAll() }
+        grpcRoutes.withLock { $0 = GRPCRoutes() }
         if endpoint.streaming != nil {
             let method = "/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)
             streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
@@ -73,19 +94,42 @@ final class Router: Sendable {
     /// that their frames (allocated per request from the task's allocator) stay small.
     enum Route {
         case answer(HTTPServerResponse)
-        case unary(EndpointHandler, any Codec, ContinuousClock.Instant?)
-        case stream(EndpointHandler, StreamingHandler, any Codec, ContinuousClock.Instant?)
-        case grpc(String)
+        /// A unary call, over the micro protocol or gRPC (`grpcContentType`).
+        case unary(UnaryCall)
+        case stream(EndpointHandler, StreamingHandler, any Codec, ContinuousClock.Instant?, grpcContentType: String?)
         case delivery(HTTPBroker)
     }
 
+    /// A unary call, ready to run.
+    struct UnaryCall {
+        let endpoint: EndpointHandler
+        let codec: any Codec
+        let context: Context
+        let message: [UInt8]
+        /// The call's content type when it came over gRPC (the answer is gRPC's then).
+        let grpcContentType: String?
+
+        /// The answer to `result`, on the wire the call came over.
+        func answer(_ result: Result<[UInt8], MicroError>, _ router: Router) -> HTTPServerResponse {
+            grpcContentType.map { router.grpcAnswer(result, $0, context) } ?? router.answer(result, codec, context)
+        }
+    }
+
+    /// Serves one request. A unary call without a deadline, the usual request, runs its handler
+    /// right here: each async function between the worker and the handler costs a frame and a
+    /// hop back to the caller's isolation when the callee returns.
     nonisolated(nonsending) func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
         switch route(request) {
         case .answer(let response): responder.send(response)
-        case .unary(let endpoint, let codec, let deadline): await serveUnary(request, responder, endpoint, codec, deadline)
-        case .grpc(let contentType): await serveGRPC(request, responder, contentType: contentType)
-        case .stream(let endpoint, let streaming, let codec, let deadline):
-            await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec, grpcContentType: nil, deadline: deadline)
+        case .unary(let call):
+            guard let deadline = call.context.deadline else {
+                // nothing to race: no closures, no task group
+                return responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
+            }
+            await race(call, responder, deadline: deadline)
+        case .stream(let endpoint, let streaming, let codec, let deadline, let grpcContentType):
+            await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec,
+                              grpcContentType: grpcContentType, deadline: deadline)
         case .delivery(let broker): await serveDelivery(request, responder, broker)
         }
     }
@@ -93,7 +137,7 @@ final class Router: Sendable {
     @inline(never)
     func route(_ request: HTTPServerRequest) -> Route {
         let contentType = request.header("content-type")
-        if let contentType, contentType.hasPrefix("application/grpc") { return .grpc(contentType) }
+        if let contentType, contentType.hasPrefix("application/grpc") { return grpcRoute(request, contentType: contentType) }
         if let broker, HTTPBroker.isDelivery(request) { return .delivery(broker) }
         guard let name = Self.endpointName(request) else {
             return .answer(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
@@ -109,28 +153,17 @@ final class Router: Sendable {
         if let timeout = request.header("timeout"), let ns = Int64(timeout), ns > 0 {
             deadline = .now + .nanoseconds(ns)
         }
-        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline) }
+        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline, grpcContentType: nil) }
         if request.bodyStream != nil {
             return .answer(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
-        return .unary(endpoint, codec, deadline)
+        let context = self.context(request, endpoint: endpoint, deadline: deadline)
+        return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: request.body, grpcContentType: nil))
     }
 
     @inline(never)
     nonisolated(nonsending) func serveDelivery(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ broker: HTTPBroker) async {
         responder.send(await broker.receive(request))
-    }
-
-    nonisolated(nonsending) func serveUnary(
-        _ request: HTTPServerRequest, _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec,
-        _ deadline: ContinuousClock.Instant?
-    ) async {
-        let context = self.context(request, endpoint: endpoint, deadline: deadline)
-        guard let deadline else {
-            // nothing to race: no closures, no task group
-            return responder.send(answer(await invoke(endpoint, request.body, codec, context), codec, context))
-        }
-        await race(request.body, responder, endpoint, codec, context, deadline: deadline, grpcContentType: nil)
     }
 
     /// The answer to a unary call over the micro protocol.
@@ -166,23 +199,18 @@ final class Router: Sendable {
         return table
     }()
 
-    /// Runs a unary call against the caller's deadline: sends its answer (gRPC's when
-    /// `grpcContentType` is set, else the micro protocol's), or a timeout if the deadline passes
-    /// first (then the handler is cancelled: the deadline is a sibling task).
+    /// Runs a unary call against the caller's deadline: sends its answer, or a timeout if the
+    /// deadline passes first (then the handler is cancelled: the deadline is a sibling task).
     @inline(never)
-    nonisolated(nonsending) func race(
-        _ message: [UInt8], _ responder: HTTPResponder, _ endpoint: EndpointHandler, _ codec: any Codec, _ context: Context,
-        deadline: ContinuousClock.Instant, grpcContentType: String?
-    ) async {
+    nonisolated(nonsending) func race(_ call: UnaryCall, _ responder: HTTPResponder, deadline: ContinuousClock.Instant) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                let result = await self.invoke(endpoint, message, codec, context)
-                responder.send(grpcContentType.map { self.grpcAnswer(result, $0, context) } ?? self.answer(result, codec, context))
+                responder.send(call.answer(await self.invoke(call.endpoint, call.message, call.codec, call.context), self))
             }
             group.addTask {
                 guard (try? await Task.sleep(until: deadline)) != nil else { return }
-                let detail = "\(endpoint.name) did not answer before the caller's deadline"
-                responder.send(grpcContentType.map { Self.grpcFailure(.deadlineExceeded, detail, contentType: $0) }
+                let detail = "\(call.endpoint.name) did not answer before the caller's deadline"
+                responder.send(call.grpcContentType.map { Self.grpcFailure(.deadlineExceeded, detail, contentType: $0) }
                     ?? self.error(.timeout(self.service, detail)))
             }
             await group.next()
@@ -230,10 +258,10 @@ final class Router: Sendable {
     /// The endpoint a gRPC path `/pkg.Service/Method` names: `pkg.Service.Method`, else
     /// `Service.Method`. Nil for a malformed path (`malformed`) or an unknown method.
     func endpoint(grpcPath path: String) -> (endpoint: EndpointHandler?, malformed: Bool) {
-        if let known = grpcRoutes.withLock({ $0[path] }) { return (known, false) }
+        if let known = grpcRoutes.withLock({ $0.endpoint(path) }) { return (known, false) }
         guard let (qualified, short) = Self.grpcEndpointNames(path) else { return (nil, true) }
         guard let found = endpoint(named: qualified) ?? endpoint(named: short) else { return (nil, false) }
-        grpcRoutes.withLock { if $0.count < Self.maxGRPCRoutes { $0[path] = found } }
+        grpcRoutes.withLock { if $0.endpoint(path) == nil { $0.add(path, found) } }
         return (found, false)
     }
 
