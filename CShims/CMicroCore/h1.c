@@ -8,7 +8,6 @@
 #endif
 #include "internal.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +55,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
         r->in_field = true;
     }
     if (mc_buf_reserve(&r->strings, n) != 0) return fail(p, 500);
-    for (size_t i = 0; i < n; i++) r->strings.data[r->strings.len + i] = (uint8_t)tolower((unsigned char)at[i]);
+    for (size_t i = 0; i < n; i++) r->strings.data[r->strings.len + i] = mc_lower((uint8_t)at[i]);
     r->strings.len += n;
     r->hdrs[r->nhdrs - 1].name_len += (uint32_t)n;
     return 0;

@@ -8,7 +8,6 @@
 #endif
 #include "internal.h"
 
-#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,11 +285,15 @@ bool mc_h2_submit_trailers(nghttp2_session *s, mc_request_t *r) {
 
 /* Connection-specific fields are forbidden in HTTP/2 (RFC 9113, 8.2.2). */
 static bool forbidden(const char *name, size_t len) {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                        "upgrade", "content-length"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0) return true;
-    return false;
+    /* by length first: the usual names (content-type, grpc-status) match none */
+    switch (len) {
+    case 7: return strncasecmp(name, "upgrade", 7) == 0;
+    case 10: return strncasecmp(name, "connection", 10) == 0 || strncasecmp(name, "keep-alive", 10) == 0;
+    case 14: return strncasecmp(name, "content-length", 14) == 0;
+    case 16: return strncasecmp(name, "proxy-connection", 16) == 0;
+    case 17: return strncasecmp(name, "transfer-encoding", 17) == 0;
+    default: return false;
+    }
 }
 
 /* Submits HEADERS (:status, the fields in lower case, content-length unless clen is NULL) with
@@ -317,7 +320,7 @@ static int submit_head(mc_request_t *r, int status, const mc_header_t *h, size_t
         for (size_t i = 0; i < nh; i++) {
             if (forbidden(h[i].name, h[i].name_len)) continue;
             uint8_t *lower = names + used;
-            for (size_t j = 0; j < h[i].name_len; j++) lower[j] = (uint8_t)tolower((unsigned char)h[i].name[j]);
+            for (size_t j = 0; j < h[i].name_len; j++) lower[j] = mc_lower((uint8_t)h[i].name[j]);
             used += h[i].name_len;
             nv[k++] = (nghttp2_nv){lower, (uint8_t *)h[i].value, h[i].name_len, h[i].value_len, NGHTTP2_NV_FLAG_NONE};
         }
@@ -351,7 +354,7 @@ int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt) {
         size_t at = r->trailer_strings.len;
         rc |= mc_buf_append(&r->trailer_strings, t[i].name, nl);
         for (size_t j = 0; rc == 0 && j < nl; j++)
-            r->trailer_strings.data[at + j] = (uint8_t)tolower(r->trailer_strings.data[at + j]);
+            r->trailer_strings.data[at + j] = mc_lower(r->trailer_strings.data[at + j]);
         rc |= mc_buf_append(&r->trailer_strings, &vl, 4);
         rc |= mc_buf_append(&r->trailer_strings, t[i].value, vl);
         r->ntrailers++;

@@ -11,6 +11,9 @@
 #include <stdbool.h>
 #include <uv.h>
 
+/* ASCII lower case without the locale (tolower is a call and a table lookup per byte). */
+static inline uint8_t mc_lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c | 0x20) : c; }
+
 /* ---------------------------------------------------------------- byte buffer */
 
 typedef struct mc_buf {

@@ -34,6 +34,9 @@ public final class Context: Sendable {
     public let metadata: Metadata
     /// When the caller stops waiting (from the `Timeout` or `grpc-timeout` header), if it said.
     public let deadline: ContinuousClock.Instant?
+    /// `deadline != nil`, read without making an Optional of a type whose size is known only at
+    /// run time (in an async function, that costs an allocation).
+    let hasDeadline: Bool
     /// The loop that owns the connection; the handler runs on its thread.
     public let eventLoop: EventLoop
     /// Who called: the identity verified by mutual TLS (nil over plaintext or without a client
@@ -48,6 +51,7 @@ public final class Context: Sendable {
         self.origin = origin
         self.metadata = metadata
         self.deadline = deadline
+        self.hasDeadline = deadline != nil
         self.eventLoop = eventLoop
         self.peer = peer
     }

@@ -53,7 +53,7 @@ extension Router {
             }
             deadline = .now + timeout
         }
-        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline, grpcContentType: contentType) }
+        if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, deadline, grpcContentType: contentType)) }
         func unary(_ message: [UInt8]) -> Route {
             let context = self.context(request, endpoint: endpoint, deadline: deadline)
             return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: message, grpcContentType: contentType))

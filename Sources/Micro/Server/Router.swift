@@ -63,7 +63,7 @@ final class Router: Sendable {
     }
     /// `/Method` of every streaming endpoint (the core asks per request): a path that ends with
     /// none of them is not a stream, found without building a string.
-    let streamMethods = Mutex<[String]>([])
+    let streamMethods = Mutex<[[UInt8]]>([])
 
     init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: HTTPBroker? = nil) {
         self.interceptors = interceptors
@@ -81,7 +81,7 @@ final class Router: Sendable {
         grpcRoutes.withLock { $0 = GRPCRoutes() }
         if endpoint.streaming != nil {
             let method = "/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)
-            streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
+            streamMethods.withLock { if !$0.contains(Array(method.utf8)) { $0.append(Array(method.utf8)) } }
         }
     }
 
@@ -92,12 +92,35 @@ final class Router: Sendable {
 
     /// Where a request goes, decided without suspending. Kept apart from the async functions so
     /// that their frames (allocated per request from the task's allocator) stay small.
+    ///
+    /// No value here holds a `ContinuousClock.Instant` inline: its size is known only at run time
+    /// (the standard library may change it), so an async function with one in a local allocates
+    /// room for it from the task allocator on every call. Deadlines stay in `Context` and
+    /// `StreamCall`, which are objects.
     enum Route {
         case answer(HTTPServerResponse)
         /// A unary call, over the micro protocol or gRPC (`grpcContentType`).
         case unary(UnaryCall)
-        case stream(EndpointHandler, StreamingHandler, any Codec, ContinuousClock.Instant?, grpcContentType: String?)
+        case stream(StreamCall)
         case delivery(HTTPBroker)
+    }
+
+    /// A streaming call, ready to run.
+    final class StreamCall: Sendable {
+        let endpoint: EndpointHandler
+        let handler: StreamingHandler
+        let codec: any Codec
+        let deadline: ContinuousClock.Instant?
+        let grpcContentType: String?
+
+        init(_ endpoint: EndpointHandler, _ handler: StreamingHandler, _ codec: any Codec, _ deadline: ContinuousClock.Instant?,
+             grpcContentType: String?) {
+            self.endpoint = endpoint
+            self.handler = handler
+            self.codec = codec
+            self.deadline = deadline
+            self.grpcContentType = grpcContentType
+        }
     }
 
     /// A unary call, ready to run.
@@ -108,6 +131,8 @@ final class Router: Sendable {
         let message: [UInt8]
         /// The call's content type when it came over gRPC (the answer is gRPC's then).
         let grpcContentType: String?
+        /// Whether the caller gave a deadline (in `context`).
+        var hasDeadline: Bool { context.hasDeadline }
 
         /// The answer to `result`, on the wire the call came over.
         func answer(_ result: Result<[UInt8], MicroError>, _ router: Router) -> HTTPServerResponse {
@@ -122,14 +147,14 @@ final class Router: Sendable {
         switch route(request) {
         case .answer(let response): responder.send(response)
         case .unary(let call):
-            guard let deadline = call.context.deadline else {
+            guard call.hasDeadline else {
                 // nothing to race: no closures, no task group
                 return responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
             }
-            await race(call, responder, deadline: deadline)
-        case .stream(let endpoint, let streaming, let codec, let deadline, let grpcContentType):
-            await serveStream(request, responder, endpoint: endpoint, handler: streaming, codec: codec,
-                              grpcContentType: grpcContentType, deadline: deadline)
+            await race(call, responder)
+        case .stream(let call):
+            await serveStream(request, responder, endpoint: call.endpoint, handler: call.handler, codec: call.codec,
+                              grpcContentType: call.grpcContentType, deadline: call.deadline)
         case .delivery(let broker): await serveDelivery(request, responder, broker)
         }
     }
@@ -153,7 +178,7 @@ final class Router: Sendable {
         if let timeout = request.header("timeout"), let ns = Int64(timeout), ns > 0 {
             deadline = .now + .nanoseconds(ns)
         }
-        if let streaming = endpoint.streaming { return .stream(endpoint, streaming, codec, deadline, grpcContentType: nil) }
+        if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, deadline, grpcContentType: nil)) }
         if request.bodyStream != nil {
             return .answer(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
@@ -202,7 +227,8 @@ final class Router: Sendable {
     /// Runs a unary call against the caller's deadline: sends its answer, or a timeout if the
     /// deadline passes first (then the handler is cancelled: the deadline is a sibling task).
     @inline(never)
-    nonisolated(nonsending) func race(_ call: UnaryCall, _ responder: HTTPResponder, deadline: ContinuousClock.Instant) async {
+    nonisolated(nonsending) func race(_ call: UnaryCall, _ responder: HTTPResponder) async {
+        guard let deadline = call.context.deadline else { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 responder.send(call.answer(await self.invoke(call.endpoint, call.message, call.codec, call.context), self))
@@ -309,6 +335,11 @@ final class Router: Sendable {
 
 extension Router {
     /// Wraps a typed handler: a body that does not decode is the caller's fault (400).
+    ///
+    /// Compiled once more for raw bytes (`[UInt8]` in and out, the usual proxy and echo shape):
+    /// the generic wrapper keeps values of unknown size, and an async function allocates room for
+    /// each from the task allocator on every call.
+    @_specialize(where Request == [UInt8], Response == [UInt8])
     static func endpoint<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         _ name: String,
         service: String,

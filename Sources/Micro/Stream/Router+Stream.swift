@@ -25,9 +25,15 @@ extension Router {
     /// Whether an HTTP/2 request to `path` should be handed over as a stream (asked by the core
     /// when a request's headers arrive with a body to follow).
     func isStream(path: String) -> Bool {
-        let endsWithAStreamMethod = streamMethods.withLock { methods in
-            methods.contains { method in
-                path.utf8.count > method.utf8.count && path.utf8.reversed().starts(with: method.utf8.reversed())
+        // asked for every request with a body: bytes compared, nothing built
+        var path = path
+        let endsWithAStreamMethod = path.withUTF8 { path in
+            streamMethods.withLock { methods in
+                methods.contains { method in
+                    path.count > method.count && method.withUnsafeBufferPointer {
+                        memcmp(path.baseAddress! + (path.count - $0.count), $0.baseAddress!, $0.count) == 0
+                    }
+                }
             }
         }
         guard endsWithAStreamMethod else { return false }
