@@ -48,6 +48,7 @@ mc_loop_t *fuzz_loop(void) {
         loop->readbuf = malloc(MC_READ_BUFFER_SIZE);
         if (!loop || !loop->readbuf || uv_loop_init(&loop->uv) != 0) abort();
         atomic_init(&loop->nconns, 0);
+        mc_pool_init(&loop->blocks); /* as mc_loop_start does: nghttp2 allocates from it */
     }
     return loop;
 }
