@@ -78,7 +78,10 @@ import Testing
     /// serializers sends raw bytes) and over the micro protocol with octet-stream or protobuf.
     @Test func aBytesHandlerGetsTheMessageAsItCameOverEveryWire() async throws {
         let service = Service(name: "echo", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
-        service.handle("Echo.Call") { (message: [UInt8], _: Context) async throws -> [UInt8] in message.reversed() }
+        service.handle("Echo.Call") { (message: [UInt8], _: Context) async throws -> [UInt8] in
+            guard !message.isEmpty else { throw MicroError.badRequest("echo", "nothing to echo") }
+            return message.reversed()
+        }
         try service.start()
         let script = """
             import grpc, sys
@@ -95,6 +98,23 @@ import Testing
             ])
             #expect(curl.stdout == "cba", "\(type)")
         }
+        // JSON carries bytes as an array of numbers (the typed path, not the direct one)
+        let json = try await Tool.run("curl", [
+            "-s", "--http2-prior-knowledge", "-H", "content-type: application/json", "-H", "micro-endpoint: Echo.Call",
+            "--data-binary", "[1,2,300]", "http://127.0.0.1:\(service.port!)/",
+        ])
+        #expect(json.stdout.contains("cannot decode"), "\(json.stdout)")  // 300 is no byte
+        let numbers = try await Tool.run("curl", [
+            "-s", "--http2-prior-knowledge", "-H", "content-type: application/json", "-H", "micro-endpoint: Echo.Call",
+            "--data-binary", "[1,2,3]", "http://127.0.0.1:\(service.port!)/",
+        ])
+        #expect(numbers.stdout == "[3,2,1]")
+        // an error the handler throws keeps its code on the direct path too
+        let empty = try await Tool.run("curl", [
+            "-s", "--http2-prior-knowledge", "-H", "content-type: application/octet-stream", "-H", "micro-endpoint: Echo.Call",
+            "--data-binary", "", "http://127.0.0.1:\(service.port!)/",
+        ])
+        #expect(empty.stdout.contains("\"code\":400") && empty.stdout.contains("nothing to echo"), "\(empty.stdout)")
         await service.shutdown()
     }
 

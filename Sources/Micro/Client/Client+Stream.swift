@@ -1,5 +1,5 @@
 import Foundation
-public import MicroCore
+import MicroCore
 public import SwiftProtobuf
 import Synchronization
 

@@ -7,6 +7,7 @@ import Synchronization
 /// reference per request, not a copy of its description.
 final class EndpointHandler: Sendable {
     typealias Call = nonisolated(nonsending) @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
+    typealias BytesCall = nonisolated(nonsending) @Sendable (_ body: [UInt8], _ context: Context) async throws -> [UInt8]
     let name: String
     /// What the registry publishes.
     let description: Endpoint
@@ -15,13 +16,17 @@ final class EndpointHandler: Sendable {
     let streaming: StreamingHandler?
     /// What its calls' contexts share; set when a router registers it.
     let origin: Context.Origin?
+    /// The handler itself, for a handler of raw bytes in and out: with a codec that carries
+    /// bytes unchanged it is called directly, without `call`'s decode and encode around it.
+    let bytes: BytesCall?
 
     init(name: String, description: Endpoint, streaming: StreamingHandler? = nil, origin: Context.Origin? = nil,
-         call: @escaping Call) {
+         bytes: BytesCall? = nil, call: @escaping Call) {
         self.name = name
         self.description = description
         self.streaming = streaming
         self.origin = origin
+        self.bytes = bytes
         self.call = call
     }
 }
@@ -76,7 +81,7 @@ final class Router: Sendable {
     func register(_ endpoint: EndpointHandler) {
         let origin = Context.Origin(service: service, endpoint: endpoint.name, logger: logger)
         let registered = EndpointHandler(name: endpoint.name, description: endpoint.description, streaming: endpoint.streaming,
-                                         origin: origin, call: endpoint.call)
+                                         origin: origin, bytes: endpoint.bytes, call: endpoint.call)
         endpoints.withLock { $0[endpoint.name] = registered }
         grpcRoutes.withLock { $0 = GRPCRoutes() }
         if endpoint.streaming != nil {
@@ -248,6 +253,10 @@ final class Router: Sendable {
     nonisolated(nonsending) func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
         guard interceptors.isEmpty else { return await invokeIntercepted(endpoint, body, codec, context) }
         do {
+            if let bytes = endpoint.bytes, Self.carriesBytesUnchanged(codec) {
+                // one async level fewer: no wrapper to decode and encode what would not change
+                return .success(try await bytes(body, context))
+            }
             return .success(try await endpoint.call(body, codec, context))
         } catch {
             return .failure(failure(error, endpoint, context))
@@ -261,6 +270,12 @@ final class Router: Sendable {
         } catch {
             return .failure(failure(error, endpoint, context))
         }
+    }
+
+    /// Whether `codec` decodes and encodes `[UInt8]` as the bytes themselves.
+    static func carriesBytesUnchanged(_ codec: any Codec) -> Bool {
+        let type = type(of: codec)
+        return type == ProtobufCodec.self || type == BytesCodec.self
     }
 
     /// What a handler's error tells the caller.
@@ -334,12 +349,17 @@ final class Router: Sendable {
 }
 
 extension Router {
+    /// Wraps a handler of raw bytes in and out (the usual proxy and echo shape). With a codec that
+    /// carries bytes unchanged (protobuf, gRPC, octet-stream) the handler is called directly;
+    /// with another (JSON: an array of numbers) through the typed wrapper, compiled here for
+    /// `[UInt8]` (a generic wrapper keeps values of unknown size, and an async function allocates
+    /// room for each from the task allocator on every call).
+    static func bytesEndpoint(_ name: String, service: String, _ handler: @escaping EndpointHandler.BytesCall) -> EndpointHandler {
+        let typed = endpoint(name, service: service, handler)
+        return EndpointHandler(name: name, description: typed.description, bytes: handler, call: typed.call)
+    }
+
     /// Wraps a typed handler: a body that does not decode is the caller's fault (400).
-    ///
-    /// Compiled once more for raw bytes (`[UInt8]` in and out, the usual proxy and echo shape):
-    /// the generic wrapper keeps values of unknown size, and an async function allocates room for
-    /// each from the task allocator on every call.
-    @_specialize(where Request == [UInt8], Response == [UInt8])
     static func endpoint<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         _ name: String,
         service: String,

@@ -78,6 +78,16 @@ public final class Service: Sendable {
         router.register(Router.endpoint(endpoint, service: name, handler))
     }
 
+    /// Registers a handler of raw bytes for `endpoint`: the request body (gRPC: the message) as
+    /// it came, and the bytes to answer with. Over protobuf, gRPC and `application/octet-stream`
+    /// the bytes pass untouched; over JSON they are an array of numbers.
+    public func handle(
+        _ endpoint: String,
+        _ handler: nonisolated(nonsending) @escaping @Sendable ([UInt8], Context) async throws -> [UInt8]
+    ) {
+        router.register(Router.bytesEndpoint(endpoint, service: name, handler))
+    }
+
     /// Registers a handler of protobuf messages for `endpoint` (e.g. `Greeter.Hello`), reachable
     /// over gRPC (`/PKG.Greeter/Hello`) and the micro protocol (protobuf or JSON bodies).
     public func handle<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(

@@ -1,4 +1,4 @@
-public import MicroCore
+import MicroCore
 
 /// The messages a peer streams, decoded, in order: the requests of a client- or bidirectional-
 /// streaming handler, or the answers of a streaming call.

@@ -1,4 +1,4 @@
-public import MicroCore
+import MicroCore
 
 /// Sends messages on a stream: the answers of a server- or bidirectional-streaming handler, or the
 /// requests of a streaming call.
