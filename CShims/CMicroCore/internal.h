@@ -33,8 +33,8 @@ void mc_buf_reset(mc_buf_t *b, size_t keep);
 /* ---------------------------------------------------------------- block cache (pool.c) */
 
 #define MC_POOL_SMALLEST 64
-#define MC_POOL_CLASSES 6 /* 64 bytes to 2 KiB */
-#define MC_POOL_KEEP 256  /* free blocks kept per class */
+#define MC_POOL_CLASSES 6                 /* 64 bytes to 2 KiB */
+#define MC_POOL_KEEP_BYTES (32 * 1024)    /* free blocks kept per class: 512 of 64 bytes ... 16 of 2 KiB */
 
 /* A loop's cache of small blocks; only its thread uses it. */
 typedef struct mc_pool {
@@ -47,6 +47,8 @@ typedef struct mc_pool {
 void mc_pool_init(mc_pool_t *p);
 void *mc_pool_alloc(mc_pool_t *p, size_t size);
 void mc_pool_free(mc_pool_t *p, void *ptr);
+/* How many free blocks of class `k` are kept. */
+unsigned mc_pool_keep(size_t k);
 /* Frees the blocks kept; blocks still in use go to free() when they come back. */
 void mc_pool_close(mc_pool_t *p);
 

@@ -7,9 +7,11 @@
  * blocks in size classes and hands them back without a lock or a search.
  *
  * Each block starts with a header saying its class and the size asked for; blocks larger than
- * the largest class come from malloc and go back to free. At most MC_POOL_KEEP blocks per
- * class are kept; more are freed. Under AddressSanitizer the cache is off (every block goes
- * back to free at once), so that a use after free is still caught. */
+ * the largest class come from malloc and go back to free. At most MC_POOL_KEEP_BYTES of free
+ * blocks are kept per class (192 KiB a loop in all), more are freed: the cache is filled by
+ * the first busy moments and stays that size, so a server's memory stays flat. Under
+ * AddressSanitizer the cache is off (every block goes back to free at once), so that a use
+ * after free is still caught. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -24,6 +26,8 @@ _Static_assert(sizeof(block_header_t) % 16 == 0, "blocks stay aligned as malloc'
 
 /* class k holds blocks of MC_POOL_SMALLEST << k bytes, header included */
 static size_t class_bytes(size_t k) { return (size_t)MC_POOL_SMALLEST << k; }
+
+unsigned mc_pool_keep(size_t k) { return (unsigned)(MC_POOL_KEEP_BYTES / class_bytes(k)); }
 
 static size_t class_of(size_t bytes) {
     size_t k = 0;
@@ -61,7 +65,7 @@ void mc_pool_free(mc_pool_t *p, void *ptr) {
     if (!ptr) return;
     block_header_t *h = (block_header_t *)ptr - 1;
     size_t k = h->klass;
-    if (k >= MC_POOL_CLASSES || p->closed || p->kept[k] >= MC_POOL_KEEP) {
+    if (k >= MC_POOL_CLASSES || p->closed || p->kept[k] >= mc_pool_keep(k)) {
         free(h);
         return;
     }

@@ -66,11 +66,17 @@ int main(void) {
     for (int i = 0; i < 10; i++) CHECK(r[i] == i);
     mem->free(r, mem->mem_user_data);
 
-    /* no more than MC_POOL_KEEP free blocks are kept per class; the rest go back to free() */
-    void *many[MC_POOL_KEEP + 10];
-    for (size_t i = 0; i < MC_POOL_KEEP + 10; i++) many[i] = mem->malloc(16, mem->mem_user_data);
-    for (size_t i = 0; i < MC_POOL_KEEP + 10; i++) mem->free(many[i], mem->mem_user_data);
-    CHECK(pool.kept[0] == MC_POOL_KEEP);
+    /* no more than MC_POOL_KEEP_BYTES of free blocks are kept per class; the rest go to free() */
+    CHECK(mc_pool_keep(0) == MC_POOL_KEEP_BYTES / 64 && mc_pool_keep(MC_POOL_CLASSES - 1) == MC_POOL_KEEP_BYTES / 2048);
+    enum { many_count = MC_POOL_KEEP_BYTES / 64 + 10 };
+    void *many[many_count];
+    for (size_t i = 0; i < many_count; i++) many[i] = mem->malloc(16, mem->mem_user_data);
+    for (size_t i = 0; i < many_count; i++) mem->free(many[i], mem->mem_user_data);
+    CHECK(pool.kept[0] == mc_pool_keep(0));
+    void *big[20];
+    for (size_t i = 0; i < 20; i++) big[i] = mem->malloc(2000, mem->mem_user_data);
+    for (size_t i = 0; i < 20; i++) mem->free(big[i], mem->mem_user_data);
+    CHECK(pool.kept[MC_POOL_CLASSES - 1] == mc_pool_keep(MC_POOL_CLASSES - 1));
     mem->free(NULL, mem->mem_user_data);
 
     /* closing frees what is kept; a block still out goes to free() when it comes back */

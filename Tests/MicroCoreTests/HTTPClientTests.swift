@@ -82,9 +82,11 @@ import Testing
     }
 
     @Test func refusedConnectionIsAConnectErrorSafeToRetry() async throws {
-        let server = try Self.echoServer()
-        let port = server.port
-        await server.shutdownGracefully(timeout: .seconds(10))
+        // a port bound but not listened on, held for the whole test (a server's port, once shut
+        // down, could be taken by another test running at the same time)
+        let refusing = try RefusingPort()
+        defer { withExtendedLifetime(refusing) {} }
+        let port = refusing.port
         let client = HTTPClient()
         do {
             _ = try await client.request(address: "127.0.0.1:\(port)", path: "/", headers: [:], body: [])

@@ -29,22 +29,6 @@ public final class RawConnection {
 
     deinit { if open { close(fd) } }
 
-    /// A loopback port nobody listens on (bound and released at once).
-    public static func unusedPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ChildError("socket: \(errno)") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { throw ChildError("bind: \(errno)") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     public func send(_ bytes: [UInt8]) throws {
         var off = 0
         while off < bytes.count {
@@ -119,4 +103,32 @@ public final class RawConnection {
         buffer.removeSubrange(..<(end + 4 + length))
         return Response(status: status, headers: headers, body: body)
     }
+}
+
+/// A loopback port that refuses connections for as long as this value lives: bound, never
+/// listened on. Holding the socket keeps other tests (running in parallel) from binding the port
+/// meanwhile, which a port bound and released at once did not.
+public final class RefusingPort: Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ChildError("socket: \(errno)") }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else {
+            close(fd)
+            throw ChildError("bind: \(errno)")
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    deinit { close(fd) }
 }

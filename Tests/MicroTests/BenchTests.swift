@@ -48,8 +48,10 @@ import Testing
             ["http://127.0.0.1:\(greeter.port)/Greeter/Nope", "--driver", "core", "--grpc", "--requests", "50"], environment: environment)
         #expect(unknown.status == 1)
         #expect(failures?.errors["failed"] == 50)
+        let refusing = try RefusingPort()
         let refused = try await Tool.run(Tool.binDirectory.appendingPathComponent("micro").path,
-                                         ["bench", "http://127.0.0.1:\(try RawConnection.unusedPort())/", "--driver", "core", "--requests", "5"])
+                                         ["bench", "http://127.0.0.1:\(refusing.port)/", "--driver", "core", "--requests", "5"])
+        withExtendedLifetime(refusing) {}
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("connection refused"), "\(refused.stderr)")
     }

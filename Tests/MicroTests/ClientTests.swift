@@ -199,15 +199,16 @@ enum ServerLog {
             service.handle("Greeter.Hi") { (_: Greeting, _: Context) async throws -> Reply in Reply(message: "hi") }
         }
         // a node that registered and died without a word: nothing listens on its port
-        let deadPort = try RawConnection.unusedPort()
+        let deadPort = try RefusingPort()
         var dead = try #require(live.record)
-        dead.nodes = [Node(id: "greeter-dead", address: "127.0.0.1:\(deadPort)")]
+        dead.nodes = [Node(id: "greeter-dead", address: "127.0.0.1:\(deadPort.port)")]
         try await fleet.registry.register(dead, ttl: .seconds(60))
         let client = fleet.client(strategy: .roundRobin)
         for _ in 0..<20 {
             let reply: Reply = try await client.call("greeter", "Greeter.Hi", Greeting(name: "x"))
             #expect(reply.message == "hi")
         }
+        withExtendedLifetime(deadPort) {}
         try await fleet.stopAll()
     }
 
