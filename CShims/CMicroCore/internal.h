@@ -44,9 +44,8 @@ typedef struct mc_pool {
     nghttp2_mem nghttp2; /* the cache as nghttp2's allocator */
 } mc_pool_t;
 
+/* Sets the cache up; `nghttp2` is then its allocator. */
 void mc_pool_init(mc_pool_t *p);
-void *mc_pool_alloc(mc_pool_t *p, size_t size);
-void mc_pool_free(mc_pool_t *p, void *ptr);
 /* How many free blocks of class `k` are kept. */
 unsigned mc_pool_keep(size_t k);
 /* Frees the blocks kept; blocks still in use go to free() when they come back. */

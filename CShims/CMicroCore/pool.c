@@ -44,7 +44,7 @@ static size_t class_of(size_t bytes) {
 #define MC_POOL_OFF 1
 #endif
 
-void *mc_pool_alloc(mc_pool_t *p, size_t size) {
+static void *pool_alloc(mc_pool_t *p, size_t size) {
     if (size > SIZE_MAX - sizeof(block_header_t)) return NULL;
     size_t k = class_of(size + sizeof(block_header_t));
     block_header_t *h;
@@ -61,7 +61,7 @@ void *mc_pool_alloc(mc_pool_t *p, size_t size) {
     return h + 1;
 }
 
-void mc_pool_free(mc_pool_t *p, void *ptr) {
+static void release(mc_pool_t *p, void *ptr) {
     if (!ptr) return;
     block_header_t *h = (block_header_t *)ptr - 1;
     size_t k = h->klass;
@@ -74,28 +74,28 @@ void mc_pool_free(mc_pool_t *p, void *ptr) {
     p->kept[k]++;
 }
 
-static void *pool_malloc(size_t size, void *p) { return mc_pool_alloc(p, size); }
+static void *pool_malloc(size_t size, void *p) { return pool_alloc(p, size); }
 
-static void pool_free(void *ptr, void *p) { mc_pool_free(p, ptr); }
+static void pool_free(void *ptr, void *p) { release(p, ptr); }
 
 static void *pool_calloc(size_t n, size_t size, void *p) {
     if (size && n > SIZE_MAX / size) return NULL;
-    void *ptr = mc_pool_alloc(p, n * size);
+    void *ptr = pool_alloc(p, n * size);
     if (ptr) memset(ptr, 0, n * size);
     return ptr;
 }
 
 static void *pool_realloc(void *ptr, size_t size, void *p) {
-    if (!ptr) return mc_pool_alloc(p, size);
+    if (!ptr) return pool_alloc(p, size);
     block_header_t *h = (block_header_t *)ptr - 1;
     if (h->klass < MC_POOL_CLASSES && size + sizeof *h <= class_bytes(h->klass)) {
         h->size = size; /* still fits its block */
         return ptr;
     }
-    void *moved = mc_pool_alloc(p, size);
+    void *moved = pool_alloc(p, size);
     if (!moved) return NULL;
     memcpy(moved, ptr, h->size < size ? h->size : size);
-    mc_pool_free(p, ptr);
+    release(p, ptr);
     return moved;
 }
 

@@ -63,8 +63,8 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
         let inbound = streamed ? InboundBody(loop: loop, request: request) : nil
         self.inbound = inbound
         var len = 0
-        let method = ServerContext.string(mc_request_method(request, &len), len)
-        let path = ServerContext.string(mc_request_path(request, &len), len)
+        let method = WireHeaders.string(mc_request_method(request, &len), len)
+        let path = WireHeaders.string(mc_request_path(request, &len), len)
         // one copy of every field, no Strings until asked for
         let headers = HTTPHeaders(wire: WireHeaders.copy(request, 0..<mc_request_header_count(request)))
         var body: [UInt8] = []
@@ -74,8 +74,8 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
             // without its prefix, so the handler gets the message without another copy (see
             // HTTPServerRequest.grpcMessage); `body` puts the prefix back if asked, so this
             // holds whatever the content type says
-            if len >= 5, bytes[0] == 0, Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4]) == len - 5 {
-                body = Array(UnsafeBufferPointer(start: bytes + 5, count: len - 5))
+            if GRPCPrefix.isOneUncompressedMessage(bytes, len) {
+                body = Array(UnsafeBufferPointer(start: bytes + GRPCPrefix.count, count: len - GRPCPrefix.count))
                 grpcFramed = true
             } else {
                 body = Array(UnsafeBufferPointer(start: bytes, count: len))
@@ -86,7 +86,7 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
             let identity = mc_request_peer_identity(request).map { String(cString: $0) }
             var chainLength = 0
             let chain = identity == nil ? nil : mc_request_peer_chain(request, &chainLength)
-            tls = TLSPeer(identity: identity, certificateChain: chain.map { ServerContext.string($0, chainLength) },
+            tls = TLSPeer(identity: identity, certificateChain: chain.map { WireHeaders.string($0, chainLength) },
                           resumed: mc_request_tls_resumed(request) != 0)
         }
         super.init(HTTPServerRequest.Fields(
@@ -204,12 +204,8 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
         answered = true
         worker = nil
         inbound?.request = nil
-        // gRPC's prefix: not compressed, then the length in 4 bytes, big-endian
-        let length = UInt32(truncatingIfNeeded: response.body.count)
-        var prefix = (UInt8(0), UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
-                      UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length))
-        let prefixCount = response.isGRPCMessage ? 5 : 0
-        withUnsafeBytes(of: &prefix) { prefix in
+        let prefixCount = response.isGRPCMessage ? GRPCPrefix.count : 0
+        withUnsafeBytes(of: GRPCPrefix.uncompressed(length: response.body.count)) { prefix in
             response.headers.withCHeaders { h, nh in
                 response.trailers.withCHeaders { t, nt in
                     response.body.withUnsafeBufferPointer { body in

@@ -1,9 +1,6 @@
 public import Logging
 import CMicroCore
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// An HTTP/1.1 and HTTP/2 (h2c) server on the C core, both on one port.
 ///
@@ -180,7 +177,7 @@ final class ServerContext: Sendable {
     func isStream(_ req: OpaquePointer) -> Bool {
         guard let streams else { return false }
         var len = 0
-        return streams(Self.string(mc_request_path(req, &len), len))
+        return streams(WireHeaders.string(mc_request_path(req, &len), len))
     }
 
     func withServer(_ body: (OpaquePointer) -> Void) {
@@ -197,8 +194,6 @@ final class ServerContext: Sendable {
         // a worker of this loop runs the handler after this callback returns
         workers[loop.index].submit(call)
     }
-
-    static func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String { WireHeaders.string(p, len) }
 
     /// Any thread, once.
     func closed() {

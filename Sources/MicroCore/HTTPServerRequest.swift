@@ -87,9 +87,7 @@ public struct HTTPServerRequest: Sendable {
         var body: [UInt8] {
             get {
                 guard grpcFramed else { return content }
-                let length = UInt32(truncatingIfNeeded: content.count)
-                return [0, UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
-                        UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)] + content
+                return withUnsafeBytes(of: GRPCPrefix.uncompressed(length: content.count)) { Array($0) } + content
             }
             set {
                 content = newValue
@@ -125,5 +123,26 @@ public struct HTTPServerResponse: Sendable {
         self.headers = headers
         self.body = body
         self.trailers = trailers
+    }
+}
+
+/// gRPC's 5-byte message prefix: a compressed flag, then the message's length in 4 bytes,
+/// big-endian. The core takes it off a request whose body is one uncompressed message
+/// (``HTTPServerRequest/grpcMessage``) and writes it in front of an answer's message
+/// (``HTTPServerResponse/isGRPCMessage``), so that neither side copies the message to frame it.
+enum GRPCPrefix {
+    static let count = 5
+
+    /// The prefix of an uncompressed message of `length` bytes (at most 4 GiB - 1).
+    static func uncompressed(length: Int) -> (UInt8, UInt8, UInt8, UInt8, UInt8) {
+        let n = UInt32(truncatingIfNeeded: length)
+        return (0, UInt8(truncatingIfNeeded: n >> 24), UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8),
+                UInt8(truncatingIfNeeded: n))
+    }
+
+    /// Whether the `count` bytes at `bytes` are exactly one uncompressed message with its prefix.
+    static func isOneUncompressedMessage(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        count >= Self.count && bytes[0] == 0
+            && Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4]) == count - Self.count
     }
 }

@@ -54,57 +54,44 @@ extension Router {
             deadline = .now + timeout
         }
         if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, deadline, grpcContentType: contentType)) }
-        func unary(_ message: [UInt8]) -> Route {
-            let context = self.context(request, endpoint: endpoint, deadline: deadline)
-            return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: message, grpcContentType: contentType))
-        }
-        // the usual request: one uncompressed message that is the whole body, its prefix
-        // already taken off as it arrived
-        if let message = request.grpcMessage {
-            guard message.count <= Self.maxGRPCMessageBytes else {
-                return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
-            }
-            return unary(message)
-        }
-        let body = request.body
-        if body.count >= 5, body[0] == 0,
-           Int(body[1]) << 24 | Int(body[2]) << 16 | Int(body[3]) << 8 | Int(body[4]) == body.count - 5 {
-            guard body.count - 5 <= Self.maxGRPCMessageBytes else {
-                return fail(.resourceExhausted, "request message of \(body.count - 5) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
-            }
-            return unary(Array(body[5...]))
-        }
-        let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
-        do {
-            messages = try GRPCFraming.messages(in: request.body)
-        } catch {
-            return fail(.internal, "malformed request: \(error)")
-        }
-        guard messages.count == 1 else {
-            return fail(.unimplemented, "\(endpoint.name) is unary: expected one request message, got \(messages.count)")
-        }
         let message: [UInt8]
-        if messages[0].compressed {
-            switch request.header("grpc-encoding")?.lowercased() {
-            case "gzip":
-                do {
-                    message = try Gzip.decompress(messages[0].bytes, limit: Self.maxGRPCMessageBytes)
-                } catch {
-                    let exhausted = error.description.contains("exceeds")
-                    return fail(exhausted ? .resourceExhausted : .internal, "request message: \(error)")
-                }
-            case nil, "identity":
-                return fail(.internal, "compressed message without a grpc-encoding")
-            case let other?:
-                return fail(.unimplemented, "grpc-encoding \(other) is not supported", extra: ["grpc-accept-encoding": "identity,gzip"])
-            }
+        if let whole = request.grpcMessage {
+            // the usual request: one uncompressed message that is the whole body, its prefix
+            // already taken off as it arrived
+            message = whole
         } else {
-            message = Array(messages[0].bytes)
+            let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
+            do {
+                messages = try GRPCFraming.messages(in: request.body)
+            } catch {
+                return fail(.internal, "malformed request: \(error)")
+            }
+            guard messages.count == 1 else {
+                return fail(.unimplemented, "\(endpoint.name) is unary: expected one request message, got \(messages.count)")
+            }
+            if messages[0].compressed {
+                switch request.header("grpc-encoding")?.lowercased() {
+                case "gzip":
+                    do {
+                        message = try Gzip.decompress(messages[0].bytes, limit: Self.maxGRPCMessageBytes)
+                    } catch {
+                        let exhausted = error.description.contains("exceeds")
+                        return fail(exhausted ? .resourceExhausted : .internal, "request message: \(error)")
+                    }
+                case nil, "identity":
+                    return fail(.internal, "compressed message without a grpc-encoding")
+                case let other?:
+                    return fail(.unimplemented, "grpc-encoding \(other) is not supported", extra: ["grpc-accept-encoding": "identity,gzip"])
+                }
+            } else {
+                message = Array(messages[0].bytes)
+            }
         }
         guard message.count <= Self.maxGRPCMessageBytes else {
             return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
         }
-        return unary(message)
+        let context = self.context(request, endpoint: endpoint, deadline: deadline)
+        return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: message, grpcContentType: contentType))
     }
 
     /// The answer to a unary gRPC call: the message and status 0, or the error as a status.

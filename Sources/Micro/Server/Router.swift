@@ -85,8 +85,8 @@ final class Router: Sendable {
         endpoints.withLock { $0[endpoint.name] = registered }
         grpcRoutes.withLock { $0 = GRPCRoutes() }
         if endpoint.streaming != nil {
-            let method = "/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)
-            streamMethods.withLock { if !$0.contains(Array(method.utf8)) { $0.append(Array(method.utf8)) } }
+            let method = Array(("/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)).utf8)
+            streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
         }
     }
 
@@ -136,8 +136,6 @@ final class Router: Sendable {
         let message: [UInt8]
         /// The call's content type when it came over gRPC (the answer is gRPC's then).
         let grpcContentType: String?
-        /// Whether the caller gave a deadline (in `context`).
-        var hasDeadline: Bool { context.hasDeadline }
 
         /// The answer to `result`, on the wire the call came over.
         func answer(_ result: Result<[UInt8], MicroError>, _ router: Router) -> HTTPServerResponse {
@@ -152,7 +150,7 @@ final class Router: Sendable {
         switch route(request) {
         case .answer(let response): responder.send(response)
         case .unary(let call):
-            guard call.hasDeadline else {
+            guard call.context.hasDeadline else {
                 // nothing to race: no closures, no task group
                 return responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
             }
