@@ -35,6 +35,7 @@ void mc_client_finish_call(mc_request_t *r, int result) {
         mc_request_unlink(r);
     }
     if (r->cancelled) result = MC_CALL_CANCELLED;
+    else if (r->fields_too_large) result = MC_CALL_FIELDS_TOO_LARGE;
     else if (r->too_large) result = MC_CALL_TOO_LARGE;
     if (done) done(ctx, result, r);
     mc_request_release(r);
@@ -48,10 +49,17 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     (void)user;
     mc_request_t *r = call_of(s, f->hd.stream_id);
     if (!r) return 0;
+    /* a server could expand a 16 KiB frame into hundreds of MiB of fields through HPACK's table:
+     * past the budget the call ends (nghttp2 then skips the rest of the block) */
+    r->field_bytes += nlen + vlen + 32;
+    if (r->field_bytes > MC_CLIENT_MAX_FIELD_BYTES) {
+        r->fields_too_large = true;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
         for (size_t i = 0; i < vlen && i < 3; i++) status = status * 10 + (value[i] - '0');
-        if (status >= 200) r->error_status = status;
+        if (status >= 200) r->status = status;
         r->interim = status < 200; /* a 1xx interim answer: its fields are skipped */
         return 0;
     }
@@ -93,7 +101,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
     if (r) {
         /* the end of a header block: after the final answer's, fields are trailers */
         r->interim = false;
-        if (r->error_status >= 200 && !r->trailer_index) {
+        if (r->status >= 200 && !r->trailer_index) {
             r->trailer_index = r->nhdrs + 1;
             if (r->streaming && r->scb.on_head) r->scb.on_head(r->done_ctx, r);
         }
@@ -117,7 +125,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     if (!r) return 0;
     mc_stream_closed(s, r);
     int result;
-    if (code == NGHTTP2_NO_ERROR && r->error_status >= 200) result = MC_CALL_OK;
+    if (code == NGHTTP2_NO_ERROR && r->status >= 200) result = MC_CALL_OK;
     else if (code == NGHTTP2_REFUSED_STREAM || !r->sent) result = MC_CALL_REFUSED;
     else result = MC_CALL_RESET;
     mc_client_finish_call(r, result);
@@ -173,9 +181,10 @@ static void on_connect(uv_connect_t *req, int status) {
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1024 * 1024},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MC_CLIENT_MAX_FIELD_BYTES},
     };
     if (!callbacks || !options || nghttp2_session_client_new3(&c->h2, callbacks, c, options, &c->loop->blocks.nghttp2) != 0 ||
-        nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0) {
+        nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) {
         fail_connect(c, UV_ENOMEM, "");
         return;
     }
@@ -326,11 +335,11 @@ static ssize_t read_request_body(nghttp2_session *s, int32_t id, uint8_t *buf, s
     (void)id;
     (void)user;
     mc_request_t *r = source->ptr;
-    size_t left = r->resp.len - r->resp_off;
+    size_t left = mc_request_sendq_left(r);
     size_t n = left < length ? left : length;
-    if (n) memcpy(buf, r->resp.data + r->resp_off, n);
-    r->resp_off += n;
-    if (r->resp_off == r->resp.len) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (n) memcpy(buf, r->sendq.data + r->sendq_off, n);
+    r->sendq_off += n;
+    if (r->sendq_off == r->sendq.len) *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
 
@@ -358,7 +367,7 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
     }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2_CLIENT);
     if (!r) return NULL;
-    if (mc_buf_append(&r->resp, body, len) != 0) {
+    if (mc_buf_append(&r->sendq, body, len) != 0) {
         mc_request_release(r);
         return NULL;
     }

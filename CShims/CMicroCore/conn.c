@@ -39,6 +39,23 @@ void mc_server_log(mc_server_t *s, int level, const char *fmt, ...) {
     s->cb.on_log(s->cb.ctx, level, msg);
 }
 
+void mc_server_config_init(mc_server_config_t *c) {
+    memset(c, 0, sizeof *c);
+    c->backlog = 4096;
+    c->max_header_bytes = 16 * 1024;
+    c->max_body_bytes = 4 * 1024 * 1024;
+    c->max_concurrent_streams = 250;
+    c->max_pipelined = 16;
+    c->max_connections = 0;
+    c->header_timeout_ms = 10 * 1000;
+    c->idle_timeout_ms = 60 * 1000;
+    c->read_timeout_ms = 60 * 1000;
+    c->write_timeout_ms = 30 * 1000;
+    c->max_buffered_body_bytes = 16 * 1024 * 1024;
+    c->stream_window = 1024 * 1024;
+    c->connection_window = 16 * 1024 * 1024;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void tls_linger(mc_conn_t *c);
 
@@ -48,11 +65,28 @@ void mc_conn_start_reading(mc_conn_t *c) {
 }
 static void on_timer(uv_timer_t *t);
 
+size_t mc_conn_out_pending(const mc_conn_t *c) {
+    return c->out.len + c->inflight.len + (c->tls ? mc_tls_wire((mc_conn_t *)c)->len : 0);
+}
+
+/* nghttp2 answers some frames by itself (RST_STREAM for refused streams, PING and SETTINGS
+ * acknowledgements); a peer that sends them and never reads would grow its queue, which the
+ * byte count above does not see. */
+#define MC_H2_MAX_QUEUED_FRAMES 1024
+
 static bool want_reading(mc_conn_t *c) {
     if (c->closing || c->eof || c->h1_paused || c->close_after_flush) return false;
     if (c->h1_stream && c->h1_stream->unconsumed > MC_H1_STREAM_WINDOW) return false; /* a slow stream reader */
-    size_t tls_pending = c->tls ? mc_tls_wire(c)->len : 0; /* TLS hook */
-    return c->out.len + c->inflight.len + tls_pending <= MC_OUT_HIGH_WATER;
+    /* HTTP/1.1 has no window: a connection past its body budget waits for its handlers */
+    if (c->proto == MC_PROTO_H1 && c->body_buffered > c->server->config.max_buffered_body_bytes) return false;
+    if (c->h2 && nghttp2_session_get_outbound_queue_size(c->h2) > MC_H2_MAX_QUEUED_FRAMES) return false;
+    return mc_conn_out_pending(c) <= MC_OUT_HIGH_WATER;
+}
+
+void mc_conn_body_held(mc_conn_t *c, mc_request_t *r, ptrdiff_t n) {
+    if (n < 0 && (size_t)-n > r->body_held) n = -(ptrdiff_t)r->body_held;
+    r->body_held = (size_t)((ptrdiff_t)r->body_held + n);
+    if (c) c->body_buffered = (size_t)((ptrdiff_t)c->body_buffered + n);
 }
 
 static void update_reading(mc_conn_t *c) {
@@ -75,6 +109,7 @@ static void conn_attach(mc_conn_t *c, mc_server_loop_t *sl) {
     c->timer.data = c;
     uv_timer_init(&sl->loop->uv, &c->timer);
     c->handles_open = 2;
+    mc_server_retain(c->server); /* released when the connection is freed */
     c->next = sl->conns;
     if (sl->conns) sl->conns->prev = c;
     sl->conns = c;
@@ -141,6 +176,7 @@ static void on_handle_closed(uv_handle_t *h) {
     atomic_fetch_sub(&c->loop->nconns, 1);
     free(c);
     mc_server_conn_gone(s);
+    mc_server_release(s);
 }
 
 void mc_conn_close(mc_conn_t *c) {
@@ -174,11 +210,12 @@ static void on_write(uv_write_t *w, int status) {
         mc_conn_close(c);
         return;
     }
+    c->write_since = uv_now(&c->loop->uv); /* the peer took bytes: progress (reset if none wait) */
     mc_loop_mark_dirty(c->loop, c);
 }
 
 static bool finished(mc_conn_t *c) {
-    if (c->writing || c->out.len || (c->tls && mc_tls_wire(c)->len)) return false;
+    if (c->writing || mc_conn_out_pending(c)) return false;
     bool done;
     if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) done = mc_h2_done(c);
     else done = (c->close_after_flush || c->eof) && c->active == 0 && !c->h1_paused;
@@ -187,13 +224,18 @@ static bool finished(mc_conn_t *c) {
     return done;
 }
 
+/* libuv takes lengths as unsigned int: a buffer is written in pieces of at most this. */
+#define MC_WRITE_PIECE ((size_t)1 << 30)
+#define MC_WRITE_PIECES 8
+
 static void flush(mc_conn_t *c) {
     int more = 0;
     if ((c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) && (more = mc_h2_pump(c)) < 0) {
         mc_conn_close(c);
         return;
     }
-    /* TLS hook: c->out holds plaintext; the records to write wait in the TLS wire buffer */
+    /* TLS hook: c->out holds plaintext; the records to write wait in the TLS wire buffer, and
+     * only up to its mark, so that c->out (and with it the producers) feel the peer's pace */
     mc_buf_t *pending = &c->out;
     if (c->tls) {
         if (mc_tls_encrypt(c) != 0) {
@@ -202,29 +244,44 @@ static void flush(mc_conn_t *c) {
         }
         pending = mc_tls_wire(c);
     }
+    uint64_t now = uv_now(&c->loop->uv);
     if (!c->writing && pending->len) {
-        uv_buf_t b = uv_buf_init((char *)pending->data, (unsigned)pending->len);
+        uv_buf_t b = uv_buf_init((char *)pending->data, (unsigned)(pending->len < MC_WRITE_PIECE ? pending->len : MC_WRITE_PIECE));
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
         if (n < 0) {
             mc_conn_close(c);
             return;
         }
+        if (n > 0) c->write_since = now;
         mc_buf_consume(pending, (size_t)n);
+        if (pending->len > MC_WRITE_PIECE * MC_WRITE_PIECES) {
+            mc_server_log(c->server, MC_LOG_ERROR, "output of %zu bytes exceeds what one write takes; connection closed",
+                          pending->len);
+            mc_conn_close(c);
+            return;
+        }
         if (pending->len) {
             mc_buf_t t = c->inflight;
             c->inflight = *pending;
             *pending = t;
             pending->len = 0;
-            b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
+            uv_buf_t bufs[MC_WRITE_PIECES];
+            unsigned nbufs = 0;
+            for (size_t off = 0; off < c->inflight.len; off += MC_WRITE_PIECE) {
+                size_t piece = c->inflight.len - off < MC_WRITE_PIECE ? c->inflight.len - off : MC_WRITE_PIECE;
+                bufs[nbufs++] = uv_buf_init((char *)c->inflight.data + off, (unsigned)piece);
+            }
             c->wreq.data = c;
-            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) != 0) {
                 mc_conn_close(c);
                 return;
             }
             c->writing = true;
         }
     }
+    if (!mc_conn_out_pending(c)) c->write_since = 0;
+    else if (!c->write_since) c->write_since = now;
     /* TLS hook: a refused handshake's answer is out: half-close and linger */
     if (c->tls && !c->client && mc_tls_failed(c) && !c->writing && !pending->len && !c->tls_linger) tls_linger(c);
     if (finished(c)) {
@@ -232,8 +289,8 @@ static void flush(mc_conn_t *c) {
         return;
     }
     if (c->h1_stream) mc_h1_stream_flushed(c);
-    /* nghttp2 had more than one pump's worth and the socket took it all: pump again */
-    if (more > 0 && !c->writing) mc_loop_mark_dirty(c->loop, c);
+    /* nghttp2 (or TLS) had more than one pump's worth and the socket took it all: pump again */
+    if ((more > 0 || (c->tls && c->out.len)) && !c->writing) mc_loop_mark_dirty(c->loop, c);
     update_reading(c);
     mc_conn_update_timer(c);
 }
@@ -248,22 +305,58 @@ void mc_flush_dirty(mc_loop_t *loop) {
     }
 }
 
+/* After an idle GOAWAY, or between a shutdown notice and the final GOAWAY: the peer's requests
+ * already on the way still get in. */
+#define MC_GOAWAY_GRACE_MS 1000
+
+/* Nothing in flight either way. */
+static bool conn_idle(const mc_conn_t *c) {
+    return !c->active && !c->streams && !c->h1_cur && !c->writing && !c->h1_stream && !mc_conn_out_pending(c);
+}
+
+static uint64_t earliest(uint64_t a, uint64_t b) { return !a ? b : !b ? a : a < b ? a : b; }
+static uint64_t after(uint64_t since, uint32_t timeout_ms) { return since && timeout_ms ? since + timeout_ms : 0; }
+
+/* The connection's deadlines, each for one state it can be in; the timer fires at the earliest.
+ *  - TLS handshake refused: lingering for the peer's EOF;
+ *  - reading a request head (HTTP/1.1) or the TLS handshake: the header timeout;
+ *  - output waiting that the peer does not take: the write timeout, from the last progress;
+ *  - a request body awaited: the read timeout (HTTP/1.1 here; HTTP/2 per stream, checked lazily
+ *    at stream_check_at since a stream's deadline only moves later);
+ *  - after an idle GOAWAY or a shutdown notice: its grace;
+ *  - nothing in flight: the idle timeout;
+ *  - handlers at work with nothing else waiting: none (their own deadlines govern). */
 void mc_conn_update_timer(mc_conn_t *c) {
     if (c->closing || c->client) return; /* clients: the caller's deadlines govern */
-    uint64_t now = uv_now(&c->loop->uv), deadline;
+    const mc_server_config_t *cfg = &c->server->config;
+    uint64_t now = uv_now(&c->loop->uv), deadline = 0;
     if (c->tls && mc_tls_failed(c)) {
-        deadline = now + MC_TLS_LINGER_MS; /* TLS hook: a refused handshake lingers briefly */
-    } else if (c->header_deadline) {
-        deadline = c->header_deadline;
-    } else if (c->writing || c->h1_cur) {
-        /* output the peer does not read, or a body that stalls: restarted on each progress */
-        deadline = now + c->server->config.idle_timeout_ms;
-    } else if (c->active || c->streams) {
-        /* handlers at work: their own deadlines govern, not ours */
+        if (!c->linger_until) c->linger_until = now + MC_TLS_LINGER_MS;
+        deadline = c->linger_until;
+    } else {
+        deadline = earliest(c->header_deadline, c->close_at);
+        deadline = earliest(deadline, after(c->write_since, cfg->write_timeout_ms));
+        deadline = earliest(deadline, after(c->read_since, cfg->read_timeout_ms));
+        if (c->proto == MC_PROTO_H2 && c->streams) {
+            if (!c->stream_check_at) {
+                uint32_t t = cfg->read_timeout_ms && cfg->write_timeout_ms
+                                 ? (cfg->read_timeout_ms < cfg->write_timeout_ms ? cfg->read_timeout_ms : cfg->write_timeout_ms)
+                                 : (cfg->read_timeout_ms ? cfg->read_timeout_ms : cfg->write_timeout_ms);
+                c->stream_check_at = t ? now + t : 0;
+            }
+            deadline = earliest(deadline, c->stream_check_at);
+        }
+        if (conn_idle(c)) {
+            if (!c->idle_since) c->idle_since = now;
+            /* not while a request head is awaited (its own timeout) or the close is set */
+            if (!c->close_at && !c->header_deadline) deadline = earliest(deadline, c->idle_since + cfg->idle_timeout_ms);
+        } else {
+            c->idle_since = 0;
+        }
+    }
+    if (!deadline) {
         uv_timer_stop(&c->timer);
         return;
-    } else {
-        deadline = now + c->server->config.idle_timeout_ms;
     }
     uv_timer_start(&c->timer, on_timer, deadline > now ? deadline - now : 0, 0);
 }
@@ -271,16 +364,59 @@ void mc_conn_update_timer(mc_conn_t *c) {
 static void on_timer(uv_timer_t *t) {
     mc_conn_t *c = t->data;
     if (c->closing) return;
-    if (c->proto == MC_PROTO_H1 && c->header_deadline) {
-        mc_h1_timeout(c);
+    const mc_server_config_t *cfg = &c->server->config;
+    uint64_t now = uv_now(&c->loop->uv);
+    if (c->tls && mc_tls_failed(c)) {
+        if (now >= c->linger_until) mc_conn_close(c);
+        else mc_conn_update_timer(c);
         return;
     }
-    if (c->proto == MC_PROTO_H2 && !c->header_deadline) {
-        mc_h2_shutdown(c); /* GOAWAY, then close once flushed */
+    uint64_t write_due = after(c->write_since, cfg->write_timeout_ms);
+    if (write_due && now >= write_due) {
+        mc_server_log(c->server, MC_LOG_DEBUG, "the peer took no output for %u ms; connection closed", cfg->write_timeout_ms);
+        mc_conn_close(c);
+        return;
+    }
+    if (c->header_deadline && now >= c->header_deadline) {
+        if (c->proto == MC_PROTO_H1) mc_h1_timeout(c, 0);
+        else mc_conn_close(c); /* a TLS handshake or an HTTP/2 preface that did not come */
+        return;
+    }
+    uint64_t read_due = after(c->read_since, cfg->read_timeout_ms);
+    if (read_due && now >= read_due) {
+        c->read_since = 0;
+        mc_h1_timeout(c, 1); /* a body (or a stream's next message) that did not come */
         mc_loop_mark_dirty(c->loop, c);
+        mc_conn_update_timer(c);
         return;
     }
-    mc_conn_close(c);
+    if (c->close_at && now >= c->close_at) {
+        c->close_at = 0;
+        if (c->proto == MC_PROTO_H2 && c->h2_notice_sent && !c->h2_goaway_sent) {
+            mc_h2_final_goaway(c); /* a shutdown: the streams already open finish */
+            mc_loop_mark_dirty(c->loop, c);
+            mc_conn_update_timer(c);
+            return;
+        }
+        mc_conn_close(c);
+        return;
+    }
+    if (c->proto == MC_PROTO_H2 && c->stream_check_at && now >= c->stream_check_at) {
+        c->stream_check_at = mc_h2_check_streams(c, now);
+        mc_loop_mark_dirty(c->loop, c);
+    }
+    if (conn_idle(c) && c->idle_since && now >= c->idle_since + cfg->idle_timeout_ms && !c->close_at &&
+        !c->header_deadline) {
+        if (c->proto != MC_PROTO_H2) {
+            mc_conn_close(c);
+            return;
+        }
+        /* GOAWAY says why; the close follows after a grace for requests already on the way */
+        mc_h2_goaway_idle(c);
+        c->close_at = now + MC_GOAWAY_GRACE_MS;
+        mc_loop_mark_dirty(c->loop, c);
+    }
+    mc_conn_update_timer(c);
 }
 
 void mc_conn_request_done(mc_conn_t *c) {
@@ -292,6 +428,15 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     mc_conn_t *c = h->data;
     buf->base = (char *)c->loop->readbuf;
     buf->len = MC_READ_BUFFER_SIZE;
+}
+
+/* Whether the first line, if it is complete here, ends as an HTTP/1.x request line does. */
+static bool first_line_is_http1(const uint8_t *p, size_t n) {
+    const uint8_t *eol = memchr(p, '\n', n < 8192 ? n : 8192);
+    if (!eol) return true; /* not known yet: HTTP/1.1 decides */
+    size_t len = (size_t)(eol - p);
+    if (len && p[len - 1] == '\r') len--;
+    return len >= 9 && (memcmp(p + len - 9, " HTTP/1.1", 9) == 0 || memcmp(p + len - 9, " HTTP/1.0", 9) == 0);
 }
 
 static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
@@ -317,6 +462,18 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
     }
     size_t cmp = len < MC_H2_PREFACE_LEN ? len : MC_H2_PREFACE_LEN;
     bool h2 = memcmp(data, MC_H2_PREFACE, cmp) == 0;
+    if (!h2 && cmp > 14 && memcmp(data, MC_H2_PREFACE, 14) == 0) {
+        /* "PRI * HTTP/2.0" and then not the rest of the preface: an HTTP/2 client with a broken
+         * preface gets GOAWAY(PROTOCOL_ERROR) (RFC 9113, 3.4), not an HTTP/1.1 answer */
+        static const uint8_t goaway[] = {0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        mc_buf_free(&c->in);
+        c->proto = MC_PROTO_H1; /* no session: the frame is written as is */
+        mc_h1_init(c);
+        c->close_after_flush = true;
+        c->header_deadline = 0;
+        mc_conn_write(c, goaway, sizeof goaway);
+        return 0;
+    }
     if (h2 && len < MC_H2_PREFACE_LEN) {
         if (!c->in.len && mc_buf_append(&c->in, p, n) != 0) return -1;
         return 0; /* a prefix of the preface: wait for more */
@@ -332,6 +489,7 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
     } else {
         c->proto = MC_PROTO_H1;
         mc_h1_init(c);
+        c->h1_not_http = !first_line_is_http1(data, len);
         rc = mc_h1_feed(c, data, len);
     }
     mc_buf_free(&held);

@@ -49,7 +49,11 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
     mc_conn_t *c = p->data;
     mc_request_t *r = c->h1_cur;
     if (count_header_bytes(c, n)) return fail(p, 431);
+    /* a name is a token: "Content-Length :" is not Content-Length (RFC 9112 5.1: reject it) */
+    if (!mc_field_name_valid(at, n)) return fail(p, 400);
     if (!r->in_field) {
+        /* after the header block: a trailer field, kept after trailer_index, never a header */
+        if (r->in_trailers && !r->trailer_index) r->trailer_index = r->nhdrs + 1;
         if (mc_request_add_header(r, "", 0, "", 0) != 0) return fail(p, 500);
         r->hdrs[r->nhdrs - 1].name_off = (uint32_t)r->strings.len;
         r->in_field = true;
@@ -77,6 +81,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 }
 
 static bool header_is(const mc_request_t *r, size_t i, const char *name, const char *value) {
+    if (i >= mc_request_header_fields(r)) return false;
     mc_header_t h = mc_request_header(r, i);
     return h.name_len == strlen(name) && memcmp(h.name, name, h.name_len) == 0 && h.value_len == strlen(value) &&
            strncasecmp(h.value, value, h.value_len) == 0;
@@ -90,7 +95,9 @@ static int on_headers_complete(http_parser *p) {
     r->method_len = (uint32_t)strlen(m);
     if (mc_buf_append(&r->strings, m, r->method_len) != 0) return fail(p, 500);
     r->head = p->method == HTTP_HEAD;
+    r->in_trailers = true;
     c->header_deadline = 0;
+    c->read_since = uv_now(&c->loop->uv); /* the body, if any, is awaited from now */
     if (p->method == HTTP_CONNECT) return fail(p, 405);
     if (p->content_length != ULLONG_MAX && p->content_length > c->server->config.max_body_bytes) return fail(p, 413);
     for (size_t i = 0; i < r->nhdrs; i++) {
@@ -107,6 +114,8 @@ static int on_body(http_parser *p, const char *at, size_t n) {
     mc_request_t *r = c->h1_cur;
     if (r->body.len + n > c->server->config.max_body_bytes) return fail(p, 413);
     if (mc_buf_append(&r->body, at, n) != 0) return fail(p, 500);
+    mc_conn_body_held(c, r, (ptrdiff_t)n);
+    c->read_since = uv_now(&c->loop->uv);
     return 0;
 }
 
@@ -138,7 +147,7 @@ static void enqueue(mc_conn_t *c, mc_request_t *r) {
 
 static const mc_header_t *find_header(const mc_request_t *r, const char *name, mc_header_t *out) {
     size_t n = strlen(name);
-    for (size_t i = 0; i < r->nhdrs; i++) {
+    for (size_t i = 0; i < mc_request_header_fields(r); i++) {
         mc_header_t h = mc_request_header(r, i);
         if (h.name_len == n && memcmp(h.name, name, n) == 0) {
             *out = h;
@@ -171,6 +180,8 @@ static void stream_frame(mc_conn_t *c, mc_request_t *frame) {
             }
         }
     }
+    /* the next message is awaited (the read timeout) until the client's messages are over */
+    c->read_since = r && !r->in_ended && !r->responded ? uv_now(&c->loop->uv) : 0;
     mc_request_release(frame);
 }
 
@@ -186,28 +197,38 @@ static int on_message_complete(http_parser *p) {
     mc_conn_t *c = p->data;
     mc_request_t *r = c->h1_cur;
     c->h1_cur = NULL;
+    c->read_since = 0;
+    c->h1_seen_request = true;
     mc_server_t *s = c->server;
     if (c->h1_stream) {
         stream_frame(c, r);
         return 0;
     }
     if (opens_stream(c, r, p)) {
+        /* its own body is the first message: handed over the way later frames come. Made before
+         * r becomes the stream, so that running out of memory leaves nothing half done. */
+        mc_request_t *first = mc_request_new(c->loop, c, MC_PROTO_H1);
+        bool ok = first != NULL;
+        for (size_t i = 0; ok && i < mc_request_header_fields(r); i++) {
+            mc_header_t h = mc_request_header(r, i);
+            ok = mc_request_add_header(first, h.name, h.name_len, h.value, h.value_len) == 0;
+        }
+        if (!ok) {
+            if (first) mc_request_release(first);
+            c->h1_cur = r; /* answered 500 by the caller's error path, then released */
+            return fail(p, 500);
+        }
+        mc_buf_t body = first->body;
+        first->body = r->body;
+        r->body = body;
+        r->body.len = 0;
+        first->body_held = r->body_held; /* the bytes moved with the body */
+        r->body_held = 0;
         r->streaming = true;
         r->keep_alive = true;
         r->dispatched = true;
         c->active++;
         c->h1_stream = r;
-        /* its own body is the first message: hand it over the way later frames come */
-        mc_request_t *first = mc_request_new(c->loop, c, MC_PROTO_H1);
-        if (!first) return fail(p, 500);
-        mc_buf_t body = first->body;
-        first->body = r->body;
-        r->body = body;
-        r->body.len = 0;
-        for (size_t i = 0; i < r->nhdrs; i++) {
-            mc_header_t h = mc_request_header(r, i);
-            if (mc_request_add_header(first, h.name, h.name_len, h.value, h.value_len) != 0) return fail(p, 500);
-        }
         s->cb.on_request(s->cb.ctx, r);
         if (c->closing) return 0;
         stream_frame(c, first);
@@ -228,7 +249,9 @@ static int on_message_complete(http_parser *p) {
 static int status_and_headers(mc_buf_t *b, int status, const mc_header_t *h, size_t nh) {
     int rc = mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
     for (size_t i = 0; i < nh && rc == 0; i++) {
-        if (h[i].name_len == 14 && strncasecmp(h[i].name, "content-length", 14) == 0) continue;
+        /* framing and connection management are the core's: its own content-length and
+         * connection fields are written by the caller */
+        if (mc_field_connection_specific(h[i].name, h[i].name_len)) continue;
         rc |= mc_buf_append(b, h[i].name, h[i].name_len);
         rc |= mc_buf_append(b, ": ", 2);
         rc |= mc_buf_append(b, h[i].value, h[i].value_len);
@@ -260,19 +283,19 @@ static int write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const u
 
 int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len) {
     mc_conn_t *c = r->conn;
-    if (mc_buf_append(&r->resp, data, len) != 0) return -1;
+    if (mc_buf_append(&r->sendq, data, len) != 0) return -1;
     /* cut whole prefixed messages out of the queue, one frame each */
     size_t off = 0;
-    while (r->resp.len - off >= 5) {
-        const uint8_t *m = r->resp.data + off;
+    while (r->sendq.len - off >= 5) {
+        const uint8_t *m = r->sendq.data + off;
         size_t n = (size_t)m[1] << 24 | (size_t)m[2] << 16 | (size_t)m[3] << 8 | m[4];
-        if (r->resp.len - off - 5 < n) break;
+        if (r->sendq.len - off - 5 < n) break;
         if (write_frame(c, r, NULL, m + 5, n) != 0) return -1;
         off += 5 + n;
     }
-    mc_buf_consume(&r->resp, off);
+    mc_buf_consume(&r->sendq, off);
     mc_loop_mark_dirty(c->loop, c);
-    if (c->out.len + c->inflight.len >= MC_STREAM_HIGH_WATER) {
+    if (mc_conn_out_pending(c) >= MC_STREAM_HIGH_WATER) {
         r->want_writable = true;
         return 1;
     }
@@ -286,7 +309,7 @@ int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
     mc_buf_t extra = {0};
     int rc = 0;
     for (size_t i = 0; i < nt && rc == 0; i++) {
-        if (t[i].name_len != 11 || strncasecmp(t[i].name, "micro-error", 11) != 0) continue;
+        if (t[i].name_len != 11 || strncasecmp(t[i].name, "micro-error", 11) != 0 || !mc_field_valid(&t[i])) continue;
         rc |= mc_buf_append(&extra, "micro-error: ", 13);
         rc |= mc_buf_append(&extra, t[i].value, t[i].value_len);
         rc |= mc_buf_append(&extra, "\r\n", 2);
@@ -303,7 +326,7 @@ int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
 
 void mc_h1_stream_flushed(mc_conn_t *c) {
     mc_request_t *r = c->h1_stream;
-    if (r && r->want_writable && c->out.len + c->inflight.len < MC_STREAM_LOW_WATER) {
+    if (r && r->want_writable && mc_conn_out_pending(c) < MC_STREAM_LOW_WATER) {
         r->want_writable = false;
         c->server->cb.on_writable(c->server->cb.ctx, r);
     }
@@ -376,6 +399,15 @@ int mc_h1_feed(mc_conn_t *c, const uint8_t *data, size_t n) {
             return 0;
         }
         if (e != HPE_OK) {
+            if (c->h1_not_http && !c->h1_seen_request) {
+                /* neither HTTP/1.x nor the HTTP/2 preface: most likely an HTTP/2 client whose
+                 * preface is broken, which RFC 9113 (3.4) answers with GOAWAY(PROTOCOL_ERROR) */
+                static const uint8_t goaway[] = {0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+                c->h1_cur = NULL; /* released when the connection closes */
+                c->close_after_flush = true;
+                mc_conn_write(c, goaway, sizeof goaway);
+                return 0;
+            }
             int status = c->h1_error ? c->h1_error : 400;
             char buf[160];
             respond_error(c, status, error_detail(c, status, buf, sizeof buf));
@@ -422,8 +454,13 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         mc_loop_mark_dirty(c->loop, c);
         return rc;
     }
+    /* an application that says "connection: close" gets it: the core writes the field itself */
+    for (size_t i = 0; i < nh; i++)
+        if (h[i].name_len == 10 && strncasecmp(h[i].name, "connection", 10) == 0 && h[i].value_len == 5 &&
+            strncasecmp(h[i].value, "close", 5) == 0)
+            r->keep_alive = false;
     bool first = c->h1_head == r;
-    if (serialize(c, r, first ? &c->out : &r->resp, status, h, nh, body) != 0) {
+    if (serialize(c, r, first ? &c->out : &r->sendq, status, h, nh, body) != 0) {
         mc_conn_close(c);
         return -1;
     }
@@ -433,7 +470,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         mc_request_t *q = c->h1_head;
         c->h1_head = q->next;
         if (!c->h1_head) c->h1_tail = NULL;
-        if (q != r || !first) mc_buf_append(&c->out, q->resp.data, q->resp.len);
+        if (q != r || !first) mc_buf_append(&c->out, q->sendq.data, q->sendq.len);
         if (!q->keep_alive || c->draining) c->close_after_flush = true;
         mc_request_release(q);
     }
@@ -442,11 +479,12 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
     return 0;
 }
 
-void mc_h1_timeout(mc_conn_t *c) {
+void mc_h1_timeout(mc_conn_t *c, int body) {
     if (c->h1_cur) {
-        respond_error(c, 408, "request headers not received in time");
+        respond_error(c, 408, body ? "request body not received in time" : "request headers not received in time");
         mc_loop_mark_dirty(c->loop, c);
     } else {
+        /* a go-micro stream whose next message did not come: it ends, its handler is told */
         mc_conn_close(c);
     }
 }

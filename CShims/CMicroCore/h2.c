@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 
+static uint64_t earliest_of(uint64_t a, uint64_t b) { return !a ? b : !b ? a : a < b ? a : b; }
+
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -24,26 +26,53 @@ static mc_request_t *stream_request(nghttp2_session *s, int32_t id) {
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user) {
     mc_conn_t *c = user;
-    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (f->hd.type != NGHTTP2_HEADERS) return 0;
+    if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* a second header block on a stream: the request's trailers */
+        mc_request_t *r = stream_request(s, f->hd.stream_id);
+        if (r && !r->in_trailers) {
+            r->in_trailers = true;
+            r->trailer_index = r->nhdrs + 1;
+        }
+        return 0;
+    }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2);
     if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
     r->stream_id = f->hd.stream_id;
+    r->last_read = uv_now(&c->loop->uv);
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, r);
     c->streams++;
     return 0;
 }
+
+/* Past this many times the limit, a header block is no longer decoded for an answer: the stream
+ * is reset and nghttp2 skips the rest of the block (an HPACK bomb costs CPU per field). */
+#define MC_FIELD_BYTES_ABUSE 4
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *user) {
     (void)flags;
     mc_conn_t *c = user;
     mc_request_t *r = stream_request(s, f->hd.stream_id);
-    if (!r || r->error_status) return 0;
-    /* the same accounting as HPACK's SETTINGS_MAX_HEADER_LIST_SIZE */
-    r->resp_off += nlen + vlen + 32;
-    if (r->resp_off > c->server->config.max_header_bytes) {
-        r->error_status = 431;
+    if (!r) return 0;
+    size_t limit = c->server->config.max_header_bytes;
+    /* the same accounting as HPACK's SETTINGS_MAX_HEADER_LIST_SIZE, over headers and trailers */
+    r->field_bytes += nlen + vlen + 32;
+    if (r->field_bytes > limit) {
+        /* a request not yet handed over is answered 431; one already handed over (a stream whose
+         * trailers are too big), or a block far past the limit, is reset */
+        if (r->dispatched || r->field_bytes / MC_FIELD_BYTES_ABUSE > limit) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        r->core_status = 431;
         return 0;
+    }
+    if (r->core_status) return 0;
+    if (r->in_trailers) {
+        /* kept apart from the headers (after trailer_index), never read for routing; a stream
+         * already handed to its handler has no use for them */
+        if (r->dispatched) return 0;
+        return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen)
+                   ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+                   : 0;
     }
     if (nlen == 7 && memcmp(name, ":method", 7) == 0) {
         r->method_off = (uint32_t)r->strings.len;
@@ -65,11 +94,48 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
                : 0;
 }
 
+/* Credits body bytes held back by the connection's budget: all of them while the connection is
+ * under it; else, when no handler holds a body that will be freed, the oldest stream's (so that
+ * one request can always complete). */
+static void credit_deferred(mc_conn_t *c) {
+    if (!c->body_uncredited || !c->h2) return;
+    bool under = c->body_buffered <= c->server->config.max_buffered_body_bytes;
+    mc_request_t *oldest = NULL;
+    bool handlers_hold = false;
+    for (mc_request_t *r = c->reqs; r; r = r->rnext) {
+        if (r->dispatched && r->body_held) handlers_hold = true;
+        if (!r->uncredited) continue;
+        if (under) {
+            nghttp2_session_consume_connection(c->h2, r->uncredited);
+            nghttp2_session_consume_stream(c->h2, r->stream_id, r->uncredited);
+            c->body_uncredited -= r->uncredited;
+            r->uncredited = 0;
+        } else if (!oldest || r->stream_id < oldest->stream_id) {
+            oldest = r;
+        }
+    }
+    if (!under && !handlers_hold && oldest) {
+        nghttp2_session_consume_connection(c->h2, oldest->uncredited);
+        nghttp2_session_consume_stream(c->h2, oldest->stream_id, oldest->uncredited);
+        c->body_uncredited -= oldest->uncredited;
+        oldest->uncredited = 0;
+    }
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+void mc_h2_request_leaves(mc_conn_t *c, mc_request_t *r) {
+    if (r->uncredited && c->h2) nghttp2_session_consume_connection(c->h2, r->uncredited);
+    c->body_uncredited -= r->uncredited < c->body_uncredited ? r->uncredited : c->body_uncredited;
+    r->uncredited = 0;
+    if (c->body_uncredited) credit_deferred(c);
+}
+
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
                          void *user) {
     (void)flags;
     mc_conn_t *c = user;
     mc_request_t *r = stream_request(s, id);
+    if (r) r->last_read = uv_now(&c->loop->uv);
     if (r && r->streaming) {
         if (r->responded || r->aborted || !c->server->cb.on_body) {
             nghttp2_session_consume(s, id, len); /* nobody reads it any more */
@@ -79,32 +145,49 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         c->server->cb.on_body(c->server->cb.ctx, r, data, len, 0);
         return 0;
     }
-    /* a whole body is gathered here: its bytes count as consumed at once */
-    nghttp2_session_consume(s, id, len);
-    if (!r || r->error_status) return 0;
-    if (r->body.len + len > c->server->config.max_body_bytes) {
-        r->error_status = 413;
+    if (!r || r->core_status) {
+        nghttp2_session_consume(s, id, len);
         return 0;
     }
-    return mc_buf_append(&r->body, data, len) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    if (r->body.len + len > c->server->config.max_body_bytes) {
+        nghttp2_session_consume(s, id, len);
+        r->core_status = 413; /* answered when this frame ends (on_frame_recv) */
+        return 0;
+    }
+    if (mc_buf_append(&r->body, data, len) != 0) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    mc_conn_body_held(c, r, (ptrdiff_t)len);
+    /* A whole body is gathered here. Its bytes are credited back at once while the connection
+     * holds less than its budget; past it they wait, so one connection cannot make the server
+     * hold 250 streams' worth of bodies that no handler has taken yet. */
+    if (c->body_buffered <= c->server->config.max_buffered_body_bytes) {
+        nghttp2_session_consume(s, id, len);
+    } else {
+        r->uncredited += len;
+        c->body_uncredited += len;
+        credit_deferred(c);
+    }
+    return 0;
 }
 
 static void respond_error(mc_request_t *r, int status) {
     mc_conn_t *c = r->conn;
     char detail[128];
-    if (status == 413)
+    if (status == 408)
+        snprintf(detail, sizeof detail, "request body not received in time");
+    else if (status == 413)
         snprintf(detail, sizeof detail, "request body exceeds the limit of %zu bytes", c->server->config.max_body_bytes);
     else if (status == 431)
         snprintf(detail, sizeof detail, "request headers exceed the limit of %zu bytes", c->server->config.max_header_bytes);
     else
         snprintf(detail, sizeof detail, "malformed HTTP/2 request");
     /* a gRPC caller reads its status from grpc-status, not from HTTP: answer "trailers-only" */
-    for (size_t i = 0; i < mc_request_header_count(r); i++) {
+    for (size_t i = 0; i < mc_request_header_fields(r); i++) {
         mc_header_t h = mc_request_header(r, i);
         if (h.name_len == 12 && memcmp(h.name, "content-type", 12) == 0 && h.value_len >= 16 &&
             memcmp(h.value, "application/grpc", 16) == 0) {
             /* 8 = RESOURCE_EXHAUSTED for sizes, 13 = INTERNAL for a malformed request */
-            const char *code = (status == 413 || status == 431) ? "8" : "13";
+            /* 4 = DEADLINE_EXCEEDED for a body that did not come */
+            const char *code = (status == 413 || status == 431) ? "8" : status == 408 ? "4" : "13";
             mc_header_t hs[3] = {
                 {"content-type", 12, h.value, h.value_len},
                 {"grpc-status", 11, code, strlen(code)},
@@ -124,41 +207,50 @@ static void respond_error(mc_request_t *r, int status) {
 static void dispatch(mc_conn_t *c, mc_request_t *r) {
     r->dispatched = true;
     c->active++;
-    r->resp_off = 0;
-    if (r->error_status) {
-        respond_error(r, r->error_status);
+    if (r->core_status) {
+        respond_error(r, r->core_status);
         return;
     }
     c->server->cb.on_request(c->server->cb.ctx, r);
+    if (c->body_uncredited) credit_deferred(c); /* a handler now holds a body it will free */
 }
 
 /* A request whose body is still to come becomes a stream if it says so (micro-stream) or the
  * application wants its path streamed (gRPC streaming methods). */
 static bool wants_stream(mc_conn_t *c, mc_request_t *r) {
     const mc_server_callbacks_t *cb = &c->server->cb;
-    if (!cb->on_body || r->error_status) return false;
+    if (!cb->on_body || r->core_status) return false;
     return r->stream_hint || (cb->is_stream && cb->is_stream(cb->ctx, r));
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
     mc_conn_t *c = user;
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) && c->h2_notice_sent && !c->h2_goaway_sent) {
+        /* the peer has seen the shutdown notice (its PING answer came after it): the final GOAWAY */
+        mc_h2_final_goaway(c);
+        return 0;
+    }
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
     mc_request_t *r = stream_request(s, f->hd.stream_id);
     if (!r) return 0;
+    r->last_read = uv_now(&c->loop->uv);
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
-    if (!end) {
-        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && !r->dispatched &&
-            wants_stream(c, r)) {
-            r->streaming = true;
-            dispatch(c, r);
-        }
-        return 0;
-    }
+    if (end) r->in_ended = true;
     if (r->streaming) {
-        if (!r->responded && !r->aborted) c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
+        if (end && !r->responded && !r->aborted) c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
         return 0;
     }
-    if (!r->dispatched) dispatch(c, r);
+    if (r->dispatched) return 0;
+    /* a core error (431 at the end of the header block, 413 at the DATA that went past the
+     * limit) is answered now; the rest of the request is then refused with RST_STREAM */
+    if (end || r->core_status) {
+        dispatch(c, r);
+        return 0;
+    }
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && wants_stream(c, r)) {
+        r->streaming = true;
+        dispatch(c, r);
+    }
     return 0;
 }
 
@@ -174,8 +266,36 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     return 0;
 }
 
+/* MadeYouReset (CVE-2025-8671): a peer can make the server reset streams (a malformed frame on
+ * an open stream, a window overflow), which the rapid-reset limit, counting only the peer's own
+ * RST_STREAM frames, does not see. This side's resets are counted here: more than
+ * MC_RESETS_BURST in a window of MC_RESETS_WINDOW_MS ends the connection with
+ * ENHANCE_YOUR_CALM. */
+#define MC_RESETS_BURST 200
+#define MC_RESETS_PER_SECOND 20
+
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user) {
-    (void)user;
+    mc_conn_t *c = user;
+    if (f->hd.type == NGHTTP2_RST_STREAM) {
+        /* a token bucket: MC_RESETS_BURST at once, refilled at MC_RESETS_PER_SECOND; resets this
+         * side asked for (NO_ERROR after an early answer, CANCEL) are not the peer's doing */
+        uint32_t code = f->rst_stream.error_code;
+        if (code == NGHTTP2_NO_ERROR || code == NGHTTP2_CANCEL) return 0;
+        uint64_t now = uv_now(&c->loop->uv);
+        uint64_t refill = (now - c->resets_window_at) * MC_RESETS_PER_SECOND / 1000;
+        if (refill) {
+            c->resets_sent = refill >= c->resets_sent ? 0 : c->resets_sent - (uint32_t)refill;
+            c->resets_window_at = now;
+        }
+        if (++c->resets_sent > MC_RESETS_BURST && !c->h2_goaway_sent) {
+            mc_server_log(c->server, MC_LOG_WARNING, "the peer caused more than %d stream resets; connection ended",
+                          MC_RESETS_BURST);
+            c->h2_goaway_sent = true;
+            c->close_after_flush = true;
+            nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+        }
+        return 0;
+    }
     if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
         nghttp2_session_get_stream_remote_close(s, f->hd.stream_id) == 0) {
         /* answered before the request ended (e.g. 413): the rest of it is not wanted */
@@ -208,6 +328,7 @@ int mc_h2_init(mc_conn_t *c) {
     pthread_once(&once, init_once);
     if (!callbacks || !options) return -1;
     if (nghttp2_session_server_new3(&c->h2, callbacks, c, options, &c->loop->blocks.nghttp2) != 0) return -1;
+    c->h2_scan_skip = 24; /* the client preface, which nghttp2 checks */
     const mc_server_config_t *cfg = &c->server->config;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
@@ -220,7 +341,67 @@ int mc_h2_init(mc_conn_t *c) {
     return 0;
 }
 
+/* RFC 9113, 5.1.1: a client's new stream id must be above every id it used before, and ids it
+ * skipped are closed. nghttp2 silently drops HEADERS for such an id; this walk over the frame
+ * headers (payloads are jumped over) sees them and makes them the connection error the RFC
+ * asks for. Ids within the last 2048 are remembered as opened or not, so that trailers for a
+ * stream this side already closed still pass. */
+#define MC_H2_ID_WINDOW 2048
+
+static bool id_bit(const mc_conn_t *c, uint32_t id) {
+    uint32_t k = (id >> 1) % MC_H2_ID_WINDOW;
+    return c->h2_opened[k / 64] >> (k % 64) & 1;
+}
+
+static void set_id_bit(mc_conn_t *c, uint32_t id, bool on) {
+    uint32_t k = (id >> 1) % MC_H2_ID_WINDOW;
+    if (on) c->h2_opened[k / 64] |= (uint64_t)1 << (k % 64);
+    else c->h2_opened[k / 64] &= ~((uint64_t)1 << (k % 64));
+}
+
+/* Returns false if a HEADERS frame opens a stream id the client can no longer use. */
+static bool scan_frames(mc_conn_t *c, const uint8_t *p, size_t n) {
+    while (n) {
+        if (c->h2_scan_skip) {
+            size_t k = n < c->h2_scan_skip ? n : c->h2_scan_skip;
+            c->h2_scan_skip -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        size_t k = 9 - c->h2_scan_len;
+        if (k > n) k = n;
+        memcpy(c->h2_scan_head + c->h2_scan_len, p, k);
+        c->h2_scan_len += (uint8_t)k;
+        p += k;
+        n -= k;
+        if (c->h2_scan_len < 9) break;
+        const uint8_t *h = c->h2_scan_head;
+        c->h2_scan_len = 0;
+        c->h2_scan_skip = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+        uint32_t id = ((uint32_t)h[5] & 0x7f) << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8];
+        if (h[3] != NGHTTP2_HEADERS || !(id & 1)) continue;
+        if (id > c->h2_max_id) {
+            if (id - c->h2_max_id >= 2 * MC_H2_ID_WINDOW) memset(c->h2_opened, 0, sizeof c->h2_opened);
+            else
+                for (uint32_t skipped = c->h2_max_id + 2; skipped < id; skipped += 2) set_id_bit(c, skipped, false);
+            set_id_bit(c, id, true);
+            c->h2_max_id = id;
+        } else if (c->h2_max_id - id < 2 * MC_H2_ID_WINDOW && !id_bit(c, id)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
+    if (!c->client && !scan_frames(c, p, n)) {
+        mc_server_log(c->server, MC_LOG_DEBUG, "HEADERS on a stream id below the last one opened; connection ended");
+        if (nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR) != 0) return -1;
+        c->close_after_flush = true;
+        mc_loop_mark_dirty(c->loop, c);
+        return 0;
+    }
     ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
     if (rv < 0) {
         /* a fatal error (a flood, a broken frame): tell the peer why with GOAWAY, then close once
@@ -248,14 +429,15 @@ int mc_h2_pump(mc_conn_t *c) {
 
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                          nghttp2_data_source *source, void *user) {
-    (void)user;
     (void)id;
+    mc_conn_t *c = user;
     mc_request_t *r = source->ptr;
-    size_t left = r->resp.len - r->resp_off;
+    size_t left = mc_request_sendq_left(r);
     size_t n = left < length ? left : length;
-    if (n) memcpy(buf, r->resp.data + r->resp_off, n);
-    r->resp_off += n;
-    if (r->resp_off == r->resp.len) {
+    if (n) memcpy(buf, r->sendq.data + r->sendq_off, n);
+    r->sendq_off += n;
+    r->last_sent = uv_now(&c->loop->uv);
+    if (r->sendq_off == r->sendq.len) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (mc_h2_submit_trailers(s, r)) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
@@ -283,19 +465,6 @@ bool mc_h2_submit_trailers(nghttp2_session *s, mc_request_t *r) {
     return nghttp2_submit_trailer(s, r->stream_id, nv, k) == 0;
 }
 
-/* Connection-specific fields are forbidden in HTTP/2 (RFC 9113, 8.2.2). */
-static bool forbidden(const char *name, size_t len) {
-    /* by length first: the usual names (content-type, grpc-status) match none */
-    switch (len) {
-    case 7: return strncasecmp(name, "upgrade", 7) == 0;
-    case 10: return strncasecmp(name, "connection", 10) == 0 || strncasecmp(name, "keep-alive", 10) == 0;
-    case 14: return strncasecmp(name, "content-length", 14) == 0;
-    case 16: return strncasecmp(name, "proxy-connection", 16) == 0;
-    case 17: return strncasecmp(name, "transfer-encoding", 17) == 0;
-    default: return false;
-    }
-}
-
 /* Submits HEADERS (:status, the fields in lower case, content-length unless clen is NULL) with
  * `prd` as the body's source, or none. */
 static int submit_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const char *clen,
@@ -318,7 +487,7 @@ static int submit_head(mc_request_t *r, int status, const mc_header_t *h, size_t
         nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_str, 7, 3, NGHTTP2_NV_FLAG_NONE};
         size_t used = 0;
         for (size_t i = 0; i < nh; i++) {
-            if (forbidden(h[i].name, h[i].name_len)) continue;
+            if (mc_field_connection_specific(h[i].name, h[i].name_len)) continue;
             uint8_t *lower = names + used;
             for (size_t j = 0; j < h[i].name_len; j++) lower[j] = mc_lower((uint8_t)h[i].name[j]);
             used += h[i].name_len;
@@ -348,7 +517,8 @@ int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt) {
     int rc = 0;
     r->trailer_strings.len = 0;
     r->ntrailers = 0;
-    for (size_t i = 0; i < nt && rc == 0 && i < 64; i++) {
+    for (size_t i = 0; i < nt && rc == 0 && r->ntrailers < 64; i++) {
+        if (!mc_field_valid(&t[i]) || mc_field_connection_specific(t[i].name, t[i].name_len)) continue;
         uint32_t nl = (uint32_t)t[i].name_len, vl = (uint32_t)t[i].value_len;
         rc |= mc_buf_append(&r->trailer_strings, &nl, 4);
         size_t at = r->trailer_strings.len;
@@ -373,33 +543,96 @@ int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
     size_t len = body.prefix_len + body.len;
     char clen[24];
     format_size(clen, len);
-    r->resp.len = 0;
-    r->resp_off = 0;
+    r->sendq.len = 0;
+    r->sendq_off = 0;
+    r->last_sent = uv_now(&r->loop->uv);
     int rc = 0;
-    if (!r->head) rc = mc_buf_append(&r->resp, body.prefix, body.prefix_len);
-    if (!r->head && rc == 0) rc = mc_buf_append(&r->resp, body.data, body.len);
+    if (!r->head) rc = mc_buf_append(&r->sendq, body.prefix, body.prefix_len);
+    if (!r->head && rc == 0) rc = mc_buf_append(&r->sendq, body.data, body.len);
     if (rc == 0) rc = mc_h2_store_trailers(r, t, nt);
     if (rc == 0) {
         nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_body};
-        bool with_data = r->resp.len > 0 || r->ntrailers > 0;
+        bool with_data = r->sendq.len > 0 || r->ntrailers > 0;
         rc = submit_head(r, status, h, nh, !r->head || len ? clen : NULL, with_data ? &prd : NULL);
     }
     return rc == 0 ? 0 : reset_stream(r);
 }
 
 int mc_h2_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
-    r->resp.len = 0;
-    r->resp_off = 0;
+    r->sendq.len = 0;
+    r->sendq_off = 0;
     nghttp2_data_provider prd = {.source.ptr = r, .read_callback = mc_stream_read};
     return submit_head(r, status, h, nh, NULL, &prd) == 0 ? 0 : reset_stream(r);
 }
 
 void mc_h2_shutdown(mc_conn_t *c) {
     c->draining = true;
+    if (!c->h2 || c->h2_notice_sent || c->h2_goaway_sent) return;
+    /* RFC 9113, 6.8: first a GOAWAY with the highest stream id (stop opening streams), then,
+     * once the peer has answered a PING sent after it (or after the grace), the final GOAWAY
+     * with the last stream this side will process; requests the peer sent meanwhile are served */
+    c->h2_notice_sent = true;
+    if (nghttp2_submit_shutdown_notice(c->h2) != 0 || nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) != 0) {
+        mc_h2_final_goaway(c);
+        return;
+    }
+    c->close_at = uv_now(&c->loop->uv) + 1000;
+    mc_conn_update_timer(c);
+}
+
+void mc_h2_final_goaway(mc_conn_t *c) {
+    c->draining = true;
+    if (!c->h2 || c->h2_goaway_sent) return;
+    c->h2_goaway_sent = true;
+    c->close_at = 0;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+void mc_h2_goaway_idle(mc_conn_t *c) {
     if (!c->h2 || c->h2_goaway_sent) return;
     c->h2_goaway_sent = true;
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+                          NGHTTP2_NO_ERROR, (const uint8_t *)"idle", 4);
+}
+
+uint64_t mc_h2_check_streams(mc_conn_t *c, uint64_t now) {
+    const mc_server_config_t *cfg = &c->server->config;
+    uint64_t next = 0;
+    mc_request_t *r = c->reqs, *rnext;
+    for (; r; r = rnext) {
+        rnext = r->rnext; /* answering or resetting may take r off the list */
+        if (r->stream_closed) continue;
+        uint64_t due = 0;
+        bool stalled = false;
+        if (!r->in_ended && cfg->read_timeout_ms) {
+            /* the peer has not sent the rest of its request */
+            due = r->last_read + cfg->read_timeout_ms;
+            if (now >= due) {
+                stalled = true;
+                if (!r->dispatched) {
+                    r->core_status = 408;
+                    dispatch(c, r); /* answered 408; the rest of the request is refused */
+                    continue;
+                }
+            }
+        }
+        /* answered and the stream still open with its request complete: output is waiting */
+        bool sending = (r->responded && r->in_ended) || (r->streaming && r->head_sent && mc_request_sendq_left(r));
+        if (!stalled && sending && cfg->write_timeout_ms) {
+            /* an answer waits for the peer's flow-control window, which does not open */
+            if (!r->last_sent) r->last_sent = now;
+            uint64_t wdue = r->last_sent + cfg->write_timeout_ms;
+            if (now >= wdue) stalled = true;
+            else due = earliest_of(due, wdue);
+        }
+        if (stalled) {
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
+            continue;
+        }
+        next = earliest_of(next, due);
+    }
+    return next;
 }
 
 bool mc_h2_done(mc_conn_t *c) {

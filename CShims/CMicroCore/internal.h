@@ -86,6 +86,7 @@ struct mc_loop {
     size_t ring_head, ring_len, ring_cap;
 
     bool stopping;
+    atomic_bool joined; /* its thread is gone: requests released now are freed, not pooled */
     atomic_uint nconns;
     mc_conn_t *dirty; /* connections with output to flush this turn */
 
@@ -188,6 +189,18 @@ struct mc_conn {
     uv_write_t wreq;
     bool writing;
 
+    /* Timeouts (mc_conn_update_timer): one timer, armed for the earliest deadline of the state */
+    uint64_t write_since;     /* output waiting since (or since the peer last took some); 0 = none */
+    uint64_t read_since;      /* HTTP/1.1: a body or stream input has been awaited since; 0 = none */
+    uint64_t stream_check_at; /* HTTP/2: when to look for streams stalled in either direction */
+    uint64_t close_at;        /* after an idle GOAWAY or a shutdown notice: close (or final GOAWAY) then */
+    uint64_t idle_since;      /* nothing in flight since */
+    uint64_t linger_until;    /* a refused TLS handshake: stop waiting for the peer's EOF then */
+    size_t body_buffered;     /* request body bytes held before handlers take them (budget) */
+    size_t body_uncredited;   /* HTTP/2: bytes received past the budget, not yet credited */
+    uint32_t resets_sent;     /* HTTP/2: RST_STREAM frames this side sent (MadeYouReset budget) */
+    uint64_t resets_window_at;
+
     unsigned active;   /* requests dispatched and not yet answered */
     unsigned streams;  /* HTTP/2 streams open */
     mc_request_t *reqs; /* every live request of this connection (list through rnext/rprev) */
@@ -203,11 +216,19 @@ struct mc_conn {
     int h1_error;              /* status of a core-generated error, 0 = none */
     bool h1_last_was_value;
     bool h1_paused;
+    bool h1_not_http;          /* the first line is no HTTP/1.x request line (a broken h2 preface?) */
+    bool h1_seen_request;      /* a whole request was read */
     mc_request_t *h1_stream;   /* a go-micro stream owns the connection: each request is a frame */
 
     /* HTTP/2 */
     nghttp2_session *h2;
-    bool h2_goaway_sent;
+    bool h2_goaway_sent;      /* the final GOAWAY */
+    bool h2_notice_sent;      /* a shutdown notice (GOAWAY with the highest id): final one to follow */
+    uint8_t h2_scan_head[9];  /* frame headers as they pass (mc_h2_feed's stream id check) */
+    uint8_t h2_scan_len;
+    size_t h2_scan_skip;
+    uint32_t h2_max_id;
+    uint64_t h2_opened[32];   /* ids of the last 2048 client streams: opened (1) or skipped */
 
     /* client connections only */
     mc_client_state_t *client;
@@ -218,11 +239,17 @@ struct mc_conn {
 };
 
 void mc_conn_close(mc_conn_t *c);
+/* Output bytes the connection holds: queued, in flight and (TLS) encrypted but not written. */
+size_t mc_conn_out_pending(const mc_conn_t *c);
+/* Body bytes enter (n > 0) or leave (n < 0) the connection's buffered-body budget. */
+void mc_conn_body_held(mc_conn_t *c, mc_request_t *r, ptrdiff_t n);
 void mc_conn_start_reading(mc_conn_t *c);
 void mc_conn_write(mc_conn_t *c, const void *p, size_t n);
 void mc_conn_update_timer(mc_conn_t *c);
 void mc_conn_request_done(mc_conn_t *c);
 void mc_server_conn_gone(mc_server_t *s);
+void mc_server_retain(mc_server_t *s);
+void mc_server_release(mc_server_t *s);
 
 /* ---------------------------------------------------------------- requests */
 
@@ -230,6 +257,9 @@ typedef struct mc_hdr_off {
     uint32_t name_off, name_len, value_off, value_len;
 } mc_hdr_off_t;
 
+/* One HTTP message exchange: a server request (HTTP/1.1 message or HTTP/2 stream) with its answer,
+ * or a client call with its response. The fields are grouped by who uses them; no field has a
+ * second meaning in another role (a counter reused as an offset once let a peer read heap memory). */
 struct mc_request {
     mc_conn_t *conn;   /* NULL once the connection is gone */
     mc_loop_t *loop;
@@ -239,37 +269,48 @@ struct mc_request {
     int32_t stream_id; /* HTTP/2 */
     void *user;
 
-    mc_buf_t strings;  /* method, path and header bytes */
-    mc_hdr_off_t *hdrs;
+    /* ---- the message received (the request on a server, the response on a client) */
+    mc_buf_t strings;  /* method, path and field bytes */
+    mc_hdr_off_t *hdrs; /* header fields, then trailer fields from trailer_index - 1 on */
     size_t nhdrs, caphdrs;
+    size_t trailer_index; /* 1 + index of the first trailer field, 0 if none yet */
+    size_t field_bytes;   /* received field bytes as HPACK counts them (name + value + 32) */
     uint32_t method_off, method_len, path_off, path_len;
     mc_buf_t body;
+    bool in_field;     /* HTTP/1 parsing: appending to a field name */
+    bool in_trailers;  /* the header block is over: fields now are trailers */
 
-    bool dispatched;
+    /* ---- what this side sends: the answer's body (server), the request's body (client) */
+    mc_buf_t sendq;    /* HTTP/1: the serialized answer; HTTP/2: body bytes from sendq_off on */
+    size_t sendq_off;  /* bytes of sendq already handed to nghttp2 (never more than sendq.len) */
+    mc_buf_t trailer_strings; /* trailers to send, serialized (mc_h2_store_trailers) */
+    size_t ntrailers;
+
+    /* ---- server role */
+    bool dispatched;   /* handed to the application (on_request) */
     bool responded;
     bool aborted;
     bool keep_alive;   /* HTTP/1 */
     bool head;         /* HEAD: no body in the response */
-    bool in_field;     /* HTTP/1 parsing: appending to a header name */
-    int error_status;  /* HTTP/2: a core-generated error to answer with */
-
-    /* response */
-    mc_buf_t resp;     /* HTTP/1: serialized response; HTTP/2: body */
-    size_t resp_off;
-    mc_buf_t trailer_strings;
-    size_t ntrailers;
     bool h1_ready;
+    int core_status;   /* a core-generated error to answer with (413, 431), 0 = none */
+    uint64_t last_read; /* loop time of the last bytes of this request (the read timeout) */
+    uint64_t last_sent; /* loop time its answer last moved (HTTP/2: DATA produced; the write timeout) */
+    size_t body_held;   /* body bytes counted in the connection's buffered-body budget */
+    size_t uncredited;  /* body bytes received but not yet credited to the peer's windows (budget) */
 
-    /* client calls */
+    /* ---- client role */
+    int status;        /* the response's :status (final), 0 until it arrives */
     mc_call_done_fn done;
     void *done_ctx;
-    size_t trailer_index; /* 1 + index of the first trailer, 0 if none */
     bool sent;       /* its HEADERS frame left: the server may have processed it */
     bool cancelled;
     bool too_large;
+    bool fields_too_large;
     bool interim;    /* reading the fields of a 1xx answer */
+    mc_stream_callbacks_t scb; /* client streams */
 
-    /* streams (stream.c): the outbound queue is `resp` from resp_off */
+    /* ---- streams (stream.c), both roles: the outbound queue is sendq from sendq_off */
     bool streaming;     /* dispatched at its headers / opened as a stream: body in pieces */
     bool stream_hint;   /* carried a micro-stream header */
     bool head_sent;
@@ -277,11 +318,19 @@ struct mc_request {
     bool deferred;      /* the data source said "nothing yet": resume it on the next write */
     bool want_writable; /* a write found the queue past its mark: say when it drops below */
     bool stream_closed; /* the HTTP/2 stream is gone: nothing more to consume or send */
-    bool in_ended;      /* HTTP/1.1 streams: the client's messages are over */
+    bool in_ended;      /* the peer's side of the stream is over (END_STREAM, EOS, EOF) */
     size_t unconsumed;  /* body bytes delivered but not yet credited back to the peer */
     mc_buf_t h1_frame;  /* HTTP/1.1 streams: the status line and headers every answer frame carries */
-    mc_stream_callbacks_t scb; /* client streams */
 };
+
+/* Header fields of a received message: those before its trailers. */
+static inline size_t mc_request_header_fields(const mc_request_t *r) {
+    return r->trailer_index ? r->trailer_index - 1 : r->nhdrs;
+}
+/* Bytes of r's send queue not yet handed on. */
+static inline size_t mc_request_sendq_left(const mc_request_t *r) {
+    return r->sendq.len > r->sendq_off ? r->sendq.len - r->sendq_off : 0;
+}
 
 #define MC_STREAM_HIGH_WATER (64 * 1024)
 #define MC_STREAM_LOW_WATER (32 * 1024)
@@ -311,6 +360,15 @@ void mc_request_abort(mc_request_t *r);
 /* A JSON error body in the framework's format, for errors raised by the core itself. */
 void mc_error_body(mc_buf_t *b, int status, const char *detail);
 const char *mc_status_text(int status);
+/* Answer fields: a name of token characters, a value without CR, LF or NUL (no response splitting). */
+bool mc_field_name_valid(const char *name, size_t len);
+bool mc_field_valid(const mc_header_t *h);
+bool mc_fields_valid(const mc_header_t *h, size_t n);
+/* Fields the core writes itself or that HTTP/2 forbids (RFC 9113, 8.2.2): content-length,
+ * connection, keep-alive, proxy-connection, transfer-encoding, upgrade. */
+bool mc_field_connection_specific(const char *name, size_t len);
+/* HTTP/2: the connection's body budget frees r's share; bytes it held back are credited. */
+void mc_h2_request_leaves(mc_conn_t *c, mc_request_t *r);
 
 /* ---------------------------------------------------------------- protocols */
 
@@ -326,7 +384,8 @@ typedef struct mc_body {
 } mc_body_t;
 
 int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body);
-void mc_h1_timeout(mc_conn_t *c);
+/* A deadline passed: the request head (body = 0) or a body / a stream's next message (1). */
+void mc_h1_timeout(mc_conn_t *c, int body);
 void mc_h1_shutdown(mc_conn_t *c);
 void mc_h1_free(mc_conn_t *c);
 
@@ -341,7 +400,15 @@ int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt);
 /* Moves nghttp2's pending output into c->out; returns 1 if it stopped at its cap with more to
  * come, 0 when done, -1 on a fatal session error. */
 int mc_h2_pump(mc_conn_t *c);
+/* Server shutdown: a GOAWAY notice (no new streams, please) now, the final GOAWAY after an
+ * acknowledged PING or the grace. */
 void mc_h2_shutdown(mc_conn_t *c);
+void mc_h2_final_goaway(mc_conn_t *c);
+/* The idle timeout: GOAWAY(NO_ERROR); the connection closes after the grace. */
+void mc_h2_goaway_idle(mc_conn_t *c);
+/* Ends the streams stalled past the read or write timeout; returns when to look again (0: no
+ * stream is waiting). */
+uint64_t mc_h2_check_streams(mc_conn_t *c, uint64_t now);
 void mc_h2_free(mc_conn_t *c);
 bool mc_h2_done(mc_conn_t *c);
 

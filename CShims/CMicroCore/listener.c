@@ -50,6 +50,11 @@ static void server_unref(mc_server_t *s) {
     free(s);
 }
 
+/* Connections hold a reference too: the last one to close may still be reading the server after
+ * on_closed, when the application frees it. */
+void mc_server_retain(mc_server_t *s) { server_ref(s); }
+void mc_server_release(mc_server_t *s) { server_unref(s); }
+
 static int post(mc_server_t *s, mc_loop_t *loop, mc_job_fn fn, void *arg) {
     server_ref(s);
     if (mc_loop_post(loop, fn, s, arg) != 0) {
@@ -72,20 +77,6 @@ int mc_server_set_tls(mc_server_t *s, mc_tls_ctx_t *ctx) {
     if (!old) return -1;
     mc_tls_ctx_free(old);
     return 0;
-}
-
-void mc_server_config_init(mc_server_config_t *c) {
-    memset(c, 0, sizeof *c);
-    c->backlog = 4096;
-    c->max_header_bytes = 16 * 1024;
-    c->max_body_bytes = 4 * 1024 * 1024;
-    c->max_concurrent_streams = 250;
-    c->max_pipelined = 16;
-    c->max_connections = 0;
-    c->header_timeout_ms = 10 * 1000;
-    c->idle_timeout_ms = 60 * 1000;
-    c->stream_window = 1024 * 1024;
-    c->connection_window = 16 * 1024 * 1024;
 }
 
 /* Go does the same at start-up: the soft descriptor limit is raised to the hard one. */
@@ -208,10 +199,14 @@ static void dispatch(mc_server_t *s, int fd) {
 
 static bool temporary(int e) { return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM; }
 
-/* Errors that concern one aborted connection, not the listener (accept(2), "Error handling"). */
+/* Errors that concern one aborted connection, not the listener (accept(2), "Error handling";
+ * ETIMEDOUT as Go counts it, EPERM from a firewall rule, ENOSR and the protocol errors that
+ * Linux passes on from the new socket). */
 static bool retry_now(int e) {
     return e == ECONNABORTED || e == EINTR || e == EPROTO || e == ENETDOWN || e == ENOPROTOOPT ||
-           e == EHOSTDOWN || e == ENONET || e == EHOSTUNREACH || e == EOPNOTSUPP || e == ENETUNREACH;
+           e == EHOSTDOWN || e == ENONET || e == EHOSTUNREACH || e == EOPNOTSUPP || e == ENETUNREACH ||
+           e == ETIMEDOUT || e == EPERM || e == ENOSR || e == EPROTONOSUPPORT || e == ESOCKTNOSUPPORT ||
+           e == ECONNRESET;
 }
 
 static void close_listener(mc_server_t *s);
@@ -226,9 +221,16 @@ static void on_readable(uv_poll_t *p, int status, int events) {
     }
     for (int i = 0; i < MC_ACCEPTS_PER_WAKE; i++) {
         if (s->config.max_connections && atomic_load(&s->live_conns) >= s->config.max_connections) {
-            /* At the cap: leave the rest in the backlog until a connection closes. */
+            /* At the cap: leave the rest in the backlog until a connection closes. The flag is
+             * set before the count is looked at again: a connection closing on another loop in
+             * between either sees the flag (and posts the resume) or left a count below the cap
+             * here (and accepting goes on); no wake-up is lost. */
             poll_stop(s);
             atomic_store(cap_paused_of(s), true);
+            if (atomic_load(&s->live_conns) < s->config.max_connections && atomic_exchange(cap_paused_of(s), false)) {
+                poll_start(s);
+                continue;
+            }
             mc_server_log(s, MC_LOG_WARNING, "connection limit %u reached; accept paused",
                     s->config.max_connections);
             return;
@@ -309,13 +311,15 @@ static void listener_start_job(void *ctx, void *arg) {
 static void resume_job(void *ctx, void *arg) {
     (void)arg;
     mc_server_t *s = ctx;
-    if (atomic_exchange(cap_paused_of(s), false)) poll_start(s);
+    if (!atomic_load(&s->shutting_down)) poll_start(s);
     server_unref(s);
 }
 
 void mc_server_conn_gone(mc_server_t *s) {
     atomic_fetch_sub(&s->live_conns, 1);
-    if (atomic_load(cap_paused_of(s)) && !atomic_load(&s->shutting_down)) post(s, s->loops[0].loop, resume_job, NULL);
+    /* the one that clears the flag resumes accepting */
+    if (atomic_load(cap_paused_of(s)) && !atomic_load(&s->shutting_down) && atomic_exchange(cap_paused_of(s), false))
+        post(s, s->loops[0].loop, resume_job, NULL);
     check_closed(s);
 }
 
@@ -394,7 +398,9 @@ static void begin_shutdown(mc_server_t *s) {
     if (!first && !atomic_load(&s->force)) return;
     for (size_t i = 0; i < s->nloops; i++) {
         if (post(s, s->loops[i].loop, shutdown_loop_job, &s->loops[i]) != 0 && i == 0 && first) {
-            /* loop 0 is gone: nobody can close the listener handles; close the socket itself */
+            /* loop 0 is gone (its handles closed with it): close the socket itself */
+            if (s->fd >= 0) close(s->fd);
+            s->fd = -1;
             atomic_store(&s->listener_closed, true);
         }
     }

@@ -126,6 +126,17 @@ static void thread_main(void *arg) {
     mc_loop_t *l = arg;
     current_loop = l;
     uv_run(&l->uv, UV_RUN_DEFAULT);
+    /* Jobs posted from this thread while the handles closed (a close callback resuming a task)
+     * still run: a job is a promise to run, never dropped. No other thread can post now. */
+    for (;;) {
+        size_t ran = run_remote(l);
+        mc_job_t job;
+        while (ring_pop(l, &job)) {
+            job.fn(job.ctx, job.arg);
+            ran++;
+        }
+        if (ran == 0) break;
+    }
     current_loop = NULL;
 }
 
@@ -147,6 +158,7 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
     }
     pthread_mutex_init(&l->mu, NULL);
     atomic_init(&l->nconns, 0);
+    atomic_init(&l->joined, false);
     uv_async_init(&l->uv, &l->wake, on_wake);
     uv_check_init(&l->uv, &l->check);
     uv_idle_init(&l->uv, &l->idle);
@@ -193,13 +205,23 @@ int mc_loop_post(mc_loop_t *l, mc_job_fn fn, void *ctx, void *arg) {
     }
     bool was_empty = l->remote_len == 0;
     l->remote[l->remote_len++] = (mc_job_t){fn, ctx, arg};
-    pthread_mutex_unlock(&l->mu);
-    /* An empty queue means the loop has swapped out the last batch: it needs a new wake-up. */
+    /* An empty queue means the loop has swapped out the last batch: it needs a new wake-up.
+     * Sent under the lock: the loop closes its async handle only after it has seen `closed`
+     * under this lock, so the handle is still open here. */
     if (was_empty) uv_async_send(&l->wake);
+    pthread_mutex_unlock(&l->mu);
     return 0;
 }
 
 int mc_loop_is_current(const mc_loop_t *l) { return current_loop == l; }
+
+mc_loop_t *mc_loop_enter_stopped(mc_loop_t *l) {
+    mc_loop_t *prev = current_loop;
+    if (atomic_load(&l->joined)) current_loop = l;
+    return prev;
+}
+
+void mc_loop_leave_stopped(mc_loop_t *prev) { current_loop = prev; }
 mc_loop_t *mc_loop_current(void) { return current_loop; }
 unsigned mc_loop_index(const mc_loop_t *l) { return l->index; }
 unsigned mc_loop_connection_count(const mc_loop_t *l) {
@@ -210,10 +232,11 @@ void mc_loop_stop(mc_loop_t *l) {
     pthread_mutex_lock(&l->mu);
     bool already = l->closed;
     l->closed = true;
+    if (!already) uv_async_send(&l->wake); /* under the lock, as in mc_loop_post */
     pthread_mutex_unlock(&l->mu);
     if (already) return;
-    uv_async_send(&l->wake);
     uv_thread_join(&l->thread);
+    atomic_store(&l->joined, true);
     uv_loop_close(&l->uv);
     mc_request_pool_free(l);
     mc_pool_close(&l->blocks);

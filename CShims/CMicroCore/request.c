@@ -10,12 +10,16 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MC_KEEP_BYTES (16 * 1024)
 
 void mc_request_unlink(mc_request_t *r) {
     mc_conn_t *c = r->conn;
     if (!c) return;
+    /* its body leaves the connection's budget with it */
+    if (r->body_held) mc_conn_body_held(c, r, -(ptrdiff_t)r->body_held);
+    if (r->proto == MC_PROTO_H2 && (r->uncredited || c->body_uncredited)) mc_h2_request_leaves(c, r);
     if (r->rprev) r->rprev->rnext = r->rnext;
     else c->reqs = r->rnext;
     if (r->rnext) r->rnext->rprev = r->rprev;
@@ -32,13 +36,13 @@ mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto) {
         r = calloc(1, sizeof *r);
         if (!r) return NULL;
     }
-    mc_buf_t strings = r->strings, body = r->body, resp = r->resp, tstr = r->trailer_strings, frame = r->h1_frame;
+    mc_buf_t strings = r->strings, body = r->body, sendq = r->sendq, tstr = r->trailer_strings, frame = r->h1_frame;
     mc_hdr_off_t *hdrs = r->hdrs;
     size_t caphdrs = r->caphdrs;
     memset(r, 0, sizeof *r);
     r->strings = strings;
     r->body = body;
-    r->resp = resp;
+    r->sendq = sendq;
     r->trailer_strings = tstr;
     r->h1_frame = frame;
     r->hdrs = hdrs;
@@ -55,7 +59,7 @@ mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto) {
 static void destroy(mc_request_t *r) {
     mc_buf_free(&r->strings);
     mc_buf_free(&r->body);
-    mc_buf_free(&r->resp);
+    mc_buf_free(&r->sendq);
     mc_buf_free(&r->trailer_strings);
     mc_buf_free(&r->h1_frame);
     free(r->hdrs);
@@ -65,13 +69,13 @@ static void destroy(mc_request_t *r) {
 void mc_request_release(mc_request_t *r) {
     mc_request_unlink(r);
     mc_loop_t *loop = r->loop;
-    if (loop->request_pool_len >= MC_REQUEST_POOL_MAX) {
+    if (loop->request_pool_len >= MC_REQUEST_POOL_MAX || atomic_load_explicit(&loop->joined, memory_order_relaxed)) {
         destroy(r);
         return;
     }
     mc_buf_reset(&r->strings, MC_KEEP_BYTES);
     mc_buf_reset(&r->body, MC_KEEP_BYTES);
-    mc_buf_reset(&r->resp, MC_KEEP_BYTES);
+    mc_buf_reset(&r->sendq, MC_KEEP_BYTES);
     mc_buf_reset(&r->trailer_strings, MC_KEEP_BYTES);
     mc_buf_reset(&r->h1_frame, MC_KEEP_BYTES);
     if (r->caphdrs > 64) {
@@ -132,7 +136,7 @@ void mc_request_abort(mc_request_t *r) {
 }
 
 int mc_request_protocol(const mc_request_t *r) { return r->proto == MC_PROTO_H2_CLIENT ? MC_PROTO_H2 : r->proto; }
-int mc_request_status(const mc_request_t *r) { return r->error_status; }
+int mc_request_status(const mc_request_t *r) { return r->status; }
 size_t mc_request_trailer_index(const mc_request_t *r) { return r->trailer_index ? r->trailer_index - 1 : r->nhdrs; }
 mc_loop_t *mc_request_loop(const mc_request_t *r) { return r->loop; }
 
@@ -211,10 +215,67 @@ int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h,
         return -1;
     }
     c->active--;
+    mc_buf_t error = {0};
+    mc_header_t ct = {"content-type", 12, "application/json", 16};
+    if (!mc_fields_valid(h, nh)) {
+        /* a name that is not a token or CR/LF in a value would split the answer on HTTP/1.1 */
+        mc_server_log(c->server, MC_LOG_ERROR, "an answer carried an invalid header field; answered 500 instead");
+        mc_error_body(&error, 500, "the handler set an invalid response header field");
+        status = 500;
+        h = &ct;
+        nh = 1;
+        prefix = NULL;
+        body = error.data;
+        len = error.len;
+        t = NULL;
+        nt = 0;
+    }
     mc_body_t b = {prefix, prefix ? prefix_len : 0, body, len};
     int rc = r->proto == MC_PROTO_H2 ? mc_h2_respond(r, status, h, nh, b, t, nt) : mc_h1_respond(r, status, h, nh, b);
+    mc_buf_free(&error);
     mc_conn_request_done(c);
     return rc;
+}
+
+/* RFC 9110 5.6.2: tchar */
+static bool token_char(uint8_t ch) {
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && memchr(extra, ch, sizeof extra - 1));
+}
+
+bool mc_field_name_valid(const char *name, size_t len) {
+    if (!len) return false;
+    for (size_t i = 0; i < len; i++)
+        if (!token_char((uint8_t)name[i])) return false;
+    return true;
+}
+
+bool mc_field_valid(const mc_header_t *h) {
+    if (!mc_field_name_valid(h->name, h->name_len)) return false;
+    for (size_t i = 0; i < h->value_len; i++) {
+        uint8_t ch = (uint8_t)h->value[i];
+        if (ch == '\r' || ch == '\n' || ch == 0) return false;
+    }
+    return true;
+}
+
+bool mc_fields_valid(const mc_header_t *h, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!mc_field_valid(&h[i])) return false;
+    return true;
+}
+
+bool mc_field_connection_specific(const char *name, size_t len) {
+    /* by length first: the usual names (content-type, grpc-status) match none */
+    switch (len) {
+    case 7: return strncasecmp(name, "upgrade", 7) == 0;
+    case 10: return strncasecmp(name, "connection", 10) == 0 || strncasecmp(name, "keep-alive", 10) == 0;
+    case 14: return strncasecmp(name, "content-length", 14) == 0;
+    case 16: return strncasecmp(name, "proxy-connection", 16) == 0;
+    case 17: return strncasecmp(name, "transfer-encoding", 17) == 0;
+    default: return false;
+    }
 }
 
 const char *mc_status_text(int status) {

@@ -13,7 +13,7 @@
 
 #include <string.h>
 
-static size_t pending(const mc_request_t *r) { return r->resp.len - r->resp_off; }
+static size_t pending(const mc_request_t *r) { return mc_request_sendq_left(r); }
 
 static void notify_writable(mc_request_t *r) {
     r->want_writable = false;
@@ -31,9 +31,10 @@ ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t leng
     mc_request_t *r = source->ptr;
     size_t left = pending(r);
     size_t n = left < length ? left : length;
-    if (n) memcpy(buf, r->resp.data + r->resp_off, n);
-    r->resp_off += n;
-    if (r->resp_off == r->resp.len) r->resp.len = r->resp_off = 0;
+    if (n) memcpy(buf, r->sendq.data + r->sendq_off, n);
+    r->sendq_off += n;
+    if (n) r->last_sent = uv_now(&r->loop->uv);
+    if (r->sendq_off == r->sendq.len) r->sendq.len = r->sendq_off = 0;
     if (r->want_writable && pending(r) < MC_STREAM_LOW_WATER) notify_writable(r);
     if (pending(r) == 0) {
         if (r->out_finished) {
@@ -75,7 +76,7 @@ static void resume(mc_conn_t *c, mc_request_t *r) {
 
 int mc_request_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
     mc_conn_t *c = live(r);
-    if (!c || r->head_sent || r->responded) return -1;
+    if (!c || r->head_sent || r->responded || !mc_fields_valid(h, nh)) return -1;
     if (h1_stream(r)) {
         if (mc_h1_stream_head(r, status, h, nh) != 0) return -1;
         r->head_sent = true;
@@ -91,12 +92,13 @@ int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
     mc_conn_t *c = live(r);
     if (!c || !r->head_sent || r->out_finished) return -1;
     if (h1_stream(r)) return mc_h1_stream_write(r, data, len);
-    if (r->resp_off && r->resp_off >= r->resp.len / 2) {
-        memmove(r->resp.data, r->resp.data + r->resp_off, pending(r));
-        r->resp.len -= r->resp_off;
-        r->resp_off = 0;
+    if (r->sendq_off && r->sendq_off >= r->sendq.len / 2) {
+        memmove(r->sendq.data, r->sendq.data + r->sendq_off, pending(r));
+        r->sendq.len -= r->sendq_off;
+        r->sendq_off = 0;
     }
-    if (mc_buf_append(&r->resp, data, len) != 0) {
+    if (!pending(r)) r->last_sent = uv_now(&c->loop->uv); /* the write timeout runs from here */
+    if (mc_buf_append(&r->sendq, data, len) != 0) {
         nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
         mc_loop_mark_dirty(c->loop, c);
         return -1;

@@ -616,11 +616,15 @@ int mc_tls_start_handshake(mc_conn_t *c) {
     return drain(c);
 }
 
+/* Encrypted bytes the wire buffer may hold before plaintext waits in c->out: the socket's pace
+ * then reaches the producers through c->out's own marks (mc_h2_pump, the stream marks). */
+#define MC_TLS_WIRE_HIGH (256 * 1024)
+
 int mc_tls_encrypt(mc_conn_t *c) {
     mc_tls_conn_t *t = c->tls;
     if (!t->done || t->failed || !c->out.len) return 0;
     size_t off = 0;
-    while (off < c->out.len) {
+    while (off < c->out.len && t->wire.len < MC_TLS_WIRE_HIGH) {
         size_t chunk = c->out.len - off, w = 0;
         if (chunk > 16384) chunk = 16384;
         ERR_clear_error();
@@ -629,9 +633,10 @@ int mc_tls_encrypt(mc_conn_t *c) {
             return -1;
         }
         off += w;
+        if (drain(c) != 0) return -1;
     }
-    c->out.len = 0;
-    return drain(c);
+    mc_buf_consume(&c->out, off);
+    return 0;
 }
 
 /* close_notify before an orderly close; returns true if something was queued. */

@@ -81,7 +81,11 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
             nil
         )
         if rc != 0 {
+            // The loop has stopped: run here, as the loop's own thread (which is gone), so that
+            // a body that checks inEventLoop and posts again does not come back here forever.
+            let previous = mc_loop_enter_stopped(handle)
             Unmanaged<ClosureBox>.fromOpaque(box).takeRetainedValue().body()
+            mc_loop_leave_stopped(previous)
         }
     }
 

@@ -413,6 +413,8 @@ extension HTTPClientError {
             return HTTPClientError(kind: .refused, message: "the server did not process the call")
         case Int(MC_CALL_TOO_LARGE):
             return HTTPClientError(kind: .tooLarge, message: "the response exceeds the size limit")
+        case Int(MC_CALL_FIELDS_TOO_LARGE):
+            return HTTPClientError(kind: .tooLarge, message: "the response's header fields exceed \(MC_CLIENT_MAX_FIELD_BYTES / 1024) KiB")
         case Int(MC_CALL_CANCELLED) where timedOut:
             return HTTPClientError(kind: .timeout, message: "no answer before the deadline")
         case Int(MC_CALL_CANCELLED):

@@ -53,7 +53,10 @@ public final class HTTPServer: Sendable {
         config.max_pipelined = UInt32(clamping: max(1, configuration.maxPipelinedRequests))
         config.max_connections = UInt32(clamping: configuration.maxConnections)
         config.header_timeout_ms = configuration.headerTimeout.milliseconds
-        config.idle_timeout_ms = configuration.idleTimeout.milliseconds
+        config.idle_timeout_ms = max(configuration.idleTimeout.milliseconds, 1)
+        config.read_timeout_ms = configuration.readTimeout.milliseconds
+        config.write_timeout_ms = configuration.writeTimeout.milliseconds
+        config.max_buffered_body_bytes = max(configuration.maxBufferedBodyBytes, 0)
         config.tls = tls?.pointer
         var callbacks = mc_server_callbacks_t()
         callbacks.ctx = Unmanaged.passRetained(context).toOpaque()

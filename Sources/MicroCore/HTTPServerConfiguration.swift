@@ -16,8 +16,19 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxConnections: Int = 0
     /// A request's headers must arrive within this time (slow clients are cut: 408).
     public var headerTimeout: Duration = .seconds(10)
-    /// A connection with nothing in flight closes after this time.
+    /// A connection with nothing in flight closes after this time (HTTP/2: GOAWAY first, then
+    /// the close after a grace of a second).
     public var idleTimeout: Duration = .seconds(60)
+    /// A request body that gets no bytes for this long is ended: answered 408 if its handler has
+    /// not started, else reset (HTTP/2 RST_STREAM; HTTP/1.1 closes). This covers a streaming
+    /// call whose client sends nothing for this long too; `.zero` turns the limit off.
+    public var readTimeout: Duration = .seconds(60)
+    /// Output waiting that the peer does not take for this long closes the connection (HTTP/2:
+    /// one stream whose window stays shut is reset); `.zero` turns the limit off.
+    public var writeTimeout: Duration = .seconds(30)
+    /// Request bodies one connection may hold before their handlers take them. Past it, HTTP/2
+    /// peers get no more flow-control credit and HTTP/1.1 reading pauses, until handlers answer.
+    public var maxBufferedBodyBytes: Int = 16 * 1024 * 1024
     /// The listen backlog.
     public var backlog: Int = 4096
     /// TLS on every connection (nil: plaintext, HTTP/1.1 and h2c). See ``HTTPServer/reloadTLS(_:)``.
@@ -26,6 +37,29 @@ public struct HTTPServerConfiguration: Sendable {
     public init(host: String = "", port: Int = 0) {
         self.host = host
         self.port = port
+    }
+}
+
+extension HTTPServerConfiguration {
+    /// Applies the `MICRO_SERVER_*` settings of `environment` (timeouts in seconds, fractions
+    /// allowed): `MICRO_SERVER_HEADER_TIMEOUT`, `MICRO_SERVER_IDLE_TIMEOUT`,
+    /// `MICRO_SERVER_READ_TIMEOUT`, `MICRO_SERVER_WRITE_TIMEOUT` (0 = off for the last two).
+    /// Returns what could not be applied, one sentence each.
+    public mutating func apply(environment: [String: String]) -> [String] {
+        var problems: [String] = []
+        func seconds(_ name: String, zeroAllowed: Bool) -> Duration? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let value = Double(text), value.isFinite, value >= 0, value <= 1e6, zeroAllowed || value > 0 else {
+                problems.append("\(name) must be a number of seconds\(zeroAllowed ? " (0: off)" : " above 0"), not '\(text)'")
+                return nil
+            }
+            return .milliseconds(Int64(value * 1000))
+        }
+        if let t = seconds("MICRO_SERVER_HEADER_TIMEOUT", zeroAllowed: false) { headerTimeout = t }
+        if let t = seconds("MICRO_SERVER_IDLE_TIMEOUT", zeroAllowed: false) { idleTimeout = t }
+        if let t = seconds("MICRO_SERVER_READ_TIMEOUT", zeroAllowed: true) { readTimeout = t }
+        if let t = seconds("MICRO_SERVER_WRITE_TIMEOUT", zeroAllowed: true) { writeTimeout = t }
+        return problems
     }
 }
 

@@ -34,7 +34,7 @@ struct Reply: Codable, Sendable { var message: String }
         let service = try Self.service()
         defer { service.stop() }
         let conn = try RawConnection(port: service.port!)
-        try conn.send("THIS IS NOT HTTP\r\n\r\n")
+        try conn.send("THIS IS NOT HTTP/1.1\r\n\r\n")
         let response = try conn.readResponse()
         #expect(response.status == 400)
         #expect(Self.microError(response.body).code == 400)

@@ -41,6 +41,13 @@ mc_loop_t *mc_loop_current(void);
 
 unsigned mc_loop_index(const mc_loop_t *loop);
 
+/* After mc_loop_stop (its thread joined): the calling thread acts as the loop's own
+ * (mc_loop_is_current says 1) until mc_loop_leave_stopped, so that work that missed the loop
+ * (answers of requests whose connections are gone) completes where it is instead of posting
+ * again. Returns the loop to give back to mc_loop_leave_stopped. A no-op on a running loop. */
+mc_loop_t *mc_loop_enter_stopped(mc_loop_t *loop);
+void mc_loop_leave_stopped(mc_loop_t *previous);
+
 /* CPUs this process may run on (its affinity mask), at least 1. */
 unsigned mc_cpu_count(void);
 
@@ -77,7 +84,16 @@ typedef struct mc_server_config {
     uint32_t max_pipelined;         /* HTTP/1.1 requests in flight per connection, default 16 */
     uint32_t max_connections;       /* accept pauses at this many, default 0 = from RLIMIT_NOFILE */
     uint32_t header_timeout_ms;     /* a request's headers must arrive within, default 10 s */
-    uint32_t idle_timeout_ms;       /* a connection with nothing in flight closes after, default 60 s */
+    uint32_t idle_timeout_ms;       /* a connection with nothing in flight closes after, default 60 s
+                                     * (HTTP/2: GOAWAY, then closed after a short grace) */
+    uint32_t read_timeout_ms;       /* a request body (HTTP/1.1 body, HTTP/2 stream before its
+                                     * END_STREAM) that gets no bytes for this long is ended: 408
+                                     * if not yet handed over, else reset; default 60 s, 0 = never */
+    uint32_t write_timeout_ms;      /* output waiting and no byte of it taken by the peer for this
+                                     * long: the connection closes; default 30 s, 0 = never */
+    size_t max_buffered_body_bytes; /* request bodies one connection may hold before their handlers
+                                     * take them; past it the peer's windows are credited no more
+                                     * (HTTP/2) or reading pauses (HTTP/1.1); default 16 MiB */
     uint32_t stream_window;         /* HTTP/2 initial stream receive window, default 1 MiB */
     uint32_t connection_window;     /* HTTP/2 connection receive window, default 16 MiB */
     struct mc_tls_ctx *tls;         /* NULL = plaintext; else every connection is TLS (the server
@@ -220,7 +236,12 @@ enum {
     MC_CALL_RESET = 2,     /* the stream or connection broke after the request was sent */
     MC_CALL_TOO_LARGE = 3, /* the response exceeded the limit */
     MC_CALL_CANCELLED = 4, /* mc_client_cancel */
+    MC_CALL_FIELDS_TOO_LARGE = 5, /* the response's header or trailer fields exceeded MC_CLIENT_MAX_FIELD_BYTES */
 };
+
+/* What a client keeps of a response's fields (headers and trailers, counted as HPACK's
+ * SETTINGS_MAX_HEADER_LIST_SIZE does: name + value + 32 each); advertised to the server. */
+#define MC_CLIENT_MAX_FIELD_BYTES 65536
 
 /* The response (when result is MC_CALL_OK) is read with the mc_request_* accessors inside the
  * callback: status, headers (trailers from mc_request_trailer_index on), body. It is freed when
