@@ -24,7 +24,7 @@
 #define MC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define MC_H2_PREFACE_LEN 24
 #define MC_OUT_HIGH_WATER (4 * 1024 * 1024)
-#define MC_TLS_LINGER_MS 2000
+#define MC_LINGER_MS 2000
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
@@ -57,7 +57,7 @@ void mc_server_config_init(mc_server_config_t *c) {
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void tls_linger(mc_conn_t *c);
+static void linger(mc_conn_t *c);
 
 void mc_conn_start_reading(mc_conn_t *c) {
     c->read_stopped = false;
@@ -75,6 +75,7 @@ size_t mc_conn_out_pending(const mc_conn_t *c) {
 #define MC_H2_MAX_QUEUED_FRAMES 1024
 
 static bool want_reading(mc_conn_t *c) {
+    if (c->lingering) return !c->closing; /* reads only to discard, until the peer's EOF */
     if (c->closing || c->eof || c->h1_paused || c->close_after_flush) return false;
     if (c->h1_stream && c->h1_stream->unconsumed > MC_H1_STREAM_WINDOW) return false; /* a slow stream reader */
     /* HTTP/1.1 has no window: a connection past its body budget waits for its handlers */
@@ -283,9 +284,11 @@ static void flush(mc_conn_t *c) {
     if (!mc_conn_out_pending(c)) c->write_since = 0;
     else if (!c->write_since) c->write_since = now;
     /* TLS hook: a refused handshake's answer is out: half-close and linger */
-    if (c->tls && !c->client && mc_tls_failed(c) && !c->writing && !pending->len && !c->tls_linger) tls_linger(c);
-    if (finished(c)) {
-        mc_conn_close(c);
+    if (c->tls && !c->client && mc_tls_failed(c) && !c->writing && !pending->len && !c->lingering) linger(c);
+    if (!c->lingering && finished(c)) {
+        /* this side ends the connection while the peer may still be sending: linger */
+        if (!c->client && c->close_after_flush && !c->eof) linger(c);
+        else mc_conn_close(c);
         return;
     }
     if (c->h1_stream) mc_h1_stream_flushed(c);
@@ -330,8 +333,8 @@ void mc_conn_update_timer(mc_conn_t *c) {
     if (c->closing || c->client) return; /* clients: the caller's deadlines govern */
     const mc_server_config_t *cfg = &c->server->config;
     uint64_t now = uv_now(&c->loop->uv), deadline = 0;
-    if (c->tls && mc_tls_failed(c)) {
-        if (!c->linger_until) c->linger_until = now + MC_TLS_LINGER_MS;
+    if (c->lingering || (c->tls && mc_tls_failed(c))) {
+        if (!c->linger_until) c->linger_until = now + MC_LINGER_MS;
         deadline = c->linger_until;
     } else {
         deadline = earliest(c->header_deadline, c->close_at);
@@ -366,8 +369,8 @@ static void on_timer(uv_timer_t *t) {
     if (c->closing) return;
     const mc_server_config_t *cfg = &c->server->config;
     uint64_t now = uv_now(&c->loop->uv);
-    if (c->tls && mc_tls_failed(c)) {
-        if (now >= c->linger_until) mc_conn_close(c);
+    if (c->lingering || (c->tls && mc_tls_failed(c))) {
+        if (c->linger_until && now >= c->linger_until) mc_conn_close(c);
         else mc_conn_update_timer(c);
         return;
     }
@@ -534,18 +537,21 @@ static void tls_failed(mc_conn_t *c) {
     mc_loop_mark_dirty(c->loop, c);
 }
 
-static void tls_linger(mc_conn_t *c) {
+static void linger(mc_conn_t *c) {
     uv_os_fd_t fd;
-    c->tls_linger = true;
+    c->lingering = true;
+    c->linger_until = uv_now(&c->loop->uv) + MC_LINGER_MS;
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0) shutdown(fd, SHUT_WR);
+    if (c->read_stopped) mc_conn_start_reading(c);
+    mc_conn_update_timer(c);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     (void)buf;
     mc_conn_t *c = stream->data;
     if (c->closing) return;
-    if (c->tls && !c->client && mc_tls_failed(c)) {
-        /* TLS hook: a refused handshake; input is dropped until the peer's EOF */
+    if (c->lingering || (c->tls && !c->client && mc_tls_failed(c))) {
+        /* lingering (or a refused TLS handshake): input is dropped until the peer's EOF */
         if (nread < 0) mc_conn_close(c);
         return;
     }

@@ -94,36 +94,44 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
                : 0;
 }
 
-/* Credits body bytes held back by the connection's budget: all of them while the connection is
- * under it; else, when no handler holds a body that will be freed, the oldest stream's (so that
- * one request can always complete). */
+static void credit(mc_conn_t *c, mc_request_t *r) {
+    nghttp2_session_consume_connection(c->h2, r->uncredited);
+    nghttp2_session_consume_stream(c->h2, r->stream_id, r->uncredited);
+    c->body_uncredited -= r->uncredited;
+    r->uncredited = 0;
+}
+
+/* Credits body bytes held back by the connection's budget: all of them once the connection is
+ * under it again. Over it, while no handler holds a body that its answer will free, one stream
+ * (the oldest waiting) is let past the budget until it ends, so that one request can always
+ * complete: memory stays bounded by the budget, the connection window and one body. */
 static void credit_deferred(mc_conn_t *c) {
     if (!c->body_uncredited || !c->h2) return;
-    bool under = c->body_buffered <= c->server->config.max_buffered_body_bytes;
-    mc_request_t *oldest = NULL;
-    bool handlers_hold = false;
+    if (c->body_buffered <= c->server->config.max_buffered_body_bytes) {
+        for (mc_request_t *r = c->reqs; r; r = r->rnext)
+            if (r->uncredited) credit(c, r);
+        mc_loop_mark_dirty(c->loop, c);
+        return;
+    }
+    mc_request_t *exception = NULL, *oldest = NULL;
     for (mc_request_t *r = c->reqs; r; r = r->rnext) {
-        if (r->dispatched && r->body_held) handlers_hold = true;
-        if (!r->uncredited) continue;
-        if (under) {
-            nghttp2_session_consume_connection(c->h2, r->uncredited);
-            nghttp2_session_consume_stream(c->h2, r->stream_id, r->uncredited);
-            c->body_uncredited -= r->uncredited;
-            r->uncredited = 0;
-        } else if (!oldest || r->stream_id < oldest->stream_id) {
-            oldest = r;
-        }
+        if (r->dispatched && r->body_held) return; /* an answer will free memory */
+        if (r->stream_id == c->body_exception) exception = r;
+        if (r->uncredited && !r->dispatched && (!oldest || r->stream_id < oldest->stream_id)) oldest = r;
     }
-    if (!under && !handlers_hold && oldest) {
-        nghttp2_session_consume_connection(c->h2, oldest->uncredited);
-        nghttp2_session_consume_stream(c->h2, oldest->stream_id, oldest->uncredited);
-        c->body_uncredited -= oldest->uncredited;
-        oldest->uncredited = 0;
+    if (!exception) {
+        if (!oldest) return;
+        exception = oldest;
+        c->body_exception = oldest->stream_id;
     }
-    mc_loop_mark_dirty(c->loop, c);
+    if (exception->uncredited) {
+        credit(c, exception);
+        mc_loop_mark_dirty(c->loop, c);
+    }
 }
 
 void mc_h2_request_leaves(mc_conn_t *c, mc_request_t *r) {
+    if (r->stream_id == c->body_exception) c->body_exception = 0;
     if (r->uncredited && c->h2) nghttp2_session_consume_connection(c->h2, r->uncredited);
     c->body_uncredited -= r->uncredited < c->body_uncredited ? r->uncredited : c->body_uncredited;
     r->uncredited = 0;
@@ -206,6 +214,7 @@ static void respond_error(mc_request_t *r, int status) {
 
 static void dispatch(mc_conn_t *c, mc_request_t *r) {
     r->dispatched = true;
+    if (r->stream_id == c->body_exception) c->body_exception = 0;
     c->active++;
     if (r->core_status) {
         respond_error(r, r->core_status);

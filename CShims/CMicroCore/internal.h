@@ -195,9 +195,10 @@ struct mc_conn {
     uint64_t stream_check_at; /* HTTP/2: when to look for streams stalled in either direction */
     uint64_t close_at;        /* after an idle GOAWAY or a shutdown notice: close (or final GOAWAY) then */
     uint64_t idle_since;      /* nothing in flight since */
-    uint64_t linger_until;    /* a refused TLS handshake: stop waiting for the peer's EOF then */
+    uint64_t linger_until;    /* lingering: stop waiting for the peer's EOF then */
     size_t body_buffered;     /* request body bytes held before handlers take them (budget) */
     size_t body_uncredited;   /* HTTP/2: bytes received past the budget, not yet credited */
+    int32_t body_exception;   /* HTTP/2: the one stream credited past the budget (0 = none) */
     uint32_t resets_sent;     /* HTTP/2: RST_STREAM frames this side sent (MadeYouReset budget) */
     uint64_t resets_window_at;
 
@@ -235,7 +236,9 @@ struct mc_conn {
 
     /* TLS (tls.c); NULL on a plaintext connection */
     struct mc_tls_conn *tls;
-    bool tls_linger; /* a refused handshake: write side shut, input discarded until EOF or timer */
+    bool lingering;  /* closing: write side shut, input discarded until the peer's EOF or linger_until
+                      * (so that our last words — a GOAWAY, a 4xx, a TLS alert — are not destroyed
+                      * by the reset that closing with unread input sends) */
 };
 
 void mc_conn_close(mc_conn_t *c);

@@ -76,7 +76,7 @@ with --path targets a gRPC method, e.g. counter's /counter.Counter/Echo):
       or `Transfer-Encoding : chunked` (RFC 9112 5.1: reject with 400), then a `Connection:
       close` sentinel request; every status line until EOF.
   server-hpack-expanded  (finding 9, the other direction) an h2c SERVER on --listen-port (0:
-      free; prints `listening PORT` on stderr first): answers the first request with a header block
+      free; prints `listening on 127.0.0.1:PORT` on stderr first): answers the first request with a header block
       (and --blocks 2: a trailer block too) each of one ~4 KB indexed field and 1-byte references
       to it across HEADERS + 8 CONTINUATION frames (~147 KB, ~147k fields, ~600 MB expanded).
       Runs until the client closes or --max-wait; finds the client's pid through /proc (socket
@@ -1505,7 +1505,7 @@ def sc_server_hpack_expanded(args):
     ls.bind(("127.0.0.1", args.listen_port))
     ls.listen(8)
     port = ls.getsockname()[1]
-    print("listening %d" % port, file=sys.stderr, flush=True)
+    print("listening on 127.0.0.1:%d" % port, file=sys.stderr, flush=True)
     deadline = time.monotonic() + args.max_wait
     res = {"port": port}
     r, _, _ = select.select([ls], [], [], args.max_wait)

@@ -1,0 +1,146 @@
+import Foundation
+import Logging
+import MicroCore
+import MicroTestSupport
+import Synchronization
+import Testing
+
+/// The core's own answers to bad input and its lifecycle edges, from raw sockets and curl.
+@Suite struct CoreHardeningTests {
+    static let logger = Logger(label: "test")
+
+    static func frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt32, _ payload: [UInt8] = []) -> [UInt8] {
+        let n = payload.count
+        return [UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff), type, flags,
+                UInt8(stream >> 24 & 0x7f), UInt8(stream >> 16 & 0xff), UInt8(stream >> 8 & 0xff), UInt8(stream & 0xff)] + payload
+    }
+
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + frame(4, stream: 0)
+    /// HPACK: :method POST, :scheme http, :path /, :authority "x".
+    static let requestBlock: [UInt8] = [0x83, 0x86, 0x84, 0x41, 0x01, 0x78]
+
+    /// Frames (type, flags, stream, payload) in `bytes`.
+    static func frames(_ bytes: [UInt8]) -> [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] {
+        var out: [(UInt8, UInt8, UInt32, [UInt8])] = []
+        var offset = 0
+        while offset + 9 <= bytes.count {
+            let length = Int(bytes[offset]) << 16 | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2])
+            guard offset + 9 + length <= bytes.count else { break }
+            let stream = bytes[(offset + 5)..<(offset + 9)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff
+            out.append((bytes[offset + 3], bytes[offset + 4], stream, Array(bytes[(offset + 9)..<(offset + 9 + length)])))
+            offset += 9 + length
+        }
+        return out
+    }
+
+    /// Reads until a frame matching `match` arrives (or the connection ends); all frames read.
+    static func read(_ conn: RawConnection, until match: (UInt8, UInt8, UInt32) -> Bool) throws -> [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] {
+        var bytes: [UInt8] = []
+        while true {
+            guard let chunk = try conn.read(timeout: .seconds(60)), !chunk.isEmpty else { return frames(bytes) }
+            bytes += chunk
+            let got = frames(bytes)
+            if got.contains(where: { match($0.type, $0.flags, $0.stream) }) { return got }
+        }
+    }
+
+    /// An answer field with CR/LF would split an HTTP/1.1 answer: the core answers 500 instead;
+    /// connection-specific fields set by a handler are dropped (the core frames the answer), and
+    /// its `Connection: close` is honoured.
+    @Test func answerFieldsAreValidated() async throws {
+        let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
+            switch request.path {
+            case "/split":
+                responder.send(HTTPServerResponse(headers: ["x-evil": "a\r\nset-cookie: stolen=1"], body: Array("no".utf8)))
+            default:
+                responder.send(HTTPServerResponse(headers: ["transfer-encoding": "chunked", "connection": "close", "keep-alive": "x"],
+                                                  body: Array("framed".utf8)))
+            }
+        }
+        defer { server.shutdown() }
+        for version in ["--http1.1", "--http2-prior-knowledge"] {
+            let split = try await Tool.run("curl", ["-s", "-i", version, "http://127.0.0.1:\(server.port)/split"])
+            #expect(split.stdout.contains(" 500"), "\(version): \(split.stdout)")
+            #expect(!split.stdout.lowercased().contains("set-cookie"), "\(version): \(split.stdout)")
+        }
+        let conn = try RawConnection(port: server.port)
+        try conn.send("GET /framed HTTP/1.1\r\nhost: x\r\n\r\n")
+        let response = try conn.readResponse()
+        #expect(response.body == "framed")
+        #expect(response.headers["transfer-encoding"] == nil)
+        #expect(response.headers["keep-alive"] == nil)
+        #expect(response.headers["connection"] == "close")
+        #expect(try conn.readToEnd().isEmpty)
+    }
+
+    /// HTTP/2: a request past the header or body limit is answered 431 / 413 as soon as the
+    /// limit is passed, before the client ends its stream; the rest is refused with RST_STREAM.
+    @Test func limitsAreAnsweredBeforeTheRequestEnds() async throws {
+        var config = HTTPServerConfiguration(host: "127.0.0.1")
+        config.maxBodyBytes = 10
+        config.maxHeaderBytes = 1024
+        let server = try HTTPServer(configuration: config, logger: Self.logger) { _, responder in
+            responder.send(HTTPServerResponse(body: Array("handled".utf8)))
+        }
+        defer { server.shutdown() }
+        let conn = try RawConnection(port: server.port)
+        // stream 1: 20 body bytes, no END_STREAM
+        var bytes = Self.preface + Self.frame(1, flags: 0x4, stream: 1, Self.requestBlock) + Self.frame(0, stream: 1, Array(repeating: 0x61, count: 20))
+        // stream 3: a 2 KB field, END_HEADERS without END_STREAM
+        let big = [UInt8](repeating: 0x62, count: 2000)
+        bytes += Self.frame(1, flags: 0x4, stream: 3, Self.requestBlock + [0x00, 0x01, 0x78, 0x7f, 0xd1, 0x0e] + big)
+        try conn.send(bytes)
+        var ended = Set<UInt32>()
+        let got = try Self.read(conn) { type, flags, stream in
+            if type == 0 && flags & 0x1 != 0 { ended.insert(stream) }
+            return ended.count == 2
+        }
+        func body(_ stream: UInt32) -> String {
+            String(decoding: got.filter { $0.type == 0 && $0.stream == stream }.flatMap(\.payload), as: UTF8.self)
+        }
+        #expect(body(1).contains("\"code\":413"), "\(body(1))")
+        #expect(body(3).contains("\"code\":431"), "\(body(3))")
+        // the client never sent END_STREAM: the rest of each request is refused
+        #expect(got.contains { $0.type == 3 && $0.stream == 1 })
+    }
+
+    /// Graceful shutdown on HTTP/2: first a GOAWAY notice (the highest id) with a PING, and the
+    /// final GOAWAY (the last stream processed) once the PING comes back.
+    @Test func shutdownSendsANoticeThenTheFinalGoaway() async throws {
+        let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { _, responder in
+            responder.send(HTTPServerResponse(body: Array("ok".utf8)))
+        }
+        let conn = try RawConnection(port: server.port)
+        try conn.send(Self.preface + Self.frame(1, flags: 0x5, stream: 1, Self.requestBlock))
+        _ = try Self.read(conn) { type, flags, stream in stream == 1 && flags & 0x1 != 0 }
+        server.shutdown()
+        let notice = try Self.read(conn) { type, flags, _ in type == 6 && flags & 0x1 == 0 }
+        let goaways = notice.filter { $0.type == 7 }
+        #expect(goaways.first.map { $0.payload[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff } == 0x7fff_ffff)
+        let ping = notice.first { $0.type == 6 && $0.flags & 0x1 == 0 }!
+        try conn.send(Self.frame(6, flags: 0x1, stream: 0, ping.payload))
+        let final = try Self.read(conn) { type, _, _ in type == 7 }
+        let last = final.filter { $0.type == 7 }.last!
+        #expect(last.payload[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff == 1)
+        await server.waitUntilClosed()
+    }
+
+    /// After a loop stopped, work sent to it from another thread runs there once (it used to post
+    /// itself again without end).
+    @Test func workForAStoppedLoopRunsOnceWhereItIs() async throws {
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        group.shutdown()
+        let runs = Mutex(0)
+        let sawLoop = Mutex(false)
+        @Sendable func again(_ depth: Int) {
+            // the pattern of every loop-confined method: hop if not on the loop
+            guard loop.inEventLoop else { return loop.execute { again(depth + 1) } }
+            runs.withLock { $0 += 1 }
+            sawLoop.withLock { $0 = depth == 1 }
+        }
+        again(0)
+        #expect(runs.withLock { $0 } == 1)
+        #expect(sawLoop.withLock { $0 })
+    }
+}
