@@ -238,8 +238,9 @@ static void flush(mc_conn_t *c) {
     /* TLS hook: c->out holds plaintext; the records to write wait in the TLS wire buffer, and
      * only up to its mark, so that c->out (and with it the producers) feel the peer's pace */
     mc_buf_t *pending = &c->out;
+    int tls_more = 0;
     if (c->tls) {
-        if (mc_tls_encrypt(c) != 0) {
+        if ((tls_more = mc_tls_encrypt(c)) < 0) {
             mc_conn_close(c);
             return;
         }
@@ -293,7 +294,7 @@ static void flush(mc_conn_t *c) {
     }
     if (c->h1_stream) mc_h1_stream_flushed(c);
     /* nghttp2 (or TLS) had more than one pump's worth and the socket took it all: pump again */
-    if ((more > 0 || (c->tls && c->out.len)) && !c->writing) mc_loop_mark_dirty(c->loop, c);
+    if ((more > 0 || tls_more > 0) && !c->writing) mc_loop_mark_dirty(c->loop, c);
     update_reading(c);
     mc_conn_update_timer(c);
 }

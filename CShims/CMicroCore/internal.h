@@ -439,7 +439,9 @@ void mc_tls_conn_free(mc_conn_t *c);
 int mc_tls_read(mc_conn_t *c, const uint8_t *p, size_t n, mc_tls_feed_fn feed);
 /* Client: sends the ClientHello. */
 int mc_tls_start_handshake(mc_conn_t *c);
-/* Encrypts c->out (plaintext) into the wire buffer once the handshake is done. */
+/* Encrypts c->out (plaintext) into the wire buffer once the handshake is done, up to the wire
+ * buffer's mark. Returns 1 if plaintext is left for later, 0 if not (or before the handshake),
+ * -1 on failure. */
 int mc_tls_encrypt(mc_conn_t *c);
 /* Records waiting for the socket. */
 mc_buf_t *mc_tls_wire(mc_conn_t *c);

@@ -636,7 +636,7 @@ int mc_tls_encrypt(mc_conn_t *c) {
         if (drain(c) != 0) return -1;
     }
     mc_buf_consume(&c->out, off);
-    return 0;
+    return c->out.len ? 1 : 0; /* 1: plaintext waits for the wire buffer to drain */
 }
 
 /* close_notify before an orderly close; returns true if something was queued. */
