@@ -237,27 +237,32 @@ int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h,
     return rc;
 }
 
-/* RFC 9110 5.6.2: tchar */
-static bool token_char(uint8_t ch) {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && memchr(extra, ch, sizeof extra - 1));
-}
+/* One lookup per byte: 1 = a token character (RFC 9110 5.6.2: tchar), 2 = a byte a field value
+ * must not hold (CR, LF, NUL). */
+static const uint8_t field_bytes_class[256] = {
+    [0] = 2, ['\r'] = 2, ['\n'] = 2,
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+    ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
 
 bool mc_field_name_valid(const char *name, size_t len) {
-    if (!len) return false;
-    for (size_t i = 0; i < len; i++)
-        if (!token_char((uint8_t)name[i])) return false;
-    return true;
+    uint8_t all = len ? 1 : 0;
+    for (size_t i = 0; i < len; i++) all &= field_bytes_class[(uint8_t)name[i]];
+    return all == 1;
 }
 
 bool mc_field_valid(const mc_header_t *h) {
     if (!mc_field_name_valid(h->name, h->name_len)) return false;
-    for (size_t i = 0; i < h->value_len; i++) {
-        uint8_t ch = (uint8_t)h->value[i];
-        if (ch == '\r' || ch == '\n' || ch == 0) return false;
-    }
-    return true;
+    uint8_t any = 0;
+    for (size_t i = 0; i < h->value_len; i++) any |= field_bytes_class[(uint8_t)h->value[i]];
+    return (any & 2) == 0;
 }
 
 bool mc_fields_valid(const mc_header_t *h, size_t n) {
