@@ -11,9 +11,10 @@ extension Duration {
         components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
     }
 
-    /// Seconds from the environment variable `name` (fractions allowed), if it is set and valid:
-    /// `MICRO_REGISTER_TTL=2.5`.
+    /// Seconds from the environment variable `name` (fractions allowed), if it is set and valid
+    /// (a finite number, at least a millisecond, at most 10⁹ s): `MICRO_REGISTER_TTL=2.5`.
     public static func seconds(fromEnvironment name: String, _ environment: [String: String] = ProcessInfo.processInfo.environment) -> Duration? {
-        environment[name].flatMap(Double.init).map { .milliseconds(Int($0 * 1000)) }
+        guard let seconds = environment[name].flatMap(Double.init), seconds >= 0.001, seconds <= 1e9 else { return nil }
+        return .milliseconds(Int64(seconds * 1000))
     }
 }

@@ -198,11 +198,19 @@ struct Subscribe: AsyncParsableCommand {
         logger.logLevel = .warning
         let broker = HTTPBroker(logger: logger)
         let out = FileHandle.standardOutput
-        let subscription = try await broker.subscribe(topic, queue: queue) { event in
-            // one line per message, written at once (a pipe reader sees it immediately)
-            var line = event.message.body.filter { $0 != 10 && $0 != 13 }
-            line.append(10)
-            out.write(Data(line))
+        let subscription: BrokerSubscription
+        do {
+            // a listener of its own and a registration: what cannot be had is said in one line
+            if let problem = Registries.environmentError() { throw Failure(problem) }
+            subscription = try await broker.subscribe(topic, queue: queue) { event in
+                // one line per message, written at once (a pipe reader sees it immediately)
+                var line = event.message.body.filter { $0 != 10 && $0 != 13 }
+                line.append(10)
+                out.write(Data(line))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("\(ServiceStartError(service: "micro subscribe", underlying: error))\n".utf8))
+            throw ExitCode(1)
         }
         FileHandle.standardError.write(Data("listening on \(broker.address ?? "?")\nsubscribed to \(topic)\n".utf8))
         for await _ in signals { break }

@@ -64,7 +64,9 @@ import Testing
         for port in (0..<5).map({ _ in Int.random(in: 20000...32000) }) where response == nil {
             let daemon = try BackgroundTool("nghttpd", ["--no-tls", "-d", dir.path, "\(port)"])
             let client = HTTPClient()
-            for _ in 0..<250 where response == nil {
+            // until nghttpd answers, or exits (its port was taken); the bound is a hang guard
+            let giveUp = ContinuousClock.now + .seconds(120)
+            while response == nil && !daemon.hasExited && ContinuousClock.now < giveUp {
                 do {
                     let answer = try await client.request(address: "127.0.0.1:\(port)", method: "GET", path: "/file", headers: [:], body: [])
                     guard answer.headers["server"]?.hasPrefix("nghttpd") == true else { break }

@@ -64,7 +64,7 @@ import Testing
             }
         }
         // `together` streams at once on one connection
-        let result = try await Tool.run("nghttp", ["-n", "-m", "\(together)", "http://127.0.0.1:\(server.port)/wait"], timeout: .seconds(30))
+        let result = try await Tool.run("nghttp", ["-n", "-m", "\(together)", "http://127.0.0.1:\(server.port)/wait"])
         #expect(result.status == 0)
         #expect(waiting.withLock { $0.count } == together)
 

@@ -35,7 +35,7 @@ public final class ChildService: Sendable {
             Spawn.readLines(fd) { output.add($0) }
             output.end()
         }
-        guard let line = await output.wait(for: "listening on ", within: .seconds(120)),
+        guard let line = await output.wait(for: "listening on ", within: .seconds(300)),
               let port = Int(line[line.range(of: "listening on ")!.upperBound...].split(separator: ":").last ?? "")
         else {
             kill(child.pid, SIGKILL)
@@ -46,9 +46,12 @@ public final class ChildService: Sendable {
     }
 
     /// Waits for a log line containing `text` (one already logged counts); nil if the log ends
-    /// first, or after `within` (a bound, so that a broken test fails instead of hanging).
-    public func waitForLine(containing text: String, within: Duration = .seconds(60)) async -> String? {
-        await output.wait(for: text, within: within)
+    /// first, or after `within` (a bound, so that a broken test fails instead of hanging; never a
+    /// measurement: a slow machine, a sanitizer, must not reach it).
+    ///
+    /// `occurrence`: the how-manyth such line (1: the first).
+    public func waitForLine(containing text: String, occurrence: Int = 1, within: Duration = .seconds(300)) async -> String? {
+        await output.wait(for: text, occurrence: occurrence, within: within)
     }
 
     public var logLines: [String] { output.lines }
@@ -84,7 +87,17 @@ final class LineLog: Sendable {
     private struct State {
         var lines: [String] = []
         var ended = false
-        var waiters: [UUID: (text: String, continuation: CheckedContinuation<String?, Never>)] = [:]
+        var waiters: [UUID: (text: String, occurrence: Int, continuation: CheckedContinuation<String?, Never>)] = [:]
+
+        /// The `occurrence`th line containing `text`, if there is one yet.
+        func line(containing text: String, occurrence: Int) -> String? {
+            var seen = 0
+            for line in lines where line.contains(text) {
+                seen += 1
+                if seen == occurrence { return line }
+            }
+            return nil
+        }
     }
 
     private let state = Mutex<State>(State())
@@ -94,7 +107,9 @@ final class LineLog: Sendable {
     func add(_ line: String) {
         let matched = state.withLock { state in
             state.lines.append(line)
-            let matching = state.waiters.filter { line.contains($0.value.text) }
+            let matching = state.waiters.filter {
+                line.contains($0.value.text) && state.line(containing: $0.value.text, occurrence: $0.value.occurrence) == line
+            }
             for id in matching.keys { state.waiters[id] = nil }
             return matching.values.map(\.continuation)
         }
@@ -114,15 +129,15 @@ final class LineLog: Sendable {
         state.withLock { $0.waiters.removeValue(forKey: id) }?.continuation.resume(returning: nil)
     }
 
-    func wait(for text: String, within: Duration) async -> String? {
+    func wait(for text: String, occurrence: Int = 1, within: Duration) async -> String? {
         let id = UUID()
         return await withTaskGroup(of: String?.self) { group in
             group.addTask {
                 await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
                     let now: String?? = self.state.withLock { state in
-                        if let line = state.lines.first(where: { $0.contains(text) }) { return .some(line) }
+                        if let line = state.line(containing: text, occurrence: occurrence) { return .some(line) }
                         if state.ended { return .some(nil) }
-                        state.waiters[id] = (text, continuation)
+                        state.waiters[id] = (text, occurrence, continuation)
                         return nil
                     }
                     if let now { continuation.resume(returning: now) }

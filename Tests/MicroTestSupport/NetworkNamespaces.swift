@@ -117,7 +117,7 @@ public final class LineProcess: Sendable {
 
     /// The first line (from the start of the output) for which `match` holds; nil if the output
     /// ends first, or after `bound` (a bound against a hang, not a measurement).
-    public func waitForLine(within bound: Duration = .seconds(30), where match: @escaping @Sendable (String) -> Bool) async -> String? {
+    public func waitForLine(within bound: Duration = .seconds(300), where match: @escaping @Sendable (String) -> Bool) async -> String? {
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
@@ -151,7 +151,7 @@ public final class LineProcess: Sendable {
         }
     }
 
-    public func waitForLine(containing text: String, within bound: Duration = .seconds(30)) async -> String? {
+    public func waitForLine(containing text: String, within bound: Duration = .seconds(300)) async -> String? {
         await waitForLine(within: bound) { $0.contains(text) }
     }
 

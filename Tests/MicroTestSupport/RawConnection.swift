@@ -52,7 +52,7 @@ public final class RawConnection {
     }
 
     /// Reads what arrives within `timeout`; nil at EOF. Throws on reset.
-    public func read(timeout: Duration = .seconds(30)) throws -> [UInt8]? {
+    public func read(timeout: Duration = .seconds(120)) throws -> [UInt8]? {
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let ms = Int32(timeout.components.seconds * 1000)
         guard poll(&pfd, 1, ms) > 0 else { throw ChildError("no data within \(timeout)") }
@@ -64,7 +64,7 @@ public final class RawConnection {
     }
 
     /// Reads until the peer closes; returns everything received.
-    public func readToEnd(timeout: Duration = .seconds(30)) throws -> [UInt8] {
+    public func readToEnd(timeout: Duration = .seconds(120)) throws -> [UInt8] {
         var all = buffer
         buffer = []
         while let chunk = try read(timeout: timeout) { all += chunk }
@@ -78,7 +78,7 @@ public final class RawConnection {
     }
 
     /// Reads one HTTP/1.1 response with a content-length body.
-    public func readResponse(timeout: Duration = .seconds(30)) throws -> Response {
+    public func readResponse(timeout: Duration = .seconds(120)) throws -> Response {
         while true {
             if let response = try parse() { return response }
             guard let chunk = try read(timeout: timeout) else { throw ChildError("connection closed mid-response") }

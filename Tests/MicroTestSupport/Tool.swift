@@ -57,13 +57,24 @@ public enum Tool {
 /// A tool started in the background (a server we did not write), stopped by its PID.
 public final class BackgroundTool: Sendable {
     public let pid: pid_t
+    private let reaped = Mutex(false)
 
     public init(_ name: String, _ arguments: [String]) throws {
         pid = try Spawn.start([name] + arguments).pid
     }
 
+    /// Whether it has exited by itself (it is reaped then).
+    public var hasExited: Bool {
+        reaped.withLock { reaped in
+            var status: Int32 = 0
+            if !reaped && waitpid(pid, &status, WNOHANG) == pid { reaped = true }
+            return reaped
+        }
+    }
+
     /// Stops it and reaps it.
     public func stop() async {
+        if hasExited { return }
         kill(pid, SIGTERM)
         _ = await Spawn.wait(pid)
     }

@@ -53,7 +53,7 @@ import Testing
         let service = Service(name: "greeter", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
         service.register(TestGreeter())
         try service.start()
-        let result = try await Tool.run("python3", [Self.peer, "client", "127.0.0.1:\(service.port!)"], timeout: .seconds(120))
+        let result = try await Tool.run("python3", [Self.peer, "client", "127.0.0.1:\(service.port!)"], timeout: .seconds(300))
         #expect(result.status == 0, "\(result.stderr)")
         let report = try JSONDecoder().decode(PeerReport.self, from: Data(result.stdout.utf8))
         #expect(report.hello == "Hello alice")
@@ -86,9 +86,9 @@ import Testing
         let script = """
             import grpc, sys
             call = grpc.insecure_channel(sys.argv[1]).unary_unary("/echo.Echo/Call")
-            sys.stdout.write(call(bytes(range(256)), timeout=30).hex())
+            sys.stdout.write(call(bytes(range(256)), timeout=120).hex())
             """
-        let result = try await Tool.run("python3", ["-c", script, "127.0.0.1:\(service.port!)"], timeout: .seconds(120))
+        let result = try await Tool.run("python3", ["-c", script, "127.0.0.1:\(service.port!)"], timeout: .seconds(300))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout == (0..<256).reversed().map { String(format: "%02x", $0) }.joined())
         for type in ["application/octet-stream", "application/protobuf"] {

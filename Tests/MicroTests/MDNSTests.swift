@@ -31,7 +31,7 @@ import Glibc
     ) async throws -> ToolResult {
         try await Tool.run(
             "ip", ["netns", "exec", namespace ?? net.b, micro] + arguments, environment: mdns.merging(environment) { $1 },
-            timeout: .seconds(60))
+            timeout: .seconds(300))
     }
 
     @Test func aServiceIsFoundCalledAndGoneAfterSIGTERM() async throws {
@@ -174,7 +174,7 @@ import Glibc
         let service = try await Self.helloworld(net)
         defer { service.stop() }
 
-        let query = try await Tool.run("ip", ["netns", "exec", net.b, peer.binary, "query", "helloworld", "micro"], timeout: .seconds(60))
+        let query = try await Tool.run("ip", ["netns", "exec", net.b, peer.binary, "query", "helloworld", "micro"], timeout: .seconds(300))
         #expect(query.status == 0, "\(query.stderr)")
         struct Found: Decodable {
             var id: String

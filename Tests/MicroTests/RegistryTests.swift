@@ -67,10 +67,14 @@ import Testing
     @Test(arguments: Kind.allCases) func anExpiredNodeIsGoneAndWatchersAreTold(kind: Kind) async throws {
         let registry = Self.make(kind)
         let events = try registry.events(service: "greeter")
-        try await registry.register(Self.record("greeter", "short"), ttl: .milliseconds(300))
+        // "short" lives long enough to be seen (a watch that reads the directory after a short
+        // TTL passed would never see it: on a slow machine, that is not a failure of expiry),
+        // then is registered again with 300 ms
+        try await registry.register(Self.record("greeter", "short"), ttl: .seconds(60))
         try await registry.register(Self.record("greeter", "long"), ttl: .seconds(60))
         let created = await Self.first(events) { $0.action == .create && $0.service.nodes[0].id == "short" }
         #expect(created?.service.nodes[0].address == "127.0.0.1:1")
+        try await registry.register(Self.record("greeter", "short"), ttl: .milliseconds(300))
         // nobody refreshes "short": the watch reports it deleted when its TTL passes, no lookup needed
         let deleted = await Self.first(events) { $0.action == .delete }
         #expect(deleted?.service.nodes.map(\.id) == ["short"])

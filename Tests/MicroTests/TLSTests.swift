@@ -54,7 +54,7 @@ struct TLSFixture {
         let session = fx.root.appendingPathComponent("session.pem").path
         let base = ["s_client", "-connect", "127.0.0.1:\(service.port)", "-CAfile", fx.caPath,
                     "-cert", client.certificate, "-key", client.privateKey, "-verify_return_error"]
-        let first = try await Tool.run("openssl", base + ["-alpn", "h2"], timeout: .seconds(30))
+        let first = try await Tool.run("openssl", base + ["-alpn", "h2"])
         #expect(first.stdout.contains("New, TLSv1.3"), "\(first.stdout)\(first.stderr)")
         #expect(first.stdout.contains("ALPN protocol: h2"), "\(first.stdout)")
         #expect(first.stdout.contains("Verify return code: 0 (ok)"), "\(first.stdout)")
@@ -64,7 +64,7 @@ struct TLSFixture {
             + "Micro-Endpoint: Helloworld.Greeting\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}"
         func exchange(_ flag: String) async throws -> ToolResult {
             let command = (["printf '\(request)' | openssl"] + base + ["-alpn", "http/1.1", "-ign_eof", flag, session]).joined(separator: " ")
-            return try await Tool.run("sh", ["-c", command], timeout: .seconds(30))
+            return try await Tool.run("sh", ["-c", command])
         }
         let saved = try await exchange("-sess_out")
         #expect(saved.stdout.contains("New, TLSv1.3"), "\(saved.stdout)\(saved.stderr)")
@@ -72,7 +72,7 @@ struct TLSFixture {
         #expect(resumed.stdout.contains("Reused, TLSv1.3"), "\(resumed.stdout)\(resumed.stderr)")
         #expect(resumed.stdout.contains("HTTP/1.1 200"), "\(resumed.stdout)")
         // TLS 1.2 is refused by default
-        let old = try await Tool.run("openssl", base + ["-tls1_2"], timeout: .seconds(30))
+        let old = try await Tool.run("openssl", base + ["-tls1_2"])
         #expect(old.status != 0)
         #expect(try await Self.callWithCurl(fx, service.port, name: "after") == #"{"message":"Hello after"}"#)
     }
@@ -409,27 +409,17 @@ struct TLSFixture {
             "s_client", "-connect", "127.0.0.1:\(port)", "-showcerts", "-CAfile", try fx.write(ca.certificate, "ca-\(tag).pem"),
             "-cert", try fx.write(client.certificate, "c-\(tag).pem"), "-key", try fx.write(client.privateKey, "k-\(tag).pem"),
             "-verify_return_error",
-        ], timeout: .seconds(30))
+        ])
         guard let start = result.stdout.range(of: "-----BEGIN CERTIFICATE-----"),
               let end = result.stdout.range(of: "-----END CERTIFICATE-----\n", range: start.upperBound..<result.stdout.endIndex)
         else { return "no certificate in:\n\(result.stdout)\(result.stderr)" }
         return String(result.stdout[start.lowerBound..<end.upperBound])
     }
 
-    /// Whether the child logs a line containing `text` (within a bound: a missing line fails the
-    /// test instead of hanging it).
+    /// Whether the child logs a line containing `text` (waitForLine's bound is a hang guard: a
+    /// missing line fails the test instead of hanging it).
     static func logged(_ service: ChildService, _ text: String) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await service.waitForLine(containing: text) != nil }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(30))
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            if !first { service.stop() }  // ends the log, so the waiting task returns
-            return first
-        }
+        await service.waitForLine(containing: text) != nil
     }
 
     static func callWithCurl(_ fx: TLSFixture, _ port: Int, name: String) async throws -> String {

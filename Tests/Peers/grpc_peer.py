@@ -47,7 +47,7 @@ def run_client(address):
     seen = {}
     with grpc.insecure_channel(address) as channel:
         stub = greeter_pb2_grpc.GreeterStub(channel)
-        reply, err = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="alice"), timeout=10))
+        reply, err = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="alice"), timeout=120))
         seen["hello"] = reply.greeting if reply else err
 
         # metadata both ways: text and binary (-bin) headers; the test service echoes them
@@ -55,7 +55,7 @@ def run_client(address):
             response, call = stub.Hello.with_call(
                 greeter_pb2.HelloRequest(name="echo-metadata"),
                 metadata=[("x-tenant", "acme"), ("x-token-bin", b"\x00\x01\xfe\xff")],
-                timeout=10,
+                timeout=120,
             )
             initial = dict(call.initial_metadata())
             return {
@@ -68,30 +68,30 @@ def run_client(address):
         if err:
             seen["metadata"] = err
 
-        _, seen["invalid"] = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name=""), timeout=10))
-        _, seen["missing"] = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="nobody"), timeout=10))
+        _, seen["invalid"] = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name=""), timeout=120))
+        _, seen["missing"] = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="nobody"), timeout=120))
         started = time.monotonic()
         _, seen["deadline"] = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="slow"), timeout=0.3))
         seen["deadline_took_s"] = round(time.monotonic() - started, 3)
 
         unknown = channel.unary_unary("/Greeter/Nope", request_serializer=greeter_pb2.HelloRequest.SerializeToString,
                                       response_deserializer=greeter_pb2.HelloResponse.FromString)
-        _, seen["unknown_method"] = outcome(lambda: unknown(greeter_pb2.HelloRequest(name="x"), timeout=10))
+        _, seen["unknown_method"] = outcome(lambda: unknown(greeter_pb2.HelloRequest(name="x"), timeout=120))
 
         big = "x" * (5 * 1024 * 1024)
-        _, seen["too_large"] = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name=big), timeout=30))
+        _, seen["too_large"] = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name=big), timeout=120))
 
-        gz, err = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="zipped"), timeout=10,
+        gz, err = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="zipped"), timeout=120,
                                              compression=grpc.Compression.Gzip))
         seen["gzip"] = gz.greeting if gz else err
 
         # still serving after all that
-        again, err = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="again"), timeout=10))
+        again, err = outcome(lambda: stub.Hello(greeter_pb2.HelloRequest(name="again"), timeout=120))
         seen["after"] = again.greeting if again else err
 
         health = health_pb2_grpc.HealthStub(channel)
         for name in ("", "Greeter", "no.such.Service"):
-            reply, err = outcome(lambda: health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10))
+            reply, err = outcome(lambda: health.Check(health_pb2.HealthCheckRequest(service=name), timeout=120))
             seen["health:" + name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status) if reply else err
     print(json.dumps(seen), flush=True)
 
@@ -105,7 +105,7 @@ def run_server():
             if request.name == "":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name is required: ¿quién?")
             if request.name == "slow":
-                time.sleep(5)
+                time.sleep(60)  # far past the caller's 300 ms deadline, however slow the caller
             metadata = dict(context.invocation_metadata())
             if "x-tenant" in metadata:
                 context.send_initial_metadata([("x-tenant-echo", metadata["x-tenant"])])

@@ -24,7 +24,7 @@ def say(obj):
 
 class Listener(ServiceListener):
     def add_service(self, zc, type_, name):
-        info = zc.get_service_info(type_, name, timeout=5000)
+        info = zc.get_service_info(type_, name, timeout=120000)  # a hang guard: returns on the answer
         if info is None:
             say({"event": "unresolved", "name": name})
             return

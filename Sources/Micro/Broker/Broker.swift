@@ -105,4 +105,11 @@ public enum Brokers {
         default: HTTPBroker()
         }
     }
+
+    /// Why `MICRO_BROKER` names no broker, if it does not (``fromEnvironment(_:)`` then falls
+    /// back to `http`; a service refuses to start).
+    public static func environmentError(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        guard let name = environment["MICRO_BROKER"], !["", "http", "memory"].contains(name.lowercased()) else { return nil }
+        return "MICRO_BROKER must be http or memory, not '\(name)'"
+    }
 }

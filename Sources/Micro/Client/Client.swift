@@ -30,7 +30,7 @@ public final class Client: Sendable {
     /// (nil: the `MICRO_TLS_*` environment, else the system's roots and no client certificate).
     public let tls: TLSConfig?
 
-    public init(
+    public convenience init(
         registry: (any Registry)? = nil,
         broker: (any Broker)? = nil,
         strategy: SelectionStrategy = .powerOfTwoChoices,
@@ -43,10 +43,31 @@ public final class Client: Sendable {
         logger: Logger = Logger(label: "micro.client"),
         tls: TLSConfig? = nil
     ) {
+        self.init(registry: registry, broker: broker, strategy: strategy, ejection: ejection, options: options,
+                  interceptors: interceptors, codecs: codecs, retryBudget: retryBudget, eventLoopGroup: eventLoopGroup,
+                  logger: logger, tls: tls, tlsFromEnvironment: true)
+    }
+
+    /// `tlsFromEnvironment`: whether a nil `tls` means the `MICRO_TLS_*` environment (a service
+    /// passes its own, already read).
+    init(
+        registry: (any Registry)? = nil,
+        broker: (any Broker)? = nil,
+        strategy: SelectionStrategy = .powerOfTwoChoices,
+        ejection: EjectionPolicy = .init(),
+        options: CallOptions = .init(),
+        interceptors: [any ClientInterceptor] = [],
+        codecs: Codecs = .standard,
+        retryBudget: RetryBudgetPolicy = .init(),
+        eventLoopGroup: EventLoopGroup = .shared,
+        logger: Logger = Logger(label: "micro.client"),
+        tls: TLSConfig?,
+        tlsFromEnvironment: Bool
+    ) {
         self.options = options
         let cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
         var tls = tls
-        if tls == nil {
+        if tls == nil && tlsFromEnvironment {
             do {
                 tls = try TLSConfig.fromEnvironment()
             } catch {

@@ -13,4 +13,11 @@ public enum Registries {
         default: LocalRegistry()
         }
     }
+
+    /// Why `MICRO_REGISTRY` names no registry, if it does not (``fromEnvironment(_:)`` then falls
+    /// back to `local`; a service refuses to start).
+    public static func environmentError(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        guard let name = environment["MICRO_REGISTRY"], !["", "local", "memory", "mdns"].contains(name.lowercased()) else { return nil }
+        return "MICRO_REGISTRY must be local, memory or mdns, not '\(name)'"
+    }
 }

@@ -6,6 +6,10 @@ public import SwiftProtobuf
 import Synchronization
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A service: a name, a set of endpoints, and a server that answers them.
 ///
 /// ```swift
@@ -15,6 +19,9 @@ import UnixSignals
 /// }
 /// try await service.run()   // serves until SIGINT or SIGTERM, then drains and returns
 /// ```
+///
+/// A service that cannot start (its address taken, its TLS key not its certificate's, ...) says
+/// why in one line on stderr, `helloworld: cannot start: REASON`, and exits with status 1.
 ///
 /// Handlers run on the event loop that owns the caller's connection; do not block in them.
 public final class Service: Sendable {
@@ -58,8 +65,10 @@ public final class Service: Sendable {
         self.options = options
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
         // the client's broker is the service's: one registry watch and one connection pool
+        // a TLS environment that does not parse is the service's to report (it refuses to start),
+        // not the client's to log and ignore
         self.client = Client(registry: options.registry, broker: options.broker, eventLoopGroup: options.eventLoopGroup,
-                             logger: options.logger, tls: options.tls)
+                             logger: options.logger, tls: options.tls, tlsFromEnvironment: false)
         let broker = client.broker
         self.broker = broker
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
@@ -137,19 +146,38 @@ public final class Service: Sendable {
     public var port: Int? { state.withLock { $0.server?.port } }
 
     /// Binds and starts serving; returns the bound address. ``run()`` calls it.
+    ///
+    /// Throws ``ServiceStartError`` (one line: `NAME: cannot start: REASON`) when the address
+    /// does not parse or cannot be listened on, the TLS files do not load or do not match, or a
+    /// `MICRO_*` variable names nothing known.
     @discardableResult
-    public func start() throws -> (host: String, port: Int) {
+    public func start() throws(ServiceStartError) -> (host: String, port: Int) {
+        do {
+            return try startServer()
+        } catch {
+            throw ServiceStartError(service: name, underlying: error)
+        }
+    }
+
+    private func startServer() throws -> (host: String, port: Int) {
         if let server = state.withLock({ $0.server }) { return (server.host, server.port) }
-        let text = ListenAddress.resolve(configured: options.address, environment: ProcessInfo.processInfo.environment)
-        let address = try ListenAddress(parsing: text)
+        let environment = ProcessInfo.processInfo.environment
+        if let problem = options.environmentProblem(environment) {
+            throw MicroError(id: "micro.server", code: 500, detail: problem)
+        }
+        let (text, source) = ListenAddress.resolve(configured: options.address, environment: environment)
+        let address = try ListenAddress(parsing: text, source: source)
         var config = options.server
         config.host = address.host
         config.port = address.port
-        if let cap = ProcessInfo.processInfo.environment["MICRO_SERVER_MAX_CONNECTIONS"].flatMap({ Int($0) }) {
+        if let cap = environment["MICRO_SERVER_MAX_CONNECTIONS"].flatMap({ Int($0) }) {
             config.maxConnections = cap
         }
-        if let problem = options.tlsEnvironmentError {
-            throw MicroError(id: "micro.server", code: 500, detail: "TLS: \(problem)")
+        if let problem = config.apply(environment: environment).first {
+            throw MicroError(id: "micro.server", code: 500, detail: problem)
+        }
+        if let tls = options.tls {
+            try Self.checkTLS(tls)
         }
         config.tls = options.tls
         let router = self.router
@@ -164,6 +192,33 @@ public final class Service: Sendable {
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
         options.logger.info("listening on \(shown):\(server.port)", metadata: server.isTLS ? ["tls": "required"] : nil)
         return (address.host, server.port)
+    }
+
+    /// Loads the server's TLS configuration once, so that a failure says it is TLS's and which
+    /// file (the server then loads it again, the same way).
+    private static func checkTLS(_ tls: TLSConfig) throws(MicroError) {
+        func fail(_ detail: String) -> MicroError { MicroError(id: "micro.server", code: 500, detail: "TLS: \(detail)") }
+        for (what, source) in [("certificate", tls.certificate), ("private key", tls.privateKey), ("CA bundle", tls.trustRoots)] {
+            guard case .file(let path)? = source else { continue }
+            // as the system says it ("No such file or directory"), not Foundation's paraphrase
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            var byte: UInt8 = 0
+            let failure = fd < 0 || read(fd, &byte, 1) < 0 ? errno : 0
+            if fd >= 0 { close(fd) }
+            if failure != 0 { throw fail("cannot read the \(what) \(path): \(String(cString: strerror(failure)))") }
+        }
+        do {
+            _ = try TLSContext(tls, server: true)
+        } catch {
+            var detail = error.message
+            // a certificate or key that does not parse, or a pair that does not match: name the files
+            let aboutTheFiles = ["the private key", "cannot read the certificate", "cannot read the private key", "cannot use the certificate"]
+                .contains { detail.hasPrefix($0) }
+            if aboutTheFiles, case .file(let certificate)? = tls.certificate, case .file(let key)? = tls.privateKey {
+                detail += " (certificate \(certificate), key \(key))"
+            }
+            throw fail(detail)
+        }
     }
 
     /// Reloads the server's certificate, key and trust roots (from `config`, or the files of the
@@ -225,11 +280,21 @@ public final class Service: Sendable {
 
     /// Serves until SIGINT or SIGTERM (or ``stop()``, task cancellation, or a
     /// swift-service-lifecycle graceful shutdown), then drains and returns.
+    ///
+    /// A service that cannot start (see ``start()``) writes one line,
+    /// `NAME: cannot start: REASON`, to stderr and exits the process with status 1 — or, with
+    /// ``ServiceOptions/exitOnStartFailure`` off (the default when ``ServiceOptions/handleSignals``
+    /// is off), throws the ``ServiceStartError``.
     public func run() async throws {
         // Trap the signals before announcing readiness: a SIGTERM right after "listening on"
         // must drain, not kill.
         let signals = options.handleSignals ? await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) : nil
-        try start()
+        do {
+            try start()
+        } catch {
+            guard options.exitOnStartFailure else { throw error }
+            error.exitProcess()
+        }
         let server = state.withLock { state in
             state.running = true
             return state.server!

@@ -2,6 +2,10 @@ import Foundation
 public import Logging
 public import MicroCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How a service runs. Every field has a default; the address can also come from the
 /// environment (`MICRO_SERVER_ADDRESS`) or the command line (`--server-address`).
 public struct ServiceOptions: Sendable {
@@ -17,6 +21,20 @@ public struct ServiceOptions: Sendable {
     public var drainTimeout: Duration
     /// Whether `run()` stops on SIGINT and SIGTERM.
     public var handleSignals: Bool
+    /// What `run()` does when the service cannot start (an address that does not parse or is
+    /// taken, TLS files that do not load or do not match, an environment variable naming nothing
+    /// known): true writes one line, `NAME: cannot start: REASON`, to stderr and exits the
+    /// process with status 1; false throws the ``ServiceStartError``.
+    ///
+    /// Default: ``handleSignals``. A service that owns the process's signals is the process (a
+    /// `main.swift` ending in `try await service.run()`), so it also ends the process; one run
+    /// beside other work (tests, a swift-service-lifecycle `ServiceGroup`, which handles the
+    /// signals itself) sets `handleSignals: false` and gets the error thrown.
+    public var exitOnStartFailure: Bool {
+        get { exitOnStartFailureSetting ?? handleSignals }
+        set { exitOnStartFailureSetting = newValue }
+    }
+    private var exitOnStartFailureSetting: Bool?
     /// The codecs by content type.
     public var codecs: Codecs
     /// Where the service registers; `nil` means the default (`MICRO_REGISTRY`: `local`, or
@@ -40,9 +58,10 @@ public struct ServiceOptions: Sendable {
     /// Whether `run()` reloads ``tls`` when its certificate, key or CA file changes (inotify);
     /// SIGHUP reloads in any case.
     public var reloadTLSOnFileChange: Bool = true
-    /// A `MICRO_TLS_*` environment that does not parse: the service refuses to start rather than
-    /// serve in plaintext.
-    var tlsEnvironmentError: String?
+    /// `MICRO_*` variables read here that do not parse (a `MICRO_TLS_*` environment among them:
+    /// the service refuses to start rather than serve in plaintext, or with a default it was not
+    /// asked for).
+    var environmentProblems: [String] = []
 
     public init(
         address: String? = nil,
@@ -58,14 +77,15 @@ public struct ServiceOptions: Sendable {
         registerInterval: Duration? = nil,
         interceptors: [any ServerInterceptor] = [],
         broker: (any Broker)? = nil,
-        tls: TLSConfig? = nil
+        tls: TLSConfig? = nil,
+        exitOnStartFailure: Bool? = nil
     ) {
         self.tls = tls
         if tls == nil {
             do {
                 self.tls = try TLSConfig.fromEnvironment()
             } catch {
-                self.tlsEnvironmentError = error.message
+                environmentProblems.append("TLS: \(error.message)")
             }
         }
         self.interceptors = interceptors
@@ -75,13 +95,32 @@ public struct ServiceOptions: Sendable {
         self.register = register
         self.registerTTL = registerTTL ?? .seconds(fromEnvironment: "MICRO_REGISTER_TTL", env) ?? .seconds(15)
         self.registerInterval = registerInterval ?? .seconds(fromEnvironment: "MICRO_REGISTER_INTERVAL", env) ?? .seconds(5)
+        for (name, given) in [("MICRO_REGISTER_TTL", registerTTL), ("MICRO_REGISTER_INTERVAL", registerInterval)] where given == nil {
+            if let text = env[name], !text.isEmpty, Duration.seconds(fromEnvironment: name, env) == nil {
+                environmentProblems.append("\(name) must be a number of seconds above 0, not '\(text)'")
+            }
+        }
+        if let text = env["MICRO_SERVER_MAX_CONNECTIONS"], !text.isEmpty, (Int(text) ?? -1) < 0 {
+            environmentProblems.append("MICRO_SERVER_MAX_CONNECTIONS must be a whole number (0: from the descriptor limit), not '\(text)'")
+        }
         self.address = address
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger ?? Logger(label: "micro")
         self.server = server
         self.drainTimeout = drainTimeout
         self.handleSignals = handleSignals
+        self.exitOnStartFailureSetting = exitOnStartFailure
         self.codecs = codecs
+    }
+
+    /// Why the environment cannot configure this service, if it cannot: the problems found when
+    /// the options were made, then a `MICRO_REGISTRY` or `MICRO_BROKER` that names nothing known
+    /// (when the options leave the registry or broker to the environment).
+    func environmentProblem(_ environment: [String: String]) -> String? {
+        if let first = environmentProblems.first { return first }
+        if registry == nil, let problem = Registries.environmentError(environment) { return problem }
+        if broker == nil, let problem = Brokers.environmentError(environment) { return problem }
+        return nil
     }
 }
 
@@ -90,32 +129,48 @@ struct ListenAddress: Equatable {
     var host: String
     var port: Int
 
-    init(parsing text: String) throws(MicroError) {
-        let bad = MicroError(id: "micro.server", code: 400, detail: "invalid server address '\(text)': expected HOST:PORT, e.g. ':8080' or '127.0.0.1:0'")
-        guard let colon = text.lastIndex(of: ":") else { throw bad }
+    /// `source` names where `text` came from (`MICRO_SERVER_ADDRESS`, ...), for the error.
+    init(parsing text: String, source: String? = nil) throws(MicroError) {
+        let origin = source.map { " (from \($0))" } ?? ""
+        func bad(_ why: String) -> MicroError {
+            MicroError(id: "micro.server", code: 400, detail: "invalid server address '\(text)'\(origin): \(why)")
+        }
+        let expected = "expected HOST:PORT, e.g. ':8080' or '127.0.0.1:0'"
+        guard let colon = text.lastIndex(of: ":") else { throw bad(expected) }
         var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { throw bad }
+        let bracketed = host.hasPrefix("[") && host.hasSuffix("]")
+        if bracketed { host = String(host.dropFirst().dropLast()) }
+        guard let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { throw bad(expected) }
+        // what can only be a numeric address is checked here, not looked up in the DNS (as
+        // getaddrinfo would take it: inet_aton's forms, e.g. 127.1, are addresses too)
+        var v6 = [UInt8](repeating: 0, count: 16)
+        let literal = String(host.prefix { $0 != "%" })  // fe80::1%eth0: the zone is the interface's name
+        if bracketed, inet_pton(AF_INET6, literal, &v6) != 1 { throw bad("\(host) is not an IPv6 address") }
+        var v4 = in_addr()
+        if !host.isEmpty, host.allSatisfy({ $0 == "." || $0.isASCII && $0.isNumber }), inet_aton(host, &v4) == 0 {
+            throw bad("\(host) is not an IPv4 address")
+        }
         self.host = host
         self.port = port
     }
 
-    /// Flag, then environment, then code, then `:0`.
+    /// Flag, then environment, then code, then `:0`; with where it came from.
     static func resolve(
         configured: String?,
         arguments: [String] = CommandLine.arguments,
         environment: [String: String]
-    ) -> String {
+    ) -> (text: String, source: String) {
         var i = 1
         while i < arguments.count {
             let arg = arguments[i]
             for flag in ["--server-address", "--server_address"] {
-                if arg == flag, i + 1 < arguments.count { return arguments[i + 1] }
-                if arg.hasPrefix(flag + "=") { return String(arg.dropFirst(flag.count + 1)) }
+                if arg == flag, i + 1 < arguments.count { return (arguments[i + 1], flag) }
+                if arg.hasPrefix(flag + "=") { return (String(arg.dropFirst(flag.count + 1)), flag) }
             }
             i += 1
         }
-        if let env = environment["MICRO_SERVER_ADDRESS"], !env.isEmpty { return env }
-        return configured ?? ":0"
+        if let env = environment["MICRO_SERVER_ADDRESS"], !env.isEmpty { return (env, "MICRO_SERVER_ADDRESS") }
+        if let configured { return (configured, "ServiceOptions.address") }
+        return (":0", "the default")
     }
 }
