@@ -247,6 +247,7 @@ static void flush(mc_conn_t *c) {
         pending = mc_tls_wire(c);
     }
     uint64_t now = uv_now(&c->loop->uv);
+    if (c->lingering) pending->len = 0; /* the write side is shut: nothing more can go out */
     if (!c->writing && pending->len) {
         uv_buf_t b = uv_buf_init((char *)pending->data, (unsigned)(pending->len < MC_WRITE_PIECE ? pending->len : MC_WRITE_PIECE));
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,7 +141,16 @@ static void thread_main(void *arg) {
     current_loop = NULL;
 }
 
+/* A peer that resets while we write must cost an EPIPE, not the process: SIGPIPE is ignored
+ * unless the application installed a handler of its own (as Go's runtime and Node do). */
+static void ignore_sigpipe(void) {
+    struct sigaction current;
+    if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+}
+
 mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
+    static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+    pthread_once(&sigpipe_once, ignore_sigpipe);
     mc_loop_t *l = calloc(1, sizeof *l);
     if (!l) {
         snprintf(err, errlen, "out of memory");
