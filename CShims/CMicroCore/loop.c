@@ -88,9 +88,8 @@ static void close_walk(uv_handle_t *h, void *arg) {
     if (!uv_is_closing(h)) uv_close(h, noop_close);
 }
 
-static void begin_stop(mc_loop_t *l) {
-    l->stopping = true;
-    /* Everything posted before `closed` was set runs; so does whatever those jobs post here. */
+/* Runs every queued job, and those the jobs queue, until none is left. */
+static void run_all_jobs(mc_loop_t *l) {
     for (;;) {
         size_t ran = run_remote(l);
         mc_job_t job;
@@ -100,6 +99,12 @@ static void begin_stop(mc_loop_t *l) {
         }
         if (ran == 0) break;
     }
+}
+
+static void begin_stop(mc_loop_t *l) {
+    l->stopping = true;
+    /* Everything posted before `closed` was set runs; so does whatever those jobs post here. */
+    run_all_jobs(l);
     mc_flush_dirty(l);
     uv_walk(&l->uv, close_walk, NULL);
 }
@@ -129,15 +134,7 @@ static void thread_main(void *arg) {
     uv_run(&l->uv, UV_RUN_DEFAULT);
     /* Jobs posted from this thread while the handles closed (a close callback resuming a task)
      * still run: a job is a promise to run, never dropped. No other thread can post now. */
-    for (;;) {
-        size_t ran = run_remote(l);
-        mc_job_t job;
-        while (ring_pop(l, &job)) {
-            job.fn(job.ctx, job.arg);
-            ran++;
-        }
-        if (ran == 0) break;
-    }
+    run_all_jobs(l);
     current_loop = NULL;
 }
 
