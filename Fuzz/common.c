@@ -100,7 +100,7 @@ int mc_fuzz_try_write(mc_conn_t *c, const uint8_t *p, size_t n) {
     CHECK(!c->writing && n > 0 && n <= INT32_MAX);
     /* a completion callback may close the connection inside nghttp2's mem_send, just before the
      * flush writes: libuv then refuses the write (the handle is closing) */
-    if (c->closing) return UV_EPIPE;
+    if (mc_conn_closed(c)) return UV_EPIPE;
     volatile uint8_t touch = p[0] ^ p[n - 1]; /* ASan checks both ends of what is written */
     (void)touch;
     switch (fuzz_kernel) {
@@ -242,7 +242,7 @@ static void drop(size_t i) {
 void fuzz_app_on_request(void *ctx, mc_request_t *r) {
     (void)ctx;
     CHECK(find(r) == NULL);
-    CHECK(r->conn != NULL && !r->conn->closing);
+    CHECK(r->conn != NULL && !mc_conn_closed(r->conn));
     fuzz_check_request(r);
     uint8_t how = app_tape.n ? app_tape.p[app_count % app_tape.n] : 0;
     app_count++;
@@ -307,7 +307,7 @@ void fuzz_prepare(void) {
 
 void fuzz_closing(mc_conn_t **cp) {
     mc_conn_t *c = *cp;
-    if (!c || !c->closing) return;
+    if (!c || !mc_conn_closed(c)) return;
     /* libuv cancels the write in flight, then the handles' close callbacks free the connection */
     mc_fuzz_conn_written(c, UV_ECANCELED);
     unsigned gone = conns_gone;
@@ -346,7 +346,7 @@ void fuzz_reset_reads(void) { read_this_phase = read_was_full = reset_pending = 
 static bool may_read_again(void) { return !read_this_phase || read_was_full; }
 
 void fuzz_feed(mc_conn_t *c, fuzz_stream_t *s, size_t want) {
-    if (c->closing || c->read_stopped || c->eof || !may_read_again()) return;
+    if (mc_conn_closed(c) || c->read_stopped || (c->state == MC_CONN_HALF_CLOSED) || !may_read_again()) return;
     if (reset_pending) {
         reset_pending = false;
         mc_fuzz_conn_read(c, NULL, UV_ECONNRESET);
@@ -393,7 +393,7 @@ void fuzz_stream_end(fuzz_stream_t *s) {
 }
 
 bool fuzz_maybe_eof(mc_conn_t *c, fuzz_stream_t *s, bool eof) {
-    if (!eof || fuzz_stream_left(s) || c->closing || c->read_stopped || c->eof || !may_read_again()) return false;
+    if (!eof || fuzz_stream_left(s) || mc_conn_closed(c) || c->read_stopped || (c->state == MC_CONN_HALF_CLOSED) || !may_read_again()) return false;
     if (reset_pending) {
         fuzz_feed(c, s, 0);
         return true;
@@ -431,7 +431,7 @@ void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_
         unsigned action = ctl >> 3;
         fuzz_step_begin(c, action);
         if (!eof) fuzz_feed(c, &st, fuzz_chunk_sizes[ctl & 7]);
-        if (!c->closing) fuzz_poll_action(c, action, &eof);
+        if (!mc_conn_closed(c)) fuzz_poll_action(c, action, &eof);
         if (eof) fuzz_stream_end(&st); /* half-closed here: the rest is never sent */
         fuzz_maybe_eof(c, &st, eof);
         fuzz_app_run_jobs();
@@ -471,11 +471,11 @@ void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_
         fuzz_closing(&c);
         if (c && !answered && !was_writing && !c->writing && before == st.off && !sent_eof && !c->dirty) break;
     }
-    if (c && !c->closing) {
+    if (c && !mc_conn_closed(c)) {
         /* every request answered and every byte written: the core owes nothing more */
         CHECK(c->active == fuzz_app_held_live());
         /* a half-closed HTTP/1.1 client that got every answer is let go */
-        CHECK(!(c->proto == MC_PROTO_H1 && c->eof && c->active == 0));
+        CHECK(!(c->ops == &mc_h1_proto && (c->state == MC_CONN_HALF_CLOSED) && c->active == 0));
         mc_conn_shutdown_all(sl, true); /* forced, as mc_server_close_connections does */
     }
     fuzz_turn(&c);

@@ -138,7 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         unsigned action = ctl >> 3;
         fuzz_step_begin(c, action);
         if (!eof) fuzz_feed(c, &st, fuzz_chunk_sizes[ctl & 7]);
-        if (!c->closing) fuzz_poll_action(c, action, &eof);
+        if (!mc_conn_closed(c)) fuzz_poll_action(c, action, &eof);
         if (eof) fuzz_stream_end(&st);
         fuzz_maybe_eof(c, &st, eof);
         /* uv_check: the callers' tasks */
@@ -148,7 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (!live++) oldest = k;
             newest = k;
         }
-        if (!c->closing) {
+        if (!mc_conn_closed(c)) {
             switch (action) {
             case 24: start_call(app_tape.n ? app_tape.p[app_next++ % app_tape.n] : 0); break;
             case 25:
@@ -180,8 +180,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (c) {
         size_t live = 0;
         for (size_t k = 0; k < ncalls; k++) live += !calls[k].done;
-        CHECK(c->closing || c->active == live);
-        if (!c->closing) mc_client_close(client);
+        CHECK(mc_conn_closed(c) || c->active == live);
+        if (!mc_conn_closed(c)) mc_client_close(client);
     }
     fuzz_turn(&c);
     CHECK(c == NULL && closed);

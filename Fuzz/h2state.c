@@ -416,7 +416,7 @@ static void turn(unsigned action, size_t chunk) {
     if (!conn) return;
     fuzz_step_begin(conn, action);
     if (!eof && chunk) fuzz_feed(conn, &st, chunk);
-    if (!conn->closing) fuzz_poll_action(conn, action, &eof);
+    if (!mc_conn_closed(conn)) fuzz_poll_action(conn, action, &eof);
     if (eof) fuzz_stream_end(&st);
     fuzz_maybe_eof(conn, &st, eof);
     fuzz_app_run_jobs();
@@ -566,7 +566,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fuzz_closing(&c);
         if (c && !answered && !was_writing && !c->writing && before == st.off && !sent_eof && !c->dirty) break;
     }
-    if (c && !c->closing) {
+    if (c && !mc_conn_closed(c)) {
         /* every byte written and, unless left, every request answered: the core owes nothing */
         CHECK(c->active == fuzz_app_held_live());
         mc_conn_shutdown_all(sl, true);

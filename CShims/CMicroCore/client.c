@@ -146,7 +146,7 @@ static void init_once(void) {
 
 void mc_client_handles_closed(mc_conn_t *c) {
     mc_client_state_t *cl = c->client;
-    mc_h2_free(c);
+    c->ops->free(c);
     mc_buf_free(&c->in);
     mc_buf_free(&c->out);
     mc_buf_free(&c->inflight);
@@ -171,7 +171,7 @@ static void fail_connect(mc_conn_t *c, int err, const char *what) {
 
 static void on_connect(uv_connect_t *req, int status) {
     mc_conn_t *c = req->data;
-    if (c->closing) return;
+    if (mc_conn_closed(c)) return;
     if (status < 0) {
         fail_connect(c, status, "");
         return;
@@ -189,9 +189,8 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 * 1024 * 1024);
-    c->proto = MC_PROTO_H2_CLIENT;
     if (c->tls) {
-        /* TLS hook: connected once the handshake is done and the server's SETTINGS arrive */
+        /* connected once the handshake is done and the server's SETTINGS arrive */
         mc_conn_start_reading(c);
         if (mc_tls_start_handshake(c) != 0) mc_client_tls_failed(c);
         return;
@@ -215,7 +214,7 @@ void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n) {
 }
 
 void mc_client_tls_failed(mc_conn_t *c) {
-    if (c->closing) return;
+    if (mc_conn_closed(c)) return;
     if (!c->client->connected && c->client->cb.on_connected) {
         const char *why = mc_tls_error(c);
         char msg[420];
@@ -226,6 +225,36 @@ void mc_client_tls_failed(mc_conn_t *c) {
     }
     mc_conn_close(c);
 }
+
+/* The server's end of the connection: during the TLS handshake, a failed handshake. */
+static bool client_eof(mc_conn_t *c, ssize_t err) {
+    (void)err;
+    if (!c->tls || c->client->connected) return false;
+    mc_client_tls_failed(c); /* the server hung up during the handshake */
+    return true;
+}
+static bool never(mc_conn_t *c) {
+    (void)c;
+    return false;
+}
+static void close_now(mc_conn_t *c) { mc_conn_close(c); }
+
+/* HTTP/2 as a client: the session's work is h2.c's; a client connection has no server timeouts
+ * (the callers' deadlines govern) and no graceful shutdown of its own. */
+const mc_proto_ops_t mc_h2_client_proto = {
+    .proto = MC_PROTO_H2_CLIENT,
+    .feed = mc_h2_feed,
+    .pump = mc_h2_pump,
+    .input_full = mc_h2_input_full,
+    .done = mc_h2_done,
+    .eof = client_eof,
+    .header_timeout = close_now,
+    .read_timeout = close_now,
+    .idle = never,
+    .grace_over = never,
+    .shutdown = close_now,
+    .free = mc_h2_free,
+};
 
 static void connect_to(mc_conn_t *c, const struct sockaddr *addr) {
     c->client->connect_req.data = c;
@@ -242,7 +271,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         free(c);
         return;
     }
-    if (c->closing) {
+    if (mc_conn_closed(c)) {
         uv_freeaddrinfo(res);
         return;
     }
@@ -270,6 +299,8 @@ static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, s
     c->loop = loop;
     c->client = cl;
     c->tcp.data = c->timer.data = c;
+    c->ops = &mc_h2_client_proto;
+    c->tx = &mc_plain_transport;
     c->handles_open = 2;
     c->read_stopped = true;
     cl->cb = *cb;
@@ -428,7 +459,7 @@ int mc_client_stream(mc_client_t *client, const char *method, const char *path, 
 
 void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
     mc_conn_t *c = (mc_conn_t *)client;
-    if (!c->h2 || c->closing) return;
+    if (!c->h2 || mc_conn_closed(c)) return;
     mc_request_t *r = call_of(c->h2, stream_id);
     if (!r) return;
     r->cancelled = true;
@@ -438,8 +469,8 @@ void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
 
 int mc_client_usable(const mc_client_t *client) {
     const mc_conn_t *c = (const mc_conn_t *)client;
-    return c->client->connected && !c->client->goaway && !c->closing && c->h2 &&
-           nghttp2_session_want_read(c->h2) && !c->eof && !c->client->peer_gone;
+    return c->client->connected && !c->client->goaway && !mc_conn_closed(c) && c->h2 &&
+           nghttp2_session_want_read(c->h2) && c->state == MC_CONN_OPEN && !c->client->peer_gone;
 }
 
 unsigned mc_client_active(const mc_client_t *client) { return ((const mc_conn_t *)client)->active; }

@@ -65,22 +65,11 @@ void mc_conn_start_reading(mc_conn_t *c) {
 }
 static void on_timer(uv_timer_t *t);
 
-size_t mc_conn_out_pending(const mc_conn_t *c) {
-    return c->out.len + c->inflight.len + (c->tls ? mc_tls_wire((mc_conn_t *)c)->len : 0);
-}
-
-/* nghttp2 answers some frames by itself (RST_STREAM for refused streams, PING and SETTINGS
- * acknowledgements); a peer that sends them and never reads would grow its queue, which the
- * byte count above does not see. */
-#define MC_H2_MAX_QUEUED_FRAMES 1024
+size_t mc_conn_out_pending(const mc_conn_t *c) { return c->out.len + c->inflight.len + c->tx->held(c); }
 
 static bool want_reading(mc_conn_t *c) {
-    if (c->lingering) return !c->closing; /* reads only to discard, until the peer's EOF */
-    if (c->closing || c->eof || c->h1_paused || c->close_after_flush) return false;
-    if (c->h1_stream && c->h1_stream->unconsumed > MC_H1_STREAM_WINDOW) return false; /* a slow stream reader */
-    /* HTTP/1.1 has no window: a connection past its body budget waits for its handlers */
-    if (c->proto == MC_PROTO_H1 && c->body_buffered > c->server->config.max_buffered_body_bytes) return false;
-    if (c->h2 && nghttp2_session_get_outbound_queue_size(c->h2) > MC_H2_MAX_QUEUED_FRAMES) return false;
+    if (c->state == MC_CONN_LINGERING) return true; /* reads only to discard, until the peer's EOF */
+    if (c->state >= MC_CONN_HALF_CLOSED || c->ops->input_full(c)) return false;
     return mc_conn_out_pending(c) <= MC_OUT_HIGH_WATER;
 }
 
@@ -91,7 +80,7 @@ void mc_conn_body_held(mc_conn_t *c, mc_request_t *r, ptrdiff_t n) {
 }
 
 static void update_reading(mc_conn_t *c) {
-    if (c->closing) return;
+    if (mc_conn_closed(c)) return;
     bool want = want_reading(c);
     if (want && c->read_stopped) {
         c->read_stopped = false;
@@ -101,6 +90,7 @@ static void update_reading(mc_conn_t *c) {
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
 }
+
 /* A new connection (its TCP handle initialized) joins its server loop: timer, list, counts. */
 static void conn_attach(mc_conn_t *c, mc_server_loop_t *sl) {
     c->server = sl->server;
@@ -108,6 +98,8 @@ static void conn_attach(mc_conn_t *c, mc_server_loop_t *sl) {
     c->loop = sl->loop;
     c->tcp.data = c;
     c->timer.data = c;
+    c->ops = &mc_sniff_proto;
+    c->tx = &mc_plain_transport;
     uv_timer_init(&sl->loop->uv, &c->timer);
     c->handles_open = 2;
     mc_server_retain(c->server); /* released when the connection is freed */
@@ -136,7 +128,7 @@ void mc_conn_open(mc_server_loop_t *sl, int fd) {
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c->header_deadline = uv_now(&loop->uv) + s->config.header_timeout_ms;
-    /* TLS hook: the server's context at this moment (a reload changes it for later ones only) */
+    /* the server's TLS context at this moment (a reload changes it for later ones only) */
     pthread_mutex_lock(&s->tls_mu);
     mc_tls_ctx_t *ctx = s->tls;
     if (ctx) mc_tls_ctx_retain(ctx);
@@ -165,8 +157,7 @@ static void on_handle_closed(uv_handle_t *h) {
         return;
     }
     mc_server_t *s = c->server;
-    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) mc_h2_free(c);
-    else mc_h1_free(c);
+    c->ops->free(c);
     mc_buf_free(&c->in);
     mc_buf_free(&c->out);
     mc_buf_free(&c->inflight);
@@ -181,20 +172,20 @@ static void on_handle_closed(uv_handle_t *h) {
 }
 
 void mc_conn_close(mc_conn_t *c) {
-    if (c->closing) return;
-    c->closing = true;
+    if (mc_conn_closed(c)) return;
+    c->state = MC_CONN_CLOSED;
     /* Off the flush list: the handles' close callbacks free c at the end of this loop turn, before
      * the next uv_prepare walks the list (a read or a job may have put c there this turn). */
     mc_loop_unmark_dirty(c->loop, c);
     /* Requests still in flight learn that their peer is gone; their memory stays theirs. */
     while (c->reqs) mc_request_abort(c->reqs);
-    if (c->proto == MC_PROTO_H1) c->h1_cur = NULL; /* released by the abort above */
+    c->h1_cur = NULL; /* released by the abort above */
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
 void mc_conn_write(mc_conn_t *c, const void *p, size_t n) {
-    if (c->closing) return;
+    if (mc_conn_closed(c)) return;
     if (mc_buf_append(&c->out, p, n) != 0) {
         mc_conn_close(c);
         return;
@@ -206,7 +197,7 @@ static void on_write(uv_write_t *w, int status) {
     mc_conn_t *c = w->data;
     c->writing = false;
     c->inflight.len = 0;
-    if (c->closing) return;
+    if (mc_conn_closed(c)) return;
     if (status < 0) {
         mc_conn_close(c);
         return;
@@ -215,14 +206,10 @@ static void on_write(uv_write_t *w, int status) {
     mc_loop_mark_dirty(c->loop, c);
 }
 
+/* Nothing left to do or to write: the connection may end (the transport's last words first). */
 static bool finished(mc_conn_t *c) {
-    if (c->writing || mc_conn_out_pending(c)) return false;
-    bool done;
-    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) done = mc_h2_done(c);
-    else done = (c->close_after_flush || c->eof) && c->active == 0 && !c->h1_paused;
-    /* TLS hook: close_notify goes out before an orderly close */
-    if (done && c->tls && mc_tls_shutdown(c)) return false;
-    return done;
+    if (c->writing || mc_conn_out_pending(c) || !c->ops->done(c)) return false;
+    return !c->tx->finish(c);
 }
 
 /* libuv takes lengths as unsigned int: a buffer is written in pieces of at most this. */
@@ -231,23 +218,21 @@ static bool finished(mc_conn_t *c) {
 
 static void flush(mc_conn_t *c) {
     int more = 0;
-    if ((c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) && (more = mc_h2_pump(c)) < 0) {
+    if (c->ops->pump && (more = c->ops->pump(c)) < 0) {
         mc_conn_close(c);
         return;
     }
-    /* TLS hook: c->out holds plaintext; the records to write wait in the TLS wire buffer, and
-     * only up to its mark, so that c->out (and with it the producers) feel the peer's pace */
-    mc_buf_t *pending = &c->out;
-    int tls_more = 0;
-    if (c->tls) {
-        if ((tls_more = mc_tls_encrypt(c)) < 0) {
-            mc_conn_close(c);
-            return;
-        }
-        pending = mc_tls_wire(c);
+    /* c->out holds what the protocol wrote; the transport points at what the socket takes (TLS:
+     * records, made only up to its own mark, so that c->out and with it the producers feel the
+     * peer's pace) */
+    mc_buf_t *pending = NULL;
+    int tx_more = c->tx->seal(c, &pending);
+    if (tx_more < 0) {
+        mc_conn_close(c);
+        return;
     }
     uint64_t now = uv_now(&c->loop->uv);
-    if (c->lingering) pending->len = 0; /* the write side is shut: nothing more can go out */
+    if (c->state == MC_CONN_LINGERING) pending->len = 0; /* the write side is shut: nothing more can go out */
     if (!c->writing && pending->len) {
         uv_buf_t b = uv_buf_init((char *)pending->data, (unsigned)(pending->len < MC_WRITE_PIECE ? pending->len : MC_WRITE_PIECE));
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -285,17 +270,15 @@ static void flush(mc_conn_t *c) {
     }
     if (!mc_conn_out_pending(c)) c->write_since = 0;
     else if (!c->write_since) c->write_since = now;
-    /* TLS hook: a refused handshake's answer is out: half-close and linger */
-    if (c->tls && !c->client && mc_tls_failed(c) && !c->writing && !pending->len && !c->lingering) linger(c);
-    if (!c->lingering && finished(c)) {
+    if (c->state != MC_CONN_LINGERING && finished(c)) {
         /* this side ends the connection while the peer may still be sending: linger */
-        if (!c->client && c->close_after_flush && !c->eof) linger(c);
+        if (!c->client && c->state == MC_CONN_ENDING) linger(c);
         else mc_conn_close(c);
         return;
     }
     if (c->h1_stream) mc_h1_stream_flushed(c);
-    /* nghttp2 (or TLS) had more than one pump's worth and the socket took it all: pump again */
-    if ((more > 0 || tls_more > 0) && !c->writing) mc_loop_mark_dirty(c->loop, c);
+    /* the protocol (or TLS) had more than one pump's worth and the socket took it all: again */
+    if ((more > 0 || tx_more > 0) && !c->writing) mc_loop_mark_dirty(c->loop, c);
     update_reading(c);
     mc_conn_update_timer(c);
 }
@@ -306,7 +289,7 @@ void mc_flush_dirty(mc_loop_t *loop) {
         loop->dirty = c->dirty_next;
         c->dirty = false;
         c->dirty_next = NULL;
-        if (!c->closing) flush(c);
+        if (!mc_conn_closed(c)) flush(c);
     }
 }
 
@@ -323,7 +306,7 @@ static uint64_t earliest(uint64_t a, uint64_t b) { return !a ? b : !b ? a : a < 
 static uint64_t after(uint64_t since, uint32_t timeout_ms) { return since && timeout_ms ? since + timeout_ms : 0; }
 
 /* The connection's deadlines, each for one state it can be in; the timer fires at the earliest.
- *  - TLS handshake refused: lingering for the peer's EOF;
+ *  - LINGERING: the peer's EOF, MC_LINGER_MS at most;
  *  - reading a request head (HTTP/1.1) or the TLS handshake: the header timeout;
  *  - output waiting that the peer does not take: the write timeout, from the last progress;
  *  - a request body awaited: the read timeout (HTTP/1.1 here; HTTP/2 per stream, checked lazily
@@ -332,17 +315,16 @@ static uint64_t after(uint64_t since, uint32_t timeout_ms) { return since && tim
  *  - nothing in flight: the idle timeout;
  *  - handlers at work with nothing else waiting: none (their own deadlines govern). */
 void mc_conn_update_timer(mc_conn_t *c) {
-    if (c->closing || c->client) return; /* clients: the caller's deadlines govern */
+    if (mc_conn_closed(c) || c->client) return; /* clients: the caller's deadlines govern */
     const mc_server_config_t *cfg = &c->server->config;
     uint64_t now = uv_now(&c->loop->uv), deadline = 0;
-    if (c->lingering || (c->tls && mc_tls_failed(c))) {
-        if (!c->linger_until) c->linger_until = now + MC_LINGER_MS;
+    if (c->state == MC_CONN_LINGERING) {
         deadline = c->linger_until;
     } else {
         deadline = earliest(c->header_deadline, c->close_at);
         deadline = earliest(deadline, after(c->write_since, cfg->write_timeout_ms));
         deadline = earliest(deadline, after(c->read_since, cfg->read_timeout_ms));
-        if (c->proto == MC_PROTO_H2 && c->streams) {
+        if (c->ops->check_streams && c->streams) {
             if (!c->stream_check_at) {
                 uint32_t t = cfg->read_timeout_ms && cfg->write_timeout_ms
                                  ? (cfg->read_timeout_ms < cfg->write_timeout_ms ? cfg->read_timeout_ms : cfg->write_timeout_ms)
@@ -368,11 +350,11 @@ void mc_conn_update_timer(mc_conn_t *c) {
 
 static void on_timer(uv_timer_t *t) {
     mc_conn_t *c = t->data;
-    if (c->closing) return;
+    if (mc_conn_closed(c)) return;
     const mc_server_config_t *cfg = &c->server->config;
     uint64_t now = uv_now(&c->loop->uv);
-    if (c->lingering || (c->tls && mc_tls_failed(c))) {
-        if (c->linger_until && now >= c->linger_until) mc_conn_close(c);
+    if (c->state == MC_CONN_LINGERING) {
+        if (now >= c->linger_until) mc_conn_close(c);
         else mc_conn_update_timer(c);
         return;
     }
@@ -383,41 +365,38 @@ static void on_timer(uv_timer_t *t) {
         return;
     }
     if (c->header_deadline && now >= c->header_deadline) {
-        if (c->proto == MC_PROTO_H1) mc_h1_timeout(c, 0);
-        else mc_conn_close(c); /* a TLS handshake or an HTTP/2 preface that did not come */
+        c->ops->header_timeout(c); /* a request head, a TLS handshake or a preface that did not come */
+        if (!mc_conn_closed(c)) mc_loop_mark_dirty(c->loop, c);
         return;
     }
     uint64_t read_due = after(c->read_since, cfg->read_timeout_ms);
     if (read_due && now >= read_due) {
         c->read_since = 0;
-        mc_h1_timeout(c, 1); /* a body (or a stream's next message) that did not come */
+        c->ops->read_timeout(c); /* a body (or a stream's next message) that did not come */
+        if (mc_conn_closed(c)) return;
         mc_loop_mark_dirty(c->loop, c);
         mc_conn_update_timer(c);
         return;
     }
     if (c->close_at && now >= c->close_at) {
         c->close_at = 0;
-        if (c->proto == MC_PROTO_H2 && c->h2_notice_sent && !c->h2_goaway_sent) {
-            mc_h2_final_goaway(c); /* a shutdown: the streams already open finish */
-            mc_loop_mark_dirty(c->loop, c);
-            mc_conn_update_timer(c);
+        if (!c->ops->grace_over(c)) {
+            mc_conn_close(c);
             return;
         }
-        mc_conn_close(c);
-        return;
+        mc_loop_mark_dirty(c->loop, c); /* a final GOAWAY: the streams already open finish */
     }
-    if (c->proto == MC_PROTO_H2 && c->stream_check_at && now >= c->stream_check_at) {
-        c->stream_check_at = mc_h2_check_streams(c, now);
+    if (c->ops->check_streams && c->stream_check_at && now >= c->stream_check_at) {
+        c->stream_check_at = c->ops->check_streams(c, now);
         mc_loop_mark_dirty(c->loop, c);
     }
     if (conn_idle(c) && c->idle_since && now >= c->idle_since + cfg->idle_timeout_ms && !c->close_at &&
         !c->header_deadline) {
-        if (c->proto != MC_PROTO_H2) {
+        /* HTTP/2 says why with a GOAWAY and closes after a grace for requests already on the way */
+        if (!c->ops->idle(c)) {
             mc_conn_close(c);
             return;
         }
-        /* GOAWAY says why; the close follows after a grace for requests already on the way */
-        mc_h2_goaway_idle(c);
         c->close_at = now + MC_GOAWAY_GRACE_MS;
         mc_loop_mark_dirty(c->loop, c);
     }
@@ -444,6 +423,22 @@ static bool first_line_is_http1(const uint8_t *p, size_t n) {
     return len >= 9 && (memcmp(p + len - 9, " HTTP/1.1", 9) == 0 || memcmp(p + len - 9, " HTTP/1.0", 9) == 0);
 }
 
+/* Switches c to the protocol its first bytes speak. */
+static void speak(mc_conn_t *c, const mc_proto_ops_t *ops) {
+    c->ops = ops;
+    if (ops == &mc_h1_proto) mc_h1_init(c);
+}
+
+/* Ends a connection whose first bytes are no request with one message written as it is (a TLS
+ * alert, a GOAWAY), then lingers. */
+static void refuse(mc_conn_t *c, const uint8_t *msg, size_t len) {
+    mc_buf_free(&c->in);
+    speak(c, &mc_h1_proto); /* no session: the bytes go out as they are */
+    mc_conn_enter(c, MC_CONN_ENDING);
+    c->header_deadline = 0;
+    mc_conn_write(c, msg, len);
+}
+
 static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
     const uint8_t *data = p;
     size_t len = n;
@@ -452,17 +447,12 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
         data = c->in.data;
         len = c->in.len;
     }
-    if (!c->tls && data[0] == 0x16 && c->server) {
+    if (c->tx == &mc_plain_transport && data[0] == 0x16) {
         /* A TLS handshake record on a plaintext port: a fatal handshake_failure alert (plain, as
          * alerts before a handshake are), a log line, and the connection closes. */
         static const uint8_t alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28};
         mc_server_log(c->server, MC_LOG_WARNING, "a TLS ClientHello on a plaintext port; connection closed");
-        mc_buf_free(&c->in);
-        c->proto = MC_PROTO_H1;
-        mc_h1_init(c);
-        c->close_after_flush = true;
-        c->header_deadline = 0;
-        mc_conn_write(c, alert, sizeof alert);
+        refuse(c, alert, sizeof alert);
         return 0;
     }
     size_t cmp = len < MC_H2_PREFACE_LEN ? len : MC_H2_PREFACE_LEN;
@@ -471,12 +461,7 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
         /* "PRI * HTTP/2.0" and then not the rest of the preface: an HTTP/2 client with a broken
          * preface gets GOAWAY(PROTOCOL_ERROR) (RFC 9113, 3.4), not an HTTP/1.1 answer */
         static const uint8_t goaway[] = {0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-        mc_buf_free(&c->in);
-        c->proto = MC_PROTO_H1; /* no session: the frame is written as is */
-        mc_h1_init(c);
-        c->close_after_flush = true;
-        c->header_deadline = 0;
-        mc_conn_write(c, goaway, sizeof goaway);
+        refuse(c, goaway, sizeof goaway);
         return 0;
     }
     if (h2 && len < MC_H2_PREFACE_LEN) {
@@ -487,13 +472,12 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
     c->in = (mc_buf_t){0};
     int rc;
     if (h2) {
-        c->proto = MC_PROTO_H2;
+        speak(c, &mc_h2_proto);
         rc = mc_h2_init(c);
         if (rc == 0) rc = mc_h2_feed(c, data, len);
         c->header_deadline = 0;
     } else {
-        c->proto = MC_PROTO_H1;
-        mc_h1_init(c);
+        speak(c, &mc_h1_proto);
         c->h1_not_http = !first_line_is_http1(data, len);
         rc = mc_h1_feed(c, data, len);
     }
@@ -501,34 +485,59 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
     return rc;
 }
 
-/* Plaintext bytes to the protocol (from the socket, or decrypted by tls.c). */
-static int feed(mc_conn_t *c, const uint8_t *p, size_t n) {
-    if (c->proto == MC_PROTO_H2 || c->proto == MC_PROTO_H2_CLIENT) return mc_h2_feed(c, p, n);
-    if (c->proto == MC_PROTO_H1) return mc_h1_feed(c, p, n);
-    return sniff(c, p, n);
+static bool never(mc_conn_t *c) {
+    (void)c;
+    return false;
+}
+/* Before the protocol is known nothing is in flight: done once either side ends. */
+static bool sniff_done(mc_conn_t *c) { return c->state >= MC_CONN_HALF_CLOSED; }
+static void nothing(mc_conn_t *c) { (void)c; }
+static bool no_eof(mc_conn_t *c, ssize_t err) {
+    (void)c;
+    (void)err;
+    return false;
 }
 
-static void on_eof(mc_conn_t *c, ssize_t nread) {
-    /* EOF after complete HTTP/1 requests (a half-closed client) still gets every answer,
-     * including requests still waiting in the input buffer */
-    if (nread == UV_EOF && c->proto == MC_PROTO_H1 && (c->active || c->out.len || c->writing || c->h1_paused)) {
-        c->eof = true;
-        mc_request_t *r = c->h1_stream;
-        if (r && !r->in_ended && !r->responded && !r->aborted) {
-            /* a half-close ends the client's messages, as EOS would */
-            r->in_ended = true;
-            c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
-        }
-        update_reading(c);
-        mc_loop_mark_dirty(c->loop, c);
-        return;
-    }
-    mc_conn_close(c);
+/* The first bytes decide: the HTTP/2 preface, else HTTP/1.1. */
+const mc_proto_ops_t mc_sniff_proto = {
+    .proto = MC_PROTO_UNKNOWN,
+    .feed = sniff,
+    .input_full = never,
+    .done = sniff_done,
+    .eof = no_eof,
+    .header_timeout = mc_conn_close, /* a TLS handshake or the first bytes did not come */
+    .read_timeout = mc_conn_close,
+    .idle = never,
+    .grace_over = never,
+    .shutdown = mc_conn_close,
+    .free = nothing,
+};
+
+static int plain_receive(mc_conn_t *c, const uint8_t *p, size_t n) {
+    if (c->client) mc_client_first_bytes(c, p, n); /* a TLS-only server? noted for the error */
+    return c->ops->feed(c, p, n);
+}
+static int plain_seal(mc_conn_t *c, mc_buf_t **wire) {
+    *wire = &c->out;
+    return 0;
+}
+static size_t plain_held(const mc_conn_t *c) {
+    (void)c;
+    return 0;
 }
 
-/* TLS hook: the handshake failed. The peer gets the alert (or a plain 400), then our FIN; what
- * it still sends is read and dropped until its EOF (bounded by a timer), because closing with
- * unread input would reset the connection and destroy the alert before the peer reads it. */
+/* Plaintext: the protocol's bytes are the socket's. */
+const mc_transport_ops_t mc_plain_transport = {
+    .receive = plain_receive,
+    .seal = plain_seal,
+    .finish = never,
+    .held = plain_held,
+};
+
+/* The handshake failed. A server's peer gets the alert (or a plain 400), then our FIN: the
+ * connection is ENDING, so once that is written it lingers (what the peer still sends is read
+ * and dropped until its EOF), because closing with unread input would reset the connection and
+ * destroy the alert before the peer reads it. */
 static void tls_failed(mc_conn_t *c) {
     if (c->client) {
         mc_client_tls_failed(c);
@@ -536,12 +545,15 @@ static void tls_failed(mc_conn_t *c) {
     }
     mc_server_log(c->server, MC_LOG_WARNING, "TLS handshake refused: %s", mc_tls_error(c));
     c->header_deadline = 0;
+    mc_conn_enter(c, MC_CONN_ENDING);
     mc_loop_mark_dirty(c->loop, c);
+    update_reading(c);
+    mc_conn_update_timer(c);
 }
 
 static void linger(mc_conn_t *c) {
     uv_os_fd_t fd;
-    c->lingering = true;
+    mc_conn_enter(c, MC_CONN_LINGERING);
     c->linger_until = uv_now(&c->loop->uv) + MC_LINGER_MS;
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0) shutdown(fd, SHUT_WR);
     if (c->read_stopped) mc_conn_start_reading(c);
@@ -549,46 +561,37 @@ static void linger(mc_conn_t *c) {
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-    (void)buf;
     mc_conn_t *c = stream->data;
-    if (c->closing) return;
-    if (c->lingering || (c->tls && !c->client && mc_tls_failed(c))) {
-        /* lingering (or a refused TLS handshake): input is dropped until the peer's EOF */
-        if (nread < 0) mc_conn_close(c);
+    if (mc_conn_closed(c)) return;
+    if (c->state == MC_CONN_LINGERING) {
+        if (nread < 0) mc_conn_close(c); /* input is dropped until the peer's EOF */
         return;
     }
     if (nread < 0) {
-        if (c->client && c->tls && !c->client->connected) {
-            mc_client_tls_failed(c); /* the server hung up during the handshake */
+        /* EOF after complete requests (a half-closed HTTP/1.1 client) still gets every answer */
+        if (c->ops->eof(c, nread)) {
+            update_reading(c);
+            if (!mc_conn_closed(c)) mc_loop_mark_dirty(c->loop, c);
             return;
         }
-        on_eof(c, nread);
+        mc_conn_close(c);
         return;
     }
     if (nread == 0) return;
-    const uint8_t *p = c->loop->readbuf;
-    size_t n = (size_t)nread;
-    int rc;
-    if (c->tls) {
-        rc = mc_tls_read(c, p, n, feed);
-        if (c->closing) return;
-        if (rc == 1) {
-            on_eof(c, UV_EOF);
-            return;
-        }
-        if (rc == 2 || (rc != 0 && mc_tls_failed(c) && c->client)) {
-            tls_failed(c);
-            return;
-        }
-    } else {
-        if (c->client) mc_client_first_bytes(c, p, n); /* TLS hook: a TLS-only server? */
-        rc = feed(c, p, n);
+    int rc = c->tx->receive(c, c->loop->readbuf, (size_t)nread);
+    if (mc_conn_closed(c)) return;
+    if (rc == 1) { /* the peer's close_notify: its EOF */
+        on_read(stream, UV_EOF, buf);
+        return;
+    }
+    if (rc == 2 || (rc != 0 && c->client && mc_tls_failed(c))) {
+        tls_failed(c);
+        return;
     }
     if (rc != 0) {
         mc_conn_close(c);
         return;
     }
-    if (c->closing) return;
     mc_loop_mark_dirty(c->loop, c);
     update_reading(c);
     mc_conn_update_timer(c);
@@ -598,18 +601,14 @@ void mc_conn_shutdown_all(mc_server_loop_t *sl, bool force) {
     mc_conn_t *next;
     for (mc_conn_t *c = sl->conns; c; c = next) {
         next = c->next;
-        if (c->closing) continue;
-        c->draining = true;
+        if (mc_conn_closed(c)) continue;
+        mc_conn_enter(c, MC_CONN_DRAINING);
         if (force) {
             mc_conn_close(c);
-        } else if (c->proto == MC_PROTO_H2) {
-            mc_h2_shutdown(c);
-            mc_loop_mark_dirty(c->loop, c);
-        } else if (c->proto == MC_PROTO_H1) {
-            mc_h1_shutdown(c);
-        } else {
-            mc_conn_close(c);
+            continue;
         }
+        c->ops->shutdown(c);
+        if (!mc_conn_closed(c)) mc_loop_mark_dirty(c->loop, c);
     }
 }
 
@@ -651,7 +650,7 @@ void mc_fuzz_conn_written(mc_conn_t *c, int status) {
 
 /* The timer fires now, if it is running (a one-shot timer is stopped before its callback). */
 void mc_fuzz_conn_timer(mc_conn_t *c) {
-    if (c->closing || !uv_is_active((uv_handle_t *)&c->timer)) return;
+    if (mc_conn_closed(c) || !uv_is_active((uv_handle_t *)&c->timer)) return;
     uv_timer_stop(&c->timer);
     on_timer(&c->timer);
 }

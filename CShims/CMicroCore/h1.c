@@ -189,7 +189,7 @@ static void stream_frame(mc_conn_t *c, mc_request_t *frame) {
  * opens a stream. */
 static bool opens_stream(mc_conn_t *c, mc_request_t *r, http_parser *p) {
     mc_header_t h;
-    return c->server->cb.on_body && c->h1_head == NULL && !c->draining && http_should_keep_alive(p) &&
+    return c->server->cb.on_body && c->h1_head == NULL && http_should_keep_alive(p) &&
            find_header(r, "micro-stream", &h) != NULL;
 }
 
@@ -230,16 +230,16 @@ static int on_message_complete(http_parser *p) {
         c->active++;
         c->h1_stream = r;
         s->cb.on_request(s->cb.ctx, r);
-        if (c->closing) return 0;
+        if (mc_conn_closed(c)) return 0;
         stream_frame(c, first);
         return 0;
     }
-    r->keep_alive = http_should_keep_alive(p) && !c->draining;
+    r->keep_alive = http_should_keep_alive(p); /* parsing stops once the connection is ENDING */
     enqueue(c, r);
-    if (!r->keep_alive) c->close_after_flush = true;
+    if (!r->keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
     s->cb.on_request(s->cb.ctx, r);
-    if (c->closing) return 0;
-    if (c->close_after_flush || queued(c) >= s->config.max_pipelined) http_parser_pause(p, 1);
+    if (mc_conn_closed(c)) return 0;
+    if (c->state >= MC_CONN_ENDING || queued(c) >= s->config.max_pipelined) http_parser_pause(p, 1);
     return 0;
 }
 
@@ -319,7 +319,7 @@ int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
     if (rc == 0) rc = write_frame(c, r, (const char *)extra.data, NULL, 0);
     mc_buf_free(&extra);
     c->h1_stream = NULL;
-    c->close_after_flush = true;
+    mc_conn_enter(c, MC_CONN_ENDING);
     mc_loop_mark_dirty(c->loop, c);
     return rc;
 }
@@ -358,7 +358,7 @@ static void respond_error(mc_conn_t *c, int status, const char *detail) {
     }
     r->keep_alive = false;
     enqueue(c, r);
-    c->close_after_flush = true;
+    mc_conn_enter(c, MC_CONN_ENDING);
     mc_buf_t body = {0};
     mc_error_body(&body, status, detail);
     mc_header_t ct = {"content-type", 12, "application/json", 16};
@@ -385,16 +385,16 @@ static const char *error_detail(mc_conn_t *c, int status, char *buf, size_t len)
 
 int mc_h1_feed(mc_conn_t *c, const uint8_t *data, size_t n) {
     size_t off = 0;
-    while (off < n && !c->closing && !c->close_after_flush) {
+    while (off < n && !mc_conn_closed(c) && c->state < MC_CONN_ENDING) {
         size_t done = http_parser_execute(&c->parser, &settings, (const char *)data + off, n - off);
         off += done;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
-            if (!c->close_after_flush && queued(c) < c->server->config.max_pipelined) {
+            if (c->state < MC_CONN_ENDING && queued(c) < c->server->config.max_pipelined) {
                 http_parser_pause(&c->parser, 0);
                 continue;
             }
-            c->h1_paused = !c->close_after_flush;
+            c->h1_paused = c->state < MC_CONN_ENDING;
             if (c->h1_paused && mc_buf_append(&c->in, data + off, n - off) != 0) return -1;
             return 0;
         }
@@ -404,7 +404,7 @@ int mc_h1_feed(mc_conn_t *c, const uint8_t *data, size_t n) {
                  * preface is broken, which RFC 9113 (3.4) answers with GOAWAY(PROTOCOL_ERROR) */
                 static const uint8_t goaway[] = {0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
                 c->h1_cur = NULL; /* released when the connection closes */
-                c->close_after_flush = true;
+                mc_conn_enter(c, MC_CONN_ENDING);
                 mc_conn_write(c, goaway, sizeof goaway);
                 return 0;
             }
@@ -420,7 +420,7 @@ int mc_h1_feed(mc_conn_t *c, const uint8_t *data, size_t n) {
 
 /* Called after an answer left the queue: parse what waited while the queue was full. */
 static void resume(mc_conn_t *c) {
-    if (!c->h1_paused || c->closing || queued(c) >= c->server->config.max_pipelined) return;
+    if (!c->h1_paused || mc_conn_closed(c) || queued(c) >= c->server->config.max_pipelined) return;
     c->h1_paused = false;
     http_parser_pause(&c->parser, 0);
     mc_buf_t held = c->in;
@@ -435,7 +435,7 @@ static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, con
     if (rc == 0 && status >= 200 && status != 204 && status != 304)
         rc = mc_buf_appendf(b, "content-length: %zu\r\n", body.prefix_len + body.len);
     if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
-    if (rc == 0 && (!r->keep_alive || c->draining)) rc = mc_buf_append(b, "connection: close\r\n", 19);
+    if (rc == 0 && !r->keep_alive) rc = mc_buf_append(b, "connection: close\r\n", 19);
     if (rc == 0) rc = mc_buf_append(b, "\r\n", 2);
     if (rc == 0 && !r->head) rc = mc_buf_append(b, body.prefix, body.prefix_len);
     if (rc == 0 && !r->head) rc = mc_buf_append(b, body.data, body.len);
@@ -449,7 +449,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         c->h1_stream = NULL;
         r->keep_alive = false;
         int rc = serialize(c, r, &c->out, status, h, nh, body);
-        c->close_after_flush = true;
+        mc_conn_enter(c, MC_CONN_ENDING);
         mc_request_release(r);
         mc_loop_mark_dirty(c->loop, c);
         return rc;
@@ -471,7 +471,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         c->h1_head = q->next;
         if (!c->h1_head) c->h1_tail = NULL;
         if (q != r || !first) mc_buf_append(&c->out, q->sendq.data, q->sendq.len);
-        if (!q->keep_alive || c->draining) c->close_after_flush = true;
+        if (!q->keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
         mc_request_release(q);
     }
     mc_loop_mark_dirty(c->loop, c);
@@ -479,7 +479,8 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
     return 0;
 }
 
-void mc_h1_timeout(mc_conn_t *c, int body) {
+/* A deadline passed: the request head (body = 0) or a body / a stream's next message (1). */
+static void timeout(mc_conn_t *c, int body) {
     if (c->h1_cur) {
         respond_error(c, 408, body ? "request body not received in time" : "request headers not received in time");
         mc_loop_mark_dirty(c->loop, c);
@@ -488,15 +489,61 @@ void mc_h1_timeout(mc_conn_t *c, int body) {
         mc_conn_close(c);
     }
 }
+static void header_timeout(mc_conn_t *c) { timeout(c, 0); }
+static void read_timeout(mc_conn_t *c) { timeout(c, 1); }
 
-void mc_h1_shutdown(mc_conn_t *c) {
-    c->draining = true;
-    c->close_after_flush = true;
+static void shutdown_gracefully(mc_conn_t *c) {
+    /* the answers still to come say "connection: close"; nothing more is read */
+    for (mc_request_t *q = c->h1_head; q; q = q->next) q->keep_alive = false;
+    mc_conn_enter(c, MC_CONN_ENDING);
     mc_loop_mark_dirty(c->loop, c);
 }
 
-void mc_h1_free(mc_conn_t *c) {
+static void h1_free(mc_conn_t *c) {
     c->h1_head = c->h1_tail = NULL;
     c->h1_cur = NULL;
     c->h1_stream = NULL;
 }
+
+/* HTTP/1.1 has no window: reading pauses while pipelined requests wait, while a stream's reader
+ * is behind, and while the connection is past its buffered-body budget. */
+static bool h1_input_full(mc_conn_t *c) {
+    if (c->h1_paused) return true;
+    if (c->h1_stream && c->h1_stream->unconsumed > MC_H1_STREAM_WINDOW) return true;
+    return c->body_buffered > c->server->config.max_buffered_body_bytes;
+}
+
+/* Done once either side ended it and every request read is answered. */
+static bool h1_done(mc_conn_t *c) { return c->state >= MC_CONN_HALF_CLOSED && c->active == 0 && !c->h1_paused; }
+
+/* A half-closed client still gets every answer, including those of requests still waiting in
+ * the input buffer; a half-close also ends a go-micro stream's messages, as EOS would. */
+static bool h1_eof(mc_conn_t *c, ssize_t err) {
+    if (err != UV_EOF || !(c->active || c->out.len || c->writing || c->h1_paused)) return false;
+    mc_conn_enter(c, MC_CONN_HALF_CLOSED);
+    mc_request_t *r = c->h1_stream;
+    if (r && !r->in_ended && !r->responded && !r->aborted) {
+        r->in_ended = true;
+        c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
+    }
+    return true;
+}
+
+static bool never(mc_conn_t *c) {
+    (void)c;
+    return false;
+}
+
+const mc_proto_ops_t mc_h1_proto = {
+    .proto = MC_PROTO_H1,
+    .feed = mc_h1_feed,
+    .input_full = h1_input_full,
+    .done = h1_done,
+    .eof = h1_eof,
+    .header_timeout = header_timeout,
+    .read_timeout = read_timeout,
+    .idle = never,       /* closed at once: HTTP/1.1 has no way to say goodbye first */
+    .grace_over = never,
+    .shutdown = shutdown_gracefully,
+    .free = h1_free,
+};

@@ -232,11 +232,13 @@ static bool wants_stream(mc_conn_t *c, mc_request_t *r) {
     return r->stream_hint || (cb->is_stream && cb->is_stream(cb->ctx, r));
 }
 
+static void final_goaway(mc_conn_t *c);
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
     mc_conn_t *c = user;
     if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) && c->h2_notice_sent && !c->h2_goaway_sent) {
         /* the peer has seen the shutdown notice (its PING answer came after it): the final GOAWAY */
-        mc_h2_final_goaway(c);
+        final_goaway(c);
         return 0;
     }
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
@@ -300,7 +302,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
             mc_server_log(c->server, MC_LOG_WARNING, "the peer caused more than %d stream resets; connection ended",
                           MC_RESETS_BURST);
             c->h2_goaway_sent = true;
-            c->close_after_flush = true;
+            mc_conn_enter(c, MC_CONN_ENDING);
             nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
         }
         return 0;
@@ -407,7 +409,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
     if (!c->client && !scan_frames(c, p, n)) {
         mc_server_log(c->server, MC_LOG_DEBUG, "HEADERS on a stream id below the last one opened; connection ended");
         if (nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR) != 0) return -1;
-        c->close_after_flush = true;
+        mc_conn_enter(c, MC_CONN_ENDING);
         mc_loop_mark_dirty(c->loop, c);
         return 0;
     }
@@ -418,7 +420,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
         uint32_t code = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? NGHTTP2_ENHANCE_YOUR_CALM
                                                                                               : NGHTTP2_PROTOCOL_ERROR;
         if (nghttp2_session_terminate_session(c->h2, code) != 0) return -1;
-        c->close_after_flush = true;
+        mc_conn_enter(c, MC_CONN_ENDING);
     }
     mc_loop_mark_dirty(c->loop, c);
     return 0;
@@ -574,23 +576,25 @@ int mc_h2_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh
     return submit_head(r, status, h, nh, NULL, &prd) == 0 ? 0 : reset_stream(r);
 }
 
-void mc_h2_shutdown(mc_conn_t *c) {
-    c->draining = true;
+/* Server shutdown: a GOAWAY notice (no new streams, please) now, the final GOAWAY after an
+ * acknowledged PING or the grace. */
+static void shutdown_gracefully(mc_conn_t *c) {
+    mc_conn_enter(c, MC_CONN_DRAINING);
     if (!c->h2 || c->h2_notice_sent || c->h2_goaway_sent) return;
     /* RFC 9113, 6.8: first a GOAWAY with the highest stream id (stop opening streams), then,
      * once the peer has answered a PING sent after it (or after the grace), the final GOAWAY
      * with the last stream this side will process; requests the peer sent meanwhile are served */
     c->h2_notice_sent = true;
     if (nghttp2_submit_shutdown_notice(c->h2) != 0 || nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) != 0) {
-        mc_h2_final_goaway(c);
+        final_goaway(c);
         return;
     }
     c->close_at = uv_now(&c->loop->uv) + 1000;
     mc_conn_update_timer(c);
 }
 
-void mc_h2_final_goaway(mc_conn_t *c) {
-    c->draining = true;
+static void final_goaway(mc_conn_t *c) {
+    mc_conn_enter(c, MC_CONN_DRAINING);
     if (!c->h2 || c->h2_goaway_sent) return;
     c->h2_goaway_sent = true;
     c->close_at = 0;
@@ -598,14 +602,25 @@ void mc_h2_final_goaway(mc_conn_t *c) {
                           NGHTTP2_NO_ERROR, NULL, 0);
 }
 
-void mc_h2_goaway_idle(mc_conn_t *c) {
-    if (!c->h2 || c->h2_goaway_sent) return;
+/* The idle timeout: GOAWAY(NO_ERROR); the connection closes after the grace. */
+static bool goaway_idle(mc_conn_t *c) {
+    if (!c->h2 || c->h2_goaway_sent) return true;
     c->h2_goaway_sent = true;
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
                           NGHTTP2_NO_ERROR, (const uint8_t *)"idle", 4);
+    return true;
 }
 
-uint64_t mc_h2_check_streams(mc_conn_t *c, uint64_t now) {
+/* The grace after a shutdown notice is over: the final GOAWAY, and the streams open finish. */
+static bool grace_over(mc_conn_t *c) {
+    if (!c->h2_notice_sent || c->h2_goaway_sent) return false;
+    final_goaway(c);
+    return true;
+}
+
+/* Ends the streams stalled past the read or write timeout; returns when to look again (0: no
+ * stream is waiting). */
+static uint64_t check_streams(mc_conn_t *c, uint64_t now) {
     const mc_server_config_t *cfg = &c->server->config;
     uint64_t next = 0;
     mc_request_t *r = c->reqs, *rnext;
@@ -654,3 +669,35 @@ void mc_h2_free(mc_conn_t *c) {
     if (c->h2) nghttp2_session_del(c->h2);
     c->h2 = NULL;
 }
+
+/* nghttp2 answers some frames by itself (RST_STREAM for refused streams, PING and SETTINGS
+ * acknowledgements); a peer that sends them and never reads would grow its queue, which the
+ * connection's byte count does not see. */
+#define MC_H2_MAX_QUEUED_FRAMES 1024
+
+bool mc_h2_input_full(mc_conn_t *c) {
+    return c->h2 && nghttp2_session_get_outbound_queue_size(c->h2) > MC_H2_MAX_QUEUED_FRAMES;
+}
+
+static bool no_eof(mc_conn_t *c, ssize_t err) {
+    (void)c;
+    (void)err;
+    return false;
+}
+static void close_now(mc_conn_t *c) { mc_conn_close(c); }
+
+const mc_proto_ops_t mc_h2_proto = {
+    .proto = MC_PROTO_H2,
+    .feed = mc_h2_feed,
+    .pump = mc_h2_pump,
+    .input_full = mc_h2_input_full,
+    .done = mc_h2_done,
+    .eof = no_eof,
+    .header_timeout = close_now, /* not armed once the preface is in */
+    .read_timeout = close_now,   /* per stream instead (check_streams) */
+    .check_streams = check_streams,
+    .idle = goaway_idle,
+    .grace_over = grace_over,
+    .shutdown = shutdown_gracefully,
+    .free = mc_h2_free,
+};

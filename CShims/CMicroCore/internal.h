@@ -150,6 +150,58 @@ struct mc_server {
 
 enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2, MC_PROTO_H2_CLIENT = 3 };
 
+/* What conn.c asks of the protocol spoken on a connection. Each protocol is one file with one
+ * table (sniffing in conn.c, HTTP/1.1 in h1.c, HTTP/2 server and client in h2.c), and conn.c
+ * never asks which protocol it has. */
+typedef struct mc_proto_ops {
+    int proto; /* MC_PROTO_* */
+    /* Plaintext bytes in (from the socket or from TLS); -1: close now. */
+    int (*feed)(mc_conn_t *c, const uint8_t *p, size_t n);
+    /* NULL, or moves output the protocol produces into c->out before a flush: 1 if it stopped at
+     * its cap with more to come, 0 when done, -1 on a fatal error. */
+    int (*pump)(mc_conn_t *c);
+    /* Reading must pause: the protocol holds as much input (or queued output) as it may. */
+    bool (*input_full)(mc_conn_t *c);
+    /* Nothing is left to do either way: the connection may end (once its output is out). */
+    bool (*done)(mc_conn_t *c);
+    /* The peer's end: its EOF (UV_EOF) or a read error. True if the protocol took it (the
+     * connection goes on half-closed, or the protocol closed it itself), false to close. */
+    bool (*eof)(mc_conn_t *c, ssize_t err);
+    /* The request head (or the HTTP/2 preface) did not come within the header timeout. */
+    void (*header_timeout)(mc_conn_t *c);
+    /* A body or a stream's next message did not come within the read timeout (c->read_since). */
+    void (*read_timeout)(mc_conn_t *c);
+    /* NULL, or ends the streams stalled past their own deadlines: returns when to look again. */
+    uint64_t (*check_streams)(mc_conn_t *c, uint64_t now);
+    /* The idle timeout: true if it said goodbye (GOAWAY) and closes after a grace, false to close. */
+    bool (*idle)(mc_conn_t *c);
+    /* The grace (c->close_at) is over: true if the connection goes on (a final GOAWAY followed a
+     * shutdown notice), false to close. */
+    bool (*grace_over)(mc_conn_t *c);
+    /* The server shuts down gracefully. */
+    void (*shutdown)(mc_conn_t *c);
+    void (*free)(mc_conn_t *c);
+} mc_proto_ops_t;
+
+extern const mc_proto_ops_t mc_sniff_proto, mc_h1_proto, mc_h2_proto, mc_h2_client_proto;
+
+/* The byte layer under the protocol: plain TCP (conn.c) or TLS (tls.c), each one table. */
+typedef struct mc_transport_ops {
+    /* Bytes from the socket; plaintext goes on to c->ops->feed. 0; 1 on the peer's orderly end
+     * (close_notify); 2 when a handshake failed (its answer, an alert or a plain 400, waits to be
+     * written); -1 to close now. */
+    int (*receive)(mc_conn_t *c, const uint8_t *p, size_t n);
+    /* Turns c->out into what the socket takes, up to the layer's own high-water mark, and points
+     * *wire at it. 1 if plaintext is left for later, 0 if not, -1 on failure. */
+    int (*seal)(mc_conn_t *c, mc_buf_t **wire);
+    /* Before an orderly close: queues the layer's last words (close_notify); true if any. */
+    bool (*finish)(mc_conn_t *c);
+    /* Bytes the layer holds for the socket (output pending below the protocol). */
+    size_t (*held)(const mc_conn_t *c);
+} mc_transport_ops_t;
+
+extern const mc_transport_ops_t mc_plain_transport, mc_tls_transport;
+
 typedef struct mc_client_state {
     mc_client_callbacks_t cb;
     uv_connect_t connect_req;
@@ -166,6 +218,26 @@ typedef struct mc_client_state {
     char error[160]; /* why the connection broke, when the core can tell ("" otherwise) */
 } mc_client_state_t;
 
+/* A connection's life, in the only order it can go (mc_conn_enter never moves back). Each state
+ * has its deadline (mc_conn_update_timer):
+ *  - OPEN: reading and answering (header, read, write and idle timeouts as the protocol needs);
+ *  - DRAINING: the server shuts down; requests in flight finish, HTTP/2 sends its GOAWAYs (grace);
+ *  - HALF_CLOSED: the peer sent EOF (HTTP/1.1); what it sent before is answered, then it closes;
+ *  - ENDING: this side ends the connection (an error, "connection: close", a GOAWAY): nothing more
+ *    is read; it closes once its output is out (write timeout), lingering unless the peer is gone;
+ *  - LINGERING: the write side is shut and input is dropped until the peer's EOF (2 s at most), so
+ *    that our last words are not destroyed by the reset that closing with unread input sends;
+ *  - CLOSED: uv_close issued; freed when both handles are.
+ * Booleans left on the connection are I/O conditions (writing, read_stopped, h1_paused), not life. */
+typedef enum mc_conn_state {
+    MC_CONN_OPEN = 0,
+    MC_CONN_DRAINING,
+    MC_CONN_HALF_CLOSED,
+    MC_CONN_ENDING,
+    MC_CONN_LINGERING,
+    MC_CONN_CLOSED,
+} mc_conn_state_t;
+
 struct mc_conn {
     uv_tcp_t tcp; /* first: handle->data is not needed to find the conn */
     uv_timer_t timer;
@@ -176,12 +248,11 @@ struct mc_conn {
     mc_conn_t *dirty_next;
     bool dirty;
 
-    int proto;
+    const mc_proto_ops_t *ops;     /* the protocol spoken (mc_sniff_proto until it is known) */
+    const mc_transport_ops_t *tx;  /* plain or TLS */
     int handles_open;
-    bool closing;      /* uv_close issued */
-    bool close_after_flush;
-    bool read_stopped;
-    bool draining;     /* server shutdown seen */
+    mc_conn_state_t state; /* only ever moves forward (mc_conn_enter) */
+    bool read_stopped; /* I/O, not life: reading is off because want_reading says so */
 
     mc_buf_t in;       /* bytes not yet consumed (sniffing, paused HTTP/1) */
     mc_buf_t out;      /* output queued for the next flush */
@@ -205,7 +276,6 @@ struct mc_conn {
     unsigned active;   /* requests dispatched and not yet answered */
     unsigned streams;  /* HTTP/2 streams open */
     mc_request_t *reqs; /* every live request of this connection (list through rnext/rprev) */
-    bool eof;
     uint64_t header_deadline; /* 0 = not reading a request head */
 
     /* HTTP/1 */
@@ -236,10 +306,13 @@ struct mc_conn {
 
     /* TLS (tls.c); NULL on a plaintext connection */
     struct mc_tls_conn *tls;
-    bool lingering;  /* closing: write side shut, input discarded until the peer's EOF or linger_until
-                      * (so that our last words — a GOAWAY, a 4xx, a TLS alert — are not destroyed
-                      * by the reset that closing with unread input sends) */
 };
+
+static inline bool mc_conn_closed(const mc_conn_t *c) { return c->state == MC_CONN_CLOSED; }
+/* Moves c on to state s, unless it is already there or further. */
+static inline void mc_conn_enter(mc_conn_t *c, mc_conn_state_t s) {
+    if (s > c->state) c->state = s;
+}
 
 void mc_conn_close(mc_conn_t *c);
 /* Output bytes the connection holds: queued, in flight and (TLS) encrypted but not written. */
@@ -387,10 +460,6 @@ typedef struct mc_body {
 } mc_body_t;
 
 int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body);
-/* A deadline passed: the request head (body = 0) or a body / a stream's next message (1). */
-void mc_h1_timeout(mc_conn_t *c, int body);
-void mc_h1_shutdown(mc_conn_t *c);
-void mc_h1_free(mc_conn_t *c);
 
 int mc_h2_init(mc_conn_t *c);
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n);
@@ -403,17 +472,10 @@ int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt);
 /* Moves nghttp2's pending output into c->out; returns 1 if it stopped at its cap with more to
  * come, 0 when done, -1 on a fatal session error. */
 int mc_h2_pump(mc_conn_t *c);
-/* Server shutdown: a GOAWAY notice (no new streams, please) now, the final GOAWAY after an
- * acknowledged PING or the grace. */
-void mc_h2_shutdown(mc_conn_t *c);
-void mc_h2_final_goaway(mc_conn_t *c);
-/* The idle timeout: GOAWAY(NO_ERROR); the connection closes after the grace. */
-void mc_h2_goaway_idle(mc_conn_t *c);
-/* Ends the streams stalled past the read or write timeout; returns when to look again (0: no
- * stream is waiting). */
-uint64_t mc_h2_check_streams(mc_conn_t *c, uint64_t now);
+/* For the client's table (client.c): the session's end, its queue of frames past its cap. */
 void mc_h2_free(mc_conn_t *c);
 bool mc_h2_done(mc_conn_t *c);
+bool mc_h2_input_full(mc_conn_t *c);
 
 /* client side */
 void mc_client_finish_call(mc_request_t *r, int result);
@@ -429,24 +491,13 @@ void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n);
 /* ---------------------------------------------------------------- TLS (tls.c) */
 
 typedef struct mc_tls_conn mc_tls_conn_t;
-typedef int (*mc_tls_feed_fn)(mc_conn_t *c, const uint8_t *p, size_t n);
 
-/* Gives c an SSL of ctx (server or client as ctx is). Client: SNI and the identity to expect. */
+/* Gives c an SSL of ctx (server or client as ctx is) and makes TLS its transport (mc_tls_transport:
+ * receive, seal, finish). Client: SNI and the identity to expect. */
 int mc_tls_conn_start(mc_conn_t *c, mc_tls_ctx_t *ctx, const char *server_name, const char *expected_identity);
 void mc_tls_conn_free(mc_conn_t *c);
-/* Ciphertext in; handshake; plaintext to feed. Returns 0, 1 on the peer's close_notify, 2 when
- * the handshake failed (flush the wire, which may hold an alert, then close), -1 to close now. */
-int mc_tls_read(mc_conn_t *c, const uint8_t *p, size_t n, mc_tls_feed_fn feed);
 /* Client: sends the ClientHello. */
 int mc_tls_start_handshake(mc_conn_t *c);
-/* Encrypts c->out (plaintext) into the wire buffer once the handshake is done, up to the wire
- * buffer's mark. Returns 1 if plaintext is left for later, 0 if not (or before the handshake),
- * -1 on failure. */
-int mc_tls_encrypt(mc_conn_t *c);
-/* Records waiting for the socket. */
-mc_buf_t *mc_tls_wire(mc_conn_t *c);
-/* Queues close_notify once; true if there is something to write. */
-bool mc_tls_shutdown(mc_conn_t *c);
 bool mc_tls_failed(const mc_conn_t *c);
 bool mc_tls_ready(const mc_conn_t *c);
 const char *mc_tls_error(const mc_conn_t *c);

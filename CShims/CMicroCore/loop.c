@@ -281,7 +281,7 @@ const char *mc_loop_date(mc_loop_t *l) {
 }
 
 void mc_loop_mark_dirty(mc_loop_t *l, mc_conn_t *c) {
-    if (c->dirty || c->closing) return;
+    if (c->dirty || mc_conn_closed(c)) return;
     c->dirty = true;
     c->dirty_next = l->dirty;
     l->dirty = c;

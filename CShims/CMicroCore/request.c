@@ -210,7 +210,7 @@ int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h,
     mc_conn_t *c = r->conn;
     if (r->responded) return -1;
     r->responded = true;
-    if (!c || c->closing) {
+    if (!c || mc_conn_closed(c)) {
         mc_request_release(r);
         return -1;
     }

@@ -60,7 +60,7 @@ static bool h1_stream(const mc_request_t *r) { return r->proto == MC_PROTO_H1 &&
 /* The connection of a stream that can still send, or NULL. */
 static mc_conn_t *live(const mc_request_t *r) {
     mc_conn_t *c = r->conn;
-    if (!c || c->closing) return NULL;
+    if (!c || mc_conn_closed(c)) return NULL;
     if (h1_stream(r)) return c->h1_stream == r ? c : NULL;
     if (!c->h2 || r->stream_closed) return NULL;
     return c;
@@ -137,7 +137,7 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
     r->responded = true;
     r->want_writable = false; /* the application is done with it: no more callbacks */
     mc_conn_t *c = r->conn;
-    if (!c || c->closing) {
+    if (!c || mc_conn_closed(c)) {
         mc_request_release(r);
         return -1;
     }

@@ -389,7 +389,6 @@ static void resume(mc_tls_conn_t *t) {
     ERR_clear_error();
 }
 
-mc_buf_t *mc_tls_wire(mc_conn_t *c) { return &c->tls->wire; }
 
 int mc_tls_conn_start(mc_conn_t *c, mc_tls_ctx_t *ctx, const char *server_name, const char *expected_identity) {
     mc_tls_conn_t *t = calloc(1, sizeof *t);
@@ -406,6 +405,7 @@ int mc_tls_conn_start(mc_conn_t *c, mc_tls_ctx_t *ctx, const char *server_name, 
     t->ctx = ctx;
     mc_tls_ctx_retain(ctx);
     c->tls = t;
+    c->tx = &mc_tls_transport;
     if (ctx->server) {
         SSL_set_accept_state(t->ssl);
         return 0;
@@ -457,6 +457,7 @@ void mc_tls_conn_free(mc_conn_t *c) {
     free(t->session_key);
     free(t);
     c->tls = NULL;
+    c->tx = &mc_plain_transport;
 }
 
 /* Moves whatever OpenSSL wrote (records, alerts, tickets) to the wire buffer. */
@@ -545,7 +546,9 @@ static int handshake_done(mc_conn_t *c) {
     return 0;
 }
 
-int mc_tls_read(mc_conn_t *c, const uint8_t *p, size_t n, mc_tls_feed_fn feed) {
+/* Ciphertext in; handshake; plaintext to the protocol. 0, 1 on the peer's close_notify, 2 when
+ * the handshake failed (its alert or a plain 400 waits in the wire buffer), -1 to close now. */
+static int tls_receive(mc_conn_t *c, const uint8_t *p, size_t n) {
     mc_tls_conn_t *t = c->tls;
     if (t->failed) return -1;
     if (!t->got_bytes && n) {
@@ -586,12 +589,12 @@ int mc_tls_read(mc_conn_t *c, const uint8_t *p, size_t n, mc_tls_feed_fn feed) {
         if (!t->server) mc_client_tls_handshaken(c);
     }
     uint8_t *buf = c->loop->readbuf; /* the ciphertext is in the BIO: the buffer is free */
-    while (!c->closing) {
+    while (!mc_conn_closed(c)) {
         size_t got = 0;
         ERR_clear_error();
         int r = SSL_read_ex(t->ssl, buf, MC_READ_BUFFER_SIZE, &got);
         if (r == 1) {
-            if (feed(c, buf, got) != 0) return -1;
+            if (c->ops->feed(c, buf, got) != 0) return -1;
             continue;
         }
         int e = SSL_get_error(t->ssl, r);
@@ -620,8 +623,11 @@ int mc_tls_start_handshake(mc_conn_t *c) {
  * then reaches the producers through c->out's own marks (mc_h2_pump, the stream marks). */
 #define MC_TLS_WIRE_HIGH (256 * 1024)
 
-int mc_tls_encrypt(mc_conn_t *c) {
+/* Encrypts c->out into the wire buffer once the handshake is done, up to the wire buffer's
+ * mark; *wire is the records to write. 1 if plaintext is left for later, 0 if not, -1 on failure. */
+static int tls_seal(mc_conn_t *c, mc_buf_t **wire) {
     mc_tls_conn_t *t = c->tls;
+    *wire = &t->wire;
     if (!t->done || t->failed || !c->out.len) return 0;
     size_t off = 0;
     while (off < c->out.len && t->wire.len < MC_TLS_WIRE_HIGH) {
@@ -640,7 +646,7 @@ int mc_tls_encrypt(mc_conn_t *c) {
 }
 
 /* close_notify before an orderly close; returns true if something was queued. */
-bool mc_tls_shutdown(mc_conn_t *c) {
+static bool tls_finish(mc_conn_t *c) {
     mc_tls_conn_t *t = c->tls;
     if (!t->done || t->failed || t->shutdown_sent) return false;
     t->shutdown_sent = true;
@@ -650,6 +656,15 @@ bool mc_tls_shutdown(mc_conn_t *c) {
     drain(c);
     return t->wire.len > 0;
 }
+
+static size_t tls_held(const mc_conn_t *c) { return c->tls->wire.len; }
+
+const mc_transport_ops_t mc_tls_transport = {
+    .receive = tls_receive,
+    .seal = tls_seal,
+    .finish = tls_finish,
+    .held = tls_held,
+};
 
 bool mc_tls_failed(const mc_conn_t *c) { return c->tls && c->tls->failed; }
 bool mc_tls_ready(const mc_conn_t *c) { return c->tls && c->tls->done; }
