@@ -215,7 +215,7 @@ int fuzz_app_is_stream(void *ctx, mc_request_t *r) {
 void fuzz_app_on_body(void *ctx, mc_request_t *r, const uint8_t *data, size_t len, int end) {
     (void)ctx;
     static unsigned calls;
-    CHECK(r->streaming && !r->responded && !r->aborted);
+    CHECK(r->streaming && !r->server.responded && !r->server.aborted);
     if (len) {
         volatile uint8_t touch = data[0] ^ data[len - 1];
         (void)touch;
@@ -225,7 +225,7 @@ void fuzz_app_on_body(void *ctx, mc_request_t *r, const uint8_t *data, size_t le
 
 void fuzz_app_on_writable(void *ctx, mc_request_t *r) {
     (void)ctx;
-    CHECK(r->streaming && !r->responded);
+    CHECK(r->streaming && !r->server.responded);
 }
 
 static held_t *find(mc_request_t *r) {

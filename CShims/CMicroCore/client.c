@@ -23,10 +23,10 @@ static nghttp2_option *options;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 void mc_client_finish_call(mc_request_t *r, int result) {
-    mc_call_done_fn done = r->done;
-    void *ctx = r->done_ctx;
+    mc_call_done_fn done = r->client.done;
+    void *ctx = r->client.done_ctx;
     mc_conn_t *c = r->conn;
-    r->done = NULL;
+    r->client.done = NULL;
     if (c) {
         if (c->h2 && r->stream_id > 0) nghttp2_session_set_stream_user_data(c->h2, r->stream_id, NULL);
         c->active--;
@@ -34,9 +34,9 @@ void mc_client_finish_call(mc_request_t *r, int result) {
          * complete (and release) this call a second time */
         mc_request_unlink(r);
     }
-    if (r->cancelled) result = MC_CALL_CANCELLED;
-    else if (r->fields_too_large) result = MC_CALL_FIELDS_TOO_LARGE;
-    else if (r->too_large) result = MC_CALL_TOO_LARGE;
+    if (r->client.cancelled) result = MC_CALL_CANCELLED;
+    else if (r->client.fields_too_large) result = MC_CALL_FIELDS_TOO_LARGE;
+    else if (r->client.too_large) result = MC_CALL_TOO_LARGE;
     if (done) done(ctx, result, r);
     mc_request_release(r);
 }
@@ -53,17 +53,17 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
      * past the budget the call ends (nghttp2 then skips the rest of the block) */
     r->field_bytes += nlen + vlen + 32;
     if (r->field_bytes > MC_CLIENT_MAX_FIELD_BYTES) {
-        r->fields_too_large = true;
+        r->client.fields_too_large = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
         for (size_t i = 0; i < vlen && i < 3; i++) status = status * 10 + (value[i] - '0');
-        if (status >= 200) r->status = status;
-        r->interim = status < 200; /* a 1xx interim answer: its fields are skipped */
+        if (status >= 200) r->client.status = status;
+        r->client.interim = status < 200; /* a 1xx interim answer: its fields are skipped */
         return 0;
     }
-    if ((nlen > 0 && name[0] == ':') || r->interim) return 0;
+    if ((nlen > 0 && name[0] == ':') || r->client.interim) return 0;
     return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
 }
 
@@ -73,13 +73,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     mc_request_t *r = call_of(s, id);
     if (r && r->streaming) {
         r->unconsumed += len; /* credited when the application has taken it */
-        if (r->scb.on_data) r->scb.on_data(r->done_ctx, data, len);
+        if (r->client.scb.on_data) r->client.scb.on_data(r->client.done_ctx, data, len);
         return 0;
     }
     nghttp2_session_consume(s, id, len); /* a whole body is gathered here */
-    if (!r || r->too_large) return 0;
+    if (!r || r->client.too_large) return 0;
     if (r->body.len + len > c->client->max_response_bytes) {
-        r->too_large = true;
+        r->client.too_large = true;
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
         return 0;
     }
@@ -90,7 +90,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
     (void)user;
     if (f->hd.type == NGHTTP2_HEADERS) {
         mc_request_t *r = call_of(s, f->hd.stream_id);
-        if (r) r->sent = true;
+        if (r) r->client.sent = true;
     }
     return 0;
 }
@@ -100,10 +100,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
     mc_request_t *r = f->hd.type == NGHTTP2_HEADERS ? call_of(s, f->hd.stream_id) : NULL;
     if (r) {
         /* the end of a header block: after the final answer's, fields are trailers */
-        r->interim = false;
-        if (r->status >= 200 && !r->trailer_index) {
+        r->client.interim = false;
+        if (r->client.status >= 200 && !r->trailer_index) {
             r->trailer_index = r->nhdrs + 1;
-            if (r->streaming && r->scb.on_head) r->scb.on_head(r->done_ctx, r);
+            if (r->streaming && r->client.scb.on_head) r->client.scb.on_head(r->client.done_ctx, r);
         }
     }
     if (f->hd.type == NGHTTP2_SETTINGS && c->tls && !c->client->connected) {
@@ -125,8 +125,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     if (!r) return 0;
     mc_stream_closed(s, r);
     int result;
-    if (code == NGHTTP2_NO_ERROR && r->status >= 200) result = MC_CALL_OK;
-    else if (code == NGHTTP2_REFUSED_STREAM || !r->sent) result = MC_CALL_REFUSED;
+    if (code == NGHTTP2_NO_ERROR && r->client.status >= 200) result = MC_CALL_OK;
+    else if (code == NGHTTP2_REFUSED_STREAM || !r->client.sent) result = MC_CALL_REFUSED;
     else result = MC_CALL_RESET;
     mc_client_finish_call(r, result);
     return 0;
@@ -427,8 +427,7 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
         return NULL;
     }
     r->stream_id = id;
-    r->done_ctx = ctx;
-    r->dispatched = true;
+    r->client.done_ctx = ctx;
     r->streaming = streaming;
     r->head_sent = true;
     c->active++;
@@ -441,7 +440,7 @@ int mc_client_call(mc_client_t *client, const char *method, const char *path, co
                    const uint8_t *body, size_t len, mc_call_done_fn done, void *ctx, int32_t *stream_id) {
     mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, body, len, false, ctx);
     if (!r) return -1;
-    r->done = done;
+    r->client.done = done;
     if (stream_id) *stream_id = r->stream_id;
     return 0;
 }
@@ -450,8 +449,8 @@ int mc_client_stream(mc_client_t *client, const char *method, const char *path, 
                      const mc_stream_callbacks_t *cb, void *ctx, int32_t *stream_id, mc_request_t **req) {
     mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, NULL, 0, true, ctx);
     if (!r) return -1;
-    r->scb = *cb;
-    r->done = cb->done;
+    r->client.scb = *cb;
+    r->client.done = cb->done;
     if (stream_id) *stream_id = r->stream_id;
     if (req) *req = r;
     return 0;
@@ -462,7 +461,7 @@ void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
     if (!c->h2 || mc_conn_closed(c)) return;
     mc_request_t *r = call_of(c->h2, stream_id);
     if (!r) return;
-    r->cancelled = true;
+    r->client.cancelled = true;
     nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
     mc_loop_mark_dirty(c->loop, c);
 }

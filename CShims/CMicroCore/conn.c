@@ -74,8 +74,8 @@ static bool want_reading(mc_conn_t *c) {
 }
 
 void mc_conn_body_held(mc_conn_t *c, mc_request_t *r, ptrdiff_t n) {
-    if (n < 0 && (size_t)-n > r->body_held) n = -(ptrdiff_t)r->body_held;
-    r->body_held = (size_t)((ptrdiff_t)r->body_held + n);
+    if (n < 0 && (size_t)-n > r->server.body_held) n = -(ptrdiff_t)r->server.body_held;
+    r->server.body_held = (size_t)((ptrdiff_t)r->server.body_held + n);
     if (c) c->body_buffered = (size_t)((ptrdiff_t)c->body_buffered + n);
 }
 

@@ -94,7 +94,7 @@ static int on_headers_complete(http_parser *p) {
     r->method_off = (uint32_t)r->strings.len;
     r->method_len = (uint32_t)strlen(m);
     if (mc_buf_append(&r->strings, m, r->method_len) != 0) return fail(p, 500);
-    r->head = p->method == HTTP_HEAD;
+    r->server.head = p->method == HTTP_HEAD;
     r->in_trailers = true;
     c->header_deadline = 0;
     c->read_since = uv_now(&c->loop->uv); /* the body, if any, is awaited from now */
@@ -130,7 +130,7 @@ static void enqueue(mc_conn_t *c, mc_request_t *r) {
     if (c->h1_tail) c->h1_tail->next = r;
     else c->h1_head = r;
     c->h1_tail = r;
-    r->dispatched = true;
+    r->server.dispatched = true;
     c->active++;
 }
 
@@ -163,7 +163,7 @@ static void stream_frame(mc_conn_t *c, mc_request_t *frame) {
     mc_server_t *s = c->server;
     mc_header_t error;
     bool end = find_header(frame, "micro-error", &error) != NULL;
-    if (r && !r->responded && !r->aborted && !r->in_ended) {
+    if (r && !r->server.responded && !r->server.aborted && !r->in_ended) {
         if (end) {
             r->in_ended = true;
             s->cb.on_body(s->cb.ctx, r, NULL, 0, 1);
@@ -181,7 +181,7 @@ static void stream_frame(mc_conn_t *c, mc_request_t *frame) {
         }
     }
     /* the next message is awaited (the read timeout) until the client's messages are over */
-    c->read_since = r && !r->in_ended && !r->responded ? uv_now(&c->loop->uv) : 0;
+    c->read_since = r && !r->in_ended && !r->server.responded ? uv_now(&c->loop->uv) : 0;
     mc_request_release(frame);
 }
 
@@ -222,11 +222,11 @@ static int on_message_complete(http_parser *p) {
         first->body = r->body;
         r->body = body;
         r->body.len = 0;
-        first->body_held = r->body_held; /* the bytes moved with the body */
-        r->body_held = 0;
+        first->server.body_held = r->server.body_held; /* the bytes moved with the body */
+        r->server.body_held = 0;
         r->streaming = true;
-        r->keep_alive = true;
-        r->dispatched = true;
+        r->server.keep_alive = true;
+        r->server.dispatched = true;
         c->active++;
         c->h1_stream = r;
         s->cb.on_request(s->cb.ctx, r);
@@ -234,9 +234,9 @@ static int on_message_complete(http_parser *p) {
         stream_frame(c, first);
         return 0;
     }
-    r->keep_alive = http_should_keep_alive(p); /* parsing stops once the connection is ENDING */
+    r->server.keep_alive = http_should_keep_alive(p); /* parsing stops once the connection is ENDING */
     enqueue(c, r);
-    if (!r->keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
+    if (!r->server.keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
     s->cb.on_request(s->cb.ctx, r);
     if (mc_conn_closed(c)) return 0;
     if (c->state >= MC_CONN_ENDING || queued(c) >= s->config.max_pipelined) http_parser_pause(p, 1);
@@ -356,7 +356,7 @@ static void respond_error(mc_conn_t *c, int status, const char *detail) {
         mc_conn_close(c);
         return;
     }
-    r->keep_alive = false;
+    r->server.keep_alive = false;
     enqueue(c, r);
     mc_conn_enter(c, MC_CONN_ENDING);
     mc_buf_t body = {0};
@@ -435,10 +435,10 @@ static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, con
     if (rc == 0 && status >= 200 && status != 204 && status != 304)
         rc = mc_buf_appendf(b, "content-length: %zu\r\n", body.prefix_len + body.len);
     if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
-    if (rc == 0 && !r->keep_alive) rc = mc_buf_append(b, "connection: close\r\n", 19);
+    if (rc == 0 && !r->server.keep_alive) rc = mc_buf_append(b, "connection: close\r\n", 19);
     if (rc == 0) rc = mc_buf_append(b, "\r\n", 2);
-    if (rc == 0 && !r->head) rc = mc_buf_append(b, body.prefix, body.prefix_len);
-    if (rc == 0 && !r->head) rc = mc_buf_append(b, body.data, body.len);
+    if (rc == 0 && !r->server.head) rc = mc_buf_append(b, body.prefix, body.prefix_len);
+    if (rc == 0 && !r->server.head) rc = mc_buf_append(b, body.data, body.len);
     return rc;
 }
 
@@ -447,7 +447,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
     if (r == c->h1_stream) {
         /* a stream answered whole (an error before any message): one frame, and it is over */
         c->h1_stream = NULL;
-        r->keep_alive = false;
+        r->server.keep_alive = false;
         int rc = serialize(c, r, &c->out, status, h, nh, body);
         mc_conn_enter(c, MC_CONN_ENDING);
         mc_request_release(r);
@@ -458,20 +458,20 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
     for (size_t i = 0; i < nh; i++)
         if (h[i].name_len == 10 && strncasecmp(h[i].name, "connection", 10) == 0 && h[i].value_len == 5 &&
             strncasecmp(h[i].value, "close", 5) == 0)
-            r->keep_alive = false;
+            r->server.keep_alive = false;
     bool first = c->h1_head == r;
     if (serialize(c, r, first ? &c->out : &r->sendq, status, h, nh, body) != 0) {
         mc_conn_close(c);
         return -1;
     }
-    r->h1_ready = true;
+    r->server.h1_ready = true;
     /* Answers leave in request order: write every ready one at the head of the queue. */
-    while (c->h1_head && c->h1_head->h1_ready) {
+    while (c->h1_head && c->h1_head->server.h1_ready) {
         mc_request_t *q = c->h1_head;
         c->h1_head = q->next;
         if (!c->h1_head) c->h1_tail = NULL;
         if (q != r || !first) mc_buf_append(&c->out, q->sendq.data, q->sendq.len);
-        if (!q->keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
+        if (!q->server.keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
         mc_request_release(q);
     }
     mc_loop_mark_dirty(c->loop, c);
@@ -494,7 +494,7 @@ static void read_timeout(mc_conn_t *c) { timeout(c, 1); }
 
 static void shutdown_gracefully(mc_conn_t *c) {
     /* the answers still to come say "connection: close"; nothing more is read */
-    for (mc_request_t *q = c->h1_head; q; q = q->next) q->keep_alive = false;
+    for (mc_request_t *q = c->h1_head; q; q = q->next) q->server.keep_alive = false;
     mc_conn_enter(c, MC_CONN_ENDING);
     mc_loop_mark_dirty(c->loop, c);
 }
@@ -522,7 +522,7 @@ static bool h1_eof(mc_conn_t *c, ssize_t err) {
     if (err != UV_EOF || !(c->active || c->out.len || c->writing || c->h1_paused)) return false;
     mc_conn_enter(c, MC_CONN_HALF_CLOSED);
     mc_request_t *r = c->h1_stream;
-    if (r && !r->in_ended && !r->responded && !r->aborted) {
+    if (r && !r->in_ended && !r->server.responded && !r->server.aborted) {
         r->in_ended = true;
         c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
     }

@@ -39,7 +39,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *us
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2);
     if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
     r->stream_id = f->hd.stream_id;
-    r->last_read = uv_now(&c->loop->uv);
+    r->server.last_read = uv_now(&c->loop->uv);
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, r);
     c->streams++;
     return 0;
@@ -61,15 +61,15 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (r->field_bytes > limit) {
         /* a request not yet handed over is answered 431; one already handed over (a stream whose
          * trailers are too big), or a block far past the limit, is reset */
-        if (r->dispatched || r->field_bytes / MC_FIELD_BYTES_ABUSE > limit) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        r->core_status = 431;
+        if (r->server.dispatched || r->field_bytes / MC_FIELD_BYTES_ABUSE > limit) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        r->server.core_status = 431;
         return 0;
     }
-    if (r->core_status) return 0;
+    if (r->server.core_status) return 0;
     if (r->in_trailers) {
         /* kept apart from the headers (after trailer_index), never read for routing; a stream
          * already handed to its handler has no use for them */
-        if (r->dispatched) return 0;
+        if (r->server.dispatched) return 0;
         return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen)
                    ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
                    : 0;
@@ -95,10 +95,10 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 }
 
 static void credit(mc_conn_t *c, mc_request_t *r) {
-    nghttp2_session_consume_connection(c->h2, r->uncredited);
-    nghttp2_session_consume_stream(c->h2, r->stream_id, r->uncredited);
-    c->body_uncredited -= r->uncredited;
-    r->uncredited = 0;
+    nghttp2_session_consume_connection(c->h2, r->server.uncredited);
+    nghttp2_session_consume_stream(c->h2, r->stream_id, r->server.uncredited);
+    c->body_uncredited -= r->server.uncredited;
+    r->server.uncredited = 0;
 }
 
 /* Credits body bytes held back by the connection's budget: all of them once the connection is
@@ -109,22 +109,22 @@ static void credit_deferred(mc_conn_t *c) {
     if (!c->body_uncredited || !c->h2) return;
     if (c->body_buffered <= c->server->config.max_buffered_body_bytes) {
         for (mc_request_t *r = c->reqs; r; r = r->rnext)
-            if (r->uncredited) credit(c, r);
+            if (r->server.uncredited) credit(c, r);
         mc_loop_mark_dirty(c->loop, c);
         return;
     }
     mc_request_t *exception = NULL, *oldest = NULL;
     for (mc_request_t *r = c->reqs; r; r = r->rnext) {
-        if (r->dispatched && r->body_held) return; /* an answer will free memory */
+        if (r->server.dispatched && r->server.body_held) return; /* an answer will free memory */
         if (r->stream_id == c->body_exception) exception = r;
-        if (r->uncredited && !r->dispatched && (!oldest || r->stream_id < oldest->stream_id)) oldest = r;
+        if (r->server.uncredited && !r->server.dispatched && (!oldest || r->stream_id < oldest->stream_id)) oldest = r;
     }
     if (!exception) {
         if (!oldest) return;
         exception = oldest;
         c->body_exception = oldest->stream_id;
     }
-    if (exception->uncredited) {
+    if (exception->server.uncredited) {
         credit(c, exception);
         mc_loop_mark_dirty(c->loop, c);
     }
@@ -132,9 +132,9 @@ static void credit_deferred(mc_conn_t *c) {
 
 void mc_h2_request_leaves(mc_conn_t *c, mc_request_t *r) {
     if (r->stream_id == c->body_exception) c->body_exception = 0;
-    if (r->uncredited && c->h2) nghttp2_session_consume_connection(c->h2, r->uncredited);
-    c->body_uncredited -= r->uncredited < c->body_uncredited ? r->uncredited : c->body_uncredited;
-    r->uncredited = 0;
+    if (r->server.uncredited && c->h2) nghttp2_session_consume_connection(c->h2, r->server.uncredited);
+    c->body_uncredited -= r->server.uncredited < c->body_uncredited ? r->server.uncredited : c->body_uncredited;
+    r->server.uncredited = 0;
     if (c->body_uncredited) credit_deferred(c);
 }
 
@@ -143,9 +143,9 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     (void)flags;
     mc_conn_t *c = user;
     mc_request_t *r = stream_request(s, id);
-    if (r) r->last_read = uv_now(&c->loop->uv);
+    if (r) r->server.last_read = uv_now(&c->loop->uv);
     if (r && r->streaming) {
-        if (r->responded || r->aborted || !c->server->cb.on_body) {
+        if (r->server.responded || r->server.aborted || !c->server->cb.on_body) {
             nghttp2_session_consume(s, id, len); /* nobody reads it any more */
             return 0;
         }
@@ -153,13 +153,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         c->server->cb.on_body(c->server->cb.ctx, r, data, len, 0);
         return 0;
     }
-    if (!r || r->core_status) {
+    if (!r || r->server.core_status) {
         nghttp2_session_consume(s, id, len);
         return 0;
     }
     if (r->body.len + len > c->server->config.max_body_bytes) {
         nghttp2_session_consume(s, id, len);
-        r->core_status = 413; /* answered when this frame ends (on_frame_recv) */
+        r->server.core_status = 413; /* answered when this frame ends (on_frame_recv) */
         return 0;
     }
     if (mc_buf_append(&r->body, data, len) != 0) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -170,7 +170,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     if (c->body_buffered <= c->server->config.max_buffered_body_bytes) {
         nghttp2_session_consume(s, id, len);
     } else {
-        r->uncredited += len;
+        r->server.uncredited += len;
         c->body_uncredited += len;
         credit_deferred(c);
     }
@@ -213,11 +213,11 @@ static void respond_error(mc_request_t *r, int status) {
 }
 
 static void dispatch(mc_conn_t *c, mc_request_t *r) {
-    r->dispatched = true;
+    r->server.dispatched = true;
     if (r->stream_id == c->body_exception) c->body_exception = 0;
     c->active++;
-    if (r->core_status) {
-        respond_error(r, r->core_status);
+    if (r->server.core_status) {
+        respond_error(r, r->server.core_status);
         return;
     }
     c->server->cb.on_request(c->server->cb.ctx, r);
@@ -228,7 +228,7 @@ static void dispatch(mc_conn_t *c, mc_request_t *r) {
  * application wants its path streamed (gRPC streaming methods). */
 static bool wants_stream(mc_conn_t *c, mc_request_t *r) {
     const mc_server_callbacks_t *cb = &c->server->cb;
-    if (!cb->on_body || r->core_status) return false;
+    if (!cb->on_body || r->server.core_status) return false;
     return r->stream_hint || (cb->is_stream && cb->is_stream(cb->ctx, r));
 }
 
@@ -244,17 +244,17 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
     mc_request_t *r = stream_request(s, f->hd.stream_id);
     if (!r) return 0;
-    r->last_read = uv_now(&c->loop->uv);
+    r->server.last_read = uv_now(&c->loop->uv);
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (end) r->in_ended = true;
     if (r->streaming) {
-        if (end && !r->responded && !r->aborted) c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
+        if (end && !r->server.responded && !r->server.aborted) c->server->cb.on_body(c->server->cb.ctx, r, NULL, 0, 1);
         return 0;
     }
-    if (r->dispatched) return 0;
+    if (r->server.dispatched) return 0;
     /* a core error (431 at the end of the header block, 413 at the DATA that went past the
      * limit) is answered now; the rest of the request is then refused with RST_STREAM */
-    if (end || r->core_status) {
+    if (end || r->server.core_status) {
         dispatch(c, r);
         return 0;
     }
@@ -558,13 +558,13 @@ int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
     r->sendq_off = 0;
     r->last_sent = uv_now(&r->loop->uv);
     int rc = 0;
-    if (!r->head) rc = mc_buf_append(&r->sendq, body.prefix, body.prefix_len);
-    if (!r->head && rc == 0) rc = mc_buf_append(&r->sendq, body.data, body.len);
+    if (!r->server.head) rc = mc_buf_append(&r->sendq, body.prefix, body.prefix_len);
+    if (!r->server.head && rc == 0) rc = mc_buf_append(&r->sendq, body.data, body.len);
     if (rc == 0) rc = mc_h2_store_trailers(r, t, nt);
     if (rc == 0) {
         nghttp2_data_provider prd = {.source.ptr = r, .read_callback = read_body};
         bool with_data = r->sendq.len > 0 || r->ntrailers > 0;
-        rc = submit_head(r, status, h, nh, !r->head || len ? clen : NULL, with_data ? &prd : NULL);
+        rc = submit_head(r, status, h, nh, !r->server.head || len ? clen : NULL, with_data ? &prd : NULL);
     }
     return rc == 0 ? 0 : reset_stream(r);
 }
@@ -631,18 +631,18 @@ static uint64_t check_streams(mc_conn_t *c, uint64_t now) {
         bool stalled = false;
         if (!r->in_ended && cfg->read_timeout_ms) {
             /* the peer has not sent the rest of its request */
-            due = r->last_read + cfg->read_timeout_ms;
+            due = r->server.last_read + cfg->read_timeout_ms;
             if (now >= due) {
                 stalled = true;
-                if (!r->dispatched) {
-                    r->core_status = 408;
+                if (!r->server.dispatched) {
+                    r->server.core_status = 408;
                     dispatch(c, r); /* answered 408; the rest of the request is refused */
                     continue;
                 }
             }
         }
         /* answered and the stream still open with its request complete: output is waiting */
-        bool sending = (r->responded && r->in_ended) || (r->streaming && r->head_sent && mc_request_sendq_left(r));
+        bool sending = (r->server.responded && r->in_ended) || (r->streaming && r->head_sent && mc_request_sendq_left(r));
         if (!stalled && sending && cfg->write_timeout_ms) {
             /* an answer waits for the peer's flow-control window, which does not open */
             if (!r->last_sent) r->last_sent = now;

@@ -334,8 +334,10 @@ typedef struct mc_hdr_off {
 } mc_hdr_off_t;
 
 /* One HTTP message exchange: a server request (HTTP/1.1 message or HTTP/2 stream) with its answer,
- * or a client call with its response. The fields are grouped by who uses them; no field has a
- * second meaning in another role (a counter reused as an offset once let a peer read heap memory). */
+ * or a client call with its response. The parts both roles share (the message received, what this
+ * side sends, streaming) are fields of their own; what only one role has lives in r->server or
+ * r->client, so that every use names its role, and no field has a second meaning in another role
+ * (a counter reused as an offset once let a peer read heap memory). */
 struct mc_request {
     mc_conn_t *conn;   /* NULL once the connection is gone */
     mc_loop_t *loop;
@@ -359,32 +361,36 @@ struct mc_request {
     /* ---- what this side sends: the answer's body (server), the request's body (client) */
     mc_buf_t sendq;    /* HTTP/1: the serialized answer; HTTP/2: body bytes from sendq_off on */
     size_t sendq_off;  /* bytes of sendq already handed to nghttp2 (never more than sendq.len) */
+    uint64_t last_sent; /* loop time the queue last moved (HTTP/2: DATA produced; the write timeout) */
     mc_buf_t trailer_strings; /* trailers to send, serialized (mc_h2_store_trailers) */
     size_t ntrailers;
 
-    /* ---- server role */
-    bool dispatched;   /* handed to the application (on_request) */
-    bool responded;
-    bool aborted;
-    bool keep_alive;   /* HTTP/1 */
-    bool head;         /* HEAD: no body in the response */
-    bool h1_ready;
-    int core_status;   /* a core-generated error to answer with (413, 431), 0 = none */
-    uint64_t last_read; /* loop time of the last bytes of this request (the read timeout) */
-    uint64_t last_sent; /* loop time its answer last moved (HTTP/2: DATA produced; the write timeout) */
-    size_t body_held;   /* body bytes counted in the connection's buffered-body budget */
-    size_t uncredited;  /* body bytes received but not yet credited to the peer's windows (budget) */
+    /* ---- server role only: a request received and its answer (r->server.…) */
+    struct mc_request_server {
+        bool dispatched;    /* handed to the application (on_request) */
+        bool responded;
+        bool aborted;
+        bool keep_alive;    /* HTTP/1 */
+        bool head;          /* HEAD: no body in the response */
+        bool h1_ready;      /* HTTP/1: answered, waiting for the answers before it */
+        int core_status;    /* a core-generated error to answer with (408, 413, 431), 0 = none */
+        uint64_t last_read; /* loop time of the last bytes of this request (the read timeout) */
+        size_t body_held;   /* body bytes counted in the connection's buffered-body budget */
+        size_t uncredited;  /* body bytes received but not yet credited to the peer's windows (budget) */
+    } server;
 
-    /* ---- client role */
-    int status;        /* the response's :status (final), 0 until it arrives */
-    mc_call_done_fn done;
-    void *done_ctx;
-    bool sent;       /* its HEADERS frame left: the server may have processed it */
-    bool cancelled;
-    bool too_large;
-    bool fields_too_large;
-    bool interim;    /* reading the fields of a 1xx answer */
-    mc_stream_callbacks_t scb; /* client streams */
+    /* ---- client role only: a call made and its response (r->client.…) */
+    struct mc_request_client {
+        int status;         /* the response's :status (final), 0 until it arrives */
+        mc_call_done_fn done;
+        void *done_ctx;
+        bool sent;          /* its HEADERS frame left: the server may have processed it */
+        bool cancelled;
+        bool too_large;
+        bool fields_too_large;
+        bool interim;       /* reading the fields of a 1xx answer */
+        mc_stream_callbacks_t scb; /* client streams */
+    } client;
 
     /* ---- streams (stream.c), both roles: the outbound queue is sendq from sendq_off */
     bool streaming;     /* dispatched at its headers / opened as a stream: body in pieces */

@@ -18,8 +18,8 @@ void mc_request_unlink(mc_request_t *r) {
     mc_conn_t *c = r->conn;
     if (!c) return;
     /* its body leaves the connection's budget with it */
-    if (r->body_held) mc_conn_body_held(c, r, -(ptrdiff_t)r->body_held);
-    if (r->proto == MC_PROTO_H2 && (r->uncredited || c->body_uncredited)) mc_h2_request_leaves(c, r);
+    if (r->server.body_held) mc_conn_body_held(c, r, -(ptrdiff_t)r->server.body_held);
+    if (r->proto == MC_PROTO_H2 && (r->server.uncredited || c->body_uncredited)) mc_h2_request_leaves(c, r);
     if (r->rprev) r->rprev->rnext = r->rnext;
     else c->reqs = r->rnext;
     if (r->rnext) r->rnext->rprev = r->rprev;
@@ -119,11 +119,11 @@ int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const 
 void mc_request_abort(mc_request_t *r) {
     mc_conn_t *c = r->conn;
     if (r->proto == MC_PROTO_H2_CLIENT) {
-        mc_client_finish_call(r, r->sent ? MC_CALL_RESET : MC_CALL_REFUSED);
+        mc_client_finish_call(r, r->client.sent ? MC_CALL_RESET : MC_CALL_REFUSED);
         return;
     }
-    if (r->dispatched && !r->responded) {
-        r->aborted = true;
+    if (r->server.dispatched && !r->server.responded) {
+        r->server.aborted = true;
         if (c) {
             c->active--;
             mc_server_t *s = c->server;
@@ -136,7 +136,7 @@ void mc_request_abort(mc_request_t *r) {
 }
 
 int mc_request_protocol(const mc_request_t *r) { return r->proto == MC_PROTO_H2_CLIENT ? MC_PROTO_H2 : r->proto; }
-int mc_request_status(const mc_request_t *r) { return r->status; }
+int mc_request_status(const mc_request_t *r) { return r->client.status; }
 size_t mc_request_trailer_index(const mc_request_t *r) { return r->trailer_index ? r->trailer_index - 1 : r->nhdrs; }
 mc_loop_t *mc_request_loop(const mc_request_t *r) { return r->loop; }
 
@@ -208,8 +208,8 @@ int mc_request_respond(mc_request_t *r, int status, const mc_header_t *h, size_t
 int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *prefix,
                               size_t prefix_len, const uint8_t *body, size_t len, const mc_header_t *t, size_t nt) {
     mc_conn_t *c = r->conn;
-    if (r->responded) return -1;
-    r->responded = true;
+    if (r->server.responded) return -1;
+    r->server.responded = true;
     if (!c || mc_conn_closed(c)) {
         mc_request_release(r);
         return -1;

@@ -18,7 +18,7 @@ static size_t pending(const mc_request_t *r) { return mc_request_sendq_left(r); 
 static void notify_writable(mc_request_t *r) {
     r->want_writable = false;
     if (r->proto == MC_PROTO_H2_CLIENT) {
-        if (r->scb.on_writable) r->scb.on_writable(r->done_ctx);
+        if (r->client.scb.on_writable) r->client.scb.on_writable(r->client.done_ctx);
     } else if (r->conn && r->conn->server->cb.on_writable) {
         r->conn->server->cb.on_writable(r->conn->server->cb.ctx, r);
     }
@@ -76,7 +76,7 @@ static void resume(mc_conn_t *c, mc_request_t *r) {
 
 int mc_request_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
     mc_conn_t *c = live(r);
-    if (!c || r->head_sent || r->responded || !mc_fields_valid(h, nh)) return -1;
+    if (!c || r->head_sent || r->server.responded || !mc_fields_valid(h, nh)) return -1;
     if (h1_stream(r)) {
         if (mc_h1_stream_head(r, status, h, nh) != 0) return -1;
         r->head_sent = true;
@@ -120,8 +120,8 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
         return 0;
     }
     if (h1_stream(r)) {
-        if (r->responded) return -1;
-        r->responded = true;
+        if (r->server.responded) return -1;
+        r->server.responded = true;
         mc_conn_t *c = live(r);
         int rc = -1;
         if (c) {
@@ -133,8 +133,8 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
         return rc;
     }
     if (!r->head_sent) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
-    if (r->responded) return -1;
-    r->responded = true;
+    if (r->server.responded) return -1;
+    r->server.responded = true;
     r->want_writable = false; /* the application is done with it: no more callbacks */
     mc_conn_t *c = r->conn;
     if (!c || mc_conn_closed(c)) {
