@@ -55,9 +55,16 @@ mc_loop_t *fuzz_loop(void) {
 
 mc_tls_ctx_t *fuzz_tls;
 
-mc_server_t *fuzz_server(void) {
+mc_server_t *fuzz_server(uint8_t config) {
+    static const size_t header_limits[4] = {16 * 1024, 64, 300, 2048};
+    static const size_t body_limits[4] = {4 * 1024 * 1024, 0, 10, 5000};
+    static const uint32_t in_flight[4] = {16, 1, 2, 3};
     memset(&server, 0, sizeof server);
     mc_server_config_init(&server.config);
+    server.config.max_header_bytes = header_limits[config & 3];
+    server.config.max_body_bytes = body_limits[(config >> 2) & 3];
+    server.config.max_pipelined = in_flight[(config >> 4) & 3];
+    server.config.max_concurrent_streams = in_flight[(config >> 4) & 3] == 16 ? 250 : in_flight[(config >> 4) & 3];
     server.cb.on_request = fuzz_app_on_request;
     server.cb.on_abort = fuzz_app_on_abort;
     server.cb.is_stream = fuzz_app_is_stream;
@@ -67,6 +74,7 @@ mc_server_t *fuzz_server(void) {
     server.loops = &server_loop;
     server.tls = fuzz_tls;
     server_loop = (mc_server_loop_t){.server = &server, .loop = fuzz_loop()};
+    conns_gone = 0;
     return &server;
 }
 
@@ -403,20 +411,10 @@ bool fuzz_maybe_eof(mc_conn_t *c, fuzz_stream_t *s, bool eof) {
 }
 
 void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_t prefix_len) {
-    static const size_t header_limits[4] = {16 * 1024, 64, 300, 2048};
-    static const size_t body_limits[4] = {4 * 1024 * 1024, 0, 10, 5000};
-    static const uint32_t in_flight[4] = {16, 1, 2, 3};
-    mc_server_t *s = fuzz_server();
+    fuzz_server(in->config);
     mc_server_loop_t *sl = fuzz_server_loop();
-    s->config.max_header_bytes = header_limits[in->config & 3];
-    s->config.max_body_bytes = body_limits[(in->config >> 2) & 3];
-    s->config.max_pipelined = in_flight[(in->config >> 4) & 3];
-    s->config.max_concurrent_streams = in_flight[(in->config >> 4) & 3] == 16 ? 250 : in_flight[(in->config >> 4) & 3];
-    bool eof_at_end = in->config & 0x40, shutdown_at_end = in->config & 0x80;
-
     fuzz_app_reset(in->app);
     fuzz_kernel = KERNEL_TAKES_ALL;
-    conns_gone = 0;
     fuzz_reset_reads();
     mc_conn_t *c = mc_fuzz_conn_open(sl);
     if (!c) abort();
@@ -445,34 +443,42 @@ void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_
         }
         fuzz_closing(&c);
     }
-    if (eof_at_end) eof = true;
-    if (shutdown_at_end && c) mc_conn_shutdown_all(sl, false);
+    fuzz_server_finish(c, &st, eof, in->config, FUZZ_DRAIN_OLDEST_NOT_TILL_ABORT);
+}
 
-    /* The rest: the kernel takes everything, the application answers what it holds, one request
-     * a turn (but what waits for an abort), the peer sends the rest of its bytes, then EOF if it
-     * half-closes. */
+/* One answer of the drain, as `answers` says (fuzz.h); how many. */
+static size_t drain_answer(int answers) {
+    if (answers == FUZZ_DRAIN_OLDEST) return fuzz_app_answer(0);
+    if (answers == FUZZ_DRAIN_NONE) return 0;
+    for (size_t i = 0; i < nheld; i++) {
+        if ((held[i].how & 3) == HELD_TILL_ABORT) continue;
+        held_t h = held[i];
+        drop(i);
+        answer(h.r, h.how);
+        return 1;
+    }
+    return 0;
+}
+
+void fuzz_server_finish(mc_conn_t *c, fuzz_stream_t *st, bool eof, uint8_t config, int answers) {
+    mc_server_loop_t *sl = fuzz_server_loop();
+    if (config & 0x40) eof = true;
+    if ((config & 0x80) && c) mc_conn_shutdown_all(sl, false);
     fuzz_kernel = KERNEL_TAKES_ALL;
     for (int round = 0; round < 10000 && c; round++) {
         fuzz_prepare();
-        size_t before = st.off;
+        size_t before = st->off;
         bool was_writing = c->writing;
         mc_fuzz_conn_written(c, 0);
-        fuzz_feed(c, &st, MC_READ_BUFFER_SIZE);
-        bool sent_eof = fuzz_maybe_eof(c, &st, eof);
+        fuzz_feed(c, st, MC_READ_BUFFER_SIZE);
+        bool sent_eof = fuzz_maybe_eof(c, st, eof);
         fuzz_app_run_jobs();
-        size_t answered = 0; /* one a turn, the oldest: the peer's EOF may come in between */
-        for (size_t i = 0; i < nheld && !answered; i++) {
-            if ((held[i].how & 3) == HELD_TILL_ABORT) continue;
-            held_t h = held[i];
-            drop(i);
-            answer(h.r, h.how);
-            answered++;
-        }
+        size_t answered = drain_answer(answers); /* one a turn: the peer's EOF may come in between */
         fuzz_closing(&c);
-        if (c && !answered && !was_writing && !c->writing && before == st.off && !sent_eof && !c->dirty) break;
+        if (c && !answered && !was_writing && !c->writing && before == st->off && !sent_eof && !c->dirty) break;
     }
     if (c && !mc_conn_closed(c)) {
-        /* every request answered and every byte written: the core owes nothing more */
+        /* every byte written and every request answered (but those left): the core owes nothing more */
         CHECK(c->active == fuzz_app_held_live());
         /* a half-closed HTTP/1.1 client that got every answer is let go */
         CHECK(!(c->ops == &mc_h1_proto && (c->state == MC_CONN_HALF_CLOSED) && c->active == 0));
@@ -485,6 +491,7 @@ void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_
     CHECK(sl->conns == NULL);
     CHECK(atomic_load(&fuzz_loop()->nconns) == 0);
     CHECK(fuzz_loop()->dirty == NULL);
+    CHECK(fuzz_run_closes());
     CHECK(fuzz_app_held() == 0);
     mc_request_pool_free(fuzz_loop());
 }

@@ -42,9 +42,11 @@ typedef struct {
 
 fuzz_input_t fuzz_parse(const uint8_t *p, size_t n);
 
-/* The one loop (no thread) and the fake server; limits reset to the defaults on each call. */
+/* The one loop (no thread) and the fake server. fuzz_server starts it anew for one input: the
+ * defaults, then the limits of the configuration byte (bits 0-1 header limit, 2-3 body limit,
+ * 4-5 requests in flight / concurrent streams), and no connection gone yet. */
 mc_loop_t *fuzz_loop(void);
-mc_server_t *fuzz_server(void);
+mc_server_t *fuzz_server(uint8_t config);
 /* The TLS context the fake server's connections use (the tls target); NULL: plaintext. */
 extern mc_tls_ctx_t *fuzz_tls;
 mc_server_loop_t *fuzz_server_loop(void);
@@ -110,5 +112,14 @@ bool fuzz_poll_action(mc_conn_t *c, unsigned action, bool *eof);
 
 /* One server connection fed the input: the whole life of a connection, from accept to free. */
 void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_t prefix_len);
+
+/* How the application answers what it holds while a connection drains, one request a turn: the
+ * oldest; the oldest but those it answers only once aborted; or none, all left to the close. */
+enum { FUZZ_DRAIN_OLDEST, FUZZ_DRAIN_OLDEST_NOT_TILL_ABORT, FUZZ_DRAIN_NONE };
+/* The end of a server connection (c, or NULL if it is gone) once its input ran out: the kernel
+ * takes everything, the application answers as `answers` says, the peer sends the rest of `st`
+ * and then EOF if it half-closed (`eof`, or configuration bit 6; bit 7: graceful shutdown first);
+ * then a forced close, the answers to what was aborted, and the checks that nothing is left. */
+void fuzz_server_finish(mc_conn_t *c, fuzz_stream_t *st, bool eof, uint8_t config, int answers);
 
 #endif

@@ -491,9 +491,6 @@ static void run(const uint8_t *p, size_t n) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static const size_t header_limits[4] = {16 * 1024, 64, 300, 2048};
-    static const size_t body_limits[4] = {4 * 1024 * 1024, 0, 10, 5000};
-    static const uint32_t in_flight[4] = {16, 1, 2, 3};
     if (!filler[0]) {
         for (size_t i = 0; i < sizeof filler; i++) filler[i] = (uint8_t)('a' + i % 26);
         trace = getenv("FUZZ_TRACE") != NULL;
@@ -508,17 +505,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t prog_len = size - at - a;
     bool leave_held = tape & 0x80;
 
-    mc_server_t *s = fuzz_server();
-    mc_server_loop_t *sl = fuzz_server_loop();
-    s->config.max_header_bytes = header_limits[config & 3];
-    s->config.max_body_bytes = body_limits[(config >> 2) & 3];
-    s->config.max_pipelined = in_flight[(config >> 4) & 3];
-    s->config.max_concurrent_streams = in_flight[(config >> 4) & 3] == 16 ? 250 : in_flight[(config >> 4) & 3];
+    mc_server_t *s = fuzz_server(config);
     /* windows of 64 KiB and 128 KiB rather than 1 and 16 MiB: a few frames of 16 KiB overrun
      * them, so flow control is reached without megabytes per input */
     s->config.stream_window = 65535;
     s->config.connection_window = 128 * 1024;
-    bool eof_at_end = config & 0x40, shutdown_at_end = config & 0x80;
 
     fuzz_app_reset(app);
     fuzz_kernel = KERNEL_TAKES_ALL;
@@ -532,7 +523,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rest_len = 0;
     nnv = 0;
     st = (fuzz_stream_t){NULL, 0, {NULL, 0}, 0};
-    conn = mc_fuzz_conn_open(sl);
+    conn = mc_fuzz_conn_open(fuzz_server_loop());
     if (!conn) abort();
 
     /* the preface and the client's first SETTINGS (empty) */
@@ -547,38 +538,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     run(prog, prog_len);
 
-    /* As fuzz_server_connection: the kernel takes everything, the application answers one held
-     * request a turn (unless told to leave them for the abort), the rest of the bytes arrive, EOF
-     * if the configuration says so; then a forced close and the checks. */
-    mc_conn_t *c = conn;
-    if (eof_at_end) eof = true;
-    if (shutdown_at_end && c) mc_conn_shutdown_all(sl, false);
-    fuzz_kernel = KERNEL_TAKES_ALL;
-    for (int round = 0; round < 10000 && c; round++) {
-        fuzz_prepare();
-        size_t before = st.off;
-        bool was_writing = c->writing;
-        mc_fuzz_conn_written(c, 0);
-        fuzz_feed(c, &st, MC_READ_BUFFER_SIZE);
-        bool sent_eof = fuzz_maybe_eof(c, &st, eof);
-        fuzz_app_run_jobs();
-        size_t answered = leave_held ? 0 : fuzz_app_answer(0);
-        fuzz_closing(&c);
-        if (c && !answered && !was_writing && !c->writing && before == st.off && !sent_eof && !c->dirty) break;
-    }
-    if (c && !mc_conn_closed(c)) {
-        /* every byte written and, unless left, every request answered: the core owes nothing */
-        CHECK(c->active == fuzz_app_held_live());
-        mc_conn_shutdown_all(sl, true);
-    }
-    fuzz_turn(&c);
-    fuzz_app_answer(2); /* what was held, answered after the connection went away */
-    fuzz_turn(&c);
+    /* the end of fuzz_server_connection's, answering one held request a turn (every kind) or,
+     * if told, leaving them all to the close */
+    fuzz_server_finish(conn, &st, eof, config, leave_held ? FUZZ_DRAIN_NONE : FUZZ_DRAIN_OLDEST);
     conn = NULL;
-    CHECK(c == NULL);
-    CHECK(fuzz_run_closes());
-    CHECK(fuzz_app_held() == 0);
-    mc_request_pool_free(fuzz_loop());
     nghttp2_hd_deflate_del(hpack);
     hpack = NULL;
     return 0;
