@@ -375,7 +375,7 @@ bool fuzz_poll_action(mc_conn_t *c, unsigned action, bool *eof) {
     case 18: fuzz_kernel = KERNEL_FAILS; break;
     case 19: mc_fuzz_conn_written(c, 0); break;
     case 20: mc_fuzz_conn_written(c, UV_EPIPE); break;
-    case 21: break; /* the timer: before the turn's flush, see fuzz_step_begin */
+    case 21: break; /* the timer: before the turn's flush, see fuzz_step_poll */
     case 22: *eof = true; break;
     case 23: /* the peer resets: the next read fails */
         reset_pending = true;
@@ -384,11 +384,6 @@ bool fuzz_poll_action(mc_conn_t *c, unsigned action, bool *eof) {
     default: return false;
     }
     return true;
-}
-
-void fuzz_step_begin(mc_conn_t *c, unsigned action) {
-    if (action == 21) mc_fuzz_conn_timer(c); /* uv_run: timers first */
-    fuzz_prepare();                           /* then uv_prepare: the flush */
 }
 
 void fuzz_stream_end(fuzz_stream_t *s) {
@@ -410,38 +405,44 @@ bool fuzz_maybe_eof(mc_conn_t *c, fuzz_stream_t *s, bool eof) {
     return true;
 }
 
+void fuzz_step_poll(mc_conn_t *c, fuzz_stream_t *st, bool *eof, unsigned action, size_t chunk) {
+    if (action == 21) mc_fuzz_conn_timer(c); /* uv_run: timers first */
+    fuzz_prepare();                           /* then uv_prepare: the flush */
+    if (!*eof && chunk) fuzz_feed(c, st, chunk);
+    if (!mc_conn_closed(c)) fuzz_poll_action(c, action, eof);
+    if (*eof) fuzz_stream_end(st); /* half-closed here: the rest is never sent */
+    fuzz_maybe_eof(c, st, *eof);
+}
+
+void fuzz_server_step(mc_conn_t **c, fuzz_stream_t *st, bool *eof, unsigned action, size_t chunk) {
+    if (!*c) return;
+    fuzz_step_poll(*c, st, eof, action, chunk);
+    fuzz_app_run_jobs();
+    switch (action) {
+    case 12: fuzz_app_answer(0); break;
+    case 13: fuzz_app_answer(1); break;
+    case 14: fuzz_app_answer(2); break;
+    case 24: mc_conn_shutdown_all(fuzz_server_loop(), false); break;
+    case 25: mc_conn_shutdown_all(fuzz_server_loop(), true); break;
+    default: break;
+    }
+    fuzz_closing(c);
+}
+
 void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_t prefix_len) {
     fuzz_server(in->config);
-    mc_server_loop_t *sl = fuzz_server_loop();
     fuzz_app_reset(in->app);
     fuzz_kernel = KERNEL_TAKES_ALL;
     fuzz_reset_reads();
-    mc_conn_t *c = mc_fuzz_conn_open(sl);
+    mc_conn_t *c = mc_fuzz_conn_open(fuzz_server_loop());
     if (!c) abort();
     fuzz_stream_t st = {prefix, prefix_len, in->data, 0};
     bool eof = false; /* the peer half-closed: no more bytes, EOF once reading */
 
-    /* One loop turn per control byte, in libuv's order: the timer if the byte says so, the flush
-     * (uv_prepare), a read and what else the poll phase brings, the jobs (uv_check: the
-     * application answers; server shutdown), then the closing handles. */
+    /* one loop turn per control byte (fuzz_server_step) */
     for (size_t i = 0; i < in->control.n && c; i++) {
         uint8_t ctl = in->control.p[i];
-        unsigned action = ctl >> 3;
-        fuzz_step_begin(c, action);
-        if (!eof) fuzz_feed(c, &st, fuzz_chunk_sizes[ctl & 7]);
-        if (!mc_conn_closed(c)) fuzz_poll_action(c, action, &eof);
-        if (eof) fuzz_stream_end(&st); /* half-closed here: the rest is never sent */
-        fuzz_maybe_eof(c, &st, eof);
-        fuzz_app_run_jobs();
-        switch (action) {
-        case 12: fuzz_app_answer(0); break;
-        case 13: fuzz_app_answer(1); break;
-        case 14: fuzz_app_answer(2); break;
-        case 24: mc_conn_shutdown_all(sl, false); break;
-        case 25: mc_conn_shutdown_all(sl, true); break;
-        default: break;
-        }
-        fuzz_closing(&c);
+        fuzz_server_step(&c, &st, &eof, ctl >> 3, fuzz_chunk_sizes[ctl & 7]);
     }
     fuzz_server_finish(c, &st, eof, in->config, FUZZ_DRAIN_OLDEST_NOT_TILL_ABORT);
 }

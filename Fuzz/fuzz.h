@@ -103,12 +103,18 @@ void fuzz_feed(mc_conn_t *c, fuzz_stream_t *s, size_t want);
 bool fuzz_maybe_eof(mc_conn_t *c, fuzz_stream_t *s, bool eof);
 /* Forgets the reads of the previous input. */
 void fuzz_reset_reads(void);
-/* The start of a control step: the timer if the action is 21 (timers run first in a libuv
- * turn), then the flush. */
-void fuzz_step_begin(mc_conn_t *c, unsigned action);
 /* Actions of the poll phase shared by every target (15..23): the fake kernel, the write in
  * flight completing or failing, half-close, a read error. False if `action` is none of them. */
 bool fuzz_poll_action(mc_conn_t *c, unsigned action, bool *eof);
+/* A control step up to the jobs, in libuv's order: the timer if the action is 21 (timers run
+ * first in a libuv turn), the flush, a read of up to `chunk` bytes (0: none) unless the peer
+ * half-closed, the poll phase's other events (fuzz_poll_action; a half-close sets *eof and the
+ * rest of `st` is never sent), then EOF if it is due. */
+void fuzz_step_poll(mc_conn_t *c, fuzz_stream_t *st, bool *eof, unsigned action, size_t chunk);
+/* A whole control step of a server connection (*c, NULL once freed): fuzz_step_poll, the jobs
+ * (uv_check: the application answers; action 12, 13, 14 answers the oldest, the newest, every
+ * request held; 24, 25 shuts the server down, gracefully or not), then the closing handles. */
+void fuzz_server_step(mc_conn_t **c, fuzz_stream_t *st, bool *eof, unsigned action, size_t chunk);
 
 /* One server connection fed the input: the whole life of a connection, from accept to free. */
 void fuzz_server_connection(const fuzz_input_t *in, const uint8_t *prefix, size_t prefix_len);

@@ -136,11 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < in.control.n && c; i++) {
         uint8_t ctl = in.control.p[i];
         unsigned action = ctl >> 3;
-        fuzz_step_begin(c, action);
-        if (!eof) fuzz_feed(c, &st, fuzz_chunk_sizes[ctl & 7]);
-        if (!mc_conn_closed(c)) fuzz_poll_action(c, action, &eof);
-        if (eof) fuzz_stream_end(&st);
-        fuzz_maybe_eof(c, &st, eof);
+        fuzz_step_poll(c, &st, &eof, action, fuzz_chunk_sizes[ctl & 7]);
         /* uv_check: the callers' tasks */
         size_t live = 0, oldest = ncalls, newest = ncalls;
         for (size_t k = 0; k < ncalls; k++) {

@@ -409,27 +409,9 @@ static void one_byte_frame(unsigned op, unsigned n) {
 
 /* ---------------------------------------------------------------- loop turns */
 
-/* One libuv turn as fuzz_server_connection's control steps: the timer if action is 21, the
- * flush, a read of up to `chunk` bytes (0: none), the poll action, EOF, the jobs, the action's
- * answers or shutdown, the closing handles. */
-static void turn(unsigned action, size_t chunk) {
-    if (!conn) return;
-    fuzz_step_begin(conn, action);
-    if (!eof && chunk) fuzz_feed(conn, &st, chunk);
-    if (!mc_conn_closed(conn)) fuzz_poll_action(conn, action, &eof);
-    if (eof) fuzz_stream_end(&st);
-    fuzz_maybe_eof(conn, &st, eof);
-    fuzz_app_run_jobs();
-    switch (action) {
-    case 12: fuzz_app_answer(0); break;
-    case 13: fuzz_app_answer(1); break;
-    case 14: fuzz_app_answer(2); break;
-    case 24: mc_conn_shutdown_all(fuzz_server_loop(), false); break;
-    case 25: mc_conn_shutdown_all(fuzz_server_loop(), true); break;
-    default: break;
-    }
-    fuzz_closing(&conn);
-}
+/* One libuv turn, a control step of fuzz_server_connection's (fuzz_server_step): `action` as a
+ * control byte's, a read of up to `chunk` bytes (0: none). */
+static void turn(unsigned action, size_t chunk) { fuzz_server_step(&conn, &st, &eof, action, chunk); }
 
 /* ---------------------------------------------------------------- the program */
 
