@@ -29,9 +29,9 @@ final class Fleet: Sendable {
         return service
     }
 
-    /// A client of the fleet. Its calls' deadline is a hang guard only (60 s, not the 5 s
-    /// default), so that a machine slowed by sanitizers and other builds fails nothing.
-    func client(strategy: SelectionStrategy = .powerOfTwoChoices, options: CallOptions = .init(timeout: .seconds(60)), interceptors: [any ClientInterceptor] = []) -> Client {
+    /// A client of the fleet. Its calls' deadline is `Duration.hangGuard`, not the 5 s
+    /// default, so that a machine slowed by sanitizers and other builds fails nothing.
+    func client(strategy: SelectionStrategy = .powerOfTwoChoices, options: CallOptions = .init(timeout: .hangGuard), interceptors: [any ClientInterceptor] = []) -> Client {
         Client(registry: registry, strategy: strategy, options: options, interceptors: interceptors)
     }
 
@@ -142,7 +142,7 @@ enum ServerLog {
             }
         }
         let client = fleet.client(
-            options: CallOptions(timeout: .seconds(60), metadata: ["x-tenant": "acme"]),
+            options: CallOptions(timeout: .hangGuard, metadata: ["x-tenant": "acme"]),
             interceptors: [Tracer(name: "outer"), Tracer(name: "inner")]
         )
         let reply: Reply = try await client.call("traced", "Traced.Echo", Greeting(name: "x"))
@@ -157,7 +157,7 @@ enum ServerLog {
             service.handle("Echo.Bytes") { (req: [UInt8], _: Context) async throws -> [UInt8] in req.reversed() }
         }
         // by address: no registry involved (this client's registry is empty)
-        let client = Client(registry: MemoryRegistry(), options: CallOptions(timeout: .seconds(60), contentType: "application/octet-stream", address: "127.0.0.1:\(service.port!)"))
+        let client = Client(registry: MemoryRegistry(), options: CallOptions(timeout: .hangGuard, contentType: "application/octet-stream", address: "127.0.0.1:\(service.port!)"))
         let response = try await client.call("echo", "Echo.Bytes", body: [1, 2, 3, 0, 255])
         #expect(response.body == [255, 0, 3, 2, 1])
         #expect(response.metadata["content-type"] == "application/octet-stream")
@@ -181,7 +181,7 @@ enum ServerLog {
             #expect(reply.message == "ok")
         }
         // without retries, the overloaded node's answer reaches the caller
-        let strict = fleet.client(strategy: .roundRobin, options: CallOptions(timeout: .seconds(60), retries: 0))
+        let strict = fleet.client(strategy: .roundRobin, options: CallOptions(timeout: .hangGuard, retries: 0))
         var failures = 0
         for _ in 0..<4 {
             do {

@@ -67,7 +67,7 @@ import Testing
         #expect(greeting.request?.values == [Value(name: "name", type: "string")])
         #expect(greeting.response?.values == [Value(name: "message", type: "string")])
 
-        let call = try await nodes.micro(["call", "helloworld", "Helloworld.Greeting", #"{"name":"alice"}"#])
+        let call = try await nodes.micro(["call", "helloworld", "Helloworld.Greeting", #"{"name":"alice"}"#] + Duration.hangGuardOption)
         #expect(call.status == 0, "\(call.stderr)")
         #expect(call.stdout == #"{"message":"Hello alice"}"# + "\n")
 
@@ -80,13 +80,13 @@ import Testing
     @Test func microReportsErrorsWithAnExitCode() async throws {
         let nodes = try await Nodes(1)
         defer { nodes.stop() }
-        let unknown = try await nodes.micro(["call", "ghost", "Ghost.Boo", "{}"])
+        let unknown = try await nodes.micro(["call", "ghost", "Ghost.Boo", "{}"] + Duration.hangGuardOption)
         #expect(unknown.status == 1)
         let error = MicroError(parsing: unknown.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(error.code == 500)
         #expect(error.detail.contains("ghost"))
 
-        let badRequest = try await nodes.micro(["call", "helloworld", "Helloworld.Greeting", #"{"name":42}"#])
+        let badRequest = try await nodes.micro(["call", "helloworld", "Helloworld.Greeting", #"{"name":42}"#] + Duration.hangGuardOption)
         #expect(badRequest.status == 1)
         #expect(MicroError(parsing: badRequest.stderr.trimmingCharacters(in: .whitespacesAndNewlines)).code == 400)
 
@@ -99,7 +99,7 @@ import Testing
     func callsAreSpreadOverThreeProcesses(strategy: SelectionStrategy) async throws {
         let nodes = try await Nodes(3)
         defer { nodes.stop() }
-        let client = Client(registry: nodes.registry, strategy: strategy)
+        let client = Client(registry: nodes.registry, strategy: strategy, options: CallOptions(timeout: .hangGuard))
         var counts: [String: Int] = [:]
         for i in 0..<300 {
             let response = try await client.call("helloworld", "Helloworld.Greeting", body: Array(#"{"name":"n\#(i)"}"#.utf8))
@@ -123,7 +123,7 @@ import Testing
         let nodes = try await Nodes(3, ttl: 2, interval: 0.5)
         defer { nodes.stop() }
         let events = try nodes.registry.events(service: "helloworld")
-        let client = Client(registry: nodes.registry, strategy: .roundRobin)
+        let client = Client(registry: nodes.registry, strategy: .roundRobin, options: CallOptions(timeout: .hangGuard))
         let victim = nodes.children[1]
         for i in 0..<300 {
             if i == 100 {

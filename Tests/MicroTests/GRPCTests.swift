@@ -122,7 +122,8 @@ import Testing
         let python = try await ChildService("/usr/bin/env", arguments: ["python3", Self.peer, "server"])
         defer { python.stop() }
         let address = "127.0.0.1:\(python.port)"
-        let client = GreeterClient(client: Client(registry: MemoryRegistry()), options: CallOptions(contentType: "application/grpc", address: address))
+        let client = GreeterClient(
+            client: Client(registry: MemoryRegistry()), options: CallOptions(timeout: .hangGuard, contentType: "application/grpc", address: address))
 
         var request = HelloRequest()
         request.name = "bob"
@@ -149,7 +150,7 @@ import Testing
         request.name = "meta"
         let raw = try await client.client.call(
             "greeter", "/Greeter/Hello", body: try request.serializedBytes(),
-            options: CallOptions(contentType: "application/grpc", metadata: ["x-tenant": "acme"], address: address))
+            options: CallOptions(timeout: .hangGuard, contentType: "application/grpc", metadata: ["x-tenant": "acme"], address: address))
         #expect(raw.metadata["x-tenant-echo"] == "acme")
         #expect(try HelloResponse(serializedBytes: raw.body).greeting == "Hello meta from python")
     }
@@ -157,20 +158,21 @@ import Testing
     @Test func swiftToSwiftOverGRPCAndTheMicroProtocol() async throws {
         let fleet = Fleet()
         try await fleet.start("greeter") { $0.register(TestGreeter()) }
-        let client = Client(registry: fleet.registry)
+        let client = fleet.client()
+        let greeter = GreeterClient(client: client, options: CallOptions(timeout: .hangGuard, contentType: "application/grpc"))
         var request = HelloRequest()
         request.name = "carol"
         // generated client, by name through the registry, gRPC framing
-        #expect(try await GreeterClient(client: client).hello(request).greeting == "Hello carol")
+        #expect(try await greeter.hello(request).greeting == "Hello carol")
         // the same endpoint over the micro protocol, protobuf and protobuf-JSON bodies
-        let proto: HelloResponse = try await client.call("greeter", "Greeter.Hello", request, options: CallOptions(contentType: "application/protobuf"))
+        let proto: HelloResponse = try await client.call("greeter", "Greeter.Hello", request, options: CallOptions(timeout: .hangGuard, contentType: "application/protobuf"))
         #expect(proto.greeting == "Hello carol")
         let json = try await client.call("greeter", "Greeter.Hello", body: Array(#"{"name":"dave"}"#.utf8))
         #expect(String(decoding: json.body, as: UTF8.self) == #"{"greeting":"Hello dave"}"#)
         // gRPC errors come back as MicroErrors with their code
         request.name = "nobody"
         await #expect(throws: MicroError(id: "greeter", code: 404, detail: "no such person: nobody")) {
-            _ = try await GreeterClient(client: client).hello(request)
+            _ = try await greeter.hello(request)
         }
         try await fleet.stopAll()
     }
@@ -207,7 +209,7 @@ import Testing
         var request = HelloRequest()
         request.name = "still here"
         let reply: HelloResponse = try await Client(registry: MemoryRegistry()).call(
-            "greeter", "/Greeter/Hello", request, options: CallOptions(contentType: "application/grpc", address: "127.0.0.1:\(service.port!)"))
+            "greeter", "/Greeter/Hello", request, options: CallOptions(timeout: .hangGuard, contentType: "application/grpc", address: "127.0.0.1:\(service.port!)"))
         #expect(reply.greeting == "Hello still here")
         await service.shutdown()
     }

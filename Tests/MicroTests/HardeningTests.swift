@@ -172,7 +172,7 @@ import Glibc
                                             launcher: ["python3"])
         let port = server.port
         let call = try await Tool.run(Tool.binDirectory.appendingPathComponent("micro").path,
-                                      ["call", "--address", "127.0.0.1:\(port)", "x", "X.Y", "{}"])
+                                      ["call", "--address", "127.0.0.1:\(port)", "x", "X.Y", "{}"] + Duration.hangGuardOption)
         #expect(call.status != 0)
         #expect((call.stdout + call.stderr).contains("header fields exceed"), "\(call.stdout) \(call.stderr)")
         server.signal(SIGKILL)

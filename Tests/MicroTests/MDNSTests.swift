@@ -45,7 +45,7 @@ import Glibc
         let created = try #require(await watch.waitForLine(containing: #""action":"create""#))
         #expect(created.contains(#""address":"\#(net.addressA):\#(service.port)""#))
 
-        let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"x"}"#])
+        let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"x"}"#] + Duration.hangGuardOption)
         #expect(call.status == 0, "\(call.stderr)")
         #expect(call.stdout == #"{"message":"Hello x"}"# + "\n")
         let services = try await Self.micro(net, ["services"])
@@ -84,7 +84,7 @@ import Glibc
         #expect(described.status == 0, "\(described.stderr)")
         // fe80::...%mdbXXXX: the zone is the interface the answer came in on, in namespace B
         #expect(described.stdout.contains("%\(net.interfaceB)]:\(service.port)"), "\(described.stdout)")
-        let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"v6"}"#])
+        let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"v6"}"#] + Duration.hangGuardOption)
         #expect(call.stdout == #"{"message":"Hello v6"}"# + "\n", "\(call.stderr)")
     }
 
@@ -235,7 +235,7 @@ import Glibc
             """
         let sent = try await Tool.run("ip", ["netns", "exec", net.b, "python3", "-c", script, net.addressB, net.addressA] + packets)
         #expect(sent.status == 0, "\(sent.stderr)")
-        let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"after"}"#])
+        let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"after"}"#] + Duration.hangGuardOption)
         #expect(call.stdout == #"{"message":"Hello after"}"# + "\n", "\(call.stderr)")
         #expect(kill(service.pid, 0) == 0)
     }

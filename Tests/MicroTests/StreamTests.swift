@@ -100,7 +100,9 @@ import Testing
         let python = try await ChildService("/usr/bin/env", arguments: ["python3", Self.peer, "server"])
         defer { python.stop() }
         let address = "127.0.0.1:\(python.port)"
-        let counter = CounterClient(client: Client(registry: MemoryRegistry()), options: CallOptions(contentType: "application/grpc", address: address))
+        let counter = CounterClient(
+            client: Client(registry: MemoryRegistry()),
+            options: CallOptions(timeout: .hangGuard, contentType: "application/grpc", address: address, streamTimeout: .hangGuard))
         try await Self.exerciseAllKinds(counter)
 
         // the deadline of a stream, mid-stream: 300 ms, doubled until ticks came before it passed
@@ -160,10 +162,12 @@ import Testing
         let address = "127.0.0.1:\(counter.port)"
         let client = Client(registry: MemoryRegistry())
         for contentType in ["application/grpc", "application/grpc+json", "application/protobuf", "application/json"] {
-            try await Self.exerciseAllKinds(CounterClient(client: client, options: CallOptions(contentType: contentType, address: address)))
+            let options = CallOptions(timeout: .hangGuard, contentType: contentType, address: address, streamTimeout: .hangGuard)
+            try await Self.exerciseAllKinds(CounterClient(client: client, options: options))
         }
         // a caller that leaves mid-stream resets it; the handler sees it
-        let stub = CounterClient(client: client, options: CallOptions(contentType: "application/json", address: address))
+        let stub = CounterClient(
+            client: client, options: CallOptions(timeout: .hangGuard, contentType: "application/json", address: address, streamTimeout: .hangGuard))
         var endless = Counter_CountRequest()
         endless.count = 1 << 40
         try await stub.count(endless) { ticks in
@@ -175,7 +179,7 @@ import Testing
         }
         #expect(await counter.waitForLine(containing: "the client cancelled the stream") != nil)
         // reflection v1 (the Python peer speaks v1alpha): services, then the file of a symbol
-        let grpc = CallOptions(contentType: "application/grpc", address: address)
+        let grpc = CallOptions(timeout: .hangGuard, contentType: "application/grpc", address: address, streamTimeout: .hangGuard)
         let (services, file) = try await client.stream(
             "counter", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             request: Grpc_Reflection_V1_ServerReflectionRequest.self, response: Grpc_Reflection_V1_ServerReflectionResponse.self, options: grpc
@@ -236,7 +240,7 @@ import Testing
         }
         let client = fleet.client()
         for contentType in ["application/json", "application/grpc+json"] {
-            let options = CallOptions(contentType: contentType)
+            let options = CallOptions(timeout: .hangGuard, contentType: contentType, streamTimeout: .hangGuard)
             let replayed = try await client.serverStream("sensors", "Sensors.Replay", Range(from: 1, to: 4), as: Reading.self, options: options) { readings in
                 var all: [Reading] = []
                 for try await reading in readings { all.append(reading) }
@@ -408,7 +412,8 @@ import Testing
         defer { counter.stop() }
         let address = "127.0.0.1:\(counter.port)"
         let client = Client(registry: MemoryRegistry())
-        let stub = CounterClient(client: client, options: CallOptions(contentType: "application/grpc", address: address))
+        let stub = CounterClient(
+            client: client, options: CallOptions(timeout: .hangGuard, contentType: "application/grpc", address: address, streamTimeout: .hangGuard))
         var note = Counter_Note()
         note.text = "warm"
         _ = try await stub.ping(note)

@@ -102,13 +102,14 @@ struct TLSFixture {
         _ = await service.waitForLine(containing: "registered node")
         let record = try await LocalRegistry(directory: registry).getService("helloworld")
         #expect(record.first?.nodes.first?.metadata["tls"] == "required")
-        let client = Client(registry: LocalRegistry(directory: registry), tls: try fx.certs.issue(service: "caller").tlsConfig())
+        let client = Client(registry: LocalRegistry(directory: registry), options: CallOptions(timeout: .hangGuard),
+                            tls: try fx.certs.issue(service: "caller").tlsConfig())
         let reply: TLSGreeting = try await client.call("helloworld", "Helloworld.Greeting", TLSName(name: "mtls"))
         #expect(reply.message == "Hello mtls")
         // without a client certificate the server refuses, and the error says so
         let anonymous = Client(registry: LocalRegistry(directory: registry), tls: TLSConfig(trustRoots: .file(fx.caPath)))
         let error = await #expect(throws: MicroError.self) {
-            let _: TLSGreeting = try await anonymous.call("helloworld", "Helloworld.Greeting", TLSName(name: "x"), options: .init(retries: 0))
+            let _: TLSGreeting = try await anonymous.call("helloworld", "Helloworld.Greeting", TLSName(name: "x"), options: .init(timeout: .hangGuard, retries: 0))
         }
         #expect(error?.detail.contains("certificate required") == true, "\(String(describing: error))")
         #expect(await Self.logged(service, "peer did not return a certificate"))
@@ -164,7 +165,7 @@ struct TLSFixture {
         #expect(plain.stdout.contains("this port speaks TLS only"))
         #expect(await Self.logged(service, "a plaintext HTTP request on a TLS port"))
         // and the framework's client, calling it in plaintext (h2c), is told why
-        let plainClient = Client(options: .init(retries: 0, address: "127.0.0.1:\(service.port)"))
+        let plainClient = Client(options: .init(timeout: .hangGuard, retries: 0, address: "127.0.0.1:\(service.port)"))
         let error = await #expect(throws: MicroError.self) {
             let _: TLSGreeting = try await plainClient.call("helloworld", "Helloworld.Greeting", TLSName(name: "x"))
         }
@@ -187,7 +188,7 @@ struct TLSFixture {
         let client = Client(tls: try fx.certs.issue(service: "caller").tlsConfig())
         let error = await #expect(throws: MicroError.self) {
             let _: TLSGreeting = try await client.call("helloworld", "Helloworld.Greeting", TLSName(name: "x"),
-                                                    options: .init(retries: 0, address: "https://127.0.0.1:\(service.port)"))
+                                                    options: .init(timeout: .hangGuard, retries: 0, address: "https://127.0.0.1:\(service.port)"))
         }
         #expect(error?.detail.contains("TLS to 127.0.0.1:\(service.port) failed") == true, "\(String(describing: error))")
         let plain = try await Tool.run("curl", ["-sS"] + Self.greeting + ["-d", #"{"name":"plain"}"#, "http://127.0.0.1:\(service.port)/"])
@@ -202,9 +203,10 @@ struct TLSFixture {
         let service = try await ChildService("helloworld", environment: try fx.environment("greeter", registry: registry))
         defer { service.stop() }
         _ = await service.waitForLine(containing: "registered node")
-        let client = Client(registry: LocalRegistry(directory: registry), tls: try fx.certs.issue(service: "caller").tlsConfig())
+        let client = Client(registry: LocalRegistry(directory: registry), options: CallOptions(timeout: .hangGuard),
+                            tls: try fx.certs.issue(service: "caller").tlsConfig())
         let error = await #expect(throws: MicroError.self) {
-            let _: TLSGreeting = try await client.call("helloworld", "Helloworld.Greeting", TLSName(name: "x"), options: .init(retries: 0))
+            let _: TLSGreeting = try await client.call("helloworld", "Helloworld.Greeting", TLSName(name: "x"), options: .init(timeout: .hangGuard, retries: 0))
         }
         let detail = error?.detail ?? ""
         #expect(detail.contains("the server presented identity 'spiffe://micro.local/service/greeter', expected 'spiffe://micro.local/service/helloworld'"), "\(detail)")
@@ -226,7 +228,7 @@ struct TLSFixture {
         let task = Task { try await service.run() }
         for await event in events where event.action == .create { break }
         let caller = try fx.certs.issue(service: "caller")
-        let client = Client(registry: registry, tls: caller.tlsConfig())
+        let client = Client(registry: registry, options: CallOptions(timeout: .hangGuard), tls: caller.tlsConfig())
         let reply: TLSGreeting = try await client.call("whoami", "Whoami.Get", TLSName(name: ""))
         #expect(reply.message == "spiffe://micro.local/service/caller")
         #expect(reply.message == CertificateFactory.identity(ofPEM: try String(contentsOfFile: caller.certificate, encoding: .utf8)))
@@ -255,7 +257,7 @@ struct TLSFixture {
         let port = try service.start().port
         let address = "https://127.0.0.1:\(port)"
         let clientConfig = Mutex(config(client1, trust: [ca1]))
-        let pooled = Client(options: .init(retries: 0, address: address), tls: clientConfig.withLock { $0 })
+        let pooled = Client(options: .init(timeout: .hangGuard, retries: 0, address: address), tls: clientConfig.withLock { $0 })
 
         // the load: a pooled client and, each round, a fresh client (a new connection and handshake)
         let (progress, tick) = AsyncStream<Void>.makeStream()
@@ -265,7 +267,7 @@ struct TLSFixture {
             var i = 0
             while !stop.withLock({ $0 }) {
                 i += 1
-                let fresh = Client(options: .init(retries: 0, address: address), tls: clientConfig.withLock { $0 })
+                let fresh = Client(options: .init(timeout: .hangGuard, retries: 0, address: address), tls: clientConfig.withLock { $0 })
                 for client in [pooled, fresh] {
                     do {
                         let reply: TLSGreeting = try await client.call("rotor", "Rotor.Echo", TLSName(name: "n\(i)"))
@@ -311,7 +313,7 @@ struct TLSFixture {
         await load.value
         #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
         // a client still on CA one's certificate is now refused
-        let stale = Client(options: .init(retries: 0, address: address), tls: config(client1, trust: [ca1, ca2]))
+        let stale = Client(options: .init(timeout: .hangGuard, retries: 0, address: address), tls: config(client1, trust: [ca1, ca2]))
         await #expect(throws: MicroError.self) {
             let _: TLSGreeting = try await stale.call("rotor", "Rotor.Echo", TLSName(name: "stale"))
         }
@@ -380,7 +382,7 @@ struct TLSFixture {
         let client = Client(registry: registry, tls: try fx.certs.issue(service: "caller").tlsConfig())
         for contentType in ["application/json", "application/grpc+json"] {
             let scaled = try await client.stream("sensors", "Sensors.Scale", request: TLSReading.self, response: TLSReading.self,
-                                                 options: CallOptions(contentType: contentType)) { call in
+                                                 options: CallOptions(timeout: .hangGuard, contentType: contentType, streamTimeout: .hangGuard)) { call in
                 try await call.send(TLSReading(sensor: "a", value: 1.5))
                 var iterator = call.responses.makeAsyncIterator()
                 let first = try await iterator.next()
