@@ -3,7 +3,8 @@
 
 Every input is: config byte, application tape (length + bytes), control tape (length + bytes),
 then the peer's bytes; fuzz.h and each harness say what the bits mean. HTTP/2 frames and HPACK
-blocks are built here (literal fields, a few static-table indexes) rather than typed as blobs.
+blocks are built here (literal fields, a few static-table indexes) rather than typed as blobs, with
+Tests/Peers/h2wire.py, which the raw attacker of the tests uses too.
 """
 import os
 import shutil
@@ -11,6 +12,10 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "Tests", "Peers"))
+from h2wire import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PADDED, PING,  # noqa: E402
+                    PRIORITY, PRIORITY_FLAG, PUSH_PROMISE, RST_STREAM, SETTINGS, frame, literal, literal_name,
+                    window_update)
 
 # ---------------------------------------------------------------- input layout (fuzz.h)
 
@@ -52,48 +57,7 @@ def fuzz_input(data, config=0, apps=(), controls=()):
     return bytes([config, len(apps)]) + apps + bytes([len(controls)]) + controls + data
 
 
-# ---------------------------------------------------------------- HTTP/2 frames and HPACK
-
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-
-
-def frame(ftype, flags, stream, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
-
-
-def hpack_int(value, prefix_bits, first=0):
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = [first | limit]
-    value -= limit
-    while value >= 128:
-        out.append(value % 128 + 128)
-        value //= 128
-    out.append(value)
-    return bytes(out)
-
-
-def hpack_str(s):
-    b = s.encode() if isinstance(s, str) else s
-    return hpack_int(len(b), 7) + b
-
-
-def literal(name, value):
-    """Literal header field without indexing, new name."""
-    return b"\x00" + hpack_str(name) + hpack_str(value)
-
-
-def literal_indexed(name, value):
-    """Literal header field with incremental indexing (goes into the dynamic table)."""
-    return b"\x40" + hpack_str(name) + hpack_str(value)
-
-
-def literal_name(index, value):
-    """Literal header field without indexing, name from the static table."""
-    return hpack_int(index, 4) + hpack_str(value)
-
+# ---------------------------------------------------------------- HTTP/2 requests and frames
 
 METHOD_GET, METHOD_POST, PATH_ROOT, SCHEME_HTTP, STATUS_200 = b"\x82", b"\x83", b"\x84", b"\x86", b"\x88"
 
@@ -111,10 +75,6 @@ MICRO = (("content-type", "application/json"), ("micro-endpoint", "Helloworld.Gr
 
 def settings(*pairs, flags=0):
     return frame(SETTINGS, flags, 0, b"".join(struct.pack(">HI", k, v) for k, v in pairs))
-
-
-def window_update(stream, increment):
-    return frame(WINDOW_UPDATE, 0, stream, struct.pack(">I", increment))
 
 
 def rst(stream, code):
@@ -264,7 +224,7 @@ def h2_seeds():
     s["body_limit_zero"] = fuzz_input(hello + post(1) + get(3), config=server_config(body=1))
     s["max_concurrent"] = fuzz_input(hello + b"".join(frame(HEADERS, END_HEADERS, i, request_block()) for i in (1, 3, 5))
                                      + frame(DATA, END_STREAM, 1, b"") + frame(DATA, END_STREAM, 5, b""), config=server_config(inflight=1))
-    s["dynamic_table"] = fuzz_input(hello + frame(HEADERS, END_STREAM | END_HEADERS, 1, request_block(METHOD_GET) + literal_indexed("x-a", "1"))
+    s["dynamic_table"] = fuzz_input(hello + frame(HEADERS, END_STREAM | END_HEADERS, 1, request_block(METHOD_GET) + literal("x-a", "1", indexing=True))
                                     + frame(HEADERS, END_STREAM | END_HEADERS, 3, request_block(METHOD_GET) + b"\xbe" + b"\x3f\xe1\x1f"))
     s["bad_frames"] = fuzz_input(hello + frame(DATA, 0, 0, b"x") + get(1))
     s["unknown_frame"] = fuzz_input(hello + frame(0xfa, 0xff, 1, b"ext") + get(1))

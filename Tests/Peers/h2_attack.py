@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A raw HTTP/2 (and HTTP/1.1) attacker for swift-micro's hardening tests (issue 16).
 
-Frames are built by hand (9-byte header); HPACK through the `hpack` package where a normal header
-block will do, hand-encoded where the attack needs control of the bytes. Every scenario prints ONE
+Frames are built by hand (h2wire.py); HPACK through the `hpack` package where a normal header block
+will do, by hand (h2wire.py) where the attack needs control of the bytes. Every scenario prints ONE
 JSON object on stdout with what it observed and exits 0; a failure of the script itself exits 2
 (with {"error": ...} on stdout and a traceback on stderr). Nothing sleeps to synchronise: every
 wait is for a frame, an EOF, a PING ACK or the process's exit (pidfd), bounded by --max-wait
@@ -96,11 +96,12 @@ import traceback
 
 import hpack
 
+from h2wire import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PADDED, PING, PRIORITY_FLAG,
+                    RST_STREAM, SETTINGS, WINDOW_UPDATE, base128, frame, literal, literal_name, window_update)
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 FRAME_NAMES = ["DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS", "PUSH_PROMISE", "PING", "GOAWAY",
                "WINDOW_UPDATE", "CONTINUATION"]
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 ERROR_NAMES = ["NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT",
                "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR",
                "CONNECT_ERROR", "ENHANCE_YOUR_CALM", "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED"]
@@ -114,50 +115,12 @@ def error_name(code):
     return ERROR_NAMES[code] if 0 <= code < len(ERROR_NAMES) else "0x%x" % code
 
 
-def frame(ftype, flags, sid, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid & 0x7FFFFFFF) + payload
-
-
 def settings_frame(pairs=(), ack=False):
     return frame(SETTINGS, ACK if ack else 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in pairs))
 
 
-def window_update(sid, inc):
-    return frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", inc & 0x7FFFFFFF))
-
-
 def ping_frame(opaque=b"h2attack", ack=False):
     return frame(PING, ACK if ack else 0, 0, opaque[:8].ljust(8, b"\0"))
-
-
-# --- HPACK by hand -------------------------------------------------------------------------------
-
-def hp_int(value, prefix_bits, first=0):
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = [first | limit]
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def hp_str(s):
-    b = s.encode() if isinstance(s, str) else s
-    return hp_int(len(b), 7) + b  # no Huffman
-
-
-def hp_literal(name, value, indexing=False):
-    """A literal field with a new name: with incremental indexing (0x40) or without (0x00)."""
-    return (b"\x40" if indexing else b"\x00") + hp_str(name) + hp_str(value)
-
-
-def hp_literal_indexed_name(index, value):
-    """A literal without indexing whose name is static-table entry `index`."""
-    return hp_int(index, 4) + hp_str(value)
 
 
 def split_block(block, max_frame, sid, end_stream, max_frames=None):
@@ -180,13 +143,7 @@ def grpc_message(msg):
 
 
 def pb_varint(v):
-    v &= (1 << 64) - 1
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
+    return base128(v & ((1 << 64) - 1))
 
 
 def pb_note(text):
@@ -704,7 +661,7 @@ def sc_trailers_after_queued_answer(args):
     res["ping_ack_before_trailers"] = p.ping_roundtrip(deadline)
     res["data_bytes_before_trailers"] = p.data_bytes.get(1, 0)
     grant = args.grant if args.grant is not None else MAX_WINDOW - args.window
-    trailer = hp_literal("x-pad", "a" * args.trailer_bytes)
+    trailer = literal("x-pad", "a" * args.trailer_bytes)
     ended = None
     try:
         p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, trailer)
@@ -1271,9 +1228,9 @@ def sc_hpack_bomb(args):
         max_frame = p.server_settings.get("MAX_FRAME_SIZE", 16384)
         name = "x-bomb"
         vlen = min(args.field_bytes, table - 32 - len(name))
-        head = (b"\x83\x86\x84" + hp_literal_indexed_name(1, "x")  # POST, http, /, :authority x
-                + hp_literal("content-type", "application/json") + hp_literal("micro-endpoint", args.endpoint)
-                + hp_literal(name, "b" * vlen, indexing=True))
+        head = (b"\x83\x86\x84" + literal_name(1, "x")  # POST, http, /, :authority x
+                + literal("content-type", "application/json") + literal("micro-endpoint", args.endpoint)
+                + literal(name, "b" * vlen, indexing=True))
         frames_n = 1 + args.continuations
         refs = frames_n * max_frame - len(head)
         block = head + b"\xbe" * refs  # index 62: the newest dynamic entry
@@ -1537,7 +1494,7 @@ def sc_server_hpack_expanded(args):
     max_frame = 16384
     name = "x-big"
     vlen = 4096 - 32 - len(name)
-    head = b"\x88" + hp_literal("content-type", "application/json") + hp_literal(name, "c" * vlen, indexing=True)
+    head = b"\x88" + literal("content-type", "application/json") + literal(name, "c" * vlen, indexing=True)
     frames_n = 1 + args.continuations
     block1 = head + b"\xbe" * (frames_n * max_frame - len(head))
     block2 = b"\xbe" * (frames_n * max_frame)
