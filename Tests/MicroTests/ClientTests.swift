@@ -48,17 +48,17 @@ struct Who: Codable, Sendable, Equatable { var node: String }
 struct Tracer: ClientInterceptor, ServerInterceptor {
     let name: String
 
-    func intercept(_ request: ClientRequest, next: @Sendable (ClientRequest) async throws -> ClientResponse) async throws -> ClientResponse {
-        var request = request
-        let trace = request.options.metadata["x-trace"].map { $0 + "," + name } ?? name
-        request.options.metadata["x-trace"] = trace
-        return try await next(request)
+    func intercept(_ call: ClientCall, next: (ClientCall) async throws -> ClientResponse) async throws -> ClientResponse {
+        var call = call
+        let trace = call.options.metadata["x-trace"].map { $0 + "," + name } ?? name
+        call.options.metadata["x-trace"] = trace
+        return try await next(call)
     }
 
-    func intercept(_ request: ServerRequest, context: Context, next: @Sendable (ServerRequest, Context) async throws -> [UInt8]) async throws -> [UInt8] {
+    func intercept(_ call: ServerCall, next: (ServerCall) async throws -> ServerResult) async throws -> ServerResult {
         ServerLog.shared.withLock { $0.append("\(name) in") }
         defer { ServerLog.shared.withLock { $0.append("\(name) out") } }
-        return try await next(request, context)
+        return try await next(call)
     }
 }
 

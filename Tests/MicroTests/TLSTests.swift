@@ -442,8 +442,8 @@ struct TLSGreeting: Codable, Sendable { var message: String }
 struct IdentityCheck: ServerInterceptor {
     static let seen = Mutex<[String]>([])
 
-    func intercept(_ request: ServerRequest, context: Context, next: @Sendable (ServerRequest, Context) async throws -> [UInt8]) async throws -> [UInt8] {
-        Self.seen.withLock { $0.append(context.peer.identity ?? "(none)") }
-        return try await next(request, context)
+    func intercept(_ call: ServerCall, next: (ServerCall) async throws -> ServerResult) async throws -> ServerResult {
+        Self.seen.withLock { $0.append(call.context.peer.identity ?? "(none)") }
+        return try await next(call)
     }
 }

@@ -8,6 +8,9 @@
                                            "listening on 127.0.0.1:PORT", serves until killed
   stream_peer.py read-count HOST:PORT N S  reads a Count stream of N ticks of S bytes, checks their
                                            order, prints {"received": N, "in_order": bool}
+  stream_peer.py refused HOST:PORT         calls each method of every kind with the metadata
+                                           x-deny: 1 (which a test interceptor refuses), prints the
+                                           status each ended with: {"Ping": {"code", "details"}, ...}
 """
 import json
 import os
@@ -178,12 +181,36 @@ def read_count(address, count, size):
     print(json.dumps({"received": expected - 1, "in_order": in_order}), flush=True)
 
 
+def refused(address):
+    import counter_pb2 as pb, counter_pb2_grpc as pbg
+
+    deny = (("x-deny", "1"),)
+    calls = {
+        "Ping": lambda stub: stub.Ping(pb.Note(text="hi"), metadata=deny, timeout=120),
+        "Count": lambda stub: list(stub.Count(pb.CountRequest(count=3), metadata=deny, timeout=120)),
+        "Sum": lambda stub: stub.Sum(iter([pb.Number(value=1), pb.Number(value=2)]), metadata=deny, timeout=120),
+        "Echo": lambda stub: list(stub.Echo(iter([pb.Note(text="a")]), metadata=deny, timeout=120)),
+    }
+    seen = {}
+    with grpc.insecure_channel(address) as channel:
+        stub = pbg.CounterStub(channel)
+        for name, call in calls.items():
+            try:
+                call(stub)
+                seen[name] = {"code": "OK", "details": ""}
+            except grpc.RpcError as e:
+                seen[name] = status(e)
+    print(json.dumps(seen), flush=True)
+
+
 if __name__ == "__main__":
     compile_protos()
     if len(sys.argv) == 3 and sys.argv[1] == "client":
         run_client(sys.argv[2])
     elif len(sys.argv) == 2 and sys.argv[1] == "server":
         run_server()
+    elif len(sys.argv) == 3 and sys.argv[1] == "refused":
+        refused(sys.argv[2])
     elif len(sys.argv) == 5 and sys.argv[1] == "read-count":
         read_count(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:

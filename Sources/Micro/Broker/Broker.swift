@@ -64,6 +64,16 @@ public struct BrokerEvent: Sendable {
     public var message: BrokerMessage
     /// The loop the delivery arrived on, if it came over the network.
     public var eventLoop: EventLoop?
+    /// Who delivered it, as the transport knows (the publisher's mutual-TLS identity over the HTTP
+    /// broker with TLS; empty otherwise).
+    public var peer: Peer
+
+    public init(topic: String, message: BrokerMessage, eventLoop: EventLoop? = nil, peer: Peer = Peer()) {
+        self.topic = topic
+        self.message = message
+        self.eventLoop = eventLoop
+        self.peer = peer
+    }
 }
 
 /// How `publish` returns.

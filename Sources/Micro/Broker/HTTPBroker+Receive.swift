@@ -29,7 +29,7 @@ extension HTTPBroker {
             return answer(400, "message for topic \(topic) sent to a subscription to \(subscription.topic)")
         }
         do {
-            try await subscription.handler(BrokerEvent(topic: topic, message: message, eventLoop: request.loop))
+            try await subscription.handler(BrokerEvent(topic: topic, message: message, eventLoop: request.loop, peer: Peer(request.tls)))
             return HTTPServerResponse(status: 200)
         } catch let error as MicroError {
             return answer(500, "subscriber error: \(error.detail)")

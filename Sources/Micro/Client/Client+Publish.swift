@@ -35,10 +35,19 @@ extension Client {
         contentType: String = "application/json",
         metadata: [String: String] = [:]
     ) async throws {
-        var header = metadata
-        header["Content-Type"] = contentType
-        header["Micro-Topic"] = topic
-        header["Micro-Id"] = UUID().uuidString.lowercased()
-        try await broker.publish(topic, BrokerMessage(header: header, body: body), options: options)
+        let send: (ClientCall) async throws -> ClientResponse = { call in
+            var header = call.options.metadata
+            header["Content-Type"] = contentType
+            header["Micro-Topic"] = topic
+            header["Micro-Id"] = UUID().uuidString.lowercased()
+            var body = call.message ?? []
+            if let tap = call.taps.request { body = try tap(body) }
+            try await self.broker.publish(topic, BrokerMessage(header: header, body: body), options: options)
+            return ClientResponse(body: [], metadata: Metadata())
+        }
+        let call = ClientCall(descriptor: CallDescriptor(service: "", endpoint: topic, kind: .publish, wire: .broker),
+                              options: CallOptions(contentType: contentType, metadata: metadata), message: body)
+        // the interceptors see the publish; `metadata` is in call.options.metadata, as headers
+        _ = interceptors.isEmpty ? try await send(call) : try await interceptors.run(call, send)
     }
 }

@@ -54,11 +54,21 @@ extension Client {
         options: CallOptions? = nil,
         _ body: (ClientStream<Request, Response>) async throws -> R
     ) async throws -> R {
-        let options = options ?? self.options
+        try await codableStream(service, endpoint, options ?? self.options, kind: .bidiStream, body)
+    }
+
+    /// ``stream(_:_:request:response:options:_:)`` of a known kind (as interceptors see it).
+    func codableStream<Request: Encodable & Sendable, Response: Decodable & Sendable, R>(
+        _ service: String,
+        _ endpoint: String,
+        _ options: CallOptions,
+        kind: CallDescriptor.Kind,
+        _ body: (ClientStream<Request, Response>) async throws -> R
+    ) async throws -> R {
         guard let codec = codec(for: options.contentType) else {
             throw MicroError(id: "micro.client", code: 400, detail: "unsupported content type \(options.contentType)")
         }
-        return try await typedStream(service, endpoint, options, body, encode: { try codec.encode($0) }) { bytes in
+        return try await typedStream(service, endpoint, options, kind: kind, body, encode: { try codec.encode($0) }) { bytes in
             do {
                 return try codec.decode(Response.self, from: bytes)
             } catch {
@@ -81,7 +91,7 @@ extension Client {
         guard let codec = codec(for: options.contentType) as? any MessageCodec else {
             throw MicroError(id: "micro.client", code: 400, detail: "content type \(options.contentType) cannot carry protobuf messages")
         }
-        return try await typedStream(service, endpoint, options, body, encode: { try codec.encode(message: $0) }) { bytes in
+        return try await typedStream(service, endpoint, options, kind: .bidiStream, body, encode: { try codec.encode(message: $0) }) { bytes in
             do {
                 return try codec.decode(message: Response.self, from: bytes)
             } catch {
@@ -98,7 +108,7 @@ extension Client {
         options: CallOptions? = nil,
         _ body: (ClientStream<[UInt8], [UInt8]>) async throws -> R
     ) async throws -> R {
-        try await typedStream(service, endpoint, options ?? self.options, body, encode: { $0 }, decode: { $0 })
+        try await typedStream(service, endpoint, options ?? self.options, kind: .bidiStream, body, encode: { $0 }, decode: { $0 })
     }
 
     /// Sends `request` and runs `body` with the stream of answers (server streaming).
@@ -110,7 +120,7 @@ extension Client {
         options: CallOptions? = nil,
         _ body: (MessageStream<Response>) async throws -> R
     ) async throws -> R {
-        try await stream(service, endpoint, request: Request.self, response: Response.self, options: options) { call in
+        try await codableStream(service, endpoint, options ?? self.options, kind: .serverStream) { (call: ClientStream<Request, Response>) in
             try await call.send(request)
             call.closeSend()
             return try await body(call.responses)
@@ -125,7 +135,7 @@ extension Client {
         as response: Response.Type = Response.self,
         options: CallOptions? = nil
     ) async throws -> Response where Requests.Element: Encodable & Sendable {
-        try await stream(service, endpoint, request: Requests.Element.self, response: Response.self, options: options) { call in
+        try await codableStream(service, endpoint, options ?? self.options, kind: .clientStream) { (call: ClientStream<Requests.Element, Response>) in
             for request in requests { try await call.send(request) }
             call.closeSend()
             for try await answer in call.responses { return answer }
@@ -134,18 +144,36 @@ extension Client {
     }
 
     /// A stream whose messages go through `encode` and come back through `decode`.
+    /// Through the interceptors when there are any (`next` opens the stream and runs `body`).
     private func typedStream<Request: Sendable, Response: Sendable, R>(
         _ service: String,
         _ endpoint: String,
         _ options: CallOptions,
+        kind: CallDescriptor.Kind,
         _ body: (ClientStream<Request, Response>) async throws -> R,
         encode: @escaping @Sendable (Request) throws -> [UInt8],
         decode: @escaping @Sendable ([UInt8]) throws -> Response
     ) async throws -> R {
-        try await openStream(service, endpoint, options) { http, source in
-            try await body(ClientStream(writer: MessageWriter(ClientRequestSink(http), encode: encode), http: http,
-                                        responses: MessageStream(source, decode: decode)))
+        func open(_ service: String, _ endpoint: String, _ options: CallOptions, _ taps: MessageTaps) async throws -> R {
+            try await openStream(service, endpoint, options) { http, source in
+                source.tap = taps.response
+                let sink: any MessageSink = taps.request.map { TappedSink(ClientRequestSink(http), $0) } ?? ClientRequestSink(http)
+                return try await body(ClientStream(writer: MessageWriter(sink, encode: encode), http: http,
+                                                   responses: MessageStream(source, decode: decode)))
+            }
         }
+        guard !interceptors.isEmpty else { return try await open(service, endpoint, options, MessageTaps()) }
+        let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: kind,
+                                        wire: Wire.isGRPC(options.contentType) ? .grpc : .microHTTP2)
+        var result: R?
+        _ = try await interceptors.run(ClientCall(descriptor: descriptor, options: options, message: nil)) { call in
+            result = try await open(call.service, call.endpoint, call.options, call.taps)
+            return ClientResponse(body: [], metadata: Metadata())
+        }
+        guard let result else {
+            throw MicroError(id: "micro.client", code: 500, detail: "an interceptor answered the stream to \(service).\(endpoint) without opening it")
+        }
+        return result
     }
 
     /// Opens the HTTP/2 stream (retrying on another node while none could be opened) and wires

@@ -21,7 +21,7 @@ public final class Client: Sendable {
     let defaultStrategy: SelectionStrategy
     let http: HTTPClient
     let codecs: Codecs
-    let interceptors: [any ClientInterceptor]
+    let interceptors: ClientInterceptors
     private let budget: RetryBudget
     let logger: Logger
     /// Where ``publish(_:_:options:contentType:metadata:)`` sends messages.
@@ -90,7 +90,7 @@ public final class Client: Sendable {
         self.selectors = selectors
         self.defaultStrategy = strategy
         self.codecs = codecs
-        self.interceptors = interceptors
+        self.interceptors = ClientInterceptors(all: interceptors)
         self.budget = RetryBudget(retryBudget)
         self.logger = logger
     }
@@ -180,24 +180,28 @@ public final class Client: Sendable {
 
     /// Calls with a body already encoded (in `options.contentType`); returns the raw answer.
     public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
-        let request = ClientRequest(service: service, endpoint: endpoint, body: body, options: options ?? self.options)
-        return try await intercepted(request, interceptors[...])
-    }
-
-    private func intercepted(_ request: ClientRequest, _ rest: ArraySlice<any ClientInterceptor>) async throws -> ClientResponse {
-        guard let first = rest.first else { return try await withDeadline(request) }
-        let remaining = rest.dropFirst()
-        return try await first.intercept(request) { try await self.intercepted($0, remaining) }
+        let options = options ?? self.options
+        let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: .unary,
+                                        wire: Wire.isGRPC(options.contentType) ? .grpc : .microHTTP2)
+        let call = ClientCall(descriptor: descriptor, options: options, message: body)
+        guard !interceptors.isEmpty else { return try await withDeadline(call) }
+        return try await interceptors.run(call) { call in
+            var call = call
+            if let tap = call.taps.request { call.message = try tap(call.message ?? []) }
+            var response = try await withDeadline(call)
+            if let tap = call.taps.response { response.body = try tap(response.body) }
+            return response
+        }
     }
 
     /// The whole call, retries included, is bounded by the timeout: each HTTP call carries the
     /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
     /// no attempt or backoff starts after it.
-    private func withDeadline(_ request: ClientRequest) async throws -> ClientResponse {
+    private func withDeadline(_ request: ClientCall) async throws -> ClientResponse {
         try await attempts(request, deadline: .now + request.options.timeout)
     }
 
-    private func timedOut(_ request: ClientRequest) -> MicroError {
+    private func timedOut(_ request: ClientCall) -> MicroError {
         MicroError(id: "micro.client", code: 408, detail: "call to \(request.service).\(request.endpoint) timed out after \(request.options.timeout)")
     }
 
@@ -233,7 +237,7 @@ public final class Client: Sendable {
         return (selection.node.address, selection)
     }
 
-    private func attempts(_ request: ClientRequest, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
+    private func attempts(_ request: ClientCall, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
         let options = request.options
         let selector = selectors[options.strategy ?? defaultStrategy]!
         var tried: Set<String> = []

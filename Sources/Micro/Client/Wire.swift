@@ -1,7 +1,7 @@
 import Foundation
 import MicroCore
 
-/// How a ``ClientRequest`` goes on the wire and how the answer comes back: the micro protocol
+/// How a ``ClientCall`` goes on the wire and how the answer comes back: the micro protocol
 /// (mucp headers over HTTP/2) or gRPC, chosen by the content type.
 enum Wire {
     struct Outgoing {
@@ -18,9 +18,9 @@ enum Wire {
 
     static func isGRPC(_ contentType: String) -> Bool { contentType.hasPrefix("application/grpc") }
 
-    static func encode(_ request: ClientRequest, remaining: Duration) -> Outgoing {
+    static func encode(_ request: ClientCall, remaining: Duration) -> Outgoing {
         let options = request.options
-        if isGRPC(options.contentType) {
+        if request.descriptor.wire == .grpc {
             var headers: HTTPHeaders = [
                 "content-type": options.contentType,
                 "te": "trailers",
@@ -30,7 +30,7 @@ enum Wire {
             ]
             for (key, value) in options.metadata { headers[key] = value }
             return Outgoing(path: grpcPath(service: request.service, endpoint: request.endpoint), headers: headers,
-                            body: GRPCFraming.frame(request.body), grpc: true)
+                            body: GRPCFraming.frame(request.message ?? []), grpc: true)
         }
         var headers: HTTPHeaders = [
             "content-type": options.contentType,
@@ -41,7 +41,7 @@ enum Wire {
             "timeout": String(max(1, remaining.wholeNanoseconds)),
         ]
         for (key, value) in options.metadata { headers[key] = value }
-        return Outgoing(path: "/", headers: headers, body: request.body, grpc: false)
+        return Outgoing(path: "/", headers: headers, body: request.message ?? [], grpc: false)
     }
 
     /// The micro protocol's endpoint name: `Service.Method` as given, or made from a gRPC path

@@ -13,12 +13,15 @@ public final class Context: Sendable {
     final class Origin: Sendable {
         let service: String
         let endpoint: String
+        /// The endpoint's kind (a subscription's: delivery).
+        let kind: CallDescriptor.Kind
         /// The service's logger with the endpoint in its metadata.
         let logger: Logger
 
-        init(service: String, endpoint: String, logger: Logger) {
+        init(service: String, endpoint: String, kind: CallDescriptor.Kind = .unary, logger: Logger) {
             self.service = service
             self.endpoint = endpoint
+            self.kind = kind
             var logger = logger
             logger[metadataKey: "endpoint"] = "\(endpoint)"
             self.logger = logger
@@ -28,8 +31,12 @@ public final class Context: Sendable {
     let origin: Origin
     /// The service being called.
     public var service: String { origin.service }
-    /// The endpoint, e.g. `Helloworld.Greeting`.
+    /// The endpoint, e.g. `Helloworld.Greeting` (a delivery: the topic).
     public var endpoint: String { origin.endpoint }
+    /// How the call came in.
+    public let wire: CallDescriptor.Wire
+    /// What the call is: service, endpoint, kind and wire.
+    public var call: CallDescriptor { CallDescriptor(service: origin.service, endpoint: origin.endpoint, kind: origin.kind, wire: wire) }
     /// The request's headers (gRPC: its metadata; values of `-bin` keys are base64).
     public let metadata: Metadata
     /// When the caller stops waiting (from the `Timeout` or `grpc-timeout` header), if it said.
@@ -47,8 +54,10 @@ public final class Context: Sendable {
     /// Whether anything was added: most answers carry nothing, found without the lock.
     fileprivate let anyAdded = Atomic<Bool>(false)
 
-    init(origin: Origin, metadata: Metadata, deadline: ContinuousClock.Instant?, eventLoop: EventLoop, peer: Peer = Peer()) {
+    init(origin: Origin, wire: CallDescriptor.Wire, metadata: Metadata, deadline: ContinuousClock.Instant?, eventLoop: EventLoop,
+         peer: Peer = Peer()) {
         self.origin = origin
+        self.wire = wire
         self.metadata = metadata
         self.deadline = deadline
         self.hasDeadline = deadline != nil

@@ -90,7 +90,7 @@ extension Router {
         guard message.count <= Self.maxGRPCMessageBytes else {
             return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
         }
-        let context = self.context(request, endpoint: endpoint, deadline: deadline)
+        let context = self.context(request, endpoint: endpoint, deadline: deadline, wire: .grpc)
         return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: message, grpcContentType: contentType))
     }
 

@@ -29,6 +29,16 @@ final class EndpointHandler: Sendable {
         self.bytes = bytes
         self.call = call
     }
+
+    /// What kind of call it serves.
+    var kind: CallDescriptor.Kind {
+        switch streaming?.kind {
+        case nil: .unary
+        case .server: .serverStream
+        case .client: .clientStream
+        case .bidi: .bidiStream
+        }
+    }
 }
 
 /// Routes requests to endpoints the go-micro way: the `Micro-Endpoint` header (falling back to
@@ -37,7 +47,7 @@ final class Router: Sendable {
     let service: String
     let codecs: Codecs
     let logger: Logger
-    let interceptors: [any ServerInterceptor]
+    let interceptors: ServerInterceptors
     /// Deliveries of the HTTP broker arrive on the service's own port.
     let broker: HTTPBroker?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
@@ -71,7 +81,7 @@ final class Router: Sendable {
     let streamMethods = Mutex<[[UInt8]]>([])
 
     init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: HTTPBroker? = nil) {
-        self.interceptors = interceptors
+        self.interceptors = ServerInterceptors(all: interceptors)
         self.broker = broker
         self.service = service
         self.codecs = codecs
@@ -79,7 +89,7 @@ final class Router: Sendable {
     }
 
     func register(_ endpoint: EndpointHandler) {
-        let origin = Context.Origin(service: service, endpoint: endpoint.name, logger: logger)
+        let origin = Context.Origin(service: service, endpoint: endpoint.name, kind: endpoint.kind, logger: logger)
         let registered = EndpointHandler(name: endpoint.name, description: endpoint.description, streaming: endpoint.streaming,
                                          origin: origin, bytes: endpoint.bytes, call: endpoint.call)
         endpoints.withLock { $0[endpoint.name] = registered }
@@ -185,7 +195,7 @@ final class Router: Sendable {
         if request.bodyStream != nil {
             return .answer(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
-        let context = self.context(request, endpoint: endpoint, deadline: deadline)
+        let context = self.context(request, endpoint: endpoint, deadline: deadline, wire: request.httpVersion == 1 ? .microHTTP1 : .microHTTP2)
         return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: request.body, grpcContentType: nil))
     }
 
@@ -264,7 +274,19 @@ final class Router: Sendable {
     @inline(never)
     nonisolated(nonsending) private func invokeIntercepted(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
         do {
-            return .success(try await intercepted(ServerRequest(endpoint: endpoint.name, body: body, codec: codec), context, endpoint, interceptors[...]))
+            let result = try await interceptors.run(ServerCall(context: context, message: body, codec: codec)) { call in
+                var message = call.message ?? []
+                if let tap = call.taps.request { message = try tap(message) }
+                var answer: [UInt8]
+                if let bytes = endpoint.bytes, Self.carriesBytesUnchanged(call.codec) {
+                    answer = try await bytes(message, call.context)
+                } else {
+                    answer = try await endpoint.call(message, call.codec, call.context)
+                }
+                if let tap = call.taps.response { answer = try tap(answer) }
+                return ServerResult(message: answer)
+            }
+            return .success(result.message ?? [])
         } catch {
             return .failure(failure(error, endpoint, context))
         }
@@ -304,23 +326,11 @@ final class Router: Sendable {
         return (found, false)
     }
 
-    nonisolated(nonsending) private func intercepted(
-        _ request: ServerRequest,
-        _ context: Context,
-        _ endpoint: EndpointHandler,
-        _ rest: ArraySlice<any ServerInterceptor>
-    ) async throws -> [UInt8] {
-        guard let first = rest.first else { return try await endpoint.call(request.body, request.codec, context) }
-        let remaining = rest.dropFirst()
-        return try await first.intercept(request, context: context) { request, context in
-            try await self.intercepted(request, context, endpoint, remaining)
-        }
-    }
-
     /// What the handler of `endpoint` gets to know about `request`.
-    func context(_ request: HTTPServerRequest, endpoint: EndpointHandler, deadline: ContinuousClock.Instant?) -> Context {
-        let origin = endpoint.origin ?? Context.Origin(service: service, endpoint: endpoint.name, logger: logger)
-        return Context(origin: origin, metadata: Metadata(request.headers), deadline: deadline, eventLoop: request.loop,
+    func context(_ request: HTTPServerRequest, endpoint: EndpointHandler, deadline: ContinuousClock.Instant?,
+                 wire: CallDescriptor.Wire) -> Context {
+        let origin = endpoint.origin ?? Context.Origin(service: service, endpoint: endpoint.name, kind: endpoint.kind, logger: logger)
+        return Context(origin: origin, wire: wire, metadata: Metadata(request.headers), deadline: deadline, eventLoop: request.loop,
                        peer: Peer(request.tls))
     }
 

@@ -16,6 +16,9 @@ extension Service {
     /// `context.metadata` holds the message headers (`Micro-Topic`, `Micro-Id`, the publisher's).
     /// With a `queue`, the service's instances share the messages (each goes to one of them);
     /// without, every instance gets every message. A handler that throws gets the message again.
+    /// Deliveries pass the service's interceptors (kind `delivery`, wire `broker`, endpoint = the
+    /// topic); one that an interceptor refuses with a 4xx ``MicroError`` is dropped (logged), since
+    /// delivering it again would be refused again.
     ///
     /// ```swift
     /// service.subscribe("orders", queue: "billing") { (order: Order, ctx: Context) in ... }
@@ -27,26 +30,46 @@ extension Service {
         _ handler: @escaping @Sendable (Event, Context) async throws -> Void
     ) {
         let name = self.name, codecs = options.codecs, logger = options.logger, group = options.eventLoopGroup
-        let origin = Context.Origin(service: name, endpoint: topic, logger: logger)
+        let interceptors = router.interceptors
+        let origin = Context.Origin(service: name, endpoint: topic, kind: .delivery, logger: logger)
         let wrapped: @Sendable (BrokerEvent) async throws -> Void = { event in
             let contentType = event.message.header.first { $0.key.lowercased() == "content-type" }?.value
             let context = Context(
                 origin: origin,
+                wire: .broker,
                 metadata: Metadata(event.message.header.map { ($0.key, $0.value) }),
                 deadline: nil,
-                eventLoop: event.eventLoop ?? group.next()
+                eventLoop: event.eventLoop ?? group.next(),
+                peer: event.peer
             )
-            let value: Event
-            do {
-                guard let codec = codecs.codec(for: contentType) else { throw CodecError("no codec for \(contentType ?? "")") }
-                value = try codec.decode(Event.self, from: event.message.body)
-            } catch {
-                // it can never be handled: delivering it again would not help
-                context.logger.error("dropping a message on \(topic) that is not \(Event.self): \(Router.describe(error))")
+            // it can never be handled: delivering it again would not help
+            @Sendable func drop(_ why: String) {
+                context.logger.error("dropping a message on \(topic): \(why)")
                 BrokerMetrics.dropped(topic: topic)
-                return
             }
-            try await handler(value, context)
+            guard let codec = codecs.codec(for: contentType) else { return drop("no codec for \(contentType ?? "")") }
+            func deliver(_ body: [UInt8], _ context: Context) async throws {
+                let value: Event
+                do {
+                    value = try codec.decode(Event.self, from: body)
+                } catch {
+                    return drop("it is not \(Event.self): \(Router.describe(error))")
+                }
+                try await handler(value, context)
+            }
+            guard !interceptors.isEmpty else { return try await deliver(event.message.body, context) }
+            var reachedHandler = false
+            do {
+                _ = try await interceptors.run(ServerCall(context: context, message: event.message.body, codec: codec)) { call in
+                    var body = call.message ?? []
+                    if let tap = call.taps.request { body = try tap(body) }
+                    reachedHandler = true
+                    try await deliver(body, call.context)
+                    return ServerResult(message: nil)
+                }
+            } catch let error as MicroError where !reachedHandler && (400..<500).contains(error.code) {
+                drop("refused: \(error.detail)")
+            }
         }
         var metadata = ["topic": topic, "subscriber": "true"]
         if let queue { metadata["queue"] = queue }

@@ -56,6 +56,8 @@ final class MessageSource: @unchecked Sendable {
     let onFailure: @Sendable (any Error) -> any Error
     /// Set when a source must yield exactly one message (the request of a server stream).
     var exactlyOne = false
+    /// Sees each message before it is decoded (interceptors' taps); set before the first read.
+    var tap: MessageTaps.Tap?
 
     init(
         loop: EventLoop,
@@ -87,7 +89,7 @@ final class MessageSource: @unchecked Sendable {
             if let compression = try await prepare() { self.compression = compression }
         }
         while true {
-            if let message = try cut() { return message }
+            if let message = try cut() { return try tap.map { try $0(message) } ?? message }
             if ended {
                 guard buffer.count == offset else {
                     throw MicroError.badRequest("micro.stream", "the stream ended inside a message (\(buffer.count - offset) bytes left)")

@@ -35,3 +35,19 @@ public struct MessageWriter<Message: Sendable>: Sendable {
 protocol MessageSink: Sendable {
     func send(_ framed: [UInt8]) async throws
 }
+
+/// A sink whose messages pass a tap first (interceptors' `onResponse` / `onRequest`): the frame is
+/// taken apart, the message tapped and framed again. Only calls with taps pay for it.
+struct TappedSink: MessageSink {
+    let inner: any MessageSink
+    let tap: MessageTaps.Tap
+
+    init(_ inner: any MessageSink, _ tap: @escaping MessageTaps.Tap) {
+        self.inner = inner
+        self.tap = tap
+    }
+
+    func send(_ framed: [UInt8]) async throws {
+        try await inner.send(GRPCFraming.frame(try tap(Array(framed.dropFirst(5)))))
+    }
+}

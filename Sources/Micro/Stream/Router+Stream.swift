@@ -50,7 +50,8 @@ extension Router {
         grpcContentType: String?,
         deadline: ContinuousClock.Instant?
     ) async {
-        let context = self.context(request, endpoint: endpoint, deadline: deadline)
+        let wire: CallDescriptor.Wire = grpcContentType != nil ? .grpc : request.httpVersion == 1 ? .microHTTP1 : .microHTTP2
+        let context = self.context(request, endpoint: endpoint, deadline: deadline, wire: wire)
         guard responder.canStream else {
             let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it with a Micro-Stream header (HTTP/1.1 or HTTP/2) or over gRPC")
             return responder.send(error(e))
@@ -88,9 +89,19 @@ extension Router {
                 responder.send(HTTPServerResponse(status: 200, headers: sink.head(contentType: codec.contentType)))
             }
         }
+        let interceptors = self.interceptors
         let work: @Sendable () async -> Void = {
             do {
-                try await handler.run(source, sink, codec, context)
+                if interceptors.isEmpty {
+                    try await handler.run(source, sink, codec, context)
+                } else {
+                    _ = try await interceptors.run(ServerCall(context: context, message: nil, codec: codec)) { call in
+                        source.tap = call.taps.request
+                        let tapped: any MessageSink = call.taps.response.map { TappedSink(sink, $0) } ?? sink
+                        try await handler.run(source, tapped, call.codec, call.context)
+                        return ServerResult(message: nil)
+                    }
+                }
                 end(nil)
             } catch let e as MicroError {
                 end(e)
