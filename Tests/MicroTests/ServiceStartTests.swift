@@ -140,14 +140,15 @@ import Glibc
     }
 
     @Test(arguments: [
-        ("MICRO_REGISTRY", "consul", "MICRO_REGISTRY must be local, memory or mdns, not 'consul'"),
-        ("MICRO_BROKER", "kafka", "MICRO_BROKER must be http or memory, not 'kafka'"),
+        ("MICRO_REGISTRY", "consul", "MICRO_REGISTRY names no registry 'consul'; known: local, mdns, memory"),
+        ("MICRO_BROKER", "kafka", "MICRO_BROKER names no broker 'kafka'; known: http, memory"),
         ("MICRO_REGISTER_TTL", "soon", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'soon'"),
         ("MICRO_REGISTER_TTL", "inf", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'inf'"),
         ("MICRO_REGISTER_INTERVAL", "-1", "MICRO_REGISTER_INTERVAL must be a number of seconds above 0, not '-1'"),
         ("MICRO_SERVER_MAX_CONNECTIONS", "many", "MICRO_SERVER_MAX_CONNECTIONS must be a whole number"),
         ("MICRO_TLS_CERT", "/nowhere/cert.pem", "TLS: MICRO_TLS_CERT is set but MICRO_TLS_KEY is not"),
         ("MICRO_TLS_CLIENT_AUTH", "maybe", "TLS: MICRO_TLS_CLIENT_AUTH must be require, request or none, not 'maybe'"),
+        ("MICRO_CONFIG_FILE", "/nowhere/service.json", "configuration file /nowhere/service.json: no such file"),
     ])
     func badEnvironment(name: String, value: String, cause: String) async throws {
         var env = [name: value]

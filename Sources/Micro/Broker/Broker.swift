@@ -21,6 +21,12 @@ public protocol Broker: Sendable {
         queue: String?,
         _ handler: @escaping @Sendable (BrokerEvent) async throws -> Void
     ) async throws -> BrokerSubscription
+    /// Its name in ``Brokers/plugins`` and in the registry's node metadata (`broker=http`).
+    var name: String { get }
+}
+
+extension Broker {
+    public var name: String { "\(type(of: self))".lowercased() }
 }
 
 /// A message as go-micro's brokers carry it: headers and a body. Its JSON is go-micro's too:
@@ -104,22 +110,36 @@ public final class BrokerSubscription: Sendable {
     public func unsubscribe() async { await onUnsubscribe() }
 }
 
-/// The broker chosen by the environment: `MICRO_BROKER=http` (the default) or `memory`.
+/// The brokers a process can use, by name: `MICRO_BROKER=http` (the default) or `memory`, and
+/// those plugin products add to ``plugins``.
 public enum Brokers {
+    /// The named broker factories; `MICRO_BROKER` picks one. A client makes its broker here with
+    /// its own registry, connection pool and logger in the context.
+    public static let plugins = PluginTable<any Broker>(kind: "broker", variable: "MICRO_BROKER", defaultName: "http", builtIn: [
+        "http": { context in
+            if let (cache, http) = context.client {
+                // publishing finds subscribers in the client's registry and reaches them over its connections
+                return HTTPBroker(cache: cache, http: http, ownsHTTP: false, eventLoopGroup: context.eventLoopGroup, logger: context.logger)
+            }
+            return HTTPBroker(registry: context.registry, eventLoopGroup: context.eventLoopGroup, logger: context.logger)
+        },
+        // the process's one in-process broker: every service and client of the process shares it
+        "memory": { _ in memory },
+    ])
+
+    static let memory = MemoryBroker()
+
     /// One per process, used by clients that were not given one.
     public static let `default`: any Broker = fromEnvironment()
 
+    /// The broker `environment` names (`http` if it names none known).
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> any Broker {
-        switch environment["MICRO_BROKER"]?.lowercased() {
-        case "memory": MemoryBroker()
-        default: HTTPBroker()
-        }
+        (try? plugins.make(PluginContext(environment: environment))) ?? HTTPBroker()
     }
 
     /// Why `MICRO_BROKER` names no broker, if it does not (``fromEnvironment(_:)`` then falls
     /// back to `http`; a service refuses to start).
     public static func environmentError(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
-        guard let name = environment["MICRO_BROKER"], !["", "http", "memory"].contains(name.lowercased()) else { return nil }
-        return "MICRO_BROKER must be http or memory, not '\(name)'"
+        plugins.problem(environment)
     }
 }

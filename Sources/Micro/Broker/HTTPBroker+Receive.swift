@@ -39,8 +39,8 @@ extension HTTPBroker {
     }
 
     /// Whether a request is a broker delivery (`/?id=` and no endpoint header).
-    static func isDelivery(_ request: HTTPServerRequest) -> Bool {
-        request.path.hasPrefix("/?") && request.headers["micro-endpoint"] == nil && queryValue("id", in: request.path) != nil
+    public func isDelivery(_ request: HTTPServerRequest) -> Bool {
+        request.path.hasPrefix("/?") && request.headers["micro-endpoint"] == nil && Self.queryValue("id", in: request.path) != nil
     }
 
     static func queryValue(_ name: String, in path: String) -> String? {

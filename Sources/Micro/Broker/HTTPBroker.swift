@@ -13,7 +13,7 @@ import Synchronization
 /// 500 with the error when its handler throws, and the message is delivered again; failed
 /// deliveries are retried with backoff from a bounded queue per topic for `retryWindow`; a
 /// subscriber attached to a ``Service`` is reached on the service's own address (no second port).
-public final class HTTPBroker: Broker {
+public final class HTTPBroker: MountedBroker {
     /// Limits and timings of delivery.
     public struct Policy: Sendable {
         /// Messages per topic being delivered at once; `publish` fails with 503 beyond.
@@ -58,6 +58,7 @@ public final class HTTPBroker: Broker {
     public static let broadcast = "ff.http.broadcast"
 
     public let policy: Policy
+    public var name: String { "http" }
     let registry: any Registry
     let cache: RegistryCache
     let http: HTTPClient

@@ -5,6 +5,7 @@ import Synchronization
 /// to every plain subscription and to one member of each queue group (in turn). A handler that
 /// throws gets the message again, up to `attempts` times; then it is logged and dropped.
 public final class MemoryBroker: Broker {
+    public var name: String { "memory" }
     private struct Entry {
         var id: Int
         var topic: String

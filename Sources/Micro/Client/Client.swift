@@ -78,11 +78,12 @@ public final class Client: Sendable {
         let http = HTTPClient(group: eventLoopGroup, tls: tls)
         self.cache = cache
         self.http = http
-        // publishing finds subscribers in this client's registry and reaches them over its
-        // connections; MICRO_BROKER=memory keeps the process's in-process broker
-        let memory = ProcessInfo.processInfo.environment["MICRO_BROKER"]?.lowercased() == "memory"
-        self.broker = broker ?? (memory ? Brokers.default
-            : HTTPBroker(cache: cache, http: http, ownsHTTP: false, eventLoopGroup: eventLoopGroup, logger: logger))
+        // MICRO_BROKER's plugin, made for this client: the HTTP broker finds subscribers in its
+        // registry and reaches them over its connections
+        let context = PluginContext(environment: ProcessInfo.processInfo.environment, eventLoopGroup: eventLoopGroup, logger: logger,
+                                    registry: cache.registry, client: (cache, http))
+        self.broker = broker ?? (try? Brokers.plugins.make(context))
+            ?? HTTPBroker(cache: cache, http: http, ownsHTTP: false, eventLoopGroup: eventLoopGroup, logger: logger)
         var selectors: [SelectionStrategy: Selector] = [:]
         for s in [SelectionStrategy.random, .roundRobin, .leastOutstanding, .powerOfTwoChoices] {
             selectors[s] = Selector(strategy: s, ejection: ejection)

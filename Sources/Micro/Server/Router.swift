@@ -48,8 +48,8 @@ final class Router: Sendable {
     let codecs: Codecs
     let logger: Logger
     let interceptors: ServerInterceptors
-    /// Deliveries of the HTTP broker arrive on the service's own port.
-    let broker: HTTPBroker?
+    /// A broker whose deliveries arrive on the service's own port (the HTTP broker's do).
+    let broker: (any MountedBroker)?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
     /// gRPC paths already resolved to an endpoint: a request looks its path up once instead of
     /// splitting it. Only paths that resolved, and at most `maxGRPCRoutes` of them (any package
@@ -80,7 +80,7 @@ final class Router: Sendable {
     /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[[UInt8]]>([])
 
-    init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: HTTPBroker? = nil) {
+    init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: (any MountedBroker)? = nil) {
         self.interceptors = ServerInterceptors(all: interceptors)
         self.broker = broker
         self.service = service
@@ -117,7 +117,7 @@ final class Router: Sendable {
         /// A unary call, over the micro protocol or gRPC (`grpcContentType`).
         case unary(UnaryCall)
         case stream(StreamCall)
-        case delivery(HTTPBroker)
+        case delivery(any MountedBroker)
     }
 
     /// A streaming call, ready to run.
@@ -176,7 +176,7 @@ final class Router: Sendable {
     func route(_ request: HTTPServerRequest) -> Route {
         let contentType = request.header("content-type")
         if let contentType, contentType.hasPrefix("application/grpc") { return grpcRoute(request, contentType: contentType) }
-        if let broker, HTTPBroker.isDelivery(request) { return .delivery(broker) }
+        if let broker, broker.isDelivery(request) { return .delivery(broker) }
         guard let name = Self.endpointName(request) else {
             return .answer(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
         }
@@ -200,7 +200,7 @@ final class Router: Sendable {
     }
 
     @inline(never)
-    nonisolated(nonsending) func serveDelivery(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ broker: HTTPBroker) async {
+    nonisolated(nonsending) func serveDelivery(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ broker: any MountedBroker) async {
         responder.send(await broker.receive(request))
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MicroCore
+public import Configuration
 public import ServiceLifecycle
 public import SwiftProtobuf
 import Synchronization
@@ -35,6 +36,13 @@ public final class Service: Sendable {
     public let client: Client
     /// Where this service's subscriptions live.
     public let broker: any Broker
+    /// The service's own settings: flags, environment, the `MICRO_CONFIG_FILE` file (followed
+    /// while the service runs) and defaults, merged (see ``MicroConfig``).
+    public var config: ConfigReader { configuration.reader }
+    /// Where ``config`` comes from.
+    public let configuration: MicroConfig
+    /// Why the configuration could not be read (then the service does not start).
+    let configurationProblem: String?
     let subscribers = Mutex<[Subscriber]>([])
     let router: Router
     let health = HealthState()
@@ -64,6 +72,21 @@ public final class Service: Sendable {
         self.metadata = metadata
         self.options = options
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
+        var problem: String?
+        if let given = options.config {
+            configuration = given
+        } else {
+            do {
+                configuration = try MicroConfig(logger: options.logger)
+            } catch {
+                // not startable: the reason is said when it starts; meanwhile, everything but the file
+                problem = error.description
+                var environment = ProcessInfo.processInfo.environment
+                environment["MICRO_CONFIG_FILE"] = nil
+                configuration = (try? MicroConfig(arguments: [], environment: environment, logger: options.logger))!
+            }
+        }
+        configurationProblem = problem
         // the client's broker is the service's: one registry watch and one connection pool
         // a TLS environment that does not parse is the service's to report (it refuses to start),
         // not the client's to log and ignore
@@ -72,7 +95,7 @@ public final class Service: Sendable {
         let broker = client.broker
         self.broker = broker
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
-                             broker: broker as? HTTPBroker)
+                             broker: broker as? any MountedBroker)
         registerHealth()
         registerReflection()
     }
@@ -119,7 +142,7 @@ public final class Service: Sendable {
             "protocols": "http/1.1,h2c,grpc",
             "server": "swift-micro",
             "content-types": options.codecs.contentTypes.joined(separator: ","),
-            "broker": broker is HTTPBroker ? "http" : "\(type(of: broker))",
+            "broker": broker.name,
         ]
         if let tls = options.tls {
             // callers must use TLS and expect this identity of the node
@@ -162,7 +185,7 @@ public final class Service: Sendable {
     private func startServer() throws -> (host: String, port: Int) {
         if let server = state.withLock({ $0.server }) { return (server.host, server.port) }
         let environment = ProcessInfo.processInfo.environment
-        if let problem = options.environmentProblem(environment) {
+        if let problem = configurationProblem ?? options.environmentProblem(environment) {
             throw MicroError(id: "micro.server", code: 500, detail: problem)
         }
         let (text, source) = ListenAddress.resolve(configured: options.address, environment: environment)
@@ -186,8 +209,8 @@ public final class Service: Sendable {
             await router.serve(request, responder)
         }
         state.withLock { $0.server = server }
-        if let httpBroker = broker as? HTTPBroker, let address = advertisedAddress {
-            httpBroker.attach(address: address, tlsIdentity: options.tls.map { $0.identity(ofService: name) })
+        if let mounted = broker as? any MountedBroker, let address = advertisedAddress {
+            mounted.attach(address: address, tlsIdentity: options.tls.map { $0.identity(ofService: name) })
         }
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
         options.logger.info("listening on \(shown):\(server.port)", metadata: server.isTLS ? ["tls": "required"] : nil)
@@ -234,7 +257,7 @@ public final class Service: Sendable {
     }
 
     /// A watch on the TLS files, when the configuration has files and asks for it.
-    private func watchTLSFiles() -> TLSFileWatcher? {
+    private func watchTLSFiles() -> FileWatcher? {
         guard options.reloadTLSOnFileChange, let tls = options.tls else { return nil }
         let paths = [tls.certificate, tls.privateKey, tls.trustRoots].compactMap { source -> String? in
             if case .file(let path)? = source { return path }
@@ -242,7 +265,7 @@ public final class Service: Sendable {
         }
         guard !paths.isEmpty else { return nil }
         do {
-            return try TLSFileWatcher(paths: paths) { [weak self] in
+            return try FileWatcher(paths: paths) { [weak self] in
                 guard let self else { return }
                 do {
                     try self.reloadTLS()
@@ -311,6 +334,12 @@ public final class Service: Sendable {
         let subscriptions = await subscribeAll()
         let watcher = watchTLSFiles()
         defer { watcher?.stop() }
+        do {
+            try configuration.follow()
+        } catch {
+            options.logger.warning("cannot follow the configuration file: \(error)")
+        }
+        defer { configuration.stop() }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 if options.register, let record {

@@ -58,6 +58,9 @@ public struct ServiceOptions: Sendable {
     /// Whether `run()` reloads ``tls`` when its certificate, key or CA file changes (inotify);
     /// SIGHUP reloads in any case.
     public var reloadTLSOnFileChange: Bool = true
+    /// The service's configuration (``Service/config``); nil: the process's flags, environment
+    /// and `MICRO_CONFIG_FILE` (``MicroConfig``).
+    public var config: MicroConfig?
     /// `MICRO_*` variables read here that do not parse (a `MICRO_TLS_*` environment among them:
     /// the service refuses to start rather than serve in plaintext, or with a default it was not
     /// asked for).

@@ -5,12 +5,14 @@ import Synchronization
 import Glibc
 #endif
 
-/// Watches the certificate, key and CA files of a TLS configuration and calls `onChange` when one
-/// is written or replaced (inotify on their directories, so a file renamed into place counts; a
-/// thread of its own blocks in poll(2), nothing polls on a timer). A service reloads its TLS
-/// configuration from it: a half-done rotation (a new key beside the old certificate) fails to
-/// load and changes nothing; the next write completes it.
-final class TLSFileWatcher: Sendable {
+/// Watches files and calls `onChange` when one is written or replaced (inotify on their
+/// directories, so a file renamed into place counts; a thread of its own blocks in poll(2),
+/// nothing polls on a timer). A service reloads its TLS configuration from it (a half-done
+/// rotation, a new key beside the old certificate, fails to load and changes nothing; the next
+/// write completes it), and its configuration file.
+///
+/// Threading: `onChange` runs on the watcher's own thread.
+final class FileWatcher: Sendable {
     private let inotify: Int32
     private let wake: [Int32]
     private let stopped = Atomic<Bool>(false)
@@ -20,10 +22,10 @@ final class TLSFileWatcher: Sendable {
     init(paths: [String], onChange: @escaping @Sendable () -> Void) throws {
         inotify = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         var fds: [Int32] = [-1, -1]
-        guard inotify >= 0 else { throw MicroError(id: "micro.tls", code: 500, detail: "inotify: \(String(cString: strerror(errno)))") }
+        guard inotify >= 0 else { throw MicroError(id: "micro.watch", code: 500, detail: "inotify: \(String(cString: strerror(errno)))") }
         guard pipe(&fds) == 0 else {
             close(inotify)
-            throw MicroError(id: "micro.tls", code: 500, detail: "pipe: \(String(cString: strerror(errno)))")
+            throw MicroError(id: "micro.watch", code: 500, detail: "pipe: \(String(cString: strerror(errno)))")
         }
         wake = fds
         let urls = paths.map { URL(fileURLWithPath: $0) }

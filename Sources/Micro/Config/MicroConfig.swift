@@ -1,0 +1,130 @@
+public import Configuration
+public import Foundation
+public import Logging
+
+/// A setting that cannot be used (a file that does not parse, a value of the wrong form): local
+/// misuse, said in one line. A service that meets one does not start.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    /// The key concerned (`micro.config.file`, `database.port`).
+    public let key: String
+    public let reason: String
+
+    public init(key: String, reason: String) {
+        self.key = key
+        self.reason = reason
+    }
+
+    public var description: String { reason }
+}
+
+/// A process's configuration, read from one place with swift-configuration's `ConfigReader`, in
+/// this order (the first that has a key wins):
+///
+/// 1. command-line flags with a dotted name: `--database.host=db1` or `--database.host db1`;
+/// 2. the environment, go-micro's way: `DATABASE_HOST` is `database.host`;
+/// 3. the configuration file `MICRO_CONFIG_FILE` (JSON, or YAML by its `.yaml`/`.yml`
+///    extension), followed while the service runs: a change is seen at once, a broken file keeps
+///    the last good values and logs an error;
+/// 4. the defaults given in code.
+///
+/// A service reads its own settings through ``Service/config``:
+///
+/// ```swift
+/// let host = service.config.string(forKey: "database.host", default: "localhost")
+/// let db = service.config.scoped(to: "database")          // db.int(forKey: "port", default: 5432)
+/// try await service.config.watchString(forKey: "greeting") { updates in
+///     for await greeting in updates { ... }                // every change, without a restart
+/// }
+/// ```
+///
+/// Custom sources (etcd's, as the etcd issue adds it) plug in as more providers.
+///
+/// Threading: any thread.
+public final class MicroConfig: Sendable {
+    /// The merged view of every source.
+    public let reader: ConfigReader
+    /// The configuration file, if one is set.
+    public let filePath: String?
+    let file: ConfigFileProvider?
+    let environment: [String: String]
+    let flags: [String: String]
+    /// The providers after the environment, each with the name `source(of:)` gives it.
+    let sources: [(name: String, provider: any ConfigProvider)]
+
+    /// Reads the flags, the environment and the file. Throws ``ConfigurationError`` if the file is
+    /// set but cannot be read or parsed.
+    public init(
+        arguments: [String] = CommandLine.arguments,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        providers: [any ConfigProvider] = [],
+        defaults: [AbsoluteConfigKey: ConfigValue] = [:],
+        logger: Logger = Logger(label: "micro.config")
+    ) throws(ConfigurationError) {
+        let flags = Self.dottedFlags(arguments)
+        self.flags = flags
+        self.environment = environment
+        let path = flags["micro.config.file"] ?? environment["MICRO_CONFIG_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        self.filePath = path
+        self.file = try path.map { path throws(ConfigurationError) in try ConfigFileProvider(path: path, logger: logger) }
+        var all: [any ConfigProvider] = [
+            InMemoryProvider(name: "flags", values: Dictionary(uniqueKeysWithValues: flags.map { (AbsoluteConfigKey($0.key.split(separator: ".").map(String.init)), ConfigValue(.string($0.value), isSecret: false)) })),
+            EnvironmentVariablesProvider(environmentVariables: environment),
+        ]
+        var sources: [(name: String, provider: any ConfigProvider)] = providers.map { ($0.providerName, $0) }
+        if let file { sources.append((file.path, file)) }
+        sources.append(("default", InMemoryProvider(name: "defaults", values: defaults)))
+        self.sources = sources
+        all += sources.map(\.provider)
+        reader = ConfigReader(providers: all)
+    }
+
+    /// `--a.b=value` and `--a.b value`: flags whose name has a dot (other flags are the program's).
+    static func dottedFlags(_ arguments: [String]) -> [String: String] {
+        var flags: [String: String] = [:]
+        var i = arguments.startIndex
+        while i < arguments.endIndex {
+            let argument = arguments[i]
+            i += 1
+            guard argument.hasPrefix("--") else { continue }
+            let body = argument.dropFirst(2)
+            if let equals = body.firstIndex(of: "=") {
+                let name = String(body[..<equals])
+                if name.contains(".") { flags[name] = String(body[body.index(after: equals)...]) }
+            } else if body.contains("."), i < arguments.endIndex, !arguments[i].hasPrefix("--") {
+                flags[String(body)] = arguments[i]
+                i += 1
+            }
+        }
+        return flags
+    }
+
+    /// Where `key`'s value comes from, for messages: `--KEY`, `ENV_NAME`, `FILE`, or `default`;
+    /// nil if no source has it.
+    public func source(of key: String) -> String? {
+        if flags[key] != nil { return "--\(key)" }
+        let name = Self.environmentName(of: key)
+        if environment[name] != nil { return name }
+        let absolute = AbsoluteConfigKey(key.split(separator: ".").map(String.init))
+        let types: [ConfigType] = [.string, .int, .double, .bool, .stringArray, .intArray, .doubleArray, .boolArray, .bytes, .byteChunkArray]
+        for (name, provider) in sources where types.contains(where: { (try? provider.value(forKey: absolute, type: $0).value) != nil }) {
+            return name
+        }
+        return nil
+    }
+
+    /// The environment variable of `key`: dots and dashes become `_`, letters upper case
+    /// (`database.host` → `DATABASE_HOST`), as swift-configuration and go-micro map them.
+    public static func environmentName(of key: String) -> String {
+        String(key.map { $0 == "." || $0 == "-" ? "_" : Character($0.uppercased()) })
+    }
+
+    /// Starts following the file (a service does when it runs).
+    func follow() throws {
+        try file?.watch()
+    }
+
+    /// Stops following the file (its values stay as last read).
+    func stop() {
+        file?.stop()
+    }
+}
