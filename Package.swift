@@ -88,9 +88,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Configuration", package: "swift-configuration"),
                 "MicroCore",
             ],
-            path: "Sources/micro",
             swiftSettings: swiftSettings
         ),
         .executableTarget(

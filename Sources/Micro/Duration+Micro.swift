@@ -13,7 +13,7 @@ extension Duration {
 
     /// Seconds from the environment variable `name` (fractions allowed), if it is set and valid
     /// (a finite number, at least a millisecond, at most 10⁹ s): `MICRO_REGISTER_TTL=2.5`.
-    public static func seconds(fromEnvironment name: String, _ environment: [String: String] = ProcessInfo.processInfo.environment) -> Duration? {
+    public static func seconds(fromEnvironment name: String, _ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> Duration? {
         guard let seconds = environment[name].flatMap(Double.init), seconds >= 0.001, seconds <= 1e9 else { return nil }
         return .milliseconds(Int64(seconds * 1000))
     }

@@ -40,29 +40,6 @@ public struct HTTPServerConfiguration: Sendable {
     }
 }
 
-extension HTTPServerConfiguration {
-    /// Applies the `MICRO_SERVER_*` settings of `environment` (timeouts in seconds, fractions
-    /// allowed): `MICRO_SERVER_HEADER_TIMEOUT`, `MICRO_SERVER_IDLE_TIMEOUT`,
-    /// `MICRO_SERVER_READ_TIMEOUT`, `MICRO_SERVER_WRITE_TIMEOUT` (0 = off for the last two).
-    /// Returns what could not be applied, one sentence each.
-    public mutating func apply(environment: [String: String]) -> [String] {
-        var problems: [String] = []
-        func seconds(_ name: String, zeroAllowed: Bool) -> Duration? {
-            guard let text = environment[name], !text.isEmpty else { return nil }
-            guard let value = Double(text), value.isFinite, value >= 0, value <= 1e6, zeroAllowed || value > 0 else {
-                problems.append("\(name) must be a number of seconds\(zeroAllowed ? " (0: off)" : " above 0"), not '\(text)'")
-                return nil
-            }
-            return .milliseconds(Int64(value * 1000))
-        }
-        if let t = seconds("MICRO_SERVER_HEADER_TIMEOUT", zeroAllowed: false) { headerTimeout = t }
-        if let t = seconds("MICRO_SERVER_IDLE_TIMEOUT", zeroAllowed: false) { idleTimeout = t }
-        if let t = seconds("MICRO_SERVER_READ_TIMEOUT", zeroAllowed: true) { readTimeout = t }
-        if let t = seconds("MICRO_SERVER_WRITE_TIMEOUT", zeroAllowed: true) { writeTimeout = t }
-        return problems
-    }
-}
-
 extension Duration {
     var milliseconds: UInt32 {
         let (s, atto) = components

@@ -162,4 +162,40 @@ import Testing
         service.stop()
         try await task.value
     }
+
+    @Test func theFrameworksOwnSettingsComeFromTheFileToo() async throws {
+        // a setting in the file counts as its environment variable would (flag over variable over file)
+        let file = try ConfigFile("service.json", #"{"micro": {"registry": "consul"}}"#)
+        ServiceStartTests.expectOneLineRefusal(
+            try await ServiceStartTests.run(environment: ["MICRO_CONFIG_FILE": file.path]),
+            naming: ["MICRO_REGISTRY names no registry 'consul'"])
+        // the variable wins over the file: helloworld starts, and answers
+        let child = try await ChildService("helloworld", environment: ["MICRO_CONFIG_FILE": file.path, "MICRO_REGISTRY": "memory"])
+        defer { child.stop() }
+        let answer = try await Tool.run("curl", ["-sS", "-H", "micro-endpoint: Helloworld.Greeting", "-H", "content-type: application/json",
+                                                 "-d", #"{"name":"file"}"#, "http://127.0.0.1:\(child.port)/"])
+        #expect(answer.stdout.contains("Hello file"))
+    }
+
+    @Test func microConfigSaysWhatAServiceWouldRead() async throws {
+        let file = try ConfigFile("service.json", #"{"database": {"host": "file-host", "port": 5433}, "micro": {"broker": "memory"}}"#)
+        let micro = ServiceStartTests.binary("micro")
+        let environment = ["MICRO_CONFIG_FILE": file.path, "DATABASE_HOST": "env-host"]
+        let host = try await Tool.run(micro, ["config", "get", "database.host", "--source"], environment: environment)
+        #expect(host.stdout == "env-host\t(DATABASE_HOST)\n", "\(host.stdout)\(host.stderr)")
+        let port = try await Tool.run(micro, ["config", "get", "database.port"], environment: environment)
+        #expect(port.stdout == "5433\n")
+        let missing = try await Tool.run(micro, ["config", "get", "database.user"], environment: environment)
+        #expect(missing.status == 1)
+        #expect(missing.stderr == "micro config: database.user is not set\n")
+        let dump = try await Tool.run(micro, ["config", "dump"], environment: environment)
+        let lines = dump.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("micro.broker=memory\t(\(file.path))"), "\(lines)")
+        #expect(lines.contains("database.host=env-host\t(DATABASE_HOST)"), "\(lines)")
+        #expect(lines.contains("database.port=5433\t(\(file.path))"), "\(lines)")
+        let broken = try ConfigFile("broken.json", "{")
+        let refused = try await Tool.run(micro, ["config", "dump"], environment: ["MICRO_CONFIG_FILE": broken.path])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.hasPrefix("micro config: configuration file \(broken.path): "))
+    }
 }

@@ -133,13 +133,13 @@ public enum Brokers {
     public static let `default`: any Broker = fromEnvironment()
 
     /// The broker `environment` names (`http` if it names none known).
-    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> any Broker {
+    public static func fromEnvironment(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> any Broker {
         (try? plugins.make(PluginContext(environment: environment))) ?? HTTPBroker()
     }
 
     /// Why `MICRO_BROKER` names no broker, if it does not (``fromEnvironment(_:)`` then falls
     /// back to `http`; a service refuses to start).
-    public static func environmentError(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    public static func environmentError(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> String? {
         plugins.problem(environment)
     }
 }

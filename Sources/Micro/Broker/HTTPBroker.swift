@@ -124,7 +124,7 @@ public final class HTTPBroker: MountedBroker {
     public func connect() async throws {
         if state.withLock({ $0.address != nil }) { return }
         // not attached to a service: a listener of our own (MICRO_BROKER_ADDRESS, else loopback)
-        let text = ProcessInfo.processInfo.environment["MICRO_BROKER_ADDRESS"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1:0"
+        let text = MicroConfig.process.frameworkEnvironment["MICRO_BROKER_ADDRESS"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1:0"
         let listen = try ListenAddress(parsing: text, source: "MICRO_BROKER_ADDRESS")
         let server = try HTTPServer(group: group, configuration: .init(host: listen.host, port: listen.port), logger: logger) {
             [weak self] request, responder in

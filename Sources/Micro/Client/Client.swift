@@ -69,7 +69,7 @@ public final class Client: Sendable {
         var tls = tls
         if tls == nil && tlsFromEnvironment {
             do {
-                tls = try TLSConfig.fromEnvironment()
+                tls = try TLSConfig.fromEnvironment(MicroConfig.process.frameworkEnvironment)
             } catch {
                 logger.error("ignoring the TLS environment: \(error)")
             }
@@ -80,7 +80,7 @@ public final class Client: Sendable {
         self.http = http
         // MICRO_BROKER's plugin, made for this client: the HTTP broker finds subscribers in its
         // registry and reaches them over its connections
-        let context = PluginContext(environment: ProcessInfo.processInfo.environment, eventLoopGroup: eventLoopGroup, logger: logger,
+        let context = PluginContext(environment: MicroConfig.process.frameworkEnvironment, eventLoopGroup: eventLoopGroup, logger: logger,
                                     registry: cache.registry, client: (cache, http))
         self.broker = broker ?? (try? Brokers.plugins.make(context))
             ?? HTTPBroker(cache: cache, http: http, ownsHTTP: false, eventLoopGroup: eventLoopGroup, logger: logger)

@@ -118,6 +118,91 @@ public final class MicroConfig: Sendable {
         String(key.map { $0 == "." || $0 == "-" ? "_" : Character($0.uppercased()) })
     }
 
+    /// The process's configuration: its command line, its environment and `MICRO_CONFIG_FILE`.
+    /// Made on first use. The framework's own settings (``settings``) are read from it.
+    public static var process: MicroConfig { processState.config }
+
+    /// Why the process's configuration file could not be used, if it could not (a service then
+    /// refuses to start; meanwhile ``process`` has everything but the file).
+    public static var processProblem: String? { processState.problem }
+
+    private static let processState: (config: MicroConfig, problem: String?) = {
+        do {
+            return (try MicroConfig(), nil)
+        } catch {
+            var environment = ProcessInfo.processInfo.environment
+            environment["MICRO_CONFIG_FILE"] = nil
+            let arguments = CommandLine.arguments.filter { !$0.hasPrefix("--micro.config.file") }
+            return ((try? MicroConfig(arguments: arguments, environment: environment))!, "\(error)")
+        }
+    }()
+
+    /// One of the framework's settings: its key (flags `--KEY=…`, the file's `{"micro": …}`), its
+    /// environment variable, and what it does.
+    public struct Setting: Sendable {
+        public let key: String
+        public let environment: String
+        public let summary: String
+    }
+
+    /// The framework's settings. Each is read as flag, then environment variable, then file.
+    public static let settings: [Setting] = [
+        ("micro.server.address", "MICRO_SERVER_ADDRESS", "host:port to listen on (also --server-address)"),
+        ("micro.server.advertise", "MICRO_SERVER_ADVERTISE", "host:port registered for callers"),
+        ("micro.server.maxConnections", "MICRO_SERVER_MAX_CONNECTIONS", "connections served at once (0: from the descriptor limit)"),
+        ("micro.server.headerTimeout", "MICRO_SERVER_HEADER_TIMEOUT", "seconds to receive a request head"),
+        ("micro.server.idleTimeout", "MICRO_SERVER_IDLE_TIMEOUT", "seconds an idle connection is kept"),
+        ("micro.server.readTimeout", "MICRO_SERVER_READ_TIMEOUT", "seconds to receive the rest of a request"),
+        ("micro.server.writeTimeout", "MICRO_SERVER_WRITE_TIMEOUT", "seconds the peer may take no output"),
+        ("micro.registry", "MICRO_REGISTRY", "registry plugin: local, memory, mdns, …"),
+        ("micro.registryAddress", "MICRO_REGISTRY_ADDRESS", "where the registry is (local: a directory)"),
+        ("micro.mdnsInterface", "MICRO_MDNS_INTERFACE", "network interfaces for mDNS"),
+        ("micro.register.ttl", "MICRO_REGISTER_TTL", "seconds a registration lives"),
+        ("micro.register.interval", "MICRO_REGISTER_INTERVAL", "seconds between refreshes"),
+        ("micro.broker", "MICRO_BROKER", "broker plugin: http, memory, …"),
+        ("micro.brokerAddress", "MICRO_BROKER_ADDRESS", "where a standalone HTTP broker listens"),
+        ("micro.tls.cert", "MICRO_TLS_CERT", "certificate chain (PEM file)"),
+        ("micro.tls.key", "MICRO_TLS_KEY", "private key (PEM file)"),
+        ("micro.tls.ca", "MICRO_TLS_CA", "trusted roots (PEM file)"),
+        ("micro.tls.clientAuth", "MICRO_TLS_CLIENT_AUTH", "require, request or none"),
+        ("micro.tls.minVersion", "MICRO_TLS_MIN_VERSION", "1.3 or 1.2"),
+        ("micro.tls.trustDomain", "MICRO_TLS_TRUST_DOMAIN", "SPIFFE trust domain of identities"),
+        ("micro.tls.serverIdentity", "MICRO_TLS_SERVER_IDENTITY", "identity a client expects of servers"),
+        ("micro.certsDir", "MICRO_CERTS_DIR", "where `micro certs` keeps its CA"),
+        ("micro.config.file", "MICRO_CONFIG_FILE", "this configuration file (JSON or YAML)"),
+    ].map { Setting(key: $0.0, environment: $0.1, summary: $0.2) }
+
+    /// The environment as the framework reads it: every variable, and for each of ``settings`` the
+    /// value of its flag if given, else its variable, else its key in the file.
+    public var frameworkEnvironment: [String: String] {
+        var merged = environment
+        for setting in Self.settings {
+            if let flag = flags[setting.key] {
+                merged[setting.environment] = flag
+            } else if merged[setting.environment] == nil, let value = fileValue(setting.key) {
+                merged[setting.environment] = value
+            }
+        }
+        return merged
+    }
+
+    /// The file's value of `key` as text (a number or a flag in the file reads as its text).
+    func fileValue(_ key: String) -> String? {
+        guard let file else { return nil }
+        let absolute = AbsoluteConfigKey(key.split(separator: ".").map(String.init))
+        for type in [ConfigType.string, .int, .double, .bool] {
+            guard let content = (try? file.value(forKey: absolute, type: type))?.value?.content else { continue }
+            switch content {
+            case .string(let text): return text
+            case .int(let n): return String(n)
+            case .double(let x): return String(x)
+            case .bool(let b): return String(b)
+            default: continue
+            }
+        }
+        return nil
+    }
+
     /// Starts following the file (a service does when it runs).
     func follow() throws {
         try file?.watch()

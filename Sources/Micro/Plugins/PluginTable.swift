@@ -17,7 +17,7 @@ public struct PluginContext: Sendable {
     let client: (cache: RegistryCache, http: HTTPClient)?
 
     public init(
-        environment: [String: String] = ProcessInfo.processInfo.environment,
+        environment: [String: String] = MicroConfig.process.frameworkEnvironment,
         eventLoopGroup: EventLoopGroup = .shared,
         logger: Logger = Logger(label: "micro"),
         registry: (any Registry)? = nil

@@ -22,7 +22,7 @@ public final class LocalRegistry: Registry {
         self.directory = directory ?? Self.defaultDirectory()
     }
 
-    public static func defaultDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
+    public static func defaultDirectory(environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> URL {
         if let address = environment["MICRO_REGISTRY_ADDRESS"], !address.isEmpty {
             return URL(fileURLWithPath: address)
         }

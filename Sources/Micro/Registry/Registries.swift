@@ -16,13 +16,13 @@ public enum Registries {
     public static let `default`: any Registry = fromEnvironment()
 
     /// The registry `environment` names (`local` if it names none known).
-    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> any Registry {
+    public static func fromEnvironment(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> any Registry {
         (try? plugins.make(PluginContext(environment: environment))) ?? LocalRegistry()
     }
 
     /// Why `MICRO_REGISTRY` names no registry, if it does not (``fromEnvironment(_:)`` then falls
     /// back to `local`; a service refuses to start).
-    public static func environmentError(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    public static func environmentError(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> String? {
         plugins.problem(environment)
     }
 }

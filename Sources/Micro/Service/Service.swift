@@ -72,21 +72,9 @@ public final class Service: Sendable {
         self.metadata = metadata
         self.options = options
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
-        var problem: String?
-        if let given = options.config {
-            configuration = given
-        } else {
-            do {
-                configuration = try MicroConfig(logger: options.logger)
-            } catch {
-                // not startable: the reason is said when it starts; meanwhile, everything but the file
-                problem = error.description
-                var environment = ProcessInfo.processInfo.environment
-                environment["MICRO_CONFIG_FILE"] = nil
-                configuration = (try? MicroConfig(arguments: [], environment: environment, logger: options.logger))!
-            }
-        }
-        configurationProblem = problem
+        // a file that cannot be used is said when the service starts (it does not)
+        configuration = options.config ?? MicroConfig.process
+        configurationProblem = options.config == nil ? MicroConfig.processProblem : nil
         // the client's broker is the service's: one registry watch and one connection pool
         // a TLS environment that does not parse is the service's to report (it refuses to start),
         // not the client's to log and ignore
@@ -160,7 +148,7 @@ public final class Service: Sendable {
     /// machine), or `MICRO_SERVER_ADVERTISE`.
     var advertisedAddress: String? {
         guard let (host, port) = state.withLock({ $0.server.map { ($0.host, $0.port) } }) else { return nil }
-        if let advertised = ProcessInfo.processInfo.environment["MICRO_SERVER_ADVERTISE"], !advertised.isEmpty { return advertised }
+        if let advertised = MicroConfig.process.frameworkEnvironment["MICRO_SERVER_ADVERTISE"], !advertised.isEmpty { return advertised }
         if ["", "::", "0.0.0.0"].contains(host) { return "127.0.0.1:\(port)" }
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
@@ -184,7 +172,7 @@ public final class Service: Sendable {
 
     private func startServer() throws -> (host: String, port: Int) {
         if let server = state.withLock({ $0.server }) { return (server.host, server.port) }
-        let environment = ProcessInfo.processInfo.environment
+        let environment = MicroConfig.process.frameworkEnvironment
         if let problem = configurationProblem ?? options.environmentProblem(environment) {
             throw MicroError(id: "micro.server", code: 500, detail: problem)
         }

@@ -86,14 +86,14 @@ public struct ServiceOptions: Sendable {
         self.tls = tls
         if tls == nil {
             do {
-                self.tls = try TLSConfig.fromEnvironment()
+                self.tls = try TLSConfig.fromEnvironment(MicroConfig.process.frameworkEnvironment)
             } catch {
                 environmentProblems.append("TLS: \(error.message)")
             }
         }
         self.interceptors = interceptors
         self.broker = broker
-        let env = ProcessInfo.processInfo.environment
+        let env = MicroConfig.process.frameworkEnvironment
         self.registry = registry
         self.register = register
         self.registerTTL = registerTTL ?? .seconds(fromEnvironment: "MICRO_REGISTER_TTL", env) ?? .seconds(15)

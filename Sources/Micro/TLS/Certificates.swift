@@ -32,7 +32,7 @@ public struct Certificates: Sendable {
 
     /// `directory` nil: `$MICRO_CERTS_DIR`, else `~/.micro/certs`.
     public init(directory: String? = nil, trustDomain: String = "micro.local") {
-        let env = ProcessInfo.processInfo.environment
+        let env = MicroConfig.process.frameworkEnvironment
         let path = directory ?? env["MICRO_CERTS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
             ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".micro/certs").path
         self.directory = URL(fileURLWithPath: path)

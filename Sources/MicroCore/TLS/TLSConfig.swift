@@ -12,9 +12,7 @@ import Foundation
 /// let server = try HTTPServer(configuration: .init(port: 8443, tls: tls), logger: logger) { ... }
 /// ```
 ///
-/// From the environment with ``fromEnvironment(_:)``: `MICRO_TLS_CERT`, `MICRO_TLS_KEY`,
-/// `MICRO_TLS_CA`, `MICRO_TLS_CLIENT_AUTH`, `MICRO_TLS_MIN_VERSION`, `MICRO_TLS_TRUST_DOMAIN`,
-/// `MICRO_TLS_SERVER_IDENTITY`.
+/// The core takes values only; Micro reads them from its configuration (`MICRO_TLS_*`).
 public struct TLSConfig: Sendable, Equatable {
     /// Where PEM text comes from. Files are read each time a context is built (so a reload
     /// picks up replaced files).
@@ -67,7 +65,8 @@ public struct TLSConfig: Sendable, Equatable {
     public var expectedServerIdentity: String?
     /// Client: the SNI name (default: the host dialled).
     public var serverName: String?
-    /// The SPIFFE trust domain of service identities (default `micro.local`).
+    /// The trust domain of service identities (default `micro.local`; Micro names services
+    /// `spiffe://TRUST-DOMAIN/service/NAME` in it).
     public var trustDomain: String
 
     public init(
@@ -88,47 +87,5 @@ public struct TLSConfig: Sendable, Equatable {
         self.expectedServerIdentity = expectedServerIdentity
         self.serverName = serverName
         self.trustDomain = trustDomain
-    }
-
-    /// The SPIFFE ID of a service in this trust domain: `spiffe://TRUST-DOMAIN/service/NAME`.
-    public func identity(ofService name: String) -> String { "spiffe://\(trustDomain)/service/\(name)" }
-
-    /// A configuration from `MICRO_TLS_*` variables, or nil when `MICRO_TLS_CERT` and
-    /// `MICRO_TLS_CA` are both unset.
-    ///
-    /// - `MICRO_TLS_CERT`, `MICRO_TLS_KEY`: PEM files of the certificate chain and its key
-    /// - `MICRO_TLS_CA`: PEM file of the trust roots
-    /// - `MICRO_TLS_CLIENT_AUTH`: `require` (default), `request` or `none`
-    /// - `MICRO_TLS_MIN_VERSION`: `1.3` (default) or `1.2`
-    /// - `MICRO_TLS_TRUST_DOMAIN`: default `micro.local`
-    /// - `MICRO_TLS_SERVER_IDENTITY`: the identity a client expects of every server it calls
-    public static func fromEnvironment(_ environment: [String: String]? = nil) throws(MicroCoreError) -> TLSConfig? {
-        let env = environment ?? ProcessInfo.processInfo.environment
-        func value(_ key: String) -> String? { env[key].flatMap { $0.isEmpty ? nil : $0 } }
-        let cert = value("MICRO_TLS_CERT"), ca = value("MICRO_TLS_CA")
-        guard cert != nil || ca != nil else { return nil }
-        var config = TLSConfig()
-        if let cert {
-            config.certificate = .file(cert)
-            guard let key = value("MICRO_TLS_KEY") else {
-                throw MicroCoreError(message: "MICRO_TLS_CERT is set but MICRO_TLS_KEY is not")
-            }
-            config.privateKey = .file(key)
-        }
-        config.trustRoots = ca.map { .file($0) }
-        if let auth = value("MICRO_TLS_CLIENT_AUTH") {
-            guard let parsed = ClientAuth(rawValue: auth.lowercased()) else {
-                throw MicroCoreError(message: "MICRO_TLS_CLIENT_AUTH must be require, request or none, not '\(auth)'")
-            }
-            config.clientAuth = parsed
-        }
-        switch value("MICRO_TLS_MIN_VERSION") {
-        case nil, "1.3", "tls1.3": break
-        case "1.2", "tls1.2": config.minimumVersion = .tls12
-        case let other?: throw MicroCoreError(message: "MICRO_TLS_MIN_VERSION must be 1.2 or 1.3, not '\(other)'")
-        }
-        if let domain = value("MICRO_TLS_TRUST_DOMAIN") { config.trustDomain = domain }
-        config.expectedServerIdentity = value("MICRO_TLS_SERVER_IDENTITY")
-        return config
     }
 }

@@ -32,7 +32,7 @@ public final class TLSContext: @unchecked Sendable {
         case .require: c.client_auth = Int32(MC_TLS_CLIENT_AUTH_REQUIRE)
         }
         if server && config.clientAuth != .none && ca == nil {
-            throw MicroCoreError(message: "verifying client certificates needs trust roots (MICRO_TLS_CA), or set clientAuth to .none")
+            throw MicroCoreError(message: "verifying client certificates needs trust roots (the CA), or set clientAuth to .none")
         }
         var err = [CChar](repeating: 0, count: 512)
         let made: OpaquePointer? = (cert ?? "").withCString { certp in

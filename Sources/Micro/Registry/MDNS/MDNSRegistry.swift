@@ -49,7 +49,7 @@ public final class MDNSRegistry: Registry {
         }
 
         /// From `MICRO_MDNS_INTERFACE` (comma-separated names).
-        public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Configuration {
+        public static func fromEnvironment(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> Configuration {
             var configuration = Configuration()
             if let names = environment["MICRO_MDNS_INTERFACE"], !names.isEmpty {
                 configuration.interfaces = names.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
