@@ -9,6 +9,8 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "swift-micro",
+    // Linux only today: the core uses accept4, inotify and Linux socket options. The macOS line
+    // states the API availability (Mutex, Atomic) a port would need, not that it builds there.
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Micro", targets: ["Micro"]),

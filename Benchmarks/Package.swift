@@ -23,6 +23,7 @@ let package = Package(
             name: "CoreBenchmarks",
             dependencies: [
                 .product(name: "Micro", package: rootPackage),
+                .product(name: "MicroCore", package: rootPackage),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/CoreBenchmarks",

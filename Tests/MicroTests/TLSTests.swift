@@ -4,6 +4,7 @@ import Micro
 import MicroTestSupport
 import Synchronization
 import Testing
+import MicroCore
 
 /// A development CA in a temporary directory, made with the library's own `Certificates` API.
 struct TLSFixture {

@@ -1,6 +1,11 @@
 import Foundation
 
 /// Turns values into bytes and back for one content type.
+///
+/// Threading: `encode` and `decode` are called from many tasks at once, on the event loops'
+/// threads (handlers run there): they must be safe to call concurrently, must not block, and
+/// should not suspend (they cannot: they are synchronous). A codec is found per request by its
+/// content type (``Codecs``), so keep it a small value.
 public protocol Codec: Sendable {
     /// The content type it serves, e.g. `application/json`.
     var contentType: String { get }

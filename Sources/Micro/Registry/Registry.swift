@@ -13,6 +13,11 @@ public protocol Registry: Sendable {
     func listServices() async throws -> [ServiceRecord]
     /// Calls `handler` for each change (a node appears, changes, or leaves: deregistered or
     /// expired) to `service`, or to any service when nil, until the handle is cancelled.
+    ///
+    /// Threading: `handler` runs on a thread of the registry's choosing (its own watcher thread,
+    /// an event loop), one call at a time and in the order the changes happened; it must return
+    /// quickly and must not block (hand the work to a task, as ``Registry/events(service:)``
+    /// does). A call already under way when `cancel()` is called may still finish.
     func watch(service: String?, _ handler: @escaping @Sendable (RegistryEvent) -> Void) throws -> RegistryWatch
 }
 

@@ -1,4 +1,5 @@
 public import Foundation
+import MicroCore
 
 /// A development certificate authority in a directory (`$MICRO_CERTS_DIR`, default
 /// `~/.micro/certs`): `ca/ca.pem` and `ca/ca.key`, and one folder per service with `cert.pem`,

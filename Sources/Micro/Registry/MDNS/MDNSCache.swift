@@ -1,3 +1,5 @@
+import MicroCore
+
 /// The records heard on the network, each until its TTL runs out, and the nodes they describe.
 struct MDNSCache {
     struct Key: Hashable {

@@ -1,3 +1,5 @@
+import MicroCore
+
 /// The records this process publishes for one registered node, in both namings, and the
 /// answers they give to a question.
 struct MDNSZone: Sendable {
