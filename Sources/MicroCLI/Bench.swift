@@ -83,7 +83,7 @@ struct Bench: AsyncParsableCommand {
             }
         } else {
             let options = CallOptions(timeout: .milliseconds(Int(timeout * 1000)), retries: 0, contentType: contentType, metadata: metadata)
-            let clients = (0..<connections).map { _ in Client(registry: Registries.default, options: options, eventLoopGroup: group, logger: logger) }
+            let clients = try (0..<connections).map { _ in try makeClient(registry: Registries.default, options: options, eventLoopGroup: group, logger: logger) }
             let service = target, endpoint = self.endpoint!, payload = body
             call = { connection in _ = try await clients[connection].call(service, endpoint, body: payload) }
         }

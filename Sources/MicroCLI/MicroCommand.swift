@@ -92,7 +92,7 @@ struct Call: AsyncParsableCommand {
         options.metadata = try keyValues(metadata, what: "metadata")
         var logger = Logger(label: "micro")
         logger.logLevel = .error
-        let client = Client(options: options, logger: logger)
+        let client = try makeClient(options: options, logger: logger)
         do {
             let response = try await client.call(service, endpoint, body: Array(request.utf8))
             print(String(decoding: response.body, as: UTF8.self))
@@ -119,7 +119,7 @@ struct Stream: AsyncParsableCommand {
         options.metadata = try keyValues(metadata, what: "metadata")
         var logger = Logger(label: "micro")
         logger.logLevel = .error
-        let client = Client(options: options, logger: logger)
+        let client = try makeClient(options: options, logger: logger)
         let (lines, taken) = Self.stdinLines()
         do {
             try await client.rawStream(service, endpoint) { call in
@@ -174,7 +174,7 @@ struct Publish: AsyncParsableCommand {
         let headers = try keyValues(metadata, what: "metadata")
         var logger = Logger(label: "micro")
         logger.logLevel = .error
-        let client = Client(logger: logger)
+        let client = try makeClient(logger: logger)
         do {
             // the process exits right after: wait for delivery, or nothing would be retried
             try await client.publish(topic, body: Array(message.utf8), options: .init(wait: .delivered), metadata: headers)
@@ -196,7 +196,7 @@ struct Subscribe: AsyncParsableCommand {
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         var logger = Logger(label: "micro")
         logger.logLevel = .warning
-        let broker = HTTPBroker(logger: logger)
+        let broker = HTTPBroker(policy: .fromEnvironment(), logger: logger)
         let out = FileHandle.standardOutput
         let subscription: BrokerSubscription
         do {
@@ -216,6 +216,18 @@ struct Subscribe: AsyncParsableCommand {
         for await _ in signals { break }
         await subscription.unsubscribe()
         await broker.disconnect()
+    }
+}
+
+/// A client with the process's settings (its TLS among them); one that cannot be had is said in
+/// one line, and the tool exits 1.
+func makeClient(registry: (any Registry)? = nil, options: CallOptions = .init(), eventLoopGroup: EventLoopGroup = .shared,
+                logger: Logger) throws -> Client {
+    do {
+        return try Client(config: .process, registry: registry, options: options, eventLoopGroup: eventLoopGroup, logger: logger)
+    } catch {
+        FileHandle.standardError.write(Data("micro: \(error)\n".utf8))
+        throw ExitCode(1)
     }
 }
 

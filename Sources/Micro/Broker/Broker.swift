@@ -117,11 +117,13 @@ public enum Brokers {
     /// its own registry, connection pool and logger in the context.
     public static let plugins = PluginTable<any Broker>(kind: "broker", variable: "MICRO_BROKER", defaultName: "http", builtIn: [
         "http": { context in
+            let policy = HTTPBroker.Policy.fromEnvironment(context.environment)
             if let (cache, http) = context.client {
                 // publishing finds subscribers in the client's registry and reaches them over its connections
-                return HTTPBroker(cache: cache, http: http, ownsHTTP: false, eventLoopGroup: context.eventLoopGroup, logger: context.logger)
+                return HTTPBroker(cache: cache, http: http, ownsHTTP: false, policy: policy, eventLoopGroup: context.eventLoopGroup,
+                                  logger: context.logger)
             }
-            return HTTPBroker(registry: context.registry, eventLoopGroup: context.eventLoopGroup, logger: context.logger)
+            return HTTPBroker(registry: context.registry, policy: policy, eventLoopGroup: context.eventLoopGroup, logger: context.logger)
         },
         // the process's one in-process broker: every service and client of the process shares it
         "memory": { _ in memory },

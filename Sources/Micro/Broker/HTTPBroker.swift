@@ -25,8 +25,8 @@ public final class HTTPBroker: MountedBroker {
         /// First retry delay, doubled each round (with jitter) up to `maxBackoff`.
         public var backoff: Duration
         public var maxBackoff: Duration
-        /// Registration of subscriber nodes (as services: 15 s, refreshed every 5 s, or
-        /// `MICRO_REGISTER_TTL` / `MICRO_REGISTER_INTERVAL`).
+        /// Registration of subscriber nodes (as services: 15 s, refreshed every 5 s; the `http`
+        /// plugin takes `MICRO_REGISTER_TTL` / `MICRO_REGISTER_INTERVAL`).
         public var registerTTL: Duration
         public var registerInterval: Duration
 
@@ -36,12 +36,9 @@ public final class HTTPBroker: MountedBroker {
             maxAttempts: Int = 60,
             backoff: Duration = .milliseconds(50),
             maxBackoff: Duration = .seconds(2),
-            registerTTL: Duration? = nil,
-            registerInterval: Duration? = nil
+            registerTTL: Duration = .seconds(15),
+            registerInterval: Duration = .seconds(5)
         ) {
-            // the same environment as services: MICRO_REGISTER_TTL, MICRO_REGISTER_INTERVAL
-            let registerTTL = registerTTL ?? .seconds(fromEnvironment: "MICRO_REGISTER_TTL") ?? .seconds(15)
-            let registerInterval = registerInterval ?? .seconds(fromEnvironment: "MICRO_REGISTER_INTERVAL") ?? .seconds(5)
             self.queueLimit = queueLimit
             self.retryWindow = retryWindow
             self.maxAttempts = maxAttempts
@@ -212,5 +209,17 @@ public final class HTTPBroker: MountedBroker {
 
     deinit {
         state.withLock { $0.heartbeat?.cancel() }
+    }
+}
+
+
+extension HTTPBroker.Policy {
+    /// The defaults, with subscriber nodes registered as services are: `MICRO_REGISTER_TTL`,
+    /// `MICRO_REGISTER_INTERVAL` of `environment` (the framework's, by default).
+    public static func fromEnvironment(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> Self {
+        var policy = Self()
+        if let ttl = Duration.seconds(fromEnvironment: "MICRO_REGISTER_TTL", environment) { policy.registerTTL = ttl }
+        if let every = Duration.seconds(fromEnvironment: "MICRO_REGISTER_INTERVAL", environment) { policy.registerInterval = every }
+        return policy
     }
 }

@@ -27,10 +27,38 @@ public final class Client: Sendable {
     /// Where ``publish(_:_:options:contentType:metadata:)`` sends messages.
     public let broker: any Broker
     /// The certificate this client presents and the roots it trusts when a node requires TLS
-    /// (nil: the `MICRO_TLS_*` environment, else the system's roots and no client certificate).
+    /// (nil: the system's roots and no client certificate).
     public let tls: TLSConfig?
 
+    /// A client with the framework's settings of `config` (the process's by default): its TLS
+    /// (`MICRO_TLS_*`) when `tls` is nil. Throws ``ConfigurationError`` for a TLS setting that
+    /// does not parse, rather than call in plaintext what was meant to be called over TLS.
     public convenience init(
+        config: MicroConfig,
+        registry: (any Registry)? = nil,
+        broker: (any Broker)? = nil,
+        strategy: SelectionStrategy = .powerOfTwoChoices,
+        options: CallOptions = .init(),
+        interceptors: [any ClientInterceptor] = [],
+        eventLoopGroup: EventLoopGroup = .shared,
+        logger: Logger = Logger(label: "micro.client"),
+        tls: TLSConfig? = nil
+    ) throws(ConfigurationError) {
+        var tls = tls
+        if tls == nil {
+            do {
+                tls = try TLSConfig.fromEnvironment(config.frameworkEnvironment)
+            } catch {
+                throw ConfigurationError(key: "micro.tls", reason: "TLS: \(error.message)")
+            }
+        }
+        self.init(registry: registry, broker: broker, strategy: strategy, options: options, interceptors: interceptors,
+                  eventLoopGroup: eventLoopGroup, logger: logger, tls: tls)
+    }
+
+    /// A client of what it is given, reading nothing else (``init(config:registry:broker:strategy:options:interceptors:eventLoopGroup:logger:tls:)``
+    /// reads the TLS settings of a configuration).
+    public init(
         registry: (any Registry)? = nil,
         broker: (any Broker)? = nil,
         strategy: SelectionStrategy = .powerOfTwoChoices,
@@ -43,37 +71,8 @@ public final class Client: Sendable {
         logger: Logger = Logger(label: "micro.client"),
         tls: TLSConfig? = nil
     ) {
-        self.init(registry: registry, broker: broker, strategy: strategy, ejection: ejection, options: options,
-                  interceptors: interceptors, codecs: codecs, retryBudget: retryBudget, eventLoopGroup: eventLoopGroup,
-                  logger: logger, tls: tls, tlsFromEnvironment: true)
-    }
-
-    /// `tlsFromEnvironment`: whether a nil `tls` means the `MICRO_TLS_*` environment (a service
-    /// passes its own, already read).
-    init(
-        registry: (any Registry)? = nil,
-        broker: (any Broker)? = nil,
-        strategy: SelectionStrategy = .powerOfTwoChoices,
-        ejection: EjectionPolicy = .init(),
-        options: CallOptions = .init(),
-        interceptors: [any ClientInterceptor] = [],
-        codecs: Codecs = .standard,
-        retryBudget: RetryBudgetPolicy = .init(),
-        eventLoopGroup: EventLoopGroup = .shared,
-        logger: Logger = Logger(label: "micro.client"),
-        tls: TLSConfig?,
-        tlsFromEnvironment: Bool
-    ) {
         self.options = options
         let cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
-        var tls = tls
-        if tls == nil && tlsFromEnvironment {
-            do {
-                tls = try TLSConfig.fromEnvironment(MicroConfig.process.frameworkEnvironment)
-            } catch {
-                logger.error("ignoring the TLS environment: \(error)")
-            }
-        }
         self.tls = tls
         let http = HTTPClient(group: eventLoopGroup, tls: tls)
         self.cache = cache

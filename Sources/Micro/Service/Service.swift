@@ -62,9 +62,22 @@ public final class Service: Sendable {
         version: String = "latest",
         address: String? = nil,
         metadata: [String: String] = [:],
-        options: ServiceOptions = .init()
+        options given: ServiceOptions? = nil
     ) {
-        var options = options
+        // no options given: the process's settings (a setting that does not parse stops the
+        // service when it starts, in one line)
+        var problem: String?
+        var options: ServiceOptions
+        if let given {
+            options = given
+        } else {
+            do {
+                options = try ServiceOptions(config: .process)
+            } catch {
+                problem = error.description
+                options = ServiceOptions()
+            }
+        }
         if let address { options.address = address }
         options.logger[metadataKey: "service"] = "\(name)"
         self.name = name
@@ -74,12 +87,12 @@ public final class Service: Sendable {
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
         // a file that cannot be used is said when the service starts (it does not)
         configuration = options.config ?? MicroConfig.process
-        configurationProblem = options.config == nil ? MicroConfig.processProblem : nil
+        configurationProblem = (options.config == nil ? MicroConfig.processProblem : nil) ?? problem
         // the client's broker is the service's: one registry watch and one connection pool
         // a TLS environment that does not parse is the service's to report (it refuses to start),
         // not the client's to log and ignore
         self.client = Client(registry: options.registry, broker: options.broker, eventLoopGroup: options.eventLoopGroup,
-                             logger: options.logger, tls: options.tls, tlsFromEnvironment: false)
+                             logger: options.logger, tls: options.tls)
         let broker = client.broker
         self.broker = broker
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,

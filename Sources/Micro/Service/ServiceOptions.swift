@@ -6,8 +6,11 @@ public import MicroCore
 import Glibc
 #endif
 
-/// How a service runs. Every field has a default; the address can also come from the
-/// environment (`MICRO_SERVER_ADDRESS`) or the command line (`--server-address`).
+/// How a service runs. Every field has a default, and the memberwise initialiser reads nothing
+/// else; ``init(config:)`` reads the framework's settings (TLS, registration timings) from a
+/// configuration, which is what `Service(name:)` does with the process's. The listen address is
+/// resolved when the service starts: `--server-address`, then `MICRO_SERVER_ADDRESS`, then
+/// ``address``.
 public struct ServiceOptions: Sendable {
     /// `host:port`; `:0` (the default) listens on every interface on a port the kernel picks.
     public var address: String?
@@ -42,9 +45,9 @@ public struct ServiceOptions: Sendable {
     public var registry: (any Registry)?
     /// Whether `run()` registers the service.
     public var register: Bool
-    /// How long a registration lives without a heartbeat (`MICRO_REGISTER_TTL`, seconds).
+    /// How long a registration lives without a heartbeat (`micro.register.ttl`, seconds).
     public var registerTTL: Duration
-    /// How often `run()` refreshes it (`MICRO_REGISTER_INTERVAL`, seconds).
+    /// How often `run()` refreshes it (`micro.register.interval`, seconds).
     public var registerInterval: Duration
     /// Wrap every handler call, first outermost (go-micro's handler wrappers).
     public var interceptors: [any ServerInterceptor]
@@ -61,10 +64,6 @@ public struct ServiceOptions: Sendable {
     /// The service's configuration (``Service/config``); nil: the process's flags, environment
     /// and `MICRO_CONFIG_FILE` (``MicroConfig``).
     public var config: MicroConfig?
-    /// `MICRO_*` variables read here that do not parse (a `MICRO_TLS_*` environment among them:
-    /// the service refuses to start rather than serve in plaintext, or with a default it was not
-    /// asked for).
-    var environmentProblems: [String] = []
 
     public init(
         address: String? = nil,
@@ -76,36 +75,20 @@ public struct ServiceOptions: Sendable {
         codecs: Codecs = .standard,
         registry: (any Registry)? = nil,
         register: Bool = true,
-        registerTTL: Duration? = nil,
-        registerInterval: Duration? = nil,
+        registerTTL: Duration = .seconds(15),
+        registerInterval: Duration = .seconds(5),
         interceptors: [any ServerInterceptor] = [],
         broker: (any Broker)? = nil,
         tls: TLSConfig? = nil,
         exitOnStartFailure: Bool? = nil
     ) {
         self.tls = tls
-        if tls == nil {
-            do {
-                self.tls = try TLSConfig.fromEnvironment(MicroConfig.process.frameworkEnvironment)
-            } catch {
-                environmentProblems.append("TLS: \(error.message)")
-            }
-        }
         self.interceptors = interceptors
         self.broker = broker
-        let env = MicroConfig.process.frameworkEnvironment
         self.registry = registry
         self.register = register
-        self.registerTTL = registerTTL ?? .seconds(fromEnvironment: "MICRO_REGISTER_TTL", env) ?? .seconds(15)
-        self.registerInterval = registerInterval ?? .seconds(fromEnvironment: "MICRO_REGISTER_INTERVAL", env) ?? .seconds(5)
-        for (name, given) in [("MICRO_REGISTER_TTL", registerTTL), ("MICRO_REGISTER_INTERVAL", registerInterval)] where given == nil {
-            if let text = env[name], !text.isEmpty, Duration.seconds(fromEnvironment: name, env) == nil {
-                environmentProblems.append("\(name) must be a number of seconds above 0, not '\(text)'")
-            }
-        }
-        if let text = env["MICRO_SERVER_MAX_CONNECTIONS"], !text.isEmpty, (Int(text) ?? -1) < 0 {
-            environmentProblems.append("MICRO_SERVER_MAX_CONNECTIONS must be a whole number (0: from the descriptor limit), not '\(text)'")
-        }
+        self.registerTTL = registerTTL
+        self.registerInterval = registerInterval
         self.address = address
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger ?? Logger(label: "micro")
@@ -116,11 +99,34 @@ public struct ServiceOptions: Sendable {
         self.codecs = codecs
     }
 
-    /// Why the environment cannot configure this service, if it cannot: the problems found when
-    /// the options were made, then a `MICRO_REGISTRY` or `MICRO_BROKER` that names nothing known
-    /// (when the options leave the registry or broker to the environment).
+    /// The defaults, then the framework's settings `config` has (flag, variable or file):
+    /// `MICRO_TLS_*` (TLS on every connection and for the service's client), `MICRO_REGISTER_TTL`
+    /// and `MICRO_REGISTER_INTERVAL`. A value that does not parse throws: a service refuses to
+    /// start rather than serve in plaintext, or with a default it was not asked for.
+    public init(config: MicroConfig) throws(ConfigurationError) {
+        self.init()
+        let environment = config.frameworkEnvironment
+        do {
+            tls = try TLSConfig.fromEnvironment(environment)
+        } catch {
+            throw ConfigurationError(key: "micro.tls", reason: "TLS: \(error.message)")
+        }
+        for (name, key) in [("MICRO_REGISTER_TTL", "micro.register.ttl"), ("MICRO_REGISTER_INTERVAL", "micro.register.interval")] {
+            guard let text = environment[name], !text.isEmpty else { continue }
+            guard let value = Duration.seconds(fromEnvironment: name, environment) else {
+                throw ConfigurationError(key: key, reason: "\(name) must be a number of seconds above 0, not '\(text)'")
+            }
+            if name == "MICRO_REGISTER_TTL" { registerTTL = value } else { registerInterval = value }
+        }
+    }
+
+    /// Why the process's settings cannot configure this service, if they cannot: a
+    /// `MICRO_REGISTRY` or `MICRO_BROKER` that names nothing known (when the options leave the
+    /// registry or broker to them), a connection cap that is no number.
     func environmentProblem(_ environment: [String: String]) -> String? {
-        if let first = environmentProblems.first { return first }
+        if let text = environment["MICRO_SERVER_MAX_CONNECTIONS"], !text.isEmpty, (Int(text) ?? -1) < 0 {
+            return "MICRO_SERVER_MAX_CONNECTIONS must be a whole number (0: from the descriptor limit), not '\(text)'"
+        }
         if registry == nil, let problem = Registries.environmentError(environment) { return problem }
         if broker == nil, let problem = Brokers.environmentError(environment) { return problem }
         return nil
