@@ -233,11 +233,6 @@ static bool client_eof(mc_conn_t *c, ssize_t err) {
     mc_client_tls_failed(c); /* the server hung up during the handshake */
     return true;
 }
-static bool never(mc_conn_t *c) {
-    (void)c;
-    return false;
-}
-static void close_now(mc_conn_t *c) { mc_conn_close(c); }
 
 /* HTTP/2 as a client: the session's work is h2.c's; a client connection has no server timeouts
  * (the callers' deadlines govern) and no graceful shutdown of its own. */
@@ -248,11 +243,11 @@ const mc_proto_ops_t mc_h2_client_proto = {
     .input_full = mc_h2_input_full,
     .done = mc_h2_done,
     .eof = client_eof,
-    .header_timeout = close_now,
-    .read_timeout = close_now,
-    .idle = never,
-    .grace_over = never,
-    .shutdown = close_now,
+    .header_timeout = mc_conn_close,
+    .read_timeout = mc_conn_close,
+    .idle = mc_proto_never,
+    .grace_over = mc_proto_never,
+    .shutdown = mc_conn_close,
     .free = mc_h2_free,
 };
 

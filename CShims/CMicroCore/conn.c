@@ -485,14 +485,14 @@ static int sniff(mc_conn_t *c, const uint8_t *p, size_t n) {
     return rc;
 }
 
-static bool never(mc_conn_t *c) {
+bool mc_proto_never(mc_conn_t *c) {
     (void)c;
     return false;
 }
 /* Before the protocol is known nothing is in flight: done once either side ends. */
 static bool sniff_done(mc_conn_t *c) { return c->state >= MC_CONN_HALF_CLOSED; }
 static void nothing(mc_conn_t *c) { (void)c; }
-static bool no_eof(mc_conn_t *c, ssize_t err) {
+bool mc_proto_no_eof(mc_conn_t *c, ssize_t err) {
     (void)c;
     (void)err;
     return false;
@@ -502,13 +502,13 @@ static bool no_eof(mc_conn_t *c, ssize_t err) {
 const mc_proto_ops_t mc_sniff_proto = {
     .proto = MC_PROTO_UNKNOWN,
     .feed = sniff,
-    .input_full = never,
+    .input_full = mc_proto_never,
     .done = sniff_done,
-    .eof = no_eof,
+    .eof = mc_proto_no_eof,
     .header_timeout = mc_conn_close, /* a TLS handshake or the first bytes did not come */
     .read_timeout = mc_conn_close,
-    .idle = never,
-    .grace_over = never,
+    .idle = mc_proto_never,
+    .grace_over = mc_proto_never,
     .shutdown = mc_conn_close,
     .free = nothing,
 };
@@ -530,7 +530,7 @@ static size_t plain_held(const mc_conn_t *c) {
 const mc_transport_ops_t mc_plain_transport = {
     .receive = plain_receive,
     .seal = plain_seal,
-    .finish = never,
+    .finish = mc_proto_never,
     .held = plain_held,
 };
 

@@ -529,10 +529,6 @@ static bool h1_eof(mc_conn_t *c, ssize_t err) {
     return true;
 }
 
-static bool never(mc_conn_t *c) {
-    (void)c;
-    return false;
-}
 
 const mc_proto_ops_t mc_h1_proto = {
     .proto = MC_PROTO_H1,
@@ -542,8 +538,8 @@ const mc_proto_ops_t mc_h1_proto = {
     .eof = h1_eof,
     .header_timeout = header_timeout,
     .read_timeout = read_timeout,
-    .idle = never,       /* closed at once: HTTP/1.1 has no way to say goodbye first */
-    .grace_over = never,
+    .idle = mc_proto_never,       /* closed at once: HTTP/1.1 has no way to say goodbye first */
+    .grace_over = mc_proto_never,
     .shutdown = shutdown_gracefully,
     .free = h1_free,
 };

@@ -679,12 +679,6 @@ bool mc_h2_input_full(mc_conn_t *c) {
     return c->h2 && nghttp2_session_get_outbound_queue_size(c->h2) > MC_H2_MAX_QUEUED_FRAMES;
 }
 
-static bool no_eof(mc_conn_t *c, ssize_t err) {
-    (void)c;
-    (void)err;
-    return false;
-}
-static void close_now(mc_conn_t *c) { mc_conn_close(c); }
 
 const mc_proto_ops_t mc_h2_proto = {
     .proto = MC_PROTO_H2,
@@ -692,9 +686,9 @@ const mc_proto_ops_t mc_h2_proto = {
     .pump = mc_h2_pump,
     .input_full = mc_h2_input_full,
     .done = mc_h2_done,
-    .eof = no_eof,
-    .header_timeout = close_now, /* not armed once the preface is in */
-    .read_timeout = close_now,   /* per stream instead (check_streams) */
+    .eof = mc_proto_no_eof,
+    .header_timeout = mc_conn_close, /* not armed once the preface is in */
+    .read_timeout = mc_conn_close,   /* per stream instead (check_streams) */
     .check_streams = check_streams,
     .idle = goaway_idle,
     .grace_over = grace_over,

@@ -184,6 +184,9 @@ typedef struct mc_proto_ops {
 } mc_proto_ops_t;
 
 extern const mc_proto_ops_t mc_sniff_proto, mc_h1_proto, mc_h2_proto, mc_h2_client_proto;
+/* Table entries for what a protocol does not do: answers false, or leaves the EOF to conn.c. */
+bool mc_proto_never(mc_conn_t *c);
+bool mc_proto_no_eof(mc_conn_t *c, ssize_t err);
 
 /* The byte layer under the protocol: plain TCP (conn.c) or TLS (tls.c), each one table. */
 typedef struct mc_transport_ops {

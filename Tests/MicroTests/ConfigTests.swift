@@ -105,6 +105,17 @@ import Testing
         return (service, task)
     }
 
+    /// Watches `key` of the service's configuration as a handler would; the values arrive in order.
+    static func watch(_ service: Service, _ key: String) -> (values: AsyncStream<String?>, task: Task<Void, any Error>) {
+        let (values, tell) = AsyncStream.makeStream(of: String?.self)
+        let task = Task {
+            try await service.config.watchString(forKey: ConfigKey(key)) { updates in
+                for await value in updates { tell.yield(value) }
+            }
+        }
+        return (values, task)
+    }
+
     static func say(_ service: Service) async throws -> String {
         let client = Client(registry: MemoryRegistry(), options: CallOptions(timeout: .hangGuard, address: "127.0.0.1:\(service.port!)"))
         let answer: Text = try await client.call("configured", "Greeting.Say", Text(text: ""))
@@ -117,12 +128,7 @@ import Testing
         let (service, task) = try await Self.greetingService(config)
         #expect(try await Self.say(service) == "hello")
         // a handler (here: a task) watching the key sees each new value
-        let (seen, tell) = AsyncStream.makeStream(of: String?.self)
-        let watching = Task {
-            try await service.config.watchString(forKey: "greeting.text") { updates in
-                for await value in updates { tell.yield(value) }
-            }
-        }
+        let (seen, watching) = Self.watch(service, "greeting.text")
         var values = seen.makeAsyncIterator()
         #expect(await values.next() == "hello")  // the value when the watch began
         let written = ContinuousClock.now
@@ -147,12 +153,7 @@ import Testing
         #expect(error?.contains("configuration file \(file.path) changed but cannot be used; keeping the last good values") == true, "\(error ?? "")")
         #expect(try await Self.say(service) == "hello")
         // a good file again is taken
-        let (seen, seenTell) = AsyncStream.makeStream(of: String?.self)
-        let watching = Task {
-            try await service.config.watchString(forKey: "greeting.text") { updates in
-                for await value in updates { seenTell.yield(value) }
-            }
-        }
+        let (seen, watching) = Self.watch(service, "greeting.text")
         var values = seen.makeAsyncIterator()
         #expect(await values.next() == "hello")
         try file.write(#"{"greeting": {"text": "fixed"}}"#)
