@@ -1,5 +1,6 @@
 import Benchmark
 import Micro
+import MicroCore
 import Synchronization
 
 struct Request: Codable, Sendable { var name: String }
@@ -24,16 +25,38 @@ final class HelloworldFixture: Sendable {
         }
     }
 
+    /// The same service behind one interceptor that passes every call on: what the hook costs.
+    let intercepted: Service
+    let interceptedAddress: String
+
     private init() throws {
-        service = Service(name: "helloworld", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
+        service = Self.helloworld(interceptors: [])
+        address = "127.0.0.1:\(try service.start().port)"
+        intercepted = Self.helloworld(interceptors: [PassThrough()])
+        interceptedAddress = "127.0.0.1:\(try intercepted.start().port)"
+    }
+
+    static func helloworld(interceptors: [any ServerInterceptor]) -> Service {
+        let service = Service(name: "helloworld", address: "127.0.0.1:0",
+                              options: .init(handleSignals: false, register: false, interceptors: interceptors))
         service.handle("Helloworld.Greeting") { (request: Request, _: Context) async throws -> Response in
             Response(message: "Hello " + request.name)
         }
-        address = "127.0.0.1:\(try service.start().port)"
+        return service
     }
 
     func call() async throws -> HTTPClientResponse {
         try await client.request(address: address, path: "/", headers: headers, body: body)
+    }
+
+    func callIntercepted() async throws -> HTTPClientResponse {
+        try await client.request(address: interceptedAddress, path: "/", headers: headers, body: body)
+    }
+}
+
+struct PassThrough: ServerInterceptor {
+    func intercept(_ call: ServerCall, next: (ServerCall) async throws -> ServerResult) async throws -> ServerResult {
+        try await next(call)
     }
 }
 
@@ -95,6 +118,13 @@ let benchmarks: @Sendable () -> Void = {
         let fixture = try HelloworldFixture.shared()
         for _ in benchmark.scaledIterations {
             blackHole(try await fixture.call())
+        }
+    }
+    // the same call through one interceptor that passes it on
+    Benchmark("Call.helloworld.one-interceptor") { benchmark in
+        let fixture = try HelloworldFixture.shared()
+        for _ in benchmark.scaledIterations {
+            blackHole(try await fixture.callIntercepted())
         }
     }
     Benchmark("MicroError.json") { benchmark in
