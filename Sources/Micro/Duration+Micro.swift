@@ -12,8 +12,9 @@ extension Duration {
     }
 
     /// Seconds from the environment variable `name` (fractions allowed), if it is set and valid
-    /// (a finite number, at least a millisecond, at most 10⁹ s): `MICRO_REGISTER_TTL=2.5`.
-    public static func seconds(fromEnvironment name: String, _ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> Duration? {
+    /// (a finite number, at least a millisecond, at most 10⁹ s): `MICRO_REGISTER_TTL=2.5`. The
+    /// framework passes `MicroConfig.process.frameworkEnvironment`.
+    public static func seconds(fromEnvironment name: String, _ environment: [String: String]) -> Duration? {
         guard let seconds = environment[name].flatMap(Double.init), seconds >= 0.001, seconds <= 1e9 else { return nil }
         return .milliseconds(Int64(seconds * 1000))
     }

@@ -1,4 +1,6 @@
+#if canImport(MicroCore)  // the mdns fuzz target compiles this file with NetworkInterface.swift, no MicroCore
 import MicroCore
+#endif
 
 /// The records heard on the network, each until its TTL runs out, and the nodes they describe.
 struct MDNSCache {
