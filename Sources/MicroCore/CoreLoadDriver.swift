@@ -3,31 +3,31 @@ import CMicroCore
 /// A closed-loop HTTP/2 load driver run entirely in the C core, on one loop (what `micro bench
 /// --driver core` uses): no Swift task per request, so one core drives more than one server core
 /// absorbs. Every call is the same request; latencies come back per call.
-public enum CoreLoadDriver {
-    public struct Plan: Sendable {
-        public var host: String
-        public var port: Int
-        public var method = "POST"
-        public var path: String
-        public var headers: HTTPHeaders
-        public var body: [UInt8]
-        public var connections = 1
-        public var concurrency = 1
+package enum CoreLoadDriver {
+    package struct Plan: Sendable {
+        package var host: String
+        package var port: Int
+        package var method = "POST"
+        package var path: String
+        package var headers: HTTPHeaders
+        package var body: [UInt8]
+        package var connections = 1
+        package var concurrency = 1
         /// Measured calls; nil runs until `duration`.
-        public var requests: Int?
-        public var duration: Duration?
+        package var requests: Int?
+        package var duration: Duration?
         /// Calls per connection before measuring.
-        public var warmup = 0
+        package var warmup = 0
         /// Success also needs grpc-status 0.
-        public var grpc = false
+        package var grpc = false
 
         /// `address` is `host:port`, read as the HTTP client reads it.
-        public init(address: String, path: String, headers: HTTPHeaders, body: [UInt8]) throws(HTTPClientError) {
+        package init(address: String, path: String, headers: HTTPHeaders, body: [UInt8]) throws(HTTPClientError) {
             let (host, port) = try ConnectionPool.split(address)
             self.init(host: host, port: Int(port), path: path, headers: headers, body: body)
         }
 
-        public init(host: String, port: Int, path: String, headers: HTTPHeaders, body: [UInt8]) {
+        package init(host: String, port: Int, path: String, headers: HTTPHeaders, body: [UInt8]) {
             self.host = host
             self.port = port
             self.path = path
@@ -36,18 +36,18 @@ public enum CoreLoadDriver {
         }
     }
 
-    public struct Result: Sendable {
-        public var succeeded: Int
-        public var failed: Int
-        public var elapsed: Duration
+    package struct Result: Sendable {
+        package var succeeded: Int
+        package var failed: Int
+        package var elapsed: Duration
         /// One per answered call, in completion order.
-        public var latencyMicroseconds: [UInt32]
+        package var latencyMicroseconds: [UInt32]
         /// Why a connection could not be made, if one could not.
-        public var connectionError: String?
+        package var connectionError: String?
     }
 
     /// Runs `plan` on `loop`; returns when every connection is closed.
-    public static func run(_ plan: Plan, on loop: EventLoop) async throws(MicroCoreError) -> Result {
+    package static func run(_ plan: Plan, on loop: EventLoop) async throws(MicroCoreError) -> Result {
         guard (1...65535).contains(plan.port), plan.connections > 0, plan.concurrency > 0 else {
             throw MicroCoreError(message: "a load plan needs a port, connections and concurrency")
         }

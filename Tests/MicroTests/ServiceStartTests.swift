@@ -180,7 +180,8 @@ import Glibc
         } catch let error as ServiceStartError {
             #expect(error.service == "inproc")
             #expect(error.description == "inproc: cannot start: invalid server address 'nonsense:xyz' (from ServiceOptions.address): expected HOST:PORT, e.g. ':8080' or '127.0.0.1:0'")
-            #expect(error.underlying is MicroError)
+            // local misuse is a typed Swift error, not the wire's MicroError
+            #expect((error.underlying as? ConfigurationError)?.key == "micro.server.address")
         }
         #expect(throws: ServiceStartError.self) { try service.start() }
         #expect(!ServiceOptions(handleSignals: false).exitOnStartFailure)

@@ -187,7 +187,7 @@ public final class Service: Sendable {
         if let server = state.withLock({ $0.server }) { return (server.host, server.port) }
         let environment = MicroConfig.process.frameworkEnvironment
         if let problem = configurationProblem ?? options.environmentProblem(environment) {
-            throw MicroError(id: "micro.server", code: 500, detail: problem)
+            throw ConfigurationError(key: "micro", reason: problem)
         }
         let (text, source) = ListenAddress.resolve(configured: options.address, environment: environment)
         let address = try ListenAddress(parsing: text, source: source)
@@ -198,7 +198,7 @@ public final class Service: Sendable {
             config.maxConnections = cap
         }
         if let problem = config.apply(environment: environment).first {
-            throw MicroError(id: "micro.server", code: 500, detail: problem)
+            throw ConfigurationError(key: "micro.server", reason: problem)
         }
         if let tls = options.tls {
             try Self.checkTLS(tls)
@@ -250,7 +250,7 @@ public final class Service: Sendable {
     /// Also used by the service's own client for its next connections. `run()` calls it on SIGHUP.
     public func reloadTLS(_ config: TLSConfig? = nil) throws {
         guard let config = config ?? options.tls, let server = state.withLock({ $0.server }) else {
-            throw MicroError(id: "micro.server", code: 500, detail: "the service does not serve TLS")
+            throw ConfigurationError(key: "micro.tls", reason: "the service does not serve TLS")
         }
         try server.reloadTLS(config)
         try client.reloadTLS(config)

@@ -139,10 +139,10 @@ struct ListenAddress: Equatable {
     var port: Int
 
     /// `source` names where `text` came from (`MICRO_SERVER_ADDRESS`, ...), for the error.
-    init(parsing text: String, source: String? = nil) throws(MicroError) {
+    init(parsing text: String, source: String? = nil) throws(ConfigurationError) {
         let origin = source.map { " (from \($0))" } ?? ""
-        func bad(_ why: String) -> MicroError {
-            MicroError(id: "micro.server", code: 400, detail: "invalid server address '\(text)'\(origin): \(why)")
+        func bad(_ why: String) -> ConfigurationError {
+            ConfigurationError(key: "micro.server.address", reason: "invalid server address '\(text)'\(origin): \(why)")
         }
         let expected = "expected HOST:PORT, e.g. ':8080' or '127.0.0.1:0'"
         guard let colon = text.lastIndex(of: ":") else { throw bad(expected) }
