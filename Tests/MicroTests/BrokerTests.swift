@@ -16,9 +16,9 @@ struct Order: Codable, Sendable, Equatable { var n: Int }
             ["MICRO_REGISTRY_ADDRESS": directory.path, "MICRO_REGISTER_TTL": "2", "MICRO_REGISTER_INTERVAL": "0.5"]
         }
 
-        func subscriber(_ topic: String, queue: String? = nil) async throws -> ChildService {
+        func subscriber(_ topic: String, queue: String? = nil, ttl: String = "2") async throws -> ChildService {
             let child = try await ChildService("micro", arguments: ["subscribe", topic] + (queue.map { ["--queue", $0] } ?? []),
-                                               environment: environment)
+                                               environment: environment.merging(["MICRO_REGISTER_TTL": ttl]) { $1 })
             _ = await child.waitForLine(containing: "subscribed to")
             return child
         }
@@ -76,8 +76,12 @@ struct Order: Codable, Sendable, Equatable { var n: Int }
     @Test func nothingIsLostWhenTheSubscriberRestartsWithinTheRetryWindow() async throws {
         let place = Place()
         defer { place.cleanUp() }
-        let first = try await place.subscriber("orders")
+        // a registration that outlives the crash (its TTL is long), so that the publisher knows the
+        // subscriber group while nobody listens; its expiry is then played by the test, after the
+        // restarted subscriber is up, instead of raced against a short TTL on a slow machine
+        let first = try await place.subscriber("orders", ttl: "600")
         defer { first.stop() }
+        let firstAddress = try #require(first.logLines.compactMap { line in line.range(of: "listening on ").map { String(line[$0.upperBound...]) } }.first)
         let client = place.client()
         try await client.publish("orders", Order(n: 0), options: .init(wait: .delivered))
         first.signal(SIGKILL)
@@ -91,6 +95,11 @@ struct Order: Codable, Sendable, Equatable { var n: Int }
         }
         let second = try await place.subscriber("orders")
         defer { second.stop() }
+        // the crashed node's registration expires
+        for record in try await place.registry.getService(HTTPBroker.serviceName) {
+            let dead = record.nodes.filter { $0.address == firstAddress }
+            if !dead.isEmpty { try await place.registry.deregister(ServiceRecord(name: record.name, version: record.version, nodes: dead)) }
+        }
         try await publishing.value
         #expect(Set(await place.finish(second)) == Set(Self.lines(1..<6)))
         #expect(first.logLines.filter { $0.hasPrefix("{") } == Self.lines(0..<1))
