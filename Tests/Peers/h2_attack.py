@@ -75,6 +75,8 @@ with --path targets a gRPC method, e.g. counter's /counter.Counter/Echo):
   h1-space-before-colon  --variant cl|te|control|all (all): HTTP/1.1 with `Content-Length : N`
       or `Transfer-Encoding : chunked` (RFC 9112 5.1: reject with 400), then a `Connection:
       close` sentinel request; every status line until EOF.
+  server-empty-200  an h2c SERVER (as server-hpack-expanded) answering every request with a bare
+      `:status 200`: no body, no content type (go-micro's HTTP transport over h2c)
   server-hpack-expanded  (finding 9, the other direction) an h2c SERVER on --listen-port (0:
       free; prints `listening on 127.0.0.1:PORT` on stderr first): answers the first request with a header block
       (and --blocks 2: a trailer block too) each of one ~4 KB indexed field and 1-byte references
@@ -1456,7 +1458,10 @@ def sc_h1_space_before_colon(args):
     return {"variants": res}
 
 
-def sc_server_hpack_expanded(args):
+def accept_h2c_client(args, res):
+    """Listens on --listen-port (0: free; says `listening on 127.0.0.1:PORT` on stderr), accepts one
+    client, reads its preface and sends SETTINGS. Returns (peer, client pid, deadline), or None
+    (res says why)."""
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", args.listen_port))
@@ -1464,11 +1469,11 @@ def sc_server_hpack_expanded(args):
     port = ls.getsockname()[1]
     print("listening on 127.0.0.1:%d" % port, file=sys.stderr, flush=True)
     deadline = time.monotonic() + args.max_wait
-    res = {"port": port}
+    res["port"] = port
     r, _, _ = select.select([ls], [], [], args.max_wait)
     if not r:
         res["accepted"] = False
-        return res
+        return None
     cs, addr = ls.accept()
     ls.close()
     res["accepted"] = True
@@ -1481,16 +1486,46 @@ def sc_server_hpack_expanded(args):
             pass
         res["client_rss_kb_at_accept"] = rss_kb(cpid)
     p = Peer(args, sock=cs)
-    # the client preface
     while len(p.inbuf) < 24 and not p.closed() and time.monotonic() < deadline:
         if p.wait_readable(deadline - time.monotonic()):
             p.recv_some()
     if bytes(p.inbuf[:24]) != PREFACE:
         res["client_preface"] = bytes(p.inbuf[:80]).decode("latin-1")
         p.close()
-        return res
+        return None
     del p.inbuf[:24]
     p.send(settings_frame([(3, 100)]))
+    return p, cpid, deadline
+
+
+def sc_server_empty_200(args):
+    """An h2c server that answers every request with a bare `:status 200` and no body, as
+    go-micro's HTTP transport does on h2c (its handler's answer never reaches the stream)."""
+    res = {}
+    accepted = accept_h2c_client(args, res)
+    if accepted is None:
+        return res
+    p, _, deadline = accepted
+    answered = 0
+    while time.monotonic() < deadline and not p.closed():
+        ev = p.next_frame(min(deadline, time.monotonic() + 0.1))
+        if ev and ev["type"] in ("HEADERS", "DATA") and ev["sid"] and ev.get("end_stream"):
+            try:
+                p.send(frame(HEADERS, END_HEADERS | END_STREAM, ev["sid"], b"\x88"), deadline)  # :status 200
+                answered += 1
+            except Closed:
+                break
+    res["answered"] = answered
+    p.close()
+    return res
+
+
+def sc_server_hpack_expanded(args):
+    res = {}
+    accepted = accept_h2c_client(args, res)
+    if accepted is None:
+        return res
+    p, cpid, deadline = accepted
     max_frame = 16384
     name = "x-big"
     vlen = 4096 - 32 - len(name)
@@ -1601,6 +1636,7 @@ SCENARIOS = {
     "lower-stream-id": (sc_lower_stream_id, 5),
     "h1-space-before-colon": (sc_h1_space_before_colon, 5),
     "server-hpack-expanded": (sc_server_hpack_expanded, 30),
+    "server-empty-200": (sc_server_empty_200, 30),
 }
 
 
@@ -1656,7 +1692,7 @@ def main():
         args.requests = 3 if args.scenario == "hpack-bomb" else 2000
     if args.tls and not args.ca:
         ap.error("--tls needs --ca (and --cert/--key for mutual TLS)")
-    if args.scenario != "server-hpack-expanded" and not args.port:
+    if not args.scenario.startswith("server-") and not args.port:
         ap.error("--port is required")
     t0 = time.monotonic()
     try:

@@ -70,6 +70,13 @@ enum Wire {
             return .failure(response.headers["content-type"] == "application/json" ? MicroError(parsing: detail)
                 : MicroError(id: "micro.client", code: response.status, detail: detail))
         }
+        // a swift-micro or go-micro server always says what its answer is; an empty 200 with no
+        // content type is no answer (go-micro's HTTP transport answers so over h2c: its handler's
+        // answer never reaches the stream), not an empty success
+        if response.body.isEmpty && response.headers["content-type"] == nil {
+            return .failure(MicroError(id: "micro.client", code: 502,
+                                       detail: "the server answered 200 with no body and no content type: no answer to the call"))
+        }
         return .success(response.body, Metadata(response.headers))
     }
 
