@@ -84,7 +84,7 @@ struct Call: AsyncParsableCommand {
     @Argument(help: "The endpoint, e.g. Helloworld.Greeting.") var endpoint: String
     @Argument(help: "The request as JSON.") var request: String = "{}"
     @Option(help: "Seconds to wait for the answer, retries included.") var timeout: Double = 5
-    @Option(help: "Call this host:port directly instead of looking the service up.") var address: String?
+    @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// or h2c:// plaintext).") var address: String?
     @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
 
     func run() async throws {
@@ -111,7 +111,7 @@ struct Stream: AsyncParsableCommand {
     @Argument(help: "The service name.") var service: String
     @Argument(help: "The endpoint, e.g. Counter.Echo.") var endpoint: String
     @Option(help: "Seconds the whole stream may last (default: no limit).") var timeout: Double?
-    @Option(help: "Call this host:port directly instead of looking the service up.") var address: String?
+    @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// or h2c:// plaintext).") var address: String?
     @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
 
     func run() async throws {

@@ -18,4 +18,17 @@ import Testing
         server.signal(SIGKILL)
         _ = await server.waitForExit()
     }
+
+    /// `micro call --address` takes the address as a URL too: `http://` and `h2c://` (plaintext),
+    /// as `https://` and `tls://` say TLS (before: "cannot resolve").
+    @Test(arguments: ["http://", "h2c://", "", "http://:/"])
+    func anAddressWithAPlaintextSchemeIsCalled(scheme: String) async throws {
+        let hello = try await ChildService("helloworld")
+        defer { hello.stop() }
+        let address = scheme == "http://:/" ? "http://127.0.0.1:\(hello.port)/" : "\(scheme)127.0.0.1:\(hello.port)"
+        let call = try await Tool.run(Tool.binDirectory.appendingPathComponent("micro").path,
+                                      ["call", "--address", address, "helloworld", "Helloworld.Greeting", #"{"name":"url"}"#] + Duration.hangGuardOption)
+        #expect(call.status == 0, "\(call.stderr)")
+        #expect(call.stdout.contains("Hello url"), "\(call.stdout) \(call.stderr)")
+    }
 }

@@ -208,7 +208,8 @@ public final class Client: Sendable {
     /// Where the next attempt goes: the options' address, or a node the selector chooses among
     /// those not yet tried (all again once every one was).
     /// The address to dial and, when the node requires TLS (its registry metadata says
-    /// `tls=required`, or a direct address starts with `https://` or `tls://`), what the server's
+    /// `tls=required`, or a direct address starts with `https://` or `tls://`; `http://` and
+    /// `h2c://` say plaintext), what the server's
     /// certificate must prove: that it is the service we meant to call.
     func transport(_ service: String, _ picked: String, _ selection: Selection?) -> (String, HTTPClient.TLSTarget?) {
         var address = picked
@@ -217,6 +218,11 @@ public final class Client: Sendable {
             address.removeFirst(scheme.count)
             secure = true
         }
+        // plaintext, said explicitly (HTTP/2 by prior knowledge either way)
+        for scheme in ["http://", "h2c://"] where address.hasPrefix(scheme) {
+            address.removeFirst(scheme.count)
+        }
+        if address.hasSuffix("/") { address.removeLast() }
         return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
     }
 
