@@ -34,7 +34,7 @@ struct Config: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("micro config: \(key) is not set\n".utf8))
                 throw ExitCode(1)
             }
-            print(source ? "\(value)\t(\(setting.flatMap { config.source(of: $0.key) ?? $0.environment } ?? config.source(of: key) ?? "?"))" : value)
+            print(source ? "\(value)\t(\(config.source(of: key) ?? "?"))" : value)
         }
     }
 
@@ -47,8 +47,7 @@ struct Config: AsyncParsableCommand {
             let environment = config.frameworkEnvironment
             for setting in MicroConfig.settings {
                 guard let value = environment[setting.environment], !value.isEmpty else { continue }
-                let from = config.source(of: setting.key) ?? setting.environment
-                print("\(setting.key)=\(value)\t(\(from))")
+                print("\(setting.key)=\(value)\t(\(config.source(of: setting.key) ?? setting.environment))")
             }
             guard let path = config.filePath else { return }
             for (key, value) in Config.flatten(try Config.parse(path)) where !MicroConfig.settings.contains(where: { $0.key == key }) {

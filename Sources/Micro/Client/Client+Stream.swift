@@ -164,7 +164,7 @@ extension Client {
         }
         guard !interceptors.isEmpty else { return try await open(service, endpoint, options, MessageTaps()) }
         let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: kind,
-                                        wire: Wire.isGRPC(options.contentType) ? .grpc : .microHTTP2)
+                                        wire: Wire.of(options))
         var result: R?
         _ = try await interceptors.run(ClientCall(descriptor: descriptor, options: options, message: nil)) { call in
             result = try await open(call.service, call.endpoint, call.options, call.taps)

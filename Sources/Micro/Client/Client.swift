@@ -182,7 +182,7 @@ public final class Client: Sendable {
     public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
         let options = options ?? self.options
         let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: .unary,
-                                        wire: Wire.isGRPC(options.contentType) ? .grpc : .microHTTP2)
+                                        wire: Wire.of(options))
         let call = ClientCall(descriptor: descriptor, options: options, message: body)
         guard !interceptors.isEmpty else { return try await withDeadline(call) }
         return try await interceptors.run(call) { call in

@@ -18,6 +18,9 @@ enum Wire {
 
     static func isGRPC(_ contentType: String) -> Bool { contentType.hasPrefix("application/grpc") }
 
+    /// The wire a client call with `options` travels on (the client speaks HTTP/2 only).
+    static func of(_ options: CallOptions) -> CallDescriptor.Wire { isGRPC(options.contentType) ? .grpc : .microHTTP2 }
+
     static func encode(_ request: ClientCall, remaining: Duration) -> Outgoing {
         let options = request.options
         if request.descriptor.wire == .grpc {

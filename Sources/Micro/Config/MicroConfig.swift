@@ -99,10 +99,11 @@ public final class MicroConfig: Sendable {
     }
 
     /// Where `key`'s value comes from, for messages: `--KEY`, `ENV_NAME`, `FILE`, or `default`;
-    /// nil if no source has it.
+    /// nil if no source has it. A framework setting's variable is the one ``settings`` names
+    /// (`micro.server.maxConnections` is `MICRO_SERVER_MAX_CONNECTIONS`).
     public func source(of key: String) -> String? {
         if flags[key] != nil { return "--\(key)" }
-        let name = Self.environmentName(of: key)
+        let name = Self.settings.first { $0.key == key }?.environment ?? Self.environmentName(of: key)
         if environment[name] != nil { return name }
         let absolute = AbsoluteConfigKey(key.split(separator: ".").map(String.init))
         let types: [ConfigType] = [.string, .int, .double, .bool, .stringArray, .intArray, .doubleArray, .boolArray, .bytes, .byteChunkArray]
