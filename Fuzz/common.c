@@ -49,6 +49,8 @@ mc_loop_t *fuzz_loop(void) {
         if (!loop || !loop->readbuf || uv_loop_init(&loop->uv) != 0) abort();
         atomic_init(&loop->nconns, 0);
         mc_pool_init(&loop->blocks); /* as mc_loop_start does: nghttp2 allocates from it */
+        uv_timer_init(&loop->uv, &loop->deadline_timer);
+        loop->deadline_timer.data = loop;
     }
     return loop;
 }
@@ -70,6 +72,7 @@ mc_server_t *fuzz_server(uint8_t config) {
     server.cb.is_stream = fuzz_app_is_stream;
     server.cb.on_body = fuzz_app_on_body;
     server.cb.on_writable = fuzz_app_on_writable;
+    server.cb.on_deadline = fuzz_app_on_deadline;
     server.nloops = 1;
     server.loops = &server_loop;
     server.tls = fuzz_tls;
@@ -91,6 +94,9 @@ void mc_server_retain(mc_server_t *s) { CHECK(s == &server); }
 void mc_server_release(mc_server_t *s) { CHECK(s == &server); }
 
 bool fuzz_run_closes(void) {
+    /* deadlines pass only when the input says so (step 26), never by the clock */
+    uv_timer_stop(&loop->deadline_timer);
+    loop->deadline_timer_due = 0;
     for (int i = 0; i < 16 && uv_loop_alive(&loop->uv); i++) uv_run(&loop->uv, UV_RUN_NOWAIT);
     return !uv_loop_alive(&loop->uv);
 }
@@ -259,6 +265,8 @@ void fuzz_app_on_request(void *ctx, mc_request_t *r) {
         return;
     }
     held[nheld++] = (held_t){r, how, false};
+    /* every other held request has a deadline, which step 26 makes pass */
+    if (app_count & 1) CHECK(mc_request_set_deadline(r, 1000) == 0);
 }
 
 void fuzz_app_on_abort(void *ctx, mc_request_t *r) {
@@ -274,6 +282,20 @@ void fuzz_app_on_abort(void *ctx, mc_request_t *r) {
         answer(r, how); /* from inside on_abort */
     }
 }
+
+/* A held request's deadline passed: answered at once, as the Router answers a timeout. */
+void fuzz_app_on_deadline(void *ctx, mc_request_t *r) {
+    (void)ctx;
+    held_t *h = find(r);
+    CHECK(h != NULL && !h->aborted); /* only live requests handed to the application */
+    CHECK(r->conn != NULL && !r->server.responded);
+    uint8_t how = h->how;
+    drop((size_t)(h - held));
+    answer(r, how);
+}
+
+/* Every armed deadline passes now (a loop far in the future): the timer's sweep, as fuzz step 26. */
+void fuzz_deadlines_pass(void) { mc_loop_run_deadlines(loop, UINT64_MAX / 4); }
 
 void fuzz_app_run_jobs(void) {
     for (size_t i = 0; i < nheld;) {
@@ -424,6 +446,7 @@ void fuzz_server_step(mc_conn_t **c, fuzz_stream_t *st, bool *eof, unsigned acti
     case 14: fuzz_app_answer(2); break;
     case 24: mc_conn_shutdown_all(fuzz_server_loop(), false); break;
     case 25: mc_conn_shutdown_all(fuzz_server_loop(), true); break;
+    case 26: fuzz_deadlines_pass(); break;
     default: break;
     }
     fuzz_closing(c);
@@ -494,5 +517,6 @@ void fuzz_server_finish(mc_conn_t *c, fuzz_stream_t *st, bool eof, uint8_t confi
     CHECK(fuzz_loop()->dirty == NULL);
     CHECK(fuzz_run_closes());
     CHECK(fuzz_app_held() == 0);
+    CHECK(fuzz_loop()->deadlines.count == 0); /* every deadline dropped with its request */
     mc_request_pool_free(fuzz_loop());
 }

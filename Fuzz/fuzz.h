@@ -63,6 +63,8 @@ void fuzz_app_on_abort(void *ctx, mc_request_t *r);
 int fuzz_app_is_stream(void *ctx, mc_request_t *r);
 void fuzz_app_on_body(void *ctx, mc_request_t *r, const uint8_t *data, size_t len, int end);
 void fuzz_app_on_writable(void *ctx, mc_request_t *r);
+void fuzz_app_on_deadline(void *ctx, mc_request_t *r);
+void fuzz_deadlines_pass(void);
 /* Answers what was due after the current read (the Swift framework's tasks run then). */
 void fuzz_app_run_jobs(void);
 /* Answers the oldest (which = 0), the newest (1) or every (2) request held. Returns how many. */

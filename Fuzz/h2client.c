@@ -53,8 +53,8 @@ static void start_call(uint8_t how) {
     *call = (call_t){0};
     call->on_done = app_tape.n ? app_tape.p[ncalls % app_tape.n] & 0x30 : 0;
     size_t len = body_sizes[how & 3];
-    if (mc_client_call(client, (how & 4) ? "GET" : "POST", "/Service.Method", h, nh, body, len, on_done,
-                       (void *)(uintptr_t)ncalls, &call->id) == 0)
+    if (mc_client_call(client, (how & 4) ? "GET" : "POST", "/Service.Method", h, nh, body, len, (how & 0x10) ? 1000 : 0,
+                       on_done, (void *)(uintptr_t)ncalls, &call->id) == 0)
         ncalls++;
 }
 
@@ -63,7 +63,7 @@ static void on_done(void *ctx, int result, mc_request_t *resp) {
     CHECK(i < ncalls && !calls[i].done); /* exactly once per call */
     calls[i].done = true;
     calls[i].result = result;
-    CHECK(result >= MC_CALL_OK && result <= MC_CALL_CANCELLED);
+    CHECK(result >= MC_CALL_OK && result <= MC_CALL_TIMEOUT);
     if (result == MC_CALL_OK) {
         CHECK(mc_request_status(resp) >= 200 && mc_request_status(resp) <= 999);
         CHECK(mc_request_trailer_index(resp) <= mc_request_header_count(resp));
@@ -154,6 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (newest < ncalls) mc_client_cancel(client, calls[newest].id);
                 break;
             case 27: mc_client_close(client); break;
+            case 28: fuzz_deadlines_pass(); break; /* calls with a deadline time out */
             default: break;
             }
         }
@@ -183,6 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(c == NULL && closed);
     for (size_t k = 0; k < ncalls; k++) CHECK(calls[k].done);
     CHECK(atomic_load(&loop->nconns) == 0 && loop->dirty == NULL);
+    CHECK(loop->deadlines.count == 0);
     mc_request_pool_free(loop);
     return 0;
 }

@@ -34,7 +34,8 @@ void mc_client_finish_call(mc_request_t *r, int result) {
          * complete (and release) this call a second time */
         mc_request_unlink(r);
     }
-    if (r->client.cancelled) result = MC_CALL_CANCELLED;
+    if (r->client.timed_out) result = MC_CALL_TIMEOUT;
+    else if (r->client.cancelled) result = MC_CALL_CANCELLED;
     else if (r->client.fields_too_large) result = MC_CALL_FIELDS_TOO_LARGE;
     else if (r->client.too_large) result = MC_CALL_TOO_LARGE;
     if (done) done(ctx, result, r);
@@ -432,10 +433,13 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
 }
 
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
-                   const uint8_t *body, size_t len, mc_call_done_fn done, void *ctx, int32_t *stream_id) {
+                   const uint8_t *body, size_t len, uint64_t timeout_ms, mc_call_done_fn done, void *ctx,
+                   int32_t *stream_id) {
     mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, body, len, false, ctx);
     if (!r) return -1;
     r->client.done = done;
+    /* without a deadline (a stopping loop) the call still completes: when the connection closes */
+    if (timeout_ms) (void)mc_request_set_deadline(r, timeout_ms);
     if (stream_id) *stream_id = r->stream_id;
     return 0;
 }
@@ -451,14 +455,26 @@ int mc_client_stream(mc_client_t *client, const char *method, const char *path, 
     return 0;
 }
 
+/* Resets r's stream; its done follows when nghttp2 closes the stream. */
+static void reset_call(mc_conn_t *c, mc_request_t *r) {
+    r->client.cancelled = true;
+    nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
+    mc_loop_mark_dirty(c->loop, c);
+}
+
 void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
     mc_conn_t *c = (mc_conn_t *)client;
     if (!c->h2 || mc_conn_closed(c)) return;
     mc_request_t *r = call_of(c->h2, stream_id);
-    if (!r) return;
-    r->client.cancelled = true;
-    nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
-    mc_loop_mark_dirty(c->loop, c);
+    if (r) reset_call(c, r);
+}
+
+void mc_client_time_out(mc_request_t *r) {
+    mc_conn_t *c = r->conn;
+    if (!r->client.done || r->client.cancelled) return;
+    r->client.timed_out = true;
+    /* a closed connection completes its calls itself */
+    if (c && c->h2 && !mc_conn_closed(c)) reset_call(c, r);
 }
 
 int mc_client_usable(const mc_client_t *client) {

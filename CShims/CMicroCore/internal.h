@@ -51,6 +51,41 @@ unsigned mc_pool_keep(size_t k);
 /* Frees the blocks kept; blocks still in use go to free() when they come back. */
 void mc_pool_close(mc_pool_t *p);
 
+/* ---------------------------------------------------------------- deadlines (wheel.c) */
+
+/* One deadline, part of the object it times (a request): armed while pprev is set. */
+typedef struct mc_deadline {
+    struct mc_deadline *next;
+    struct mc_deadline **pprev; /* what points here (a slot's head or the previous entry); NULL: unarmed */
+    uint64_t due;               /* loop time, ms */
+} mc_deadline_t;
+
+#define MC_WHEEL_TICK_MS 4      /* a deadline passes at most this late */
+#define MC_WHEEL_SLOTS 2048     /* a power of two: one turn of the wheel is 8.2 s */
+
+typedef struct mc_wheel {
+    mc_deadline_t **slots;      /* MC_WHEEL_SLOTS list heads, allocated when first armed */
+    uint64_t bits[MC_WHEEL_SLOTS / 64]; /* slots that may hold entries (cleared lazily) */
+    uint64_t cursor;            /* every tick up to this one is swept */
+    size_t count;               /* entries armed */
+} mc_wheel_t;
+
+typedef void (*mc_wheel_fire_fn)(mc_deadline_t *d, void *arg);
+
+/* Arms (or re-arms) d to pass at `due` (both times in ms); returns the time of the tick whose
+ * sweep will find it, or 0 if the wheel could not be allocated (d stays unarmed). */
+uint64_t mc_wheel_arm(mc_wheel_t *w, mc_deadline_t *d, uint64_t due, uint64_t now);
+/* Disarms d; nothing if it is not armed. O(1). */
+void mc_wheel_cancel(mc_wheel_t *w, mc_deadline_t *d);
+/* Hands every entry due at `now` to `fire` (disarmed first; `fire` may arm and cancel entries),
+ * then returns mc_wheel_next. */
+uint64_t mc_wheel_sweep(mc_wheel_t *w, uint64_t now, mc_wheel_fire_fn fire, void *arg);
+/* When the next sweep may find something: the time of the first slot holding entries, 0 if none. */
+uint64_t mc_wheel_next(mc_wheel_t *w);
+/* Disarms every entry without firing it. */
+void mc_wheel_disarm_all(mc_wheel_t *w);
+void mc_wheel_free(mc_wheel_t *w);
+
 /* ---------------------------------------------------------------- loops */
 
 typedef struct mc_job {
@@ -101,9 +136,28 @@ struct mc_loop {
     unsigned request_pool_len;
 
     mc_pool_t blocks; /* nghttp2's allocations for this loop's sessions */
+
+    /* the deadlines of calls on this loop (mc_request_set_deadline), and the one timer that
+     * sweeps them; deadline_timer_due is when it is set to fire (0: stopped) */
+    mc_wheel_t deadlines;
+    uv_timer_t deadline_timer;
+    uint64_t deadline_timer_due;
 };
 
 int mc_loop_post_local(mc_loop_t *loop, mc_job_fn fn, void *ctx, void *arg);
+
+/* Deadlines past this are taken as this (a wheel entry sits through a turn per 8 s: harmless) */
+#define MC_DEADLINE_MAX_MS ((uint64_t)1 << 40)
+/* Arms d on the loop's wheel to pass timeout_ms from now (loop thread); -1 if the loop is stopping
+ * or out of memory (d stays unarmed). */
+int mc_loop_arm_deadline(mc_loop_t *loop, mc_deadline_t *d, uint64_t timeout_ms);
+static inline void mc_loop_cancel_deadline(mc_loop_t *loop, mc_deadline_t *d) {
+    if (d->pprev) mc_wheel_cancel(&loop->deadlines, d);
+}
+/* Fires the deadlines due at `now` and sets the timer for the next (the timer; fuzzing). */
+void mc_loop_run_deadlines(mc_loop_t *loop, uint64_t now);
+/* A request's deadline passed (request.c) */
+void mc_request_deadline_passed(mc_deadline_t *d);
 const char *mc_loop_date(mc_loop_t *loop);
 void mc_loop_mark_dirty(mc_loop_t *loop, mc_conn_t *c);
 /* Takes a connection off the flush list (it is closing, and may be freed before the flush). */
@@ -389,6 +443,7 @@ struct mc_request {
         void *done_ctx;
         bool sent;          /* its HEADERS frame left: the server may have processed it */
         bool cancelled;
+        bool timed_out;     /* its deadline passed (it is cancelled too) */
         bool too_large;
         bool fields_too_large;
         bool interim;       /* reading the fields of a 1xx answer */
@@ -406,6 +461,10 @@ struct mc_request {
     bool in_ended;      /* the peer's side of the stream is over (END_STREAM, EOS, EOF) */
     size_t unconsumed;  /* body bytes delivered but not yet credited back to the peer */
     mc_buf_t h1_frame;  /* HTTP/1.1 streams: the status line and headers every answer frame carries */
+
+    /* the caller's deadline (mc_request_set_deadline), armed on the loop's wheel until the call
+     * is answered (server) or done (client) */
+    mc_deadline_t deadline;
 };
 
 /* Header fields of a received message: those before its trailers. */
@@ -488,6 +547,8 @@ bool mc_h2_input_full(mc_conn_t *c);
 
 /* client side */
 void mc_client_finish_call(mc_request_t *r, int result);
+/* A call's deadline passed: reset it, to finish as MC_CALL_TIMEOUT. */
+void mc_client_time_out(mc_request_t *r);
 void mc_client_handles_closed(mc_conn_t *c);
 /* The TLS handshake of a client connection is done and the server's identity checked. */
 void mc_client_tls_handshaken(mc_conn_t *c);

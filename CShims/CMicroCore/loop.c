@@ -128,6 +128,44 @@ static void on_check(uv_check_t *h) {
 
 static void on_prepare(uv_prepare_t *h) { mc_flush_dirty(h->data); }
 
+/* ---- deadlines: the wheel (wheel.c) and the one timer that sweeps it */
+
+static void on_deadline_timer(uv_timer_t *h);
+
+static void start_deadline_timer(mc_loop_t *l, uint64_t at) {
+    uint64_t now = uv_now(&l->uv);
+    l->deadline_timer_due = at;
+    uv_timer_start(&l->deadline_timer, on_deadline_timer, at > now ? at - now : 0, 0);
+}
+
+static void fire_deadline(mc_deadline_t *d, void *arg) {
+    (void)arg;
+    mc_request_deadline_passed(d);
+}
+
+void mc_loop_run_deadlines(mc_loop_t *l, uint64_t now) {
+    l->deadline_timer_due = 0;
+    uint64_t next = mc_wheel_sweep(&l->deadlines, now, fire_deadline, l);
+    /* what fired may have armed the timer already, for an earlier tick */
+    if (next && !l->stopping && (!l->deadline_timer_due || next < l->deadline_timer_due)) start_deadline_timer(l, next);
+}
+
+static void on_deadline_timer(uv_timer_t *h) {
+    mc_loop_t *l = h->data;
+    mc_loop_run_deadlines(l, uv_now(&l->uv));
+}
+
+int mc_loop_arm_deadline(mc_loop_t *l, mc_deadline_t *d, uint64_t timeout_ms) {
+    if (l->stopping || atomic_load_explicit(&l->joined, memory_order_relaxed)) return -1;
+    uint64_t now = uv_now(&l->uv);
+    if (timeout_ms > MC_DEADLINE_MAX_MS) timeout_ms = MC_DEADLINE_MAX_MS;
+    uint64_t at = mc_wheel_arm(&l->deadlines, d, now + timeout_ms, now);
+    if (!at) return -1;
+    /* the timer moves only for a deadline earlier than every other: with equal timeouts, never */
+    if (!l->deadline_timer_due || at < l->deadline_timer_due) start_deadline_timer(l, at);
+    return 0;
+}
+
 static void thread_main(void *arg) {
     mc_loop_t *l = arg;
     current_loop = l;
@@ -170,7 +208,9 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
     uv_check_init(&l->uv, &l->check);
     uv_idle_init(&l->uv, &l->idle);
     uv_prepare_init(&l->uv, &l->prepare);
+    uv_timer_init(&l->uv, &l->deadline_timer); /* started only while deadlines are armed */
     l->wake.data = l->check.data = l->idle.data = l->prepare.data = l;
+    l->deadline_timer.data = l;
     uv_check_start(&l->check, on_check);
     uv_prepare_start(&l->prepare, on_prepare);
     rc = uv_thread_create(&l->thread, thread_main, l);
@@ -244,6 +284,8 @@ void mc_loop_stop(mc_loop_t *l) {
     if (already) return;
     uv_thread_join(&l->thread);
     atomic_store(&l->joined, true);
+    /* no timer will sweep them now, and requests released from here on must not touch the wheel */
+    mc_wheel_disarm_all(&l->deadlines);
     uv_loop_close(&l->uv);
     mc_request_pool_free(l);
     mc_pool_close(&l->blocks);
@@ -265,6 +307,7 @@ void mc_loop_stop(mc_loop_t *l) {
 void mc_loop_free(mc_loop_t *l) {
     if (!l) return;
     mc_loop_stop(l); /* no-op when stopped already */
+    mc_wheel_free(&l->deadlines);
     pthread_mutex_destroy(&l->mu);
     free(l);
 }

@@ -8,6 +8,7 @@
 #endif
 #include "internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -67,6 +68,7 @@ static void destroy(mc_request_t *r) {
 }
 
 void mc_request_release(mc_request_t *r) {
+    mc_loop_cancel_deadline(r->loop, &r->deadline);
     mc_request_unlink(r);
     mc_loop_t *loop = r->loop;
     if (loop->request_pool_len >= MC_REQUEST_POOL_MAX || atomic_load_explicit(&loop->joined, memory_order_relaxed)) {
@@ -124,6 +126,7 @@ void mc_request_abort(mc_request_t *r) {
     }
     if (r->server.dispatched && !r->server.responded) {
         r->server.aborted = true;
+        mc_loop_cancel_deadline(r->loop, &r->deadline); /* on_abort says it all */
         if (c) {
             c->active--;
             mc_server_t *s = c->server;
@@ -198,6 +201,22 @@ const uint8_t *mc_request_body(const mc_request_t *r, size_t *len) {
 
 int mc_request_is_streaming(const mc_request_t *r) { return r->streaming; }
 void mc_request_set_user(mc_request_t *r, void *user) { r->user = user; }
+
+int mc_request_set_deadline(mc_request_t *r, uint64_t timeout_ms) {
+    if (r->proto == MC_PROTO_H2_CLIENT ? !r->client.done : r->server.responded || r->server.aborted) return -1;
+    return mc_loop_arm_deadline(r->loop, &r->deadline, timeout_ms);
+}
+
+void mc_request_deadline_passed(mc_deadline_t *d) {
+    mc_request_t *r = (mc_request_t *)((char *)d - offsetof(mc_request_t, deadline));
+    if (r->proto == MC_PROTO_H2_CLIENT) {
+        mc_client_time_out(r);
+        return;
+    }
+    mc_conn_t *c = r->conn;
+    if (!c || !r->server.dispatched || r->server.responded || r->server.aborted) return;
+    if (c->server->cb.on_deadline) c->server->cb.on_deadline(c->server->cb.ctx, r);
+}
 void *mc_request_user(const mc_request_t *r) { return r->user; }
 
 int mc_request_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, const uint8_t *body,
@@ -210,6 +229,7 @@ int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h,
     mc_conn_t *c = r->conn;
     if (r->server.responded) return -1;
     r->server.responded = true;
+    mc_loop_cancel_deadline(r->loop, &r->deadline);
     if (!c || mc_conn_closed(c)) {
         mc_request_release(r);
         return -1;

@@ -44,7 +44,7 @@ extension ClientConnection {
         guard let handle, acceptsCalls else {
             throw HTTPClientError(kind: .refused, message: "connection to \(address) cannot take calls")
         }
-        let stream = HTTPClientStream(loop: pool.loop, client: handle, deadline: deadline)
+        let stream = HTTPClientStream(loop: pool.loop, client: handle)
         let ctx = Unmanaged.passRetained(stream).toOpaque()  // released in done
         var callbacks = mc_stream_callbacks_t()
         callbacks.on_head = { ctx, response in
@@ -71,7 +71,8 @@ extension ClientConnection {
             throw HTTPClientError(kind: .refused, message: "connection to \(address) cannot take calls")
         }
         stream.opened(streamID: streamID, request: request)
-        if deadline != nil { pool.track(stream) }
+        // the core's wheel resets the stream when the deadline passes
+        if let deadline, let request { _ = mc_request_set_deadline(request, deadline.millisecondsFromNow) }
         return stream
     }
 }
@@ -83,7 +84,7 @@ extension ClientConnection {
 ///
 /// @unchecked Sendable: every member is touched only on `loop`'s thread (C callbacks arrive
 /// there; the async methods hop there first, the others post there).
-public final class HTTPClientStream: TimedCall, @unchecked Sendable {
+public final class HTTPClientStream: @unchecked Sendable {
     /// The loop that owns the connection.
     public let loop: EventLoop
     private let client: OpaquePointer
@@ -91,18 +92,15 @@ public final class HTTPClientStream: TimedCall, @unchecked Sendable {
     /// Valid until `done`.
     private var request: OpaquePointer?
     let inbound: InboundBody
-    let deadline: ContinuousClock.Instant?
     private var head: (status: Int, headers: HTTPHeaders)?
     private var headWaiters: [CheckedContinuation<Void, any Error>] = []
     private var writeWaiter: CheckedContinuation<Void, any Error>?
     private var endWaiters: [CheckedContinuation<Void, any Error>] = []
     private var outcome: Result<HTTPHeaders, HTTPClientError>?
-    private var timedOut = false
 
-    init(loop: EventLoop, client: OpaquePointer, deadline: ContinuousClock.Instant?) {
+    init(loop: EventLoop, client: OpaquePointer) {
         self.loop = loop
         self.client = client
-        self.deadline = deadline
         self.inbound = InboundBody(loop: loop, request: nil)
     }
 
@@ -163,13 +161,6 @@ public final class HTTPClientStream: TimedCall, @unchecked Sendable {
         if request != nil { mc_client_cancel(client, streamID) }
     }
 
-    var isPending: Bool { outcome == nil }
-
-    func timeOut() {
-        timedOut = true
-        cancel()
-    }
-
     private var failure: HTTPClientError {
         if case .failure(let error)? = outcome { return error }
         return HTTPClientError(kind: .reset, message: "the stream is over")
@@ -193,7 +184,7 @@ public final class HTTPClientStream: TimedCall, @unchecked Sendable {
     func done(_ result: Int32, _ response: OpaquePointer?) {
         request = nil
         inbound.request = nil
-        if let error = HTTPClientError.from(result: result, timedOut: timedOut) {
+        if let error = HTTPClientError.from(result: result) {
             outcome = .failure(error)
             inbound.fail(error)
         } else {

@@ -164,11 +164,6 @@ final class ConnectionPool: @unchecked Sendable {
     let loop: EventLoop
     let maxResponseBytes: Int
     private var connections: [String: ClientConnection] = [:]
-    /// Calls with a deadline, swept every few milliseconds by one task while any is in flight:
-    /// far cheaper than a timer task per call.
-    private var timed: [any TimedCall] = []
-    private var sweeping = false
-    static let sweepInterval: Duration = .milliseconds(5)
 
     init(loop: EventLoop, maxResponseBytes: Int) {
         self.loop = loop
@@ -190,29 +185,6 @@ final class ConnectionPool: @unchecked Sendable {
         connection.connect(host: host, port: port, maxResponseBytes: maxResponseBytes, tls: tls)
         try await connection.ready()
         return connection
-    }
-
-    func track(_ call: any TimedCall) {
-        timed.append(call)
-        guard !sweeping else { return }
-        sweeping = true
-        Task(executorPreference: loop) { await self.sweep() }
-    }
-
-    private func sweep() async {
-        while !timed.isEmpty {
-            try? await Task.sleep(for: Self.sweepInterval)
-            let now = ContinuousClock.now
-            timed.removeAll { call in
-                guard call.isPending, let deadline = call.deadline else { return true }
-                if deadline <= now {
-                    call.timeOut()
-                    return true
-                }
-                return false
-            }
-        }
-        sweeping = false
     }
 
     func forget(_ connection: ClientConnection) {
@@ -352,7 +324,8 @@ final class ClientConnection: @unchecked Sendable {
         method: String, path: String, headers: HTTPHeaders, body: [UInt8], deadline: ContinuousClock.Instant?
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         let call = PendingCall(loop: pool.loop)
-        call.deadline = deadline
+        // the core's wheel times the call out (0: no deadline)
+        let timeout = deadline.map { max($0.millisecondsFromNow, 1) } ?? 0
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 // checked here, with no suspension before the C call: the connection may have
@@ -369,7 +342,7 @@ final class ClientConnection: @unchecked Sendable {
                     body.withUnsafeBufferPointer { b in
                         method.withCString { m in
                             path.withCString { p in
-                                mc_client_call(handle, m, p, h, nh, b.baseAddress, b.count, { ctx, result, response in
+                                mc_client_call(handle, m, p, h, nh, b.baseAddress, b.count, timeout, { ctx, result, response in
                                     Unmanaged<PendingCall>.fromOpaque(ctx!).takeRetainedValue().finish(result, response)
                                 }, ctx, &streamID)
                             }
@@ -384,7 +357,6 @@ final class ClientConnection: @unchecked Sendable {
                 }
                 call.streamID = streamID
                 if call.cancelRequested { call.cancel() }
-                if deadline != nil { pool.track(call) }
             }
         } onCancel: {
             call.loop.execute { call.cancel() }
@@ -393,19 +365,11 @@ final class ClientConnection: @unchecked Sendable {
     }
 }
 
-/// A call the pool's sweeper times out at its deadline (loop-confined).
-protocol TimedCall: AnyObject {
-    var deadline: ContinuousClock.Instant? { get }
-    /// Still waiting for its completion.
-    var isPending: Bool { get }
-    func timeOut()
-}
-
 extension HTTPClientError {
     /// How a call that ended with C result `result` failed (nil: it did not). `client`, while
     /// still valid, may say why a connection broke (the server refused our certificate, or
     /// serves TLS only).
-    static func from(result: Int32, timedOut: Bool, client: OpaquePointer? = nil) -> HTTPClientError? {
+    static func from(result: Int32, client: OpaquePointer? = nil) -> HTTPClientError? {
         switch Int(result) {
         case Int(MC_CALL_OK):
             return nil
@@ -415,7 +379,7 @@ extension HTTPClientError {
             return HTTPClientError(kind: .tooLarge, message: "the response exceeds the size limit")
         case Int(MC_CALL_FIELDS_TOO_LARGE):
             return HTTPClientError(kind: .tooLarge, message: "the response's header fields exceed \(MC_CLIENT_MAX_FIELD_BYTES / 1024) KiB")
-        case Int(MC_CALL_CANCELLED) where timedOut:
+        case Int(MC_CALL_TIMEOUT):
             return HTTPClientError(kind: .timeout, message: "no answer before the deadline")
         case Int(MC_CALL_CANCELLED):
             return HTTPClientError(kind: .cancelled, message: "the call was cancelled")
@@ -427,21 +391,17 @@ extension HTTPClientError {
 }
 
 /// A call between submission and its C completion. Loop-confined (@unchecked Sendable).
-final class PendingCall: TimedCall, @unchecked Sendable {
+final class PendingCall: @unchecked Sendable {
     let loop: EventLoop
     /// Valid while `continuation` is set: a connection completes every call before it is freed.
     var client: OpaquePointer?
     var continuation: CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>?
     var streamID: Int32 = 0
     var cancelRequested = false
-    var deadline: ContinuousClock.Instant?
-    var timedOut = false
 
     init(loop: EventLoop) {
         self.loop = loop
     }
-
-    var isPending: Bool { continuation != nil }
 
     func cancel() {
         cancelRequested = true
@@ -449,15 +409,10 @@ final class PendingCall: TimedCall, @unchecked Sendable {
         mc_client_cancel(client, streamID)
     }
 
-    func timeOut() {
-        timedOut = true
-        cancel()
-    }
-
     func finish(_ result: Int32, _ response: OpaquePointer?) {
         guard let continuation else { return }
         self.continuation = nil
-        if let error = HTTPClientError.from(result: result, timedOut: timedOut, client: client) {
+        if let error = HTTPClientError.from(result: result, client: client) {
             continuation.resume(returning: .failure(error))
         } else {
             continuation.resume(returning: .success(Self.read(response!)))

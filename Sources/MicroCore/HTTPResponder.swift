@@ -37,4 +37,34 @@ public struct HTTPResponder: Sendable {
     public func finish(trailers: HTTPHeaders = [:]) {
         call.finish(trailers: trailers)
     }
+
+    /// Gives the exchange the caller's deadline. If it passes before the answer is finished,
+    /// `handler` is told on the request's loop (once) and should answer, with a timeout say; the
+    /// handler's task is cancelled right after. The deadline lives in the core's timer wheel: when
+    /// the answer comes first nothing runs later, and setting and dropping it cost a few pointer
+    /// writes, so every call can carry one. It passes up to a few milliseconds late. Setting it
+    /// again moves it; nothing happens once the exchange is over.
+    public func setDeadline(_ deadline: ContinuousClock.Instant, handler: any HTTPDeadlineHandler) {
+        call.setDeadline(deadline, handler)
+    }
+
+    /// ``setDeadline(_:handler:)`` with a closure for the handler.
+    public func setDeadline(_ deadline: ContinuousClock.Instant, expired: @escaping @Sendable (HTTPServerRequest, HTTPResponder) -> Void) {
+        call.setDeadline(deadline, ClosureDeadlineHandler(expired))
+    }
+}
+
+/// What answers an exchange whose deadline passed (``HTTPResponder/setDeadline(_:handler:)``).
+/// An object rather than a closure so that one long-lived handler (a router) serves every call
+/// without allocating per call.
+public protocol HTTPDeadlineHandler: AnyObject, Sendable {
+    /// The deadline of `request` passed before its answer was finished. Called on the request's
+    /// loop, once; answer through `responder`.
+    func deadlinePassed(_ request: HTTPServerRequest, _ responder: HTTPResponder)
+}
+
+private final class ClosureDeadlineHandler: HTTPDeadlineHandler {
+    let expired: @Sendable (HTTPServerRequest, HTTPResponder) -> Void
+    init(_ expired: @escaping @Sendable (HTTPServerRequest, HTTPResponder) -> Void) { self.expired = expired }
+    func deadlinePassed(_ request: HTTPServerRequest, _ responder: HTTPResponder) { expired(request, responder) }
 }

@@ -78,6 +78,10 @@ public final class HTTPServer: Sendable {
             guard let user = mc_request_user(req) else { return }
             Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().writable()
         }
+        callbacks.on_deadline = { _, req in
+            guard let user = mc_request_user(req) else { return }
+            Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().deadlinePassed()
+        }
         callbacks.on_closed = { ctx in
             Unmanaged<ServerContext>.fromOpaque(ctx!).takeRetainedValue().closed()
         }

@@ -47,3 +47,15 @@ extension Duration {
         return UInt32(clamping: max(ms, 0))
     }
 }
+
+extension ContinuousClock.Instant {
+    /// Whole milliseconds from now until this instant, rounded up (a deadline in the core's wheel
+    /// must never pass early); 0 if it has passed.
+    var millisecondsFromNow: UInt64 {
+        let (seconds, attoseconds) = (self - .now).components
+        guard seconds >= 0, attoseconds >= 0 else { return 0 }
+        // past what fits, the core clamps anyway (about 35 years)
+        guard seconds < 1 << 40 else { return 1 << 50 }
+        return UInt64(seconds) * 1000 + UInt64((attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+    }
+}

@@ -16,6 +16,8 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
     @exclusivity(unchecked) private var answered = false
     @exclusivity(unchecked) private var gone = false
     @exclusivity(unchecked) private(set) var headSent = false
+    /// Who answers if the caller's deadline passes first (armed in the core meanwhile).
+    @exclusivity(unchecked) private var deadlineHandler: (any HTTPDeadlineHandler)?
     private var writeWaiter: CheckedContinuation<Void, any Error>?
 
     /// Reads the request's fields from the core (on the loop thread, in the request callback).
@@ -69,6 +71,28 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
         gone = true
         inbound?.fail(Self.peerGoneError)
         resumeWriter(throwing: Self.peerGoneError)
+        worker?.cancel(self)
+    }
+
+    /// Arms the caller's deadline in the core's wheel (see ``HTTPResponder/setDeadline(_:handler:)``).
+    func setDeadline(_ deadline: ContinuousClock.Instant, _ handler: any HTTPDeadlineHandler) {
+        guard loop.inEventLoop else {
+            loop.execute { self.setDeadline(deadline, handler) }
+            return
+        }
+        guard !answered, !gone else { return }
+        deadlineHandler = handler
+        // -1 only while the loop stops: the exchange then ends with it
+        _ = mc_request_set_deadline(request, deadline.millisecondsFromNow)
+    }
+
+    /// The core says the deadline passed before the answer was finished: the handler answers,
+    /// then the task running the request's handler is cancelled.
+    func deadlinePassed() {
+        guard !answered, !gone, let handler = deadlineHandler else { return }
+        deadlineHandler = nil
+        let worker = self.worker  // answering lets go of it
+        handler.deadlinePassed(HTTPServerRequest(self), HTTPResponder(self))
         worker?.cancel(self)
     }
 

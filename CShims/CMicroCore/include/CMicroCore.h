@@ -128,6 +128,11 @@ typedef struct mc_server_callbacks {
     /* A streamed response whose mc_request_write returned 1 can take more. Must not call back
      * into the core synchronously (resume a task instead). */
     void (*on_writable)(void *ctx, mc_request_t *req);
+
+    /* The deadline set with mc_request_set_deadline passed before the request was answered (loop
+     * thread, once). The callee answers (a timeout) and stops the handler; the request lives until
+     * answered, as always. Optional: without it a deadline does nothing on a server. */
+    void (*on_deadline)(void *ctx, mc_request_t *req);
 } mc_server_callbacks_t;
 
 void mc_server_config_init(mc_server_config_t *config);
@@ -214,6 +219,13 @@ int mc_request_finish(mc_request_t *req, const mc_header_t *trailers, size_t ntr
 /* Credits `len` bytes of received body back to the peer's flow-control window. */
 void mc_request_consume(mc_request_t *req, size_t len);
 
+/* Sets the request's deadline timeout_ms from now (again: moves it). Server: on_deadline is called
+ * if it passes before the answer is finished. Client (a call or a stream): the stream is reset and
+ * done gets MC_CALL_TIMEOUT. The deadline is dropped when the request is answered or done, at a
+ * cost of a few pointer writes; passing, it is late by at most a few milliseconds. Loop thread.
+ * Returns 0, or -1 if the loop is stopping or out of memory (no deadline then). */
+int mc_request_set_deadline(mc_request_t *req, uint64_t timeout_ms);
+
 /* ---------------------------------------------------------------- HTTP/2 client (loop thread) */
 
 /* One HTTP/2 (h2c) connection to a server, owned by one loop; many calls multiplexed on it. */
@@ -237,6 +249,7 @@ enum {
     MC_CALL_TOO_LARGE = 3, /* the response exceeded the limit */
     MC_CALL_CANCELLED = 4, /* mc_client_cancel */
     MC_CALL_FIELDS_TOO_LARGE = 5, /* the response's header or trailer fields exceeded MC_CLIENT_MAX_FIELD_BYTES */
+    MC_CALL_TIMEOUT = 6,   /* its deadline passed (mc_request_set_deadline, mc_client_call's timeout) */
 };
 
 /* What a client keeps of a response's fields (headers and trailers, counted as HPACK's
@@ -253,10 +266,11 @@ mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port,
                                const mc_client_callbacks_t *callbacks);
 
 /* Starts a call. Returns 0 and sets *stream_id, or -1 if the connection cannot take calls (then
- * done is not called). Loop thread. */
+ * done is not called). With timeout_ms > 0 the call has that deadline (see
+ * mc_request_set_deadline). Loop thread. */
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *headers,
-                   size_t nheaders, const uint8_t *body, size_t body_len, mc_call_done_fn done, void *ctx,
-                   int32_t *stream_id);
+                   size_t nheaders, const uint8_t *body, size_t body_len, uint64_t timeout_ms, mc_call_done_fn done,
+                   void *ctx, int32_t *stream_id);
 
 /* A streamed call (loop thread). on_head gets the answer's status and headers (read them with
  * the mc_request_* accessors during the call); on_data gets body bytes as they arrive (credit

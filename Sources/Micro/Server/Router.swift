@@ -153,23 +153,27 @@ final class Router: Sendable {
         }
     }
 
-    /// Serves one request. A unary call without a deadline, the usual request, runs its handler
-    /// right here: each async function between the worker and the handler costs a frame and a
-    /// hop back to the caller's isolation when the callee returns.
+    /// Serves one request. A unary call runs its handler right here: each async function between
+    /// the worker and the handler costs a frame and a hop back to the caller's isolation when
+    /// the callee returns. The caller's deadline is armed in the core, which tells the router
+    /// (``deadlinePassed(_:_:)``) only if it passes first: no task races the handler.
     nonisolated(nonsending) func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
         switch route(request) {
         case .answer(let response): responder.send(response)
         case .unary(let call):
-            guard call.context.hasDeadline else {
-                // nothing to race: no closures, no task group
-                return responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
-            }
-            await race(call, responder)
+            if call.context.hasDeadline { armDeadline(call.context, responder) }
+            responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
         case .stream(let call):
             await serveStream(request, responder, endpoint: call.endpoint, handler: call.handler, codec: call.codec,
                               grpcContentType: call.grpcContentType, deadline: call.deadline)
         case .delivery(let broker): await serveDelivery(request, responder, broker)
         }
+    }
+
+    /// Kept out of `serve`: an `Instant` in an async function's frame costs an allocation.
+    @inline(never)
+    func armDeadline(_ context: Context, _ responder: HTTPResponder) {
+        if let deadline = context.deadline { responder.setDeadline(deadline, handler: self) }
     }
 
     @inline(never)
@@ -236,26 +240,6 @@ final class Router: Sendable {
         for type in types { table[type] = HTTPHeaders([("content-type", type)]).frozen() }
         return table
     }()
-
-    /// Runs a unary call against the caller's deadline: sends its answer, or a timeout if the
-    /// deadline passes first (then the handler is cancelled: the deadline is a sibling task).
-    @inline(never)
-    nonisolated(nonsending) func race(_ call: UnaryCall, _ responder: HTTPResponder) async {
-        guard let deadline = call.context.deadline else { return }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                responder.send(call.answer(await self.invoke(call.endpoint, call.message, call.codec, call.context), self))
-            }
-            group.addTask {
-                guard (try? await Task.sleep(until: deadline)) != nil else { return }
-                let detail = "\(call.endpoint.name) did not answer before the caller's deadline"
-                responder.send(call.grpcContentType.map { Self.grpcFailure(.deadlineExceeded, detail, contentType: $0) }
-                    ?? self.error(.timeout(self.service, detail)))
-            }
-            await group.next()
-            group.cancelAll()
-        }
-    }
 
     /// Runs the handler (through the interceptors); every failure becomes a MicroError.
     nonisolated(nonsending) func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
@@ -436,5 +420,21 @@ extension Router {
             return "field '\(c.codingPath.map(\.stringValue).joined(separator: "."))' is null, expected \(type)"
         default: return "\(error)"
         }
+    }
+}
+
+extension Router: HTTPDeadlineHandler {
+    /// A unary call's deadline passed before its handler answered (the core's timer, on the
+    /// request's loop): the caller gets a timeout on the wire it called over, and the handler's
+    /// task is cancelled after this returns.
+    func deadlinePassed(_ request: HTTPServerRequest, _ responder: HTTPResponder) {
+        let contentType = request.header("content-type")
+        if let contentType, contentType.hasPrefix("application/grpc") {
+            let name = endpoint(grpcPath: request.path).endpoint?.name ?? request.path
+            let detail = "\(name) did not answer before the caller's deadline"
+            return responder.send(Self.grpcFailure(.deadlineExceeded, detail, contentType: contentType))
+        }
+        let detail = "\(Self.endpointName(request) ?? "the endpoint") did not answer before the caller's deadline"
+        responder.send(error(.timeout(service, detail)))
     }
 }

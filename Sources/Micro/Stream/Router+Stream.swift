@@ -112,16 +112,12 @@ extension Router {
                 end(.internalServerError(self.service, "\(error)"))
             }
         }
-        guard let deadline else { return await work() }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await work() }
-            group.addTask {
-                guard (try? await Task.sleep(until: deadline)) != nil else { return }
-                end(.timeout(self.service, "\(name) did not finish before the caller's deadline"))
-            }
-            await group.next()
-            group.cancelAll()
+        if let deadline {
+            // in the core's wheel: the stream ends with a timeout and the handler is cancelled
+            let service = self.service
+            responder.setDeadline(deadline) { _, _ in end(.timeout(service, "\(name) did not finish before the caller's deadline")) }
         }
+        await work()
     }
 
     /// A caller's deadline runs from before it sent the request, so a caller that gives up at
