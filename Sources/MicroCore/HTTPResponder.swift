@@ -45,12 +45,23 @@ public struct HTTPResponder: Sendable {
     /// writes, so every call can carry one. It passes up to a few milliseconds late. Setting it
     /// again moves it; nothing happens once the exchange is over.
     public func setDeadline(_ deadline: ContinuousClock.Instant, handler: any HTTPDeadlineHandler) {
-        call.setDeadline(deadline, handler)
+        call.setDeadline(afterMilliseconds: deadline.millisecondsFromNow, handler)
+    }
+
+    /// ``setDeadline(_:handler:)`` for a deadline `milliseconds` from now: what a timeout that
+    /// came with the request (gRPC's `grpc-timeout`, go-micro's `Timeout`) says, with no clock read.
+    public func setDeadline(afterMilliseconds milliseconds: UInt64, handler: any HTTPDeadlineHandler) {
+        call.setDeadline(afterMilliseconds: milliseconds, handler)
     }
 
     /// ``setDeadline(_:handler:)`` with a closure for the handler.
     public func setDeadline(_ deadline: ContinuousClock.Instant, expired: @escaping @Sendable (HTTPServerRequest, HTTPResponder) -> Void) {
-        call.setDeadline(deadline, ClosureDeadlineHandler(expired))
+        call.setDeadline(afterMilliseconds: deadline.millisecondsFromNow, ClosureDeadlineHandler(expired))
+    }
+
+    /// ``setDeadline(afterMilliseconds:handler:)`` with a closure for the handler.
+    public func setDeadline(afterMilliseconds milliseconds: UInt64, expired: @escaping @Sendable (HTTPServerRequest, HTTPResponder) -> Void) {
+        call.setDeadline(afterMilliseconds: milliseconds, ClosureDeadlineHandler(expired))
     }
 }
 

@@ -75,15 +75,15 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
     }
 
     /// Arms the caller's deadline in the core's wheel (see ``HTTPResponder/setDeadline(_:handler:)``).
-    func setDeadline(_ deadline: ContinuousClock.Instant, _ handler: any HTTPDeadlineHandler) {
+    func setDeadline(afterMilliseconds milliseconds: UInt64, _ handler: any HTTPDeadlineHandler) {
         guard loop.inEventLoop else {
-            loop.execute { self.setDeadline(deadline, handler) }
+            loop.execute { self.setDeadline(afterMilliseconds: milliseconds, handler) }
             return
         }
         guard !answered, !gone else { return }
         deadlineHandler = handler
         // -1 only while the loop stops: the exchange then ends with it
-        _ = mc_request_set_deadline(request, deadline.millisecondsFromNow)
+        _ = mc_request_set_deadline(request, milliseconds)
     }
 
     /// The core says the deadline passed before the answer was finished: the handler answers,

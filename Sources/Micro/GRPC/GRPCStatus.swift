@@ -82,17 +82,32 @@ enum GRPCText {
 
     /// `grpc-timeout`: 1 to 8 digits and a unit (H, M, S, m, u, n).
     static func parseTimeout(_ text: String) -> Duration? {
-        guard let unit = text.last, text.count >= 2, text.count <= 9, let value = Int64(text.dropLast()), value >= 0 else {
-            return nil
-        }
-        switch unit {
-        case "H": return .seconds(value * 3600)
-        case "M": return .seconds(value * 60)
-        case "S": return .seconds(value)
-        case "m": return .milliseconds(value)
-        case "u": return .microseconds(value)
-        case "n": return .nanoseconds(value)
-        default: return nil
+        parseTimeoutNanoseconds(text).map { .nanoseconds($0) }
+    }
+
+    /// `grpc-timeout` (1 to 8 digits and a unit) in nanoseconds, up to `Int64.max` (99999999H is
+    /// more); nil if malformed. Read from the bytes: every call with a deadline carries one.
+    static func parseTimeoutNanoseconds(_ text: String) -> Int64? {
+        var text = text
+        return text.withUTF8 { bytes -> Int64? in
+            guard bytes.count >= 2, bytes.count <= 9 else { return nil }
+            var value: Int64 = 0
+            for byte in bytes[..<(bytes.count - 1)] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int64(byte &- UInt8(ascii: "0"))
+            }
+            let unit: Int64
+            switch bytes[bytes.count - 1] {
+            case UInt8(ascii: "H"): unit = 3_600_000_000_000
+            case UInt8(ascii: "M"): unit = 60_000_000_000
+            case UInt8(ascii: "S"): unit = 1_000_000_000
+            case UInt8(ascii: "m"): unit = 1_000_000
+            case UInt8(ascii: "u"): unit = 1_000
+            case UInt8(ascii: "n"): unit = 1
+            default: return nil
+            }
+            let (ns, overflow) = value.multipliedReportingOverflow(by: unit)
+            return overflow ? .max : ns
         }
     }
 

@@ -41,9 +41,10 @@ public final class Context: Sendable {
     public let metadata: Metadata
     /// When the caller stops waiting (from the `Timeout` or `grpc-timeout` header), if it said.
     public let deadline: ContinuousClock.Instant?
-    /// `deadline != nil`, read without making an Optional of a type whose size is known only at
-    /// run time (in an async function, that costs an allocation).
-    let hasDeadline: Bool
+    /// The caller's timeout in whole milliseconds, rounded up, 0 if it set none: what the core's
+    /// timer wheel is armed with. Also says `deadline != nil` without making an Optional of a type
+    /// whose size is known only at run time (in an async function, that costs an allocation).
+    let timeoutMilliseconds: UInt64
     /// The loop that owns the connection; the handler runs on its thread.
     public let eventLoop: EventLoop
     /// Who called: the identity verified by mutual TLS (nil over plaintext or without a client
@@ -54,13 +55,14 @@ public final class Context: Sendable {
     /// Whether anything was added: most answers carry nothing, found without the lock.
     fileprivate let anyAdded = Atomic<Bool>(false)
 
-    init(origin: Origin, wire: CallDescriptor.Wire, metadata: Metadata, deadline: ContinuousClock.Instant?, eventLoop: EventLoop,
+    /// - Parameter timeout: the caller's timeout in nanoseconds (0: none); the deadline runs from now.
+    init(origin: Origin, wire: CallDescriptor.Wire, metadata: Metadata, timeout: Int64, eventLoop: EventLoop,
          peer: Peer = Peer()) {
         self.origin = origin
         self.wire = wire
         self.metadata = metadata
-        self.deadline = deadline
-        self.hasDeadline = deadline != nil
+        self.deadline = timeout > 0 ? .now + .nanoseconds(timeout) : nil
+        self.timeoutMilliseconds = timeout > 0 ? UInt64(timeout / 1_000_000) + (timeout % 1_000_000 == 0 ? 0 : 1) : 0
         self.eventLoop = eventLoop
         self.peer = peer
     }

@@ -46,14 +46,14 @@ extension Router {
         guard let endpoint = found else {
             return fail(.unimplemented, "method \(request.path) not found on service \(service)")
         }
-        var deadline: ContinuousClock.Instant?
+        var timeout: Int64 = 0
         if let text = request.header("grpc-timeout") {
-            guard let timeout = GRPCText.parseTimeout(text) else {
+            guard let ns = GRPCText.parseTimeoutNanoseconds(text) else {
                 return fail(.internal, "malformed grpc-timeout '\(text)'")
             }
-            deadline = .now + timeout
+            timeout = ns
         }
-        if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, deadline, grpcContentType: contentType)) }
+        if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, timeout: timeout, grpcContentType: contentType)) }
         let message: [UInt8]
         if let whole = request.grpcMessage {
             // the usual request: one uncompressed message that is the whole body, its prefix
@@ -90,7 +90,7 @@ extension Router {
         guard message.count <= Self.maxGRPCMessageBytes else {
             return fail(.resourceExhausted, "request message of \(message.count) bytes exceeds the limit of \(Self.maxGRPCMessageBytes)")
         }
-        let context = self.context(request, endpoint: endpoint, deadline: deadline, wire: .grpc)
+        let context = self.context(request, endpoint: endpoint, timeout: timeout, wire: .grpc)
         return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: message, grpcContentType: contentType))
     }
 

@@ -125,15 +125,15 @@ final class Router: Sendable {
         let endpoint: EndpointHandler
         let handler: StreamingHandler
         let codec: any Codec
-        let deadline: ContinuousClock.Instant?
+        /// The caller's timeout in nanoseconds, 0 if none.
+        let timeout: Int64
         let grpcContentType: String?
 
-        init(_ endpoint: EndpointHandler, _ handler: StreamingHandler, _ codec: any Codec, _ deadline: ContinuousClock.Instant?,
-             grpcContentType: String?) {
+        init(_ endpoint: EndpointHandler, _ handler: StreamingHandler, _ codec: any Codec, timeout: Int64, grpcContentType: String?) {
             self.endpoint = endpoint
             self.handler = handler
             self.codec = codec
-            self.deadline = deadline
+            self.timeout = timeout
             self.grpcContentType = grpcContentType
         }
     }
@@ -161,19 +161,15 @@ final class Router: Sendable {
         switch route(request) {
         case .answer(let response): responder.send(response)
         case .unary(let call):
-            if call.context.hasDeadline { armDeadline(call.context, responder) }
+            if call.context.timeoutMilliseconds > 0 {
+                responder.setDeadline(afterMilliseconds: call.context.timeoutMilliseconds, handler: self)
+            }
             responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
         case .stream(let call):
             await serveStream(request, responder, endpoint: call.endpoint, handler: call.handler, codec: call.codec,
-                              grpcContentType: call.grpcContentType, deadline: call.deadline)
+                              grpcContentType: call.grpcContentType, timeout: call.timeout)
         case .delivery(let broker): await serveDelivery(request, responder, broker)
         }
-    }
-
-    /// Kept out of `serve`: an `Instant` in an async function's frame costs an allocation.
-    @inline(never)
-    func armDeadline(_ context: Context, _ responder: HTTPResponder) {
-        if let deadline = context.deadline { responder.setDeadline(deadline, handler: self) }
     }
 
     @inline(never)
@@ -191,15 +187,13 @@ final class Router: Sendable {
             let supported = codecs.contentTypes.joined(separator: ", ")
             return .answer(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
         }
-        var deadline: ContinuousClock.Instant?
-        if let timeout = request.header("timeout"), let ns = Int64(timeout), ns > 0 {
-            deadline = .now + .nanoseconds(ns)
-        }
-        if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, deadline, grpcContentType: nil)) }
+        // go-micro's Timeout: nanoseconds
+        let timeout = request.header("timeout").flatMap { Int64($0) }.map { max($0, 0) } ?? 0
+        if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, timeout: timeout, grpcContentType: nil)) }
         if request.bodyStream != nil {
             return .answer(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
         }
-        let context = self.context(request, endpoint: endpoint, deadline: deadline, wire: request.httpVersion == 1 ? .microHTTP1 : .microHTTP2)
+        let context = self.context(request, endpoint: endpoint, timeout: timeout, wire: request.httpVersion == 1 ? .microHTTP1 : .microHTTP2)
         return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: request.body, grpcContentType: nil))
     }
 
@@ -311,10 +305,9 @@ final class Router: Sendable {
     }
 
     /// What the handler of `endpoint` gets to know about `request`.
-    func context(_ request: HTTPServerRequest, endpoint: EndpointHandler, deadline: ContinuousClock.Instant?,
-                 wire: CallDescriptor.Wire) -> Context {
+    func context(_ request: HTTPServerRequest, endpoint: EndpointHandler, timeout: Int64, wire: CallDescriptor.Wire) -> Context {
         let origin = endpoint.origin ?? Context.Origin(service: service, endpoint: endpoint.name, kind: endpoint.kind, logger: logger)
-        return Context(origin: origin, wire: wire, metadata: Metadata(request.headers), deadline: deadline, eventLoop: request.loop,
+        return Context(origin: origin, wire: wire, metadata: Metadata(request.headers), timeout: timeout, eventLoop: request.loop,
                        peer: Peer(request.tls))
     }
 

@@ -38,7 +38,7 @@ extension Service {
                 origin: origin,
                 wire: .broker,
                 metadata: Metadata(event.message.header.map { ($0.key, $0.value) }),
-                deadline: nil,
+                timeout: 0,
                 eventLoop: event.eventLoop ?? group.next(),
                 peer: event.peer
             )

@@ -48,10 +48,10 @@ extension Router {
         handler: StreamingHandler,
         codec: any Codec,
         grpcContentType: String?,
-        deadline: ContinuousClock.Instant?
+        timeout: Int64
     ) async {
         let wire: CallDescriptor.Wire = grpcContentType != nil ? .grpc : request.httpVersion == 1 ? .microHTTP1 : .microHTTP2
-        let context = self.context(request, endpoint: endpoint, deadline: deadline, wire: wire)
+        let context = self.context(request, endpoint: endpoint, timeout: timeout, wire: wire)
         guard responder.canStream else {
             let e = MicroError(id: service, code: 505, detail: "\(endpoint.name) is a stream: call it with a Micro-Stream header (HTTP/1.1 or HTTP/2) or over gRPC")
             return responder.send(error(e))
@@ -112,10 +112,12 @@ extension Router {
                 end(.internalServerError(self.service, "\(error)"))
             }
         }
-        if let deadline {
+        if context.timeoutMilliseconds > 0 {
             // in the core's wheel: the stream ends with a timeout and the handler is cancelled
             let service = self.service
-            responder.setDeadline(deadline) { _, _ in end(.timeout(service, "\(name) did not finish before the caller's deadline")) }
+            responder.setDeadline(afterMilliseconds: context.timeoutMilliseconds) { _, _ in
+                end(.timeout(service, "\(name) did not finish before the caller's deadline"))
+            }
         }
         await work()
     }
