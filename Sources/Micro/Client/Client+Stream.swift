@@ -184,11 +184,11 @@ extension Client {
         _ options: CallOptions,
         _ body: (HTTPClientStream, MessageSource) async throws -> R
     ) async throws -> R {
-        let selector = selectors[options.strategy ?? defaultStrategy]!
+        let selector = self.selector(options.strategy ?? defaultStrategy)
         let deadline = options.streamTimeout.map { ContinuousClock.now + $0 }
         let grpc = Wire.isGRPC(options.contentType)
         let (path, headers) = Self.streamHeaders(service, endpoint, options, grpc: grpc)
-        var tried: Set<String> = []
+        var tried = TriedNodes()
         var lastError: any Error = MicroError(id: "micro.client", code: 500, detail: "no attempt was made")
         for attempt in 0...max(0, options.retries) {
             if attempt > 0 {

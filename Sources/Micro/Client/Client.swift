@@ -17,12 +17,14 @@ public final class Client: Sendable {
     /// Defaults for every call; each call may pass its own.
     public let options: CallOptions
     let cache: RegistryCache
-    let selectors: [SelectionStrategy: Selector]
+    /// One selector per strategy, in `SelectionStrategy.allCases` order (see ``selector(_:)``).
+    let selectors: [Selector]
     let defaultStrategy: SelectionStrategy
     let http: HTTPClient
     let codecs: Codecs
     let interceptors: ClientInterceptors
     private let budget: RetryBudget
+    private let grpcPaths = GRPCPaths()
     let logger: Logger
     /// Where ``publish(_:_:options:contentType:metadata:)`` sends messages.
     public let broker: any Broker
@@ -83,11 +85,7 @@ public final class Client: Sendable {
                                     registry: cache.registry, client: (cache, http))
         self.broker = broker ?? (try? Brokers.plugins.make(context))
             ?? HTTPBroker(cache: cache, http: http, ownsHTTP: false, eventLoopGroup: eventLoopGroup, logger: logger)
-        var selectors: [SelectionStrategy: Selector] = [:]
-        for s in [SelectionStrategy.random, .roundRobin, .leastOutstanding, .powerOfTwoChoices] {
-            selectors[s] = Selector(strategy: s, ejection: ejection)
-        }
-        self.selectors = selectors
+        self.selectors = SelectionStrategy.allCases.map { Selector(strategy: $0, ejection: ejection) }
         self.defaultStrategy = strategy
         self.codecs = codecs
         self.interceptors = ClientInterceptors(all: interceptors)
@@ -212,8 +210,13 @@ public final class Client: Sendable {
     /// `h2c://` say plaintext), what the server's
     /// certificate must prove: that it is the service we meant to call.
     func transport(_ service: String, _ picked: String, _ selection: Selection?) -> (String, HTTPClient.TLSTarget?) {
-        var address = picked
         var secure = selection?.node.metadata["tls"] == "required"
+        // an IP address (what the registry holds) has no scheme and no slash to take off
+        if let first = picked.utf8.first, first == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first),
+           picked.utf8.last != UInt8(ascii: "/") {
+            return (picked, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
+        }
+        var address = picked
         for scheme in ["https://", "tls://"] where address.hasPrefix(scheme) {
             address.removeFirst(scheme.count)
             secure = true
@@ -226,27 +229,47 @@ public final class Client: Sendable {
         return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
     }
 
-    func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout Set<String>) async throws -> (String, Selection?) {
-        if let direct = options.address { return (direct, nil) }
-        let services: [ServiceRecord]
-        do {
-            services = try await cache.get(service)
-        } catch {
-            throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
+    /// The selector of `strategy` (an array index, not a hash of the strategy's name).
+    func selector(_ strategy: SelectionStrategy) -> Selector {
+        switch strategy {
+        case .random: selectors[0]
+        case .roundRobin: selectors[1]
+        case .leastOutstanding: selectors[2]
+        case .powerOfTwoChoices: selectors[3]
         }
+    }
+
+    func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes) async throws -> (String, Selection?) {
+        if let direct = options.address { return (direct, nil) }
+        // the registry's answer from memory, without a suspension, on nearly every call
+        let services: [ServiceRecord]
+        if let cached = cache.cached(service) {
+            services = cached
+        } else {
+            do {
+                services = try await cache.get(service)
+            } catch {
+                throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
+            }
+        }
+        return try select(service, services, options, selector, &tried)
+    }
+
+    private func select(_ service: String, _ services: [ServiceRecord], _ options: CallOptions, _ selector: Selector,
+                        _ tried: inout TriedNodes) throws -> (String, Selection?) {
         if services.allSatisfy({ $0.nodes.isEmpty }) {
             throw MicroError(id: "micro.client", code: 500, detail: "service \(service) not found")
         }
-        if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = [] }
-        let selection = try selector.select(services, filters: options.filters, exclude: tried)
+        if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = TriedNodes() }
+        let selection = try selector.select(services, filters: options.filters, tried: tried.isEmpty ? nil : { [tried] in tried.contains($0) })
         tried.insert(selection.node.id)
         return (selection.node.address, selection)
     }
 
     private func attempts(_ request: ClientCall, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
         let options = request.options
-        let selector = selectors[options.strategy ?? defaultStrategy]!
-        var tried: Set<String> = []
+        let selector = self.selector(options.strategy ?? defaultStrategy)
+        var tried = TriedNodes()
         var lastError: any Error = MicroError(id: "micro.client", code: 500, detail: "no attempt was made")
         budget.deposit()
         for attempt in 0...max(0, options.retries) {
@@ -259,10 +282,12 @@ public final class Client: Sendable {
                 let wake = min(deadline, .now + .nanoseconds(Int64(Double.random(in: 0...max(cap, 1)))))
                 try await Task.sleep(until: wake)
             }
-            guard deadline > .now else { throw timedOut(request) }
+            let now = ContinuousClock.now
+            guard deadline > now else { throw timedOut(request) }
             let (picked, selection) = try await pick(request.service, options, selector, &tried)
             let (address, target) = transport(request.service, picked, selection)
-            let wire = Wire.encode(request, remaining: deadline - .now)
+            let wire = Wire.encode(request, remaining: deadline - now,
+                                   grpcPath: request.descriptor.wire == .grpc ? grpcPaths.path(service: request.service, endpoint: request.endpoint) : nil)
             do {
                 let response = try await http.request(
                     address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline, tls: target)
@@ -292,5 +317,21 @@ public final class Client: Sendable {
         }
         if let error = lastError as? MicroError { throw error }
         throw MicroError(id: "micro.client", code: 503, detail: "call to \(request.service).\(request.endpoint) failed after \(options.retries + 1) attempts: \(lastError)")
+    }
+}
+
+/// The nodes a call tried, in order: the first without an allocation (most calls make one
+/// attempt), the rest in a set.
+struct TriedNodes {
+    private var first: String?
+    private var more: Set<String> = []
+
+    var isEmpty: Bool { first == nil }
+    var count: Int { first == nil ? 0 : 1 + more.count }
+
+    func contains(_ id: String) -> Bool { id == first || (!more.isEmpty && more.contains(id)) }
+
+    mutating func insert(_ id: String) {
+        if first == nil { first = id } else if id != first { more.insert(id) }
     }
 }

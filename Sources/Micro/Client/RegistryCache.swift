@@ -14,11 +14,24 @@ final class RegistryCache: Sendable {
     }
     private let entries = Mutex<[String: Entry]>([:])
     private let watch = Mutex<RegistryWatch?>(nil)
+    /// Set once the watch is started: read on every call without the lock.
+    private let watching = Atomic<Bool>(false)
 
     init(registry: any Registry, logger: Logger, maxAge: Duration = .seconds(30)) {
         self.registry = registry
         self.logger = logger
         self.maxAge = maxAge
+    }
+
+    /// The nodes of `name` if a fresh answer is in memory (nil: ask ``get(_:)``). No suspension:
+    /// what a call does nearly every time.
+    func cached(_ name: String) -> [ServiceRecord]? {
+        guard watching.load(ordering: .relaxed) else { return nil }
+        let now = ContinuousClock.now
+        return entries.withLock { entries in
+            guard let entry = entries[name], entry.valid, now - entry.fetched < maxAge else { return nil }
+            return entry.services
+        }
     }
 
     func get(_ name: String) async throws -> [ServiceRecord] {
@@ -45,6 +58,7 @@ final class RegistryCache: Sendable {
     }
 
     private func startWatching() {
+        if watching.load(ordering: .relaxed) { return }
         let started = watch.withLock { $0 != nil }
         if started { return }
         // A change to a service invalidates its entry; the next call reads it afresh.
@@ -54,6 +68,8 @@ final class RegistryCache: Sendable {
         watch.withLock { current in
             if current == nil { current = handle } else { handle?.cancel() }
         }
+        // without a watch (the registry cannot watch) every call asks get, which keeps trying
+        if handle != nil { watching.store(true, ordering: .relaxed) }
     }
 
     deinit { watch.withLock { $0?.cancel() } }

@@ -15,27 +15,43 @@ public struct RetryBudgetPolicy: Sendable {
 
 final class RetryBudget: Sendable {
     private let policy: RetryBudgetPolicy
-    private let state: Mutex<(tokens: Double, refilled: ContinuousClock.Instant)>
+    /// Thousandths of a token: every call deposits, so that is one atomic add, not a lock.
+    private let milliTokens: Atomic<Int>
+    /// When the floor last refilled the budget (retries only).
+    private let refilled: Mutex<ContinuousClock.Instant>
+    private static let cap = 1000 * 1000
 
     init(_ policy: RetryBudgetPolicy) {
         self.policy = policy
-        state = Mutex((policy.minimumPerSecond, .now))
+        milliTokens = Atomic(Int(policy.minimumPerSecond * 1000))
+        refilled = Mutex(.now)
     }
 
     func deposit() {
-        state.withLock { $0.tokens = min($0.tokens + policy.ratio, 1000) }
+        let add = Int(policy.ratio * 1000)
+        var old = milliTokens.load(ordering: .relaxed)
+        while old < Self.cap {
+            let (exchanged, seen) = milliTokens.compareExchange(expected: old, desired: min(old + add, Self.cap), ordering: .relaxed)
+            if exchanged { return }
+            old = seen
+        }
     }
 
     func withdraw() -> Bool {
-        state.withLock { state in
-            let now = ContinuousClock.now
-            let elapsed = now - state.refilled
-            let seconds = elapsed.nanosecondsValue / 1e9
-            state.tokens = min(state.tokens + seconds * policy.minimumPerSecond, max(state.tokens, policy.minimumPerSecond))
-            state.refilled = now
-            guard state.tokens >= 1 else { return false }
-            state.tokens -= 1
-            return true
+        let now = ContinuousClock.now
+        let seconds = refilled.withLock { refilled in
+            defer { refilled = now }
+            return (now - refilled).nanosecondsValue / 1e9
+        }
+        let floor = Int(policy.minimumPerSecond * 1000), refill = Int(seconds * policy.minimumPerSecond * 1000)
+        var old = milliTokens.load(ordering: .relaxed)
+        while true {
+            // the floor tops the budget up over time, never past the floor itself
+            let topped = min(old + refill, max(old, floor))
+            let desired = topped >= 1000 ? topped - 1000 : topped
+            let (exchanged, seen) = milliTokens.compareExchange(expected: old, desired: desired, ordering: .relaxed)
+            if exchanged { return topped >= 1000 }
+            old = seen
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import MicroCore
+import Synchronization
 
 /// How a ``ClientCall`` goes on the wire and how the answer comes back: the micro protocol
 /// (mucp headers over HTTP/2) or gRPC, chosen by the content type.
@@ -21,28 +22,30 @@ enum Wire {
     /// The wire a client call with `options` travels on (the client speaks HTTP/2 only).
     static func of(_ options: CallOptions) -> CallDescriptor.Wire { isGRPC(options.contentType) ? .grpc : .microHTTP2 }
 
-    static func encode(_ request: ClientCall, remaining: Duration) -> Outgoing {
+    /// - Parameter grpcPath: the call's gRPC path when known already (``GRPCPaths``).
+    static func encode(_ request: ClientCall, remaining: Duration, grpcPath known: String? = nil) -> Outgoing {
         let options = request.options
+        // one allocation for the fields: every call builds these
+        var headers = HTTPHeaders()
         if request.descriptor.wire == .grpc {
-            var headers: HTTPHeaders = [
-                "content-type": options.contentType,
-                "te": "trailers",
-                "grpc-timeout": GRPCText.formatTimeout(remaining),
-                "grpc-accept-encoding": "identity,gzip",
-                "user-agent": "swift-micro",
-            ]
+            headers.reserveCapacity(5 + options.metadata.count)
+            headers.add(name: "content-type", value: options.contentType)
+            headers.add(name: "te", value: "trailers")
+            headers.add(name: "grpc-timeout", value: GRPCText.formatTimeout(remaining))
+            headers.add(name: "grpc-accept-encoding", value: "identity,gzip")
+            headers.add(name: "user-agent", value: "swift-micro")
             for (key, value) in options.metadata { headers[key] = value }
-            return Outgoing(path: grpcPath(service: request.service, endpoint: request.endpoint), headers: headers,
+            return Outgoing(path: known ?? grpcPath(service: request.service, endpoint: request.endpoint), headers: headers,
                             body: GRPCFraming.frame(request.message ?? []), grpc: true)
         }
-        var headers: HTTPHeaders = [
-            "content-type": options.contentType,
-            "accept": options.contentType,
-            "micro-service": request.service,
-            "micro-endpoint": microEndpoint(request.endpoint),
-            "micro-method": microEndpoint(request.endpoint),
-            "timeout": String(max(1, remaining.wholeNanoseconds)),
-        ]
+        let endpoint = microEndpoint(request.endpoint)
+        headers.reserveCapacity(6 + options.metadata.count)
+        headers.add(name: "content-type", value: options.contentType)
+        headers.add(name: "accept", value: options.contentType)
+        headers.add(name: "micro-service", value: request.service)
+        headers.add(name: "micro-endpoint", value: endpoint)
+        headers.add(name: "micro-method", value: endpoint)
+        headers.add(name: "timeout", value: String(max(1, remaining.wholeNanoseconds)))
         for (key, value) in options.metadata { headers[key] = value }
         return Outgoing(path: "/", headers: headers, body: request.message ?? [], grpc: false)
     }
@@ -105,6 +108,11 @@ enum Wire {
         guard code == .ok else {
             return .failure(MicroError(id: service, code: code.microCode, detail: message.map(GRPCText.decodeMessage) ?? "\(code)"))
         }
+        // the usual answer: one uncompressed message that is the whole body
+        if response.body.count >= 5, response.body[0] == 0,
+           Int(response.body[1]) << 24 | Int(response.body[2]) << 16 | Int(response.body[3]) << 8 | Int(response.body[4]) == response.body.count - 5 {
+            return .success(Array(response.body[5...]), metadata(of: response))
+        }
         let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
         do {
             messages = try GRPCFraming.messages(in: response.body)
@@ -125,9 +133,16 @@ enum Wire {
                 return .failure(MicroError(id: service, code: 500, detail: "gRPC answer: \(error)"))
             }
         }
+        return .success(body, metadata(of: response))
+    }
+
+    /// What the caller sees of a gRPC answer's headers and trailers.
+    private static func metadata(of response: HTTPClientResponse) -> Metadata {
+        guard !response.trailers.isEmpty else { return Metadata(response.headers) }
         var metadata = response.headers
+        metadata.reserveCapacity(metadata.count + response.trailers.count)
         for (name, value) in response.trailers { metadata.add(name: name, value: value) }
-        return .success(body, Metadata(metadata))
+        return Metadata(metadata)
     }
 }
 
@@ -136,5 +151,21 @@ extension Client {
     /// mapping of `Service.Method`, `/service.Service/Method`.
     public static func grpcPath(service: String, endpoint: String) -> String {
         Wire.grpcPath(service: service, endpoint: endpoint)
+    }
+}
+
+/// The gRPC path of the last (service, endpoint) a client called, so that a client calling one
+/// endpoint over and over does not build the same string each time. Comparing the names is
+/// cheap: a caller passes the same strings again.
+final class GRPCPaths: Sendable {
+    private let last = Mutex<(service: String, endpoint: String, path: String)?>(nil)
+
+    func path(service: String, endpoint: String) -> String {
+        if let hit = last.withLock({ last in last.flatMap { $0.service == service && $0.endpoint == endpoint ? $0.path : nil } }) {
+            return hit
+        }
+        let path = Wire.grpcPath(service: service, endpoint: endpoint)
+        last.withLock { $0 = (service, endpoint, path) }
+        return path
     }
 }

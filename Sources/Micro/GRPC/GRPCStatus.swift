@@ -111,12 +111,16 @@ enum GRPCText {
         }
     }
 
+    private static let timeoutUnits: [(String, Int64)] = [
+        ("n", 1), ("u", 1_000), ("m", 1_000_000), ("S", 1_000_000_000), ("M", 60_000_000_000), ("H", 3_600_000_000_000),
+    ]
+
     /// The shortest exact-enough `grpc-timeout` for a duration (at most 8 digits, rounded up).
     static func formatTimeout(_ duration: Duration) -> String {
         let ns = max(1, duration.wholeNanoseconds)
-        for (unit, size) in [("n", Int64(1)), ("u", 1_000), ("m", 1_000_000), ("S", 1_000_000_000), ("M", 60_000_000_000), ("H", 3_600_000_000_000)] {
+        for (unit, size) in timeoutUnits {
             let value = (ns + size - 1) / size
-            if value < 100_000_000 { return "\(value)\(unit)" }
+            if value < 100_000_000 { return String(value) + unit }
         }
         return "99999999H"
     }

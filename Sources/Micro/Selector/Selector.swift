@@ -54,6 +54,8 @@ public struct Selection: Sendable {
     public let service: ServiceRecord
     public let node: Node
     let started: ContinuousClock.Instant
+    /// What the selector knows of the node: `finish` updates it without looking the node up.
+    let stats: Selector.NodeStats
 }
 
 /// Chooses a node for each call and learns from how calls end: latency (peak EWMA), calls in
@@ -80,7 +82,11 @@ public final class Selector: Sendable {
     /// that never answers is not flooded.
     static let unknownPenalty: Double = 1e9  // ns
 
-    struct NodeStats {
+    /// One node's record. An object, so that a selection carries it to `finish` (one lookup by
+    /// node id per call instead of three).
+    ///
+    /// @unchecked Sendable: every field is read and written under the selector's lock only.
+    final class NodeStats: @unchecked Sendable {
         var outstanding = 0
         var cost: Double = 0  // peak EWMA of latency, ns
         var sampled: ContinuousClock.Instant?
@@ -88,12 +94,24 @@ public final class Selector: Sendable {
         var ejections = 0
         var ejectedUntil: ContinuousClock.Instant?
         var lastUsed: ContinuousClock.Instant
+
+        init(lastUsed: ContinuousClock.Instant) { self.lastUsed = lastUsed }
+
+        func isEjected(at now: ContinuousClock.Instant) -> Bool { ejectedUntil.map { $0 > now } ?? false }
     }
 
     struct State {
         var nodes: [String: NodeStats] = [:]
         var cursors: [String: Int] = [:]
         var selections = 0
+
+        /// The node's record, made on first use.
+        mutating func stats(_ id: String, _ now: ContinuousClock.Instant) -> NodeStats {
+            if let known = nodes[id] { return known }
+            let made = NodeStats(lastUsed: now)
+            nodes[id] = made
+            return made
+        }
     }
 
     private let state = Mutex(State())
@@ -113,6 +131,49 @@ public final class Selector: Sendable {
     /// not in `exclude` (node ids already tried by this call). Ejected nodes are skipped unless
     /// every candidate is ejected: then all are candidates again (fail open, never fail closed).
     public func select(_ services: [ServiceRecord], filters: [NodeFilter] = [], exclude: Set<String> = []) throws -> Selection {
+        try select(services, filters: filters, tried: exclude.isEmpty ? nil : { exclude.contains($0) })
+    }
+
+    /// `tried`: whether a node id was tried by this call already (nil: none was).
+    func select(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?) throws -> Selection {
+        let now = self.now()
+        // the usual call: one version, no filters, first attempt; random picks need no list
+        if services.count == 1, filters.isEmpty, tried == nil, strategy == .powerOfTwoChoices || strategy == .random,
+           let chosen = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now) }) {
+            return Selection(service: services[0], node: services[0].nodes[chosen.index], started: now, stats: chosen.stats)
+        }
+        return try selectAmongCandidates(services, filters: filters, tried: tried, now: now)
+    }
+
+    /// p2c or random straight from a node list, when the nodes drawn are not ejected (else nil:
+    /// the general path filters the list).
+    private static func pickDirectly(_ nodes: [Node], _ strategy: SelectionStrategy, _ state: inout State,
+                                     _ now: ContinuousClock.Instant) -> (index: Int, stats: NodeStats)? {
+        guard !nodes.isEmpty else { return nil }
+        let a = nodes.count == 1 ? 0 : Int.random(in: 0..<nodes.count)
+        let statsA = state.stats(nodes[a].id, now)
+        guard !statsA.isEjected(at: now) else { return nil }
+        var index = a, chosen = statsA
+        if strategy == .powerOfTwoChoices && nodes.count > 1 {
+            var b = Int.random(in: 0..<(nodes.count - 1))
+            if b >= a { b += 1 }
+            let statsB = state.stats(nodes[b].id, now)
+            guard !statsB.isEjected(at: now) else { return nil }
+            if load(statsB, now) < load(statsA, now) { (index, chosen) = (b, statsB) }
+        }
+        take(chosen, &state, now)
+        return (index, chosen)
+    }
+
+    private static func take(_ stats: NodeStats, _ state: inout State, _ now: ContinuousClock.Instant) {
+        stats.outstanding += 1
+        stats.lastUsed = now
+        state.selections &+= 1
+        if state.selections % 4096 == 0 { prune(&state, now) }
+    }
+
+    private func selectAmongCandidates(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?,
+                                       now: ContinuousClock.Instant) throws -> Selection {
         var candidates: [(service: ServiceRecord, node: Node)] = []
         for service in services {
             for node in service.nodes where filters.allSatisfy({ $0.matches(service, node) }) {
@@ -126,11 +187,12 @@ public final class Selector: Sendable {
                 : "no node of service \(name) matches the call's filters"
             throw MicroError(id: "micro.client", code: 500, detail: detail)
         }
-        let untried = candidates.filter { !exclude.contains($0.node.id) }
-        if !untried.isEmpty { candidates = untried }
-        let now = self.now()
+        if let tried {
+            let untried = candidates.filter { !tried($0.node.id) }
+            if !untried.isEmpty { candidates = untried }
+        }
         return state.withLock { state in
-            var healthy = candidates.filter { state.nodes[$0.node.id]?.ejectedUntil.map { $0 <= now } ?? true }
+            var healthy = candidates.filter { !(state.nodes[$0.node.id]?.isEjected(at: now) ?? false) }
             if healthy.isEmpty { healthy = candidates }
             let index: Int
             switch strategy {
@@ -157,21 +219,18 @@ public final class Selector: Sendable {
                 }
             }
             let chosen = healthy[index]
-            state.nodes[chosen.node.id, default: NodeStats(lastUsed: now)].outstanding += 1
-            state.nodes[chosen.node.id]!.lastUsed = now
-            state.selections &+= 1
-            if state.selections % 4096 == 0 { Self.prune(&state, now) }
-            return Selection(service: chosen.service, node: chosen.node, started: now)
+            let stats = state.stats(chosen.node.id, now)
+            Self.take(stats, &state, now)
+            return Selection(service: chosen.service, node: chosen.node, started: now, stats: stats)
         }
     }
 
     /// Records how a call on `selection` ended.
     public func finish(_ selection: Selection, outcome: Outcome) {
         let now = self.now()
-        let elapsed = now - selection.started
-        let latency = elapsed.nanosecondsValue
-        state.withLock { state in
-            guard var stats = state.nodes[selection.node.id] else { return }
+        let latency = (now - selection.started).nanosecondsValue
+        state.withLock { _ in
+            let stats = selection.stats
             stats.outstanding = max(0, stats.outstanding - 1)
             stats.lastUsed = now
             // peak EWMA: a slower sample is taken whole, a faster one blends in with a weight
@@ -199,14 +258,13 @@ public final class Selector: Sendable {
                     stats.consecutiveFailures = 0
                 }
             }
-            state.nodes[selection.node.id] = stats
         }
     }
 
     /// Whether the node is out of rotation now.
     public func isEjected(_ nodeID: String) -> Bool {
         let now = self.now()
-        return state.withLock { $0.nodes[nodeID]?.ejectedUntil.map { $0 > now } ?? false }
+        return state.withLock { $0.nodes[nodeID]?.isEjected(at: now) ?? false }
     }
 
     /// Calls in flight on the node, as this selector counts them.
@@ -221,9 +279,10 @@ public final class Selector: Sendable {
     }
 
     /// Forgets idle nodes not used for five minutes (nodes come and go; the table must not grow).
+    /// A selection still holding a forgotten record updates it harmlessly.
     private static func prune(_ state: inout State, _ now: ContinuousClock.Instant) {
         state.nodes = state.nodes.filter { _, stats in
-            stats.outstanding > 0 || now - stats.lastUsed < .seconds(300) || (stats.ejectedUntil.map { $0 > now } ?? false)
+            stats.outstanding > 0 || now - stats.lastUsed < .seconds(300) || stats.isEjected(at: now)
         }
     }
 }
