@@ -113,6 +113,21 @@ public final class HTTPClient: Sendable {
         deadline: ContinuousClock.Instant? = nil,
         tls: TLSTarget? = nil
     ) async throws(HTTPClientError) -> HTTPClientResponse {
+        try await request(address: address, method: method, path: path, headers: headers, body: body,
+                          timeoutMilliseconds: deadline.map { max($0.millisecondsFromNow, 1) } ?? 0, tls: tls)
+    }
+
+    /// ``request(address:method:path:headers:body:deadline:tls:)`` with the deadline as
+    /// milliseconds from now (0: none), which a caller that read the clock already knows.
+    package func request(
+        address: String,
+        method: String = "POST",
+        path: String,
+        headers: HTTPHeaders,
+        body: [UInt8],
+        timeoutMilliseconds deadline: UInt64,
+        tls: TLSTarget? = nil
+    ) async throws(HTTPClientError) -> HTTPClientResponse {
         let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
@@ -141,7 +156,7 @@ public final class HTTPClient: Sendable {
         _ path: String,
         _ headers: HTTPHeaders,
         _ body: [UInt8],
-        _ deadline: ContinuousClock.Instant?,
+        _ deadline: UInt64,
         _ tls: SecureTarget?
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         let connection = try await pool.connection(to: address, tls: tls)
@@ -321,11 +336,10 @@ final class ClientConnection: @unchecked Sendable {
     }
 
     func call(
-        method: String, path: String, headers: HTTPHeaders, body: [UInt8], deadline: ContinuousClock.Instant?
+        method: String, path: String, headers: HTTPHeaders, body: [UInt8], deadline timeout: UInt64
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         let call = PendingCall(loop: pool.loop)
         // the core's wheel times the call out (0: no deadline)
-        let timeout = deadline.map { max($0.millisecondsFromNow, 1) } ?? 0
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 // checked here, with no suspension before the C call: the connection may have

@@ -196,7 +196,8 @@ public final class Client: Sendable {
     /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
     /// no attempt or backoff starts after it.
     private func withDeadline(_ request: ClientCall) async throws -> ClientResponse {
-        try await attempts(request, deadline: .now + request.options.timeout)
+        let now = ContinuousClock.now
+        return try await attempts(request, started: now, deadline: now + request.options.timeout)
     }
 
     private func timedOut(_ request: ClientCall) -> MicroError {
@@ -239,11 +240,12 @@ public final class Client: Sendable {
         }
     }
 
-    func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes) async throws -> (String, Selection?) {
+    func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
+              now: ContinuousClock.Instant = .now) async throws -> (String, Selection?) {
         if let direct = options.address { return (direct, nil) }
         // the registry's answer from memory, without a suspension, on nearly every call
         let services: [ServiceRecord]
-        if let cached = cache.cached(service) {
+        if let cached = cache.cached(service, now: now) {
             services = cached
         } else {
             do {
@@ -266,7 +268,7 @@ public final class Client: Sendable {
         return (selection.node.address, selection)
     }
 
-    private func attempts(_ request: ClientCall, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
+    private func attempts(_ request: ClientCall, started: ContinuousClock.Instant, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
         let options = request.options
         let selector = self.selector(options.strategy ?? defaultStrategy)
         var tried = TriedNodes()
@@ -282,15 +284,17 @@ public final class Client: Sendable {
                 let wake = min(deadline, .now + .nanoseconds(Int64(Double.random(in: 0...max(cap, 1)))))
                 try await Task.sleep(until: wake)
             }
-            let now = ContinuousClock.now
+            let now = attempt == 0 ? started : ContinuousClock.now
             guard deadline > now else { throw timedOut(request) }
-            let (picked, selection) = try await pick(request.service, options, selector, &tried)
+            let (picked, selection) = try await pick(request.service, options, selector, &tried, now: now)
             let (address, target) = transport(request.service, picked, selection)
             let wire = Wire.encode(request, remaining: deadline - now,
                                    grpcPath: request.descriptor.wire == .grpc ? grpcPaths.path(service: request.service, endpoint: request.endpoint) : nil)
             do {
+                let remaining = (deadline - now).components
+                let milliseconds = UInt64(remaining.seconds) * 1000 + UInt64(remaining.attoseconds / 1_000_000_000_000_000) + 1
                 let response = try await http.request(
-                    address: address, path: wire.path, headers: wire.headers, body: wire.body, deadline: deadline, tls: target)
+                    address: address, path: wire.path, headers: wire.headers, body: wire.body, timeoutMilliseconds: milliseconds, tls: target)
                 switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
                 case .success(let body, let metadata):
                     selection.map { selector.finish($0, outcome: .success) }

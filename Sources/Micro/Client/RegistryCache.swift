@@ -25,9 +25,8 @@ final class RegistryCache: Sendable {
 
     /// The nodes of `name` if a fresh answer is in memory (nil: ask ``get(_:)``). No suspension:
     /// what a call does nearly every time.
-    func cached(_ name: String) -> [ServiceRecord]? {
+    func cached(_ name: String, now: ContinuousClock.Instant) -> [ServiceRecord]? {
         guard watching.load(ordering: .relaxed) else { return nil }
-        let now = ContinuousClock.now
         return entries.withLock { entries in
             guard let entry = entries[name], entry.valid, now - entry.fetched < maxAge else { return nil }
             return entry.services

@@ -138,11 +138,7 @@ enum Wire {
 
     /// What the caller sees of a gRPC answer's headers and trailers.
     private static func metadata(of response: HTTPClientResponse) -> Metadata {
-        guard !response.trailers.isEmpty else { return Metadata(response.headers) }
-        var metadata = response.headers
-        metadata.reserveCapacity(metadata.count + response.trailers.count)
-        for (name, value) in response.trailers { metadata.add(name: name, value: value) }
-        return Metadata(metadata)
+        Metadata(response.headers, then: response.trailers)
     }
 }
 
