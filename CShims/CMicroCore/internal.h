@@ -497,6 +497,11 @@ void mc_stream_closed(nghttp2_session *s, mc_request_t *r);
 
 mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto);
 void mc_request_release(mc_request_t *r);
+/* The application has answered r (server role): its deadline goes with the question. */
+static inline void mc_request_mark_responded(mc_request_t *r) {
+    r->server.responded = true;
+    mc_loop_cancel_deadline(r->loop, &r->deadline);
+}
 /* Takes a request off its connection's list (r->conn = NULL); release does it too. */
 void mc_request_unlink(mc_request_t *r);
 int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const char *value, size_t vlen);

@@ -228,8 +228,7 @@ int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h,
                               size_t prefix_len, const uint8_t *body, size_t len, const mc_header_t *t, size_t nt) {
     mc_conn_t *c = r->conn;
     if (r->server.responded) return -1;
-    r->server.responded = true;
-    mc_loop_cancel_deadline(r->loop, &r->deadline);
+    mc_request_mark_responded(r);
     if (!c || mc_conn_closed(c)) {
         mc_request_release(r);
         return -1;

@@ -121,8 +121,7 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
     }
     if (h1_stream(r)) {
         if (r->server.responded) return -1;
-        r->server.responded = true;
-        mc_loop_cancel_deadline(r->loop, &r->deadline);
+        mc_request_mark_responded(r);
         mc_conn_t *c = live(r);
         int rc = -1;
         if (c) {
@@ -135,8 +134,7 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
     }
     if (!r->head_sent) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
     if (r->server.responded) return -1;
-    r->server.responded = true;
-    mc_loop_cancel_deadline(r->loop, &r->deadline);
+    mc_request_mark_responded(r);
     r->want_writable = false; /* the application is done with it: no more callbacks */
     mc_conn_t *c = r->conn;
     if (!c || mc_conn_closed(c)) {

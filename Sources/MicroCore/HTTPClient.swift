@@ -125,7 +125,7 @@ public final class HTTPClient: Sendable {
         path: String,
         headers: HTTPHeaders,
         body: [UInt8],
-        timeoutMilliseconds deadline: UInt64,
+        timeoutMilliseconds timeout: UInt64,
         tls: TLSTarget? = nil
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
@@ -135,11 +135,11 @@ public final class HTTPClient: Sendable {
         // A task that already prefers this loop (a handler, a load generator worker) needs no
         // preference pushed: that costs a status record and task switches, a third of a call.
         if current === loop, withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
-            return try await Self.perform(pool, address, method, path, headers, body, deadline, secure)
+            return try await Self.perform(pool, address, method, path, headers, body, timeout, secure)
         }
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop) {
             do {
-                return .success(try await Self.perform(pool, address, method, path, headers, body, deadline, secure))
+                return .success(try await Self.perform(pool, address, method, path, headers, body, timeout, secure))
             } catch let error as HTTPClientError {
                 return .failure(error)
             } catch {
@@ -156,11 +156,11 @@ public final class HTTPClient: Sendable {
         _ path: String,
         _ headers: HTTPHeaders,
         _ body: [UInt8],
-        _ deadline: UInt64,
+        _ timeout: UInt64,
         _ tls: SecureTarget?
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         let connection = try await pool.connection(to: address, tls: tls)
-        return try await connection.call(method: method, path: path, headers: headers, body: body, deadline: deadline)
+        return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)
     }
 
     /// Closes every pooled connection; calls in flight fail.
@@ -336,7 +336,7 @@ final class ClientConnection: @unchecked Sendable {
     }
 
     func call(
-        method: String, path: String, headers: HTTPHeaders, body: [UInt8], deadline timeout: UInt64
+        method: String, path: String, headers: HTTPHeaders, body: [UInt8], timeoutMilliseconds timeout: UInt64
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         let call = PendingCall(loop: pool.loop)
         // the core's wheel times the call out (0: no deadline)

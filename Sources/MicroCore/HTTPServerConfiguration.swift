@@ -48,14 +48,19 @@ extension Duration {
     }
 }
 
-extension ContinuousClock.Instant {
-    /// Whole milliseconds from now until this instant, rounded up (a deadline in the core's wheel
-    /// must never pass early); 0 if it has passed.
-    var millisecondsFromNow: UInt64 {
-        let (seconds, attoseconds) = (self - .now).components
+extension Duration {
+    /// Whole milliseconds, rounded up (a deadline in the core's wheel must never pass early); 0
+    /// for a duration that is not positive.
+    package var millisecondsRoundedUp: UInt64 {
+        let (seconds, attoseconds) = components
         guard seconds >= 0, attoseconds >= 0 else { return 0 }
         // past what fits, the core clamps anyway (about 35 years)
         guard seconds < 1 << 40 else { return 1 << 50 }
         return UInt64(seconds) * 1000 + UInt64((attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
+}
+
+extension ContinuousClock.Instant {
+    /// Whole milliseconds from now until this instant, rounded up; 0 if it has passed.
+    var millisecondsFromNow: UInt64 { (self - .now).millisecondsRoundedUp }
 }

@@ -130,8 +130,8 @@ public struct HTTPServerResponse: Sendable {
 /// big-endian. The core takes it off a request whose body is one uncompressed message
 /// (``HTTPServerRequest/grpcMessage``) and writes it in front of an answer's message
 /// (``HTTPServerResponse/isGRPCMessage``), so that neither side copies the message to frame it.
-enum GRPCPrefix {
-    static let count = 5
+package enum GRPCPrefix {
+    package static let count = 5
 
     /// The prefix of an uncompressed message of `length` bytes (at most 4 GiB - 1).
     static func uncompressed(length: Int) -> (UInt8, UInt8, UInt8, UInt8, UInt8) {
@@ -144,5 +144,10 @@ enum GRPCPrefix {
     static func isOneUncompressedMessage(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
         count >= Self.count && bytes[0] == 0
             && Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4]) == count - Self.count
+    }
+
+    /// Whether `body` is exactly one uncompressed message with its prefix.
+    package static func isOneUncompressedMessage(_ body: [UInt8]) -> Bool {
+        body.withUnsafeBufferPointer { $0.baseAddress.map { isOneUncompressedMessage($0, body.count) } ?? false }
     }
 }

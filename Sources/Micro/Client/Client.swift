@@ -212,21 +212,20 @@ public final class Client: Sendable {
     /// certificate must prove: that it is the service we meant to call.
     func transport(_ service: String, _ picked: String, _ selection: Selection?) -> (String, HTTPClient.TLSTarget?) {
         var secure = selection?.node.metadata["tls"] == "required"
-        // an IP address (what the registry holds) has no scheme and no slash to take off
-        if let first = picked.utf8.first, first == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first),
-           picked.utf8.last != UInt8(ascii: "/") {
-            return (picked, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
-        }
         var address = picked
-        for scheme in ["https://", "tls://"] where address.hasPrefix(scheme) {
-            address.removeFirst(scheme.count)
-            secure = true
+        // an IP address (what the registry holds) has no scheme and no slash to take off
+        let bare = picked.utf8.first.map { $0 == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } ?? true
+        if !bare || picked.utf8.last == UInt8(ascii: "/") {
+            for scheme in ["https://", "tls://"] where address.hasPrefix(scheme) {
+                address.removeFirst(scheme.count)
+                secure = true
+            }
+            // plaintext, said explicitly (HTTP/2 by prior knowledge either way)
+            for scheme in ["http://", "h2c://"] where address.hasPrefix(scheme) {
+                address.removeFirst(scheme.count)
+            }
+            if address.hasSuffix("/") { address.removeLast() }
         }
-        // plaintext, said explicitly (HTTP/2 by prior knowledge either way)
-        for scheme in ["http://", "h2c://"] where address.hasPrefix(scheme) {
-            address.removeFirst(scheme.count)
-        }
-        if address.hasSuffix("/") { address.removeLast() }
         return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
     }
 
@@ -288,13 +287,12 @@ public final class Client: Sendable {
             guard deadline > now else { throw timedOut(request) }
             let (picked, selection) = try await pick(request.service, options, selector, &tried, now: now)
             let (address, target) = transport(request.service, picked, selection)
-            let wire = Wire.encode(request, remaining: deadline - now,
+            let remaining = deadline - now
+            let wire = Wire.encode(request, remaining: remaining,
                                    grpcPath: request.descriptor.wire == .grpc ? grpcPaths.path(service: request.service, endpoint: request.endpoint) : nil)
             do {
-                let remaining = (deadline - now).components
-                let milliseconds = UInt64(remaining.seconds) * 1000 + UInt64(remaining.attoseconds / 1_000_000_000_000_000) + 1
-                let response = try await http.request(
-                    address: address, path: wire.path, headers: wire.headers, body: wire.body, timeoutMilliseconds: milliseconds, tls: target)
+                let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body,
+                                                      timeoutMilliseconds: remaining.millisecondsRoundedUp, tls: target)
                 switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
                 case .success(let body, let metadata):
                     selection.map { selector.finish($0, outcome: .success) }

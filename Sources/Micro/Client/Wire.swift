@@ -109,9 +109,8 @@ enum Wire {
             return .failure(MicroError(id: service, code: code.microCode, detail: message.map(GRPCText.decodeMessage) ?? "\(code)"))
         }
         // the usual answer: one uncompressed message that is the whole body
-        if response.body.count >= 5, response.body[0] == 0,
-           Int(response.body[1]) << 24 | Int(response.body[2]) << 16 | Int(response.body[3]) << 8 | Int(response.body[4]) == response.body.count - 5 {
-            return .success(Array(response.body[5...]), metadata(of: response))
+        if GRPCPrefix.isOneUncompressedMessage(response.body) {
+            return .success(Array(response.body[GRPCPrefix.count...]), metadata(of: response))
         }
         let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
         do {

@@ -96,31 +96,24 @@ enum GRPCText {
                 guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
                 value = value * 10 + Int64(byte &- UInt8(ascii: "0"))
             }
-            let unit: Int64
-            switch bytes[bytes.count - 1] {
-            case UInt8(ascii: "H"): unit = 3_600_000_000_000
-            case UInt8(ascii: "M"): unit = 60_000_000_000
-            case UInt8(ascii: "S"): unit = 1_000_000_000
-            case UInt8(ascii: "m"): unit = 1_000_000
-            case UInt8(ascii: "u"): unit = 1_000
-            case UInt8(ascii: "n"): unit = 1
-            default: return nil
-            }
+            guard let unit = timeoutUnits.first(where: { $0.letter == bytes[bytes.count - 1] })?.nanoseconds else { return nil }
             let (ns, overflow) = value.multipliedReportingOverflow(by: unit)
             return overflow ? .max : ns
         }
     }
 
-    private static let timeoutUnits: [(String, Int64)] = [
-        ("n", 1), ("u", 1_000), ("m", 1_000_000), ("S", 1_000_000_000), ("M", 60_000_000_000), ("H", 3_600_000_000_000),
+    /// `grpc-timeout`'s units, smallest first.
+    private static let timeoutUnits: [(letter: UInt8, nanoseconds: Int64)] = [
+        (UInt8(ascii: "n"), 1), (UInt8(ascii: "u"), 1_000), (UInt8(ascii: "m"), 1_000_000), (UInt8(ascii: "S"), 1_000_000_000),
+        (UInt8(ascii: "M"), 60_000_000_000), (UInt8(ascii: "H"), 3_600_000_000_000),
     ]
 
     /// The shortest exact-enough `grpc-timeout` for a duration (at most 8 digits, rounded up).
     static func formatTimeout(_ duration: Duration) -> String {
         let ns = max(1, duration.wholeNanoseconds)
-        for (unit, size) in timeoutUnits {
+        for (letter, size) in timeoutUnits {
             let value = (ns + size - 1) / size
-            if value < 100_000_000 { return String(value) + unit }
+            if value < 100_000_000 { return String(value) + String(UnicodeScalar(letter)) }
         }
         return "99999999H"
     }

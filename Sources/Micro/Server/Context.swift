@@ -62,7 +62,7 @@ public final class Context: Sendable {
         self.wire = wire
         self.metadata = metadata
         self.deadline = timeout > 0 ? .now + .nanoseconds(timeout) : nil
-        self.timeoutMilliseconds = timeout > 0 ? UInt64(timeout / 1_000_000) + (timeout % 1_000_000 == 0 ? 0 : 1) : 0
+        self.timeoutMilliseconds = Duration.nanoseconds(timeout).millisecondsRoundedUp
         self.eventLoop = eventLoop
         self.peer = peer
     }
