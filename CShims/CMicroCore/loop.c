@@ -155,6 +155,8 @@ static void on_deadline_timer(uv_timer_t *h) {
     mc_loop_run_deadlines(l, uv_now(&l->uv));
 }
 
+size_t mc_loop_armed_deadlines(const mc_loop_t *l) { return l->deadlines.count; }
+
 int mc_loop_arm_deadline(mc_loop_t *l, mc_deadline_t *d, uint64_t timeout_ms) {
     if (l->stopping || atomic_load_explicit(&l->joined, memory_order_relaxed)) return -1;
     uint64_t now = uv_now(&l->uv);

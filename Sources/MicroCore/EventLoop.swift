@@ -35,6 +35,12 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// True when called on this loop's thread.
     public var inEventLoop: Bool { mc_loop_is_current(handle) != 0 }
 
+    /// Call deadlines armed on this loop's timer wheel right now (tests: every one goes with its
+    /// call).
+    package func armedDeadlines() async -> Int {
+        await withTaskExecutorPreference(self) { Int(mc_loop_armed_deadlines(handle)) }
+    }
+
     /// The loop whose thread is calling, if any.
     public static var current: EventLoop? {
         guard let loop = mc_loop_current() else { return nil }

@@ -222,6 +222,12 @@ import Testing
         #expect(GRPCText.parseTimeout("2H") == .seconds(7200))
         #expect(GRPCText.parseTimeout("123456789S") == nil)  // 9 digits
         #expect(GRPCText.parseTimeout("5x") == nil)
+        #expect(GRPCText.parseTimeout("S") == nil)
+        #expect(GRPCText.parseTimeout("-5S") == nil)
+        #expect(GRPCText.parseTimeout("1 S") == nil)
+        // the largest a peer can send is more nanoseconds than an Int64 holds: saturated, no trap
+        #expect(GRPCText.parseTimeoutNanoseconds("99999999H") == .max)
+        #expect(GRPCText.parseTimeoutNanoseconds("99999999S") == 99_999_999_000_000_000)
         #expect(GRPCText.formatTimeout(.milliseconds(250)) == "250000000n" || GRPCText.formatTimeout(.milliseconds(250)) == "250000u")
         #expect(GRPCText.parseTimeout(GRPCText.formatTimeout(.seconds(3))) == .seconds(3))
         for code in [400, 401, 403, 404, 408, 409, 412, 501, 503, 500] {

@@ -54,6 +54,9 @@ unsigned mc_cpu_count(void);
 /* Number of connections currently owned by the loop (any thread, approximate). */
 unsigned mc_loop_connection_count(const mc_loop_t *loop);
 
+/* Number of call deadlines armed on the loop's timer wheel (loop thread). */
+size_t mc_loop_armed_deadlines(const mc_loop_t *loop);
+
 /* Stops the loop: runs every job already queued, closes its handles, joins its thread and frees
  * its resources. Posts after it return -1. Servers on the loop must be closed first. Not from the
  * loop's own thread; idempotent. */

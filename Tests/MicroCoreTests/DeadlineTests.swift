@@ -1,0 +1,74 @@
+import Logging
+import MicroCore
+import Synchronization
+import Testing
+
+/// Call deadlines live in the core's timer wheel: a call that ends takes its deadline with it
+/// (nothing is left to fire later), and one that passes answers the caller and cancels the
+/// handler, on either side.
+@Suite struct DeadlineTests {
+    static let logger = Logger(label: "test")
+
+    /// Answers a timed-out request with 504.
+    final class TimeoutAnswer: HTTPDeadlineHandler {
+        func deadlinePassed(_ request: HTTPServerRequest, _ responder: HTTPResponder) {
+            responder.send(HTTPServerResponse(status: 504, body: Array("too late".utf8)))
+        }
+    }
+
+    @Test func everyDeadlineGoesWithItsCallAndAPassedOneCancelsTheHandler() async throws {
+        let serverGroup = try EventLoopGroup(numberOfThreads: 1)
+        let clientGroup = try EventLoopGroup(numberOfThreads: 1)
+        let answer = TimeoutAnswer()
+        let (cancelled, cancelledContinuation) = AsyncStream<String>.makeStream()
+        let server = try HTTPServer(group: serverGroup, logger: Self.logger) { request, responder in
+            switch request.path {
+            case "/fast":
+                responder.setDeadline(afterMilliseconds: 60_000, handler: answer)
+                responder.send(HTTPServerResponse(body: Array("ok".utf8)))
+            case "/slow":
+                // the server's own deadline passes while the handler waits
+                responder.setDeadline(afterMilliseconds: 50, handler: answer)
+                fallthrough
+            default:
+                // waits until cancelled: by the server's deadline (/slow) or the client's (/hang)
+                let (never, _) = AsyncStream<Void>.makeStream()
+                for await _ in never {}
+                cancelledContinuation.yield(request.path)
+            }
+        }
+        let client = HTTPClient(group: clientGroup)
+        let address = "127.0.0.1:\(server.port)"
+
+        for _ in 0..<50 {
+            let response = try await client.request(address: address, path: "/fast", headers: [:], body: [], deadline: .now + .seconds(60))
+            #expect(response.status == 200)
+        }
+        // both ends armed a deadline for each of those calls; none is left
+        #expect(await serverGroup.loops[0].armedDeadlines() == 0)
+        #expect(await clientGroup.loops[0].armedDeadlines() == 0)
+
+        // the server's deadline passes: the caller gets its answer, the handler is cancelled
+        let late = try await client.request(address: address, path: "/slow", headers: [:], body: [], deadline: .now + .seconds(60))
+        #expect(late.status == 504)
+        #expect(late.body == Array("too late".utf8))
+        var paths = cancelled.makeAsyncIterator()
+        #expect(await paths.next() == "/slow")
+
+        // the client's deadline passes: its call fails as a timeout, the stream is reset and the
+        // server's handler cancelled
+        await #expect {
+            _ = try await client.request(address: address, path: "/hang", headers: [:], body: [], deadline: .now + .milliseconds(100))
+        } throws: { error in
+            (error as? HTTPClientError)?.kind == .timeout
+        }
+        #expect(await paths.next() == "/hang")
+        #expect(await serverGroup.loops[0].armedDeadlines() == 0)
+        #expect(await clientGroup.loops[0].armedDeadlines() == 0)
+
+        await client.close()
+        await server.shutdownGracefully(timeout: .seconds(10))
+        clientGroup.shutdown()
+        serverGroup.shutdown()
+    }
+}
