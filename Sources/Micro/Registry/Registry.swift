@@ -19,6 +19,16 @@ public protocol Registry: Sendable {
     /// quickly and must not block (hand the work to a task, as ``Registry/events(service:)``
     /// does). A call already under way when `cancel()` is called may still finish.
     func watch(service: String?, _ handler: @escaping @Sendable (RegistryEvent) -> Void) throws -> RegistryWatch
+    /// Its name in ``Registries/plugins`` and in the registry's node metadata (`registry=mdns`).
+    var name: String { get }
+}
+
+extension Registry {
+    /// The type's name in lower case without a trailing "registry": `MDNSRegistry` is `mdns`.
+    public var name: String {
+        let type = "\(type(of: self))".lowercased()
+        return type.hasSuffix("registry") && type.count > 8 ? String(type.dropLast(8)) : type
+    }
 }
 
 /// A change seen by a watch: the service with the node(s) concerned.

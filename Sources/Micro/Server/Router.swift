@@ -146,10 +146,13 @@ final class Router: Sendable {
         let message: [UInt8]
         /// The call's content type when it came over gRPC (the answer is gRPC's then).
         let grpcContentType: String?
+        /// The go-micro legacy envelope it came in (json-rpc, proto-rpc), if any.
+        var legacy: LegacyEnvelope? = nil
 
         /// The answer to `result`, on the wire the call came over.
         func answer(_ result: Result<[UInt8], MicroError>, _ router: Router) -> HTTPServerResponse {
-            grpcContentType.map { router.grpcAnswer(result, $0, context) } ?? router.answer(result, codec, context)
+            if let legacy { return router.legacyAnswer(result, legacy, context) }
+            return grpcContentType.map { router.grpcAnswer(result, $0, context) } ?? router.answer(result, codec, context)
         }
     }
 
@@ -177,7 +180,13 @@ final class Router: Sendable {
         let contentType = request.header("content-type")
         if let contentType, contentType.hasPrefix("application/grpc") { return grpcRoute(request, contentType: contentType) }
         if let broker, broker.isDelivery(request) { return .delivery(broker) }
+        if let contentType, let legacy = LegacyEnvelope.Kind(contentType: contentType) { return legacyRoute(request, legacy) }
         guard let name = Self.endpointName(request) else {
+            // go-micro's fallback: JSON with no routing header is a json-rpc request naming its method
+            if contentType == nil || contentType == "application/json", request.bodyStream == nil,
+               let envelope = try? LegacyEnvelope.open(request.body, as: .jsonRPC, contentType: "application/json"), !envelope.method.isEmpty {
+                return legacyRoute(request, envelope)
+            }
             return .answer(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
         }
         guard let endpoint = endpoints.withLock({ $0[name] }) else {

@@ -139,11 +139,17 @@ public final class Service: Sendable {
     /// What the registry publishes about this instance (once started).
     public var record: ServiceRecord? {
         guard let address = advertisedAddress else { return nil }
+        // go-micro's own keys first (its clients take a node without `protocol` for a legacy one
+        // and switch to json-rpc / proto-rpc), then what this framework adds
         var metadata = [
-            "protocols": "http/1.1,h2c,grpc",
-            "server": "swift-micro",
-            "content-types": options.codecs.contentTypes.joined(separator: ","),
+            "protocol": "mucp",
+            "server": "mucp",
+            "transport": "http",
             "broker": broker.name,
+            "registry": registry.name,
+            "protocols": "http/1.1,h2c,grpc",
+            "framework": "swift-micro",
+            "content-types": options.codecs.contentTypes.joined(separator: ","),
         ]
         if let tls = options.tls {
             // callers must use TLS and expect this identity of the node
