@@ -83,7 +83,7 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
     }
 
     /// ASCII case-insensitive comparison (header names are tokens), without allocating.
-    static func equalIgnoringCase(_ a: String, _ b: String) -> Bool {
+    package static func equalIgnoringCase(_ a: String, _ b: String) -> Bool {
         var i = a.utf8.makeIterator(), j = b.utf8.makeIterator()
         while true {
             switch (i.next(), j.next()) {

@@ -19,25 +19,6 @@ final class LegacyEnvelope: @unchecked Sendable {
     enum Kind: Sendable {
         case jsonRPC, protoRPC
 
-        /// Asked of every micro-protocol request: compares bytes, builds nothing.
-        init?(contentType: String) {
-            if Self.same(contentType, "application/json-rpc") {
-                self = .jsonRPC
-            } else if Self.same(contentType, "application/proto-rpc") {
-                self = .protoRPC
-            } else {
-                return nil
-            }
-        }
-
-        /// ASCII case-insensitive equality with a lower-case `name`.
-        private static func same(_ text: String, _ name: StaticString) -> Bool {
-            guard text.utf8.count == name.utf8CodeUnitCount else { return false }
-            return zip(text.utf8, UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)).allSatisfy { a, b in
-                a == b || (a >= UInt8(ascii: "A") && a <= UInt8(ascii: "Z") && a | 0x20 == b)
-            }
-        }
-
         var contentType: String { self == .jsonRPC ? "application/json-rpc" : "application/proto-rpc" }
     }
 

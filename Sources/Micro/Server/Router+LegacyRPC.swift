@@ -1,5 +1,19 @@
 import MicroCore
 
+extension LegacyEnvelope.Kind {
+    /// The envelope a content type names. Asked of every micro-protocol request: compares bytes,
+    /// builds nothing.
+    init?(contentType: String) {
+        if HTTPHeaders.equalIgnoringCase(contentType, "application/json-rpc") {
+            self = .jsonRPC
+        } else if HTTPHeaders.equalIgnoringCase(contentType, "application/proto-rpc") {
+            self = .protoRPC
+        } else {
+            return nil
+        }
+    }
+}
+
 extension Router {
     /// A request in one of go-micro's legacy envelopes (see ``LegacyEnvelope``), ready to run.
     func legacyRoute(_ request: HTTPServerRequest, _ kind: LegacyEnvelope.Kind) -> Route {
@@ -16,14 +30,12 @@ extension Router {
         guard let name = Self.endpointName(request) ?? (envelope.method.isEmpty ? nil : envelope.method) else {
             return .answer(self.error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header or the envelope's method")))
         }
-        guard let endpoint = endpoint(named: name) else {
-            return .answer(self.error(.notFound(service, "endpoint \(name) not found on service \(service)")))
-        }
+        guard let endpoint = endpoint(named: name) else { return .answer(unknownEndpoint(name)) }
         guard endpoint.streaming == nil, request.bodyStream == nil else {
             return .answer(self.error(.badRequest(service, "\(name) is a stream: \(kind.contentType) carries unary calls only")))
         }
         let codec: any Codec = kind == .jsonRPC ? JSONCodec() : ProtobufCodec()
-        let timeout = request.header("timeout").flatMap { Int64($0) }.map { max($0, 0) } ?? 0
+        let timeout = Self.microTimeout(request)
         let context = self.context(request, endpoint: endpoint, timeout: timeout, wire: request.httpVersion == 1 ? .microHTTP1 : .microHTTP2)
         return .unary(UnaryCall(endpoint: endpoint, codec: codec, context: context, message: envelope.message, grpcContentType: nil,
                                 legacy: envelope))

@@ -175,6 +175,16 @@ final class Router: Sendable {
         }
     }
 
+    /// go-micro's `Timeout` header: decimal nanoseconds (0: none).
+    static func microTimeout(_ request: HTTPServerRequest) -> Int64 {
+        request.header("timeout").flatMap { Int64($0) }.map { max($0, 0) } ?? 0
+    }
+
+    /// The answer to a call of an endpoint the service does not have.
+    func unknownEndpoint(_ name: String) -> HTTPServerResponse {
+        error(.notFound(service, "endpoint \(name) not found on service \(service)"))
+    }
+
     @inline(never)
     func route(_ request: HTTPServerRequest) -> Route {
         let contentType = request.header("content-type")
@@ -189,15 +199,12 @@ final class Router: Sendable {
             }
             return .answer(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
         }
-        guard let endpoint = endpoints.withLock({ $0[name] }) else {
-            return .answer(error(.notFound(service, "endpoint \(name) not found on service \(service)")))
-        }
+        guard let endpoint = endpoints.withLock({ $0[name] }) else { return .answer(unknownEndpoint(name)) }
         guard let codec = codecs.codec(for: contentType) else {
             let supported = codecs.contentTypes.joined(separator: ", ")
             return .answer(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
         }
-        // go-micro's Timeout: nanoseconds
-        let timeout = request.header("timeout").flatMap { Int64($0) }.map { max($0, 0) } ?? 0
+        let timeout = Self.microTimeout(request)
         if let streaming = endpoint.streaming { return .stream(StreamCall(endpoint, streaming, codec, timeout: timeout, grpcContentType: nil)) }
         if request.bodyStream != nil {
             return .answer(error(.badRequest(service, "\(name) is not a stream; call it without a Micro-Stream header")))
