@@ -15,6 +15,10 @@
  * newest call in flight.
  * Control tape: the common actions (fuzz.h, common.c), and 24 a new call, 25 cancel the oldest
  * call in flight, 26 cancel the newest, 27 close the connection (mc_client_close).
+ *
+ * Built with FUZZ_HTTP1 it is target h1client: the same over an HTTP/1.1 client connection
+ * (mc_client_connect_http1), the fuzzer's bytes being the server's answers (no SETTINGS first).
+ * One call is in flight at a time there: a call started while another is takes no effect.
  */
 #include "fuzz.h"
 
@@ -125,13 +129,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     app_next = 0;
 
     mc_client_callbacks_t cb = {.on_connected = on_connected, .on_goaway = on_goaway, .on_closed = on_closed};
+#ifdef FUZZ_HTTP1
+    client = mc_fuzz_client_open_http1(loop, limits[(in.config >> 4) & 3], &cb);
+#else
     client = mc_fuzz_client_open(loop, limits[(in.config >> 4) & 3], &cb);
+#endif
     if (!client) abort();
     mc_conn_t *c = (mc_conn_t *)client;
     for (unsigned i = 0; i <= (in.config & 3u); i++) start_call((uint8_t)((in.config >> 2) & 3));
     fuzz_turn(&c); /* the preface, SETTINGS and the first HEADERS go out */
 
+#ifdef FUZZ_HTTP1
+    fuzz_stream_t st = {NULL, 0, in.data, 0};
+    (void)server_settings;
+#else
     fuzz_stream_t st = {server_settings, sizeof server_settings, in.data, 0};
+#endif
     bool eof = false;
     for (size_t i = 0; i < in.control.n && c; i++) {
         uint8_t ctl = in.control.p[i];

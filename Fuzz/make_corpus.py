@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora Fuzz/corpus/{h1,h2,h2client}/ (committed; run again after editing).
+"""Writes the seed corpora Fuzz/corpus/{h1,h2,h2client,h1client}/ (committed; run again after editing).
 
 Every input is: config byte, application tape (length + bytes), control tape (length + bytes),
 then the peer's bytes; fuzz.h and each harness say what the bits mean. HTTP/2 frames and HPACK
@@ -293,8 +293,51 @@ def h2client_seeds():
     return s
 
 
+def h1client_seeds():
+    # HTTP/1.1 answers to the one call in flight; a finished call may start the next (config 0x40)
+    s = {}
+
+    def answer(body=b"{}", status="200 OK", fields=(("Content-Type", "application/json"),), length=True):
+        head = f"HTTP/1.1 {status}\r\n".encode()
+        for name, value in fields:
+            head += f"{name}: {value}\r\n".encode()
+        if length:
+            head += f"Content-Length: {len(body)}\r\n".encode()
+        return head + b"\r\n" + body
+
+    gomicro_error = (("Content-Type", "application/json"), ("Micro-Error", '{"id":"go.service","code":404,"detail":"x","status":"Not Found"}'))
+    s["ok"] = fuzz_input(answer())
+    s["go_micro_error"] = fuzz_input(answer(b"", fields=gomicro_error))
+    s["chunked_trailers"] = fuzz_input(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\n\r\n"
+                                       b"2\r\n{}\r\n0\r\ngrpc-status: 0\r\n\r\n")
+    s["until_eof"] = fuzz_input(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody until the end", config=0x80)
+    s["http10"] = fuzz_input(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", config=0x40, apps=[0])
+    s["keep_alive_next"] = fuzz_input(answer() + answer(b"[1]"), config=0x40, apps=[0, 4],
+                                      controls=[ctl(13), ctl(64, NEW_CALL), ctl(4096)])
+    s["close_header"] = fuzz_input(answer(fields=(("Connection", "close"),)), config=0x40, apps=[0])
+    s["interim_100"] = fuzz_input(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n" + answer())
+    s["no_content"] = fuzz_input(b"HTTP/1.1 204 No Content\r\n\r\n" + answer(), config=0x40, apps=[0])
+    s["head"] = fuzz_input(answer(b""), apps=[4], controls=[ctl(64, NEW_CALL)])
+    s["too_large"] = fuzz_input(answer(b"y" * 200), config=2 << 4)
+    s["too_large_declared"] = fuzz_input(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\nxx", config=2 << 4)
+    s["extra_bytes"] = fuzz_input(answer() + b"HTTP/1.1 200 OK\r\n")
+    s["bytes_before_call"] = fuzz_input(answer(), controls=[ctl(64, CLIENT_CLOSE)])
+    s["malformed"] = fuzz_input(b"HTTP/1.1 2x0 OK\r\n\r\n")
+    s["bad_field"] = fuzz_input(b"HTTP/1.1 200 OK\r\nBad Name: 1\r\nContent-Length: 0\r\n\r\n")
+    s["upgrade"] = fuzz_input(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n\0\0\0\4\0\0\0\0\0")
+    s["cancel"] = fuzz_input(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart", controls=[ctl(64), ctl(1, CANCEL_OLDEST), ctl(4096)])
+    s["deadline"] = fuzz_input(b"HTTP/1.1 200 OK\r\n", apps=[0x10], controls=[ctl(64, NEW_CALL), ctl(64), ctl(1, 28)])
+    s["eof_mid_answer"] = fuzz_input(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart", config=0x80)
+    s["many_fields"] = fuzz_input(answer(fields=[("X-F%d" % i, "v" * 100) for i in range(700)]))
+    s["close_in_callback"] = fuzz_input(answer(), apps=[0x10])
+    s["restart_in_callback"] = fuzz_input(answer() + answer() + answer(), config=0x40, apps=[0, 0, 0])
+    s["slow_kernel"] = fuzz_input(answer(), config=(3 << 2), controls=[ctl(1, KERNEL_NOTHING), ctl(64), ctl(1, KERNEL_SOME), ctl(1, WRITE_DONE)])
+    s["read_error"] = fuzz_input(answer(), controls=[ctl(13, READ_ERROR)])
+    return s
+
+
 def main():
-    targets = {"h1": h1_seeds(), "h2": h2_seeds(), "h2client": h2client_seeds()}
+    targets = {"h1": h1_seeds(), "h2": h2_seeds(), "h2client": h2client_seeds(), "h1client": h1client_seeds()}
     for target, seeds in targets.items():
         out = os.path.join(HERE, "corpus", target)
         shutil.rmtree(out, ignore_errors=True)

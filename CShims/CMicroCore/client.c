@@ -1,6 +1,6 @@
 /*
- * HTTP/2 client connections (h2c, prior knowledge) on the same connection machinery as the
- * server: one flush per loop turn, nghttp2 through mem_recv/mem_send. A call is an mc_request_t
+ * Client connections: HTTP/2 (h2c, prior knowledge, or TLS) here, HTTP/1.1 in h1client.c, on
+ * the same connection machinery as the server. HTTP/2: one flush per loop turn, nghttp2 through mem_recv/mem_send. A call is an mc_request_t
  * used the other way round: its `resp` buffer holds the body to send, and the response's status,
  * headers, trailers and body are gathered into it.
  */
@@ -178,6 +178,13 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (c->ops == &mc_h1_client_proto) {
+        mc_h1_client_init(c);
+        c->client->connected = true;
+        mc_conn_start_reading(c);
+        if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, 0, "");
+        return;
+    }
     pthread_once(&once, init_once);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
@@ -206,7 +213,7 @@ void mc_client_tls_handshaken(mc_conn_t *c) { mc_loop_mark_dirty(c->loop, c); }
 
 void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n) {
     mc_client_state_t *cl = c->client;
-    if (cl->seen_bytes || n == 0) return;
+    if (cl->seen_bytes || n == 0 || c->ops == &mc_h1_client_proto) return;
     cl->seen_bytes = true;
     if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
         snprintf(cl->error, sizeof cl->error, "the server answered in HTTP/1.x, not HTTP/2: it may serve TLS only (call it with https://)");
@@ -283,7 +290,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 /* A client connection with its handles initialized, not yet connected; NULL if out of memory. */
 static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                              const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
-                             const char *expected_identity) {
+                             const char *expected_identity, const mc_proto_ops_t *ops) {
     mc_conn_t *c = calloc(1, sizeof *c);
     mc_client_state_t *cl = calloc(1, sizeof *cl);
     if (!c || !cl || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
@@ -295,7 +302,7 @@ static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, s
     c->loop = loop;
     c->client = cl;
     c->tcp.data = c->timer.data = c;
-    c->ops = &mc_h2_client_proto;
+    c->ops = ops;
     c->tx = &mc_plain_transport;
     c->handles_open = 2;
     c->read_stopped = true;
@@ -315,24 +322,29 @@ static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, s
 
 static mc_client_t *connect_any(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                 const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
-                                const char *expected_identity);
+                                const char *expected_identity, const mc_proto_ops_t *ops);
 
 mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                const mc_client_callbacks_t *cb) {
-    return connect_any(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL);
+    return connect_any(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL, &mc_h2_client_proto);
+}
+
+mc_client_t *mc_client_connect_http1(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                                     const mc_client_callbacks_t *cb) {
+    return connect_any(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL, &mc_h1_client_proto);
 }
 
 mc_client_t *mc_client_connect_tls(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                    const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
                                    const char *expected_identity) {
     if (!tls) return NULL;
-    return connect_any(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity);
+    return connect_any(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity, &mc_h2_client_proto);
 }
 
 static mc_client_t *connect_any(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                 const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
-                                const char *expected_identity) {
-    mc_conn_t *c = client_new(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity);
+                                const char *expected_identity, const mc_proto_ops_t *ops) {
+    mc_conn_t *c = client_new(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity, ops);
     if (!c) return NULL;
     mc_client_state_t *cl = c->client;
     struct sockaddr_in6 a6;
@@ -370,8 +382,7 @@ static ssize_t read_request_body(nghttp2_session *s, int32_t id, uint8_t *buf, s
     return (ssize_t)n;
 }
 
-/* Whether the peer closed or reset the connection and the loop has not read it yet. */
-static bool peer_gone(mc_conn_t *c) {
+bool mc_client_peer_gone(mc_conn_t *c) {
     uv_os_fd_t fd;
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return false; /* not open (the fuzz seam) */
     char byte;
@@ -382,15 +393,22 @@ static bool peer_gone(mc_conn_t *c) {
 /* Submits a request (HEADERS, then the body from r's queue) as a new call; NULL if the
  * connection cannot take it. */
 static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
-                            const uint8_t *body, size_t len, bool streaming, void *ctx) {
+                            const uint8_t *body, size_t len, bool streaming, void *ctx, bool *invalid) {
+    *invalid = false;
     if (!mc_client_usable((mc_client_t *)c)) return NULL;
     /* An idle connection may have lost its peer since the loop last read it (a server killed
      * between two calls): the EOF already waits in the kernel. Look before sending, so that the
      * call is refused (safe to retry elsewhere) rather than sent into a dead connection, where it
      * could only fail as "maybe processed". A busy connection is read every turn: no syscall. */
-    if (c->active == 0 && peer_gone(c)) {
+    if (c->active == 0 && mc_client_peer_gone(c)) {
         c->client->peer_gone = true;
         return NULL;
+    }
+    if (c->ops == &mc_h1_client_proto) {
+        if (streaming) return NULL; /* a stream needs HTTP/2 */
+        mc_request_t *r = mc_h1_client_submit(c, method, path, h, nh, body, len, invalid);
+        if (r) r->client.done_ctx = ctx;
+        return r;
     }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2_CLIENT);
     if (!r) return NULL;
@@ -435,8 +453,9 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
                    const uint8_t *body, size_t len, uint64_t timeout_ms, mc_call_done_fn done, void *ctx,
                    int32_t *stream_id) {
-    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, body, len, false, ctx);
-    if (!r) return -1;
+    bool invalid;
+    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, body, len, false, ctx, &invalid);
+    if (!r) return invalid ? -2 : -1;
     r->client.done = done;
     /* without a deadline (a stopping loop) the call still completes: when the connection closes */
     if (timeout_ms) (void)mc_request_set_deadline(r, timeout_ms);
@@ -446,7 +465,8 @@ int mc_client_call(mc_client_t *client, const char *method, const char *path, co
 
 int mc_client_stream(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
                      const mc_stream_callbacks_t *cb, void *ctx, int32_t *stream_id, mc_request_t **req) {
-    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, NULL, 0, true, ctx);
+    bool invalid;
+    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, NULL, 0, true, ctx, &invalid);
     if (!r) return -1;
     r->client.scb = *cb;
     r->client.done = cb->done;
@@ -464,7 +484,15 @@ static void reset_call(mc_conn_t *c, mc_request_t *r) {
 
 void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
     mc_conn_t *c = (mc_conn_t *)client;
-    if (!c->h2 || mc_conn_closed(c)) return;
+    if (mc_conn_closed(c)) return;
+    if (c->ops == &mc_h1_client_proto) {
+        mc_request_t *r = c->h1_cur;
+        if (!r || r->stream_id != stream_id) return;
+        r->client.cancelled = true;
+        mc_h1_client_end(c, r);
+        return;
+    }
+    if (!c->h2) return;
     mc_request_t *r = call_of(c->h2, stream_id);
     if (r) reset_call(c, r);
 }
@@ -474,13 +502,16 @@ void mc_client_time_out(mc_request_t *r) {
     if (!r->client.done || r->client.cancelled) return;
     r->client.timed_out = true;
     /* a closed connection completes its calls itself */
-    if (c && c->h2 && !mc_conn_closed(c)) reset_call(c, r);
+    if (!c || mc_conn_closed(c)) return;
+    if (c->ops == &mc_h1_client_proto) mc_h1_client_end(c, r);
+    else if (c->h2) reset_call(c, r);
 }
 
 int mc_client_usable(const mc_client_t *client) {
     const mc_conn_t *c = (const mc_conn_t *)client;
-    return c->client->connected && !c->client->goaway && !mc_conn_closed(c) && c->h2 &&
-           nghttp2_session_want_read(c->h2) && c->state == MC_CONN_OPEN && !c->client->peer_gone;
+    if (!c->client->connected || c->state != MC_CONN_OPEN || c->client->peer_gone) return 0;
+    if (c->ops == &mc_h1_client_proto) return c->h1_cur == NULL; /* one call at a time */
+    return !c->client->goaway && c->h2 && nghttp2_session_want_read(c->h2);
 }
 
 unsigned mc_client_active(const mc_client_t *client) { return ((const mc_conn_t *)client)->active; }
@@ -494,7 +525,15 @@ void mc_client_close(mc_client_t *client) {
 #ifdef MC_FUZZING
 /* mc_client_connect without a socket (internal.h): the connection as on_connect leaves it. */
 mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb) {
-    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL);
+    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL, &mc_h2_client_proto);
+    if (!c) return NULL;
+    c->client->connect_req.data = c;
+    on_connect(&c->client->connect_req, 0);
+    return (mc_client_t *)c;
+}
+
+mc_client_t *mc_fuzz_client_open_http1(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb) {
+    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL, &mc_h1_client_proto);
     if (!c) return NULL;
     c->client->connect_req.data = c;
     on_connect(&c->client->connect_req, 0);

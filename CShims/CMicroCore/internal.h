@@ -202,7 +202,9 @@ struct mc_server {
     atomic_bool listener_closed;
 };
 
-enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2, MC_PROTO_H2_CLIENT = 3 };
+enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2, MC_PROTO_H2_CLIENT = 3, MC_PROTO_H1_CLIENT = 4 };
+/* A request in the client role: a call this side made (HTTP/2 or HTTP/1.1). */
+static inline bool mc_proto_is_client(int proto) { return proto >= MC_PROTO_H2_CLIENT; }
 
 /* What conn.c asks of the protocol spoken on a connection. Each protocol is one file with one
  * table (sniffing in conn.c, HTTP/1.1 in h1.c, HTTP/2 server and client in h2.c), and conn.c
@@ -237,7 +239,7 @@ typedef struct mc_proto_ops {
     void (*free)(mc_conn_t *c);
 } mc_proto_ops_t;
 
-extern const mc_proto_ops_t mc_sniff_proto, mc_h1_proto, mc_h2_proto, mc_h2_client_proto;
+extern const mc_proto_ops_t mc_sniff_proto, mc_h1_proto, mc_h2_proto, mc_h2_client_proto, mc_h1_client_proto;
 /* Table entries for what a protocol does not do: answers false, or leaves the EOF to conn.c. */
 bool mc_proto_never(mc_conn_t *c);
 bool mc_proto_no_eof(mc_conn_t *c, ssize_t err);
@@ -272,6 +274,8 @@ typedef struct mc_client_state {
     bool orphaned; /* handles closed while a lookup ran: freed when the lookup returns */
     bool peer_gone; /* the peer's EOF or reset is waiting in the kernel: take no new call */
     bool seen_bytes; /* the server's first bytes were looked at (mc_client_first_bytes) */
+    bool h1_complete; /* HTTP/1.1: the current call's answer was read whole (h1client.c) */
+    int32_t h1_calls;  /* HTTP/1.1: calls made on the connection, the id of the latest */
     char error[160]; /* why the connection broke, when the core can tell ("" otherwise) */
 } mc_client_state_t;
 
@@ -562,6 +566,15 @@ void mc_client_tls_failed(mc_conn_t *c);
 /* The first bytes of a plaintext client connection: an HTTP/1.x answer or a TLS alert means the
  * server speaks TLS only; noted for mc_client_error. */
 void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n);
+/* Whether the peer closed or reset the connection and the loop has not read it yet. */
+bool mc_client_peer_gone(mc_conn_t *c);
+/* HTTP/1.1 client (h1client.c): the connection past its TCP connect; a call written out (NULL, with
+ * *invalid set when the request has a method, path or field HTTP/1.1 cannot carry); a call ended
+ * by this side (cancelled or timed out: an HTTP/1.1 call ends only with its connection). */
+void mc_h1_client_init(mc_conn_t *c);
+mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                                  const uint8_t *body, size_t len, bool *invalid);
+void mc_h1_client_end(mc_conn_t *c, mc_request_t *r);
 
 /* ---------------------------------------------------------------- TLS (tls.c) */
 
@@ -600,6 +613,8 @@ void mc_request_pool_free(mc_loop_t *loop);
 void mc_conn_shutdown_all(mc_server_loop_t *sl, bool force);
 /* An HTTP/2 client connection past its TCP connect, with no socket. */
 mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb);
+/* The same for an HTTP/1.1 client connection. */
+mc_client_t *mc_fuzz_client_open_http1(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb);
 #endif
 
 #endif

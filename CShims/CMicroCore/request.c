@@ -120,7 +120,7 @@ int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const 
 
 void mc_request_abort(mc_request_t *r) {
     mc_conn_t *c = r->conn;
-    if (r->proto == MC_PROTO_H2_CLIENT) {
+    if (mc_proto_is_client(r->proto)) {
         mc_client_finish_call(r, r->client.sent ? MC_CALL_RESET : MC_CALL_REFUSED);
         return;
     }
@@ -138,7 +138,9 @@ void mc_request_abort(mc_request_t *r) {
     mc_request_release(r);
 }
 
-int mc_request_protocol(const mc_request_t *r) { return r->proto == MC_PROTO_H2_CLIENT ? MC_PROTO_H2 : r->proto; }
+int mc_request_protocol(const mc_request_t *r) {
+    return r->proto == MC_PROTO_H2_CLIENT ? MC_PROTO_H2 : r->proto == MC_PROTO_H1_CLIENT ? MC_PROTO_H1 : r->proto;
+}
 int mc_request_status(const mc_request_t *r) { return r->client.status; }
 size_t mc_request_trailer_index(const mc_request_t *r) { return r->trailer_index ? r->trailer_index - 1 : r->nhdrs; }
 mc_loop_t *mc_request_loop(const mc_request_t *r) { return r->loop; }
@@ -203,13 +205,13 @@ int mc_request_is_streaming(const mc_request_t *r) { return r->streaming; }
 void mc_request_set_user(mc_request_t *r, void *user) { r->user = user; }
 
 int mc_request_set_deadline(mc_request_t *r, uint64_t timeout_ms) {
-    if (r->proto == MC_PROTO_H2_CLIENT ? !r->client.done : r->server.responded || r->server.aborted) return -1;
+    if (mc_proto_is_client(r->proto) ? !r->client.done : r->server.responded || r->server.aborted) return -1;
     return mc_loop_arm_deadline(r->loop, &r->deadline, timeout_ms);
 }
 
 void mc_request_deadline_passed(mc_deadline_t *d) {
     mc_request_t *r = (mc_request_t *)((char *)d - offsetof(mc_request_t, deadline));
-    if (r->proto == MC_PROTO_H2_CLIENT) {
+    if (mc_proto_is_client(r->proto)) {
         mc_client_time_out(r);
         return;
     }

@@ -26,6 +26,9 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
         case cancelled
         /// The deadline passed before the answer came (the stream was reset).
         case timeout
+        /// The request cannot be sent as it is (HTTP/1.1 cannot carry a field or the path, or
+        /// HTTP/1.1 was asked for over TLS): no server saw it, and none would take it.
+        case invalidRequest
     }
 
     public let kind: Kind
@@ -35,9 +38,11 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// HTTP/2 (h2c) client on the C core. Connections are pooled per address and per loop: a call made
-/// by a task on a loop uses that loop's connection with no thread hop; many calls share one
-/// connection as streams.
+/// HTTP client on the C core: HTTP/2 (h2c by prior knowledge, or over TLS) by default, HTTP/1.1
+/// for servers that speak nothing else. Connections are pooled per address and per loop: a call
+/// made by a task on a loop uses that loop's connection with no thread hop. HTTP/2 calls share one
+/// connection as streams; HTTP/1.1 calls take a connection each (kept alive and reused, at most
+/// ``maxHTTP1ConnectionsPerAddress`` per address and loop: calls beyond wait for one).
 ///
 /// ```swift
 /// let client = HTTPClient()
@@ -48,6 +53,18 @@ public final class HTTPClient: Sendable {
     let pools: [ConnectionPool]
     /// TLS: the configuration, and its context once built (lazily, at the first TLS call).
     private let tls: Mutex<(config: TLSConfig?, context: TLSContext?)>
+
+    /// The HTTP a call speaks.
+    public enum Version: Sendable, Hashable {
+        /// HTTP/1.1, plaintext, one call at a time per connection (go-micro's HTTP transport and
+        /// broker speak nothing else).
+        case http1_1
+        /// HTTP/2: h2c by prior knowledge, or over TLS (ALPN h2).
+        case http2
+    }
+
+    /// HTTP/1.1 connections a loop opens to one address at most; calls beyond wait for one.
+    public static let maxHTTP1ConnectionsPerAddress = 64
 
     /// What a TLS call checks of the server.
     public struct TLSTarget: Sendable, Hashable {
@@ -103,7 +120,8 @@ public final class HTTPClient: Sendable {
 
     /// Sends one request to `address` (`host:port`) and returns the whole response.
     /// Cancelling the calling task resets the stream; so does passing `deadline` (then the call
-    /// fails with ``HTTPClientError/Kind/timeout``, within a few milliseconds of it).
+    /// fails with ``HTTPClientError/Kind/timeout``, within a few milliseconds of it). Over
+    /// HTTP/1.1 (`version`), which cannot reset one call, both close the call's connection.
     public func request(
         address: String,
         method: String = "POST",
@@ -111,10 +129,11 @@ public final class HTTPClient: Sendable {
         headers: HTTPHeaders,
         body: [UInt8],
         deadline: ContinuousClock.Instant? = nil,
-        tls: TLSTarget? = nil
+        tls: TLSTarget? = nil,
+        version: Version = .http2
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         try await request(address: address, method: method, path: path, headers: headers, body: body,
-                          timeoutMilliseconds: deadline.map { max($0.millisecondsFromNow, 1) } ?? 0, tls: tls)
+                          timeoutMilliseconds: deadline.map { max($0.millisecondsFromNow, 1) } ?? 0, tls: tls, version: version)
     }
 
     /// ``request(address:method:path:headers:body:deadline:tls:)`` with the deadline as
@@ -126,8 +145,12 @@ public final class HTTPClient: Sendable {
         headers: HTTPHeaders,
         body: [UInt8],
         timeoutMilliseconds timeout: UInt64,
-        tls: TLSTarget? = nil
+        tls: TLSTarget? = nil,
+        version: Version = .http2
     ) async throws(HTTPClientError) -> HTTPClientResponse {
+        if version == .http1_1 && tls != nil {
+            throw HTTPClientError(kind: .invalidRequest, message: "HTTP/1.1 over TLS is not supported: TLS calls speak HTTP/2")
+        }
         let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
@@ -135,11 +158,11 @@ public final class HTTPClient: Sendable {
         // A task that already prefers this loop (a handler, a load generator worker) needs no
         // preference pushed: that costs a status record and task switches, a third of a call.
         if current === loop, withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
-            return try await Self.perform(pool, address, method, path, headers, body, timeout, secure)
+            return try await Self.perform(pool, address, method, path, headers, body, timeout, secure, version)
         }
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop) {
             do {
-                return .success(try await Self.perform(pool, address, method, path, headers, body, timeout, secure))
+                return .success(try await Self.perform(pool, address, method, path, headers, body, timeout, secure, version))
             } catch let error as HTTPClientError {
                 return .failure(error)
             } catch {
@@ -157,8 +180,15 @@ public final class HTTPClient: Sendable {
         _ headers: HTTPHeaders,
         _ body: [UInt8],
         _ timeout: UInt64,
-        _ tls: SecureTarget?
+        _ tls: SecureTarget?,
+        _ version: Version
     ) async throws(HTTPClientError) -> HTTPClientResponse {
+        if version == .http1_1 {
+            // a connection of its own for the call, back to the pool after it
+            let connection = try await pool.lease(address)
+            defer { pool.giveBack(connection) }
+            return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)
+        }
         let connection = try await pool.connection(to: address, tls: tls)
         return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)
     }
@@ -178,12 +208,56 @@ public final class HTTPClient: Sendable {
 final class ConnectionPool: @unchecked Sendable {
     let loop: EventLoop
     let maxResponseBytes: Int
+    /// HTTP/2: one connection per key, shared by every call.
     private var connections: [String: ClientConnection] = [:]
+    /// HTTP/1.1: the connections to each address, a call on each.
+    private var http1: [String: HTTP1Connections] = [:]
 
     init(loop: EventLoop, maxResponseBytes: Int) {
         self.loop = loop
         self.maxResponseBytes = maxResponseBytes
     }
+
+    /// An HTTP/1.1 connection to `address` for one call: an idle one, a new one while fewer than
+    /// the limit are open, else the next one given back.
+    func lease(_ address: String) async throws(HTTPClientError) -> ClientConnection {
+        precondition(loop.inEventLoop)
+        let (host, port) = try Self.split(address)
+        let set: HTTP1Connections
+        if let existing = http1[address] {
+            set = existing
+        } else {
+            set = HTTP1Connections()
+            http1[address] = set
+        }
+        while true {
+            while let idle = set.idle.popLast() {
+                if idle.acceptsCalls { return idle }
+                idle.close()  // its peer went away while it was idle: counted out when it closes
+            }
+            if set.open < HTTPClient.maxHTTP1ConnectionsPerAddress {
+                let connection = ClientConnection(pool: self, address: address, key: address, http1: set)
+                set.open += 1
+                connection.connect(host: host, port: port, maxResponseBytes: maxResponseBytes)
+                try await connection.ready()
+                return connection
+            }
+            await withCheckedContinuation { set.waiters.append($0) }
+        }
+    }
+
+    /// An HTTP/1.1 connection's call is over: it waits for the next (unless its server ended it,
+    /// or enough wait already), and a caller waiting for a connection tries again.
+    func giveBack(_ connection: ClientConnection) {
+        guard let set = connection.http1 else { return }
+        if connection.acceptsCalls {
+            if set.idle.count < Self.maxIdleHTTP1 { set.idle.append(connection) } else { connection.close() }
+        }
+        set.wakeOne()
+    }
+
+    /// HTTP/1.1 connections kept idle per address and loop; more are closed when given back.
+    static let maxIdleHTTP1 = 16
 
     func connection(to address: String, tls: SecureTarget? = nil) async throws(HTTPClientError) -> ClientConnection {
         precondition(loop.inEventLoop)
@@ -203,6 +277,16 @@ final class ConnectionPool: @unchecked Sendable {
     }
 
     func forget(_ connection: ClientConnection) {
+        if let set = connection.http1 {
+            // counted out once (a failed connect is followed by its close)
+            guard !connection.forgotten else { return }
+            connection.forgotten = true
+            set.open -= 1
+            set.idle.removeAll { $0 === connection }
+            set.wakeOne()
+            if set.open == 0 && set.waiters.isEmpty && http1[connection.address] === set { http1[connection.address] = nil }
+            return
+        }
         if connections[connection.key] === connection { connections[connection.key] = nil }
     }
 
@@ -210,6 +294,9 @@ final class ConnectionPool: @unchecked Sendable {
         let all = connections.values
         connections = [:]
         for connection in all { connection.close() }
+        for set in http1.values {
+            for connection in set.idle { connection.close() }
+        }
     }
 
     static func split(_ address: String) throws(HTTPClientError) -> (String, UInt16) {
@@ -220,6 +307,20 @@ final class ConnectionPool: @unchecked Sendable {
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         if host.isEmpty || host == "::" || host == "0.0.0.0" { host = "127.0.0.1" }
         return (host, port)
+    }
+}
+
+/// The HTTP/1.1 connections of one loop to one address. Loop-confined like its pool.
+final class HTTP1Connections {
+    /// Connected and waiting for a call (the most recently used last).
+    var idle: [ClientConnection] = []
+    /// Connections counted against the limit: connecting, busy or idle.
+    var open = 0
+    /// Callers waiting for a connection to be given back or to close.
+    var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func wakeOne() {
+        if !waiters.isEmpty { waiters.removeFirst().resume() }
     }
 }
 
@@ -244,11 +345,16 @@ final class ClientConnection: @unchecked Sendable {
     private(set) var handle: OpaquePointer?
     private var state: State = .connecting([])
     private var goaway = false
+    /// HTTP/1.1: the pool's connections to this address (nil: HTTP/2).
+    let http1: HTTP1Connections?
+    /// HTTP/1.1: the pool has counted this connection out.
+    var forgotten = false
 
-    init(pool: ConnectionPool, address: String, key: String) {
+    init(pool: ConnectionPool, address: String, key: String, http1: HTTP1Connections? = nil) {
         self.pool = pool
         self.address = address
         self.key = key
+        self.http1 = http1
     }
 
     var acceptsCalls: Bool {
@@ -287,6 +393,8 @@ final class ClientConnection: @unchecked Sendable {
                     }
                 }
             }
+        } else if http1 != nil {
+            handle = host.withCString { mc_client_connect_http1(pool.loop.handle, $0, port, maxResponseBytes, &callbacks) }
         } else {
             handle = host.withCString { mc_client_connect(pool.loop.handle, $0, port, maxResponseBytes, &callbacks) }
         }
@@ -366,7 +474,9 @@ final class ClientConnection: @unchecked Sendable {
                 if rc != 0 {
                     Unmanaged<PendingCall>.fromOpaque(ctx).release()
                     call.continuation = nil
-                    continuation.resume(returning: .failure(HTTPClientError(kind: .refused, message: "connection to \(address) cannot take calls")))
+                    continuation.resume(returning: .failure(rc == -2
+                        ? HTTPClientError(kind: .invalidRequest, message: "HTTP/1.1 cannot carry the request to \(address): its method, path or a header field has bytes it does not allow")
+                        : HTTPClientError(kind: .refused, message: "connection to \(address) cannot take calls")))
                     return
                 }
                 call.streamID = streamID

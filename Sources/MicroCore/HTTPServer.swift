@@ -138,23 +138,14 @@ public final class HTTPServer: Sendable {
     /// Graceful shutdown bounded by `timeout`, after which remaining connections are closed.
     public func shutdownGracefully(timeout: Duration) async {
         shutdown()
-        let finished = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await self.waitUntilClosed()
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? true
-            group.cancelAll()
-            return first
+        // the wait for the end cannot be cancelled: the timer ends it by closing what is left
+        // (a task group would wait for the wait, which a handler that never answers holds up)
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            self.closeConnections()
         }
-        if !finished {
-            closeConnections()
-            await waitUntilClosed()
-        }
+        await waitUntilClosed()
+        timer.cancel()
     }
 }
 

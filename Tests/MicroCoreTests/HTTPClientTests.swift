@@ -152,3 +152,94 @@ import Testing
         await server.waitUntilClosed()
     }
 }
+
+/// The HTTP/1.1 client (servers without HTTP/2: go-micro's transport and broker), against our
+/// own server, which speaks HTTP/1.1 too.
+@Suite struct HTTP1ClientTests {
+    @Test func roundTripsOnAKeptAliveConnection() async throws {
+        let server = try HTTPServer(group: .shared, configuration: .init(host: "127.0.0.1"), logger: HTTPClientTests.logger) { request, responder in
+            responder.send(HTTPServerResponse(
+                status: 201,
+                headers: ["x-method": request.method, "x-path": request.path, "x-echo": request.headers["x-echo"] ?? "",
+                          "x-http": "\(request.httpVersion)"],
+                body: request.body,
+                trailers: ["x-trailer": "t"]
+            ))
+        }
+        let client = HTTPClient()
+        for i in 0..<5 {
+            let body = Array("payload \(i)".utf8)
+            let response = try await client.request(address: "127.0.0.1:\(server.port)", path: "/a/b?c", headers: ["x-echo": "hi"], body: body,
+                                                    version: .http1_1)
+            #expect(response.status == 201)
+            #expect(response.headers["x-http"] == "1")
+            #expect(response.headers["x-method"] == "POST")
+            #expect(response.headers["x-path"] == "/a/b?c")
+            #expect(response.headers["x-echo"] == "hi")
+            #expect(response.body == body)
+        }
+        let get = try await client.request(address: "127.0.0.1:\(server.port)", method: "GET", path: "/", headers: [:], body: [], version: .http1_1)
+        #expect(get.status == 201 && get.headers["x-method"] == "GET")
+        await client.close()
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
+    @Test func callsBeyondTheConnectionLimitWaitAndAreAllAnswered() async throws {
+        let server = try HTTPClientTests.echoServer()
+        let client = HTTPClient()
+        let calls = HTTPClient.maxHTTP1ConnectionsPerAddress * 3
+        let ok = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<calls {
+                group.addTask {
+                    let body = Array("call \(i)".utf8)
+                    return try await client.request(address: "127.0.0.1:\(server.port)", path: "/", headers: [:], body: body, version: .http1_1).body == body
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(ok == calls)
+        await client.close()
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
+    @Test func whatHTTP1CannotCarryIsRefusedBeforeSending() async throws {
+        let server = try HTTPClientTests.echoServer()
+        let client = HTTPClient()
+        let address = "127.0.0.1:\(server.port)"
+        await #expect { _ = try await client.request(address: address, path: "/", headers: ["x-bad": "a\r\nx-injected: 1"], body: [], version: .http1_1) }
+            throws: { ($0 as? HTTPClientError)?.kind == .invalidRequest }
+        await #expect { _ = try await client.request(address: address, path: "/a b", headers: [:], body: [], version: .http1_1) }
+            throws: { ($0 as? HTTPClientError)?.kind == .invalidRequest }
+        await #expect { _ = try await client.request(address: address, path: "/", headers: [:], body: [], tls: .init(), version: .http1_1) }
+            throws: { ($0 as? HTTPClientError)?.kind == .invalidRequest }
+        // the connection is still good for a proper call
+        let response = try await client.request(address: address, path: "/", headers: [:], body: Array("ok".utf8), version: .http1_1)
+        #expect(response.body == Array("ok".utf8))
+        await client.close()
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
+    @Test func aDeadlineClosesTheCallsConnectionAndTheNextCallWorks() async throws {
+        // the handler of /hang answers at the end of the test (an HTTP/1.1 server cannot tell a
+        // caller that closed from one that only half-closed: it answers, into the void)
+        let (release, released) = AsyncStream<Void>.makeStream()
+        let server = try HTTPServer(group: .shared, configuration: .init(host: "127.0.0.1"), logger: HTTPClientTests.logger) { request, responder in
+            if request.path == "/hang" {
+                for await _ in release {}
+                responder.send(HTTPServerResponse(status: 200))
+            } else {
+                responder.send(HTTPServerResponse(status: 200, body: request.body))
+            }
+        }
+        let client = HTTPClient()
+        let address = "127.0.0.1:\(server.port)"
+        await #expect {
+            _ = try await client.request(address: address, path: "/hang", headers: [:], body: [], deadline: .now + .milliseconds(200), version: .http1_1)
+        } throws: { ($0 as? HTTPClientError)?.kind == .timeout }
+        let response = try await client.request(address: address, path: "/", headers: [:], body: Array("next".utf8), version: .http1_1)
+        #expect(response.body == Array("next".utf8))
+        released.finish()
+        await client.close()
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+}

@@ -139,3 +139,198 @@ import Testing
         #expect(error.detail == "proto-rpc: the header frame says 99 bytes, 2 follow", "\(bad.stdout)")
     }
 }
+
+/// go-micro's HTTP transport and HTTP broker speak HTTP/1.1 only (over h2c its server answers a
+/// bare 200, its broker drops the preface): our client and broker speak HTTP/1.1 to nodes that
+/// do not advertise HTTP/2, and keep HTTP/2 between swift-micro nodes. The peer is
+/// Tests/Peers/gomicro_peer.py, which behaves on the wire as go-micro does.
+@Suite struct GoMicroHTTP1Tests {
+    static let peer = MDNSTests.peers.appendingPathComponent("gomicro_peer.py").path
+    /// What a go-micro server node carries (`newNodeMetadata`): no `protocols` list.
+    static let goMicroNode = ["protocol": "mucp", "server": "mucp", "transport": "http", "broker": "http", "registry": "mdns"]
+
+    struct Hello: Codable, Sendable { var name: String }
+    struct Reply: Codable, Sendable {
+        var msg: String
+        var timeout: String?
+        var metadata: [String: String]
+    }
+    struct Stats: Codable, Sendable {
+        var connections: Int
+        var requests: Int
+        var h2_requests: Int
+    }
+
+    static func start(_ mode: String, _ arguments: [String] = []) async throws -> ChildService {
+        try await ChildService(peer, arguments: [mode] + arguments, launcher: ["python3"])
+    }
+
+    /// A client whose registry knows the peer as a go-micro node of `go.service`.
+    static func client(for peer: ChildService, timeout: Duration = .hangGuard) async throws -> Client {
+        let registry = MemoryRegistry()
+        try await registry.register(ServiceRecord(name: "go.service", nodes: [Node(id: "go-1", address: "127.0.0.1:\(peer.port)", metadata: goMicroNode)]),
+                                    ttl: .seconds(3600))
+        return Client(registry: registry, options: CallOptions(timeout: timeout))
+    }
+
+    static func stats(_ client: Client) async throws -> Stats {
+        try await client.call("go.service", "Say.Stats", Hello(name: ""))
+    }
+
+    /// Item 1: `micro call --address http://…` speaks HTTP/1.1 (as a URL of that scheme says) and
+    /// gets go-micro's answer and errors; before, it spoke h2c and took the bare 200 for no answer.
+    @Test func microCallWithAnHTTPAddressSpeaksHTTP1() async throws {
+        let peer = try await Self.start("server")
+        defer { peer.stop() }
+        let micro = Tool.binDirectory.appendingPathComponent("micro").path
+        let hello = try await Tool.run(micro, ["call", "--address", "http://127.0.0.1:\(peer.port)", "go.service", "Say.Hello", #"{"name":"cli"}"#] + Duration.hangGuardOption)
+        #expect(hello.status == 0, "\(hello.stderr)")
+        let reply = try JSONDecoder().decode(Reply.self, from: Data(hello.stdout.utf8))
+        #expect(reply.msg == "Hello cli")
+        let fail = try await Tool.run(micro, ["call", "--address", "http://127.0.0.1:\(peer.port)", "go.service", "Say.Fail", "{}"] + Duration.hangGuardOption)
+        #expect(fail.status == 1)
+        #expect(fail.stderr.contains(#""code":409"#) && fail.stderr.contains("already there"), "\(fail.stderr)")
+    }
+
+    /// Items 1 and 3 both ways: a node registered as go-micro registers is called by name over
+    /// HTTP/1.1 on one kept-alive connection; go-micro's `Timeout` header (nanoseconds) and our
+    /// metadata reach it, its answer headers reach us; no HTTP/2 request reaches it.
+    @Test func callsByNameReachAGoMicroNodeOverHTTP1OnKeptAliveConnections() async throws {
+        let peer = try await Self.start("server")
+        defer { peer.stop() }
+        let client = try await Self.client(for: peer)
+        var options = CallOptions(timeout: .hangGuard)
+        options.metadata = ["X-Trace": "abc"]
+        for i in 0..<5 {
+            let reply: Reply = try await client.call("go.service", "Say.Hello", Hello(name: "n\(i)"), options: options)
+            #expect(reply.msg == "Hello n\(i)")
+            #expect(reply.metadata["X-Trace"] == "abc", "\(reply.metadata)")
+            #expect(reply.timeout.flatMap(Int64.init).map { $0 > 0 } == true, "\(String(describing: reply.timeout))")
+        }
+        let raw = try await client.call("go.service", "Say.Hello", body: Array(#"{"name":"raw"}"#.utf8))
+        #expect(raw.metadata["x-served-by"] == "gomicro-peer")
+        // a pool per event loop: a caller on no loop is given each in turn
+        let loops = EventLoopGroup.shared.loops.count
+        var stats = try await Self.stats(client)
+        #expect(stats.connections <= loops, "sequential calls share a connection per loop: \(stats)")
+        #expect(stats.h2_requests == 0)
+
+        // concurrent calls take a connection each, and all are answered
+        let answered = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<20 {
+                group.addTask {
+                    let reply: Reply = try await client.call("go.service", "Say.Hello", Hello(name: "c\(i)"))
+                    return reply.msg == "Hello c\(i)"
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(answered == 20)
+        stats = try await Self.stats(client)
+        #expect(stats.requests == 28 && stats.h2_requests == 0, "\(stats)")
+        #expect(stats.connections >= 1 && stats.connections <= loops + 20, "\(stats)")
+        await client.close()
+    }
+
+    /// go-micro's errors (200 with a Micro-Error header over an empty body) are errors, JSON or
+    /// plain text.
+    @Test func goMicroErrorsOverHTTP1AreErrors() async throws {
+        let peer = try await Self.start("server")
+        defer { peer.stop() }
+        let client = try await Self.client(for: peer)
+        await #expect { let _: Reply = try await client.call("go.service", "Say.Fail", Hello(name: "x")) } throws: { error in
+            guard let error = error as? MicroError else { return false }
+            return error.code == 409 && error.id == "go.service" && error.detail == "already there"
+        }
+        await #expect { let _: Reply = try await client.call("go.service", "Nope.Missing", Hello(name: "x")) } throws: { error in
+            (error as? MicroError)?.detail.contains("can't find service Nope.Missing") == true
+        }
+        await client.close()
+    }
+
+    /// A deadline that passes ends the HTTP/1.1 call by closing its connection (it cannot be reset
+    /// alone); the next call gets a new connection and its answer.
+    @Test func aDeadlineEndsTheHTTP1CallAndTheNextCallIsAnswered() async throws {
+        let peer = try await Self.start("server", ["--slow", "120"])
+        defer { peer.stop() }
+        let client = try await Self.client(for: peer)
+        await #expect {
+            let _: Reply = try await client.call("go.service", "Say.Slow", Hello(name: "x"), options: CallOptions(timeout: .milliseconds(300)))
+        } throws: { error in
+            (error as? MicroError)?.code == 408
+        }
+        let reply: Reply = try await client.call("go.service", "Say.Hello", Hello(name: "after"))
+        #expect(reply.msg == "Hello after")
+        let stats = try await Self.stats(client)
+        #expect(stats.connections >= 2 && stats.connections <= 1 + EventLoopGroup.shared.loops.count,
+                "the timed-out call's connection was closed, a new one answered: \(stats)")
+        await client.close()
+    }
+
+    /// Streams to a node that speaks HTTP/1.1 only fail at once, saying why.
+    @Test func aStreamToAnHTTP1OnlyNodeFailsClearly() async throws {
+        let peer = try await Self.start("server")
+        defer { peer.stop() }
+        let client = try await Self.client(for: peer)
+        await #expect {
+            try await client.serverStream("go.service", "Say.Stream", Hello(name: "x"), as: Reply.self) { replies in
+                for try await _ in replies {}
+            }
+        } throws: { error in
+            guard let error = error as? MicroError else { return false }
+            return error.code == 501 && error.detail.contains("speaks HTTP/1.1 only")
+        }
+        await client.close()
+    }
+
+    /// Item 4: a publish reaches a go-micro subscriber (a node with go-micro's broker metadata)
+    /// over HTTP/1.1, as go-micro's broker.Message JSON; before, the HTTP/2 preface was refused
+    /// and the delivery retried until it gave up.
+    @Test func aPublishReachesAGoMicroSubscriberOverHTTP1() async throws {
+        let peer = try await Self.start("broker")
+        defer { peer.stop() }
+        let registry = MemoryRegistry()
+        let node = Node(id: "events-go-1", address: "127.0.0.1:\(peer.port)", metadata: ["broker": "http", "topic": "events", "secure": "false"])
+        try await registry.register(ServiceRecord(name: HTTPBroker.serviceName, version: HTTPBroker.broadcast, nodes: [node]), ttl: .seconds(3600))
+        let broker = HTTPBroker(registry: registry)
+        try await broker.publish("events", BrokerMessage(header: ["Content-Type": "application/json"], body: Array(#"{"n":1}"#.utf8)),
+                                 options: .init(wait: .delivered))
+        let line = await peer.waitForLine(containing: "message ")
+        #expect(line?.contains(#"message id=events-go-1 topic=events body={"n":1}"#) == true, "\(peer.logLines)")
+        await broker.disconnect()
+    }
+
+    /// Between swift-micro nodes nothing changes: our service and subscriber nodes advertise
+    /// HTTP/2 and are called in it; go-micro's nodes (RPC and broker) in HTTP/1.1; a gRPC node and
+    /// a node that says nothing in HTTP/2. Direct addresses: `http://` HTTP/1.1, `h2c://` and none
+    /// HTTP/2, TLS always HTTP/2.
+    @Test func theHTTPOfANodeComesFromItsMetadata() async throws {
+        let service = Service(name: "meta", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
+        service.handle("Meta.Ping") { (_: [UInt8], _: Context) async throws -> [UInt8] in [] }
+        _ = try service.start()
+        defer { Task { await service.stop() } }
+        #expect(try #require(service.record?.nodes.first).httpVersion == .http2)
+
+        let registry = MemoryRegistry()
+        let broker = HTTPBroker(registry: registry)
+        let subscription = try await broker.subscribe("topic") { _ in }
+        let subscriber = try #require(try await registry.getService(HTTPBroker.serviceName).first?.nodes.first)
+        #expect(subscriber.httpVersion == .http2, "\(subscriber.metadata)")
+        await subscription.unsubscribe()
+        await broker.disconnect()
+
+        #expect(Node(id: "a", address: "x", metadata: Self.goMicroNode).httpVersion == .http1_1)
+        #expect(Node(id: "b", address: "x", metadata: ["broker": "http", "topic": "t", "secure": "false"]).httpVersion == .http1_1)
+        #expect(Node(id: "c", address: "x", metadata: ["server": "grpc", "transport": "grpc"]).httpVersion == .http2)
+        #expect(Node(id: "d", address: "x").httpVersion == .http2)
+        #expect(Node(id: "e", address: "x", metadata: ["protocols": "http/1.1"]).httpVersion == .http1_1)
+        #expect(Node(id: "f", address: "x", metadata: ["protocols": "h2c"]).httpVersion == .http2)
+
+        let client = Client(registry: MemoryRegistry())
+        #expect(client.transport("s", "http://127.0.0.1:1", nil).2 == .http1_1)
+        #expect(client.transport("s", "h2c://127.0.0.1:1", nil).2 == .http2)
+        #expect(client.transport("s", "127.0.0.1:1", nil).2 == .http2)
+        #expect(client.transport("s", "https://127.0.0.1:1", nil).2 == .http2)
+        #expect(client.transport("s", "http://127.0.0.1:1", nil, grpc: true).2 == .http2)
+    }
+}

@@ -229,9 +229,9 @@ void mc_request_consume(mc_request_t *req, size_t len);
  * Returns 0, or -1 if the loop is stopping or out of memory (no deadline then). */
 int mc_request_set_deadline(mc_request_t *req, uint64_t timeout_ms);
 
-/* ---------------------------------------------------------------- HTTP/2 client (loop thread) */
+/* ---------------------------------------------------------------- HTTP/2 and HTTP/1.1 client (loop thread) */
 
-/* One HTTP/2 (h2c) connection to a server, owned by one loop; many calls multiplexed on it. */
+/* One connection to a server, owned by one loop: HTTP/2 (many calls multiplexed on it) or HTTP/1.1. */
 typedef struct mc_client mc_client_t;
 
 typedef struct mc_client_callbacks {
@@ -268,8 +268,16 @@ typedef void (*mc_call_done_fn)(void *ctx, int result, mc_request_t *response);
 mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                const mc_client_callbacks_t *callbacks);
 
+/* Connects to host:port to speak HTTP/1.1 (servers without HTTP/2, such as go-micro's HTTP
+ * transport): plaintext, one call at a time (mc_client_usable says 0 while one is in flight),
+ * kept alive between calls unless the server closes. Streams need HTTP/2 (mc_client_stream
+ * returns -1); cancelling a call or passing its deadline closes the connection. Loop thread. */
+mc_client_t *mc_client_connect_http1(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                                     const mc_client_callbacks_t *callbacks);
+
 /* Starts a call. Returns 0 and sets *stream_id, or -1 if the connection cannot take calls (then
- * done is not called). With timeout_ms > 0 the call has that deadline (see
+ * done is not called), or -2 if HTTP/1.1 cannot carry the request (a method that is no token, a
+ * path with spaces or control bytes, a field name that is no token or a value with CR, LF or NUL). With timeout_ms > 0 the call has that deadline (see
  * mc_request_set_deadline). Loop thread. */
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *headers,
                    size_t nheaders, const uint8_t *body, size_t body_len, uint64_t timeout_ms, mc_call_done_fn done,

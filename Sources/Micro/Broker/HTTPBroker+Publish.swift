@@ -143,7 +143,8 @@ extension HTTPBroker {
             let response = try await http.request(
                 address: node.address, method: "POST", path: "/?id=" + Self.queryEscape(node.id),
                 headers: ["content-type": "application/json"], body: body,
-                tls: node.metadata["tls"] == "required" ? HTTPClient.TLSTarget(expectedIdentity: node.metadata["identity"]) : nil)
+                tls: node.metadata["tls"] == "required" ? HTTPClient.TLSTarget(expectedIdentity: node.metadata["identity"]) : nil,
+                version: node.metadata["tls"] == "required" ? .http2 : node.httpVersion)
             switch response.status {
             case 200..<300: return true
             case 404: return true  // that subscription is gone: nothing to deliver to

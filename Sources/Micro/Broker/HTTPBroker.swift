@@ -163,11 +163,13 @@ public final class HTTPBroker: MountedBroker {
     ) async throws -> BrokerSubscription {
         try await connect()
         guard let address = self.address else { throw MicroError(id: "micro.broker", code: 500, detail: "broker has no address") }
-        var metadata = ["broker": "http", "topic": topic, "secure": "false"]
+        // go-micro's keys, then the HTTP we serve (publishers without it speak HTTP/1.1, as to go-micro)
+        var metadata = ["broker": "http", "topic": topic, "secure": "false", "protocols": "http/1.1,h2c"]
         if let identity = state.withLock({ $0.tlsIdentity }) {
             metadata["secure"] = "true"
             metadata["tls"] = "required"
             metadata["identity"] = identity
+            metadata["protocols"] = "http/1.1,h2"
         }
         let node = Node(id: "\(topic)-\(UUID().uuidString.lowercased())", address: address, metadata: metadata)
         let record = ServiceRecord(name: Self.serviceName, version: queue ?? Self.broadcast, nodes: [node])

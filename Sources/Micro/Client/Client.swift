@@ -204,14 +204,17 @@ public final class Client: Sendable {
         MicroError(id: "micro.client", code: 408, detail: "call to \(request.service).\(request.endpoint) timed out after \(request.options.timeout)")
     }
 
-    /// Where the next attempt goes: the options' address, or a node the selector chooses among
-    /// those not yet tried (all again once every one was).
-    /// The address to dial and, when the node requires TLS (its registry metadata says
-    /// `tls=required`, or a direct address starts with `https://` or `tls://`; `http://` and
-    /// `h2c://` say plaintext), what the server's
-    /// certificate must prove: that it is the service we meant to call.
-    func transport(_ service: String, _ picked: String, _ selection: Selection?) -> (String, HTTPClient.TLSTarget?) {
+    /// The address to dial, the HTTP to speak and, when the node requires TLS (its registry
+    /// metadata says `tls=required`, or a direct address starts with `https://` or `tls://`),
+    /// what the server's certificate must prove: that it is the service we meant to call.
+    /// HTTP/2 unless the node's metadata says it speaks only HTTP/1.1 (go-micro's nodes,
+    /// ``Node/httpVersion``) or a direct address starts with `http://` (`h2c://` says HTTP/2 by
+    /// prior knowledge, as does an address with no scheme); TLS and gRPC always speak HTTP/2.
+    func transport(_ service: String, _ picked: String, _ selection: Selection?, grpc: Bool = false)
+        -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
+    {
         var secure = selection?.node.metadata["tls"] == "required"
+        var version = selection?.node.httpVersion ?? .http2
         var address = picked
         // an IP address (what the registry holds) has no scheme and no slash to take off
         let bare = picked.utf8.first.map { $0 == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } ?? true
@@ -220,13 +223,18 @@ public final class Client: Sendable {
                 address.removeFirst(scheme.count)
                 secure = true
             }
-            // plaintext, said explicitly (HTTP/2 by prior knowledge either way)
-            for scheme in ["http://", "h2c://"] where address.hasPrefix(scheme) {
-                address.removeFirst(scheme.count)
+            // plaintext, said explicitly: HTTP/1.1 as for any http:// URL, or HTTP/2 by prior knowledge
+            if address.hasPrefix("http://") {
+                address.removeFirst(7)
+                version = .http1_1
+            } else if address.hasPrefix("h2c://") {
+                address.removeFirst(6)
+                version = .http2
             }
             if address.hasSuffix("/") { address.removeLast() }
         }
-        return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil)
+        if secure || grpc { version = .http2 }
+        return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil, version)
     }
 
     /// The selector of `strategy` (an array index, not a hash of the strategy's name).
@@ -286,13 +294,13 @@ public final class Client: Sendable {
             let now = attempt == 0 ? started : ContinuousClock.now
             guard deadline > now else { throw timedOut(request) }
             let (picked, selection) = try await pick(request.service, options, selector, &tried, now: now)
-            let (address, target) = transport(request.service, picked, selection)
+            let (address, target, version) = transport(request.service, picked, selection, grpc: request.descriptor.wire == .grpc)
             let remaining = deadline - now
             let wire = Wire.encode(request, remaining: remaining,
                                    grpcPath: request.descriptor.wire == .grpc ? grpcPaths.path(service: request.service, endpoint: request.endpoint) : nil)
             do {
                 let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body,
-                                                      timeoutMilliseconds: remaining.millisecondsRoundedUp, tls: target)
+                                                      timeoutMilliseconds: remaining.millisecondsRoundedUp, tls: target, version: version)
                 switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
                 case .success(let body, let metadata):
                     selection.map { selector.finish($0, outcome: .success) }

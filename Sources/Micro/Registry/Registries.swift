@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// The registries a process can use, by name: `MICRO_REGISTRY=local` (the default), `memory`, or
 /// `mdns` (multicast DNS on the LAN, compatible with go-micro's; see ``MDNSRegistry``), and those

@@ -1,3 +1,6 @@
+import Foundation
+public import MicroCore
+
 /// A service as the registry knows it: go-micro's `registry.Service`, field for field, so that
 /// the JSON is the same (`name`, `version`, `metadata`, `endpoints`, `nodes`).
 public struct ServiceRecord: Codable, Sendable, Equatable {
@@ -45,6 +48,21 @@ public struct Node: Codable, Sendable, Equatable, Hashable {
         id = try c.decode(String.self, forKey: .id)
         address = try c.decodeIfPresent(String.self, forKey: .address) ?? ""
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:]
+    }
+}
+
+extension Node {
+    /// The HTTP to call this node in: what its `protocols` list says (every swift-micro node has
+    /// one: HTTP/2 when it names `h2c` or `h2`); without a list, HTTP/1.1 for go-micro's nodes,
+    /// whose HTTP transport and broker (`transport=http`, `broker=http`) take nothing else, and
+    /// HTTP/2 for any other node.
+    public var httpVersion: HTTPClient.Version {
+        if let protocols = metadata["protocols"] {
+            let names = protocols.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            if names.contains("h2c") || names.contains("h2") || names.contains("grpc") { return .http2 }
+            return names.contains("http/1.1") ? .http1_1 : .http2
+        }
+        return metadata["transport"] == "http" || metadata["broker"] == "http" ? .http1_1 : .http2
     }
 }
 

@@ -1,0 +1,266 @@
+/*
+ * HTTP/1.1 client connections, for servers that do not speak HTTP/2 (go-micro's HTTP transport
+ * and broker). One call at a time per connection, kept alive between calls: the caller pools
+ * connections. The request is written whole into the connection's output at submission; the
+ * answer is read with http-parser (Content-Length, chunked with trailers, or up to the server's
+ * EOF), within the same limits as HTTP/2 answers: MC_CLIENT_MAX_FIELD_BYTES of fields and the
+ * connection's max_response_bytes of body. An HTTP/1.1 call cannot be reset alone: cancelling it
+ * or passing its deadline closes its connection.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static mc_request_t *current(const http_parser *p) { return ((mc_conn_t *)p->data)->h1_cur; }
+
+/* The parse fails; `why` (when given) is what mc_client_error reports for the broken call. */
+static int fail(http_parser *p, const char *why) {
+    mc_conn_t *c = p->data;
+    if (why && !c->client->error[0]) snprintf(c->client->error, sizeof c->client->error, "%s", why);
+    return -1;
+}
+
+static int count_field_bytes(http_parser *p, size_t n) {
+    mc_request_t *r = current(p);
+    r->field_bytes += n;
+    if (r->field_bytes <= MC_CLIENT_MAX_FIELD_BYTES) return 0;
+    r->client.fields_too_large = true;
+    return fail(p, NULL);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+    mc_request_t *r = current(p);
+    if (!r->in_field) {
+        if (count_field_bytes(p, 32)) return -1; /* per field, as HPACK counts it */
+        /* after the header block: a trailer of a chunked answer */
+        if (r->in_trailers && !r->trailer_index) r->trailer_index = r->nhdrs + 1;
+        if (mc_request_add_header(r, "", 0, "", 0) != 0) return fail(p, "out of memory");
+        r->hdrs[r->nhdrs - 1].name_off = (uint32_t)r->strings.len;
+        r->in_field = true;
+    }
+    if (count_field_bytes(p, n)) return -1;
+    if (n && !mc_field_name_valid(at, n)) return fail(p, "the server's answer has a malformed header field name");
+    if (mc_buf_reserve(&r->strings, n) != 0) return fail(p, "out of memory");
+    for (size_t i = 0; i < n; i++) r->strings.data[r->strings.len + i] = mc_lower((uint8_t)at[i]);
+    r->strings.len += n;
+    r->hdrs[r->nhdrs - 1].name_len += (uint32_t)n;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+    mc_request_t *r = current(p);
+    if (count_field_bytes(p, n)) return -1;
+    mc_hdr_off_t *h = &r->hdrs[r->nhdrs - 1];
+    if (r->in_field) {
+        h->value_off = (uint32_t)r->strings.len;
+        h->value_len = 0;
+        r->in_field = false;
+    }
+    if (mc_buf_append(&r->strings, at, n) != 0) return fail(p, "out of memory");
+    h->value_len += (uint32_t)n;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+    mc_request_t *r = current(p);
+    if (p->status_code < 100 || p->status_code > 999) return fail(p, "the server's answer has an invalid status");
+    r->client.status = p->status_code;
+    r->client.interim = p->status_code < 200;
+    r->in_trailers = true;
+    if (p->status_code == 101) return fail(p, "the server switched protocols (101) on a call");
+    if (!r->client.interim && p->content_length != ULLONG_MAX && p->content_length > r->conn->client->max_response_bytes) {
+        r->client.too_large = true;
+        return fail(p, NULL);
+    }
+    /* the answer to a HEAD carries the length of a body that does not follow */
+    return r->method_len == 4 && memcmp(r->strings.data + r->method_off, "HEAD", 4) == 0 && !r->client.interim ? 1 : 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+    mc_request_t *r = current(p);
+    if (r->body.len + n > r->conn->client->max_response_bytes) {
+        r->client.too_large = true;
+        return fail(p, NULL);
+    }
+    return mc_buf_append(&r->body, at, n) != 0 ? fail(p, "out of memory") : 0;
+}
+
+static int on_message_complete(http_parser *p) {
+    mc_conn_t *c = p->data;
+    mc_request_t *r = c->h1_cur;
+    if (r->client.interim) {
+        /* a 1xx answer (100 Continue, 103 Early Hints): its fields are dropped, the real one follows */
+        r->nhdrs = 0;
+        r->strings.len = r->method_off + r->method_len; /* the method stays (HEAD above) */
+        r->field_bytes = 0;
+        r->trailer_index = 0;
+        r->in_trailers = false;
+        r->in_field = false;
+        r->client.status = 0;
+        r->client.interim = false;
+        return 0;
+    }
+    c->client->h1_complete = true;
+    http_parser_pause(p, 1); /* finished after the parse returns, with what followed looked at */
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void mc_h1_client_init(mc_conn_t *c) {
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+}
+
+/* The answer was read whole: the call is done, and the connection stays for the next one unless
+ * the server said otherwise. */
+static void complete(mc_conn_t *c) {
+    mc_request_t *r = c->h1_cur;
+    bool keep = http_should_keep_alive(&c->parser);
+    c->h1_cur = NULL;
+    c->client->h1_complete = false;
+    http_parser_pause(&c->parser, 0);
+    if (!keep) mc_conn_enter(c, MC_CONN_ENDING); /* closes once nothing is left to write */
+    mc_client_finish_call(r, MC_CALL_OK);
+    mc_loop_mark_dirty(c->loop, c);
+}
+
+static int h1_client_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
+    if (c->state >= MC_CONN_ENDING) return 0; /* after a "connection: close" answer */
+    if (!c->h1_cur) {
+        /* bytes with no call waiting for them: no answer to anything */
+        snprintf(c->client->error, sizeof c->client->error, "the server sent bytes that answer no call");
+        return -1;
+    }
+    size_t used = http_parser_execute(&c->parser, &settings, (const char *)p, n);
+    if (c->client->h1_complete) {
+        /* HTTP/1.1 answers come one per request: bytes after this one answer nothing (the next
+         * request is not even written), a broken server. The call still has its answer; the
+         * connection takes no other (ENDING first, so that done cannot start one on it). */
+        bool broken = used < n;
+        if (broken) {
+            snprintf(c->client->error, sizeof c->client->error, "the server sent bytes that answer no call");
+            mc_conn_enter(c, MC_CONN_ENDING);
+        }
+        complete(c);
+        return broken ? -1 : 0;
+    }
+    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || c->parser.upgrade) {
+        if (!c->client->error[0])
+            snprintf(c->client->error, sizeof c->client->error, "malformed HTTP/1.1 answer: %s",
+                     http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+        return -1; /* the connection closes; the call ends as RESET (or TOO_LARGE) */
+    }
+    return 0;
+}
+
+/* The server's EOF: it ends an answer read up to it; otherwise the call (if any) broke. */
+static bool h1_client_eof(mc_conn_t *c, ssize_t err) {
+    if (err == UV_EOF && c->h1_cur && c->state == MC_CONN_OPEN) {
+        http_parser_execute(&c->parser, &settings, NULL, 0);
+        if (c->client->h1_complete) complete(c);
+    }
+    return false; /* the connection closes; a call still waiting ends as RESET */
+}
+
+/* Nothing left to do: only once the connection ends (after an answer that closes it). */
+static bool h1_client_done(mc_conn_t *c) { return c->state >= MC_CONN_ENDING && !c->h1_cur; }
+
+static bool h1_client_input_full(mc_conn_t *c) {
+    (void)c;
+    return false;
+}
+
+static void h1_client_free(mc_conn_t *c) { (void)c; }
+
+const mc_proto_ops_t mc_h1_client_proto = {
+    .proto = MC_PROTO_H1_CLIENT,
+    .feed = h1_client_feed,
+    .input_full = h1_client_input_full,
+    .done = h1_client_done,
+    .eof = h1_client_eof,
+    .header_timeout = mc_conn_close,
+    .read_timeout = mc_conn_close,
+    .idle = mc_proto_never,
+    .grace_over = mc_proto_never,
+    .shutdown = mc_conn_close,
+    .free = h1_client_free,
+};
+
+/* A method is a token; a request target is visible ASCII (no space, no control byte). */
+static bool target_valid(const char *path) {
+    if (!path[0]) return false;
+    for (const char *s = path; *s; s++)
+        if ((uint8_t)*s <= 0x20 || (uint8_t)*s >= 0x7f) return false;
+    return true;
+}
+
+/* Fields the core writes itself on an HTTP/1.1 request. */
+static bool written_by_core(const mc_header_t *h) {
+    return (h->name_len == 4 && strncasecmp(h->name, "host", 4) == 0) || (h->name_len == 2 && strncasecmp(h->name, "te", 2) == 0) ||
+           mc_field_connection_specific(h->name, h->name_len);
+}
+
+mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                                  const uint8_t *body, size_t len, bool *invalid) {
+    *invalid = false;
+    if (c->h1_cur) return NULL;
+    size_t mlen = strlen(method);
+    bool fields_ok = mc_field_name_valid(method, mlen) && target_valid(path);
+    for (size_t i = 0; i < nh && fields_ok; i++)
+        fields_ok = (h[i].name_len > 0 && h[i].name[0] == ':') || mc_field_valid(&h[i]);
+    if (!fields_ok) {
+        *invalid = true;
+        return NULL;
+    }
+    mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H1_CLIENT);
+    if (!r) return NULL;
+    /* the method is kept with the answer's strings: a HEAD's answer has no body */
+    r->method_off = 0;
+    r->method_len = (uint32_t)mlen;
+    if (mc_buf_append(&r->strings, method, mlen) != 0) {
+        mc_request_release(r);
+        return NULL;
+    }
+    bool v6 = strchr(c->client->host, ':') != NULL;
+    mc_buf_t *out = &c->out;
+    size_t before = out->len;
+    int rc = mc_buf_appendf(out, "%s %s HTTP/1.1\r\nhost: %s%s%s:%u\r\n", method, path, v6 ? "[" : "", c->client->host,
+                            v6 ? "]" : "", (unsigned)c->client->port);
+    for (size_t i = 0; i < nh && rc == 0; i++) {
+        if ((h[i].name_len > 0 && h[i].name[0] == ':') || written_by_core(&h[i])) continue;
+        rc = mc_buf_append(out, h[i].name, h[i].name_len) || mc_buf_append(out, ": ", 2) ||
+             mc_buf_append(out, h[i].value, h[i].value_len) || mc_buf_append(out, "\r\n", 2);
+    }
+    if (rc == 0) rc = mc_buf_appendf(out, "content-length: %zu\r\n\r\n", len);
+    if (rc == 0 && len) rc = mc_buf_append(out, body, len);
+    if (rc != 0) {
+        out->len = before;
+        mc_request_release(r);
+        return NULL;
+    }
+    if (++c->client->h1_calls <= 0) c->client->h1_calls = 1;
+    r->stream_id = c->client->h1_calls;
+    r->client.sent = true; /* the server may act on it from now on: never retried elsewhere */
+    r->head_sent = true;
+    c->h1_cur = r;
+    c->active++;
+    mc_loop_mark_dirty(c->loop, c);
+    return r;
+}
+
+void mc_h1_client_end(mc_conn_t *c, mc_request_t *r) {
+    if (c->h1_cur == r) mc_conn_close(c); /* the call ends with its connection (as cancelled / timed out) */
+}
