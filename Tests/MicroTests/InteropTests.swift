@@ -325,6 +325,9 @@ import Testing
         #expect(Node(id: "d", address: "x").httpVersion == .http2)
         #expect(Node(id: "e", address: "x", metadata: ["protocols": "http/1.1"]).httpVersion == .http1_1)
         #expect(Node(id: "f", address: "x", metadata: ["protocols": "h2c"]).httpVersion == .http2)
+        #expect(Node(id: "g", address: "x", metadata: ["protocols": " HTTP/1.1 , H2"]).httpVersion == .http2)
+        #expect(Node(id: "h", address: "x", metadata: ["protocols": "http/1.10,h2c2,xgrpc"]).httpVersion == .http2)
+        #expect(Node(id: "i", address: "x", metadata: ["protocols": "spdy, http/1.1"]).httpVersion == .http1_1)
 
         let client = Client(registry: MemoryRegistry())
         #expect(client.transport("s", "http://127.0.0.1:1", nil).2 == .http1_1)
