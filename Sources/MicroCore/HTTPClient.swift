@@ -184,10 +184,19 @@ public final class HTTPClient: Sendable {
         _ version: Version
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         if version == .http1_1 {
-            // a connection of its own for the call, back to the pool after it
-            let connection = try await pool.lease(address)
-            defer { pool.giveBack(connection) }
-            return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)
+            // a connection of its own for the call, back to the pool after it. An idle connection
+            // whose server closed it meanwhile refuses the call before sending it (the core looks
+            // for the EOF first): then a fresh one takes it, once.
+            var refusals = 0
+            while true {
+                let connection = try await pool.lease(address)
+                defer { pool.giveBack(connection) }
+                do {
+                    return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)
+                } catch where error.kind == .refused && refusals == 0 {
+                    refusals += 1
+                }
+            }
         }
         let connection = try await pool.connection(to: address, tls: tls)
         return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)

@@ -308,8 +308,8 @@ import Testing
         let service = Service(name: "meta", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
         service.handle("Meta.Ping") { (_: [UInt8], _: Context) async throws -> [UInt8] in [] }
         _ = try service.start()
-        defer { Task { await service.stop() } }
         #expect(try #require(service.record?.nodes.first).httpVersion == .http2)
+        await service.shutdown()
 
         let registry = MemoryRegistry()
         let broker = HTTPBroker(registry: registry)

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import MicroCore
 
 /// Asynchronous messaging: publish to a topic, subscribe to it. Plain subscriptions each get

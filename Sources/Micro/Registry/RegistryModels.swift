@@ -1,6 +1,3 @@
-import Foundation
-public import MicroCore
-
 /// A service as the registry knows it: go-micro's `registry.Service`, field for field, so that
 /// the JSON is the same (`name`, `version`, `metadata`, `endpoints`, `nodes`).
 public struct ServiceRecord: Codable, Sendable, Equatable {
@@ -48,47 +45,6 @@ public struct Node: Codable, Sendable, Equatable, Hashable {
         id = try c.decode(String.self, forKey: .id)
         address = try c.decodeIfPresent(String.self, forKey: .address) ?? ""
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:]
-    }
-}
-
-extension Node {
-    /// The HTTP to call this node in: what its `protocols` list says (every swift-micro node has
-    /// one: HTTP/2 when it names `h2c` or `h2`); without a list, HTTP/1.1 for go-micro's nodes,
-    /// whose HTTP transport and broker (`transport=http`, `broker=http`) take nothing else, and
-    /// HTTP/2 for any other node.
-    public var httpVersion: HTTPClient.Version {
-        if let protocols = metadata["protocols"] {
-            // read on every call: a scan of the bytes, no allocation
-            if Self.names(protocols, "h2c", "h2", "grpc") { return .http2 }
-            return Self.names(protocols, "http/1.1") ? .http1_1 : .http2
-        }
-        return metadata["transport"] == "http" || metadata["broker"] == "http" ? .http1_1 : .http2
-    }
-
-    /// Whether the comma-separated `list` names any of `wanted` (lower case; the list's names are
-    /// compared without case, spaces around them ignored).
-    static func names(_ list: String, _ wanted: StaticString...) -> Bool {
-        var list = list
-        return list.withUTF8 { bytes in
-            var start = 0
-            while start <= bytes.count {
-                var end = start
-                while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
-                var (lo, hi) = (start, end)
-                while lo < hi && bytes[lo] == UInt8(ascii: " ") { lo += 1 }
-                while hi > lo && bytes[hi - 1] == UInt8(ascii: " ") { hi -= 1 }
-                for name in wanted where name.utf8CodeUnitCount == hi - lo {
-                    var same = true
-                    for i in 0..<(hi - lo) where bytes[lo + i] | (bytes[lo + i] >= 65 && bytes[lo + i] <= 90 ? 0x20 : 0) != name.utf8Start[i] {
-                        same = false
-                        break
-                    }
-                    if same { return true }
-                }
-                start = end + 1
-            }
-            return false
-        }
     }
 }
 
