@@ -10,7 +10,8 @@
  * (64 MiB, 1, 100, 5000 bytes), bit 6 a finished call starts another one from its callback
  * (at most 16 in all), bit 7 the server half-closes after its last byte.
  * Application tape: one byte per call started later: bits 0-1 its body size (as above), bit 2
- * GET instead of POST, bit 3 forty extra headers. And call i (any) reads byte i for what its
+ * GET instead of POST, bit 3 forty extra headers, bit 5 a stream instead (mc_client_stream: the
+ * body written as one prefixed message, bit 6 then finished, bit 7 what arrives credited at once). And call i (any) reads byte i for what its
  * completion callback does: bit 4 closes the connection (mc_client_close), bit 5 cancels the
  * newest call in flight.
  * Control tape: the common actions (fuzz.h, common.c), and 24 a new call, 25 cancel the oldest
@@ -30,6 +31,8 @@
 
 typedef struct {
     int32_t id;
+    mc_request_t *stream; /* a stream's request, valid until done */
+    bool consume;         /* a stream that credits what arrives at once */
     bool done;
     int result;
     uint8_t on_done; /* what its callback does (bits 4-5 of the application tape) */
@@ -46,6 +49,24 @@ static const size_t body_sizes[4] = {0, 10, 70000, sizeof body};
 
 static void on_done(void *ctx, int result, mc_request_t *resp);
 
+static void on_stream_head(void *ctx, mc_request_t *resp) {
+    size_t i = (size_t)(uintptr_t)ctx;
+    CHECK(i < ncalls + 1 && !calls[i].done);
+    CHECK(mc_request_status(resp) >= 100 && mc_request_status(resp) <= 999);
+    fuzz_check_request(resp);
+}
+
+static void on_stream_data(void *ctx, const uint8_t *data, size_t len) {
+    size_t i = (size_t)(uintptr_t)ctx;
+    CHECK(i < ncalls && !calls[i].done && (len == 0 || data != NULL));
+    if (calls[i].consume) mc_request_consume(calls[i].stream, len);
+}
+
+static void on_stream_writable(void *ctx) {
+    size_t i = (size_t)(uintptr_t)ctx;
+    CHECK(i < ncalls && !calls[i].done);
+}
+
 static void start_call(uint8_t how) {
     if (ncalls == MAX_CALLS || !mc_client_usable(client)) return;
     mc_header_t h[42];
@@ -57,6 +78,21 @@ static void start_call(uint8_t how) {
     *call = (call_t){0};
     call->on_done = app_tape.n ? app_tape.p[ncalls % app_tape.n] & 0x30 : 0;
     size_t len = body_sizes[how & 3];
+    if (how & 0x20) {
+        mc_stream_callbacks_t cb = {.on_head = on_stream_head, .on_data = on_stream_data, .on_writable = on_stream_writable, .done = on_done};
+        call->consume = how & 0x80;
+        if (mc_client_stream(client, (how & 4) ? "GET" : "POST", "/Service.Method", h, nh, &cb, (void *)(uintptr_t)ncalls, &call->id,
+                             &call->stream) != 0)
+            return;
+        size_t i = ncalls++;
+        if (how & 0x10) (void)mc_request_set_deadline(call->stream, 1000);
+        uint8_t *m = body; /* the body as one prefixed message */
+        size_t n = len > 5 ? len - 5 : 0;
+        m[0] = 0, m[1] = (uint8_t)(n >> 24), m[2] = (uint8_t)(n >> 16), m[3] = (uint8_t)(n >> 8), m[4] = (uint8_t)n;
+        if (!calls[i].done) (void)mc_request_write(calls[i].stream, m, n + 5);
+        if (!calls[i].done && (how & 0x40)) (void)mc_request_finish(calls[i].stream, NULL, 0);
+        return;
+    }
     if (mc_client_call(client, (how & 4) ? "GET" : "POST", "/Service.Method", h, nh, body, len, (how & 0x10) ? 1000 : 0,
                        on_done, (void *)(uintptr_t)ncalls, &call->id) == 0)
         ncalls++;
@@ -66,6 +102,7 @@ static void on_done(void *ctx, int result, mc_request_t *resp) {
     size_t i = (size_t)(uintptr_t)ctx;
     CHECK(i < ncalls && !calls[i].done); /* exactly once per call */
     calls[i].done = true;
+    calls[i].stream = NULL;
     calls[i].result = result;
     CHECK(result >= MC_CALL_OK && result <= MC_CALL_TIMEOUT);
     if (result == MC_CALL_OK) {

@@ -333,6 +333,23 @@ def h1client_seeds():
     s["restart_in_callback"] = fuzz_input(answer() + answer() + answer(), config=0x40, apps=[0, 0, 0])
     s["slow_kernel"] = fuzz_input(answer(), config=(3 << 2), controls=[ctl(1, KERNEL_NOTHING), ctl(64), ctl(1, KERNEL_SOME), ctl(1, WRITE_DONE)])
     s["read_error"] = fuzz_input(answer(), controls=[ctl(13, READ_ERROR)])
+    # go-micro streams (application byte bit 5): frames with a Micro-Stream id, the end as
+    # Micro-Error EOS or an error. The first call's answer is exactly one 64-byte read; then a
+    # stream starts on the connection (the application byte) and its frames follow.
+    STREAM, FINISH, CONSUME = 0x20, 0x40, 0x80
+    first = answer(b"{}", fields=(("X-Pad", ""),))
+    first = first.replace(b"X-Pad: ", b"X-Pad: " + b"p" * (64 - len(first)))
+    assert len(first) == 64
+    frame = lambda body, extra=(): answer(body, fields=(("Micro-Stream", "1"), ("Content-Type", "application/json")) + tuple(extra))
+    eos = frame(b"", (("Micro-Error", "EOS"),))
+    stream = lambda data, how=STREAM | FINISH | 1: fuzz_input(first + data, apps=[how], controls=[ctl(64, NEW_CALL), ctl(4096)])
+    s["stream_frames"] = stream(frame(b'{"n":1}') + frame(b'{"n":2}') + eos)
+    s["stream_error"] = stream(frame(b'{"n":1}') + frame(b"", (("Micro-Error", '{"code":409,"detail":"no"}'),)))
+    s["stream_eos_only"] = stream(eos, STREAM | CONSUME)
+    s["stream_big"] = stream(frame(b"z" * 60000) + frame(b"y" * 60000) + eos, STREAM | 2)
+    s["stream_eof"] = fuzz_input(first + frame(b'{"n":1}'), config=0x80, apps=[STREAM], controls=[ctl(64, NEW_CALL), ctl(4096)])
+    s["stream_cancel"] = fuzz_input(first + frame(b'{"n":1}'), apps=[STREAM | FINISH],
+                                    controls=[ctl(64, NEW_CALL), ctl(13), ctl(1, CANCEL_NEWEST), ctl(4096)])
     return s
 
 

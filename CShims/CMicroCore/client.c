@@ -405,8 +405,8 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
         return NULL;
     }
     if (c->ops == &mc_h1_client_proto) {
-        if (streaming) return NULL; /* a stream needs HTTP/2 */
-        mc_request_t *r = mc_h1_client_submit(c, method, path, h, nh, body, len, invalid);
+        mc_request_t *r = streaming ? mc_h1_client_open_stream(c, method, path, h, nh, invalid)
+                                    : mc_h1_client_submit(c, method, path, h, nh, body, len, invalid);
         if (r) r->client.done_ctx = ctx;
         return r;
     }
@@ -467,7 +467,7 @@ int mc_client_stream(mc_client_t *client, const char *method, const char *path, 
                      const mc_stream_callbacks_t *cb, void *ctx, int32_t *stream_id, mc_request_t **req) {
     bool invalid;
     mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, NULL, 0, true, ctx, &invalid);
-    if (!r) return -1;
+    if (!r) return invalid ? -2 : -1;
     r->client.scb = *cb;
     r->client.done = cb->done;
     if (stream_id) *stream_id = r->stream_id;

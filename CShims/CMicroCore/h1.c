@@ -138,8 +138,8 @@ static void enqueue(mc_conn_t *c, mc_request_t *r) {
  *
  * go-micro's HTTP transport streams by using HTTP/1.1 message syntax as framing, both ways, on a
  * connection of its own: the client's first request with a `Micro-Stream` header opens the
- * stream, each later request is one message (or, with `Micro-Error: EOS`, the end of the
- * client's messages), and the server writes one HTTP/1.1 response per message whenever it likes,
+ * stream (its body is dropped, as go-micro's server drops it), each later request is one message
+ * (or, with `Micro-Error: EOS`, the end of the client's messages), and the server writes one HTTP/1.1 response per message whenever it likes,
  * the last carrying `Micro-Error: EOS` (or the error). Here the stream is handed to the
  * application like an HTTP/2 stream: each message arrives through on_body with gRPC's 5-byte
  * prefix, so the same deframer serves both; what it writes (prefixed messages) is cut back into
@@ -205,25 +205,11 @@ static int on_message_complete(http_parser *p) {
         return 0;
     }
     if (opens_stream(c, r, p)) {
-        /* its own body is the first message: handed over the way later frames come. Made before
-         * r becomes the stream, so that running out of memory leaves nothing half done. */
-        mc_request_t *first = mc_request_new(c->loop, c, MC_PROTO_H1);
-        bool ok = first != NULL;
-        for (size_t i = 0; ok && i < mc_request_header_fields(r); i++) {
-            mc_header_t h = mc_request_header(r, i);
-            ok = mc_request_add_header(first, h.name, h.name_len, h.value, h.value_len) == 0;
-        }
-        if (!ok) {
-            if (first) mc_request_release(first);
-            c->h1_cur = r; /* answered 500 by the caller's error path, then released */
-            return fail(p, 500);
-        }
-        mc_buf_t body = first->body;
-        first->body = r->body;
-        r->body = body;
+        /* go-micro's opening frame: its body is the request body of go-micro's client.Stream,
+         * which go-micro's server reads and drops for every stream (its generated clients send an
+         * empty message there, then each message with Send): the messages are the frames after it */
+        mc_conn_body_held(c, r, -(ptrdiff_t)r->server.body_held);
         r->body.len = 0;
-        first->server.body_held = r->server.body_held; /* the bytes moved with the body */
-        r->server.body_held = 0;
         r->streaming = true;
         r->server.keep_alive = true;
         r->server.dispatched = true;
@@ -231,7 +217,7 @@ static int on_message_complete(http_parser *p) {
         c->h1_stream = r;
         s->cb.on_request(s->cb.ctx, r);
         if (mc_conn_closed(c)) return 0;
-        stream_frame(c, first);
+        c->read_since = uv_now(&c->loop->uv); /* the first message is awaited (the read timeout) */
         return 0;
     }
     r->server.keep_alive = http_should_keep_alive(p); /* parsing stops once the connection is ENDING */
@@ -273,7 +259,7 @@ int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t 
 }
 
 /* One answer frame: the head, content-length, then the extra header lines and the body. */
-static int write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const uint8_t *body, size_t len) {
+int mc_h1_write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const uint8_t *body, size_t len) {
     int rc = mc_buf_append(&c->out, r->h1_frame.data, r->h1_frame.len);
     if (rc == 0 && extra) rc = mc_buf_append(&c->out, extra, strlen(extra));
     if (rc == 0) rc = mc_buf_appendf(&c->out, "content-length: %zu\r\n\r\n", len);
@@ -281,8 +267,7 @@ static int write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const u
     return rc;
 }
 
-int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len) {
-    mc_conn_t *c = r->conn;
+int mc_h1_frames_out(mc_conn_t *c, mc_request_t *r, const uint8_t *data, size_t len) {
     if (mc_buf_append(&r->sendq, data, len) != 0) return -1;
     /* cut whole prefixed messages out of the queue, one frame each */
     size_t off = 0;
@@ -290,11 +275,17 @@ int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len) {
         const uint8_t *m = r->sendq.data + off;
         size_t n = (size_t)m[1] << 24 | (size_t)m[2] << 16 | (size_t)m[3] << 8 | m[4];
         if (r->sendq.len - off - 5 < n) break;
-        if (write_frame(c, r, NULL, m + 5, n) != 0) return -1;
+        if (mc_h1_write_frame(c, r, NULL, m + 5, n) != 0) return -1;
         off += 5 + n;
     }
     mc_buf_consume(&r->sendq, off);
     mc_loop_mark_dirty(c->loop, c);
+    return 0;
+}
+
+int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len) {
+    mc_conn_t *c = r->conn;
+    if (mc_h1_frames_out(c, r, data, len) != 0) return -1;
     if (mc_conn_out_pending(c) >= MC_STREAM_HIGH_WATER) {
         r->want_writable = true;
         return 1;
@@ -316,7 +307,7 @@ int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
     }
     if (rc == 0 && extra.len == 0) rc = mc_buf_append(&extra, "micro-error: EOS\r\n", 18);
     if (rc == 0) rc = mc_buf_append(&extra, "", 1); /* NUL-terminated for write_frame */
-    if (rc == 0) rc = write_frame(c, r, (const char *)extra.data, NULL, 0);
+    if (rc == 0) rc = mc_h1_write_frame(c, r, (const char *)extra.data, NULL, 0);
     mc_buf_free(&extra);
     c->h1_stream = NULL;
     mc_conn_enter(c, MC_CONN_ENDING);

@@ -6,6 +6,14 @@
  * EOF), within the same limits as HTTP/2 answers: MC_CLIENT_MAX_FIELD_BYTES of fields and the
  * connection's max_response_bytes of body. An HTTP/1.1 call cannot be reset alone: cancelling it
  * or passing its deadline closes its connection.
+ *
+ * go-micro's streams over HTTP/1.1 use message syntax as framing on a connection of their own:
+ * an opening request with an empty body (go-micro's server drops that body), then every message
+ * the client sends is a request (the same request line and fields each time, with a Micro-Stream
+ * id), `Micro-Error: EOS` ends its side; every message the server sends is a 200
+ * response, the last one carrying `Micro-Error: EOS` or the error. Such a stream is handed to the
+ * application as an HTTP/2 stream is: the first answer frame's fields through on_head, each
+ * message with gRPC's 5-byte prefix through on_data, the error as a micro-error trailer.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -70,7 +78,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 static int on_headers_complete(http_parser *p) {
     mc_request_t *r = current(p);
     if (p->status_code < 100 || p->status_code > 999) return fail(p, "the server's answer has an invalid status");
-    r->client.status = p->status_code;
+    if (!r->client.head_seen) r->client.status = p->status_code;
     r->client.interim = p->status_code < 200;
     r->in_trailers = true;
     if (p->status_code == 101) return fail(p, "the server switched protocols (101) on a call");
@@ -91,18 +99,87 @@ static int on_body(http_parser *p, const char *at, size_t n) {
     return mc_buf_append(&r->body, at, n) != 0 ? fail(p, "out of memory") : 0;
 }
 
+static int on_message_begin(http_parser *p) {
+    mc_request_t *r = current(p);
+    if (r && r->streaming && r->client.head_seen) {
+        /* a later frame of a stream: its fields are looked at, then dropped */
+        r->client.frame_nhdrs = r->nhdrs;
+        r->client.frame_strings = r->strings.len;
+        r->in_trailers = false;
+        r->field_bytes = 0;
+    }
+    return 0;
+}
+
+/* One answer frame of a stream, read whole: a message, or the end (EOS or an error). */
+static int stream_frame(http_parser *p, mc_request_t *r) {
+    mc_conn_t *c = p->data;
+    size_t from = r->client.head_seen ? r->client.frame_nhdrs : 0;
+    mc_header_t error = {0};
+    bool ended = false;
+    for (size_t i = from; i < r->nhdrs; i++) {
+        mc_header_t h = mc_request_header(r, i);
+        if (h.name_len == 11 && memcmp(h.name, "micro-error", 11) == 0) {
+            error = h;
+            ended = true;
+        }
+    }
+    bool eos = ended && error.value_len == 3 && memcmp(error.value, "EOS", 3) == 0;
+    char *why = NULL;
+    if (ended && !eos && !(why = strndup(error.value, error.value_len))) return fail(p, "out of memory");
+    if (r->client.head_seen) {
+        r->nhdrs = r->client.frame_nhdrs; /* the frame's fields repeat the first one's */
+        r->strings.len = r->client.frame_strings;
+    }
+    if (ended) {
+        if (!r->client.head_seen) {
+            /* nothing but the end: its fields are the head, as with HTTP/2's trailers-only answer */
+            r->client.head_seen = true;
+            if (r->client.scb.on_head) r->client.scb.on_head(r->client.done_ctx, r);
+        }
+        if (why) {
+            /* the error is the stream's last word: a trailer, as over HTTP/2 */
+            r->trailer_index = r->nhdrs + 1;
+            int rc = mc_request_add_header(r, "micro-error", 11, why, strlen(why));
+            free(why);
+            if (rc != 0) return fail(p, "out of memory");
+        }
+        r->body.len = 0;
+        c->client->h1_complete = true;
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    if (!r->client.head_seen) {
+        r->client.head_seen = true;
+        if (r->client.scb.on_head) r->client.scb.on_head(r->client.done_ctx, r);
+    }
+    size_t n = r->body.len;
+    if (mc_buf_reserve(&r->body, 5) != 0) return fail(p, "out of memory");
+    memmove(r->body.data + 5, r->body.data, n);
+    r->body.data[0] = 0;
+    r->body.data[1] = (uint8_t)(n >> 24);
+    r->body.data[2] = (uint8_t)(n >> 16);
+    r->body.data[3] = (uint8_t)(n >> 8);
+    r->body.data[4] = (uint8_t)n;
+    r->unconsumed += n + 5; /* credited as the application takes it; reading pauses past a window */
+    if (r->client.scb.on_data) r->client.scb.on_data(r->client.done_ctx, r->body.data, n + 5);
+    r->body.len = 0;
+    return 0;
+}
+
 static int on_message_complete(http_parser *p) {
     mc_conn_t *c = p->data;
     mc_request_t *r = c->h1_cur;
+    if (r->streaming && !r->client.interim) return stream_frame(p, r);
     if (r->client.interim) {
         /* a 1xx answer (100 Continue, 103 Early Hints): its fields are dropped, the real one follows */
-        r->nhdrs = 0;
-        r->strings.len = r->method_off + r->method_len; /* the method stays (HEAD above) */
+        r->nhdrs = r->client.head_seen ? r->client.frame_nhdrs : 0;
+        r->strings.len = r->client.head_seen ? r->client.frame_strings : r->method_off + r->method_len; /* the method stays (HEAD) */
         r->field_bytes = 0;
         r->trailer_index = 0;
         r->in_trailers = false;
         r->in_field = false;
-        r->client.status = 0;
+        if (!r->client.head_seen) r->client.status = 0;
         r->client.interim = false;
         return 0;
     }
@@ -112,6 +189,7 @@ static int on_message_complete(http_parser *p) {
 }
 
 static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
@@ -128,7 +206,7 @@ void mc_h1_client_init(mc_conn_t *c) {
  * the server said otherwise. */
 static void complete(mc_conn_t *c) {
     mc_request_t *r = c->h1_cur;
-    bool keep = http_should_keep_alive(&c->parser);
+    bool keep = !r->streaming && http_should_keep_alive(&c->parser); /* a stream's connection was its own */
     c->h1_cur = NULL;
     c->client->h1_complete = false;
     http_parser_pause(&c->parser, 0);
@@ -178,10 +256,8 @@ static bool h1_client_eof(mc_conn_t *c, ssize_t err) {
 /* Nothing left to do: only once the connection ends (after an answer that closes it). */
 static bool h1_client_done(mc_conn_t *c) { return c->state >= MC_CONN_ENDING && !c->h1_cur; }
 
-static bool h1_client_input_full(mc_conn_t *c) {
-    (void)c;
-    return false;
-}
+/* A stream's messages wait for the application past a window: reading pauses (TCP's backpressure). */
+static bool h1_client_input_full(mc_conn_t *c) { return c->h1_cur && c->h1_cur->streaming && c->h1_cur->unconsumed > MC_H1_STREAM_WINDOW; }
 
 static void h1_client_free(mc_conn_t *c) { (void)c; }
 
@@ -213,8 +289,10 @@ static bool written_by_core(const mc_header_t *h) {
            mc_field_connection_specific(h->name, h->name_len);
 }
 
-mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
-                                  const uint8_t *body, size_t len, bool *invalid) {
+/* A new call on c with its request line and fields in `head` (all but content-length; NULL: in
+ * the call's own frame head, for a stream), or NULL (*invalid set when HTTP/1.1 cannot carry them). */
+static mc_request_t *new_call(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                              bool *invalid, mc_buf_t *head) {
     *invalid = false;
     if (c->h1_cur) return NULL;
     size_t mlen = strlen(method);
@@ -227,27 +305,23 @@ mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *
     }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H1_CLIENT);
     if (!r) return NULL;
+    if (!head) head = &r->h1_frame;
     /* the method is kept with the answer's strings: a HEAD's answer has no body */
     r->method_off = 0;
     r->method_len = (uint32_t)mlen;
-    if (mc_buf_append(&r->strings, method, mlen) != 0) {
-        mc_request_release(r);
-        return NULL;
-    }
     bool v6 = strchr(c->client->host, ':') != NULL;
-    mc_buf_t *out = &c->out;
-    size_t before = out->len;
-    int rc = mc_buf_appendf(out, "%s %s HTTP/1.1\r\nhost: %s%s%s:%u\r\n", method, path, v6 ? "[" : "", c->client->host,
+    size_t before = head->len;
+    int rc = mc_buf_append(&r->strings, method, mlen);
+    if (rc == 0)
+        rc = mc_buf_appendf(head, "%s %s HTTP/1.1\r\nhost: %s%s%s:%u\r\n", method, path, v6 ? "[" : "", c->client->host,
                             v6 ? "]" : "", (unsigned)c->client->port);
     for (size_t i = 0; i < nh && rc == 0; i++) {
         if ((h[i].name_len > 0 && h[i].name[0] == ':') || written_by_core(&h[i])) continue;
-        rc = mc_buf_append(out, h[i].name, h[i].name_len) || mc_buf_append(out, ": ", 2) ||
-             mc_buf_append(out, h[i].value, h[i].value_len) || mc_buf_append(out, "\r\n", 2);
+        rc = mc_buf_append(head, h[i].name, h[i].name_len) || mc_buf_append(head, ": ", 2) ||
+             mc_buf_append(head, h[i].value, h[i].value_len) || mc_buf_append(head, "\r\n", 2);
     }
-    if (rc == 0) rc = mc_buf_appendf(out, "content-length: %zu\r\n\r\n", len);
-    if (rc == 0 && len) rc = mc_buf_append(out, body, len);
     if (rc != 0) {
-        out->len = before;
+        head->len = before;
         mc_request_release(r);
         return NULL;
     }
@@ -257,8 +331,68 @@ mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *
     r->head_sent = true;
     c->h1_cur = r;
     c->active++;
+    return r;
+}
+
+mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                                  const uint8_t *body, size_t len, bool *invalid) {
+    size_t before = c->out.len;
+    mc_request_t *r = new_call(c, method, path, h, nh, invalid, &c->out);
+    if (!r) return NULL;
+    if (mc_buf_appendf(&c->out, "content-length: %zu\r\n\r\n", len) != 0 || (len && mc_buf_append(&c->out, body, len) != 0)) {
+        c->out.len = before;
+        c->h1_cur = NULL;
+        c->active--;
+        mc_request_release(r);
+        return NULL;
+    }
     mc_loop_mark_dirty(c->loop, c);
     return r;
+}
+
+mc_request_t *mc_h1_client_open_stream(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                                       bool *invalid) {
+    /* every frame is this head, then its own body; the opening frame's body is dropped by the
+     * server (go-micro's reads and drops it): it goes empty, the messages come after it */
+    mc_request_t *r = new_call(c, method, path, h, nh, invalid, NULL);
+    if (!r) return NULL;
+    r->streaming = true;
+    if (mc_h1_write_frame(c, r, NULL, NULL, 0) != 0) {
+        c->h1_cur = NULL;
+        c->active--;
+        mc_request_release(r);
+        return NULL;
+    }
+    mc_loop_mark_dirty(c->loop, c);
+    return r;
+}
+
+int mc_h1_client_stream_write(mc_request_t *r, const uint8_t *data, size_t len) {
+    mc_conn_t *c = r->conn;
+    if (mc_h1_frames_out(c, r, data, len) != 0) return -1;
+    if (mc_conn_out_pending(c) >= MC_STREAM_HIGH_WATER) {
+        r->want_writable = true;
+        return 1;
+    }
+    return 0;
+}
+
+int mc_h1_client_stream_finish(mc_request_t *r) {
+    mc_conn_t *c = r->conn;
+    r->out_finished = true;
+    r->want_writable = false;
+    /* a part of a message left unwritten is dropped with the rest: the server's EOS ends it */
+    int rc = mc_h1_write_frame(c, r, "micro-error: EOS\r\n", NULL, 0);
+    mc_loop_mark_dirty(c->loop, c);
+    return rc;
+}
+
+void mc_h1_client_stream_flushed(mc_conn_t *c) {
+    mc_request_t *r = c->h1_cur;
+    if (r->want_writable && mc_conn_out_pending(c) < MC_STREAM_LOW_WATER) {
+        r->want_writable = false;
+        if (r->client.scb.on_writable) r->client.scb.on_writable(r->client.done_ctx);
+    }
 }
 
 void mc_h1_client_end(mc_conn_t *c, mc_request_t *r) {

@@ -452,6 +452,8 @@ struct mc_request {
         bool fields_too_large;
         bool interim;       /* reading the fields of a 1xx answer */
         mc_stream_callbacks_t scb; /* client streams */
+        bool head_seen;     /* HTTP/1.1 stream: the first answer frame was handed on (on_head) */
+        size_t frame_nhdrs, frame_strings; /* HTTP/1.1 stream: where the current frame's fields start */
     } client;
 
     /* ---- streams (stream.c), both roles: the outbound queue is sendq from sendq_off */
@@ -537,6 +539,12 @@ typedef struct mc_body {
 } mc_body_t;
 
 int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body);
+/* go-micro's HTTP/1.1 stream frames (both roles): one frame is r->h1_frame (a status or request
+ * line and the fields every frame repeats), `extra` fields (NUL-terminated, may be NULL),
+ * content-length and the body. mc_h1_frames_out queues `data` (gRPC-prefixed messages) and writes
+ * a frame per whole message. */
+int mc_h1_write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const uint8_t *body, size_t len);
+int mc_h1_frames_out(mc_conn_t *c, mc_request_t *r, const uint8_t *data, size_t len);
 
 int mc_h2_init(mc_conn_t *c);
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n);
@@ -575,6 +583,15 @@ void mc_h1_client_init(mc_conn_t *c);
 mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
                                   const uint8_t *body, size_t len, bool *invalid);
 void mc_h1_client_end(mc_conn_t *c, mc_request_t *r);
+/* A go-micro stream on an HTTP/1.1 client connection (the connection is the stream's): each
+ * prefixed message written goes out as a request frame, mc_h1_client_stream_finish sends the
+ * `Micro-Error: EOS` frame; each answer frame arrives prefixed through on_data (the first one's
+ * fields through on_head), the server's EOS ends the call, its error as a micro-error trailer. */
+mc_request_t *mc_h1_client_open_stream(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                                       bool *invalid);
+int mc_h1_client_stream_write(mc_request_t *r, const uint8_t *data, size_t len);
+int mc_h1_client_stream_finish(mc_request_t *r);
+void mc_h1_client_stream_flushed(mc_conn_t *c);
 
 /* ---------------------------------------------------------------- TLS (tls.c) */
 

@@ -62,6 +62,7 @@ static mc_conn_t *live(const mc_request_t *r) {
     mc_conn_t *c = r->conn;
     if (!c || mc_conn_closed(c)) return NULL;
     if (h1_stream(r)) return c->h1_stream == r ? c : NULL;
+    if (r->proto == MC_PROTO_H1_CLIENT) return c->h1_cur == r ? c : NULL;
     if (!c->h2 || r->stream_closed) return NULL;
     return c;
 }
@@ -92,6 +93,7 @@ int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
     mc_conn_t *c = live(r);
     if (!c || !r->head_sent || r->out_finished) return -1;
     if (h1_stream(r)) return mc_h1_stream_write(r, data, len);
+    if (r->proto == MC_PROTO_H1_CLIENT) return r->streaming ? mc_h1_client_stream_write(r, data, len) : -1;
     if (r->sendq_off && r->sendq_off >= r->sendq.len / 2) {
         memmove(r->sendq.data, r->sendq.data + r->sendq_off, pending(r));
         r->sendq.len -= r->sendq_off;
@@ -112,6 +114,11 @@ int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
 }
 
 int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
+    if (r->proto == MC_PROTO_H1_CLIENT) {
+        mc_conn_t *c = live(r);
+        if (!c || !r->streaming || r->out_finished) return -1;
+        return mc_h1_client_stream_finish(r);
+    }
     if (r->proto == MC_PROTO_H2_CLIENT) {
         mc_conn_t *c = live(r);
         if (!c || r->out_finished) return -1;
@@ -156,6 +163,6 @@ void mc_request_consume(mc_request_t *r, size_t len) {
     if (!len) return;
     r->unconsumed -= len;
     /* HTTP/1.1 has no window: reading resumes (at the next flush) once below its mark */
-    if (!h1_stream(r)) nghttp2_session_consume(c->h2, r->stream_id, len);
+    if (c->h2) nghttp2_session_consume(c->h2, r->stream_id, len);
     mc_loop_mark_dirty(c->loop, c);
 }

@@ -1,7 +1,7 @@
 import CMicroCore
 
 extension HTTPClient {
-    /// Opens a streamed HTTP/2 call to `address` and runs `body` with it: request body bytes go
+    /// Opens a streamed call to `address` and runs `body` with it: request body bytes go
     /// out with ``HTTPClientStream/write(_:)`` as the server's window allows, the answer's body
     /// comes in through ``HTTPClientStream/body`` as the caller reads it. When `body` returns or
     /// throws, a stream still open is reset: its lifetime is the closure's.
@@ -15,7 +15,9 @@ extension HTTPClient {
     /// ```
     /// Passing `deadline` resets the stream when it passes; operations then fail with
     /// ``HTTPClientError/Kind/timeout``. With `tls`, the call goes over TLS (see
-    /// ``HTTPClient/request(address:method:path:headers:body:deadline:tls:)``).
+    /// ``HTTPClient/request(address:method:path:headers:body:deadline:tls:version:)``). Over
+    /// HTTP/1.1 (`version`) the stream is go-micro's: a connection of its own, each message a
+    /// request and each answer message a response.
     public func withStream<R>(
         address: String,
         method: String = "POST",
@@ -23,13 +25,25 @@ extension HTTPClient {
         headers: HTTPHeaders,
         deadline: ContinuousClock.Instant? = nil,
         tls: TLSTarget? = nil,
+        version: Version = .http2,
         _ body: (HTTPClientStream) async throws -> R
     ) async throws -> R {
+        if version == .http1_1 && tls != nil {
+            throw HTTPClientError(kind: .invalidRequest, message: "HTTP/1.1 over TLS is not supported: TLS calls speak HTTP/2")
+        }
         let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
         let pool = pools[loop.index]
         return try await withTaskExecutorPreference(loop) {
+            if version == .http1_1 {
+                // go-micro's HTTP/1.1 stream: a connection of its own, closed with the stream
+                let connection = try await pool.dedicatedHTTP1(to: address)
+                defer { connection.close() }
+                let stream = try connection.openStream(method: method, path: path, headers: headers, deadline: deadline)
+                defer { stream.cancel() }
+                return try await body(stream)
+            }
             let connection = try await pool.connection(to: address, tls: secure)
             let stream = try connection.openStream(method: method, path: path, headers: headers, deadline: deadline)
             defer { stream.cancel() }

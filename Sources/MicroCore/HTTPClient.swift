@@ -255,6 +255,17 @@ final class ConnectionPool: @unchecked Sendable {
         }
     }
 
+    /// A new HTTP/1.1 connection to `address` outside the pool (a go-micro stream takes one for
+    /// good); the caller closes it.
+    func dedicatedHTTP1(to address: String) async throws(HTTPClientError) -> ClientConnection {
+        precondition(loop.inEventLoop)
+        let (host, port) = try Self.split(address)
+        let connection = ClientConnection(pool: self, address: address, key: "stream|\(address)", speaksHTTP1: true)
+        connection.connect(host: host, port: port, maxResponseBytes: maxResponseBytes)
+        try await connection.ready()
+        return connection
+    }
+
     /// An HTTP/1.1 connection's call is over: it waits for the next (unless its server ended it,
     /// or enough wait already), and a caller waiting for a connection tries again.
     func giveBack(_ connection: ClientConnection) {
@@ -359,11 +370,15 @@ final class ClientConnection: @unchecked Sendable {
     /// HTTP/1.1: the pool has counted this connection out.
     var forgotten = false
 
-    init(pool: ConnectionPool, address: String, key: String, http1: HTTP1Connections? = nil) {
+    /// HTTP/1.1: pooled (in `http1`) or a stream's own.
+    let speaksHTTP1: Bool
+
+    init(pool: ConnectionPool, address: String, key: String, http1: HTTP1Connections? = nil, speaksHTTP1: Bool = false) {
         self.pool = pool
         self.address = address
         self.key = key
         self.http1 = http1
+        self.speaksHTTP1 = speaksHTTP1 || http1 != nil
     }
 
     var acceptsCalls: Bool {
@@ -402,7 +417,7 @@ final class ClientConnection: @unchecked Sendable {
                     }
                 }
             }
-        } else if http1 != nil {
+        } else if speaksHTTP1 {
             handle = host.withCString { mc_client_connect_http1(pool.loop.handle, $0, port, maxResponseBytes, &callbacks) }
         } else {
             handle = host.withCString { mc_client_connect(pool.loop.handle, $0, port, maxResponseBytes, &callbacks) }

@@ -159,6 +159,7 @@ import Testing
         var connections: Int
         var requests: Int
         var h2_requests: Int
+        var streams: Int
     }
 
     static func start(_ mode: String, _ arguments: [String] = []) async throws -> ChildService {
@@ -267,19 +268,42 @@ import Testing
         await client.close()
     }
 
-    /// Streams to a node that speaks HTTP/1.1 only fail at once, saying why.
-    @Test func aStreamToAnHTTP1OnlyNodeFailsClearly() async throws {
+    struct Short: Codable, Sendable { var msg: String }
+
+    /// Streams to a go-micro node are go-micro's HTTP/1.1 streams (a connection of their own, a
+    /// request per message, a response per answer, EOS both ways); its stream errors are errors.
+    @Test func streamsToAGoMicroNodeSpeakItsHTTP1Frames() async throws {
         let peer = try await Self.start("server")
         defer { peer.stop() }
         let client = try await Self.client(for: peer)
+        let replies = try await client.stream("go.service", "Say.Stream", request: Hello.self, response: Short.self) { call in
+            var got: [String] = []
+            var responses = call.responses.makeAsyncIterator()
+            for name in ["a", "b", "c"] {
+                try await call.send(Hello(name: name))
+                if let reply = try await responses.next() { got.append(reply.msg) }
+            }
+            call.closeSend()
+            while let reply = try await responses.next() { got.append(reply.msg) }
+            return got
+        }
+        #expect(replies == ["Hello a", "Hello b", "Hello c"])
+        let summary: [String] = try await client.serverStream("go.service", "Say.Stream", Hello(name: "one"), as: Short.self) { replies in
+            var all: [String] = []
+            for try await reply in replies { all.append(reply.msg) }
+            return all
+        }
+        #expect(summary == ["Hello one"])
         await #expect {
-            try await client.serverStream("go.service", "Say.Stream", Hello(name: "x"), as: Reply.self) { replies in
+            try await client.serverStream("go.service", "Say.Other", Hello(name: "x"), as: Short.self) { replies in
                 for try await _ in replies {}
             }
         } throws: { error in
             guard let error = error as? MicroError else { return false }
-            return error.code == 501 && error.detail.contains("speaks HTTP/1.1 only")
+            return error.code == 409 && error.detail == "no stream here"
         }
+        let stats = try await Self.stats(client)
+        #expect(stats.streams == 3 && stats.h2_requests == 0, "\(stats)")
         await client.close()
     }
 

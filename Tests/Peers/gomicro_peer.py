@@ -12,7 +12,10 @@ itself cannot be built in CI; this stands in for it.
           Endpoints: Say.Hello {"name"} -> {"msg", "timeout" (the Timeout header), "metadata"
           (the request's other headers)}; Say.Fail -> a go-micro error (409); Say.Slow -> waits
           --slow seconds, then answers as Say.Hello; Say.Stats -> {"connections", "requests",
-          "h2_requests"}; any other -> go-micro's plain-text "rpc: can't find service" error.
+          "h2_requests", "streams"}; any other -> go-micro's plain-text "rpc: can't find service"
+          error. A request with a Micro-Stream header opens go-micro's stream on its connection:
+          Say.Stream answers each message {"name"} with {"msg"} and the client's EOS with EOS;
+          any other stream ends at once with a go-micro error (409).
   broker  an HTTP broker subscriber (broker/http.go): plain HTTP/1.1 only (an HTTP/2 preface gets
           505 and the connection closes), `POST /?id=NODE` with go-micro's broker.Message JSON
           ({"Header": {...}, "Body": base64}); prints `message id=NODE topic=T body=B` per
@@ -33,7 +36,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_HEAD = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
 
-stats = {"connections": 0, "requests": 0, "h2_requests": 0}
+stats = {"connections": 0, "requests": 0, "h2_requests": 0, "streams": 0}
 lock = threading.Lock()
 
 
@@ -147,11 +150,38 @@ def serve_mucp(sock, slow):
     while True:
         _, fields, body = read_request(conn)
         count("requests")
+        if first(fields, "Micro-Stream") is not None:
+            serve_stream(sock, conn, fields, body)
+            return
         if echo is None:
             # go-micro answers with a copy of the first request's headers on the connection
             echo = [(k, v) for k, v in fields if k not in ("Content-Length", "Content-Type", "Host")]
         extra, reply = answer_mucp(fields, body, slow)
         respond(sock, "200 OK", echo + extra, reply)
+
+
+def serve_stream(sock, conn, fields, body):
+    """go-micro's stream over HTTP/1.1: the first request with a Micro-Stream id opens it (its body
+    is dropped), each request after it is a message (Micro-Error: EOS ends them), each response a message back, the last one carrying
+    Micro-Error: EOS or the error."""
+    count("streams")
+    endpoint = first(fields, "Micro-Endpoint") or first(fields, "Micro-Method")
+    head = [("Micro-Stream", first(fields, "Micro-Stream")), ("Content-Type", "application/json")]
+    if endpoint != "Say.Stream":
+        error = json.dumps({"id": "go.service", "code": 409, "detail": "no stream here", "status": "Conflict"})
+        respond(sock, "200 OK", head + [("Micro-Error", error)], b"")
+        return
+    # the opening frame's body is dropped, as go-micro's server does: the messages follow it
+    _, fields, body = read_request(conn)
+    count("requests")
+    while True:
+        if first(fields, "Micro-Error") == "EOS":
+            respond(sock, "200 OK", head + [("Micro-Error", "EOS")], b"")
+            return
+        request = json.loads(body or b"{}")
+        respond(sock, "200 OK", head, json.dumps({"msg": "Hello " + str(request.get("name", ""))}).encode() + b"\n")
+        _, fields, body = read_request(conn)
+        count("requests")
 
 
 def serve_h2c_bare(conn):

@@ -270,8 +270,11 @@ mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port,
 
 /* Connects to host:port to speak HTTP/1.1 (servers without HTTP/2, such as go-micro's HTTP
  * transport): plaintext, one call at a time (mc_client_usable says 0 while one is in flight),
- * kept alive between calls unless the server closes. Streams need HTTP/2 (mc_client_stream
- * returns -1); cancelling a call or passing its deadline closes the connection. Loop thread. */
+ * kept alive between calls unless the server closes. A stream (mc_client_stream) is go-micro's
+ * HTTP/1.1 stream and takes the connection for good: each prefixed message written is a request
+ * frame, mc_request_finish sends `Micro-Error: EOS`, each answer frame arrives prefixed, the
+ * server's error as a micro-error trailer. Cancelling or passing a deadline closes the
+ * connection. Loop thread. */
 mc_client_t *mc_client_connect_http1(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                      const mc_client_callbacks_t *callbacks);
 

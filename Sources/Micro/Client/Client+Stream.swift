@@ -195,15 +195,12 @@ extension Client {
                 try await Task.sleep(for: .nanoseconds(Int64(Double.random(in: 0...max(options.backoff.nanosecondsValue, 1)))))
             }
             let (picked, selection) = try await pick(service, options, selector, &tried)
+            // HTTP/1.1 to go-micro's nodes: its streams, frame by frame on a connection of their own
             let (address, target, version) = transport(service, picked, selection, grpc: grpc)
-            if version == .http1_1 {
-                // go-micro streams over HTTP/1.1 frame by frame on a connection of their own: not spoken here yet
-                throw MicroError(id: "micro.client", code: 501,
-                                 detail: "\(service) at \(address) speaks HTTP/1.1 only (a go-micro node?): streams to it are not supported; streams need HTTP/2")
-            }
             let entered = Atomic<Bool>(false)
             do {
-                let result = try await http.withStream(address: address, path: path, headers: headers, deadline: deadline, tls: target) { stream in
+                let result = try await http.withStream(address: address, path: path, headers: headers, deadline: deadline, tls: target,
+                                                       version: version) { stream in
                     entered.store(true, ordering: .relaxed)
                     let source = Self.answerSource(stream, service: service, grpc: grpc)
                     return try await body(stream, source)
