@@ -84,7 +84,7 @@ struct Call: AsyncParsableCommand {
     @Argument(help: "The endpoint, e.g. Helloworld.Greeting.") var endpoint: String
     @Argument(help: "The request as JSON.") var request: String = "{}"
     @Option(help: "Seconds to wait for the answer, retries included.") var timeout: Double = 5
-    @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// or h2c:// plaintext).") var address: String?
+    @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// plaintext HTTP/1.1, h2c:// or no scheme plaintext HTTP/2).") var address: String?
     @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
 
     func run() async throws {
@@ -95,7 +95,8 @@ struct Call: AsyncParsableCommand {
         let client = try makeClient(options: options, logger: logger)
         do {
             let response = try await client.call(service, endpoint, body: Array(request.utf8))
-            print(String(decoding: response.body, as: UTF8.self))
+            // one line per answer: go-micro's JSON codec ends its answers with a newline already
+            print(String(decoding: response.body, as: UTF8.self), terminator: response.body.last == UInt8(ascii: "\n") ? "" : "\n")
         } catch let error as MicroError {
             FileHandle.standardError.write(Data((error.json + "\n").utf8))
             throw ExitCode(1)
@@ -111,7 +112,7 @@ struct Stream: AsyncParsableCommand {
     @Argument(help: "The service name.") var service: String
     @Argument(help: "The endpoint, e.g. Counter.Echo.") var endpoint: String
     @Option(help: "Seconds the whole stream may last (default: no limit).") var timeout: Double?
-    @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// or h2c:// plaintext).") var address: String?
+    @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// plaintext HTTP/1.1, h2c:// or no scheme plaintext HTTP/2).") var address: String?
     @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
 
     func run() async throws {

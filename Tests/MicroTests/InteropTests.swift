@@ -188,6 +188,7 @@ import Testing
         #expect(hello.status == 0, "\(hello.stderr)")
         let reply = try JSONDecoder().decode(Reply.self, from: Data(hello.stdout.utf8))
         #expect(reply.msg == "Hello cli")
+        #expect(hello.stdout.hasSuffix("}\n"), "one line, though go-micro's answer ends with a newline: \(hello.stdout)")
         let fail = try await Tool.run(micro, ["call", "--address", "http://127.0.0.1:\(peer.port)", "go.service", "Say.Fail", "{}"] + Duration.hangGuardOption)
         #expect(fail.status == 1)
         #expect(fail.stderr.contains(#""code":409"#) && fail.stderr.contains("already there"), "\(fail.stderr)")
