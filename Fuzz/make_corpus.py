@@ -347,6 +347,9 @@ def h1client_seeds():
     s["stream_error"] = stream(frame(b'{"n":1}') + frame(b"", (("Micro-Error", '{"code":409,"detail":"no"}'),)))
     s["stream_eos_only"] = stream(eos, STREAM | CONSUME)
     s["stream_big"] = stream(frame(b"z" * 60000) + frame(b"y" * 60000) + eos, STREAM | 2)
+    chunked = (b"HTTP/1.1 200 OK\r\nMicro-Stream: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"7\r\n{\"n\":2}\r\n0\r\nx-t: 1\r\nx-u: 2\r\n\r\n")
+    s["stream_chunked_trailers"] = stream(frame(b'{"n":1}') + chunked + eos)
     s["stream_eof"] = fuzz_input(first + frame(b'{"n":1}'), config=0x80, apps=[STREAM], controls=[ctl(64, NEW_CALL), ctl(4096)])
     s["stream_cancel"] = fuzz_input(first + frame(b'{"n":1}'), apps=[STREAM | FINISH],
                                     controls=[ctl(64, NEW_CALL), ctl(13), ctl(1, CANCEL_NEWEST), ctl(4096)])

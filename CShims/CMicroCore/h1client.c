@@ -111,6 +111,14 @@ static int on_message_begin(http_parser *p) {
     return 0;
 }
 
+/* A later frame's fields go (they repeat the first one's), trailers of its own included: the
+ * trailer index is kept only where it still points into what is left. */
+static void drop_frame_fields(mc_request_t *r) {
+    r->nhdrs = r->client.frame_nhdrs;
+    r->strings.len = r->client.frame_strings;
+    if (r->trailer_index > r->nhdrs + 1) r->trailer_index = 0;
+}
+
 /* One answer frame of a stream, read whole: a message, or the end (EOS or an error). */
 static int stream_frame(http_parser *p, mc_request_t *r) {
     mc_conn_t *c = p->data;
@@ -127,10 +135,7 @@ static int stream_frame(http_parser *p, mc_request_t *r) {
     bool eos = ended && error.value_len == 3 && memcmp(error.value, "EOS", 3) == 0;
     char *why = NULL;
     if (ended && !eos && !(why = strndup(error.value, error.value_len))) return fail(p, "out of memory");
-    if (r->client.head_seen) {
-        r->nhdrs = r->client.frame_nhdrs; /* the frame's fields repeat the first one's */
-        r->strings.len = r->client.frame_strings;
-    }
+    if (r->client.head_seen) drop_frame_fields(r);
     if (ended) {
         if (!r->client.head_seen) {
             /* nothing but the end: its fields are the head, as with HTTP/2's trailers-only answer */
@@ -173,10 +178,14 @@ static int on_message_complete(http_parser *p) {
     if (r->streaming && !r->client.interim) return stream_frame(p, r);
     if (r->client.interim) {
         /* a 1xx answer (100 Continue, 103 Early Hints): its fields are dropped, the real one follows */
-        r->nhdrs = r->client.head_seen ? r->client.frame_nhdrs : 0;
-        r->strings.len = r->client.head_seen ? r->client.frame_strings : r->method_off + r->method_len; /* the method stays (HEAD) */
+        if (r->client.head_seen) {
+            drop_frame_fields(r);
+        } else {
+            r->nhdrs = 0;
+            r->strings.len = r->method_off + r->method_len; /* the method stays (HEAD) */
+            r->trailer_index = 0;
+        }
         r->field_bytes = 0;
-        r->trailer_index = 0;
         r->in_trailers = false;
         r->in_field = false;
         if (!r->client.head_seen) r->client.status = 0;
