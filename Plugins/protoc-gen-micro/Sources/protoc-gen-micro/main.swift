@@ -27,7 +27,13 @@ struct MicroGenerator: CodeGenerator {
         var descriptorOnly = false
         for (key, value) in parameter.parsedPairs {
             switch key {
-            case "Visibility": visibility = value.lowercased() == "public" ? "public" : "internal"
+            case "Visibility":
+                // package: visible to the package's other targets (a client target's generated
+                // messages used by a later one) without being its public API
+                guard ["public", "package", "internal"].contains(value.lowercased()) else {
+                    throw Failure(description: "Visibility must be Public, Package or Internal, not \(value)")
+                }
+                visibility = value.lowercased()
             case "DescriptorOnly": descriptorOnly = value.lowercased() == "true"
             default: throw Failure(description: "unknown option \(key) (known: Visibility, DescriptorOnly)")
             }
