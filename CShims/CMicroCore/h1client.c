@@ -298,10 +298,12 @@ static bool written_by_core(const mc_header_t *h) {
            mc_field_connection_specific(h->name, h->name_len);
 }
 
-/* A new call on c with its request line and fields in `head` (all but content-length; NULL: in
- * the call's own frame head, for a stream), or NULL (*invalid set when HTTP/1.1 cannot carry them). */
-static mc_request_t *new_call(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
-                              bool *invalid, mc_buf_t *head) {
+/* A new call on c, its request line and fields (all but content-length) in r->h1_frame, and its
+ * first frame written with `body`: the whole request of a call, the opening frame of a stream
+ * (empty: go-micro's server reads and drops that body; the messages come after it). NULL if the
+ * connection cannot take it, with *invalid set when HTTP/1.1 cannot carry it. */
+static mc_request_t *start(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
+                           const uint8_t *body, size_t len, bool streaming, bool *invalid) {
     *invalid = false;
     if (c->h1_cur) return NULL;
     size_t mlen = strlen(method);
@@ -314,12 +316,12 @@ static mc_request_t *new_call(mc_conn_t *c, const char *method, const char *path
     }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H1_CLIENT);
     if (!r) return NULL;
-    if (!head) head = &r->h1_frame;
     /* the method is kept with the answer's strings: a HEAD's answer has no body */
     r->method_off = 0;
     r->method_len = (uint32_t)mlen;
+    mc_buf_t *head = &r->h1_frame;
     bool v6 = strchr(c->client->host, ':') != NULL;
-    size_t before = head->len;
+    size_t before = c->out.len;
     int rc = mc_buf_append(&r->strings, method, mlen);
     if (rc == 0)
         rc = mc_buf_appendf(head, "%s %s HTTP/1.1\r\nhost: %s%s%s:%u\r\n", method, path, v6 ? "[" : "", c->client->host,
@@ -329,8 +331,9 @@ static mc_request_t *new_call(mc_conn_t *c, const char *method, const char *path
         rc = mc_buf_append(head, h[i].name, h[i].name_len) || mc_buf_append(head, ": ", 2) ||
              mc_buf_append(head, h[i].value, h[i].value_len) || mc_buf_append(head, "\r\n", 2);
     }
+    if (rc == 0) rc = mc_h1_write_frame(c, r, NULL, body, len);
     if (rc != 0) {
-        head->len = before;
+        c->out.len = before; /* no half request on the wire */
         mc_request_release(r);
         return NULL;
     }
@@ -338,42 +341,21 @@ static mc_request_t *new_call(mc_conn_t *c, const char *method, const char *path
     r->stream_id = c->client->h1_calls;
     r->client.sent = true; /* the server may act on it from now on: never retried elsewhere */
     r->head_sent = true;
+    r->streaming = streaming;
     c->h1_cur = r;
     c->active++;
+    mc_loop_mark_dirty(c->loop, c);
     return r;
 }
 
 mc_request_t *mc_h1_client_submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
                                   const uint8_t *body, size_t len, bool *invalid) {
-    size_t before = c->out.len;
-    mc_request_t *r = new_call(c, method, path, h, nh, invalid, &c->out);
-    if (!r) return NULL;
-    if (mc_buf_appendf(&c->out, "content-length: %zu\r\n\r\n", len) != 0 || (len && mc_buf_append(&c->out, body, len) != 0)) {
-        c->out.len = before;
-        c->h1_cur = NULL;
-        c->active--;
-        mc_request_release(r);
-        return NULL;
-    }
-    mc_loop_mark_dirty(c->loop, c);
-    return r;
+    return start(c, method, path, h, nh, body, len, false, invalid);
 }
 
 mc_request_t *mc_h1_client_open_stream(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
                                        bool *invalid) {
-    /* every frame is this head, then its own body; the opening frame's body is dropped by the
-     * server (go-micro's reads and drops it): it goes empty, the messages come after it */
-    mc_request_t *r = new_call(c, method, path, h, nh, invalid, NULL);
-    if (!r) return NULL;
-    r->streaming = true;
-    if (mc_h1_write_frame(c, r, NULL, NULL, 0) != 0) {
-        c->h1_cur = NULL;
-        c->active--;
-        mc_request_release(r);
-        return NULL;
-    }
-    mc_loop_mark_dirty(c->loop, c);
-    return r;
+    return start(c, method, path, h, nh, NULL, 0, true, invalid);
 }
 
 int mc_h1_client_stream_write(mc_request_t *r, const uint8_t *data, size_t len) {

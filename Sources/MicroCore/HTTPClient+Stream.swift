@@ -28,9 +28,7 @@ extension HTTPClient {
         version: Version = .http2,
         _ body: (HTTPClientStream) async throws -> R
     ) async throws -> R {
-        if version == .http1_1 && tls != nil {
-            throw HTTPClientError(kind: .invalidRequest, message: "HTTP/1.1 over TLS is not supported: TLS calls speak HTTP/2")
-        }
+        if version == .http1_1 && tls != nil { throw HTTPClientError.http1OverTLS }
         let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()

@@ -34,6 +34,8 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
     public let kind: Kind
     public let message: String
 
+    static let http1OverTLS = HTTPClientError(kind: .invalidRequest, message: "HTTP/1.1 over TLS is not supported: TLS calls speak HTTP/2")
+
     public var neverProcessed: Bool { kind == .connect || kind == .refused }
     public var description: String { message }
 }
@@ -148,9 +150,7 @@ public final class HTTPClient: Sendable {
         tls: TLSTarget? = nil,
         version: Version = .http2
     ) async throws(HTTPClientError) -> HTTPClientResponse {
-        if version == .http1_1 && tls != nil {
-            throw HTTPClientError(kind: .invalidRequest, message: "HTTP/1.1 over TLS is not supported: TLS calls speak HTTP/2")
-        }
+        if version == .http1_1 && tls != nil { throw HTTPClientError.http1OverTLS }
         let secure = try tls.map { target throws(HTTPClientError) in SecureTarget(target: target, context: try tlsContext()) }
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()

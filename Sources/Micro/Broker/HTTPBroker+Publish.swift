@@ -139,12 +139,13 @@ extension HTTPBroker {
 
     /// One delivery: true when the subscriber acknowledged it (or says it no longer exists).
     private func post(_ body: [UInt8], to node: Node, topic: String) async -> Bool {
+        let secure = node.metadata["tls"] == "required"
         do {
             let response = try await http.request(
                 address: node.address, method: "POST", path: "/?id=" + Self.queryEscape(node.id),
                 headers: ["content-type": "application/json"], body: body,
-                tls: node.metadata["tls"] == "required" ? HTTPClient.TLSTarget(expectedIdentity: node.metadata["identity"]) : nil,
-                version: node.metadata["tls"] == "required" ? .http2 : node.httpVersion)
+                tls: secure ? HTTPClient.TLSTarget(expectedIdentity: node.metadata["identity"]) : nil,
+                version: secure ? .http2 : node.httpVersion)
             switch response.status {
             case 200..<300: return true
             case 404: return true  // that subscription is gone: nothing to deliver to

@@ -214,7 +214,7 @@ public final class Client: Sendable {
         -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
     {
         var secure = selection?.node.metadata["tls"] == "required"
-        var version = selection?.node.httpVersion ?? .http2
+        var version: HTTPClient.Version?  // said by the address's scheme
         var address = picked
         // an IP address (what the registry holds) has no scheme and no slash to take off
         let bare = picked.utf8.first.map { $0 == UInt8(ascii: "[") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } ?? true
@@ -233,8 +233,9 @@ public final class Client: Sendable {
             }
             if address.hasSuffix("/") { address.removeLast() }
         }
-        if secure || grpc { version = .http2 }
-        return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil, version)
+        // the node's list is read only when it can matter (not on the gRPC and TLS paths)
+        let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? selection?.node.httpVersion ?? .http2
+        return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil, speaks)
     }
 
     /// The selector of `strategy` (an array index, not a hash of the strategy's name).
