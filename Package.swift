@@ -15,6 +15,8 @@ let package = Package(
     products: [
         .library(name: "Micro", targets: ["Micro"]),
         .library(name: "MicroCore", targets: ["MicroCore"]),
+        // etcd as the registry and config source (`MicroEtcd.install()`, then MICRO_REGISTRY=etcd)
+        .library(name: "MicroEtcd", targets: ["MicroEtcd"]),
         .executable(name: "helloworld", targets: ["helloworld"]),
         .executable(name: "micro", targets: ["MicroCLI"]),
         .executable(name: "greeter", targets: ["greeter"]),
@@ -82,10 +84,24 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The etcd v3 client (generated from etcd's protos by scripts/generate-protos, committed),
+        // the etcd registry and the config provider over etcd.
+        .target(
+            name: "MicroEtcd",
+            dependencies: [
+                "Micro",
+                "MicroCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "MicroCLI",
             dependencies: [
                 "Micro",
+                "MicroEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -145,6 +161,15 @@ let package = Package(
             name: "MicroTests",
             dependencies: [
                 "Micro", "MicroTestSupport", "GreeterProto", "CounterProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // against real etcd members the tests start (Debian's etcd-server)
+        .testTarget(
+            name: "MicroEtcdTests",
+            dependencies: [
+                "MicroEtcd", "Micro", "MicroTestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ],
             swiftSettings: swiftSettings

@@ -21,6 +21,11 @@ public struct CallOptions: Sendable {
     /// How long a stream may last (sent as its deadline); nil, the default, sets none, as
     /// go-micro does. Unary calls use ``timeout``.
     public var streamTimeout: Duration?
+    /// For a direct TLS ``address`` (`https://`, `tls://`) of a server outside the services'
+    /// trust domain (etcd, a public API): its certificate must name the host dialled (DNS or IP
+    /// subject alternative name), as a browser checks, instead of carrying the service's SPIFFE
+    /// identity (``Client/expectedIdentity(of:)``). False by default.
+    public var verifiesHostName = false
 
     public init(
         timeout: Duration = .seconds(5),

@@ -210,7 +210,7 @@ public final class Client: Sendable {
     /// HTTP/2 unless the node's metadata says it speaks only HTTP/1.1 (go-micro's nodes,
     /// ``Node/httpVersion``) or a direct address starts with `http://` (`h2c://` says HTTP/2 by
     /// prior knowledge, as does an address with no scheme); TLS and gRPC always speak HTTP/2.
-    func transport(_ service: String, _ picked: String, _ selection: Selection?, grpc: Bool = false)
+    func transport(_ service: String, _ picked: String, _ selection: Selection?, grpc: Bool = false, verifiesHostName: Bool = false)
         -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
     {
         var secure = selection?.node.metadata["tls"] == "required"
@@ -235,7 +235,10 @@ public final class Client: Sendable {
         }
         // the node's list is read only when it can matter (not on the gRPC and TLS paths)
         let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? selection?.node.httpVersion ?? .http2
-        return (address, secure ? HTTPClient.TLSTarget(expectedIdentity: expectedIdentity(of: service)) : nil, speaks)
+        guard secure else { return (address, nil, speaks) }
+        // a registry's node is one of ours; a direct address may be asked to prove only its host name
+        let identity = verifiesHostName && selection == nil ? nil : expectedIdentity(of: service)
+        return (address, HTTPClient.TLSTarget(expectedIdentity: identity), speaks)
     }
 
     /// The selector of `strategy` (an array index, not a hash of the strategy's name).
@@ -295,7 +298,8 @@ public final class Client: Sendable {
             let now = attempt == 0 ? started : ContinuousClock.now
             guard deadline > now else { throw timedOut(request) }
             let (picked, selection) = try await pick(request.service, options, selector, &tried, now: now)
-            let (address, target, version) = transport(request.service, picked, selection, grpc: request.descriptor.wire == .grpc)
+            let (address, target, version) = transport(request.service, picked, selection, grpc: request.descriptor.wire == .grpc,
+                                                       verifiesHostName: options.verifiesHostName)
             let remaining = deadline - now
             let wire = Wire.encode(request, remaining: remaining,
                                    grpcPath: request.descriptor.wire == .grpc ? grpcPaths.path(service: request.service, endpoint: request.endpoint) : nil)

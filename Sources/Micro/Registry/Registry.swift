@@ -65,7 +65,7 @@ extension Registry {
 }
 
 /// Groups node records into one service record per name and version (go-micro's shape).
-func mergeByVersion(_ records: [ServiceRecord]) -> [ServiceRecord] {
+package func mergeByVersion(_ records: [ServiceRecord]) -> [ServiceRecord] {
     struct Key: Hashable {
         var name: String
         var version: String
@@ -93,7 +93,7 @@ func mergeByVersion(_ records: [ServiceRecord]) -> [ServiceRecord] {
 }
 
 /// The per-node differences between two snapshots (node id -> record holding that one node).
-func diff(_ old: [String: ServiceRecord], _ new: [String: ServiceRecord]) -> [RegistryEvent] {
+package func diff(_ old: [String: ServiceRecord], _ new: [String: ServiceRecord]) -> [RegistryEvent] {
     var events: [RegistryEvent] = []
     for (id, record) in new.sorted(by: { $0.key < $1.key }) {
         if let before = old[id] {

@@ -1,0 +1,169 @@
+import Logging
+import Micro
+import Synchronization
+
+/// Stops keeping a lease alive when cancelled (the lease then expires after its TTL, unless
+/// revoked).
+public final class EtcdKeepAlive: Sendable {
+    private let onCancel: @Sendable () -> Void
+
+    init(onCancel: @escaping @Sendable () -> Void) { self.onCancel = onCancel }
+
+    public func cancel() { onCancel() }
+}
+
+extension EtcdClient {
+    /// Keeps lease `id` alive over the client's one keep-alive stream (every TTL/3, as clientv3
+    /// does) until cancelled. `onLost` is called once if the lease is lost: etcd says it is
+    /// gone (expired or revoked), or no renewal was confirmed for a whole TTL (etcd unreachable
+    /// that long); its keys are gone or about to be, and the caller grants a new lease.
+    public func keepAlive(_ lease: EtcdLease, onLost: @escaping @Sendable (EtcdError) -> Void) -> EtcdKeepAlive {
+        let token = leases.add(lease, onLost: onLost)
+        return EtcdKeepAlive { [leases] in leases.remove(token) }
+    }
+}
+
+/// The keep-alive stream and the leases it renews.
+final class EtcdLeases: Sendable {
+    private struct Kept {
+        var lease: EtcdLease
+        var nextRenewal: ContinuousClock.Instant
+        /// When the lease may have expired if no renewal is confirmed by then.
+        var expires: ContinuousClock.Instant
+        /// When the renewal in flight was sent (nil: none is).
+        var sent: ContinuousClock.Instant?
+        var onLost: @Sendable (EtcdError) -> Void
+    }
+
+    private struct State {
+        var kept: [Int: Kept] = [:]  // by token (one lease may be kept twice)
+        var nextToken = 0
+        var send: AsyncStream<Etcdserverpb_LeaseKeepAliveRequest>.Continuation?
+        var task: Task<Void, Never>?
+        var stopped = false
+    }
+
+    private let state = Mutex(State())
+    /// Set once by the client that owns this (a weak reference: the streams stop with it).
+    let client = Mutex<EtcdClient?>(nil)
+    private let logger: Logger
+
+    init(logger: Logger) { self.logger = logger }
+
+    func add(_ lease: EtcdLease, onLost: @escaping @Sendable (EtcdError) -> Void) -> Int {
+        let now = ContinuousClock.now
+        let ttl = Duration.seconds(max(1, lease.ttl))
+        return state.withLock { s in
+            s.nextToken += 1
+            // the first renewal at once: the grant may be a while ago
+            s.kept[s.nextToken] = Kept(lease: lease, nextRenewal: now, expires: now + ttl, sent: nil, onLost: onLost)
+            if s.task == nil, !s.stopped {
+                s.task = Task { [weak self] in await self?.run() }
+            }
+            return s.nextToken
+        }
+    }
+
+    func remove(_ token: Int) {
+        _ = state.withLock { $0.kept.removeValue(forKey: token) }
+    }
+
+    func stop() {
+        let task = state.withLock { s in
+            s.stopped = true
+            s.kept = [:]
+            s.send?.finish()
+            return s.task
+        }
+        task?.cancel()
+    }
+
+    private func run() async {
+        await keepOpen("lease keep-alive", client: { [weak self] in self?.client.withLock { $0 } }, logger: logger) { etcd, endpoint in
+            try await etcd.stream("/etcdserverpb.Lease/LeaseKeepAlive", Etcdserverpb_LeaseKeepAliveRequest.self,
+                                  Etcdserverpb_LeaseKeepAliveResponse.self, endpoint: endpoint) { call in
+                let (requests, send) = AsyncStream<Etcdserverpb_LeaseKeepAliveRequest>.makeStream()
+                state.withLock { s in
+                    s.send = send
+                    for key in s.kept.keys { s.kept[key]!.sent = nil }  // renewals of the last stream are void
+                }
+                defer { state.withLock { $0.send = nil } }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await request in requests { try await call.send(request) }
+                    }
+                    group.addTask {
+                        for try await response in call.responses { self.received(response) }
+                        throw EtcdError(.interrupted, "the keep-alive stream ended", endpoint: endpoint)
+                    }
+                    group.addTask {
+                        while true {
+                            try self.tick(timeout: etcd.configuration.timeout, endpoint: endpoint)
+                            try await Task.sleep(for: .milliseconds(250))
+                        }
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            }
+        }
+    }
+
+    /// Sends the renewals due; reports the leases whose time ran out; throws when the member
+    /// left a renewal unanswered longer than the timeout (the stream moves to another).
+    private func tick(timeout: Duration, endpoint: String) throws {
+        let now = ContinuousClock.now
+        var lost: [(@Sendable (EtcdError) -> Void, Int64)] = []
+        let stalled: Bool = state.withLock { s in
+            var stalled = false
+            var sentNow: Set<Int64> = []
+            for (token, kept) in s.kept {
+                if kept.expires <= now {
+                    s.kept[token] = nil
+                    lost.append((kept.onLost, kept.lease.id))
+                    continue
+                }
+                if let sent = kept.sent {
+                    if now - sent > timeout { stalled = true }
+                    continue
+                }
+                guard kept.nextRenewal <= now, let send = s.send else { continue }
+                s.kept[token]!.sent = now
+                if sentNow.insert(kept.lease.id).inserted {
+                    var request = Etcdserverpb_LeaseKeepAliveRequest()
+                    request.id = kept.lease.id
+                    send.yield(request)
+                }
+            }
+            return stalled
+        }
+        for (onLost, id) in lost {
+            logger.warning("etcd: lease \(String(id, radix: 16)) was not renewed for its whole TTL; its keys may be gone")
+            onLost(EtcdError(.leaseNotFound, "lease \(String(id, radix: 16)) was not renewed in time"))
+        }
+        if stalled { throw EtcdError(.timeout, "no keep-alive answer within \(timeout)", endpoint: endpoint) }
+    }
+
+    private func received(_ response: Etcdserverpb_LeaseKeepAliveResponse) {
+        let now = ContinuousClock.now
+        var lost: [@Sendable (EtcdError) -> Void] = []
+        state.withLock { s in
+            for (token, kept) in s.kept where kept.lease.id == response.id {
+                if response.ttl <= 0 {
+                    s.kept[token] = nil
+                    lost.append(kept.onLost)
+                } else {
+                    // counted from when the renewal left: etcd renewed it no earlier than that
+                    let ttl = Duration.seconds(response.ttl), renewed = kept.sent ?? now
+                    s.kept[token]!.sent = nil
+                    s.kept[token]!.expires = renewed + ttl
+                    s.kept[token]!.nextRenewal = renewed + ttl / 3
+                }
+            }
+        }
+        for onLost in lost {
+            logger.warning("etcd: lease \(String(response.id, radix: 16)) is gone (expired or revoked)")
+            onLost(EtcdError(.leaseNotFound, "lease \(String(response.id, radix: 16)) is gone"))
+        }
+    }
+}
