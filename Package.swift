@@ -113,7 +113,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "helloworld",
-            dependencies: ["Micro"],
+            dependencies: ["Micro", "MicroEtcd"],
             path: "Sources/Examples/helloworld",
             swiftSettings: swiftSettings
         ),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Micro
+import MicroEtcd
 import UnixSignals
 
 /// `micro`: the command line of swift-micro. Talks to services through the registry.
@@ -16,6 +17,13 @@ struct MicroCommand: AsyncParsableCommand {
             StreamBench.self, Certs.self, Config.self,
         ]
     )
+
+    /// Knows the registries of the plugin products it links (`MICRO_REGISTRY=etcd`) before
+    /// anything makes the registry.
+    static func main() async {
+        MicroEtcd.install()
+        await main(nil)
+    }
 }
 
 struct Services: AsyncParsableCommand {

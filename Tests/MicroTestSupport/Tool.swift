@@ -79,3 +79,31 @@ public final class BackgroundTool: Sendable {
         _ = await Spawn.wait(pid)
     }
 }
+
+/// The real peers written in Go (Tests/Peers/*.go), built for a test in GOPATH mode against
+/// Debian's Go packages (golang-github-hashicorp-mdns-dev, golang-etcd-server-dev).
+public enum GoPeer {
+    /// Tests/Peers.
+    public static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Peers")
+
+    /// Builds Tests/Peers/`name`.go into a temporary directory; the caller removes `directory`.
+    /// `packages` names what scripts/setup installs for it, for the error message.
+    public static func build(_ name: String, packages: String) async throws -> (binary: String, directory: URL) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let binary = dir.appendingPathComponent(name).path
+        let build = try await Tool.run(
+            "go", ["build", "-o", binary, directory.appendingPathComponent("\(name).go").path],
+            environment: [
+                "GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOFLAGS": "",
+                // shared between tests and runs: a second build of the same peer takes a second
+                "GOCACHE": FileManager.default.temporaryDirectory.appendingPathComponent("micro-gocache").path,
+            ], timeout: .seconds(600))
+        guard build.status == 0 else {
+            try? FileManager.default.removeItem(at: dir)
+            throw ChildError("go build of \(name) failed (scripts/setup installs golang-go and \(packages)): \(build.stderr)")
+        }
+        return (binary, dir)
+    }
+}

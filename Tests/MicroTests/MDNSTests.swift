@@ -150,20 +150,7 @@ import Glibc
 
     /// Builds Tests/Peers/mdns_peer.go against Debian's hashicorp/mdns (GOPATH mode).
     static func buildGoPeer() async throws -> (binary: String, directory: URL) {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-mdns-peer-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let binary = dir.appendingPathComponent("mdns_peer").path
-        let build = try await Tool.run(
-            "go", ["build", "-o", binary, Self.peers.appendingPathComponent("mdns_peer.go").path],
-            environment: [
-                "GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOFLAGS": "",
-                "GOCACHE": FileManager.default.temporaryDirectory.appendingPathComponent("micro-mdns-gocache").path,
-            ])
-        guard build.status == 0 else {
-            try? FileManager.default.removeItem(at: dir)
-            throw ChildError("go build of the mDNS peer failed (scripts/setup installs golang-go and golang-github-hashicorp-mdns-dev): \(build.stderr)")
-        }
-        return (binary, dir)
+        try await GoPeer.build("mdns_peer", packages: "golang-github-hashicorp-mdns-dev")
     }
 
     @Test func hashicorpMDNSFindsOurNodeAndDecodesItsTXTTheGoMicroWay() async throws {

@@ -2,6 +2,9 @@
 //   curl -XPOST -H 'Content-Type: application/json' -H 'Micro-Endpoint: Helloworld.Greeting' \
 //        -d '{"name": "alice"}' http://localhost:PORT
 import Micro
+import MicroEtcd
+
+MicroEtcd.install()  // MICRO_REGISTRY=etcd: etcd as the registry (go-micro's layout)
 
 struct Request: Codable, Sendable {
     var name: String
