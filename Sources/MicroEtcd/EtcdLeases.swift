@@ -79,6 +79,21 @@ final class EtcdLeases: Sendable {
     }
 
     private func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            // leases run out whether or not a member is reachable: checked apart from the stream
+            group.addTask {
+                while !Task.isCancelled {
+                    self.expireOverdue()
+                    try? await Task.sleep(for: .milliseconds(250))
+                }
+            }
+            group.addTask { await self.keepStreamOpen() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func keepStreamOpen() async {
         await keepOpen("lease keep-alive", client: { [weak self] in self?.client.withLock { $0 } }, logger: logger) { etcd, endpoint in
             try await etcd.stream("/etcdserverpb.Lease/LeaseKeepAlive", Etcdserverpb_LeaseKeepAliveRequest.self,
                                   Etcdserverpb_LeaseKeepAliveResponse.self, endpoint: endpoint) { call in
@@ -109,20 +124,28 @@ final class EtcdLeases: Sendable {
         }
     }
 
-    /// Sends the renewals due; reports the leases whose time ran out; throws when the member
-    /// left a renewal unanswered longer than the timeout (the stream moves to another).
+    /// Reports the leases whose time ran out without a confirmed renewal.
+    private func expireOverdue() {
+        let now = ContinuousClock.now
+        let lost: [(@Sendable (EtcdError) -> Void, Int64)] = state.withLock { s in
+            let overdue = s.kept.filter { $0.value.expires <= now }
+            for token in overdue.keys { s.kept[token] = nil }
+            return overdue.values.map { ($0.onLost, $0.lease.id) }
+        }
+        for (onLost, id) in lost {
+            logger.warning("etcd: lease \(String(id, radix: 16)) was not renewed for its whole TTL; its keys may be gone")
+            onLost(EtcdError(.leaseNotFound, "lease \(String(id, radix: 16)) was not renewed in time"))
+        }
+    }
+
+    /// Sends the renewals due; throws when the member left a renewal unanswered longer than the
+    /// timeout (the stream moves to another).
     private func tick(timeout: Duration, endpoint: String) throws {
         let now = ContinuousClock.now
-        var lost: [(@Sendable (EtcdError) -> Void, Int64)] = []
         let stalled: Bool = state.withLock { s in
             var stalled = false
             var sentNow: Set<Int64> = []
             for (token, kept) in s.kept {
-                if kept.expires <= now {
-                    s.kept[token] = nil
-                    lost.append((kept.onLost, kept.lease.id))
-                    continue
-                }
                 if let sent = kept.sent {
                     if now - sent > timeout { stalled = true }
                     continue
@@ -136,10 +159,6 @@ final class EtcdLeases: Sendable {
                 }
             }
             return stalled
-        }
-        for (onLost, id) in lost {
-            logger.warning("etcd: lease \(String(id, radix: 16)) was not renewed for its whole TTL; its keys may be gone")
-            onLost(EtcdError(.leaseNotFound, "lease \(String(id, radix: 16)) was not renewed in time"))
         }
         if stalled { throw EtcdError(.timeout, "no keep-alive answer within \(timeout)", endpoint: endpoint) }
     }

@@ -154,10 +154,10 @@ public final class EtcdRegistry: Registry {
                     let old = s.registrations[key]
                     s.registrations[key] = Registration(value: value, lease: lease.id, keepAlive: keepAlive)
                     defer { s.registerFailing = false }
-                    return (old, s.registerFailing)
+                    return (old, s.registerFailing || old?.lost == true)
                 }
                 old?.keepAlive?.cancel()
-                if recovered { logger.notice("etcd registry: registered \(key) again") }
+                if recovered { logger.notice("etcd registry: registered \(key) again, on lease \(String(lease.id, radix: 16))") }
                 if let old, old.lease != lease.id, !old.lost {
                     try? await etcd.revokeLease(old.lease)  // the key moved to the new lease; the old has nothing left
                 }
