@@ -77,6 +77,19 @@ public struct EtcdConfiguration: Sendable, Equatable {
         return config
     }
 
+    /// The etcd of what is not the registry (configuration, locks): `MICRO_ETCD_ADDRESS`, else the
+    /// registry's members when the registry is etcd, else `127.0.0.1:2379`; the rest as
+    /// ``fromEnvironment(_:address:)``.
+    public static func forServices(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) throws(ConfigurationError)
+        -> EtcdConfiguration
+    {
+        let registry = environment["MICRO_REGISTRY"]?.trimmingCharacters(in: .whitespaces).lowercased() == "etcd"
+        let address = environment["MICRO_ETCD_ADDRESS"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (registry ? environment["MICRO_REGISTRY_ADDRESS"].flatMap { $0.isEmpty ? nil : $0 } : nil)
+            ?? "127.0.0.1:2379"
+        return try fromEnvironment(environment, address: address)
+    }
+
     /// `a:1,b,https://c:3` → `["a:1", "b:2379", "https://c:3"]`; an empty list or a malformed
     /// entry is an error.
     static func parseEndpoints(_ list: String) throws(ConfigurationError) -> [String] {

@@ -15,22 +15,14 @@ final class ConfigFileProvider: ConfigProvider, Sendable {
     private let logger: Logger
     private let parse: @Sendable ([UInt8]) throws -> any ConfigSnapshot
 
-    private struct KeyWatcher {
-        let key: AbsoluteConfigKey
-        let type: ConfigType
-        var last: ConfigValue?
-        let continuation: AsyncStream<Result<LookupResult, any Error>>.Continuation
-    }
+    private let values: SnapshotWatchers
 
     private struct State {
-        var snapshot: any ConfigSnapshot
-        var keyWatchers: [UUID: KeyWatcher] = [:]
-        var snapshotWatchers: [UUID: AsyncStream<any ConfigSnapshot>.Continuation] = [:]
         var watcher: FileWatcher?
         var followers = 0
     }
 
-    private let state: Mutex<State>
+    private let state = Mutex(State())
 
     /// Reads `path`; throws if it cannot be read or parsed (a service does not start on a broken
     /// file: it would run without the settings it was given).
@@ -53,7 +45,7 @@ final class ConfigFileProvider: ConfigProvider, Sendable {
         } catch {
             throw ConfigurationError(key: "micro.config.file", reason: "configuration file \(path): \(Self.describe(error))")
         }
-        state = Mutex(State(snapshot: snapshot))
+        values = SnapshotWatchers(snapshot)
     }
 
     /// Starts following the file, for one more follower (services sharing a configuration).
@@ -74,17 +66,14 @@ final class ConfigFileProvider: ConfigProvider, Sendable {
 
     /// One follower less; with none left, stops following the file and ends every watch.
     func stop() {
-        let ended: (FileWatcher?, [AsyncStream<Result<LookupResult, any Error>>.Continuation], [AsyncStream<any ConfigSnapshot>.Continuation])? =
-            state.withLock { s in
-                s.followers = max(0, s.followers - 1)
-                guard s.followers == 0 else { return nil }
-                defer { s.watcher = nil; s.keyWatchers = [:]; s.snapshotWatchers = [:] }
-                return (s.watcher, s.keyWatchers.values.map(\.continuation), Array(s.snapshotWatchers.values))
-            }
-        guard let (watcher, keys, snapshots) = ended else { return }
+        let (last, watcher) = state.withLock { s in
+            s.followers = max(0, s.followers - 1)
+            defer { if s.followers == 0 { s.watcher = nil } }
+            return (s.followers == 0, s.watcher)
+        }
+        guard last else { return }
         watcher?.stop()
-        keys.forEach { $0.finish() }
-        snapshots.forEach { $0.finish() }
+        values.finishAll()
     }
 
     static func read(_ path: String) throws -> [UInt8] {
@@ -104,25 +93,12 @@ final class ConfigFileProvider: ConfigProvider, Sendable {
             logger.error("configuration file \(path) changed but cannot be used; keeping the last good values: \(Self.describe(error))")
             return
         }
-        let (updates, snapshots) = state.withLock { s in
-            s.snapshot = snapshot
-            var updates: [(AsyncStream<Result<LookupResult, any Error>>.Continuation, Result<LookupResult, any Error>)] = []
-            for (id, watcher) in s.keyWatchers {
-                let result = Result { try snapshot.value(forKey: watcher.key, type: watcher.type) }
-                let value = try? result.get().value
-                if value == watcher.last, case .success = result { continue }
-                s.keyWatchers[id]?.last = value
-                updates.append((watcher.continuation, result))
-            }
-            return (updates, Array(s.snapshotWatchers.values))
-        }
-        for (continuation, result) in updates { continuation.yield(result) }
-        for continuation in snapshots { continuation.yield(snapshot) }
+        values.replace(with: snapshot)
         logger.info("configuration file \(path) reloaded")
     }
 
     func value(forKey key: AbsoluteConfigKey, type: ConfigType) throws -> LookupResult {
-        try state.withLock { $0.snapshot }.value(forKey: key, type: type)
+        try values.value(forKey: key, type: type)
     }
 
     func fetchValue(forKey key: AbsoluteConfigKey, type: ConfigType) async throws -> LookupResult {
@@ -134,35 +110,14 @@ final class ConfigFileProvider: ConfigProvider, Sendable {
         type: ConfigType,
         updatesHandler: nonisolated(nonsending) (_ updates: ConfigUpdatesAsyncSequence<Result<LookupResult, any Error>, Never>) async throws -> Return
     ) async throws -> Return {
-        let (stream, continuation) = AsyncStream<Result<LookupResult, any Error>>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id = UUID()
-        state.withLock { s in
-            let result = Result { try s.snapshot.value(forKey: key, type: type) }
-            s.keyWatchers[id] = KeyWatcher(key: key, type: type, last: try? result.get().value, continuation: continuation)
-            continuation.yield(result)
-        }
-        defer {
-            state.withLock { _ = $0.keyWatchers.removeValue(forKey: id) }
-            continuation.finish()
-        }
-        return try await updatesHandler(ConfigUpdatesAsyncSequence(stream))
+        try await values.watchValue(forKey: key, type: type, updatesHandler: updatesHandler)
     }
 
-    func snapshot() -> any ConfigSnapshot { state.withLock { $0.snapshot } }
+    func snapshot() -> any ConfigSnapshot { values.snapshot }
 
     func watchSnapshot<Return: ~Copyable>(
         updatesHandler: nonisolated(nonsending) (_ updates: ConfigUpdatesAsyncSequence<any ConfigSnapshot, Never>) async throws -> Return
     ) async throws -> Return {
-        let (stream, continuation) = AsyncStream<any ConfigSnapshot>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id = UUID()
-        state.withLock { s in
-            s.snapshotWatchers[id] = continuation
-            continuation.yield(s.snapshot)
-        }
-        defer {
-            state.withLock { _ = $0.snapshotWatchers.removeValue(forKey: id) }
-            continuation.finish()
-        }
-        return try await updatesHandler(ConfigUpdatesAsyncSequence(stream))
+        try await values.watchSnapshot(updatesHandler: updatesHandler)
     }
 }

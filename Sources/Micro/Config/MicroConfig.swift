@@ -157,6 +157,7 @@ public final class MicroConfig: Sendable {
         ("micro.server.writeTimeout", "MICRO_SERVER_WRITE_TIMEOUT", "seconds the peer may take no output"),
         ("micro.registry", "MICRO_REGISTRY", "registry plugin: local, memory, mdns, …"),
         ("micro.registryAddress", "MICRO_REGISTRY_ADDRESS", "where the registry is (local: a directory; etcd: host:port,…)"),
+        ("micro.etcd.address", "MICRO_ETCD_ADDRESS", "etcd for configuration and locks when the registry is not etcd"),
         ("micro.etcd.username", "MICRO_ETCD_USERNAME", "etcd user (also ETCD_USERNAME)"),
         ("micro.etcd.password", "MICRO_ETCD_PASSWORD", "etcd password (also ETCD_PASSWORD)"),
         ("micro.etcd.ca", "MICRO_ETCD_CA", "roots trusted for https:// etcd endpoints (PEM file)"),
