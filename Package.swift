@@ -119,7 +119,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "echo",
-            dependencies: ["Micro"],
+            dependencies: ["Micro", "MicroEtcd"],
             path: "Sources/Examples/echo",
             swiftSettings: swiftSettings
         ),

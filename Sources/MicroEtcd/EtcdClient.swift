@@ -174,16 +174,22 @@ public final class EtcdClient: Sendable {
             defer { s.learnedMembers = true }
             return !s.learnedMembers
         }) else { return }
-        Task { [weak self] in
-            guard let self, let members = try? await self.members() else { return }
-            let urls = members.flatMap(\.clientURLs).compactMap(EtcdConfiguration.normalized)
-            let added: [String] = self.state.withLock { s in
-                let new = urls.filter { !s.endpoints.contains($0) }
-                s.endpoints.append(contentsOf: new)
-                return new
-            }
-            if !added.isEmpty { self.logger.debug("etcd: learned members \(added.joined(separator: ", "))") }
+        Task { [weak self] in _ = try? await self?.refreshMembers() }
+    }
+
+    /// Asks etcd for its members and adds their client URLs to the endpoints (a member added to
+    /// the cluster later becomes reachable this way); returns the endpoints, the one in use first.
+    /// The client does so by itself once, after its first answer.
+    @discardableResult
+    public func refreshMembers() async throws(EtcdError) -> [String] {
+        let urls = try await members().flatMap(\.clientURLs).compactMap(EtcdConfiguration.normalized)
+        let added: [String] = state.withLock { s in
+            let new = urls.filter { !s.endpoints.contains($0) }
+            s.endpoints.append(contentsOf: new)
+            return new
         }
+        if !added.isEmpty { logger.debug("etcd: learned members \(added.joined(separator: ", "))") }
+        return endpoints
     }
 }
 

@@ -172,6 +172,18 @@ import Testing
         var allowed = etcd.updates(.prefix("/micro/")).makeAsyncIterator()
         guard case .synced = await allowed.next() else { Issue.record("the allowed watch did not start"); return }
 
+        // etcd restarted: its tokens are gone; the client asks for a new one and goes on, and the
+        // watch stream, refused with the old token, is opened again with the new one
+        await cluster.kill9(0)
+        try cluster.start(0)
+        try await cluster.waitUntilServing(0)
+        try await etcd.put("/micro/after-restart", Self.bytes("2"))
+        var resumed = false
+        while !resumed, let update = await allowed.next() {
+            if case .events(let events, _) = update { resumed = events.contains { $0.kv.keyString == "/micro/after-restart" } }
+        }
+        #expect(resumed)
+
         let wrong = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, username: "micro", password: "nope"))
         defer { Task { await wrong.close() } }
         let failure = await #expect(throws: EtcdError.self) { try await wrong.get(.prefix("/micro/")) }

@@ -142,6 +142,8 @@ final class Tally: Sendable {
         let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: [cluster.endpoints[0]], timeout: .seconds(15)))
         defer { Task { await etcd.close() } }
         try await etcd.put("/q/a", Array("1".utf8))
+        // told one member, it learns the others from etcd
+        #expect(Set(try await etcd.refreshMembers()) == Set(cluster.endpoints))
         cluster.signal(1, SIGSTOP)
         cluster.signal(2, SIGSTOP)
         let failure = await #expect(throws: EtcdError.self) { try await etcd.put("/q/b", Array("2".utf8)) }

@@ -8,7 +8,9 @@
 //   curl --http2-prior-knowledge -H 'content-type: application/octet-stream' \
 //        -H 'micro-endpoint: Echo.Call' --data-binary 'hi' http://localhost:PORT/
 import Micro
+import MicroEtcd
 
+MicroEtcd.install()  // MICRO_REGISTRY=etcd works too (Benchmarks/etcd calls it by name through etcd)
 let service = Service(name: "echo")
 
 service.handle("Echo.Call") { (message: [UInt8], _: Context) async throws -> [UInt8] in
