@@ -20,6 +20,7 @@
 #include "internal.h"
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -226,6 +227,15 @@ static int load_trust(SSL_CTX *ctx, const mc_tls_config_t *cfg, char *err, size_
         return -1;
     }
     return 0;
+}
+
+/* OpenSSL frees its global state from an atexit handler unless told not to. A process whose
+ * event loop threads still hold TLS connections when main returns (a command that watched etcd
+ * over TLS, say) would then have a loop thread use freed state while exit() runs: a crash at
+ * exit. The first initialisation decides, so it is made before main, with the handler off; the
+ * state lives until the process is gone, which is what the kernel frees anyway. */
+__attribute__((constructor)) static void mc_tls_init_without_atexit(void) {
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
 }
 
 void mc_tls_config_init(mc_tls_config_t *cfg) {

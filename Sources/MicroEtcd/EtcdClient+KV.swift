@@ -261,8 +261,12 @@ extension EtcdClient {
         var request = Etcdserverpb_LeaseTimeToLiveRequest()
         request.id = id
         request.keys = true
-        let response: Etcdserverpb_LeaseTimeToLiveResponse = try await unary("/etcdserverpb.Lease/LeaseTimeToLive", request,
-                                                                               repeat: .whenMemberFails)
+        let response: Etcdserverpb_LeaseTimeToLiveResponse
+        do {
+            response = try await unary("/etcdserverpb.Lease/LeaseTimeToLive", request, repeat: .whenMemberFails)
+        } catch where error.kind == .leaseNotFound {
+            return nil  // etcd answers so, or with a TTL of -1, depending on where the lease went
+        }
         guard response.ttl > 0 else { return nil }
         return (response.ttl, response.keys.map { String(decoding: $0, as: UTF8.self) })
     }

@@ -144,8 +144,8 @@ final class Tally: Sendable {
         try await etcd.put("/q/a", Array("1".utf8))
         // told one member, it learns the others from etcd
         #expect(Set(try await etcd.refreshMembers()) == Set(cluster.endpoints))
-        cluster.signal(1, SIGSTOP)
-        cluster.signal(2, SIGSTOP)
+        await cluster.freeze(1)
+        await cluster.freeze(2)
         let failure = await #expect(throws: EtcdError.self) { try await etcd.put("/q/b", Array("2".utf8)) }
         #expect(failure?.kind == .unavailable || failure?.kind == .timeout, "\(String(describing: failure))")
         #expect(failure?.message.contains("etcdserver") == true || failure?.kind == .timeout, "\(String(describing: failure))")
@@ -165,6 +165,49 @@ final class Tally: Sendable {
             }
         }
         #expect(written)
+    }
+
+    @Test func aFrozenMemberIsLeftByTheStreams() async throws {
+        let cluster = try await EtcdCluster(members: 3)
+        defer { cluster.stop() }
+        // the watch and keep-alive streams on a follower, which then stops answering (no RST); a
+        // follower, so that the cluster goes on without an election meanwhile
+        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        defer { Task { await probe.close() } }
+        let leader = try await Self.leader(cluster, probe)
+        let frozen = (leader + 1) % 3, other = (leader + 2) % 3
+        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: [cluster.endpoints[frozen], cluster.endpoints[other]],
+                                                               timeout: .seconds(2)))
+        defer { Task { await etcd.close() } }
+        var updates = etcd.updates(.prefix("/frozen/")).makeAsyncIterator()
+        guard case .synced = await updates.next() else { Issue.record("no watch"); return }
+        let lease = try await etcd.grantLease(ttl: 6)
+        let (lost, reportLoss) = AsyncStream<EtcdError>.makeStream()
+        let keepAlive = etcd.keepAlive(lease) { reportLoss.yield($0) }
+        defer { keepAlive.cancel() }
+        await cluster.freeze(frozen)
+        defer { cluster.signal(frozen, SIGCONT) }
+        let writer = EtcdClient(configuration: EtcdConfiguration(endpoints: [cluster.endpoints[leader]]))
+        defer { Task { await writer.close() } }
+        try await writer.put("/frozen/a", Array("1".utf8))
+        var interrupted = false
+        var seen: [String] = []
+        while seen.isEmpty, let update = await updates.next() {
+            switch update {
+            case .interrupted: interrupted = true
+            case .events(let events, _): seen = events.map(\.kv.keyString)
+            default: break
+            }
+        }
+        #expect(interrupted && seen == ["/frozen/a"])
+        #expect(etcd.endpoints.first != cluster.endpoints[frozen])
+        // the lease outlives member 0's silence: renewed through another member
+        try await Task.sleep(for: .seconds(8))  // longer than the lease's TTL, which is what is checked
+        #expect(try await writer.leaseTimeToLive(lease.id) != nil)
+        reportLoss.finish()
+        var losses = 0
+        for await _ in lost { losses += 1 }
+        #expect(losses == 0)
     }
 
     /// Certificates made with openssl: a CA, a server certificate for 127.0.0.1, a client one; and

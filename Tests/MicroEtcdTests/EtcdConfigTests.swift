@@ -30,7 +30,10 @@ import Testing
         let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
         defer { Task { await etcd.close() } }
         let config = try await MicroConfig.withEtcd(service: "cfg", etcd: etcd)
-        let reader = config.reader
+        // a service given it reads it as service.config
+        var options = try ServiceOptions(config: config)
+        options.registry = MemoryRegistry()
+        let reader = Service(name: "cfg", options: options).config
         #expect(reader.string(forKey: "greeting") == "Hi")
         #expect(reader.int(forKey: "database.port") == 5432)
         #expect(reader.stringArray(forKey: "database.hosts") == ["a", "b"])

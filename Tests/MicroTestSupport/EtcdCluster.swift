@@ -63,6 +63,7 @@ public final class EtcdCluster: Sendable {
         for member in members.withLock({ $0 }) {
             if let member { kill(member.pid, SIGKILL) }
         }
+        Self.release(clientPorts + peerPorts)  // here only: a stopped cluster's ports stay its own while it exists
     }
 
     /// Starts member `i` (again, on its data directory and ports, after a kill or a stop) without
@@ -116,6 +117,25 @@ public final class EtcdCluster: Sendable {
         if let member = members.withLock({ $0[i] }) { kill(member.pid, sig) }
     }
 
+    /// SIGSTOP to member `i`, returning once the kernel reports every one of its threads stopped
+    /// (a signal is delivered asynchronously: a request sent right after kill(2) could still be
+    /// served by a thread not yet stopped).
+    public func freeze(_ i: Int) async {
+        guard let member = members.withLock({ $0[i] }) else { return }
+        kill(member.pid, SIGSTOP)
+        let tasks = "/proc/\(member.pid)/task"
+        for _ in 0..<10_000 {
+            let threads = (try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? []
+            let stopped = threads.allSatisfy { tid in
+                guard let stat = try? String(contentsOfFile: "\(tasks)/\(tid)/stat", encoding: .utf8),
+                      let close = stat.lastIndex(of: ")") else { return true }
+                return stat[stat.index(close, offsetBy: 2)] == "T"
+            }
+            if stopped { return }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
     /// The lines member `i` logged.
     public func log(_ i: Int) -> [String] { members.withLock { $0[i] }?.log.lines ?? [] }
 
@@ -146,26 +166,40 @@ public final class EtcdCluster: Sendable {
         return result.stdout
     }
 
-    /// Loopback ports free at the time of asking (bound to port 0, then released).
+    /// Ports handed to clusters of this process and not yet given back.
+    private static let reserved = Mutex<Set<Int>>([])
+
+    /// Loopback ports free now, below the kernel's ephemeral range (so that no process binding
+    /// port 0 meanwhile, a service of another test, takes one while a member is down and to be
+    /// restarted on it) and not held by another cluster of this process.
     static func freePorts(_ count: Int) throws -> [Int] {
-        var fds: [Int32] = []
-        defer { for fd in fds { close(fd) } }
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+            .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) } ?? []
+        let ceiling = max(12_000, min(range.first ?? 32_768, 32_768))
         var ports: [Int] = []
-        for _ in 0..<count {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { throw ChildError("socket: \(errno)") }
-            fds.append(fd)
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = 0
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafeMutablePointer(to: &addr) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-            }
-            guard bound else { throw ChildError("bind: \(errno)") }
-            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+        for _ in 0..<10_000 where ports.count < count {
+            let port = Int.random(in: 10_000..<ceiling)
+            guard reserved.withLock({ $0.insert(port).inserted }) else { continue }
+            if bindable(port) { ports.append(port) } else { _ = reserved.withLock { $0.remove(port) } }
         }
+        guard ports.count == count else { throw ChildError("no free loopback ports for etcd") }
         return ports
+    }
+
+    static func release(_ ports: [Int]) {
+        reserved.withLock { $0.subtract(ports) }
+    }
+
+    private static func bindable(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
     }
 }

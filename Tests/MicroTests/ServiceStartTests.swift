@@ -140,7 +140,7 @@ import Glibc
     }
 
     @Test(arguments: [
-        ("MICRO_REGISTRY", "consul", "MICRO_REGISTRY names no registry 'consul'; known: local, mdns, memory"),
+        ("MICRO_REGISTRY", "consul", "MICRO_REGISTRY names no registry 'consul'; known: etcd, local, mdns, memory"),
         ("MICRO_BROKER", "kafka", "MICRO_BROKER names no broker 'kafka'; known: http, memory"),
         ("MICRO_REGISTER_TTL", "soon", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'soon'"),
         ("MICRO_REGISTER_TTL", "inf", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'inf'"),

@@ -87,7 +87,7 @@ public final class Service: Sendable {
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
         // a file that cannot be used is said when the service starts (it does not)
         configuration = options.config ?? MicroConfig.process
-        configurationProblem = (options.config == nil ? MicroConfig.processProblem : nil) ?? problem
+        configurationProblem = (options.config == nil || options.config === MicroConfig.process ? MicroConfig.processProblem : nil) ?? problem
         // the client's broker is the service's: one registry watch and one connection pool
         // a TLS environment that does not parse is the service's to report (it refuses to start),
         // not the client's to log and ignore

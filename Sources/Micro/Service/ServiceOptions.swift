@@ -99,12 +99,14 @@ public struct ServiceOptions: Sendable {
         self.codecs = codecs
     }
 
-    /// The defaults, then the framework's settings `config` has (flag, variable or file):
+    /// The defaults, then the framework's settings `config` has (flag, variable or file), and
+    /// `config` as the service's ``config``:
     /// `MICRO_TLS_*` (TLS on every connection and for the service's client), `MICRO_REGISTER_TTL`
     /// and `MICRO_REGISTER_INTERVAL`. A value that does not parse throws: a service refuses to
     /// start rather than serve in plaintext, or with a default it was not asked for.
     public init(config: MicroConfig) throws(ConfigurationError) {
         self.init()
+        self.config = config
         let environment = config.frameworkEnvironment
         do {
             tls = try TLSConfig.fromEnvironment(environment)
