@@ -170,7 +170,7 @@ let package = Package(
             name: "MicroEtcdTests",
             dependencies: [
                 "MicroEtcd", "Micro", "MicroTestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Configuration", package: "swift-configuration"), .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
