@@ -48,8 +48,11 @@ public final class EtcdClient: Sendable {
         self.client = Client(registry: MemoryRegistry(), broker: MemoryBroker(), options: options,
                              eventLoopGroup: eventLoopGroup, logger: logger, tls: configuration.tls)
         self.state = Mutex(State(endpoints: configuration.endpoints.isEmpty ? ["127.0.0.1:2379"] : configuration.endpoints))
-        self.leases = EtcdLeases(logger: logger)
-        self.watches = EtcdWatches(logger: logger)
+        // the streams' tasks run on an event loop of the client's: a busy or blocked cooperative
+        // pool cannot delay a lease's renewal past its TTL
+        let loop = eventLoopGroup.next()
+        self.leases = EtcdLeases(loop: loop, logger: logger)
+        self.watches = EtcdWatches(loop: loop, logger: logger)
         leases.client.withLock { $0 = self }
         watches.client.withLock { $0 = self }
     }

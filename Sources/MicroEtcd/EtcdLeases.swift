@@ -1,5 +1,6 @@
 import Logging
 import Micro
+import MicroCore
 import Synchronization
 
 /// Stops keeping a lease alive when cancelled (the lease then expires after its TTL, unless
@@ -47,8 +48,12 @@ final class EtcdLeases: Sendable {
     /// Set once by the client that owns this (a weak reference: the streams stop with it).
     let client = Mutex<EtcdClient?>(nil)
     private let logger: Logger
+    private let loop: EventLoop
 
-    init(logger: Logger) { self.logger = logger }
+    init(loop: EventLoop, logger: Logger) {
+        self.loop = loop
+        self.logger = logger
+    }
 
     func add(_ lease: EtcdLease, onLost: @escaping @Sendable (EtcdError) -> Void) -> Int {
         let now = ContinuousClock.now
@@ -58,7 +63,7 @@ final class EtcdLeases: Sendable {
             // the first renewal at once: the grant may be a while ago
             s.kept[s.nextToken] = Kept(lease: lease, nextRenewal: now, expires: now + ttl, sent: nil, onLost: onLost)
             if s.task == nil, !s.stopped {
-                s.task = Task { [weak self] in await self?.run() }
+                s.task = Task(executorPreference: loop) { [weak self] in await self?.run() }
             }
             return s.nextToken
         }

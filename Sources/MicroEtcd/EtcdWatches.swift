@@ -2,6 +2,7 @@ import DequeModule
 import Foundation
 import Logging
 import Micro
+import MicroCore
 import Synchronization
 
 /// A change to a key.
@@ -93,8 +94,12 @@ final class EtcdWatches: Sendable {
     private let state = Mutex(State())
     let client = Mutex<EtcdClient?>(nil)
     private let logger: Logger
+    private let loop: EventLoop
 
-    init(logger: Logger) { self.logger = logger }
+    init(loop: EventLoop, logger: Logger) {
+        self.loop = loop
+        self.logger = logger
+    }
 
     func add(_ keys: EtcdKeys, from revision: Int64, prevKV: Bool, handler: @escaping @Sendable (EtcdWatchUpdate) -> Void) -> Int64 {
         state.withLock { s in
@@ -107,7 +112,7 @@ final class EtcdWatches: Sendable {
                 send.yield(Self.create(id, watch))
             }
             if s.task == nil, !s.stopped {
-                s.task = Task { [weak self] in await self?.run() }
+                s.task = Task(executorPreference: loop) { [weak self] in await self?.run() }
             }
             return id
         }
