@@ -440,9 +440,9 @@ int mc_h2_pump(mc_conn_t *c) {
 
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                          nghttp2_data_source *source, void *user) {
-    (void)id;
     mc_conn_t *c = user;
-    mc_request_t *r = source->ptr;
+    mc_request_t *r = mc_h2_source_request(s, id, source);
+    if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t left = mc_request_sendq_left(r);
     size_t n = left < length ? left : length;
     if (n) memcpy(buf, r->sendq.data + r->sendq_off, n);

@@ -497,6 +497,14 @@ void mc_h1_stream_flushed(mc_conn_t *c);
 ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                        nghttp2_data_source *source, void *user);
 /* Submits the serialized trailers of r (server side) after its last DATA; true if submitted. */
+/* The request a data source reads for, or NULL when it is gone: a request finished or aborted
+ * while nghttp2 still holds its stream (a connection closed from inside an nghttp2 callback,
+ * whose caller goes on packing frames) is no longer the stream's user data, so its source is
+ * never read again (nor its memory, which may be freed). */
+static inline mc_request_t *mc_h2_source_request(nghttp2_session *s, int32_t id, const nghttp2_data_source *source) {
+    void *r = nghttp2_session_get_stream_user_data(s, id);
+    return r && r == source->ptr ? (mc_request_t *)r : NULL;
+}
 bool mc_h2_submit_trailers(nghttp2_session *s, mc_request_t *r);
 /* The stream of r closed: credit what the application never consumed to the connection. */
 void mc_stream_closed(nghttp2_session *s, mc_request_t *r);

@@ -120,6 +120,8 @@ int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const 
 
 void mc_request_abort(mc_request_t *r) {
     mc_conn_t *c = r->conn;
+    /* its stream, if nghttp2 still has it, no longer leads to it (mc_h2_source_request) */
+    if (c && c->h2 && r->stream_id > 0) nghttp2_session_set_stream_user_data(c->h2, r->stream_id, NULL);
     if (mc_proto_is_client(r->proto)) {
         mc_client_finish_call(r, r->client.sent ? MC_CALL_RESET : MC_CALL_REFUSED);
         return;

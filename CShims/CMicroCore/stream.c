@@ -26,9 +26,9 @@ static void notify_writable(mc_request_t *r) {
 
 ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                        nghttp2_data_source *source, void *user) {
-    (void)id;
     (void)user;
-    mc_request_t *r = source->ptr;
+    mc_request_t *r = mc_h2_source_request(s, id, source);
+    if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
     size_t left = pending(r);
     size_t n = left < length ? left : length;
     if (n) memcpy(buf, r->sendq.data + r->sendq_off, n);
