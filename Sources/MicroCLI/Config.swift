@@ -85,8 +85,8 @@ struct Config: AsyncParsableCommand {
         }
 
         func run() async throws {
-            try await etcd.run { client, prefix in
-                try await client.put(EtcdConfigProvider.etcdKey(key, prefix: prefix), Array(value.utf8))
+            _ = try await etcd.run { client, prefix in
+                try await client.put(EtcdConfigProvider.etcdKey(key, prefix: prefix), Array(value.utf8)).revision
             }
         }
     }

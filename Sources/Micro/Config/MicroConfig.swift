@@ -167,6 +167,8 @@ public final class MicroConfig: Sendable {
         ("micro.mdnsInterface", "MICRO_MDNS_INTERFACE", "network interfaces for mDNS"),
         ("micro.register.ttl", "MICRO_REGISTER_TTL", "seconds a registration lives"),
         ("micro.register.interval", "MICRO_REGISTER_INTERVAL", "seconds between refreshes"),
+        ("micro.sync", "MICRO_SYNC", "locks: local, memory, etcd, …"),
+        ("micro.syncAddress", "MICRO_SYNC_ADDRESS", "where the locks are (local: a directory; etcd: host:port,…)"),
         ("micro.broker", "MICRO_BROKER", "broker plugin: http, memory, …"),
         ("micro.brokerAddress", "MICRO_BROKER_ADDRESS", "where a standalone HTTP broker listens"),
         ("micro.tls.cert", "MICRO_TLS_CERT", "certificate chain (PEM file)"),
