@@ -146,6 +146,12 @@ public struct EtcdTxnResult: Sendable, Equatable {
 
 /// A lease: keys attached to it go when it expires or is revoked.
 public struct EtcdLease: Sendable, Equatable {
+    /// The whole seconds a lease needs to last `ttl`: rounded up, at least 2 (etcd's minimum with
+    /// its default timings).
+    static func seconds(for ttl: Duration) -> Int64 {
+        max(2, Int64((Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18).rounded(.up)))
+    }
+
     public var id: Int64
     /// Seconds it lives without a keep-alive (etcd may grant more than asked: 2 s at least with
     /// its default timings).

@@ -196,6 +196,25 @@ public final class EtcdClient: Sendable {
     }
 }
 
+/// Runs `read` in a task of its own until it succeeds, pausing 100 ms doubling to 5 s after each
+/// failure (logged as `what`), or until `stopped()`: how a cache fed by a watch that etcd ended
+/// (compaction, a refusal) reads everything again.
+func readAgain(_ what: String, logger: Logger, stopped: @escaping @Sendable () -> Bool, _ read: @escaping @Sendable () async throws -> Void) {
+    Task {
+        var pause = Duration.milliseconds(100)
+        while !stopped() {
+            do {
+                try await read()
+                return
+            } catch {
+                logger.warning("\(what): \(error)")
+            }
+            try? await Task.sleep(for: pause)
+            pause = min(pause * 2, .seconds(5))
+        }
+    }
+}
+
 /// A long-lived stream kept open on the member in use: reopened (on the next member when this
 /// one failed) after a pause that grows from 50 ms to 2 s while attempts fail.
 func keepOpen(_ name: String, client: @escaping @Sendable () -> EtcdClient?, logger: Logger,

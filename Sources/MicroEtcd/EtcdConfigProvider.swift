@@ -97,19 +97,9 @@ public final class EtcdConfigProvider: ConfigProvider, Sendable {
             logger.warning("configuration under \(prefix): etcd unreachable (\(error)); keeping the last values")
         case .ended(let error):
             logger.warning("configuration under \(prefix): the watch ended (\(error)); reading it again")
-            Task { [weak self] in
-                var pause = Duration.milliseconds(100)
-                while let self, !self.state.withLock({ $0.stopped }) {
-                    do {
-                        try await self.load()
-                        return
-                    } catch {
-                        self.logger.warning("configuration under \(self.prefix): cannot read it again: \(error)")
-                    }
-                    try? await Task.sleep(for: pause)
-                    pause = min(pause * 2, .seconds(5))
-                }
-            }
+            readAgain("configuration under \(prefix): cannot read it again", logger: logger,
+                      stopped: { [weak self] in self?.state.withLock { $0.stopped } ?? true },
+                      { [weak self] in try await self?.load() })
         case .synced:
             break
         }

@@ -126,7 +126,7 @@ public final class EtcdRegistry: Registry {
     // MARK: Registry
 
     public func register(_ service: ServiceRecord, ttl: Duration) async throws {
-        let seconds = max(2, Int64((Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18).rounded(.up)))
+        let seconds = EtcdLease.seconds(for: ttl)
         for node in service.nodes {
             guard !service.name.isEmpty, !node.id.isEmpty else {
                 throw MicroError(id: "micro.registry", code: 400, detail: "a service name and a node id are required")
@@ -295,19 +295,9 @@ public final class EtcdRegistry: Registry {
         case .ended(let error):
             // compacted below the watch's revision, or refused: read everything again and watch from there
             logger.warning("etcd registry: the watch ended (\(error)); reading the registry again")
-            Task { [weak self] in
-                var pause = Duration.milliseconds(100)
-                while let self, !self.state.withLock({ $0.closed }) {
-                    do {
-                        try await self.resync()
-                        return
-                    } catch {
-                        self.logger.warning("etcd registry: cannot read the registry again: \(error)")
-                    }
-                    try? await Task.sleep(for: pause)
-                    pause = min(pause * 2, .seconds(5))
-                }
-            }
+            readAgain("etcd registry: cannot read the registry again", logger: logger,
+                      stopped: { [weak self] in self?.state.withLock { $0.closed } ?? true },
+                      { [weak self] in try await self?.resync() })
         }
     }
 

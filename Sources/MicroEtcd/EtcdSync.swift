@@ -34,7 +34,7 @@ public final class EtcdSync: Sync {
         try SyncError.check(id: id, ttl: ttl, wait: wait)
         let deadline = ContinuousClock.now + wait
         let directory = Self.prefix + id + "/"
-        let seconds = max(2, Int64((Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18).rounded(.up)))
+        let seconds = EtcdLease.seconds(for: ttl)
         let lease: EtcdLease
         do {
             lease = try await etcd.grantLease(ttl: seconds)

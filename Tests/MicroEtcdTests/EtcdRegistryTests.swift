@@ -23,13 +23,10 @@ import Testing
         try await Tool.run(Tool.binDirectory.appendingPathComponent("micro").path, arguments, environment: environment)
     }
 
-    /// The next update of a watch that carries events (skipping progress and sync notices).
+    /// The next update of a watch that carries events (skipping notices of the stream's state).
     static func nextEvents(_ iterator: inout AsyncStream<EtcdWatchUpdate>.Iterator) async -> [EtcdEvent]? {
-        while let update = await iterator.next() {
-            if case .events(let events, _) = update { return events }
-            if case .ended = update { return nil }
-        }
-        return nil
+        guard case .events(let events, _) = await EtcdClientTests.next(&iterator) else { return nil }
+        return events
     }
 
     @Test func helloworldRegistersTheGoMicroWayIsCalledByNameAndLeaves() async throws {
