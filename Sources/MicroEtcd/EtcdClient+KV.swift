@@ -156,6 +156,14 @@ public struct EtcdLease: Sendable, Equatable {
     /// Seconds it lives without a keep-alive (etcd may grant more than asked: 2 s at least with
     /// its default timings).
     public var ttl: Int64
+    /// When the grant was asked for: the lease lives at least `ttl` from then.
+    public var asked: ContinuousClock.Instant
+
+    public init(id: Int64, ttl: Int64, asked: ContinuousClock.Instant = .now) {
+        self.id = id
+        self.ttl = ttl
+        self.asked = asked
+    }
 }
 
 /// A member of the cluster.
@@ -226,11 +234,18 @@ extension EtcdClient {
 
     /// If every comparison holds, runs `success`, else `failure`, atomically.
     public func txn(_ compares: [EtcdCompare], success: [EtcdOperation], failure: [EtcdOperation] = []) async throws(EtcdError) -> EtcdTxnResult {
+        try await txn(compares, success: success, failure: failure, repeat: .whenNotApplied)
+    }
+
+    /// A transaction that its caller knows can be repeated (`.whenMemberFails`): one whose
+    /// compares make a second application change nothing.
+    package func txn(_ compares: [EtcdCompare], success: [EtcdOperation], failure: [EtcdOperation] = [],
+                     repeat rule: Repeat) async throws(EtcdError) -> EtcdTxnResult {
         var request = Etcdserverpb_TxnRequest()
         request.compare = compares.map(\.message)
         request.success = success.map(\.message)
         request.failure = failure.map(\.message)
-        let response: Etcdserverpb_TxnResponse = try await unary("/etcdserverpb.KV/Txn", request)
+        let response: Etcdserverpb_TxnResponse = try await unary("/etcdserverpb.KV/Txn", request, repeat: rule)
         let ranges = response.responses.compactMap { op -> EtcdRange? in
             if case .responseRange(let r)? = op.response { return Self.range(r) }
             return nil
@@ -250,9 +265,12 @@ extension EtcdClient {
     public func grantLease(ttl: Int64) async throws(EtcdError) -> EtcdLease {
         var request = Etcdserverpb_LeaseGrantRequest()
         request.ttl = ttl
-        let response: Etcdserverpb_LeaseGrantResponse = try await unary("/etcdserverpb.Lease/LeaseGrant", request)
+        let asked = ContinuousClock.now
+        // repeated on any failure: a lease granted twice leaves one that no one renews, which
+        // holds no key and expires after its TTL
+        let response: Etcdserverpb_LeaseGrantResponse = try await unary("/etcdserverpb.Lease/LeaseGrant", request, repeat: .whenMemberFails)
         guard response.error.isEmpty else { throw EtcdError(.other, response.error) }
-        return EtcdLease(id: response.id, ttl: response.ttl)
+        return EtcdLease(id: response.id, ttl: response.ttl, asked: asked)
     }
 
     /// Revokes a lease: its keys are deleted at once.

@@ -16,8 +16,13 @@ public final class EtcdKeepAlive: Sendable {
 extension EtcdClient {
     /// Keeps lease `id` alive over the client's one keep-alive stream (every TTL/3, as clientv3
     /// does) until cancelled. `onLost` is called once if the lease is lost: etcd says it is
-    /// gone (expired or revoked), or no renewal was confirmed for a whole TTL (etcd unreachable
-    /// that long); its keys are gone or about to be, and the caller grants a new lease.
+    /// gone (expired or revoked), or no renewal was confirmed in time (etcd unreachable for
+    /// about a TTL); its keys are gone or about to be, and the caller grants a new lease.
+    ///
+    /// The second case is reported before etcd can expire the lease: the TTL is counted from
+    /// when the last confirmed renewal (or the grant) was sent, which is no later than when etcd
+    /// counted it from, less ``lossMargin``. A holder of something the lease guards (a lock, a
+    /// leadership) so hears of its loss before another can take it over.
     public func keepAlive(_ lease: EtcdLease, onLost: @escaping @Sendable (EtcdError) -> Void) -> EtcdKeepAlive {
         let token = leases.add(lease, onLost: onLost)
         return EtcdKeepAlive { [leases] in leases.remove(token) }
@@ -26,6 +31,11 @@ extension EtcdClient {
 
 /// The keep-alive stream and the leases it renews.
 final class EtcdLeases: Sendable {
+    /// How long before its TTL (counted conservatively) an unconfirmed lease is reported lost:
+    /// twice the period of the check, so the report comes before etcd can expire it.
+    static let lossMargin = Duration.milliseconds(500)
+    static let checkPeriod = Duration.milliseconds(250)
+
     private struct Kept {
         var lease: EtcdLease
         var nextRenewal: ContinuousClock.Instant
@@ -61,7 +71,7 @@ final class EtcdLeases: Sendable {
         return state.withLock { s in
             s.nextToken += 1
             // the first renewal at once: the grant may be a while ago
-            s.kept[s.nextToken] = Kept(lease: lease, nextRenewal: now, expires: now + ttl, sent: nil, onLost: onLost)
+            s.kept[s.nextToken] = Kept(lease: lease, nextRenewal: now, expires: lease.asked + ttl, sent: nil, onLost: onLost)
             if s.task == nil, !s.stopped {
                 s.task = Task(executorPreference: loop) { [weak self] in await self?.run() }
             }
@@ -89,7 +99,7 @@ final class EtcdLeases: Sendable {
             group.addTask {
                 while !Task.isCancelled {
                     self.expireOverdue()
-                    try? await Task.sleep(for: .milliseconds(250))
+                    try? await Task.sleep(for: Self.checkPeriod)
                 }
             }
             group.addTask { await self.keepStreamOpen() }
@@ -131,14 +141,14 @@ final class EtcdLeases: Sendable {
 
     /// Reports the leases whose time ran out without a confirmed renewal.
     private func expireOverdue() {
-        let now = ContinuousClock.now
+        let now = ContinuousClock.now + Self.lossMargin
         let lost: [(@Sendable (EtcdError) -> Void, Int64)] = state.withLock { s in
             let overdue = s.kept.filter { $0.value.expires <= now }
             for token in overdue.keys { s.kept[token] = nil }
             return overdue.values.map { ($0.onLost, $0.lease.id) }
         }
         for (onLost, id) in lost {
-            logger.warning("etcd: lease \(String(id, radix: 16)) was not renewed for its whole TTL; its keys may be gone")
+            logger.warning("etcd: lease \(String(id, radix: 16)) was not renewed in time; etcd may expire it (and its keys) at any moment")
             onLost(EtcdError(.leaseNotFound, "lease \(String(id, radix: 16)) was not renewed in time"))
         }
     }

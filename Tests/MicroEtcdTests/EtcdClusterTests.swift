@@ -28,6 +28,11 @@ final class Tally: Sendable {
 
     /// The index of the member that leads, asked of each member.
     static func leader(_ cluster: EtcdCluster, _ etcd: EtcdClient, skipping dead: Set<Int> = []) async throws -> Int {
+        try #require(await currentLeader(cluster, etcd, skipping: dead))
+    }
+
+    /// The index of the member that leads (nil: none now), asked of each living member.
+    static func currentLeader(_ cluster: EtcdCluster, _ etcd: EtcdClient, skipping dead: Set<Int> = []) async throws -> Int? {
         var ids: [Int: UInt64] = [:]
         var leader: UInt64 = 0
         for i in cluster.endpoints.indices where !dead.contains(i) {
@@ -35,7 +40,7 @@ final class Tally: Sendable {
             ids[i] = status.member
             if status.leader != 0 { leader = status.leader }
         }
-        return try #require(ids.first { $0.value == leader }?.key)
+        return ids.first { $0.value == leader }?.key
     }
 
     @Test func theLeaderKilledDuringAThousandCallsByNameFailsNone() async throws {

@@ -160,6 +160,16 @@ public final class LineProcess: Sendable {
 
     public func signal(_ sig: Int32) { kill(pid, sig) }
 
+    /// Waits for the process to end by itself (call it once its output ended) and reaps it;
+    /// returns its exit status, or 128 + the signal that ended it.
+    public func reap() -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        state.withLock { $0.reaped = true }
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+
     /// Kills the process (if it still runs) and reaps it. Idempotent.
     public func stop() {
         let reaped = state.withLock { state in

@@ -5,11 +5,12 @@ import Synchronization
 import Glibc
 #endif
 
-/// Locks for the processes of one host (`MICRO_SYNC=local`, the default): a lock is an advisory
-/// `flock(2)` on `DIR/<id>.lock`, so the kernel releases it when its holder dies, however it
-/// dies; the fencing token is a counter in `DIR/<id>.token`, incremented by each holder while it
-/// holds the lock (so it only grows, across processes and restarts). A waiter tries again after a
-/// pause growing from 1 ms to 50 ms (the kernel says nothing when a flock is released).
+/// Locks and elections for the processes of one host (`MICRO_SYNC=local`, the default): a lock is
+/// an advisory `flock(2)` on `DIR/<id>.lock`, so the kernel releases it when its holder dies,
+/// however it dies; the fencing token is a counter in `DIR/<id>.token`, incremented by each
+/// holder while it holds the lock (so it only grows, across processes and restarts). A waiter
+/// tries again after a pause growing from 1 ms to 50 ms (the kernel says nothing when a flock is
+/// released). Elections: see ``campaign(_:identity:ttl:)``.
 ///
 /// `DIR` is `MICRO_SYNC_ADDRESS`, else `$XDG_RUNTIME_DIR/micro/locks`, else
 /// `$XDG_CACHE_HOME/micro/locks`, else `~/.cache/micro/locks`. The TTL does not apply: a living
@@ -52,48 +53,136 @@ public final class LocalSync: Sync {
 
     public func lock(_ id: String, ttl: Duration, wait: Duration) async throws -> HeldLock {
         try SyncError.check(id: id, ttl: ttl, wait: wait)
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw SyncError(.unavailable, "cannot make the lock directory \(directory.path): \(error.localizedDescription)")
-        }
-        let base = directory.appendingPathComponent(Self.fileName(id)).path
-        let fd = open(base + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SyncError(.unavailable, "cannot open \(base).lock: \(String(cString: strerror(errno)))") }
-        let deadline = ContinuousClock.now + wait
-        var pause = Duration.milliseconds(1)
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let failure = errno
-            guard failure == EWOULDBLOCK || failure == EINTR else {
-                close(fd)
-                throw SyncError(.unavailable, "cannot lock \(base).lock: \(String(cString: strerror(failure)))")
-            }
-            let now = ContinuousClock.now
-            guard now < deadline else {
-                close(fd)
-                throw SyncError(.timeout, "lock \(id) is held by another process; waited \(wait)")
-            }
-            do {
-                try await Task.sleep(until: min(deadline, now + pause))
-            } catch {
-                close(fd)
-                throw error
-            }
-            pause = min(pause * 2, .milliseconds(50))
-        }
-        let token: UInt64
-        do {
-            token = try Self.nextToken(base + ".token")
-        } catch {
-            flock(fd, LOCK_UN)
-            close(fd)
-            throw error
+        let base = try files(for: id)
+        let (fd, token) = try await take(base + ".lock", counter: base + ".token", wait: wait) {
+            "lock \(id) is held by another process; waited \(wait)"
         }
         let descriptor = Mutex<Int32?>(fd)
         return HeldLock(id: id, token: token) {
             guard let fd = descriptor.withLock({ d in defer { d = nil }; return d }) else { return }
             flock(fd, LOCK_UN)
             close(fd)
+        }
+    }
+
+    /// An election is a lock on `<id>.election` with its terms counted in `<id>.term`; the
+    /// leader writes its identity and term to `<id>.leader` (replaced whole, never half
+    /// written) and removes it when it resigns. A leader that died leaves the file, but not its
+    /// lock: observers believe the file only while its lock is held.
+    public func campaign(_ id: String, identity: String, ttl: Duration) async throws -> Leadership {
+        try SyncError.check(election: id, identity: identity, ttl: ttl)
+        let base = try files(for: id)
+        let (fd, term) = try await take(base + ".election", counter: base + ".term", wait: nil) { "" }
+        let leader = base + ".leader"
+        do {
+            try Self.replace(leader, with: JSONEncoder().encode(Leader(identity: identity, term: term)))
+        } catch {
+            flock(fd, LOCK_UN)
+            close(fd)
+            throw SyncError(.unavailable, "cannot write \(leader): \(error)")
+        }
+        let descriptor = Mutex<Int32?>(fd)
+        let lock = HeldLock(id: id, token: term) {
+            guard let fd = descriptor.withLock({ d in defer { d = nil }; return d }) else { return }
+            unlink(leader)  // while still holding the lock: no next leader wrote it yet
+            flock(fd, LOCK_UN)
+            close(fd)
+        }
+        return Leadership(election: id, identity: identity, lock: lock)
+    }
+
+    /// Looks every 100 ms (the kernel says nothing when a lock is released by a dead process).
+    public func leaders(_ id: String) -> AsyncStream<Leader?> {
+        let (stream, continuation) = AsyncStream<Leader?>.makeStream()
+        let task = Task { [directory] in
+            var last: Leader?? = .none
+            while !Task.isCancelled {
+                // nothing to tell while a new leader is between its lock and its file
+                if let now = Self.currentLeader(directory.appendingPathComponent(Self.fileName(id)).path), now != last {
+                    continuation.yield(now)
+                    last = now
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    /// The leader of the election whose files start with `base`: `.some(nil)` when no one holds
+    /// its lock, nil when that cannot be told now (a new leader has not written its file yet).
+    static func currentLeader(_ base: String) -> Leader?? {
+        let fd = open(base + ".election", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .some(nil) }  // no one ever campaigned
+        defer { close(fd) }
+        // a shared lock had at once: no holder (given back at once: candidates retry within 50 ms)
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            flock(fd, LOCK_UN)
+            return .some(nil)
+        }
+        guard let data = FileManager.default.contents(atPath: base + ".leader"),
+              let leader = try? JSONDecoder().decode(Leader.self, from: data),
+              let counter = try? String(contentsOfFile: base + ".term", encoding: .utf8),
+              UInt64(counter.trimmingCharacters(in: .whitespacesAndNewlines)) == leader.term
+        else { return nil }
+        return .some(leader)
+    }
+
+    /// The path of `id`'s files without their suffix, in a directory made if missing.
+    private func files(for id: String) throws(SyncError) -> String {
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw SyncError(.unavailable, "cannot make the lock directory \(directory.path): \(error.localizedDescription)")
+        }
+        return directory.appendingPathComponent(Self.fileName(id)).path
+    }
+
+    /// Locks file `path` within `wait` (nil: without bound), trying again after a pause growing
+    /// from 1 ms to 50 ms, and counts the next token in `counter`; returns the open descriptor
+    /// that holds the lock and the token.
+    private func take(_ path: String, counter: String, wait: Duration?, busy: () -> String) async throws -> (Int32, UInt64) {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SyncError(.unavailable, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        let deadline = wait.map { ContinuousClock.now + $0 }
+        var pause = Duration.milliseconds(1)
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let failure = errno
+            guard failure == EWOULDBLOCK || failure == EINTR else {
+                close(fd)
+                throw SyncError(.unavailable, "cannot lock \(path): \(String(cString: strerror(failure)))")
+            }
+            let now = ContinuousClock.now
+            if let deadline, now >= deadline {
+                close(fd)
+                throw SyncError(.timeout, busy())
+            }
+            do {
+                try await Task.sleep(until: deadline.map { min($0, now + pause) } ?? now + pause)
+            } catch {
+                close(fd)
+                throw error
+            }
+            pause = min(pause * 2, .milliseconds(50))
+        }
+        do {
+            return (fd, try Self.nextToken(counter))
+        } catch {
+            flock(fd, LOCK_UN)
+            close(fd)
+            throw error
+        }
+    }
+
+    /// Writes `data` to `path` whole: a reader sees the old file or the new one, never a part.
+    static func replace(_ path: String, with data: Data) throws {
+        let temporary = path + ".\(getpid()).new"
+        try data.write(to: URL(fileURLWithPath: temporary))
+        guard rename(temporary, path) == 0 else {
+            let failure = String(cString: strerror(errno))
+            unlink(temporary)
+            throw SyncError(.unavailable, "cannot rename \(temporary): \(failure)")
         }
     }
 

@@ -1,25 +1,36 @@
 import Foundation
 import Synchronization
 
-/// Distributed locks with fencing tokens: go-micro's sync interface, made safe against a holder
-/// that lost its lock without knowing it. Every grant of a lock carries a token that only grows,
-/// so a store can refuse a write that carries an older token than one it has seen.
+/// Distributed locks and leader election with fencing tokens: go-micro's sync interface, made
+/// safe against a holder that lost its lock without knowing it. Every grant of a lock, and every
+/// term of a leader, carries a token that only grows, so a store can refuse a write that carries
+/// an older token than one it has seen.
 ///
 /// ```swift
 /// let sync = Syncs.default                                   // MICRO_SYNC: local, memory, etcd
 /// try await sync.withLock("invoices") { token in
 ///     try await store.write(invoice, fencedBy: token)       // refused if a later holder wrote
 /// }
+/// try await sync.leader("scheduler").lead { leadership in   // waits to be elected
+///     try await runSchedules(term: leadership.term)          // cancelled if the term is lost
+/// }
 /// ```
 ///
-/// The TTL is how long a lock outlives a holder that can no longer renew it (its process died,
-/// its network is cut): while the holder lives, the lock is renewed for it.
+/// The TTL is how long a lock or a leadership outlives a holder that can no longer renew it (its
+/// process died, its network is cut): while the holder lives, it is renewed for it.
 ///
 /// Threading: any task.
 public protocol Sync: Sendable {
     /// Takes lock `id`, waiting at most `wait` for it (0: only if free now). Throws
     /// ``SyncError`` (`.timeout` when the wait ran out).
     func lock(_ id: String, ttl: Duration, wait: Duration) async throws -> HeldLock
+    /// Campaigns in election `id` as `identity`; returns once elected, however long that takes
+    /// (cancel the task to give up). The term ends with ``Leadership/resign()``, or when the
+    /// leadership is lost (it then says so before another can be elected). Throws ``SyncError``.
+    func campaign(_ id: String, identity: String, ttl: Duration) async throws -> Leadership
+    /// The leader of election `id` (nil: none) now, then at each change, until the iteration
+    /// ends. A store that cannot be reached delays the next element; it does not end the stream.
+    func leaders(_ id: String) -> AsyncStream<Leader?>
     /// Its name in ``Syncs/plugins``.
     var name: String { get }
 }
@@ -32,25 +43,19 @@ extension Sync {
                                       _ body: @escaping @Sendable (UInt64) async throws -> R) async throws -> R {
         let held = try await lock(id, ttl: ttl, wait: wait)
         do {
-            let result = try await withThrowingTaskGroup(of: R?.self) { group in
-                group.addTask { try await body(held.token) }
-                group.addTask {
-                    let error = await held.lostSignal()
-                    if Task.isCancelled { return nil }  // the body ended first
-                    throw error
-                }
-                defer { group.cancelAll() }
-                while let next = try await group.next() {
-                    if let value = next { return value }
-                }
-                throw CancellationError()
-            }
+            let result = try await held.whileHeld { try await body(held.token) }
             try await held.unlock()
             return result
         } catch {
             try? await held.unlock()
             throw error
         }
+    }
+
+    /// Election `id`, to campaign in as `identity` (the host name and process id by default),
+    /// or to watch: see ``Election``.
+    public func leader(_ id: String, identity: String = Election.defaultIdentity, ttl: Duration = .seconds(15)) -> Election {
+        Election(sync: self, id: id, identity: identity, ttl: ttl)
     }
 }
 
@@ -77,11 +82,18 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { message }
 
-    /// The checks every implementation makes of its arguments.
+    /// The checks every implementation makes of a lock's arguments.
     public static func check(id: String, ttl: Duration, wait: Duration) throws(SyncError) {
         guard !id.isEmpty, !id.contains("\0") else { throw SyncError(.invalidArgument, "a lock needs a non-empty id") }
         guard ttl >= .seconds(1) else { throw SyncError(.invalidArgument, "a lock's TTL must be at least 1 s, not \(ttl)") }
         guard wait >= .zero else { throw SyncError(.invalidArgument, "a lock's wait cannot be negative") }
+    }
+
+    /// The checks every implementation makes of a campaign's arguments.
+    public static func check(election id: String, identity: String, ttl: Duration) throws(SyncError) {
+        guard !id.isEmpty, !id.contains("\0") else { throw SyncError(.invalidArgument, "an election needs a non-empty id") }
+        guard !identity.isEmpty else { throw SyncError(.invalidArgument, "a candidate needs a non-empty identity") }
+        guard ttl >= .seconds(1) else { throw SyncError(.invalidArgument, "a leadership's TTL must be at least 1 s, not \(ttl)") }
     }
 }
 
@@ -91,7 +103,13 @@ public final class HeldLock: Sendable {
     /// Grows with every grant of this lock: a later holder always has a larger one.
     public let token: UInt64
     private let release: @Sendable () async throws -> Void
-    private let state = Mutex<(released: Bool, lost: SyncError?, waiters: [UUID: CheckedContinuation<SyncError, Never>])>((false, nil, [:]))
+    private struct State {
+        var released = false
+        var lost: SyncError?
+        var waiters: [UUID: CheckedContinuation<SyncError, Never>] = [:]
+        var observers: [@Sendable (SyncError) -> Void] = []
+    }
+    private let state = Mutex(State())
 
     /// `release` gives the lock back (called once, by ``unlock()``).
     public init(id: String, token: UInt64, release: @escaping @Sendable () async throws -> Void) {
@@ -109,14 +127,15 @@ public final class HeldLock: Sendable {
         }
     }
 
-    /// Gives the lock back. A second call does nothing.
+    /// Gives the lock back, also from a cancelled task (the release runs in a task of its own:
+    /// a lock left behind would hold up the next holder). A second call does nothing.
     public func unlock() async throws {
         let first = state.withLock { s in
             defer { s.released = true }
             return !s.released
         }
         guard first else { return }
-        try await release()
+        try await Task { [release] in try await release() }.value
     }
 
     /// Whether the lock was lost (its lease expired) while held.
@@ -124,13 +143,41 @@ public final class HeldLock: Sendable {
 
     /// For implementations: the lock is lost; anyone waiting on ``lostSignal()`` hears it.
     public func markLost(_ error: SyncError) {
-        let waiters = state.withLock { s -> [CheckedContinuation<SyncError, Never>] in
-            guard s.lost == nil else { return [] }
+        let (waiters, observers) = state.withLock { s -> ([CheckedContinuation<SyncError, Never>], [@Sendable (SyncError) -> Void]) in
+            guard s.lost == nil else { return ([], []) }
             s.lost = error
-            defer { s.waiters = [:] }
-            return Array(s.waiters.values)
+            defer { (s.waiters, s.observers) = ([:], []) }
+            return (Array(s.waiters.values), s.observers)
         }
+        for observer in observers { observer(error) }
         for waiter in waiters { waiter.resume(returning: error) }
+    }
+
+    /// Calls `observer` once when the lock is lost (at once if it already is).
+    public func onLost(_ observer: @escaping @Sendable (SyncError) -> Void) {
+        let now = state.withLock { s -> SyncError? in
+            if s.lost == nil { s.observers.append(observer) }
+            return s.lost
+        }
+        if let now { observer(now) }
+    }
+
+    /// Runs `body`; if the lock is lost meanwhile, `body`'s task is cancelled and
+    /// ``SyncError/Kind/lost`` is thrown.
+    public func whileHeld<R: Sendable>(_ body: @escaping @Sendable () async throws -> R) async throws -> R {
+        try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                let error = await self.lostSignal()
+                if Task.isCancelled { return nil }  // the body ended first
+                throw error
+            }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let value = next { return value }
+            }
+            throw CancellationError()
+        }
     }
 
     /// Returns when the lock is lost (never, if it is not); cancellable.

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import Micro
+import Synchronization
+import UnixSignals
+
+/// `micro elect NAME`: campaigns in an election and prints who leads, one JSON line per change.
+struct Elect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Campaign in an election (MICRO_SYNC: local, memory, etcd) and print the leader at each change, as JSON lines.",
+        discussion: """
+            Lines: {"leader":"ID","term":N,"self":BOOL} when the leader changes ({"leader":null} when there is none), \
+            and {"leading":true,"term":N} / {"leading":false,"term":N,"lost":BOOL} when this process's own term \
+            begins and ends. SIGUSR1 resigns and campaigns again once another leads (or after the TTL); SIGINT and \
+            SIGTERM resign and exit 0. Exit 1 with one line on stderr when the election cannot be joined.
+              MICRO_SYNC=etcd micro elect scheduler --id node-a
+            """)
+
+    @Argument(help: "The election's name.") var name: String
+    @Option(help: "This candidate's identity (default: host name and process id).") var id: String?
+    @Option(help: "Seconds the leadership outlives this process if it dies.") var ttl: Double = 15
+
+    func validate() throws {
+        guard ttl.isFinite, ttl >= 1 else { throw ValidationError("--ttl must be at least 1") }
+        guard id?.isEmpty != true else { throw ValidationError("--id cannot be empty") }
+    }
+
+    func run() async throws {
+        if let problem = Syncs.plugins.problem(MicroConfig.process.frameworkEnvironment) { fail(problem) }
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigusr1)
+        let ttl = Duration.milliseconds(Int64(self.ttl * 1000))
+        let election = Syncs.default.leader(name, identity: id ?? Election.defaultIdentity, ttl: ttl)
+        let identity = election.identity
+        let observer = Task {
+            for await leader in election.leaders() {
+                if let leader {
+                    emit(#"{"leader":\#(json(leader.identity)),"term":\#(leader.term),"self":\#(leader.identity == identity)}"#)
+                } else {
+                    emit(#"{"leader":null}"#)
+                }
+            }
+        }
+        let current = Mutex<(leadership: Leadership?, handOver: Bool)>((nil, false))
+        let candidate = Task {
+            while !Task.isCancelled {
+                let leadership: Leadership
+                do {
+                    leadership = try await election.campaign()
+                } catch {
+                    if Task.isCancelled { return }
+                    fail("\(error)")
+                }
+                let cancelled = current.withLock { c in
+                    c.leadership = leadership
+                    return Task.isCancelled
+                }
+                if cancelled { return }  // told to stop as it was elected: resigned below
+                emit(#"{"leading":true,"term":\#(leadership.term)}"#)
+                for await _ in leadership.status.dropFirst() {}
+                if Task.isCancelled { return }  // told to stop: resigned below
+                emit(#"{"leading":false,"term":\#(leadership.term),"lost":\#(leadership.isLost)}"#)
+                let handOver = current.withLock { c in
+                    defer { c = (nil, false) }
+                    return c.handOver
+                }
+                if handOver { await waitForAnother(election, identity: identity, within: ttl) }
+            }
+        }
+        for await signal in signals {
+            guard signal == .sigusr1 else { break }
+            let leadership = current.withLock { c in
+                c.handOver = c.leadership != nil
+                return c.leadership
+            }
+            try? await leadership?.resign()
+        }
+        candidate.cancel()
+        await candidate.value
+        if let leadership = current.withLock({ $0.leadership }) {
+            try? await leadership.resign()
+            emit(#"{"leading":false,"term":\#(leadership.term),"lost":\#(leadership.isLost)}"#)
+        }
+        observer.cancel()
+    }
+
+    /// Returns once a candidate other than `identity` leads, or after `within`.
+    private func waitForAnother(_ election: Election, identity: String, within: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await leader in election.leaders() where leader != nil && leader?.identity != identity { return }
+            }
+            group.addTask { try? await Task.sleep(for: within) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func emit(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+
+    private func json(_ text: String) -> String {
+        String(decoding: (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8), as: UTF8.self)
+    }
+
+    private func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("micro elect: \(message)\n".utf8))
+        Foundation.exit(1)
+    }
+}
