@@ -81,6 +81,7 @@ struct Elect: AsyncParsableCommand {
             emit(#"{"leading":false,"term":\#(leadership.term),"lost":\#(leadership.isLost)}"#)
         }
         observer.cancel()
+        await election.sync.close()
     }
 
     /// Returns once a candidate other than `identity` leads, or after `within`.

@@ -47,8 +47,12 @@ struct Lock: AsyncParsableCommand {
                 fail("\(error)")
             }
             if held.isLost { fail("lock \(name) was lost while the command ran") }
-            if status != 0 { throw ExitCode(status) }
+            if status != 0 {
+                await sync.close()
+                throw ExitCode(status)
+            }
         }
+        await sync.close()
     }
 
     private func fail(_ message: String) -> Never {

@@ -118,6 +118,8 @@ public struct EtcdCompare: Sendable, Equatable {
 /// One operation of a transaction's branch.
 public enum EtcdOperation: Sendable, Equatable {
     case get(EtcdKeys)
+    /// The one key of `keys` that was created first (none if there is none).
+    case getFirstCreated(EtcdKeys)
     case put(String, [UInt8], lease: Int64 = 0)
     case delete(EtcdKeys)
 
@@ -125,6 +127,11 @@ public enum EtcdOperation: Sendable, Equatable {
         var op = Etcdserverpb_RequestOp()
         switch self {
         case .get(let keys): op.requestRange = EtcdClient.rangeRequest(keys)
+        case .getFirstCreated(let keys):
+            var range = EtcdClient.rangeRequest(keys, limit: 1)
+            range.sortTarget = .create
+            range.sortOrder = .ascend
+            op.requestRange = range
         case .put(let key, let value, let lease): op.requestPut = EtcdClient.putRequest(key, value, lease: lease, prevKV: false)
         case .delete(let keys):
             var d = Etcdserverpb_DeleteRangeRequest()

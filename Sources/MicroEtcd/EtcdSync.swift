@@ -4,13 +4,20 @@ public import Micro
 public import MicroCore
 import Synchronization
 
-/// Locks and elections in etcd (`MICRO_SYNC=etcd`), for processes on any machine, the way clientv3's
-/// concurrency package takes them: each contender writes `/micro/sync/lock/<id>/<lease>` on a
-/// lease of the TTL that its client keeps alive; the contender whose key was created first holds
-/// the lock; each other one watches the key created just before its own and looks again when that
-/// one goes (no polling, no thundering herd). The fencing token is the revision that created
-/// the holder's key: a later holder's is always larger. A holder whose lease expires (its process
-/// stopped renewing: dead, or cut off from etcd for the TTL) is told, its lock marked lost.
+/// Locks and elections in etcd (`MICRO_SYNC=etcd`), for processes on any machine, taken the way
+/// clientv3's concurrency package takes them (so `etcdctl lock` and `etcdctl elect` on the same
+/// prefix take part): each contender writes a key under `/micro/sync/lock/<id>/` on its
+/// session's lease; the contender whose key was created first holds the lock; each other one
+/// watches the key created just before its own and looks again when that one goes (no polling, no
+/// thundering herd). The fencing token is the revision that created the holder's key: a later
+/// holder's is always larger.
+///
+/// A session is one lease per TTL, granted on first use and kept alive for as long as this
+/// sync lives (``close()`` revokes it), shared by all its locks and campaigns: an uncontended
+/// lock is one transaction (write the key and read the first), its unlock one delete. If a
+/// session's lease is lost (the process was cut off from etcd for about the TTL), every lock
+/// held on it is told it is lost before etcd can give it to another, and the next lock opens a
+/// new session. Within the process, one task at a time contends for an id.
 public final class EtcdSync: Sync {
     /// Where lock keys live.
     public static let prefix = "/micro/sync/lock/"
@@ -19,17 +26,86 @@ public final class EtcdSync: Sync {
 
     public let etcd: EtcdClient
     private let logger: Logger
+    private let ownsClient: Bool
+    /// One contender per id at a time in this process: two on one session would share a key.
+    private let local = MemorySync()
+
+    /// A lease kept alive and the locks held on it.
+    private final class Session: Sendable {
+        let id = UUID()
+        let lease: EtcdLease
+        private let state = Mutex<(keys: Int, holders: [Int: @Sendable (SyncError) -> Void], lost: Bool)>((0, [:], false))
+        let keepAlive = Mutex<EtcdKeepAlive?>(nil)
+
+        init(lease: EtcdLease) { self.lease = lease }
+
+        /// A key of its own for the next contender.
+        func nextKey(in directory: String) -> String {
+            let n = state.withLock { s in
+                s.keys += 1
+                return s.keys
+            }
+            return directory + String(lease.id, radix: 16) + (n == 1 ? "" : "-\(n)")
+        }
+
+        /// `held` hears if the lease is lost, until `untrack`.
+        func track(_ held: HeldLock) -> Int {
+            let (key, lost) = state.withLock { s in
+                s.keys += 1
+                s.holders[s.keys] = { [weak held] error in held?.markLost(error) }
+                return (s.keys, s.lost)
+            }
+            if lost { held.markLost(SyncError(.lost, "\(held.id) was lost: its lease expired")) }
+            return key
+        }
+
+        func untrack(_ key: Int) { _ = state.withLock { $0.holders.removeValue(forKey: key) } }
+
+        /// The lease is gone: every holder hears it.
+        func lose(_ error: SyncError) {
+            let holders = state.withLock { s in
+                s.lost = true
+                defer { s.holders = [:] }
+                return Array(s.holders.values)
+            }
+            for holder in holders { holder(error) }
+        }
+    }
+
+    /// The sessions by lease seconds (one being opened is a task).
+    private let sessions = Mutex<[Int64: (id: UUID, session: Task<Session, any Error>)]>([:])
 
     public var name: String { "etcd" }
 
+    /// Locks on `client` (``close()`` does not close it).
     public init(client: EtcdClient, logger: Logger = Logger(label: "micro.sync.etcd")) {
         self.etcd = client
         self.logger = logger
+        self.ownsClient = false
     }
 
-    public convenience init(configuration: EtcdConfiguration, eventLoopGroup: EventLoopGroup = .shared,
-                            logger: Logger = Logger(label: "micro.sync.etcd")) {
-        self.init(client: EtcdClient(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger), logger: logger)
+    /// Locks on a client of its own (``close()`` closes it).
+    public init(configuration: EtcdConfiguration, eventLoopGroup: EventLoopGroup = .shared,
+                logger: Logger = Logger(label: "micro.sync.etcd")) {
+        self.etcd = EtcdClient(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.logger = logger
+        self.ownsClient = true
+    }
+
+    /// Revokes the sessions' leases (every lock and leadership still held goes at once), and
+    /// closes the client if it is this sync's own.
+    public func close() async {
+        let open = sessions.withLock { s in
+            defer { s = [:] }
+            return s.values.map(\.session)
+        }
+        for task in open {
+            guard let session = try? await task.value else { continue }
+            session.keepAlive.withLock { $0 }?.cancel()
+            session.lose(SyncError(.lost, "the sync was closed"))
+            try? await etcd.revokeLease(session.lease.id)
+        }
+        if ownsClient { await etcd.close() }
     }
 
     public func lock(_ id: String, ttl: Duration, wait: Duration) async throws -> HeldLock {
@@ -87,70 +163,117 @@ public final class EtcdSync: Sync {
         return stream
     }
 
-    /// Takes the lock whose contenders' keys live under `directory`: a key of its own on a lease
-    /// of `ttl` holding `value`, then the wait for the keys created before it (within `wait`; nil:
-    /// without bound).
+    /// Takes the lock whose contenders' keys live under `directory`: a key of its own holding
+    /// `value` on the session of `ttl`, then the wait for the keys created before it (within
+    /// `wait`; nil: without bound).
     private func take(_ directory: String, id: String, what: String, value: [UInt8], ttl: Duration,
                       wait: Duration?) async throws -> HeldLock {
         let deadline = wait.map { ContinuousClock.now + $0 }
-        let lease: EtcdLease
+        guard let turn = try await local.hold(directory, wait: wait) else {
+            throw SyncError(.timeout, "\(what) is held by another task of this process; waited \(wait ?? .zero)")
+        }
+        var key: String?
+        var session: Session?
         do {
-            lease = try await etcd.grantLease(ttl: EtcdLease.seconds(for: ttl))
-        } catch {
-            try Task.checkCancellation()
-            throw SyncError(.unavailable, "cannot take \(what): \(error)")
-        }
-        let key = directory + String(lease.id, radix: 16)
-        let holder = Mutex<HeldLock?>(nil)
-        let keepAlive = etcd.keepAlive(lease) { [logger] error in
-            logger.warning("\(what): lease lost (\(error.message)); no longer held")
-            holder.withLock { $0 }?.markLost(SyncError(.lost, "\(what) was lost: its lease expired"))
-        }
-        /// Gives up: the key and lease go (best effort: the lease expires anyway), also when the
-        /// wait was cancelled (in a task of their own), or the key would hold up the next for a TTL.
-        let abandon: @Sendable () async -> Void = { [etcd] in
-            keepAlive.cancel()
-            await Task {
-                _ = try? await etcd.delete(.key(key))
-                try? await etcd.revokeLease(lease.id)
-            }.value
-        }
-        do {
-            let created = try await createKey(key, value: value, lease: lease.id)
-            try await waitForPredecessors(directory: directory, what: what, created: created, wait: wait, deadline: deadline)
-            let held = HeldLock(id: id, token: UInt64(created)) { [etcd] in
-                keepAlive.cancel()
+            let open = try await self.session(seconds: EtcdLease.seconds(for: ttl))
+            session = open
+            let mine = open.nextKey(in: directory)
+            key = mine
+            let (created, first) = try await createKey(mine, in: directory, value: value, lease: open.lease.id)
+            if first != created {
+                try await waitForPredecessors(directory: directory, what: what, created: created, wait: wait, deadline: deadline)
+            }
+            let tracked = Mutex<Int?>(nil)
+            let held = HeldLock(id: id, token: UInt64(created)) { [weak self] in
+                defer { Task { try? await turn.unlock() } }
+                if let t = tracked.withLock({ $0 }) { open.untrack(t) }
+                guard let self else { return }
                 do {
-                    try await etcd.delete(.key(key))
+                    try await self.etcd.delete(.key(mine))
                 } catch {
+                    // the key must not outlive its holder on a lease kept alive: the session goes
+                    await self.abandon(open, because: "\(what) could not be released")
                     throw SyncError(.unavailable, "cannot release \(what) (it goes when its lease expires): \(error)")
                 }
-                try? await etcd.revokeLease(lease.id)
             }
-            holder.withLock { $0 = held }
+            tracked.withLock { $0 = open.track(held) }
             return held
-        } catch let error as SyncError {
-            await abandon()
-            throw error
-        } catch let error as EtcdError {
-            await abandon()
-            try Task.checkCancellation()  // the call failed for being cancelled
-            throw SyncError(.unavailable, "cannot take \(what): \(error)")
         } catch {
-            await abandon()
+            // the key goes (in a task of its own: also when the wait was cancelled), else the session
+            if let key, let session {
+                await Task {
+                    if (try? await self.etcd.delete(.key(key))) == nil {
+                        await self.abandon(session, because: "a key of \(what) could not be removed")
+                    }
+                }.value
+            }
+            try? await turn.unlock()
+            if error is SyncError { throw error }
+            try Task.checkCancellation()  // a call failed for being cancelled
+            throw SyncError(.unavailable, "cannot take \(what): \(error)")
+        }
+    }
+
+    /// The session of leases of `seconds`, opened on first use.
+    private func session(seconds: Int64) async throws -> Session {
+        let (id, task) = sessions.withLock { s in
+            if let open = s[seconds] { return open }
+            let id = UUID()
+            let task = Task<Session, any Error> { try await self.openSession(seconds: seconds, id: id) }
+            s[seconds] = (id, task)
+            return (id, task)
+        }
+        do {
+            return try await task.value
+        } catch {
+            sessions.withLock { s in if s[seconds]?.id == id { s[seconds] = nil } }  // the next try opens another
             throw error
         }
     }
 
-    /// Writes the contender's key unless a retried request already did; returns the revision that
-    /// created it (its place in the queue).
-    private func createKey(_ key: String, value: [UInt8], lease: Int64) async throws(EtcdError) -> Int64 {
+    private func openSession(seconds: Int64, id: UUID) async throws -> Session {
+        let session = Session(lease: try await etcd.grantLease(ttl: seconds))
+        let keepAlive = etcd.keepAlive(session.lease) { [weak self, logger] error in
+            logger.warning("etcd sync: lease \(String(session.lease.id, radix: 16)) lost (\(error.message)); its locks are no longer held")
+            self?.forget(seconds: seconds, id: id)
+            session.lose(SyncError(.lost, "the lock was lost: its lease expired"))
+        }
+        session.keepAlive.withLock { $0 = keepAlive }
+        return session
+    }
+
+    private func forget(seconds: Int64, id: UUID) {
+        sessions.withLock { s in if s[seconds]?.id == id { s[seconds] = nil } }
+    }
+
+    /// Gives a session up: no longer kept alive, its holders told, its lease revoked if it can be.
+    private func abandon(_ session: Session, because reason: String) async {
+        logger.warning("etcd sync: \(reason); lease \(String(session.lease.id, radix: 16)) is given up")
+        sessions.withLock { s in
+            if let (seconds, _) = s.first(where: { $0.value.id == session.id }) { s[seconds] = nil }
+        }
+        session.keepAlive.withLock { $0 }?.cancel()
+        session.lose(SyncError(.lost, "the lock was lost: its lease was given up (\(reason))"))
+        try? await etcd.revokeLease(session.lease.id)
+    }
+
+    /// Writes the contender's key unless a repeated request already did, and reads the key
+    /// created first, in one transaction; returns the key's create revision (its place in the
+    /// queue) and the first one's.
+    private func createKey(_ key: String, in directory: String, value: [UInt8], lease: Int64) async throws(EtcdError) -> (Int64, Int64) {
         // repeatable: a second application finds the key and reads it
-        let txn = try await etcd.txn([EtcdCompare(key, .createRevision(0))], success: [.put(key, value, lease: lease)],
-                                     failure: [.get(.key(key))], repeat: .whenMemberFails)
-        if txn.succeeded { return txn.revision }
-        guard let existing = txn.ranges.first?.kvs.first else { throw EtcdError(.other, "the lock key \(key) vanished") }
-        return existing.createRevision
+        let txn = try await etcd.txn([EtcdCompare(key, .createRevision(0))],
+                                     success: [.put(key, value, lease: lease), .getFirstCreated(.prefix(directory))],
+                                     failure: [.get(.key(key)), .getFirstCreated(.prefix(directory))], repeat: .whenMemberFails)
+        let created: Int64
+        if txn.succeeded {
+            created = txn.revision
+        } else {
+            guard let existing = txn.ranges.first?.kvs.first else { throw EtcdError(.other, "the lock key \(key) vanished") }
+            created = existing.createRevision
+        }
+        guard let first = txn.ranges.last?.kvs.first else { throw EtcdError(.other, "the lock key \(key) vanished") }
+        return (created, first.createRevision)
     }
 
     /// Returns once no key of the lock was created before `created`; waits on the deletion of the

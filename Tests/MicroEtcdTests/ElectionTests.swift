@@ -117,7 +117,7 @@ import Testing
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
         let syncs = Mutex<[EtcdSync]>([])
-        defer { for sync in syncs.withLock({ $0 }) { Task { await sync.etcd.close() } } }
+        defer { for sync in syncs.withLock({ $0 }) { Task { await sync.close() } } }
         let make: @Sendable () -> EtcdSync = {
             let sync = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
             syncs.withLock { $0.append(sync) }
@@ -152,7 +152,7 @@ import Testing
         #expect(error?.kind == .lost)
 
         let unreachable = EtcdSync(configuration: EtcdConfiguration(endpoints: ["127.0.0.1:1"]))
-        defer { Task { await unreachable.etcd.close() } }
+        defer { Task { await unreachable.close() } }
         let refused = await #expect(throws: SyncError.self) { _ = try await unreachable.leader("x").campaign() }
         #expect(refused?.kind == .unavailable)
     }
@@ -258,7 +258,7 @@ import Testing
         let ordered = [cluster.endpoints[leaderIndex]] + cluster.endpoints.enumerated().filter { $0.offset != leaderIndex }.map(\.element)
         let holder = EtcdSync(configuration: EtcdConfiguration(endpoints: ordered))
         let waiter = EtcdSync(configuration: EtcdConfiguration(endpoints: ordered))
-        defer { Task { await holder.etcd.close(); await waiter.etcd.close() } }
+        defer { Task { await holder.close(); await waiter.close() } }
 
         let held = try await holder.lock("fenced", ttl: .seconds(3), wait: .zero)
         let holderDone = Mutex(false)  // released or told it is lost

@@ -81,13 +81,22 @@ import Testing
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
         let sync = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
-        defer { Task { await sync.etcd.close() } }
+        defer { Task { await sync.close() } }
         try await Self.contend(sync, tasks: 4, rounds: 10)
         try await Self.refusals(sync)
         // nothing left behind
         #expect(try await sync.etcd.get(.prefix(EtcdSync.prefix)).kvs.isEmpty)
+        // locks of one TTL share one lease (the session); closing the sync revokes it: they are lost
+        let a = try await sync.lock("a", ttl: .seconds(10), wait: .zero), b = try await sync.lock("b", ttl: .seconds(10), wait: .zero)
+        let keys = try await sync.etcd.get(.prefix(EtcdSync.prefix)).kvs
+        #expect(keys.count == 2 && Set(keys.map(\.lease)).count == 1)
+        await sync.close()
+        #expect(a.isLost && b.isLost)
+        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        defer { Task { await probe.close() } }
+        #expect(try await probe.get(.prefix(EtcdSync.prefix)).kvs.isEmpty)
         let unreachable = EtcdSync(configuration: EtcdConfiguration(endpoints: ["127.0.0.1:1"]))
-        defer { Task { await unreachable.etcd.close() } }
+        defer { Task { await unreachable.close() } }
         let error = await #expect(throws: SyncError.self) { _ = try await unreachable.lock("x", ttl: .seconds(5), wait: .seconds(1)) }
         #expect(error?.kind == .unavailable)
     }

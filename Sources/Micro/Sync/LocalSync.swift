@@ -61,7 +61,7 @@ public final class LocalSync: Sync {
         return HeldLock(id: id, token: token) {
             guard let fd = descriptor.withLock({ d in defer { d = nil }; return d }) else { return }
             flock(fd, LOCK_UN)
-            close(fd)
+            Glibc.close(fd)
         }
     }
 
@@ -78,7 +78,7 @@ public final class LocalSync: Sync {
             try Self.replace(leader, with: JSONEncoder().encode(Leader(identity: identity, term: term)))
         } catch {
             flock(fd, LOCK_UN)
-            close(fd)
+            Glibc.close(fd)
             throw SyncError(.unavailable, "cannot write \(leader): \(error)")
         }
         let descriptor = Mutex<Int32?>(fd)
@@ -86,7 +86,7 @@ public final class LocalSync: Sync {
             guard let fd = descriptor.withLock({ d in defer { d = nil }; return d }) else { return }
             unlink(leader)  // while still holding the lock: no next leader wrote it yet
             flock(fd, LOCK_UN)
-            close(fd)
+            Glibc.close(fd)
         }
         return Leadership(election: id, identity: identity, lock: lock)
     }
@@ -115,7 +115,7 @@ public final class LocalSync: Sync {
     static func currentLeader(_ base: String) -> Leader?? {
         let fd = open(base + ".election", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .some(nil) }  // no one ever campaigned
-        defer { close(fd) }
+        defer { Glibc.close(fd) }
         // a shared lock had at once: no holder (given back at once: candidates retry within 50 ms)
         if flock(fd, LOCK_SH | LOCK_NB) == 0 {
             flock(fd, LOCK_UN)
@@ -150,18 +150,18 @@ public final class LocalSync: Sync {
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let failure = errno
             guard failure == EWOULDBLOCK || failure == EINTR else {
-                close(fd)
+                Glibc.close(fd)
                 throw SyncError(.unavailable, "cannot lock \(path): \(String(cString: strerror(failure)))")
             }
             let now = ContinuousClock.now
             if let deadline, now >= deadline {
-                close(fd)
+                Glibc.close(fd)
                 throw SyncError(.timeout, busy())
             }
             do {
                 try await Task.sleep(until: deadline.map { min($0, now + pause) } ?? now + pause)
             } catch {
-                close(fd)
+                Glibc.close(fd)
                 throw error
             }
             pause = min(pause * 2, .milliseconds(50))
@@ -170,7 +170,7 @@ public final class LocalSync: Sync {
             return (fd, try Self.nextToken(counter))
         } catch {
             flock(fd, LOCK_UN)
-            close(fd)
+            Glibc.close(fd)
             throw error
         }
     }
@@ -191,7 +191,7 @@ public final class LocalSync: Sync {
     static func nextToken(_ path: String) throws(SyncError) -> UInt64 {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SyncError(.unavailable, "cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+        defer { Glibc.close(fd) }
         var buffer = [UInt8](repeating: 0, count: 32)
         let n = pread(fd, &buffer, buffer.count, 0)
         guard n >= 0 else { throw SyncError(.unavailable, "cannot read \(path): \(String(cString: strerror(errno)))") }

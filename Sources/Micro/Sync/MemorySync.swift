@@ -51,6 +51,14 @@ public final class MemorySync: Sync {
         return HeldLock(id: id, token: token) { [weak self] in self?.release(key, token) }
     }
 
+    /// For other syncs, to let one task of a process at a time contend for `key` (a name of
+    /// their own): takes it within `wait` (nil: without bound); nil when the wait ran out.
+    package func hold(_ key: String, wait: Duration?) async throws -> HeldLock? {
+        let key = "held:" + key
+        guard let token = try await take(key, identity: "", wait: wait) else { return nil }
+        return HeldLock(id: key, token: token) { [weak self] in self?.release(key, token) }
+    }
+
     public func campaign(_ id: String, identity: String, ttl: Duration) async throws -> Leadership {
         try SyncError.check(election: id, identity: identity, ttl: ttl)
         let key = "election:" + id

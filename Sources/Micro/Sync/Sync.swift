@@ -31,8 +31,15 @@ public protocol Sync: Sendable {
     /// The leader of election `id` (nil: none) now, then at each change, until the iteration
     /// ends. A store that cannot be reached delays the next element; it does not end the stream.
     func leaders(_ id: String) -> AsyncStream<Leader?>
+    /// Gives back what the sync keeps open (etcd: its sessions' leases, so that what is still
+    /// held goes at once rather than after its TTL). Nothing to do for most.
+    func close() async
     /// Its name in ``Syncs/plugins``.
     var name: String { get }
+}
+
+extension Sync {
+    public func close() async {}
 }
 
 extension Sync {
