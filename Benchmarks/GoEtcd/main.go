@@ -2,13 +2,15 @@
 // one gRPC connection), the reference for the Swift etcd client's numbers. Built in GOPATH mode
 // from Debian's golang-etcd-server-dev; see README.md.
 //
-//	goetcd -endpoints 127.0.0.1:PORT -op put|range|watch [-concurrency N] [-duration SECONDS | -count N]
+//	goetcd -endpoints 127.0.0.1:PORT -op put|range|watch|lock [-concurrency N] [-duration SECONDS | -count N]
 //
 // put: N goroutines, each in a closed loop, Put /bench/<i> with a 100-byte value. range: the keys
 // /bench/0 to /bench/<keys-1> are written first, then N goroutines, each in a closed loop, Get one
 // of them (a one-key Range, linearizable unless -serializable). watch: one goroutine watches the
 // prefix /bench/w/ while another puts /bench/w/<i> one at a time and waits for its event; the
-// latency is from just before the Put to the event's arrival at the watcher.
+// latency is from just before the Put to the event's arrival at the watcher. lock: N goroutines,
+// each in a closed loop, Lock then Unlock a concurrency.Mutex of its own (uncontended), all on one
+// session.
 //
 // It prints one JSON line: op, concurrency, ops, errors, seconds, ops_per_sec, p50_us, p99_us
 // (latencies of the successful operations). Each call has a 5 s deadline, and a -count run stops
@@ -30,6 +32,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/clientv3"
+	v3sync "go.etcd.io/etcd/clientv3/concurrency"
 	"go.etcd.io/etcd/pkg/logutil"
 	"go.uber.org/zap"
 )
@@ -85,7 +88,7 @@ func (b *budget) take() bool {
 
 func main() {
 	endpoints := flag.String("endpoints", "", "etcd endpoint(s) HOST:PORT[,…] (one client)")
-	op := flag.String("op", "put", "put, range or watch")
+	op := flag.String("op", "put", "put, range, watch or lock")
 	concurrency := flag.Int("concurrency", 1, "goroutines in a closed loop (put, range)")
 	duration := flag.Float64("duration", 5, "seconds to run (unless -count)")
 	count := flag.Int64("count", 0, "operations to run in all (overrides -duration)")
@@ -155,8 +158,30 @@ func main() {
 		})
 	case "watch":
 		res = watchLatency(client, run, *count, int64(*keys), value)
+	case "lock":
+		// one session (one lease kept alive) for all, and a mutex of its own per goroutine at a
+		// time (taken from a pool), so that no lock is contended
+		session, err := v3sync.NewSession(client, v3sync.WithTTL(15))
+		if err != nil {
+			fail("session: %v", err)
+		}
+		defer session.Close()
+		pool := make(chan *v3sync.Mutex, *concurrency)
+		for w := 0; w < *concurrency; w++ {
+			pool <- v3sync.NewMutex(session, "/bench/lock/"+strconv.Itoa(w))
+		}
+		res = closedLoop(*concurrency, run, *count, func(i int64) error {
+			m := <-pool
+			defer func() { pool <- m }()
+			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			defer cancel()
+			if err := m.Lock(ctx); err != nil {
+				return err
+			}
+			return m.Unlock(ctx)
+		})
 	default:
-		fail("-op must be put, range or watch")
+		fail("-op must be put, range, watch or lock")
 	}
 	res.Op = *op
 

@@ -15,12 +15,13 @@ struct EtcdBench: AsyncParsableCommand {
         discussion: """
             put: CONCURRENCY tasks in a closed loop writing /bench/<i> (a VALUE-SIZE value); range: the same reading \
             keys written first; watch: one watcher of /bench/w/ and one writer, latency from before each put to its \
-            event. All on one event loop, so one HTTP/2 connection, as clientv3 uses one. Point it only at a \
+            event; lock: CONCURRENCY tasks in a closed loop each taking and giving back a lock of its own (uncontended) \
+            with the etcd sync. All on one event loop, so one HTTP/2 connection, as clientv3 uses one. Point it only at a \
             throwaway etcd: it writes and deletes keys under /bench/.
             """)
 
     @Option(help: "etcd's members, host:port,…") var endpoints: String
-    @Option(help: "put, range or watch") var op: String = "put"
+    @Option(help: "put, range, watch or lock") var op: String = "put"
     @Option(help: "Tasks in a closed loop (put, range).") var concurrency: Int = 1
     @Option(help: "Seconds to run.") var duration: Double = 5
     @Option(help: "Distinct keys written or read.") var keys: Int = 1000
@@ -39,7 +40,7 @@ struct EtcdBench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard ["put", "range", "watch"].contains(op) else { throw ValidationError("--op is put, range or watch") }
+        guard ["put", "range", "watch", "lock"].contains(op) else { throw ValidationError("--op is put, range, watch or lock") }
         guard concurrency >= 1, keys >= 1, valueSize >= 0, duration > 0, duration <= 3600 else {
             throw ValidationError("--concurrency and --keys at least 1, --duration in (0, 3600]")
         }
@@ -66,15 +67,23 @@ struct EtcdBench: AsyncParsableCommand {
             let plan = LoadGenerator.Plan(connections: 1, concurrency: concurrency, duration: .milliseconds(Int64(duration * 1000)), warmup: 100)
             let generator = LoadGenerator(plan: plan, loop: loop)
             let counter = LoadGenerator.Counters()
-            let put = op == "put"
+            let put = op == "put", lock = op == "lock"
+            let sync = EtcdSync(client: etcd)
+            // a lock of its own per task at a time: never contended
+            let free = Mutex(Array(0..<concurrency))
             let (report, histogram) = await generator.run { _ in
                 let i = counter.issued.wrappingAdd(1, ordering: .relaxed).oldValue % keys
-                if put {
+                if lock {
+                    let id = free.withLock { $0.removeLast() }
+                    defer { free.withLock { $0.append(id) } }
+                    try await sync.lock("bench-\(id)", ttl: .seconds(15), wait: .zero).unlock()
+                } else if put {
                     try await etcd.put("/bench/\(i)", value)
                 } else {
                     _ = try await etcd.get(.key("/bench/\(i)"), serializable: serializable)
                 }
             }
+            await sync.close()
             line = Line(op: op, concurrency: concurrency, ops: report.requests, errors: report.errors.values.reduce(0, +),
                         seconds: report.seconds, ops_per_sec: report.requestsPerSecond,
                         p50_us: Double(histogram.valueAtPercentile(50)), p99_us: Double(histogram.valueAtPercentile(99)))

@@ -34,26 +34,24 @@ public final class EtcdSync: Sync {
     private final class Session: Sendable {
         let id = UUID()
         let lease: EtcdLease
-        private let state = Mutex<(keys: Int, holders: [Int: @Sendable (SyncError) -> Void], lost: Bool)>((0, [:], false))
+        private let state = Mutex<(tracked: Int, holders: [Int: @Sendable (SyncError) -> Void], lost: Bool)>((0, [:], false))
         let keepAlive = Mutex<EtcdKeepAlive?>(nil)
 
         init(lease: EtcdLease) { self.lease = lease }
 
-        /// A key of its own for the next contender.
-        func nextKey(in directory: String) -> String {
-            let n = state.withLock { s in
-                s.keys += 1
-                return s.keys
-            }
-            return directory + String(lease.id, radix: 16) + (n == 1 ? "" : "-\(n)")
+        /// The session's key in `directory`: one contender of the process at a time uses it, and
+        /// it is always deleted after (or the session given up), so one found there is the
+        /// contender's own, written by a repeated request.
+        func key(in directory: String) -> String {
+            directory + String(lease.id, radix: 16)
         }
 
         /// `held` hears if the lease is lost, until `untrack`.
         func track(_ held: HeldLock) -> Int {
             let (key, lost) = state.withLock { s in
-                s.keys += 1
-                s.holders[s.keys] = { [weak held] error in held?.markLost(error) }
-                return (s.keys, s.lost)
+                s.tracked += 1
+                s.holders[s.tracked] = { [weak held] error in held?.markLost(error) }
+                return (s.tracked, s.lost)
             }
             if lost { held.markLost(SyncError(.lost, "\(held.id) was lost: its lease expired")) }
             return key
@@ -177,24 +175,25 @@ public final class EtcdSync: Sync {
         do {
             let open = try await self.session(seconds: EtcdLease.seconds(for: ttl))
             session = open
-            let mine = open.nextKey(in: directory)
+            let mine = open.key(in: directory)
             key = mine
             let (created, first) = try await createKey(mine, in: directory, value: value, lease: open.lease.id)
             if first != created {
                 try await waitForPredecessors(directory: directory, what: what, created: created, wait: wait, deadline: deadline)
             }
             let tracked = Mutex<Int?>(nil)
-            let held = HeldLock(id: id, token: UInt64(created)) { [weak self] in
-                defer { Task { try? await turn.unlock() } }
+            let held = HeldLock(id: id, token: UInt64(created)) { [weak self, local] in
                 if let t = tracked.withLock({ $0 }) { open.untrack(t) }
-                guard let self else { return }
+                var failure: SyncError?
                 do {
-                    try await self.etcd.delete(.key(mine))
+                    try await self?.etcd.delete(.key(mine))
                 } catch {
                     // the key must not outlive its holder on a lease kept alive: the session goes
-                    await self.abandon(open, because: "\(what) could not be released")
-                    throw SyncError(.unavailable, "cannot release \(what) (it goes when its lease expires): \(error)")
+                    await self?.abandon(open, because: "\(what) could not be released")
+                    failure = SyncError(.unavailable, "cannot release \(what) (it goes when its lease expires): \(error)")
                 }
+                local.letGo(directory, turn)  // before unlock() returns: a lock taken next in this process finds it free
+                if let failure { throw failure }
             }
             tracked.withLock { $0 = open.track(held) }
             return held
@@ -207,7 +206,7 @@ public final class EtcdSync: Sync {
                     }
                 }.value
             }
-            try? await turn.unlock()
+            local.letGo(directory, turn)
             if error is SyncError { throw error }
             try Task.checkCancellation()  // a call failed for being cancelled
             throw SyncError(.unavailable, "cannot take \(what): \(error)")

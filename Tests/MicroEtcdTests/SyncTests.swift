@@ -57,6 +57,8 @@ import Testing
         let again = try await sync.lock("busy", ttl: .seconds(10), wait: .zero)
         #expect(again.token > held.token)
         try await again.unlock()
+        // once unlock() returned, the lock is free for the next at once
+        for _ in 0..<20 { try await sync.lock("busy", ttl: .seconds(10), wait: .zero).unlock() }
     }
 
     @Test func memoryLocks() async throws {
@@ -191,5 +193,13 @@ import Testing
         #expect(unknown.status == 1 && unknown.stderr.contains("MICRO_SYNC names no sync 'zookeeper'"), "\(unknown.stderr)")
         let unreachable = try await Self.micro(["lock", "x", "--wait", "1", "--", "true"], ["MICRO_SYNC": "etcd", "MICRO_SYNC_ADDRESS": "127.0.0.1:1"])
         #expect(unreachable.status == 1 && unreachable.stderr.contains("etcd"), "\(unreachable.stderr)")
+        // and micro elect likewise
+        let noElection = try await Self.micro(["elect", "x"], ["MICRO_SYNC": "zookeeper"])
+        #expect(noElection.status == 1 && noElection.stderr.contains("MICRO_SYNC names no sync 'zookeeper'"), "\(noElection.stderr)")
+        let electUnreachable = try await Self.micro(["elect", "x"], ["MICRO_SYNC": "etcd", "MICRO_SYNC_ADDRESS": "127.0.0.1:1"])
+        #expect(electUnreachable.status == 1 && electUnreachable.stderr.contains("micro elect: cannot take leadership of x"),
+                "\(electUnreachable.stderr)")
+        let badTTL = try await Self.micro(["elect", "x", "--ttl", "0"], env)
+        #expect(badTTL.status != 0 && badTTL.stderr.contains("--ttl must be at least 1"), "\(badTTL.stderr)")
     }
 }

@@ -53,10 +53,14 @@ public final class MemorySync: Sync {
 
     /// For other syncs, to let one task of a process at a time contend for `key` (a name of
     /// their own): takes it within `wait` (nil: without bound); nil when the wait ran out.
-    package func hold(_ key: String, wait: Duration?) async throws -> HeldLock? {
-        let key = "held:" + key
-        guard let token = try await take(key, identity: "", wait: wait) else { return nil }
-        return HeldLock(id: key, token: token) { [weak self] in self?.release(key, token) }
+    /// Returns the token to give to ``letGo(_:_:)``.
+    package func hold(_ key: String, wait: Duration?) async throws -> UInt64? {
+        try await take("held:" + key, identity: "", wait: wait)
+    }
+
+    /// Gives back what ``hold(_:wait:)`` took.
+    package func letGo(_ key: String, _ token: UInt64) {
+        release("held:" + key, token)
     }
 
     public func campaign(_ id: String, identity: String, ttl: Duration) async throws -> Leadership {
@@ -83,6 +87,14 @@ public final class MemorySync: Sync {
     /// Takes `key` now, or after the holders before it, within `wait` (nil: without bound);
     /// nil when the wait ran out. Throws on cancellation.
     private func take(_ key: String, identity: String, wait: Duration?) async throws -> UInt64? {
+        // free now (the common case): no timer, no continuation
+        let now: UInt64?? = state.withLock { all in
+            var entry = all[key] ?? Entry()
+            defer { all[key] = entry }
+            if entry.holder == nil { return .some(entry.grant(identity)) }
+            return wait == .zero ? .some(nil) : .none
+        }
+        if let now { return now }
         let waiter = UUID()
         // a timer ends the wait; cancellation too
         let timer = wait.map { wait in
