@@ -203,16 +203,9 @@ import Testing
     /// of the two others leads with a larger term (after the TTL for etcd); SIGUSR1 hands over to
     /// the last one; SIGTERM resigns and exits 0. At each step exactly one process says it leads.
     @Test(arguments: ["local", "etcd"]) func threeProcessesElectOneLeader(sync: String) async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-elect-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        var cluster: EtcdCluster?
-        var env = ["MICRO_SYNC": sync, "MICRO_SYNC_ADDRESS": dir.path]
-        if sync == "etcd" {
-            let c = try await EtcdCluster()
-            cluster = c
-            env["MICRO_SYNC_ADDRESS"] = c.address
-        }
-        defer { cluster?.stop() }
+        let place = try await SyncTests.Place(sync)
+        defer { place.stop() }
+        let env = place.environment
         let electors = try ["a", "b", "c"].map { try Elector($0, ttl: 2, environment: env) }
         defer { for elector in electors { elector.process.stop() } }
         // the first leader: one of the three, seen by all

@@ -12,6 +12,26 @@ import Testing
         try await Tool.run(Tool.binDirectory.appendingPathComponent("micro").path, arguments, environment: environment)
     }
 
+    /// Where `micro lock` and `micro elect` keep their locks for a test: `MICRO_SYNC=local` in a
+    /// temporary directory of its own, or `etcd` on a member of its own; `stop()` cleans up.
+    struct Place {
+        let directory: URL
+        let cluster: EtcdCluster?
+        var environment: [String: String]
+
+        init(_ sync: String) async throws {
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("micro-sync-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            cluster = sync == "etcd" ? try await EtcdCluster() : nil
+            environment = ["MICRO_SYNC": sync, "MICRO_SYNC_ADDRESS": cluster?.address ?? directory.appendingPathComponent("locks").path]
+        }
+
+        func stop() {
+            cluster?.stop()
+            try? FileManager.default.removeItem(at: directory)
+        }
+    }
+
     /// Many tasks take one lock in turn: never two at once, tokens strictly increasing.
     static func contend(_ sync: any Sync, tasks: Int = 8, rounds: Int = 25) async throws {
         final class Seen: Sendable {
@@ -106,23 +126,14 @@ import Testing
     /// Five processes take the lock 200 times each (`micro lock --count`), each run checking the
     /// token against the last one written and incrementing a counter in a file.
     @Test(arguments: ["local", "etcd"]) func fiveProcessesContendForOneLock(sync: String) async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-lock-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let counter = dir.appendingPathComponent("counter").path
+        var place = try await Place(sync)
+        defer { place.stop() }
+        let counter = place.directory.appendingPathComponent("counter").path
         try "0 0\n".write(toFile: counter, atomically: true, encoding: .utf8)
-        var cluster: EtcdCluster?
-        var env = ["MICRO_SYNC": sync, "MICRO_SYNC_ADDRESS": dir.appendingPathComponent("locks").path]
-        if sync == "etcd" {
-            let c = try await EtcdCluster()
-            cluster = c
-            env["MICRO_SYNC_ADDRESS"] = c.address
-        }
-        defer { cluster?.stop() }
         // a token not above the last written means two holders overlapped: exit 3
         let script = #"read n t < "$COUNTER"; [ "$MICRO_LOCK_TOKEN" -gt "$t" ] || exit 3; echo "$((n+1)) $MICRO_LOCK_TOKEN" > "$COUNTER""#
-        env["COUNTER"] = counter
-        let environment = env
+        place.environment["COUNTER"] = counter
+        let environment = place.environment
         let results = try await withThrowingTaskGroup(of: ToolResult.self) { group in
             for _ in 0..<5 {
                 group.addTask {
@@ -140,16 +151,9 @@ import Testing
     /// for etcd) with a larger token, and a storage write carrying the dead holder's token is
     /// refused by the fencing check.
     @Test(arguments: ["local", "etcd"]) func aHolderKilledLosesTheLockToTheNext(sync: String) async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-lock-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        var cluster: EtcdCluster?
-        var env = ["MICRO_SYNC": sync, "MICRO_SYNC_ADDRESS": dir.path]
-        if sync == "etcd" {
-            let c = try await EtcdCluster()
-            cluster = c
-            env["MICRO_SYNC_ADDRESS"] = c.address
-        }
-        defer { cluster?.stop() }
+        let place = try await Place(sync)
+        defer { place.stop() }
+        let env = place.environment
         let micro = Tool.binDirectory.appendingPathComponent("micro").path
         // the command prints its token and its pid, then becomes a sleep (killed by that pid below)
         let holder = try LineProcess([micro, "lock", "fenced", "--ttl", "2", "--", "sh", "-c", "echo held $MICRO_LOCK_TOKEN $$; exec sleep 600"],
