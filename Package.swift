@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "MicroCore", targets: ["MicroCore"]),
         // etcd as the registry and config source (`MicroEtcd.install()`, then MICRO_REGISTRY=etcd)
         .library(name: "MicroEtcd", targets: ["MicroEtcd"]),
+        // the SQLite store, the default one (`MicroSQLite.install()`)
+        .library(name: "MicroSQLite", targets: ["MicroSQLite"]),
         .executable(name: "helloworld", targets: ["helloworld"]),
         .executable(name: "micro", targets: ["MicroCLI"]),
         .executable(name: "greeter", targets: ["greeter"]),
@@ -47,6 +49,9 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", path: "CShims/CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
+        .systemLibrary(
+            name: "CSQLite", path: "CShims/CSQLite", pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]),
         .systemLibrary(
             name: "CHTTPParser", path: "CShims/CHTTPParser",
             providers: [.apt(["libhttp-parser-dev"]), .brew(["http-parser"])]),
@@ -97,11 +102,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The SQLite store: a file per database, a writer thread and two reader threads per file.
+        .target(
+            name: "MicroSQLite",
+            dependencies: [
+                "Micro",
+                "CSQLite",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "MicroCLI",
             dependencies: [
                 "Micro",
                 "MicroEtcd",
+                "MicroSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -172,6 +188,12 @@ let package = Package(
                 "MicroEtcd", "Micro", "MicroTestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Configuration", package: "swift-configuration"), .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // one conformance suite over every store (memory, SQLite, and PostgreSQL to come)
+        .testTarget(
+            name: "MicroStoreTests",
+            dependencies: ["Micro", "MicroSQLite", "MicroTestSupport"],
             swiftSettings: swiftSettings
         ),
     ],
