@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Micro
 import MicroEtcd
+import MicroSQLite
 import UnixSignals
 
 /// `micro`: the command line of swift-micro. Talks to services through the registry.
@@ -14,7 +15,7 @@ struct MicroCommand: AsyncParsableCommand {
         discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
         subcommands: [
             Services.self, Describe.self, Call.self, Stream.self, Watch.self, Publish.self, Subscribe.self, Bench.self,
-            StreamBench.self, EtcdBench.self, Lock.self, Elect.self, Certs.self, Config.self,
+            StreamBench.self, EtcdBench.self, Lock.self, Elect.self, StoreCommand.self, StoreBench.self, Certs.self, Config.self,
         ]
     )
 
@@ -22,6 +23,7 @@ struct MicroCommand: AsyncParsableCommand {
     /// anything makes the registry.
     static func main() async {
         MicroEtcd.install()
+        MicroSQLite.install()
         await main(nil)
     }
 }
