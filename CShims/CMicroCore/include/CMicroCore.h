@@ -479,6 +479,35 @@ int mc_udp_send(mc_udp_t *udp, const uint8_t *data, size_t len, const mc_udp_add
 /* Closes the socket, then calls on_closed. Call once, before the loop stops. Loop thread. */
 void mc_udp_close(mc_udp_t *udp);
 
+/* ---------------------------------------------------------------- watched descriptors (loop thread) */
+
+/* A descriptor owned by someone else (a C library's socket), watched by one loop: the owner
+ * reads and writes it; the watch says when it can. The descriptor must stay open until
+ * on_closed. */
+typedef struct mc_watch mc_watch_t;
+
+enum { MC_WATCH_READABLE = 1, MC_WATCH_WRITABLE = 2, MC_WATCH_ERROR = 4 };
+
+typedef struct mc_watch_callbacks {
+    void *ctx;
+    /* Some of the events asked for are ready (MC_WATCH_ERROR: the poll failed; the owner finds
+     * out what by reading). Loop thread. */
+    void (*on_ready)(void *ctx, int events);
+    /* After mc_watch_close: the watch is freed; ctx may be released. Loop thread. */
+    void (*on_closed)(void *ctx);
+} mc_watch_callbacks_t;
+
+/* Watches fd for events (MC_WATCH_READABLE | MC_WATCH_WRITABLE, or 0 for none yet). Returns NULL
+ * and fills err on failure. Loop thread. */
+mc_watch_t *mc_watch_open(mc_loop_t *loop, int fd, int events, const mc_watch_callbacks_t *callbacks, char *err, size_t errlen);
+
+/* Changes the events watched for. Returns 0 or a negative error. Loop thread. */
+int mc_watch_set(mc_watch_t *watch, int events);
+
+/* Stops watching, then calls on_closed (the descriptor is not closed). Call once, before the
+ * loop stops. Loop thread. */
+void mc_watch_close(mc_watch_t *watch);
+
 #ifdef __cplusplus
 }
 #endif
