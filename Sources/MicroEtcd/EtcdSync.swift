@@ -32,12 +32,16 @@ public final class EtcdSync: Sync {
 
     /// A lease kept alive and the locks held on it.
     private final class Session: Sendable {
-        let id = UUID()
+        /// The id it has in `sessions`.
+        let id: UUID
         let lease: EtcdLease
         private let state = Mutex<(tracked: Int, holders: [Int: @Sendable (SyncError) -> Void], lost: Bool)>((0, [:], false))
         let keepAlive = Mutex<EtcdKeepAlive?>(nil)
 
-        init(lease: EtcdLease) { self.lease = lease }
+        init(lease: EtcdLease, id: UUID) {
+            self.lease = lease
+            self.id = id
+        }
 
         /// The session's key in `directory`: one contender of the process at a time uses it, and
         /// it is always deleted after (or the session given up), so one found there is the
@@ -179,7 +183,7 @@ public final class EtcdSync: Sync {
             key = mine
             let (created, first) = try await createKey(mine, in: directory, value: value, lease: open.lease.id)
             if first != created {
-                try await waitForPredecessors(directory: directory, what: what, created: created, wait: wait, deadline: deadline)
+                try await waitForPredecessors(key: mine, directory: directory, what: what, created: created, wait: wait, deadline: deadline)
             }
             let tracked = Mutex<Int?>(nil)
             let held = HeldLock(id: id, token: UInt64(created)) { [weak self, local] in
@@ -198,6 +202,10 @@ public final class EtcdSync: Sync {
             tracked.withLock { $0 = open.track(held) }
             return held
         } catch {
+            // a lease etcd no longer knows: the session is over (the next lock opens another)
+            if let session, (error as? EtcdError)?.kind == .leaseNotFound || (error as? SyncError)?.kind == .lost {
+                await abandon(session, because: "its lease is gone")
+            }
             // the key goes (in a task of its own: also when the wait was cancelled), else the session
             if let key, let session {
                 await Task {
@@ -231,7 +239,7 @@ public final class EtcdSync: Sync {
     }
 
     private func openSession(seconds: Int64, id: UUID) async throws -> Session {
-        let session = Session(lease: try await etcd.grantLease(ttl: seconds))
+        let session = Session(lease: try await etcd.grantLease(ttl: seconds), id: id)
         let keepAlive = etcd.keepAlive(session.lease) { [weak self, logger] error in
             logger.warning("etcd sync: lease \(String(session.lease.id, radix: 16)) lost (\(error.message)); its locks are no longer held")
             self?.forget(seconds: seconds, id: id)
@@ -277,19 +285,28 @@ public final class EtcdSync: Sync {
 
     /// Returns once no key of the lock was created before `created`; waits on the deletion of the
     /// one created just before it, then looks again.
-    private func waitForPredecessors(directory: String, what: String, created: Int64, wait: Duration?,
+    /// Each look is one transaction that also checks the contender's own key is still there: a
+    /// contender whose lease expired while it waited (cut off from etcd) has no key, and must not
+    /// take a lock whose queue it is no longer in.
+    private func waitForPredecessors(key mine: String, directory: String, what: String, created: Int64, wait: Duration?,
                                      deadline: ContinuousClock.Instant?) async throws {
         while true {
             try Task.checkCancellation()  // (a cancelled watch ends at once: looking again would spin)
-            var request = EtcdClient.rangeRequest(.prefix(directory), limit: 1)
-            request.maxCreateRevision = created - 1
-            request.sortTarget = .create
-            request.sortOrder = .descend
-            let range: Etcdserverpb_RangeResponse = try await etcd.unary("/etcdserverpb.KV/Range", request, repeat: .whenMemberFails)
-            guard let predecessor = range.kvs.first else { return }
+            var predecessors = EtcdClient.rangeRequest(.prefix(directory), limit: 1)
+            predecessors.maxCreateRevision = created - 1
+            predecessors.sortTarget = .create
+            predecessors.sortOrder = .descend
+            var look = Etcdserverpb_RequestOp()
+            look.requestRange = predecessors
+            var request = Etcdserverpb_TxnRequest()
+            request.compare = [EtcdCompare(mine, .createRevision(created)).message]
+            request.success = [look]
+            let txn: Etcdserverpb_TxnResponse = try await etcd.unary("/etcdserverpb.KV/Txn", request, repeat: .whenMemberFails)
+            guard txn.succeeded else { throw SyncError(.lost, "\(what) was lost while waiting: the lease of its place in the queue expired") }
+            guard case .responseRange(let range)? = txn.responses.first?.response, let predecessor = range.kvs.first else { return }
             if let deadline, let wait, ContinuousClock.now >= deadline { throw SyncError(.timeout, "\(what) is held by another; waited \(wait)") }
             let key = String(decoding: predecessor.key, as: UTF8.self)
-            try await waitForDelete(of: key, after: range.header.revision, what: what, wait: wait, deadline: deadline)
+            try await waitForDelete(of: key, after: txn.header.revision, what: what, wait: wait, deadline: deadline)
         }
     }
 

@@ -265,13 +265,13 @@ import Testing
         let waiter = EtcdSync(configuration: EtcdConfiguration(endpoints: ordered))
         defer { Task { await holder.close(); await waiter.close() } }
 
-        let held = try await holder.lock("fenced", ttl: .seconds(3), wait: .zero)
+        let held = try await holder.lock("fenced", ttl: .seconds(5), wait: .zero)
         let holderDone = Mutex(false)  // released or told it is lost
         held.onLost { _ in holderDone.withLock { $0 = true } }
         var queued = probe.updates(.prefix(EtcdSync.prefix + "fenced/")).makeAsyncIterator()
         while let update = await queued.next(), update.isSynced == false {}
         let next = Task {
-            let lock = try await waiter.lock("fenced", ttl: .seconds(3), wait: .seconds(120))
+            let lock = try await waiter.lock("fenced", ttl: .seconds(5), wait: .seconds(120))
             return (lock, holderDone.withLock { $0 })
         }
         while let update = await queued.next() {

@@ -108,6 +108,25 @@ import Testing
         try await Self.refusals(sync)
         // nothing left behind
         #expect(try await sync.etcd.get(.prefix(EtcdSync.prefix)).kvs.isEmpty)
+        // a waiter whose lease goes while it waits (cut off from etcd that long) is told, and does
+        // not take the lock when the holder gives it back
+        let holder = try await sync.lock("queue", ttl: .seconds(10), wait: .zero)
+        let other = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        defer { Task { await other.close() } }
+        var queued = sync.etcd.updates(.prefix(EtcdSync.prefix + "queue/")).makeAsyncIterator()
+        while let update = await queued.next(), update.isSynced == false {}
+        let waiter = Task { try await other.lock("queue", ttl: .seconds(10), wait: .seconds(60)) }
+        var waiterLease: Int64?
+        while waiterLease == nil, let update = await queued.next() {
+            if case .events(let events, _) = update { waiterLease = events.first(where: \.isCreate)?.kv.lease }
+        }
+        try await sync.etcd.revokeLease(try #require(waiterLease))
+        try await holder.unlock()
+        let lostWhileWaiting = await #expect(throws: SyncError.self) { _ = try await waiter.value }
+        #expect(lostWhileWaiting?.kind == .lost, "\(String(describing: lostWhileWaiting))")
+        // and its next try opens a new session and gets it
+        try await other.lock("queue", ttl: .seconds(10), wait: .seconds(10)).unlock()
+
         // locks of one TTL share one lease (the session); closing the sync revokes it: they are lost
         let a = try await sync.lock("a", ttl: .seconds(10), wait: .zero), b = try await sync.lock("b", ttl: .seconds(10), wait: .zero)
         let keys = try await sync.etcd.get(.prefix(EtcdSync.prefix)).kvs
