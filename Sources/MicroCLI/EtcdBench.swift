@@ -28,16 +28,7 @@ struct EtcdBench: AsyncParsableCommand {
     @Option(name: .customLong("value-size"), help: "Value size in bytes.") var valueSize: Int = 100
     @Flag(help: "range: serializable reads.") var serializable = false
 
-    struct Line: Encodable {
-        var op: String
-        var concurrency: Int
-        var ops: Int
-        var errors: Int
-        var seconds: Double
-        var ops_per_sec: Double
-        var p50_us: Double
-        var p99_us: Double
-    }
+    typealias Line = BenchLine
 
     func validate() throws {
         guard ["put", "range", "watch", "lock"].contains(op) else { throw ValidationError("--op is put, range, watch or lock") }
@@ -126,8 +117,35 @@ struct EtcdBench: AsyncParsableCommand {
             }
         }
         let seconds = (ContinuousClock.now - start).nanosecondsValue / 1e9
-        return Line(op: "watch", concurrency: 1, ops: ops, errors: errors, seconds: (seconds * 1000).rounded() / 1000,
-                    ops_per_sec: (Double(ops) / seconds * 10).rounded() / 10,
-                    p50_us: Double(histogram.valueAtPercentile(50)), p99_us: Double(histogram.valueAtPercentile(99)))
+        return Line(op: "watch", concurrency: 1, ops: ops, errors: errors, seconds: seconds, histogram: histogram)
+    }
+}
+
+/// The one JSON line `etcd-bench` and `store-bench` print (as Benchmarks/GoEtcd does).
+struct BenchLine: Encodable {
+    var op: String
+    var concurrency: Int
+    var ops: Int
+    var errors: Int
+    var seconds: Double
+    var ops_per_sec: Double
+    var p50_us: Double
+    var p99_us: Double
+
+    /// `ops` in `seconds`, with the latencies (µs) of `histogram`.
+    init(op: String, concurrency: Int, ops: Int, errors: Int, seconds: Double, histogram: Histogram<UInt64>) {
+        self.op = op
+        self.concurrency = concurrency
+        self.ops = ops
+        self.errors = errors
+        self.seconds = (seconds * 1000).rounded() / 1000
+        ops_per_sec = (Double(ops) / seconds * 10).rounded() / 10
+        p50_us = Double(histogram.valueAtPercentile(50))
+        p99_us = Double(histogram.valueAtPercentile(99))
+    }
+
+    init(op: String, concurrency: Int, ops: Int, errors: Int, seconds: Double, ops_per_sec: Double, p50_us: Double, p99_us: Double) {
+        (self.op, self.concurrency, self.ops, self.errors, self.seconds) = (op, concurrency, ops, errors, seconds)
+        (self.ops_per_sec, self.p50_us, self.p99_us) = (ops_per_sec, p50_us, p99_us)
     }
 }

@@ -24,17 +24,6 @@ struct StoreBench: AsyncParsableCommand {
     @Option(name: .customLong("value-size"), help: "Value size in bytes.") var valueSize = 100
     @Flag(help: "Print each key whose write was acknowledged, one per line.") var acknowledge = false
 
-    struct Line: Encodable {
-        var op: String
-        var concurrency: Int
-        var ops: Int
-        var errors: Int
-        var seconds: Double
-        var ops_per_sec: Double
-        var p50_us: Double
-        var p99_us: Double
-    }
-
     func validate() throws {
         guard ["write", "read"].contains(op) else { throw ValidationError("--op is write or read") }
         guard concurrency >= 1, keys >= 1, valueSize >= 0, duration > 0, duration <= 3600, (count ?? 1) >= 1 else {
@@ -90,9 +79,7 @@ struct StoreBench: AsyncParsableCommand {
         let seconds = (ContinuousClock.now - start).nanosecondsValue / 1e9
         let ops = Int(results.0.totalCount)
         await store.close()
-        let line = Line(op: op, concurrency: concurrency, ops: ops, errors: results.1, seconds: (seconds * 1000).rounded() / 1000,
-                        ops_per_sec: (Double(ops) / seconds * 10).rounded() / 10,
-                        p50_us: Double(results.0.valueAtPercentile(50)), p99_us: Double(results.0.valueAtPercentile(99)))
+        let line = BenchLine(op: op, concurrency: concurrency, ops: ops, errors: results.1, seconds: seconds, histogram: results.0)
         if !acknowledge { print(String(decoding: try JSONEncoder().encode(line), as: UTF8.self)) }
     }
 }

@@ -28,6 +28,18 @@ struct StoreCommand: AsyncParsableCommand {
         }
     }
 
+    /// Runs `body` on the store and closes it; what fails is said in one line, and exit 1.
+    static func with(_ body: (any Store) async throws -> Void) async {
+        let store = open()
+        do {
+            try await body(store)
+        } catch {
+            await store.close()
+            fail("\(error)")
+        }
+        await store.close()
+    }
+
     /// The store, or one line saying why there is none, and exit 1.
     static func open() -> any Store {
         do {
@@ -53,8 +65,7 @@ struct StoreCommand: AsyncParsableCommand {
         @OptionGroup var scope: Scope
 
         func run() async throws {
-            let store = StoreCommand.open()
-            do {
+            await StoreCommand.with { store in
                 if prefix {
                     let records = try await store.read(key, ReadOptions(scope: scope.scope, prefix: true, limit: limit, offset: offset))
                     for record in records { print(StoreCommand.json(record)) }
@@ -63,11 +74,7 @@ struct StoreCommand: AsyncParsableCommand {
                     FileHandle.standardOutput.write(Data(record.value))
                     if record.value.last != 10, isatty(1) != 0 { print() }
                 }
-            } catch {
-                await store.close()
-                StoreCommand.fail("\(error)")
             }
-            await store.close()
         }
     }
 
@@ -86,18 +93,13 @@ struct StoreCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let store = StoreCommand.open()
             let bytes = value == "-" ? Array(FileHandle.standardInput.readDataToEndOfFile()) : Array(value.utf8)
-            do {
+            await StoreCommand.with { store in
                 let record = Record(key: key, value: bytes, metadata: try keyValues(metadata, what: "--metadata"))
                 let version = try await store.write(record, ttl: ttl.map { .milliseconds(Int64($0 * 1000)) }, ifVersion: ifVersion,
                                                     scope: scope.scope)
                 print(version)
-            } catch {
-                await store.close()
-                StoreCommand.fail("\(error)")
             }
-            await store.close()
         }
     }
 
@@ -111,16 +113,11 @@ struct StoreCommand: AsyncParsableCommand {
         @OptionGroup var scope: Scope
 
         func run() async throws {
-            let store = StoreCommand.open()
-            do {
+            await StoreCommand.with { store in
                 for key in try await store.list(ListOptions(scope: scope.scope, prefix: prefix, suffix: suffix, limit: limit, offset: offset)) {
                     print(key)
                 }
-            } catch {
-                await store.close()
-                StoreCommand.fail("\(error)")
             }
-            await store.close()
         }
     }
 
@@ -132,14 +129,9 @@ struct StoreCommand: AsyncParsableCommand {
         @OptionGroup var scope: Scope
 
         func run() async throws {
-            let store = StoreCommand.open()
-            do {
+            await StoreCommand.with { store in
                 try await store.delete(key, ifVersion: ifVersion, scope: scope.scope)
-            } catch {
-                await store.close()
-                StoreCommand.fail("\(error)")
             }
-            await store.close()
         }
     }
 

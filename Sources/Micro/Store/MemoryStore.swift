@@ -51,32 +51,38 @@ public final class MemoryStore: Store {
         for write in writes { try write.validate() }
         let now = ContinuousClock.now
         return try state.withLock { s in
-            var table = s.tables[scope] ?? [:]
+            // every check first (a batch may write a key twice: each sees the batch's earlier
+            // writes), so that nothing is applied unless all hold; then in place, not on a copy
             var versions: [UInt64] = []
+            var pending: [[UInt8]: UInt64] = [:]
             for write in writes {
                 let key = Array(write.key.utf8)
-                let current = table[key].flatMap { Self.alive($0, now) ? $0 : nil }
+                let current = pending[key] ?? s.tables[scope]?[key].flatMap { Self.alive($0, now) ? $0.version : nil } ?? 0
                 let ifVersion: UInt64?
                 switch write {
                 case .put(_, let v, _), .delete(_, let v): ifVersion = v
                 }
-                if let ifVersion, ifVersion != (current?.version ?? 0) {
-                    throw StoreError(.conflict, "\(write.key) in \(scope) is at version \(current?.version ?? 0), not \(ifVersion)")
+                if let ifVersion, ifVersion != current {
+                    throw StoreError(.conflict, "\(write.key) in \(scope) is at version \(current), not \(ifVersion)")
                 }
+                let next: UInt64
+                if case .put = write { next = current + 1 } else { next = 0 }
+                pending[key] = next
+                versions.append(next)
+            }
+            for (write, version) in zip(writes, versions) {
+                let key = Array(write.key.utf8)
                 switch write {
                 case .put(let record, _, _):
-                    let version = (current?.version ?? 0) + 1
-                    table[key] = Entry(value: record.value, metadata: record.metadata, expires: write.lifetime.map { now + $0 }, version: version)
-                    versions.append(version)
+                    s.tables[scope, default: [:]][key] = Entry(value: record.value, metadata: record.metadata,
+                                                               expires: write.lifetime.map { now + $0 }, version: version)
                 case .delete:
-                    table[key] = nil
-                    versions.append(0)
+                    s.tables[scope]?[key] = nil
                 }
             }
-            s.tables[scope] = table  // all or none: only now, after every check held
             s.writes += 1
             if s.writes % 1000 == 0 {
-                for (scope, table) in s.tables { s.tables[scope] = table.filter { Self.alive($0.value, now) } }
+                for scope in Array(s.tables.keys) { s.tables[scope] = s.tables[scope]!.filter { Self.alive($0.value, now) } }
             }
             return versions
         }

@@ -43,6 +43,12 @@ public struct StoreScope: Sendable, Hashable, CustomStringConvertible {
 
     public static let `default` = StoreScope()
 
+    /// The scope's names, and a page's bounds, checked.
+    func validate(limit: Int, offset: Int) throws(StoreError) {
+        try validate()
+        guard limit >= 0, offset >= 0 else { throw StoreError(.invalidArgument, "limit and offset cannot be negative") }
+    }
+
     public var description: String { "\(database)/\(table)" }
 
     /// Names are 1 to 63 letters, digits, `_` and `-`, so that they are file and table names
@@ -162,8 +168,7 @@ public struct ReadOptions: Sendable, Equatable {
     }
 
     public func validate() throws(StoreError) {
-        try scope.validate()
-        guard limit >= 0, offset >= 0 else { throw StoreError(.invalidArgument, "limit and offset cannot be negative") }
+        try scope.validate(limit: limit, offset: offset)
     }
 }
 
@@ -183,8 +188,7 @@ public struct ListOptions: Sendable, Equatable {
     }
 
     public func validate() throws(StoreError) {
-        try scope.validate()
-        guard limit >= 0, offset >= 0 else { throw StoreError(.invalidArgument, "limit and offset cannot be negative") }
+        try scope.validate(limit: limit, offset: offset)
     }
 }
 
