@@ -12,7 +12,8 @@ struct Elect: AsyncParsableCommand {
             Lines: {"leader":"ID","term":N,"self":BOOL} when the leader changes ({"leader":null} when there is none), \
             and {"leading":true,"term":N} / {"leading":false,"term":N,"lost":BOOL} when this process's own term \
             begins and ends. SIGUSR1 resigns and campaigns again once another leads (or after the TTL); SIGINT and \
-            SIGTERM resign and exit 0. Exit 1 with one line on stderr when the election cannot be joined.
+            SIGTERM resign and exit 0. Exit 1 with one line on stderr when the election cannot be joined; a term or a \
+            place in the queue lost later (cut off from the store for the TTL) is said on stderr, and it campaigns again.
               MICRO_SYNC=etcd micro elect scheduler --id node-a
             """)
 
@@ -42,13 +43,23 @@ struct Elect: AsyncParsableCommand {
         }
         let current = Mutex<(leadership: Leadership?, handOver: Bool)>((nil, false))
         let candidate = Task {
+            var attempts = 0, pause = Duration.milliseconds(100)
             while !Task.isCancelled {
                 let leadership: Leadership
                 do {
+                    attempts += 1
                     leadership = try await election.campaign()
+                    pause = .milliseconds(100)
                 } catch {
                     if Task.isCancelled { return }
-                    fail("\(error)")
+                    // the election cannot be joined at all: said, exit 1; a place lost while
+                    // waiting (cut off from etcd for the TTL), or etcd gone for a while: again
+                    let kind = (error as? SyncError)?.kind
+                    if kind == .invalidArgument || (attempts == 1 && kind != .lost) { fail("\(error)") }
+                    FileHandle.standardError.write(Data("micro elect: \(error); campaigning again\n".utf8))
+                    guard (try? await Task.sleep(for: pause)) != nil else { return }
+                    pause = min(pause * 2, .seconds(5))
+                    continue
                 }
                 let cancelled = current.withLock { c in
                     c.leadership = leadership

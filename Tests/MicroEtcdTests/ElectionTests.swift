@@ -222,7 +222,7 @@ import Testing
         let electors = try ["a", "b", "c"].map { try Elector($0, ttl: 5, environment: env) }
         defer { for elector in electors { elector.process.stop() } }
         // the first leader: one of the three, seen by all
-        let (leader, firstTerm) = try #require(await Elector.firstElected(electors))
+        let (leader, firstTerm) = try #require(await Elector.firstElected(electors), "\(electors.map { $0.process.output.suffix(20) })")
         for elector in electors {
             let seen = await elector.process.waitForLine(containing: #"{"leader":"\#(leader.id)","term":\#(firstTerm)"#)
             #expect(seen != nil, "\(elector.id) did not see \(leader.id) lead")
@@ -232,14 +232,14 @@ import Testing
         // killed: another leads
         leader.process.stop()
         let others = electors.filter { $0.id != leader.id }
-        let (next, secondTerm) = try #require(await Elector.firstElected(others, after: firstTerm))
+        let (next, secondTerm) = try #require(await Elector.firstElected(others, after: firstTerm), "\(others.map { $0.process.output.suffix(20) })")
         let last = others.first { $0.id != next.id }!
         #expect(others.filter(\.leads).map(\.id) == [next.id])
 
         // SIGUSR1: resigns; the last one leads
         next.process.signal(SIGUSR1)
         #expect(await next.resigned(secondTerm), "\(next.process.output)")
-        let third = try #require(await last.elected(after: secondTerm))
+        let third = try #require(await last.elected(after: secondTerm), "\(last.process.output.suffix(20))")
         #expect(third > secondTerm)
         #expect(others.filter(\.leads).map(\.id) == [last.id])
 
