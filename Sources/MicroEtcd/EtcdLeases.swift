@@ -154,7 +154,7 @@ final class EtcdLeases: Sendable {
     }
 
     /// Sends the renewals due; throws when the member left a renewal unanswered longer than the
-    /// timeout (the stream moves to another).
+    /// timeout or a third of its lease's TTL (the stream moves to another).
     private func tick(timeout: Duration, endpoint: String) throws {
         let now = ContinuousClock.now
         let stalled: Bool = state.withLock { s in
@@ -162,7 +162,9 @@ final class EtcdLeases: Sendable {
             var sentNow: Set<Int64> = []
             for (token, kept) in s.kept {
                 if let sent = kept.sent {
-                    if now - sent > timeout { stalled = true }
+                    // a renewal unanswered for a third of the TTL (or the timeout, if shorter)
+                    // moves the stream: waiting the whole timeout could outlast the lease
+                    if now - sent > min(timeout, .seconds(max(1, kept.lease.ttl)) / 3) { stalled = true }
                     continue
                 }
                 guard kept.nextRenewal <= now, let send = s.send else { continue }
