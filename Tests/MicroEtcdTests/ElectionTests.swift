@@ -260,7 +260,7 @@ import Testing
         defer { Task { await probe.close() } }
         let leaderIndex = try await EtcdClusterTests.leader(cluster, probe)
         // both clients use the leader first, so that its death concerns them
-        let ordered = [cluster.endpoints[leaderIndex]] + cluster.endpoints.enumerated().filter { $0.offset != leaderIndex }.map(\.element)
+        let ordered = EtcdClusterTests.leaderFirst(cluster, leaderIndex)
         let holder = EtcdSync(configuration: EtcdConfiguration(endpoints: ordered))
         let waiter = EtcdSync(configuration: EtcdConfiguration(endpoints: ordered))
         defer { Task { await holder.close(); await waiter.close() } }

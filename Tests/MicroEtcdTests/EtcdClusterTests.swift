@@ -31,6 +31,11 @@ final class Tally: Sendable {
         try #require(await currentLeader(cluster, etcd, skipping: dead))
     }
 
+    /// The members' endpoints with member `leader`'s first, so that its death concerns a client.
+    static func leaderFirst(_ cluster: EtcdCluster, _ leader: Int) -> [String] {
+        [cluster.endpoints[leader]] + cluster.endpoints.enumerated().filter { $0.offset != leader }.map(\.element)
+    }
+
     /// The index of the member that leads (nil: none now), asked of each living member.
     static func currentLeader(_ cluster: EtcdCluster, _ etcd: EtcdClient, skipping dead: Set<Int> = []) async throws -> Int? {
         var ids: [Int: UInt64] = [:]
@@ -50,7 +55,7 @@ final class Tally: Sendable {
         defer { Task { await probe.close() } }
         let leader = try await Self.leader(cluster, probe)
         // the service and the caller both use the leader first, so that its death concerns them
-        let ordered = [cluster.endpoints[leader]] + cluster.endpoints.enumerated().filter { $0.offset != leader }.map(\.element)
+        let ordered = Self.leaderFirst(cluster, leader)
         let env = ["MICRO_REGISTRY": "etcd", "MICRO_REGISTRY_ADDRESS": ordered.joined(separator: ","),
                    "MICRO_REGISTER_TTL": "10", "MICRO_REGISTER_INTERVAL": "2"]
         let service = try await ChildService("helloworld", environment: env)
