@@ -87,6 +87,8 @@ public struct EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
         case _ where text.contains("no leader"), _ where text.contains("request timed out"), _ where text.contains("leader changed"),
              _ where text.contains("not capable"), _ where text.contains("too many requests"), _ where text.contains("stopped"):
             kind = .unavailable
+        // the request's deadline ran out inside etcd (sent as code Unknown when etcd wraps it)
+        case _ where text.contains("context deadline exceeded"): kind = .timeout
         case _ where text.contains("larger than max"), _ where text.contains("request is too large"): kind = .tooLarge
         default:
             switch code {

@@ -1,6 +1,6 @@
 import Foundation
 import Micro
-import MicroEtcd
+@testable import MicroEtcd
 import MicroTestSupport
 import Synchronization
 import Testing
@@ -237,5 +237,25 @@ import Testing
         #expect(throws: ConfigurationError.self) { try EtcdConfiguration.fromEnvironment(["MICRO_ETCD_TIMEOUT": "-1"]) }
         let auth = try EtcdConfiguration.fromEnvironment(["ETCD_USERNAME": "u", "ETCD_PASSWORD": "p", "MICRO_ETCD_CA": "/ca.pem"])
         #expect(auth.username == "u" && auth.password == "p" && auth.tls?.trustRoots == .file("/ca.pem"))
+    }
+
+    /// etcd's answers name their condition in the text (whatever gRPC code carries them): each
+    /// becomes the kind a caller decides on, and the retryable ones say so.
+    @Test func etcdsAnswersBecomeKinds() {
+        let cases: [(String, Int, EtcdError.Kind)] = [
+            ("etcdserver: request timed out", 503, .unavailable),
+            ("etcdserver: no leader", 503, .unavailable),
+            ("context deadline exceeded", 500, .timeout),  // as etcd sends a wrapped deadline: Unknown
+            ("context deadline exceeded", 408, .timeout),
+            ("etcdserver: requested lease not found", 404, .leaseNotFound),
+            ("etcdserver: mvcc: required revision has been compacted", 500, .compacted(compactRevision: 0)),
+            ("etcdserver: permission denied", 403, .permissionDenied),
+            ("something new", 500, .other),
+        ]
+        for (text, code, kind) in cases {
+            let error = EtcdError(calling: "127.0.0.1:1", MicroError(id: "etcd", code: code, detail: text))
+            #expect(error.kind == kind, "\(text) (\(code))")
+            #expect(error.triesAnotherMember == [.unavailable, .timeout].contains(kind), "\(text)")
+        }
     }
 }
