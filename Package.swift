@@ -19,6 +19,8 @@ let package = Package(
         .library(name: "MicroEtcd", targets: ["MicroEtcd"]),
         // the SQLite store, the default one (`MicroSQLite.install()`)
         .library(name: "MicroSQLite", targets: ["MicroSQLite"]),
+        // the PostgreSQL store (`MicroPostgres.install()`; also CockroachDB)
+        .library(name: "MicroPostgres", targets: ["MicroPostgres"]),
         .executable(name: "helloworld", targets: ["helloworld"]),
         .executable(name: "micro", targets: ["MicroCLI"]),
         .executable(name: "greeter", targets: ["greeter"]),
@@ -52,6 +54,9 @@ let package = Package(
         .systemLibrary(
             name: "CSQLite", path: "CShims/CSQLite", pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]),
+        .systemLibrary(
+            name: "CLibPQ", path: "CShims/CLibPQ", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"]), .brew(["libpq"])]),
         .systemLibrary(
             name: "CHTTPParser", path: "CShims/CHTTPParser",
             providers: [.apt(["libhttp-parser-dev"]), .brew(["http-parser"])]),
@@ -112,12 +117,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The PostgreSQL store: libpq connections driven on the event loops, in pipeline mode.
+        .target(
+            name: "MicroPostgres",
+            dependencies: [
+                "Micro",
+                "MicroCore",
+                "CLibPQ",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "MicroCLI",
             dependencies: [
                 "Micro",
                 "MicroEtcd",
                 "MicroSQLite",
+                "MicroPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -193,7 +211,7 @@ let package = Package(
         // one conformance suite over every store (memory, SQLite, and PostgreSQL to come)
         .testTarget(
             name: "MicroStoreTests",
-            dependencies: ["Micro", "MicroSQLite", "MicroTestSupport"],
+            dependencies: ["Micro", "MicroSQLite", "MicroPostgres", "MicroTestSupport"],
             swiftSettings: swiftSettings
         ),
     ],

@@ -1,5 +1,6 @@
 import Foundation
 import Micro
+import MicroPostgres
 import MicroSQLite
 import MicroTestSupport
 import Synchronization
@@ -9,10 +10,11 @@ import Testing
 /// prefixes, suffixes, limits, offsets, TTLs, databases and tables) and what it lacks (versions,
 /// compare-and-set, batches), with unicode and binary keys, 1 MiB values and concurrent writers.
 @Suite struct StoreConformanceTests {
-    static let kinds = ["memory", "sqlite"]
+    static let kinds = ["memory", "sqlite", "postgres"]
 
-    /// A fresh store of `kind`, and how to dispose of it.
-    static func make(_ kind: String) -> (any Store, @Sendable () async -> Void) {
+    /// A fresh store of `kind`, and how to dispose of it (postgres: a database of its own on a
+    /// server the tests share).
+    static func make(_ kind: String) async throws -> (any Store, @Sendable () async -> Void) {
         switch kind {
         case "sqlite":
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-store-\(UUID().uuidString)")
@@ -21,13 +23,20 @@ import Testing
                 await store.close()
                 try? FileManager.default.removeItem(at: dir)
             })
+        case "postgres":
+            let (url, _, release) = try await SharedPostgres.shared.database()
+            let store = try PostgresStore(PostgresStore.Configuration(url: url))
+            return (store, {
+                await store.close()
+                await release()
+            })
         default:
             return (MemoryStore(), {})
         }
     }
 
     static func using(_ kind: String, _ body: (any Store) async throws -> Void) async throws {
-        let (store, dispose) = make(kind)
+        let (store, dispose) = try await make(kind)
         do {
             try await body(store)
         } catch {

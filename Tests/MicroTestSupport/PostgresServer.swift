@@ -147,3 +147,50 @@ public final class PostgresServer: Sendable {
         }
     }
 }
+
+/// One PostgreSQL server shared by the tests that run at the same time, each with a database of
+/// its own: started by the first that asks, stopped (by PID) when the last gives it back.
+public actor SharedPostgres {
+    public static let shared = SharedPostgres()
+
+    private var server: PostgresServer?
+    private var starting: Task<PostgresServer, any Error>?
+    private var users = 0
+
+    /// A new empty database on the shared server: its URL, and what gives it back.
+    public func database() async throws -> (url: String, server: PostgresServer, release: @Sendable () async -> Void) {
+        users += 1
+        do {
+            let server = try await running()
+            let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+            try await server.psql("CREATE DATABASE \(name) OWNER \(PostgresServer.user)", database: "postgres")
+            let url = "postgres://\(PostgresServer.user):\(PostgresServer.password)@127.0.0.1:\(server.port)/\(name)"
+            return (url, server, { await self.release(name) })
+        } catch {
+            await release(nil)
+            throw error
+        }
+    }
+
+    private func running() async throws -> PostgresServer {
+        if let server { return server }
+        if let starting { return try await starting.value }
+        let task = Task { try await PostgresServer() }
+        starting = task
+        defer { starting = nil }
+        let server = try await task.value
+        self.server = server
+        return server
+    }
+
+    private func release(_ database: String?) async {
+        if let database, let server {
+            _ = try? await server.psql("DROP DATABASE IF EXISTS \(database) WITH (FORCE)", database: "postgres")
+        }
+        users -= 1
+        if users == 0, let server {
+            self.server = nil
+            server.stop()
+        }
+    }
+}
