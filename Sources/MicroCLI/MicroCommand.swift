@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Micro
 import MicroEtcd
+import MicroPostgres
 import MicroSQLite
 import UnixSignals
 
@@ -24,6 +25,7 @@ struct MicroCommand: AsyncParsableCommand {
     static func main() async {
         MicroEtcd.install()
         MicroSQLite.install()
+        MicroPostgres.install()
         await main(nil)
     }
 }

@@ -489,7 +489,8 @@ actor PGConnection {
     }
 
     private static func message(_ conn: OpaquePointer) -> String {
-        String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
-            .replacingOccurrences(of: "\n", with: "; ")
+        // libpq's text is lines, some indented: one line
+        String(cString: PQerrorMessage(conn)).split(separator: "\n")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: "; ")
     }
 }

@@ -283,36 +283,11 @@ final class Tally: Sendable {
         #expect(explained)
     }
 
-    /// Certificates made with openssl: a CA, a server certificate for 127.0.0.1, a client one; and
-    /// another CA that signed none of them.
-    static func certificates(in dir: URL) async throws -> [String: String] {
-        let script = """
-            set -e
-            cd "\(dir.path)"
-            for ca in ca other; do
-              openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$ca" -keyout $ca.key -out $ca.crt 2>/dev/null
-            done
-            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=etcd -keyout server.key -out server.csr 2>/dev/null
-            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext
-            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt 2>/dev/null
-            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=micro -keyout client.key -out client.csr 2>/dev/null
-            printf 'extendedKeyUsage=clientAuth\\n' > client.ext
-            openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.crt 2>/dev/null
-            """
-        let made = try await Tool.run("sh", ["-c", script])
-        guard made.status == 0 else { throw ChildError("openssl: \(made.stderr)") }
-        var files: [String: String] = [:]
-        for name in ["ca.crt", "other.crt", "server.crt", "server.key", "client.crt", "client.key"] {
-            files[name] = dir.appendingPathComponent(name).path
-        }
-        return files
-    }
-
     @Test func mutualTLSToEtcdAndClearErrorsForTheWrongCertificates() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-etcd-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let files = try await Self.certificates(in: dir)
+        let files = try await TestCertificates.make(in: dir)
         let cluster = try await EtcdCluster(tls: .init(cert: files["server.crt"]!, key: files["server.key"]!, clientCA: files["ca.crt"]!))
         defer { cluster.stop() }
         #expect(cluster.endpoints.allSatisfy { $0.hasPrefix("https://127.0.0.1:") })

@@ -172,7 +172,7 @@ public final class EtcdCluster: Sendable {
     /// Loopback ports free now, below the kernel's ephemeral range (so that no process binding
     /// port 0 meanwhile, a service of another test, takes one while a member is down and to be
     /// restarted on it) and not held by another cluster of this process.
-    static func freePorts(_ count: Int) throws -> [Int] {
+    public static func freePorts(_ count: Int) throws -> [Int] {
         let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
             .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) } ?? []
         let ceiling = max(12_000, min(range.first ?? 32_768, 32_768))
@@ -186,7 +186,7 @@ public final class EtcdCluster: Sendable {
         return ports
     }
 
-    static func release(_ ports: [Int]) {
+    public static func release(_ ports: [Int]) {
         reserved.withLock { $0.subtract(ports) }
     }
 

@@ -16,17 +16,34 @@ public final class PostgresServer: Sendable {
     public static let user = "micro"
     public static let password = "micro-secret"
     private let binaries: URL
+    private let tls: TLS?
     private let running = Mutex<(pid: pid_t, log: LineLog)?>(nil)
 
     /// `postgres://micro:…@127.0.0.1:PORT/micro`
     public var url: String { "postgres://\(Self.user):\(Self.password)@127.0.0.1:\(port)/micro" }
 
-    /// Makes the cluster (initdb), starts the server and creates the database `micro`.
-    public init() async throws {
+    /// TLS for the server: its certificate and key, and the CA whose client certificates it
+    /// requires (the certificate's CN must be the user's name).
+    public struct TLS: Sendable {
+        public var certificate: String
+        public var key: String
+        public var clientCA: String
+
+        public init(certificate: String, key: String, clientCA: String) {
+            self.certificate = certificate
+            self.key = key
+            self.clientCA = clientCA
+        }
+    }
+
+    /// Makes the cluster (initdb), starts the server and creates the database `micro`. With
+    /// `tls`, TCP connections must use TLS and present a client certificate.
+    public init(tls: TLS? = nil) async throws {
         guard let bin = Self.findBinaries() else {
             throw ChildError("PostgreSQL is not installed (scripts/setup installs Debian's postgresql)")
         }
         binaries = bin
+        self.tls = tls
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("micro-pg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = try EtcdCluster.freePorts(1)[0]
@@ -40,6 +57,19 @@ public final class PostgresServer: Sendable {
                                                 "-E", "UTF8", "--no-sync"])
             let initdb = try await Tool.run(initdbArgv[0], Array(initdbArgv.dropFirst()))
             guard initdb.status == 0 else { throw ChildError("initdb failed: \(initdb.stderr)\(initdb.stdout)") }
+            if let tls {
+                // the server's copies, its own (PostgreSQL refuses a key others can read)
+                for (file, name) in [(tls.certificate, "server.crt"), (tls.key, "server.key"), (tls.clientCA, "client-ca.crt")] {
+                    let copy = directory.appendingPathComponent(name)
+                    try FileManager.default.copyItem(atPath: file, toPath: copy.path)
+                    try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: copy.path)
+                    try Self.own(copy)
+                }
+                let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n"
+                let hbaFile = URL(fileURLWithPath: dataDirectory).appendingPathComponent("pg_hba.conf")
+                try hba.write(to: hbaFile, atomically: true, encoding: .utf8)
+                try Self.own(hbaFile)
+            }
             try start()
             try await waitUntilReady()
             let created = try await psql("CREATE DATABASE micro", database: "postgres")
@@ -62,7 +92,11 @@ public final class PostgresServer: Sendable {
     public func start() throws {
         let argv = Self.asServerUser([binaries.appendingPathComponent("postgres").path, "-D", dataDirectory, "-p", "\(port)",
                                       "-k", directory.path, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                                      "-c", "max_connections=200"])
+                                      "-c", "max_connections=200"]
+                                     + (tls == nil ? [] : ["-c", "ssl=on",
+                                                           "-c", "ssl_cert_file=\(directory.appendingPathComponent("server.crt").path)",
+                                                           "-c", "ssl_key_file=\(directory.appendingPathComponent("server.key").path)",
+                                                           "-c", "ssl_ca_file=\(directory.appendingPathComponent("client-ca.crt").path)"]))
         let child = try Spawn.start(argv, pipeOutput: true)
         let log = LineLog()
         let fd = child.output!
