@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Histogram
 import Micro
+import MicroCore
 import Synchronization
 
 /// `micro store-bench`: the store under load, one JSON line at the end.
@@ -43,9 +44,11 @@ struct StoreBench: AsyncParsableCommand {
         let limit = count ?? Int.max
         let end = ContinuousClock.now + .milliseconds(Int64(duration * 1000))
         let start = ContinuousClock.now
+        // the tasks run on the event loops, as a service's handlers do
+        let loops = EventLoopGroup.shared.loops
         let results = await withTaskGroup(of: (Histogram<UInt64>, Int).self) { group in
-            for _ in 0..<concurrency {
-                group.addTask {
+            for task in 0..<concurrency {
+                group.addTask(executorPreference: loops[task % loops.count]) {
                     var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
                     var errors = 0
                     while true {

@@ -69,15 +69,20 @@ struct PGError: Error, Sendable, CustomStringConvertible {
 /// doubling to 2 s): a caller hears at once that the server is down instead of queueing behind a
 /// dead connection. The first request after that while tries again.
 ///
-/// Isolation: an actor on its loop's thread (the socket's callbacks arrive there).
-actor PGConnection {
-    nonisolated let loop: EventLoop
-    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.serialExecutor.asUnownedSerialExecutor() }
+/// Threading: ``run(_:)`` and ``close()`` from any task; everything else happens on the loop's
+/// thread. (Not an actor on the loop: a caller already on the loop, a service's handler, sends
+/// its request inline and is resumed once, where an actor costs two more hops through the
+/// loop's queue per request.)
+final class PGConnection: @unchecked Sendable {
+    // @unchecked Sendable: every mutable member is read and written on `loop`'s thread only:
+    // `run` and `close` hand their work to it (`loop.execute` runs inline when already there),
+    // the socket's callbacks and the timers' tasks run there.
+    let loop: EventLoop
 
     /// libpq's connection string or `postgres://` URL.
     private let conninfo: String
     /// Where it connects, for messages (no password).
-    nonisolated let label: String
+    let label: String
     private let connectTimeout: Duration
     private let requestTimeout: Duration
 
@@ -90,7 +95,8 @@ actor PGConnection {
     }
 
     /// A request: its statements, the answers gathered so far, and who waits for them.
-    private final class Request {
+    private final class Request: @unchecked Sendable {
+        // @unchecked Sendable: made by a caller, then touched only on the loop's thread.
         let steps: [PGStep]
         var results: [PGRows]
         var failure: PGError?
@@ -146,19 +152,22 @@ actor PGConnection {
     /// Runs `steps` as one transaction (all or none); their answers, one per step.
     func run(_ steps: [PGStep]) async throws(PGError) -> [PGRows] {
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[PGRows], PGError>, Never>) in
-            submit(Request(steps, continuation))
+            let request = Request(steps, continuation)
+            loop.execute { self.submit(request) }
         }
         return try result.get()
     }
 
-    /// Requests being answered or waiting (for choosing the least busy connection).
-    var load: Int { sent.count + waiting.count }
-
     /// Closes the connection; requests still waiting fail.
-    func close() {
-        let error = PGError(kind: .connection, message: "the PostgreSQL store was closed")
-        tearDown(failing: error, sentFailure: error)
-        state = .closed
+    func close() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            loop.execute {
+                let error = PGError(kind: .connection, message: "the PostgreSQL store was closed")
+                self.tearDown(failing: error, sentFailure: error)
+                self.state = .closed
+                continuation.resume()
+            }
+        }
     }
 
     private func submit(_ request: Request) {
@@ -202,7 +211,7 @@ actor PGConnection {
         let attempt = self.attempt, timeout = connectTimeout
         Task {
             try? await Task.sleep(for: timeout)
-            self.connectTimedOut(attempt)
+            self.loop.execute { self.connectTimedOut(attempt) }
         }
         // libpq: begin as if PQconnectPoll had asked to wait for writing
         poll(PGRES_POLLING_WRITING)
@@ -219,7 +228,7 @@ actor PGConnection {
             do {
                 watch = try DescriptorWatch(on: loop, descriptor: PQsocket(conn),
                                             events: status == PGRES_POLLING_READING ? .readable : .writable) { [self] ready in
-                    self.assumeIsolated { $0.ready(ready) }
+                    self.ready(ready)
                 }
             } catch {
                 connectFailed("cannot watch its socket: \(error)")
@@ -317,7 +326,7 @@ actor PGConnection {
         sent.append(request)
         flush()
         if watchdog == nil {
-            watchdog = Task { await self.watchOverAnswers() }
+            watchdog = Task(executorPreference: loop) { await self.watchOverAnswers() }
         }
     }
 
@@ -472,6 +481,7 @@ actor PGConnection {
     /// While requests are out: one waiting longer than the timeout means the server (or the
     /// way to it) stopped answering; the connection is dropped and made again.
     private func watchOverAnswers() async {
+        assert(loop.inEventLoop)
         while let oldest = sent.first {
             let deadline = oldest.sentAt + requestTimeout
             if ContinuousClock.now >= deadline {
