@@ -34,11 +34,9 @@ struct PGStep: Sendable {
     }
 }
 
-/// What one statement returned: its rows (each column's binary value, nil for NULL) and how many
-/// rows it touched.
+/// What one statement returned: its rows (each column's binary value, nil for NULL).
 struct PGRows: Sendable {
     var rows: [[[UInt8]?]] = []
-    var affected = 0
 }
 
 /// Why a request failed: PostgreSQL refused a statement (`sqlState` says why, `step` which), or
@@ -338,24 +336,28 @@ final class PGConnection: @unchecked Sendable {
     /// Sends one execution of a prepared statement, its parameters and results in binary.
     private static func sendPrepared(_ conn: OpaquePointer, _ name: String, _ parameters: [[UInt8]?]) -> Bool {
         let count = parameters.count
-        var lengths = [Int32](repeating: 0, count: count)
-        let formats = [Int32](repeating: 1, count: count)
-        // the values in one buffer, so that one pointer stays valid for all of them
-        var offsets = [Int](repeating: -1, count: count)
+        // the values in one buffer, so that one pointer stays valid for all of them; the
+        // pointer, length and format arrays on the stack
         var bytes: [UInt8] = []
         bytes.reserveCapacity(parameters.reduce(0) { $0 + ($1?.count ?? 0) })
-        for (i, parameter) in parameters.enumerated() {
-            guard let parameter else { continue }
-            offsets[i] = bytes.count
-            lengths[i] = Int32(parameter.count)
-            bytes.append(contentsOf: parameter)
+        for parameter in parameters {
+            if let parameter { bytes.append(contentsOf: parameter) }
         }
         return bytes.withUnsafeBufferPointer { buffer in
-            let base = UnsafeRawPointer(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!)
-            let values: [UnsafePointer<CChar>?] = offsets.map { offset in
-                offset < 0 ? nil : (base + offset).assumingMemoryBound(to: CChar.self)
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * max(count, 1)) { sizes in
+                withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: max(count, 1)) { values in
+                    let base = UnsafeRawPointer(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                    var offset = 0
+                    for (i, parameter) in parameters.enumerated() {
+                        sizes[i] = Int32(parameter?.count ?? 0)
+                        sizes[count + i] = 1  // binary
+                        values[i] = parameter.map { _ in (base + offset).assumingMemoryBound(to: CChar.self) }
+                        offset += parameter?.count ?? 0
+                    }
+                    return PQsendQueryPrepared(conn, name, Int32(count), values.baseAddress, sizes.baseAddress,
+                                               sizes.baseAddress.map { $0 + count }, 1) == 1
+                }
             }
-            return PQsendQueryPrepared(conn, name, Int32(count), values, lengths, formats, 1) == 1
         }
     }
 
@@ -444,7 +446,6 @@ final class PGConnection: @unchecked Sendable {
                 }
                 rows.rows.append(values)
             }
-            rows.affected = Int(String(cString: PQcmdTuples(result))) ?? 0
             request.results.append(rows)
         case PGRES_PIPELINE_ABORTED:
             request.results.append(PGRows())  // after the failure that aborted the request
