@@ -149,21 +149,31 @@ final class PGConnection: @unchecked Sendable {
 
     /// Runs `steps` as one transaction (all or none); their answers, one per step.
     func run(_ steps: [PGStep]) async throws(PGError) -> [PGRows] {
-        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[PGRows], PGError>, Never>) in
+        // the request is made and answered on the loop's thread: a caller there (a handler)
+        // sends inline; another runs there for the call (its continuation is then made and
+        // resumed on one thread, which ThreadSanitizer can follow)
+        if loop.inEventLoop { return try await submitHere(steps).get() }
+        return try await withTaskExecutorPreference(loop) { await self.submitHere(steps) }.get()
+    }
+
+    private func submitHere(_ steps: [PGStep]) async -> Result<[PGRows], PGError> {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[PGRows], PGError>, Never>) in
             let request = Request(steps, continuation)
-            loop.execute { self.submit(request) }
+            if loop.inEventLoop {
+                submit(request)
+            } else {
+                loop.execute { self.submit(request) }  // the loop has stopped: it runs here
+            }
         }
-        return try result.get()
     }
 
     /// Closes the connection; requests still waiting fail.
     func close() async {
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            loop.execute {
-                let error = PGError(kind: .connection, message: "the PostgreSQL store was closed")
+        await withTaskExecutorPreference(loop) {
+            let error = PGError(kind: .connection, message: "the PostgreSQL store was closed")
+            self.loop.execute {
                 self.tearDown(failing: error, sentFailure: error)
                 self.state = .closed
-                continuation.resume()
             }
         }
     }
@@ -322,10 +332,10 @@ final class PGConnection: @unchecked Sendable {
         guard PQpipelineSync(conn) == 1 else { return brokenWhileSending(request) }
         expected.append(.sync(request))
         sent.append(request)
-        flush()
         if watchdog == nil {
             watchdog = Task(executorPreference: loop) { await self.watchOverAnswers() }
         }
+        flush()
     }
 
     private func brokenWhileSending(_ request: Request) {
@@ -361,14 +371,17 @@ final class PGConnection: @unchecked Sendable {
         }
     }
 
-    /// Sends what libpq holds; asks to hear when the socket takes more, if it must.
+    /// Sends what libpq holds; asks to hear when the socket takes more, if it must. (libpq reads
+    /// while a send would block, so answers may be in its buffer now with nothing left on the
+    /// socket to wake the loop: they are taken here.)
     private func flush() {
         guard let conn else { return }
         switch PQflush(conn) {
         case 0: watch?.set(.readable)
         case 1: watch?.set([.readable, .writable])
-        default: broken(Self.message(conn))
+        default: return broken(Self.message(conn))
         }
+        drain()
     }
 
     private func ready(_ events: DescriptorWatch.Events) {
@@ -378,7 +391,7 @@ final class PGConnection: @unchecked Sendable {
             poll(PQconnectPoll(conn))
         case .ready:
             if events.contains(.writable) { flush() }
-            guard self.conn != nil else { return }
+            guard self.conn == conn else { return }
             if events.contains(.readable) || events.contains(.error) {
                 guard PQconsumeInput(conn) == 1 else { return broken(Self.message(conn)) }
                 drain()
@@ -390,8 +403,9 @@ final class PGConnection: @unchecked Sendable {
 
     /// Takes every answer that has arrived, in order, and completes the requests they end.
     private func drain() {
-        guard let conn else { return }
-        while let next = expected.first, PQisBusy(conn) == 0 {
+        // `conn` is looked at again each time round: finishing a request may send it again,
+        // and a send may find the connection broken and close it
+        while let conn, let next = expected.first, PQisBusy(conn) == 0 {
             let result = PQgetResult(conn)
             switch next {
             case .prepare(let id, let request, let index):
@@ -423,7 +437,7 @@ final class PGConnection: @unchecked Sendable {
                 finish(request)
             }
         }
-        if PQstatus(conn) == CONNECTION_BAD { broken(Self.message(conn)) }
+        if let conn, PQstatus(conn) == CONNECTION_BAD { broken(Self.message(conn)) }
     }
 
     private static func take(_ result: OpaquePointer, into request: Request, step: Int) {

@@ -76,6 +76,8 @@ import Testing
         #expect(seen.other.isEmpty, "\(seen.other.prefix(3))")
         #expect(seen.refusals.allSatisfy { $0.kind == .unavailable }, "\(seen.refusals.first { $0.kind != .unavailable }.map { "\($0)" } ?? "")")
         #expect(seen.refusals.contains { $0.message.contains("PostgreSQL at 127.0.0.1:\(server.port)") }, "\(seen.refusals.prefix(2))")
+        // none waited for the connection's watchdog: each heard of the outage when it happened
+        #expect(!seen.refusals.contains { $0.message.contains("no answer within") }, "\(seen.refusals.filter { $0.message.contains("no answer") }.prefix(2))")
         let stored = Set(try await table.list())
         let lost = seen.acknowledged.filter { !stored.contains($0) }
         #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost, e.g. \(lost.prefix(3))")
