@@ -1,4 +1,5 @@
 import Foundation
+import Micro
 
 /// Which keys a request concerns.
 public enum EtcdKeys: Sendable, Equatable {
@@ -21,18 +22,10 @@ public enum EtcdKeys: Sendable, Equatable {
         }
     }
 
-    /// The first key after every key that starts with `prefix`: its last byte below 0xff plus
-    /// one, what follows it dropped (all 0xff: every key to the end).
+    /// The first key after every key that starts with `prefix` (`\0`, etcd's "to the end", when
+    /// there is none).
     static func end(ofPrefix prefix: [UInt8]) -> Data {
-        var end = prefix
-        while let last = end.last {
-            if last < 0xff {
-                end[end.count - 1] = last + 1
-                return Data(end)
-            }
-            end.removeLast()
-        }
-        return Data([0])
+        KeyRange.end(ofPrefix: prefix).map { Data($0) } ?? Data([0])
     }
 }
 

@@ -397,7 +397,7 @@ final class PGStatements: Sendable {
     /// in key order, paged, and its parameters. Each shape is its own statement, so that a
     /// prefix is always a range of the index.
     func selection(keys: Bool, prefix: [UInt8], suffix: [UInt8], limit: Int, offset: Int) -> (PGQuery, [[UInt8]?]) {
-        let upper = Self.upperBound(prefix)
+        let upper = KeyRange.end(ofPrefix: prefix)
         let shape = (keys ? 1 : 0) | (prefix.isEmpty ? 0 : 2) | (upper == nil ? 0 : 4) | (suffix.isEmpty ? 0 : 8)
         var parameters: [[UInt8]?] = []
         var types: [Oid] = []
@@ -423,19 +423,6 @@ final class PGStatements: Sendable {
             return query
         }
         return (query, parameters)
-    }
-
-    /// The least byte string above every string that starts with `prefix` (nil: none).
-    static func upperBound(_ prefix: [UInt8]) -> [UInt8]? {
-        var bound = prefix
-        while let last = bound.last {
-            if last < 0xFF {
-                bound[bound.count - 1] = last + 1
-                return bound
-            }
-            bound.removeLast()
-        }
-        return nil
     }
 
     static func milliseconds(_ duration: Duration) -> Int64 {

@@ -270,7 +270,7 @@ final class SQLiteFile: Sendable {
     static func selection(columns: String, table: String, prefix: [UInt8], suffix: [UInt8], limit: Int, offset: Int,
                           now: Int64) -> (String, (SQLiteConnection.Statement) -> Void) {
         var sql = "SELECT \(columns) FROM \(table) WHERE (expires IS NULL OR expires > ?1)"
-        let upper = Self.upperBound(prefix)
+        let upper = KeyRange.end(ofPrefix: prefix)
         if !prefix.isEmpty { sql += " AND key >= ?2" }
         if upper != nil { sql += " AND key < ?3" }
         if !suffix.isEmpty { sql += " AND length(key) >= ?4 AND substr(key, -?4) = ?5" }
@@ -286,20 +286,6 @@ final class SQLiteFile: Sendable {
             statement.bind(6, Int64(limit > 0 ? limit : -1))
             statement.bind(7, Int64(offset))
         })
-    }
-
-    /// The least byte string above every string that starts with `prefix` (nil: none, when the
-    /// prefix is empty or all 0xFF).
-    static func upperBound(_ prefix: [UInt8]) -> [UInt8]? {
-        var bound = prefix
-        while let last = bound.last {
-            if last < 0xFF {
-                bound[bound.count - 1] = last + 1
-                return bound
-            }
-            bound.removeLast()
-        }
-        return nil
     }
 
     static func record(key: String, _ statement: SQLiteConnection.Statement, from column: Int32, now: Int64) -> Record {
