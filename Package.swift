@@ -107,12 +107,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // A SQLite VFS that refuses file reads on a thread that asks it to (event loops).
+        .target(
+            name: "CSQLiteNoIO",
+            dependencies: ["CSQLite"],
+            path: "CShims/CSQLiteNoIO",
+            publicHeadersPath: "include"
+        ),
         // The SQLite store: a file per database, a writer thread and two reader threads per file.
         .target(
             name: "MicroSQLite",
             dependencies: [
                 "Micro",
+                "MicroCore",
                 "CSQLite",
+                "CSQLiteNoIO",
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: swiftSettings
@@ -155,6 +164,12 @@ let package = Package(
             name: "echo",
             dependencies: ["Micro", "MicroEtcd"],
             path: "Sources/Examples/echo",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "notes",
+            dependencies: ["Micro", "MicroEtcd", "MicroSQLite", "MicroPostgres"],
+            path: "Sources/Examples/notes",
             swiftSettings: swiftSettings
         ),
         // Generated from Protos/greeter.proto by scripts/generate-protos (committed).

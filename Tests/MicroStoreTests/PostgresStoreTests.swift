@@ -85,6 +85,57 @@ import Testing
         await store.close()
     }
 
+    /// The notes example, a service on PostgreSQL: while the server is down its calls answer
+    /// 503 (go-micro's error, naming the server), and once it is back they succeed again with no
+    /// restart of the service; 404 and 409 come from the store's own errors.
+    @Test func aServiceAnswers503WhileItsDatabaseIsDownAndRecovers() async throws {
+        let server = try await PostgresServer()
+        defer { server.stop() }
+        let registry = FileManager.default.temporaryDirectory.appendingPathComponent("micro-registry-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: registry) }
+        let notes = try await ChildService("notes", environment: ["MICRO_STORE": "postgres", "MICRO_STORE_ADDRESS": server.url,
+                                                                  "MICRO_REGISTRY_ADDRESS": registry.path])
+        defer { notes.stop() }
+        _ = await notes.waitForLine(containing: "registered node")
+        let client = Client(registry: LocalRegistry(directory: registry), options: CallOptions(timeout: .seconds(60)))
+        struct Note: Codable, Sendable, Equatable { var id: String; var text: String; var version: UInt64? }
+        struct NoteID: Codable, Sendable { var id: String }
+        func write(_ note: Note) async throws -> Note { try await client.call("notes", "Notes.Write", note) }
+        func code(_ body: () async throws -> Void) async -> Int? {
+            do { try await body(); return nil } catch let error as MicroError { return error.code } catch { return -1 }
+        }
+
+        #expect(try await write(Note(id: "n1", text: "milk")).version == 1)
+        let read: Note = try await client.call("notes", "Notes.Read", NoteID(id: "n1"))
+        #expect(read == Note(id: "n1", text: "milk", version: 1))
+        #expect(await code { let _: Note = try await client.call("notes", "Notes.Read", NoteID(id: "nothing")) } == 404)
+        #expect(await code { _ = try await write(Note(id: "n1", text: "stale", version: 7)) } == 409)
+
+        await server.shutdown()
+        var refusal: MicroError?
+        do {
+            _ = try await write(Note(id: "n2", text: "while down"))
+        } catch let error as MicroError {
+            refusal = error
+        }
+        #expect(refusal?.code == 503 && refusal?.detail.contains("PostgreSQL at 127.0.0.1:\(server.port)") == true, "\(String(describing: refusal))")
+
+        try server.start()
+        try await server.waitUntilReady()
+        // the store comes back by itself: the service is never restarted (a caller tries again,
+        // a little later each time, while the store's short pause after the failure runs out)
+        var back: Note?
+        for attempt in 0..<200 where back == nil {
+            do {
+                back = try await write(Note(id: "n3", text: "after"))
+            } catch let error as MicroError where error.code == 503 {
+                try await Task.sleep(for: .milliseconds(10 * min(attempt + 1, 20)))
+            }
+        }
+        #expect(back?.version == 1)
+        #expect(try await client.call("notes", "Notes.Read", NoteID(id: "n1")) as Note == read)
+    }
+
     /// What the writers of the outage test share.
     final class Writers: Sendable {
         enum Phase: Int { case before, down, back }

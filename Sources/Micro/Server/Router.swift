@@ -298,6 +298,7 @@ final class Router: Sendable {
         switch error {
         case let e as MicroError: return e
         case is CancellationError: return .timeout(service, "\(endpoint.name) was cancelled")
+        case let e as StoreError: return e.microError(service)
         default:
             context.logger.error("handler failed: \(error)")
             return .internalServerError(service, "\(error)")

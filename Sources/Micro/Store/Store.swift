@@ -217,6 +217,19 @@ public struct StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// What a handler that let this error through answers: 404 not found, 409 conflict, 400 bad
+    /// input, 503 unavailable (the caller may try again later), 500 corrupt.
+    public func microError(_ id: String) -> MicroError {
+        let code = switch kind {
+        case .notFound: 404
+        case .conflict: 409
+        case .invalidArgument: 400
+        case .unavailable: 503
+        case .corrupt: 500
+        }
+        return MicroError(id: id, code: code, detail: message)
+    }
 }
 
 extension Store {
