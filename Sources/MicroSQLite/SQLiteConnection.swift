@@ -1,4 +1,5 @@
 import CSQLite
+import CSQLiteNoIO
 import DequeModule
 import Foundation
 import Micro
@@ -14,11 +15,14 @@ final class SQLiteConnection {
     private let db: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
 
-    init(path: String, readOnly: Bool) throws(StoreError) {
+    /// `inline`: a read-only connection for an event loop, on the VFS that refuses file reads
+    /// while the loop asks it to (`mc_sqlite_noio_begin`), with a larger page cache (what it
+    /// holds is what the loop can answer from) and no busy wait (a busy file is a refusal too).
+    init(path: String, readOnly: Bool, inline: Bool = false) throws(StoreError) {
         self.path = path
         var handle: OpaquePointer?
-        let flags = (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
-        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        let flags = (readOnly || inline ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, inline ? mc_sqlite_noio_name : nil)
         guard rc == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(rc))
             sqlite3_close_v2(handle)
@@ -27,11 +31,16 @@ final class SQLiteConnection {
         db = handle
         sqlite3_extended_result_codes(db, 1)
         do {
-            // a busy file (another process writing) is waited for, up to 5 s
-            try execute("PRAGMA busy_timeout = 5000")
-            if readOnly {
+            if inline {
+                try execute("PRAGMA busy_timeout = 0")
+                try execute("PRAGMA cache_size = -16384")  // 16 MiB
+                try execute("PRAGMA query_only = 1")
+            } else if readOnly {
+                // a busy file (another process writing) is waited for, up to 5 s
+                try execute("PRAGMA busy_timeout = 5000")
                 try execute("PRAGMA query_only = 1")
             } else {
+                try execute("PRAGMA busy_timeout = 5000")
                 // WAL: readers never wait for the writer; FULL: a write acknowledged is on disk
                 try execute("PRAGMA journal_mode = WAL")
                 try execute("PRAGMA synchronous = FULL")

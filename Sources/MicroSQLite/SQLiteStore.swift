@@ -1,5 +1,8 @@
 public import Foundation
 public import Micro
+import CSQLite
+import CSQLiteNoIO
+import MicroCore
 import Synchronization
 
 /// Records in SQLite files on this host (`MICRO_STORE=sqlite`, the default store): a file per
@@ -155,6 +158,13 @@ public final class SQLiteStore: Store {
         for file in open { file.stop() }
     }
 
+    /// Reads of `database` answered on an event loop from memory, and those sent to a thread
+    /// (tests).
+    package func inlineReads(database: String = "micro") -> (hits: Int, misses: Int) {
+        guard let file = files.map.withLock({ $0[database] }) else { return (0, 0) }
+        return (file.inlineHits.load(ordering: .relaxed), file.inlineMisses.load(ordering: .relaxed))
+    }
+
     /// The file of `database`, opened on first use.
     private func file(_ database: String) throws(StoreError) -> SQLiteFile {
         if let open = files.map.withLock({ $0[database] }) { return open }
@@ -174,12 +184,31 @@ public final class SQLiteStore: Store {
     }
 }
 
-/// One database file: its writer and its readers.
+/// One database file: its writer, its reader threads, and a connection per event loop that
+/// answers reads from its page cache on the loop itself.
 final class SQLiteFile: Sendable {
     let path: String
     private let writer: SQLiteWorker
     private let readers: [SQLiteWorker]
     private let nextReader = Atomic<Int>(0)
+    /// By index of the shared group's loops (empty when the VFS could not be registered).
+    private let inlineReaders: [InlineReader]
+
+    /// A loop's read connection on the VFS that refuses file reads while the loop reads.
+    private final class InlineReader: @unchecked Sendable {
+        // @unchecked Sendable: `connection` and `busy` are touched on the loop's thread, except
+        // while `busy` (set on the loop), when one reader thread uses and fills the connection;
+        // it clears `busy` through `loop.execute`, after which the loop may read again.
+        let loop: EventLoop
+        var connection: SQLiteConnection?
+        var busy = false
+
+        init(loop: EventLoop) { self.loop = loop }
+    }
+
+    /// Reads answered on a loop from memory, and reads that went to a thread (tests).
+    package let inlineHits = Atomic<Int>(0)
+    package let inlineMisses = Atomic<Int>(0)
 
     init(path: String) {
         self.path = path
@@ -196,13 +225,45 @@ final class SQLiteFile: Sendable {
                 try SQLiteConnection(path: path, readOnly: true)
             }
         }
+        inlineReaders = mc_sqlite_noio_register() == SQLITE_OK ? EventLoopGroup.shared.loops.map { InlineReader(loop: $0) } : []
     }
 
+    /// Runs a read. On an event loop, first on the loop's own connection with file reads
+    /// forbidden: answered from its page cache, or refused at once. A refused read goes to a
+    /// reader thread with that same connection, which keeps the pages it read, so the loop's
+    /// next reads of them are answered in place; the loop never waits for the disk.
     func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T) async throws(StoreError) -> T {
         // the writer runs first once, so that the file exists (with WAL) before any read
         try await opened()
         let i = nextReader.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count
-        return try await readers[i].run(body)
+        guard let inline = inlineReaders.first(where: { $0.loop.inEventLoop }), !inline.busy else {
+            return try await readers[i].run(body)
+        }
+        if let db = inline.connection {
+            mc_sqlite_noio_begin()
+            let outcome = Result<T, StoreError> { () throws(StoreError) in try body(db) }
+            let refused = mc_sqlite_noio_end() != 0
+            db.finishStatements()
+            if !refused {
+                inlineHits.add(1, ordering: .relaxed)
+                return try outcome.get()
+            }
+        }
+        inlineMisses.add(1, ordering: .relaxed)
+        inline.busy = true
+        let path = self.path
+        return try await readers[i].run { _ throws(StoreError) -> T in
+            defer { inline.loop.execute { inline.busy = false } }
+            let db: SQLiteConnection
+            if let made = inline.connection {
+                db = made
+            } else {
+                db = try SQLiteConnection(path: path, readOnly: true, inline: true)
+                inline.connection = db
+            }
+            defer { db.finishStatements() }
+            return try body(db)
+        }
     }
 
     func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T) async throws(StoreError) -> T {
@@ -220,6 +281,10 @@ final class SQLiteFile: Sendable {
     func stop() {
         writer.stop()
         for reader in readers { reader.stop() }
+        // the loops' connections close with their last use
+        for inline in inlineReaders {
+            inline.loop.execute { if !inline.busy { inline.connection = nil } }
+        }
     }
 
     /// Deletes the expired records of every table.

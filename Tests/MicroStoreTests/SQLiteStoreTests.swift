@@ -1,5 +1,6 @@
 import Foundation
 import Micro
+import MicroCore
 import MicroSQLite
 import MicroTestSupport
 import Synchronization
@@ -33,6 +34,35 @@ import Testing
         await #expect(throws: StoreError.self) { _ = try await second.table("t", database: "d").read("brief") }
         // a closed store says so
         await #expect(throws: StoreError.self) { _ = try await first.read("kept") }
+    }
+
+    /// On an event loop, a read is answered from the loop's own connection when its pages are
+    /// in memory, and goes to a reader thread (which brings them in) when they are not; either
+    /// way it sees every write acknowledged before it.
+    @Test func readsOnALoopAreAnsweredFromMemoryAndSeeEveryWrite() async throws {
+        let dir = Self.directory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = SQLiteStore(directory: dir)
+        defer { Task { await store.close() } }
+        let keys = (0..<200).map { "k\($0)" }
+        _ = try await store.write(keys.map { .put(Record(key: $0, value: Array($0.utf8))) }, scope: .default)
+        try await withTaskExecutorPreference(EventLoopGroup.shared.loops[0]) {
+            for _ in 0..<3 {
+                for key in keys { #expect(try await store.read(key).value == Array(key.utf8)) }
+            }
+            let warm = store.inlineReads()
+            #expect(warm.hits > 0 && warm.misses > 0, "\(warm)")
+            // writes from elsewhere: the next read on the loop sees each one at once
+            for round in 1...20 {
+                let key = keys[round * 7 % keys.count]
+                try await Task.detached { try await store.write(Record(key: key, value: [UInt8(round)])) }.value
+                #expect(try await store.read(key).value == [UInt8(round)], "\(key) round \(round)")
+                #expect(try await store.list(ListOptions(prefix: key)).contains(key))
+            }
+            // a prefix read on the loop, after the writes
+            #expect(try await store.read("k1", ReadOptions(prefix: true)).count == 111)
+        }
+        #expect(store.inlineReads().hits > 600, "\(store.inlineReads())")
     }
 
     @Test func aCorruptFileIsAClearErrorNamingIt() async throws {

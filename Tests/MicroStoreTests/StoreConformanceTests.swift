@@ -1,5 +1,6 @@
 import Foundation
 import Micro
+import MicroCore
 import MicroPostgres
 import MicroSQLite
 import MicroTestSupport
@@ -35,10 +36,12 @@ import Testing
         }
     }
 
+    /// Runs `body` on an event loop, where a service's handlers run (the SQLite and PostgreSQL
+    /// stores take their fast paths there; the other tests of each store call from elsewhere).
     static func using(_ kind: String, _ body: (any Store) async throws -> Void) async throws {
         let (store, dispose) = try await make(kind)
         do {
-            try await body(store)
+            try await withTaskExecutorPreference(EventLoopGroup.shared.loops[0]) { try await body(store) }
         } catch {
             await dispose()
             throw error
