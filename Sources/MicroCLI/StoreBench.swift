@@ -51,10 +51,12 @@ struct StoreBench: AsyncParsableCommand {
                 group.addTask(executorPreference: loops[task % loops.count]) {
                     var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
                     var errors = 0
+                    // one clock reading per operation: its end is the next one's start and the
+                    // time checked against the end of the run
+                    var last = ContinuousClock.now
                     while true {
                         let i = counters.issued.wrappingAdd(1, ordering: .relaxed).oldValue
-                        guard i < limit, ContinuousClock.now < end || limit != Int.max else { break }
-                        let sent = ContinuousClock.now
+                        guard i < limit, last < end || limit != Int.max else { break }
                         do {
                             if read {
                                 _ = try await table.read("bench/\(i % keys)")
@@ -62,8 +64,11 @@ struct StoreBench: AsyncParsableCommand {
                                 try await table.write(Record(key: "bench/\(i)", value: value))
                                 if acknowledge { FileHandle.standardOutput.write(Data("bench/\(i)\n".utf8)) }
                             }
-                            _ = histogram.record(UInt64(max(1, (ContinuousClock.now - sent).wholeNanoseconds / 1000)))
+                            let now = ContinuousClock.now
+                            _ = histogram.record(UInt64(max(1, (now - last).wholeNanoseconds / 1000)))
+                            last = now
                         } catch {
+                            last = ContinuousClock.now
                             errors += 1
                             if errors == 1 { FileHandle.standardError.write(Data("micro store-bench: \(error)\n".utf8)) }
                         }

@@ -53,6 +53,7 @@ final class SQLiteConnection {
 
     deinit {
         for statement in statements.values { sqlite3_finalize(statement) }
+        for statement in keyed.values { sqlite3_finalize(statement) }
         sqlite3_close_v2(db)
     }
 
@@ -70,11 +71,36 @@ final class SQLiteConnection {
             sqlite3_clear_bindings(cached)
             return Statement(connection: self, handle: cached)
         }
+        let handle = try prepare(sql)
+        statements[sql] = handle
+        return Statement(connection: self, handle: handle)
+    }
+
+    /// What a statement of the hot path is found by: what it does and on which table (hashing
+    /// a table name, not a whole SQL text, and no SQL built while it is cached).
+    struct StatementKey: Hashable {
+        let kind: Int
+        let table: String
+    }
+    private var keyed: [StatementKey: OpaquePointer] = [:]
+
+    /// The prepared statement `key` names, made from `sql()` the first time.
+    func statement(_ key: StatementKey, _ sql: () -> String) throws(StoreError) -> Statement {
+        if let cached = keyed[key] {
+            sqlite3_reset(cached)
+            sqlite3_clear_bindings(cached)
+            return Statement(connection: self, handle: cached)
+        }
+        let handle = try prepare(sql())
+        keyed[key] = handle
+        return Statement(connection: self, handle: handle)
+    }
+
+    private func prepare(_ sql: String) throws(StoreError) -> OpaquePointer {
         var handle: OpaquePointer?
         let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &handle, nil)
         guard rc == SQLITE_OK, let handle else { throw error(rc) }
-        statements[sql] = handle
-        return Statement(connection: self, handle: handle)
+        return handle
     }
 
     /// Resets the statements left mid-way (a read that took one row): a statement not reset
@@ -135,6 +161,9 @@ final class SQLiteConnection {
             guard count > 0, let base = sqlite3_column_blob(handle, column) else { return [] }
             return Array(UnsafeRawBufferPointer(start: base, count: count))
         }
+
+        /// NULL, or no bytes.
+        func isEmpty(_ column: Int32) -> Bool { sqlite3_column_bytes(handle, column) == 0 }
 
         func text(_ column: Int32) -> String {
             guard let base = sqlite3_column_text(handle, column) else { return "" }

@@ -62,8 +62,10 @@ public final class SQLiteStore: Store {
         let bytes = Array(key.utf8), now = SQLiteFile.now()
         let records = try await file.read { db throws(StoreError) -> [Record] in
             if exact {
-                guard let statement = try SQLiteFile.statement("SELECT value, metadata, expires, version FROM \(table) WHERE key = ?1 AND (expires IS NULL OR expires > ?2)", db)
-                else { return [] }
+                let named = SQLiteConnection.StatementKey(kind: 1, table: table)
+                guard let statement = try SQLiteFile.missingTableIsNil({ () throws(StoreError) in
+                    try db.statement(named) { "SELECT value, metadata, expires, version FROM \(table) WHERE key = ?1 AND (expires IS NULL OR expires > ?2)" }
+                }) else { return [] }
                 statement.bind(1, bytes)
                 statement.bind(2, now)
                 guard try statement.step() else { return [] }
@@ -313,8 +315,12 @@ final class SQLiteFile: Sendable {
     /// The statement for a read of a table; nil when the table does not exist yet (nothing
     /// was ever written to it).
     static func statement(_ sql: String, _ db: SQLiteConnection) throws(StoreError) -> SQLiteConnection.Statement? {
+        try missingTableIsNil { () throws(StoreError) in try db.statement(sql) }
+    }
+
+    static func missingTableIsNil(_ make: () throws(StoreError) -> SQLiteConnection.Statement) throws(StoreError) -> SQLiteConnection.Statement? {
         do {
-            return try db.statement(sql)
+            return try make()
         } catch where error.message.contains("no such table") {
             return nil
         }
@@ -354,7 +360,9 @@ final class SQLiteFile: Sendable {
     }
 
     static func record(key: String, _ statement: SQLiteConnection.Statement, from column: Int32, now: Int64) -> Record {
-        var record = Record(key: key, value: statement.blob(column), metadata: decode(statement.text(column + 1)),
+        // (most records have no metadata: no string is made for an empty column)
+        let metadata = statement.isEmpty(column + 1) ? [:] : decode(statement.text(column + 1))
+        var record = Record(key: key, value: statement.blob(column), metadata: metadata,
                             expiry: statement.int(column + 2).map { .milliseconds($0 - now) })
         record.version = UInt64(statement.int(column + 3) ?? 0)
         return record
