@@ -6,7 +6,8 @@
  *   sqliteloop DIR write|read SECONDS [VALUE_SIZE] [KEYS]
  *
  * write: an upsert of bench/<i> per transaction (autocommit), i counting up. read: KEYS keys
- * written first (one transaction), then SELECT by key, i modulo KEYS. Prints one JSON line:
+ * written first (one transaction), then SELECT by key, i modulo KEYS, of what is alive now
+ * (the expiry column checked against the wall clock, as the store reads). Prints one JSON line:
  * op, ops, seconds, ops_per_sec.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -20,6 +21,13 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Wall-clock milliseconds, as the store keeps expiry. */
+static sqlite3_int64 wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (sqlite3_int64)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void check(sqlite3 *db, int rc, const char *what) {
@@ -65,7 +73,7 @@ int main(int argc, char **argv) {
     sqlite3_stmt *put, *get;
     check(db, sqlite3_prepare_v2(db, "INSERT INTO \"t_bench\" (key, value, metadata, expires, version) VALUES (?1, ?2, '', NULL, 1) "
                                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = version + 1", -1, &put, NULL), "prepare");
-    check(db, sqlite3_prepare_v2(db, "SELECT value, metadata, expires, version FROM \"t_bench\" WHERE key = ?1", -1, &get, NULL), "prepare");
+    check(db, sqlite3_prepare_v2(db, "SELECT value, metadata, expires, version FROM \"t_bench\" WHERE key = ?1 AND (expires IS NULL OR expires > ?2)", -1, &get, NULL), "prepare");
     unsigned char *value = malloc((size_t)size + 1);
     memset(value, 'v', (size_t)size + 1);
     long ops = 0;
@@ -83,6 +91,7 @@ int main(int argc, char **argv) {
                 int n = snprintf(key, sizeof key, "bench/%ld", ops % keys);
                 sqlite3_reset(get);
                 sqlite3_bind_blob(get, 1, key, n, SQLITE_TRANSIENT);
+                sqlite3_bind_int64(get, 2, wall_ms());  /* what is alive now, as the store reads */
                 if (sqlite3_step(get) != SQLITE_ROW) {
                     fprintf(stderr, "sqliteloop: %s is missing\n", key);
                     return 1;

@@ -272,12 +272,12 @@ final class SQLiteFile: Sendable {
         try await writer.run(body)
     }
 
-    private let ready = Mutex(false)
+    private let ready = Atomic<Bool>(false)
 
     private func opened() async throws(StoreError) {
-        if ready.withLock({ $0 }) { return }
+        if ready.load(ordering: .acquiring) { return }
         try await writer.run { _ throws(StoreError) in }
-        ready.withLock { $0 = true }
+        ready.store(true, ordering: .releasing)
     }
 
     func stop() {
