@@ -197,7 +197,9 @@ final class Tally: Sendable {
         defer { Task { await etcd.close() } }
         var updates = etcd.updates(.prefix("/frozen/")).makeAsyncIterator()
         guard await EtcdClientTests.synced(&updates) != nil else { Issue.record("no watch"); return }
-        let lease = try await etcd.grantLease(ttl: 6)
+        // a TTL that leaves a loaded machine (a sanitizer, the whole suite at once) seconds to
+        // move the keep-alive stream: renewals every TTL/3, a move after 2 s unanswered
+        let lease = try await etcd.grantLease(ttl: 15)
         let (lost, reportLoss) = AsyncStream<EtcdError>.makeStream()
         let keepAlive = etcd.keepAlive(lease) { reportLoss.yield($0) }
         defer { keepAlive.cancel() }
@@ -218,7 +220,7 @@ final class Tally: Sendable {
         #expect(interrupted && seen == ["/frozen/a"])
         #expect(etcd.endpoints.first != cluster.endpoints[frozen])
         // the lease outlives member 0's silence: renewed through another member
-        try await Task.sleep(for: .seconds(8))  // longer than the lease's TTL, which is what is checked
+        try await Task.sleep(for: .seconds(16))  // longer than the lease's TTL, which is what is checked
         #expect(try await writer.leaseTimeToLive(lease.id) != nil)
         reportLoss.finish()
         var losses = 0
