@@ -58,6 +58,8 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
     }
 
     var isFinished: Bool { answered || gone }
+    /// The client went away (a reset stream, a closed connection).
+    var isGone: Bool { gone }
 
     var loop: EventLoop { fields.loop }
     var httpVersion: Int { fields.httpVersion }

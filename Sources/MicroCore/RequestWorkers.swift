@@ -108,6 +108,10 @@ final class RequestWorkers: @unchecked Sendable {
                     owner.ensureLooking()
                     current = call
                     call.worker = self
+                    // its client went away while it waited in the queue, when it had no worker
+                    // to cancel: the handler runs cancelled (nothing else would ever cancel it,
+                    // since a gone exchange arms no deadline)
+                    if call.isGone { cancel(call) }
                     await owner.handler(HTTPServerRequest(call), HTTPResponder(call))
                     call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
                     call.worker = nil

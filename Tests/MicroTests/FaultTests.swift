@@ -41,6 +41,47 @@ import Testing
         try await FloodTests.stillServesOverHTTP2(service.port!)
     }
 
+    /// A request whose client resets it before any worker took it (the request and its
+    /// RST_STREAM in one read): its handler still runs, but cancelled, as it would be had the
+    /// reset come a moment later; before, it ran unbounded (a gone exchange arms no deadline, and
+    /// no worker was there to cancel), so a handler that waited could wait for ever.
+    @Test func aRequestResetBeforeItsHandlerStartsRunsItCancelled() async throws {
+        let (ran, report) = AsyncStream<Bool>.makeStream()
+        let service = Service(name: "reset", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
+        service.handle("Greeter.Hello") { (req: Greeting, _: Context) async throws -> Reply in
+            guard req.name == "gone" else { return Reply(message: "Hello " + req.name) }
+            do {
+                try await Task.sleep(for: .seconds(600))
+                report.yield(false)
+            } catch {
+                report.yield(true)  // cancelled
+                throw error
+            }
+            return Reply(message: "Hello " + req.name)
+        }
+        try service.start()
+        defer { service.stop() }
+        let conn = try RawConnection(port: service.port!)
+        try conn.send(F.preface + F.frame(1, flags: 0x4, stream: 1, Self.helloBlock)
+                      + F.frame(0, flags: 0x1, stream: 1, Array(#"{"name":"gone"}"#.utf8))  // DATA, END_STREAM
+                      + F.frame(3, stream: 1, [0, 0, 0, 8]))  // RST_STREAM CANCEL, in the same write
+        let cancelled = await withTaskGroup(of: Bool?.self) { group in
+            group.addTask {
+                for await value in ran { return value }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(60))  // a bound, so that a regression fails instead of hanging
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        #expect(cancelled == true, "the handler of the reset request was not cancelled")
+        try await FloodTests.stillServesOverHTTP2(service.port!)
+    }
+
     /// A client that goes away in the middle of a body, on either protocol.
     @Test func aPeerGoneMidBodyHarmsNothing() async throws {
         let service = try F.service()
