@@ -134,7 +134,15 @@ final class SQLiteConnection {
         func bind(_ index: Int32, _ bytes: [UInt8]) {
             bytes.withUnsafeBytes { buffer in
                 // (a zero-length blob is still a blob, not NULL)
-                _ = sqlite3_bind_blob(handle, index, buffer.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(buffer.count), transient)
+                _ = sqlite3_bind_blob(handle, index, UnsafeRawPointer(buffer.baseAddress) ?? UnsafeRawPointer(bitPattern: 1), Int32(buffer.count), transient)
+            }
+        }
+
+        /// A string's UTF-8 bytes as a blob (a key), without copying them into an array first.
+        func bindUTF8(_ index: Int32, _ string: String) {
+            var string = string
+            string.withUTF8 { buffer in
+                _ = sqlite3_bind_blob(handle, index, UnsafeRawPointer(buffer.baseAddress) ?? UnsafeRawPointer(bitPattern: 1), Int32(buffer.count), transient)
             }
         }
 

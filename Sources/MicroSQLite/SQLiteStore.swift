@@ -61,16 +61,7 @@ public final class SQLiteStore: Store {
         let table = SQLiteFile.tableName(options.scope.table)
         let bytes = Array(key.utf8), now = SQLiteFile.now()
         let records = try await file.read { db throws(StoreError) -> [Record] in
-            if exact {
-                let named = SQLiteConnection.StatementKey(kind: 1, table: table)
-                guard let statement = try SQLiteFile.missingTableIsNil({ () throws(StoreError) in
-                    try db.statement(named) { "SELECT value, metadata, expires, version FROM \(table) WHERE key = ?1 AND (expires IS NULL OR expires > ?2)" }
-                }) else { return [] }
-                statement.bind(1, bytes)
-                statement.bind(2, now)
-                guard try statement.step() else { return [] }
-                return [SQLiteFile.record(key: key, statement, from: 0, now: now)]
-            }
+            if exact { return try SQLiteFile.lookUp(key, table: table, now: now, db).map { [$0] } ?? [] }
             let (sql, bind) = SQLiteFile.selection(columns: "key, value, metadata, expires, version", table: table,
                                                    prefix: options.prefix ? bytes : [], suffix: options.suffix ? bytes : [],
                                                    limit: options.limit, offset: options.offset, now: now)
@@ -84,6 +75,18 @@ public final class SQLiteStore: Store {
         }
         if exact && records.isEmpty { throw StoreError(.notFound, "no record \(key) in \(options.scope)") }
         return records
+    }
+
+    /// A read by key: no array, no closure on the way when the loop's connection answers it.
+    public func read(_ key: String, scope: StoreScope) async throws -> Record {
+        try scope.validate()
+        try Record.validate(key: key)
+        let file = try file(scope.database)
+        let table = SQLiteFile.tableName(scope.table), now = SQLiteFile.now()
+        guard let record = try await file.readOne(key, table: table, now: now) else {
+            throw StoreError(.notFound, "no record \(key) in \(scope)")
+        }
+        return record
     }
 
     public func write(_ writes: [StoreWrite], scope: StoreScope) async throws -> [UInt64] {
@@ -235,13 +238,35 @@ final class SQLiteFile: Sendable {
     /// reader thread with that same connection, which keeps the pages it read, so the loop's
     /// next reads of them are answered in place; the loop never waits for the disk.
     func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T) async throws(StoreError) -> T {
+        try await read(body, tryInline: true)
+    }
+
+    /// The record `key` of `table`, alive at `now`, or nil: as ``read(_:)``, with the loop's
+    /// attempt made without a closure.
+    func readOne(_ key: String, table: String, now: Int64) async throws(StoreError) -> Record? {
+        try await opened()
+        if let inline = inlineReaders.first(where: { $0.loop.inEventLoop }), !inline.busy, let db = inline.connection {
+            mc_sqlite_noio_begin()
+            let outcome = Result<Record?, StoreError> { () throws(StoreError) in try Self.lookUp(key, table: table, now: now, db) }
+            let refused = mc_sqlite_noio_end() != 0
+            db.finishStatements()
+            if !refused {
+                inlineHits.add(1, ordering: .relaxed)
+                return try outcome.get()
+            }
+        }
+        return try await read({ db throws(StoreError) in try Self.lookUp(key, table: table, now: now, db) }, tryInline: false)
+    }
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T,
+                                   tryInline: Bool) async throws(StoreError) -> T {
         // the writer runs first once, so that the file exists (with WAL) before any read
         try await opened()
         let i = nextReader.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count
         guard let inline = inlineReaders.first(where: { $0.loop.inEventLoop }), !inline.busy else {
             return try await readers[i].run(body)
         }
-        if let db = inline.connection {
+        if tryInline, let db = inline.connection {
             mc_sqlite_noio_begin()
             let outcome = Result<T, StoreError> { () throws(StoreError) in try body(db) }
             let refused = mc_sqlite_noio_end() != 0
@@ -311,6 +336,18 @@ final class SQLiteFile: Sendable {
 
     /// Milliseconds since 1970: expiry outlives the process, so it is wall-clock time.
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// The record `key` of `table` alive at `now`, or nil (none, or no such table yet).
+    static func lookUp(_ key: String, table: String, now: Int64, _ db: SQLiteConnection) throws(StoreError) -> Record? {
+        let named = SQLiteConnection.StatementKey(kind: 1, table: table)
+        guard let statement = try missingTableIsNil({ () throws(StoreError) in
+            try db.statement(named) { "SELECT value, metadata, expires, version FROM \(table) WHERE key = ?1 AND (expires IS NULL OR expires > ?2)" }
+        }) else { return nil }
+        statement.bindUTF8(1, key)
+        statement.bind(2, now)
+        guard try statement.step() else { return nil }
+        return record(key: key, statement, from: 0, now: now)
+    }
 
     /// The statement for a read of a table; nil when the table does not exist yet (nothing
     /// was ever written to it).

@@ -19,6 +19,9 @@ public protocol Store: Sendable {
     /// ``StoreError/Kind/notFound`` if none), or with `options.prefix`/`options.suffix` all whose
     /// keys start or end with it (possibly none), in key order, after `offset`, at most `limit`.
     func read(_ key: String, _ options: ReadOptions) async throws -> [Record]
+    /// The record `key` in `scope` (throws ``StoreError/Kind/notFound`` if there is none): the
+    /// read by key, which a store may serve faster than the general one (the default calls it).
+    func read(_ key: String, scope: StoreScope) async throws -> Record
     /// Writes `writes` in one transaction in `scope`: all or none (a failed version check fails
     /// them all with ``StoreError/Kind/conflict``). Returns each write's new version (0 for a
     /// delete).
@@ -234,11 +237,16 @@ public struct StoreError: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension Store {
     /// The record `key` in `scope` (throws ``StoreError/Kind/notFound`` if there is none).
-    public func read(_ key: String, scope: StoreScope = .default) async throws -> Record {
+    public func read(_ key: String, scope: StoreScope) async throws -> Record {
         guard let record = try await read(key, ReadOptions(scope: scope)).first else {
             throw StoreError(.notFound, "no record \(key) in \(scope)")
         }
         return record
+    }
+
+    /// The record `key` in the default scope (`micro`/`micro`).
+    public func read(_ key: String) async throws -> Record {
+        try await read(key, scope: .default)
     }
 
     /// Writes `record` (only if its version is `ifVersion`, when given); returns its new version.
