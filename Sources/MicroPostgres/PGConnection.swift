@@ -51,8 +51,6 @@ struct PGError: Error, Sendable, CustomStringConvertible {
     var constraint: String?
     /// The statement of the request that failed.
     var step: Int?
-    /// For a lost connection: whether the request had been sent (it may have been applied).
-    var sent = false
 
     var description: String { message }
 }
@@ -299,8 +297,7 @@ final class PGConnection: @unchecked Sendable {
 
     /// The connection broke (or stopped answering) while in use.
     private func broken(_ reason: String) {
-        var lost = PGError(kind: .connection, message: "the connection to PostgreSQL at \(label) was lost (\(reason)); the request may or may not have been applied")
-        lost.sent = true
+        let lost = PGError(kind: .connection, message: "the connection to PostgreSQL at \(label) was lost (\(reason)); the request may or may not have been applied")
         let error = PGError(kind: .connection, message: "the connection to PostgreSQL at \(label) was lost: \(reason)")
         tearDown(failing: error, sentFailure: lost)
         down(reason)

@@ -56,7 +56,16 @@ public final class PostgresStore: Store {
     /// The statements of each scope used, made once.
     private final class Scopes: Sendable {
         let map = Mutex<[StoreScope: PGStatements]>([:])
-        var sweeps: [PGQuery] { map.withLock { $0.values.map(\.sweep) } }
+        /// Deletes the expired records of every table used (a table not made yet has none).
+        func sweep(on connection: PGConnection) async throws(PGError) {
+            for sweep in map.withLock({ $0.values.map(\.sweep) }) {
+                do {
+                    _ = try await connection.run([PGStep(sweep)])
+                } catch where error.isMissingTable {
+                    continue
+                }
+            }
+        }
     }
 
     public var name: String { "postgres" }
@@ -81,9 +90,7 @@ public final class PostgresStore: Store {
             sweeper.withLock {
                 $0 = Task {
                     while (try? await Task.sleep(for: period)) != nil {
-                        for sweep in scopes.sweeps {
-                            _ = try? await connection.run([PGStep(sweep)])
-                        }
+                        try? await scopes.sweep(on: connection)
                     }
                 }
             }
@@ -210,14 +217,10 @@ public final class PostgresStore: Store {
 
     /// Deletes the expired records of the tables this store has used.
     public func sweep() async throws {
-        for sweep in scopes.sweeps {
-            do {
-                _ = try await connection().run([PGStep(sweep)])
-            } catch where error.isMissingTable {
-                continue
-            } catch {
-                throw storeError(error, scope: .default)
-            }
+        do {
+            try await scopes.sweep(on: connection())
+        } catch {
+            throw storeError(error, scope: .default)
         }
     }
 

@@ -245,17 +245,23 @@ final class SQLiteFile: Sendable {
     /// attempt made without a closure.
     func readOne(_ key: String, table: String, now: Int64) async throws(StoreError) -> Record? {
         try await opened()
-        if let inline = inlineReaders.first(where: { $0.loop.inEventLoop }), !inline.busy, let db = inline.connection {
-            mc_sqlite_noio_begin()
-            let outcome = Result<Record?, StoreError> { () throws(StoreError) in try Self.lookUp(key, table: table, now: now, db) }
-            let refused = mc_sqlite_noio_end() != 0
-            db.finishStatements()
-            if !refused {
-                inlineHits.add(1, ordering: .relaxed)
-                return try outcome.get()
-            }
+        if let inline = inlineReaders.first(where: { $0.loop.inEventLoop }), !inline.busy, let db = inline.connection,
+           let outcome = inPlace(db, { db throws(StoreError) in try Self.lookUp(key, table: table, now: now, db) }) {
+            return try outcome.get()
         }
         return try await read({ db throws(StoreError) in try Self.lookUp(key, table: table, now: now, db) }, tryInline: false)
+    }
+
+    /// Runs `body` on the loop's connection with file reads forbidden: its outcome, or nil when
+    /// a read was refused (what it found is then thrown away).
+    private func inPlace<T>(_ db: SQLiteConnection, _ body: (SQLiteConnection) throws(StoreError) -> T) -> Result<T, StoreError>? {
+        mc_sqlite_noio_begin()
+        let outcome = Result<T, StoreError> { () throws(StoreError) in try body(db) }
+        let refused = mc_sqlite_noio_end() != 0
+        db.finishStatements()
+        guard !refused else { return nil }
+        inlineHits.add(1, ordering: .relaxed)
+        return outcome
     }
 
     private func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> T,
@@ -266,15 +272,8 @@ final class SQLiteFile: Sendable {
         guard let inline = inlineReaders.first(where: { $0.loop.inEventLoop }), !inline.busy else {
             return try await readers[i].run(body)
         }
-        if tryInline, let db = inline.connection {
-            mc_sqlite_noio_begin()
-            let outcome = Result<T, StoreError> { () throws(StoreError) in try body(db) }
-            let refused = mc_sqlite_noio_end() != 0
-            db.finishStatements()
-            if !refused {
-                inlineHits.add(1, ordering: .relaxed)
-                return try outcome.get()
-            }
+        if tryInline, let db = inline.connection, let outcome = inPlace(db, body) {
+            return try outcome.get()
         }
         inlineMisses.add(1, ordering: .relaxed)
         inline.busy = true
