@@ -101,7 +101,11 @@ typedef struct mc_conn mc_conn_t;
 
 struct mc_loop {
     uv_loop_t uv;
-    uv_async_t wake;
+    /* Wake-ups from other threads: an eventfd the loop polls (see mc_loop_post for why not
+     * uv_async_t); `wakers` counts the posts between leaving mu and their write to it. */
+    uv_poll_t wake;
+    int wake_fd;
+    atomic_uint wakers;
     uv_check_t check;
     uv_idle_t idle;
     uv_prepare_t prepare;

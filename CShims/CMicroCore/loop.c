@@ -1,6 +1,6 @@
 /*
  * Event loops: one libuv loop per thread. Jobs from other threads go through a mutex-protected
- * vector that the loop swaps out whole (one uv_async_t wake-up per batch); jobs from the loop's
+ * vector that the loop swaps out whole (one eventfd wake-up per batch); jobs from the loop's
  * own thread go to a plain ring. Jobs run in uv_check; a uv_idle_t keeps the loop from blocking
  * while jobs are left; dirty connections are flushed in uv_prepare, once per turn.
  */
@@ -9,8 +9,11 @@
 #endif
 #include "internal.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,9 +119,27 @@ static bool loop_closed(mc_loop_t *l) {
     return closed;
 }
 
-static void on_wake(uv_async_t *h) {
+/* The eventfd was written: clear it (the jobs run in on_check, after this). */
+static void on_wake(uv_poll_t *h, int status, int events) {
+    (void)status;
+    (void)events;
     mc_loop_t *l = h->data;
+    uint64_t count;
+    while (read(l->wake_fd, &count, sizeof count) < 0 && errno == EINTR) {
+    }
     if (!l->stopping && loop_closed(l)) begin_stop(l);
+}
+
+/* Called under mu by a post that needs a wake-up; the write follows with wake_send, after mu
+ * is released. */
+static void wake_begin(mc_loop_t *l) { atomic_fetch_add_explicit(&l->wakers, 1, memory_order_relaxed); }
+
+static void wake_send(mc_loop_t *l) {
+    uint64_t one = 1;
+    /* EAGAIN would mean a counter near 2^64 unread: the loop is awake already */
+    while (write(l->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+    atomic_fetch_sub_explicit(&l->wakers, 1, memory_order_release);
 }
 
 static void on_check(uv_check_t *h) {
@@ -206,7 +227,18 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
     pthread_mutex_init(&l->mu, NULL);
     atomic_init(&l->nconns, 0);
     atomic_init(&l->joined, false);
-    uv_async_init(&l->uv, &l->wake, on_wake);
+    atomic_init(&l->wakers, 0);
+    l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->wake_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        uv_loop_close(&l->uv);
+        pthread_mutex_destroy(&l->mu);
+        free(l->readbuf);
+        free(l);
+        return NULL;
+    }
+    uv_poll_init(&l->uv, &l->wake, l->wake_fd);
+    uv_poll_start(&l->wake, UV_READABLE, on_wake);
     uv_check_init(&l->uv, &l->check);
     uv_idle_init(&l->uv, &l->idle);
     uv_prepare_init(&l->uv, &l->prepare);
@@ -221,6 +253,7 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
         uv_walk(&l->uv, close_walk, NULL);
         uv_run(&l->uv, UV_RUN_DEFAULT);
         uv_loop_close(&l->uv);
+        close(l->wake_fd);
         pthread_mutex_destroy(&l->mu);
         free(l->readbuf);
         free(l);
@@ -255,10 +288,15 @@ int mc_loop_post(mc_loop_t *l, mc_job_fn fn, void *ctx, void *arg) {
     bool was_empty = l->remote_len == 0;
     l->remote[l->remote_len++] = (mc_job_t){fn, ctx, arg};
     /* An empty queue means the loop has swapped out the last batch: it needs a new wake-up.
-     * Sent under the lock: the loop closes its async handle only after it has seen `closed`
-     * under this lock, so the handle is still open here. */
-    if (was_empty) uv_async_send(&l->wake);
+     * It is written after the lock is released, so that the loop, woken, does not find the lock
+     * still held; `wakers` keeps the eventfd open until the write is done (mc_loop_stop).
+     * Not uv_async_send: when the write wakes the loop on the sender's own core, the loop
+     * preempts the sender before it marks the send done, and libuv's loop then spins (about a
+     * thousand pause instructions, then a yield) waiting for that mark: tens of microseconds
+     * per wake-up on one core. */
+    if (was_empty) wake_begin(l);
     pthread_mutex_unlock(&l->mu);
+    if (was_empty) wake_send(l);
     return 0;
 }
 
@@ -281,11 +319,16 @@ void mc_loop_stop(mc_loop_t *l) {
     pthread_mutex_lock(&l->mu);
     bool already = l->closed;
     l->closed = true;
-    if (!already) uv_async_send(&l->wake); /* under the lock, as in mc_loop_post */
+    if (!already) wake_begin(l);
     pthread_mutex_unlock(&l->mu);
     if (already) return;
+    wake_send(l);
     uv_thread_join(&l->thread);
     atomic_store(&l->joined, true);
+    /* a post that saw the loop open may still be writing its wake-up */
+    while (atomic_load_explicit(&l->wakers, memory_order_acquire) != 0) sched_yield();
+    close(l->wake_fd);
+    l->wake_fd = -1;
     /* no timer will sweep them now, and requests released from here on must not touch the wheel */
     mc_wheel_disarm_all(&l->deadlines);
     uv_loop_close(&l->uv);

@@ -154,6 +154,11 @@ final class SQLiteConnection {
             if let value { _ = sqlite3_bind_int64(handle, index, value) } else { _ = sqlite3_bind_null(handle, index) }
         }
 
+        /// Steps a statement that returns no rows.
+        func run() throws(StoreError) {
+            _ = try step()
+        }
+
         /// true: a row is ready; false: done.
         func step() throws(StoreError) -> Bool {
             let rc = sqlite3_step(handle)
@@ -249,31 +254,39 @@ final class SQLiteWorker: Sendable {
             return
         }
         do {
-            try db.execute("BEGIN IMMEDIATE")
+            try db.statement("BEGIN IMMEDIATE").run()
         } catch {
             for job in jobs { job.fail(error) }
             return
         }
+        // one job alone needs no savepoint: if it fails, the whole transaction is rolled back
+        let alone = jobs.count == 1
         var finishes: [@Sendable (StoreError?) -> Void] = []
+        var committing = false
         for job in jobs {
-            do {
-                try db.execute("SAVEPOINT job")
-            } catch {
-                job.fail(error)
-                continue
+            if !alone {
+                do {
+                    try db.statement("SAVEPOINT job").run()
+                } catch {
+                    job.fail(error)
+                    continue
+                }
             }
             let (failed, finish) = job.run(db)
             db.finishStatements()
-            if failed { try? db.execute("ROLLBACK TO job") }
-            try? db.execute("RELEASE job")
+            if !alone {
+                if failed { try? db.statement("ROLLBACK TO job").run() }
+                try? db.statement("RELEASE job").run()
+            }
+            committing = committing || !failed
             finishes.append(finish)
         }
         var failure: StoreError?
         do {
-            try db.execute("COMMIT")
+            try db.statement(committing ? "COMMIT" : "ROLLBACK").run()
         } catch {
             failure = error
-            try? db.execute("ROLLBACK")
+            try? db.statement("ROLLBACK").run()
         }
         for finish in finishes { finish(failure) }
     }
