@@ -84,6 +84,7 @@ let package = Package(
             name: "Micro",
             dependencies: [
                 "MicroCore",
+                "CMicroCore",  // signing keys for tokens (Auth/SigningKey.swift)
                 "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

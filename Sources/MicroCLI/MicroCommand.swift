@@ -16,7 +16,7 @@ struct MicroCommand: AsyncParsableCommand {
         discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
         subcommands: [
             Services.self, Describe.self, Call.self, Stream.self, Watch.self, Publish.self, Subscribe.self, Bench.self,
-            StreamBench.self, EtcdBench.self, Lock.self, Elect.self, StoreCommand.self, StoreBench.self, Certs.self, Config.self,
+            StreamBench.self, EtcdBench.self, Lock.self, Elect.self, StoreCommand.self, StoreBench.self, Certs.self, Config.self, AuthCommand.self,
         ]
     )
 
@@ -98,10 +98,12 @@ struct Call: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the answer, retries included.") var timeout: Double = 5
     @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// plaintext HTTP/1.1, h2c:// or no scheme plaintext HTTP/2).") var address: String?
     @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
+    @Option(help: "An access token, sent as Authorization: Bearer TOKEN (default: MICRO_AUTH_TOKEN).") var token: String?
 
     func run() async throws {
         var options = CallOptions(timeout: .milliseconds(Int(timeout * 1000)), address: address)
         options.metadata = try keyValues(metadata, what: "metadata")
+        if let token { options.metadata["Authorization"] = "Bearer \(token)" }
         var logger = Logger(label: "micro")
         logger.logLevel = .error
         let client = try makeClient(options: options, logger: logger)
@@ -126,10 +128,12 @@ struct Stream: AsyncParsableCommand {
     @Option(help: "Seconds the whole stream may last (default: no limit).") var timeout: Double?
     @Option(help: "Call this host:port directly instead of looking the service up (https:// or tls:// for TLS; http:// plaintext HTTP/1.1, h2c:// or no scheme plaintext HTTP/2).") var address: String?
     @Option(name: .customLong("metadata"), help: "A request header, key=value (repeatable).") var metadata: [String] = []
+    @Option(help: "An access token, sent as Authorization: Bearer TOKEN (default: MICRO_AUTH_TOKEN).") var token: String?
 
     func run() async throws {
         var options = CallOptions(address: address, streamTimeout: timeout.map { .milliseconds(Int($0 * 1000)) })
         options.metadata = try keyValues(metadata, what: "metadata")
+        if let token { options.metadata["Authorization"] = "Bearer \(token)" }
         var logger = Logger(label: "micro")
         logger.logLevel = .error
         let client = try makeClient(options: options, logger: logger)
@@ -182,9 +186,11 @@ struct Publish: AsyncParsableCommand {
     @Argument(help: "The topic.") var topic: String
     @Argument(help: "The message as JSON.") var message: String
     @Option(name: .customLong("metadata"), help: "A message header, key=value (repeatable).") var metadata: [String] = []
+    @Option(help: "An access token, sent as Authorization: Bearer TOKEN (default: MICRO_AUTH_TOKEN).") var token: String?
 
     func run() async throws {
-        let headers = try keyValues(metadata, what: "metadata")
+        var headers = try keyValues(metadata, what: "metadata")
+        if let token { headers["Authorization"] = "Bearer \(token)" }
         var logger = Logger(label: "micro")
         logger.logLevel = .error
         let client = try makeClient(logger: logger)

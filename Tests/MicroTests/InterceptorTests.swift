@@ -136,9 +136,10 @@ import Testing
         let delivered = Shared<[String]>([])
         let deliveryAttempts = Shared(0)
 
-        init(interceptors: [any ServerInterceptor]) async throws {
+        init(interceptors: [any ServerInterceptor], auth: ServiceAuth? = nil) async throws {
             let registry = MemoryRegistry()
-            let options = ServiceOptions(handleSignals: false, registry: registry, interceptors: interceptors, broker: broker)
+            var options = ServiceOptions(handleSignals: false, registry: registry, interceptors: interceptors, broker: broker)
+            options.auth = auth
             service = Service(name: "icounter", address: "127.0.0.1:0", options: options)
             service.register(Counter(runs: runs))
             service.handle("Greeter.Hello") { [runs] (hello: Hello, ctx: Context) async throws -> Reply in

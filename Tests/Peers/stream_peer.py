@@ -11,6 +11,8 @@
   stream_peer.py refused HOST:PORT         calls each method of every kind with the metadata
                                            x-deny: 1 (which a test interceptor refuses), prints the
                                            status each ended with: {"Ping": {"code", "details"}, ...}
+  stream_peer.py with HOST:PORT [K=V ...]  the same calls with the metadata K=V (none if no pair),
+                                           and the same answer
 """
 import json
 import os
@@ -182,9 +184,12 @@ def read_count(address, count, size):
 
 
 def refused(address):
+    statuses(address, (("x-deny", "1"),))
+
+
+def statuses(address, deny):
     import counter_pb2 as pb, counter_pb2_grpc as pbg
 
-    deny = (("x-deny", "1"),)
     calls = {
         "Ping": lambda stub: stub.Ping(pb.Note(text="hi"), metadata=deny, timeout=120),
         "Count": lambda stub: list(stub.Count(pb.CountRequest(count=3), metadata=deny, timeout=120)),
@@ -211,6 +216,8 @@ if __name__ == "__main__":
         run_server()
     elif len(sys.argv) == 3 and sys.argv[1] == "refused":
         refused(sys.argv[2])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "with":
+        statuses(sys.argv[2], tuple(tuple(pair.split("=", 1)) for pair in sys.argv[3:]))
     elif len(sys.argv) == 5 and sys.argv[1] == "read-count":
         read_count(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:

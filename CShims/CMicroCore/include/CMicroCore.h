@@ -396,6 +396,33 @@ void mc_cert_free(char *pem);
  * malloc'd (mc_cert_free); NULL if none. */
 char *mc_cert_identity(const char *cert_pem, size_t len);
 
+/* ---------------------------------------------------------------- signing keys (tokens)
+ *
+ * RSA of 2048 bits or more (RS256), EC P-256 (ES256), Ed25519 (EdDSA). Any thread; one key may be
+ * used by several threads at once. */
+
+typedef struct mc_sigkey mc_sigkey_t;
+
+enum { MC_SIGKEY_RSA = 1, MC_SIGKEY_P256 = 2, MC_SIGKEY_ED25519 = 3 };
+
+/* A key from PEM (a PUBLIC KEY, or with private_key a PRIVATE KEY in any of OpenSSL's forms);
+ * NULL with a message in err. */
+mc_sigkey_t *mc_sigkey_from_pem(const char *pem, size_t len, int private_key, char *err, size_t errlen);
+/* A new key pair of `kind` (RSA: 2048 bits). */
+mc_sigkey_t *mc_sigkey_generate(int kind, char *err, size_t errlen);
+void mc_sigkey_free(mc_sigkey_t *key);
+int mc_sigkey_kind(const mc_sigkey_t *key);
+int mc_sigkey_has_private(const mc_sigkey_t *key);
+/* The public (or private) key as PEM, malloc'd (mc_cert_free); NULL if not there. */
+char *mc_sigkey_pem(const mc_sigkey_t *key, int private_key);
+/* SHA-256 of the public key's DER (SubjectPublicKeyInfo). 0, or -1. */
+int mc_sigkey_fingerprint(const mc_sigkey_t *key, uint8_t out[32]);
+/* Signs data as JWS does (SHA-256 for RSA and EC, ECDSA as r||s); the signature's length, or -1
+ * (no private key, cap too small: 512 bytes fit every key here up to RSA-4096). */
+long mc_sigkey_sign(const mc_sigkey_t *key, const uint8_t *data, size_t len, uint8_t *sig, size_t cap);
+/* 1 if sig is key's JWS signature of data, else 0. */
+int mc_sigkey_verify(const mc_sigkey_t *key, const uint8_t *data, size_t len, const uint8_t *sig, size_t siglen);
+
 /* ---------------------------------------------------------------- load driver (loop thread)
  *
  * A closed-loop benchmark run entirely in the core (bench.c): `connections` HTTP/2 connections

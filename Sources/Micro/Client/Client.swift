@@ -33,7 +33,7 @@ public final class Client: Sendable {
     public let tls: TLSConfig?
 
     /// A client with the framework's settings of `config` (the process's by default): its TLS
-    /// (`MICRO_TLS_*`) when `tls` is nil. Throws ``ConfigurationError`` for a TLS setting that
+    /// (`MICRO_TLS_*`) when `tls` is nil, and sends `MICRO_AUTH_TOKEN` on every call. Throws ``ConfigurationError`` for a TLS setting that
     /// does not parse, rather than call in plaintext what was meant to be called over TLS.
     public convenience init(
         config: MicroConfig,
@@ -53,6 +53,11 @@ public final class Client: Sendable {
             } catch {
                 throw ConfigurationError(key: "micro.tls", reason: "TLS: \(error.message)")
             }
+        }
+        // MICRO_AUTH_TOKEN: sent on every call that carries no Authorization of its own
+        var interceptors = interceptors
+        if let token = config.frameworkEnvironment["MICRO_AUTH_TOKEN"], !token.isEmpty {
+            interceptors.insert(AuthClientInterceptor(tokens: TokenSource(token: token)), at: 0)
         }
         self.init(registry: registry, broker: broker, strategy: strategy, options: options, interceptors: interceptors,
                   eventLoopGroup: eventLoopGroup, logger: logger, tls: tls)

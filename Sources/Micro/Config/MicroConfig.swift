@@ -183,6 +183,11 @@ public final class MicroConfig: Sendable {
         ("micro.tls.trustDomain", "MICRO_TLS_TRUST_DOMAIN", "SPIFFE trust domain of identities"),
         ("micro.tls.serverIdentity", "MICRO_TLS_SERVER_IDENTITY", "identity a client expects of servers"),
         ("micro.certsDir", "MICRO_CERTS_DIR", "where `micro certs` keeps its CA"),
+        ("micro.auth", "MICRO_AUTH", "auth: jwt, or noop (the default)"),
+        ("micro.auth.publicKey", "MICRO_AUTH_PUBLIC_KEY", "keys verifying tokens (base64 of PEM, or PEM files; comma separated)"),
+        ("micro.auth.privateKey", "MICRO_AUTH_PRIVATE_KEY", "key signing tokens (base64 of PEM, or a PEM file)"),
+        ("micro.auth.issuer", "MICRO_AUTH_ISSUER", "issuer of tokens (go.micro)"),
+        ("micro.auth.token", "MICRO_AUTH_TOKEN", "token a client sends on every call"),
         ("micro.config.file", "MICRO_CONFIG_FILE", "this configuration file (JSON or YAML)"),
     ].map { Setting(key: $0.0, environment: $0.1, summary: $0.2) }
 

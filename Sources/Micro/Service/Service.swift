@@ -53,6 +53,7 @@ public final class Service: Sendable {
     private struct State {
         var server: HTTPServer?
         var stopRequested = false
+        var rulesStarted = false
         var running = false
         var stopWaiter: CheckedContinuation<Void, Never>?
     }
@@ -91,11 +92,21 @@ public final class Service: Sendable {
         // the client's broker is the service's: one registry watch and one connection pool
         // a TLS environment that does not parse is the service's to report (it refuses to start),
         // not the client's to log and ignore
-        self.client = Client(registry: options.registry, broker: options.broker, eventLoopGroup: options.eventLoopGroup,
-                             logger: options.logger, tls: options.tls)
+        // auth: the outermost server interceptor, and the client's token
+        var serverInterceptors = options.interceptors
+        var clientInterceptors: [any ClientInterceptor] = []
+        if let auth = options.auth {
+            serverInterceptors.insert(AuthInterceptor(auth: auth.auth, rules: auth.rules), at: 0)
+            let tokens = auth.tokens ?? auth.auth.privateKey.map { _ in
+                TokenSource(signing: Account(id: name, type: "service", issuer: auth.auth.issuer, scopes: ["service"]), with: auth.auth)
+            }
+            if let tokens { clientInterceptors.append(AuthClientInterceptor(tokens: tokens)) }
+        }
+        self.client = Client(registry: options.registry, broker: options.broker, interceptors: clientInterceptors,
+                             eventLoopGroup: options.eventLoopGroup, logger: options.logger, tls: options.tls)
         let broker = client.broker
         self.broker = broker
-        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
+        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: serverInterceptors,
                              broker: broker as? any MountedBroker)
         registerHealth()
         registerReflection()
@@ -215,7 +226,16 @@ public final class Service: Sendable {
                                     streams: { router.isStream(path: $0) }) { request, responder in
             await router.serve(request, responder)
         }
-        state.withLock { $0.server = server }
+        let startRules = state.withLock { s in
+            s.server = server
+            defer { s.rulesStarted = true }
+            return !s.rulesStarted
+        }
+        if startRules, let auth = options.auth {
+            // the first read of the rules begins now; calls wait for it (AuthRules.ready)
+            auth.rules.start()
+            if let note = options.authNote { options.logger.warning("\(note)") }
+        }
         if let mounted = broker as? any MountedBroker, let address = advertisedAddress {
             mounted.attach(address: address, tlsIdentity: options.tls.map { $0.identity(ofService: name) })
         }
@@ -290,12 +310,16 @@ public final class Service: Sendable {
     /// Asks a running service to stop: it stops accepting, lets requests in flight finish
     /// (at most `drainTimeout`), and `run()` returns. Any thread; idempotent.
     public func stop() {
-        let (waiter, server) = state.withLock { state -> (CheckedContinuation<Void, Never>?, HTTPServer?) in
+        let (waiter, server, stopRules) = state.withLock { state -> (CheckedContinuation<Void, Never>?, HTTPServer?, Bool) in
             state.stopRequested = true
-            defer { state.stopWaiter = nil }
+            defer {
+                state.stopWaiter = nil
+                state.rulesStarted = false
+            }
             // not inside run(): nobody else will shut the server down
-            return (state.stopWaiter, state.running ? nil : state.server)
+            return (state.stopWaiter, state.running ? nil : state.server, state.rulesStarted)
         }
+        if stopRules { options.auth?.rules.stop() }
         waiter?.resume()
         server?.shutdown()
     }
@@ -303,6 +327,11 @@ public final class Service: Sendable {
     /// Stops a service started with ``start()``: stops accepting, lets requests in flight finish
     /// (at most `drainTimeout`, then closes what is left) and returns when all is closed.
     public func shutdown() async {
+        let stopRules = state.withLock { s in
+            defer { s.rulesStarted = false }
+            return s.rulesStarted
+        }
+        if stopRules { options.auth?.rules.stop() }
         guard let server = state.withLock({ $0.server }) else { return }
         await server.shutdownGracefully(timeout: options.drainTimeout)
         state.withLock { $0.server = nil }

@@ -58,6 +58,11 @@ public struct ServiceOptions: Sendable {
     /// certificates) and for the service's client. Default: the `MICRO_TLS_*` environment
     /// (``TLSConfig/fromEnvironment(_:)``), else plaintext.
     public var tls: TLSConfig?
+    /// Who may call the service, and the token its client sends (``ServiceAuth``); nil: no
+    /// auth. Default: the `MICRO_AUTH*` settings (``ServiceAuth/fromEnvironment(_:store:)``).
+    public var auth: ServiceAuth?
+    /// What ``init(config:)`` had to say about ``auth`` (logged when the service starts).
+    var authNote: String?
     /// Whether `run()` reloads ``tls`` when its certificate, key or CA file changes (inotify);
     /// SIGHUP reloads in any case.
     public var reloadTLSOnFileChange: Bool = true
@@ -112,6 +117,10 @@ public struct ServiceOptions: Sendable {
             tls = try TLSConfig.fromEnvironment(environment)
         } catch {
             throw ConfigurationError(key: "micro.tls", reason: "TLS: \(error.message)")
+        }
+        if let (auth, note) = try ServiceAuth.fromEnvironment(environment) {
+            self.auth = auth
+            authNote = note
         }
         for (name, key) in [("MICRO_REGISTER_TTL", "micro.register.ttl"), ("MICRO_REGISTER_INTERVAL", "micro.register.interval")] {
             guard let text = environment[name], !text.isEmpty else { continue }
