@@ -40,7 +40,8 @@ struct AuthCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print MICRO_AUTH_PUBLIC_KEY and MICRO_AUTH_PRIVATE_KEY lines for a new key pair (base64 of PEM).")
 
-        @Option(help: "rsa (RS256, what go-micro signs with), ec (ES256) or ed25519 (EdDSA).") var type = "rsa"
+        @Option(help: "ed25519 (EdDSA: the shortest tokens, the fastest signing), rsa (RS256: tokens go-micro can verify) or ec (ES256).")
+        var type = "ed25519"
 
         func run() async throws {
             let kind: SigningKey.Kind

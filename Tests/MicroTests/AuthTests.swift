@@ -237,6 +237,69 @@ import Testing
         try await task.value
     }
 
+    @Test func theToolsKeysTokensAndRulesReachAServiceInAnotherProcess() async throws {
+        let micro = Tool.binDirectory.appendingPathComponent("micro").path
+        let keys = try await Tool.run(micro, ["auth", "keys"])
+        #expect(keys.status == 0, "\(keys.stderr)")
+        var env = [String: String]()
+        for line in keys.stdout.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1)
+            env[String(parts[0])] = String(parts[1])
+        }
+        #expect(env.keys.sorted() == ["MICRO_AUTH_PRIVATE_KEY", "MICRO_AUTH_PUBLIC_KEY"])
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("micro-auth-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        env["MICRO_AUTH"] = "jwt"
+        env["MICRO_STORE"] = "sqlite"
+        env["MICRO_STORE_ADDRESS"] = dir.path
+        func tool(_ arguments: [String], _ extra: [String: String] = [:]) async throws -> ToolResult {
+            try await Tool.run(micro, arguments, environment: env.merging(extra) { $1 })
+        }
+        // the rules, written before the service starts: writers write, anyone reads
+        #expect(try await tool(["auth", "rules", "create", "writers", "--resource", "service:notes:Notes.Write", "--scope", "writer"]).status == 0)
+        #expect(try await tool(["auth", "rules", "create", "readers", "--resource", "service:notes:Notes.Read", "--scope", ""]).status == 0)
+        let bad = try await tool(["auth", "rules", "create", "x", "--resource", "service:notes", "--scope", "a"])
+        #expect(bad.status != 0 && bad.stderr.contains("TYPE:NAME:ENDPOINT"), "\(bad.stderr)")
+        let notes = try await ChildService("notes", environment: env)
+        defer { notes.stop() }
+        _ = await notes.waitForLine(containing: "registered node")
+        let writer = try await tool(["auth", "token", "ann", "--scopes", "writer", "--expiry", "10m"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let inspected = try await tool(["auth", "inspect", writer])
+        #expect(inspected.status == 0 && inspected.stdout.contains(#""id" : "ann""#) && inspected.stdout.contains("writer"), "\(inspected.stdout)")
+        let forged = try await Tool.run(micro, ["auth", "inspect", writer], environment: try await Self.otherKeys(micro))
+        #expect(forged.status == 1 && forged.stderr.contains("unknown key"), "\(forged.stderr)")
+        let address = "127.0.0.1:\(notes.port)"
+        let write = ["call", "--address", address, "notes", "Notes.Write", #"{"id":"n1","text":"hi"}"#]
+        let anonymous = try await tool(write)
+        #expect(anonymous.status == 1 && anonymous.stderr.contains("401"), "\(anonymous.stderr)")
+        let allowed = try await tool(write + ["--token", writer])
+        #expect(allowed.status == 0 && allowed.stdout.contains(#""version":1"#), "\(allowed.stdout) \(allowed.stderr)")
+        #expect(try await tool(write, ["MICRO_AUTH_TOKEN": writer]).status == 0)  // the token from the environment
+        let read = try await tool(["call", "--address", address, "notes", "Notes.Read", #"{"id":"n1"}"#])
+        #expect(read.status == 0 && read.stdout.contains("hi"), "\(read.stderr)")  // public
+        let reader = try await tool(["auth", "token", "bo", "--scopes", "reader"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let forbidden = try await tool(write + ["--token", reader])
+        #expect(forbidden.status == 1 && forbidden.stderr.contains("403") && forbidden.stderr.contains("bo may not call service:notes:Notes.Write"), "\(forbidden.stderr)")
+        // a rule changed with the tool reaches the running service (it re-reads its rules every 500 ms)
+        #expect(try await tool(["auth", "rules", "create", "readers-write", "--resource", "service:notes:Notes.*", "--scope", "reader"]).status == 0)
+        while try await tool(write + ["--token", reader]).status != 0 { try await Task.sleep(for: .milliseconds(100)) }
+        let listed = try await tool(["auth", "rules", "list"])
+        #expect(listed.stdout.split(separator: "\n").map { $0.split(separator: "\t")[0] } == ["readers", "readers-write", "writers"], "\(listed.stdout)")
+        #expect(try await tool(["auth", "rules", "delete", "nothing"]).status == 1)
+        #expect(try await tool(["auth", "rules", "delete", "readers-write"]).status == 0)
+        while try await tool(write + ["--token", reader]).status == 0 { try await Task.sleep(for: .milliseconds(100)) }
+    }
+
+    /// The environment of a key pair no service knows.
+    static func otherKeys(_ micro: String) async throws -> [String: String] {
+        var env = [String: String]()
+        for line in try await Tool.run(micro, ["auth", "keys", "--type", "ec"]).stdout.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1)
+            env[String(parts[0])] = String(parts[1])
+        }
+        return env
+    }
+
     // MARK: the parts
 
     @Test func goMicrosVerifyAlgorithm() {

@@ -115,6 +115,17 @@ public final class JWTAuth: Sendable {
         return account
     }
 
+    /// The account of an `Authorization` value (`Bearer TOKEN`), as ``inspect(_:)``; kept by the
+    /// value as it came, so that a token seen before costs a lookup and no copy.
+    public func inspect(authorization value: String) throws(AuthError) -> Account {
+        let now = Date().timeIntervalSince1970
+        if let known = cache.withLock({ $0.account(value, at: now) }) { return known }
+        guard let token = ParsedToken.bearer(value) else { throw AuthError(.invalidToken, "the Authorization header is not 'Bearer TOKEN'") }
+        let (account, expires) = try verify(token, now: now)
+        cache.withLock { $0.keep(value, account, until: expires) }
+        return account
+    }
+
     /// Tokens verified and kept (tests).
     package var cachedTokens: Int { cache.withLock { $0.count } }
 
@@ -147,13 +158,18 @@ public final class JWTAuth: Sendable {
 struct TokenCache {
     let capacity: Int
     private var entries: [String: (account: Account, expires: TimeInterval)] = [:]
+    /// The last token looked up, compared before hashing (a caller sends the same one for
+    /// minutes: comparing its bytes is cheaper than hashing them).
+    private var last: (token: String, account: Account, expires: TimeInterval)?
 
     init(capacity: Int) { self.capacity = capacity }
 
     var count: Int { entries.count }
 
-    func account(_ token: String, at now: TimeInterval) -> Account? {
+    mutating func account(_ token: String, at now: TimeInterval) -> Account? {
+        if let last, last.token == token, last.expires > now { return last.account }
         guard let entry = entries[token], entry.expires > now else { return nil }
+        last = (token, entry.account, entry.expires)
         return entry.account
     }
 

@@ -26,7 +26,7 @@ public struct AuthInterceptor: ServerInterceptor {
         _ call: ServerCall,
         next: (ServerCall) async throws -> ServerResult
     ) async throws -> ServerResult {
-        await rules.ready()
+        if !rules.isLoaded { await rules.ready() }
         try authorize(call.context)
         return try await next(call)
     }
@@ -40,14 +40,10 @@ public struct AuthInterceptor: ServerInterceptor {
         var account: Account?
         var why: String?
         if let header = context.metadata["authorization"] {
-            if let token = ParsedToken.bearer(header) {
-                do {
-                    account = try auth.inspect(token)
-                } catch {
-                    why = error.message
-                }
-            } else {
-                why = "the Authorization header is not 'Bearer TOKEN'"
+            do {
+                account = try auth.inspect(authorization: header)
+            } catch {
+                why = error.message
             }
         }
         if let identity = context.peer.identity {

@@ -15,7 +15,8 @@ public final class AuthRules: Sendable {
     private let logger: Logger
 
     private struct State {
-        var rules: [Rule] = Rule.builtIn
+        /// In priority order (``Rule/inPriorityOrder(_:)``).
+        var rules: [Rule] = Rule.inPriorityOrder(Rule.builtIn)
         var fingerprint: [String: UInt64] = [:]
         var refresher: Task<Void, Never>?
         var users = 0
@@ -28,12 +29,12 @@ public final class AuthRules: Sendable {
         self.logger = logger
     }
 
-    /// The rules in force: the store's, then the built-in public ones.
+    /// The rules in force, highest priority first: the store's and the built-in public ones.
     public var current: [Rule] { state.withLock { $0.rules } }
 
     /// The verdict on `account` calling `resource` under the rules in force.
     public func verify(_ account: Account?, _ resource: Resource) -> Rule.Access {
-        Rule.verify(state.withLock { $0.rules }, account: account, resource: resource)
+        Rule.verify(byPriority: state.withLock { $0.rules }, account: account, resource: resource)
     }
 
     // MARK: the store's rules
@@ -83,7 +84,7 @@ public final class AuthRules: Sendable {
         }
         let count = rules.count
         state.withLock { s in
-            s.rules = rules + Rule.builtIn
+            s.rules = Rule.inPriorityOrder(rules + Rule.builtIn)
             s.fingerprint = fingerprint
         }
         logger.debug("auth rules loaded", metadata: ["rules": "\(count)"])
@@ -91,10 +92,11 @@ public final class AuthRules: Sendable {
 
     /// Whether the first read of the store has ended (well or not).
     private let loaded = Atomic<Bool>(false)
+    var isLoaded: Bool { loaded.load(ordering: .acquiring) }
 
     /// Returns once the first read of the rules has ended: until then a call would be judged by
     /// the built-in rules alone. Starts the reading if nothing did.
-    public func ready() async {
+    public nonisolated(nonsending) func ready() async {
         if loaded.load(ordering: .acquiring) { return }
         start(counted: false)
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -58,16 +58,24 @@ public struct Rule: Sendable, Equatable, Codable {
     /// order), the first that applies decides: public scope always, `*` for any account,
     /// else the account's scopes must hold it. Nothing applies: denied.
     public static func verify(_ rules: [Rule], account: Account?, resource: Resource) -> Access {
-        var matching = rules.filter { $0.resource.matches(resource) }
-        // a stable sort: ties keep their order
-        matching = matching.enumerated().sorted { a, b in
+        verify(byPriority: inPriorityOrder(rules), account: account, resource: resource)
+    }
+
+    /// `rules` highest priority first, ties in their order (a stable sort): what
+    /// ``verify(byPriority:account:resource:)`` takes, sorted once, not per call.
+    static func inPriorityOrder(_ rules: [Rule]) -> [Rule] {
+        rules.enumerated().sorted { a, b in
             a.element.priority != b.element.priority ? a.element.priority > b.element.priority : a.offset < b.offset
         }.map(\.element)
-        for rule in matching {
-            if rule.scope == publicScope { return rule.access }
+    }
+
+    /// ``verify(_:account:resource:)`` over rules already in priority order. Allocates nothing.
+    static func verify(byPriority rules: [Rule], account: Account?, resource: Resource) -> Access {
+        for rule in rules where rule.resource.matches(resource) {
+            if rule.scope.isEmpty { return rule.access }  // public
             guard let account else { continue }
             if rule.scope == anyAccount { return rule.access }
-            if account.scopes.contains(where: { $0.caseInsensitiveCompare(rule.scope) == .orderedSame }) { return rule.access }
+            if account.scopes.contains(where: { equalFold($0, rule.scope) }) { return rule.access }
         }
         return .denied
     }
@@ -86,17 +94,30 @@ public struct Rule: Sendable, Equatable, Codable {
 extension Resource {
     /// Whether this resource of a rule covers `other`.
     func matches(_ other: Resource) -> Bool {
-        func same(_ a: String, _ b: String) -> Bool { a.caseInsensitiveCompare(b) == .orderedSame }
-        guard type == "*" || same(type, other.type), name == "*" || same(name, other.name) else { return false }
-        if endpoint == "*" || same(endpoint, other.endpoint) { return true }
+        guard type == "*" || equalFold(type, other.type), name == "*" || equalFold(name, other.name) else { return false }
+        if endpoint == "*" || equalFold(endpoint, other.endpoint) { return true }
         // `a/*` covers a/b and a/b/c; `Foo.*` covers Foo.Bar (go-micro's path prefixes, and the
         // dotted endpoints of the micro protocol)
-        guard endpoint.hasSuffix("*") else { return false }
-        let stem = endpoint.dropLast()
-        guard stem.hasSuffix("/") || stem.hasSuffix(".") else { return false }
+        let pattern = endpoint.utf8, called = other.endpoint.utf8
+        guard pattern.last == UInt8(ascii: "*") else { return false }
+        let stem = pattern.dropLast()
+        guard let separator = stem.last, separator == UInt8(ascii: "/") || separator == UInt8(ascii: ".") else { return false }
         // go-micro: `a/b/*` covers a/b itself too
-        if stem.hasSuffix("/"), same(String(stem.dropLast()), other.endpoint) { return true }
-        return other.endpoint.count > stem.count && same(String(other.endpoint.prefix(stem.count)), String(stem))
+        if separator == UInt8(ascii: "/"), equalFold(stem.dropLast(), called) { return true }
+        return called.count > stem.count && equalFold(stem, called.prefix(stem.count))
     }
 }
 
+/// Equal without regard to case, as go-micro's `strings.EqualFold`: bytes compared with ASCII
+/// letters folded (no allocation); Unicode folding only when a byte is not ASCII.
+func equalFold(_ a: String, _ b: String) -> Bool {
+    if equalFold(a.utf8, b.utf8) { return true }
+    guard !a.utf8.allSatisfy({ $0 < 0x80 }) || !b.utf8.allSatisfy({ $0 < 0x80 }) else { return false }
+    return a.caseInsensitiveCompare(b) == .orderedSame
+}
+
+/// ASCII-folded equality of two byte sequences (a prefix of an endpoint, a stem).
+func equalFold(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
+    @inline(__always) func fold(_ c: UInt8) -> UInt8 { c &- 65 < 26 ? c | 0x20 : c }
+    return a.count == b.count && a.elementsEqual(b) { fold($0) == fold($1) }
+}

@@ -76,8 +76,23 @@ public protocol ServerInterceptor: Sendable {
 /// A service's interceptors, run in order around a terminal step.
 struct ServerInterceptors: Sendable {
     let all: [any ServerInterceptor]
+    /// The service's auth, run before `all` on every call kind: a synchronous check of a concrete
+    /// type (no interceptor frame, no existential call), the hook's refusal without its cost.
+    let admission: AuthInterceptor?
+
+    init(all: [any ServerInterceptor], admission: AuthInterceptor? = nil) {
+        self.all = all
+        self.admission = admission
+    }
 
     var isEmpty: Bool { all.isEmpty }
+
+    /// Throws the refusal of ``admission``, if any (waiting, once, for its first rules).
+    nonisolated(nonsending) func admit(_ context: Context) async throws {
+        guard let admission else { return }
+        if !admission.rules.isLoaded { await admission.rules.ready() }
+        try admission.authorize(context)
+    }
 
     nonisolated(nonsending) func run(
         _ call: ServerCall,

@@ -80,8 +80,9 @@ final class Router: Sendable {
     /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[[UInt8]]>([])
 
-    init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], broker: (any MountedBroker)? = nil) {
-        self.interceptors = ServerInterceptors(all: interceptors)
+    init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], admission: AuthInterceptor? = nil,
+         broker: (any MountedBroker)? = nil) {
+        self.interceptors = ServerInterceptors(all: interceptors, admission: admission)
         self.broker = broker
         self.service = service
         self.codecs = codecs
@@ -253,6 +254,13 @@ final class Router: Sendable {
 
     /// Runs the handler (through the interceptors); every failure becomes a MicroError.
     nonisolated(nonsending) func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+        if interceptors.admission != nil {
+            do {
+                try await interceptors.admit(context)
+            } catch {
+                return .failure(failure(error, endpoint, context))
+            }
+        }
         guard interceptors.isEmpty else { return await invokeIntercepted(endpoint, body, codec, context) }
         do {
             if let bytes = endpoint.bytes, Self.carriesBytesUnchanged(codec) {

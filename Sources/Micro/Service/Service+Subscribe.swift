@@ -57,6 +57,11 @@ extension Service {
                 }
                 try await handler(value, context)
             }
+            do {
+                try await interceptors.admit(context)
+            } catch let error as MicroError where (400..<500).contains(error.code) {
+                return drop("refused: \(error.detail)")
+            }
             guard !interceptors.isEmpty else { return try await deliver(event.message.body, context) }
             var reachedHandler = false
             do {

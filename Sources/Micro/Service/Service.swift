@@ -92,11 +92,9 @@ public final class Service: Sendable {
         // the client's broker is the service's: one registry watch and one connection pool
         // a TLS environment that does not parse is the service's to report (it refuses to start),
         // not the client's to log and ignore
-        // auth: the outermost server interceptor, and the client's token
-        var serverInterceptors = options.interceptors
+        // auth: checked before the interceptors on every call, and the client's token
         var clientInterceptors: [any ClientInterceptor] = []
         if let auth = options.auth {
-            serverInterceptors.insert(AuthInterceptor(auth: auth.auth, rules: auth.rules), at: 0)
             let tokens = auth.tokens ?? auth.auth.privateKey.map { _ in
                 TokenSource(signing: Account(id: name, type: "service", issuer: auth.auth.issuer, scopes: ["service"]), with: auth.auth)
             }
@@ -106,7 +104,8 @@ public final class Service: Sendable {
                              eventLoopGroup: options.eventLoopGroup, logger: options.logger, tls: options.tls)
         let broker = client.broker
         self.broker = broker
-        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: serverInterceptors,
+        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
+                             admission: options.auth.map { AuthInterceptor(auth: $0.auth, rules: $0.rules) },
                              broker: broker as? any MountedBroker)
         registerHealth()
         registerReflection()

@@ -92,6 +92,7 @@ extension Router {
         let interceptors = self.interceptors
         let work: @Sendable () async -> Void = {
             do {
+                try await interceptors.admit(context)
                 if interceptors.isEmpty {
                     try await handler.run(source, sink, codec, context)
                 } else {
