@@ -137,6 +137,8 @@ char *mc_sigkey_pem(const mc_sigkey_t *k, int private_key) {
     return out;
 }
 
+void mc_sigkey_free_pem(char *pem) { free(pem); }
+
 int mc_sigkey_fingerprint(const mc_sigkey_t *k, uint8_t out[32]) {
     unsigned char *der = NULL;
     int n = i2d_PUBKEY(k->pkey, &der);

@@ -413,8 +413,9 @@ mc_sigkey_t *mc_sigkey_generate(int kind, char *err, size_t errlen);
 void mc_sigkey_free(mc_sigkey_t *key);
 int mc_sigkey_kind(const mc_sigkey_t *key);
 int mc_sigkey_has_private(const mc_sigkey_t *key);
-/* The public (or private) key as PEM, malloc'd (mc_cert_free); NULL if not there. */
+/* The public (or private) key as PEM, malloc'd (mc_sigkey_free_pem); NULL if not there. */
 char *mc_sigkey_pem(const mc_sigkey_t *key, int private_key);
+void mc_sigkey_free_pem(char *pem);
 /* SHA-256 of the public key's DER (SubjectPublicKeyInfo). 0, or -1. */
 int mc_sigkey_fingerprint(const mc_sigkey_t *key, uint8_t out[32]);
 /* Signs data as JWS does (SHA-256 for RSA and EC, ECDSA as r||s); the signature's length, or -1

@@ -71,7 +71,7 @@ public final class SigningKey: @unchecked Sendable {
 
     private func pem(isPrivate: Bool) -> String? {
         guard let text = mc_sigkey_pem(handle, isPrivate ? 1 : 0) else { return nil }
-        defer { mc_cert_free(text) }
+        defer { mc_sigkey_free_pem(text) }
         return String(cString: text)
     }
 
