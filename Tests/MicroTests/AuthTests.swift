@@ -341,6 +341,10 @@ import Testing
         let pair = try auth.token(for: account)
         #expect(try verifier.inspect(pair.refreshToken) == account)
         #expect(try auth.token(refreshing: pair.refreshToken).accessToken.isEmpty == false)
+        let (generated, secret) = try auth.generate(id: "svc", type: "service", scopes: ["a", "b"], metadata: ["k": "v"])
+        #expect(generated == account)
+        #expect(try verifier.inspect(try auth.token(id: "svc", secret: secret).accessToken) == account)
+        #expect(throws: AuthError.self) { _ = try auth.token(id: "someone-else", secret: secret) }
         // a public key cannot sign
         #expect(throws: AuthError.self) { _ = try verifier.sign(account, expiry: .seconds(1)) }
         #expect(try SigningKey(pem: key.privatePEM!, isPrivate: true).id == key.id)

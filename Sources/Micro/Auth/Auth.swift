@@ -77,6 +77,15 @@ public final class JWTAuth: Sendable {
         return try token(for: account, expiry: expiry)
     }
 
+    /// A new access token (and refresh token) for the account `id` whose secret (the token
+    /// ``generate(id:type:scopes:metadata:expiry:)`` gave it) is `secret`: go-micro's
+    /// `Token(WithCredentials(id, secret))`.
+    public func token(id: String, secret: String, expiry: Duration = JWTAuth.defaultTokenExpiry) throws(AuthError) -> Token {
+        let account = try inspect(secret)
+        guard account.id == id else { throw AuthError(.invalidToken, "invalid credentials: the secret is not \(id)'s") }
+        return try token(for: account, expiry: expiry)
+    }
+
     /// An access token and a refresh token for `account`.
     public func token(for account: Account, expiry: Duration = JWTAuth.defaultTokenExpiry) throws(AuthError) -> Token {
         let now = Date()

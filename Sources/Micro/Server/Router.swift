@@ -80,9 +80,14 @@ final class Router: Sendable {
     /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[[UInt8]]>([])
 
+    /// `GET /health`, `/health/live`, `/health/ready` (go-micro v6), asked only of a request that
+    /// names no endpoint.
+    let healthChecks: HealthChecks?
+
     init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], admission: AuthInterceptor? = nil,
-         broker: (any MountedBroker)? = nil) {
+         broker: (any MountedBroker)? = nil, healthChecks: HealthChecks? = nil) {
         self.interceptors = ServerInterceptors(all: interceptors, admission: admission)
+        self.healthChecks = healthChecks
         self.broker = broker
         self.service = service
         self.codecs = codecs
@@ -119,6 +124,8 @@ final class Router: Sendable {
         case unary(UnaryCall)
         case stream(StreamCall)
         case delivery(any MountedBroker)
+        /// `GET /health…`
+        case health(HealthChecks)
     }
 
     /// A streaming call, ready to run.
@@ -173,6 +180,10 @@ final class Router: Sendable {
             await serveStream(request, responder, endpoint: call.endpoint, handler: call.handler, codec: call.codec,
                               grpcContentType: call.grpcContentType, timeout: call.timeout)
         case .delivery(let broker): await serveDelivery(request, responder, broker)
+        case .health(let checks):
+            responder.send(await checks.answer(request)
+                ?? HTTPServerResponse(status: 404, headers: ["content-type": "text/plain"],
+                                      body: Array("no such health endpoint: /health, /health/live and /health/ready are\n".utf8)))
         }
     }
 
@@ -192,7 +203,12 @@ final class Router: Sendable {
         if let contentType, contentType.hasPrefix("application/grpc") { return grpcRoute(request, contentType: contentType) }
         if let broker, broker.isDelivery(request) { return .delivery(broker) }
         if let contentType, let legacy = LegacyEnvelope.Kind(contentType: contentType) { return legacyRoute(request, legacy) }
-        guard let name = Self.endpointName(request) else {
+        let named = Self.endpointHeader(request)
+        // no routing header: the health endpoints (GET /health...) before a /Service/Method path
+        if named == nil, let healthChecks, request.path.hasPrefix("/health"), request.method == "GET" || request.method == "HEAD" {
+            return .health(healthChecks)
+        }
+        guard let name = named ?? Self.pathEndpointName(request) else {
             // go-micro's fallback: JSON with no routing header is a json-rpc request naming its method
             if contentType == nil || contentType == "application/json", request.bodyStream == nil,
                let envelope = try? LegacyEnvelope.open(request.body, as: .jsonRPC, contentType: "application/json"), !envelope.method.isEmpty {
@@ -348,9 +364,18 @@ final class Router: Sendable {
     }
 
     static func endpointName(_ request: HTTPServerRequest) -> String? {
+        endpointHeader(request) ?? pathEndpointName(request)
+    }
+
+    /// The endpoint a request names in `Micro-Endpoint` (or go-micro's older `Micro-Method`).
+    static func endpointHeader(_ request: HTTPServerRequest) -> String? {
         if let name = request.header("micro-endpoint"), !name.isEmpty { return name }
         if let name = request.header("micro-method"), !name.isEmpty { return name }
-        // /Helloworld/Greeting -> Helloworld.Greeting
+        return nil
+    }
+
+    /// The endpoint a `/Helloworld/Greeting` path names: `Helloworld.Greeting`.
+    static func pathEndpointName(_ request: HTTPServerRequest) -> String? {
         let path = request.path.split(separator: "?", maxSplits: 1).first ?? ""
         let parts = path.split(separator: "/")
         if parts.count == 2 { return parts[0] + "." + parts[1] }

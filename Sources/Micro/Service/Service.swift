@@ -46,6 +46,8 @@ public final class Service: Sendable {
     let subscribers = Mutex<[Subscriber]>([])
     let router: Router
     let health = HealthState()
+    /// `GET /health…`: the checks and what they say of the node.
+    let healthChecks: HealthChecks
     /// Serialized FileDescriptorProtos by file name, for reflection.
     let protoFiles = Mutex<[String: [UInt8]]>([:])
     private let state = Mutex<State>(State())
@@ -86,6 +88,8 @@ public final class Service: Sendable {
         self.metadata = metadata
         self.options = options
         self.nodeID = "\(name)-\(UUID().uuidString.lowercased())"
+        healthChecks = HealthChecks(state: health, info: ["service": name, "version": version, "node": nodeID])
+        if options.register { healthChecks.add(healthChecks.registryCheck(ttl: options.registerTTL)) }
         // a file that cannot be used is said when the service starts (it does not)
         configuration = options.config ?? MicroConfig.process
         configurationProblem = (options.config == nil || options.config === MicroConfig.process ? MicroConfig.processProblem : nil) ?? problem
@@ -106,7 +110,7 @@ public final class Service: Sendable {
         self.broker = broker
         self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
                              admission: options.auth.map { AuthInterceptor(auth: $0.auth, rules: $0.rules) },
-                             broker: broker as? any MountedBroker)
+                             broker: broker as? any MountedBroker, healthChecks: healthChecks)
         registerHealth()
         registerReflection()
     }
@@ -361,6 +365,7 @@ public final class Service: Sendable {
         if options.register, let record {
             do {
                 try await registry.register(record, ttl: options.registerTTL)
+                healthChecks.registrationSucceeded()
                 options.logger.info("registered node \(nodeID) at \(record.nodes[0].address)")
             } catch {
                 options.logger.error("cannot register: \(error)")
@@ -383,6 +388,7 @@ public final class Service: Sendable {
                         while (try? await Task.sleep(for: self.options.registerInterval)) != nil {
                             do {
                                 try await self.registry.register(record, ttl: self.options.registerTTL)
+                                self.healthChecks.registrationSucceeded()
                             } catch {
                                 self.options.logger.warning("cannot refresh the registration: \(error)")
                             }
