@@ -183,6 +183,7 @@ public final class MicroConfig: Sendable {
         ("micro.tls.trustDomain", "MICRO_TLS_TRUST_DOMAIN", "SPIFFE trust domain of identities"),
         ("micro.tls.serverIdentity", "MICRO_TLS_SERVER_IDENTITY", "identity a client expects of servers"),
         ("micro.certsDir", "MICRO_CERTS_DIR", "where `micro certs` keeps its CA"),
+        ("micro.metrics", "MICRO_METRICS", "prometheus: record calls, GET /metrics on every service's port"),
         ("micro.auth", "MICRO_AUTH", "auth: jwt, or noop (the default)"),
         ("micro.auth.publicKey", "MICRO_AUTH_PUBLIC_KEY", "keys verifying tokens (base64 of PEM, or PEM files; comma separated)"),
         ("micro.auth.privateKey", "MICRO_AUTH_PRIVATE_KEY", "key signing tokens (base64 of PEM, or a PEM file)"),

@@ -19,9 +19,12 @@ final class EndpointHandler: Sendable {
     /// The handler itself, for a handler of raw bytes in and out: with a codec that carries
     /// bytes unchanged it is called directly, without `call`'s decode and encode around it.
     let bytes: BytesCall?
+    /// Its calls' count and duration; nil while metrics are off.
+    let metrics: EndpointMetrics?
 
     init(name: String, description: Endpoint, streaming: StreamingHandler? = nil, origin: Context.Origin? = nil,
-         bytes: BytesCall? = nil, call: @escaping Call) {
+         bytes: BytesCall? = nil, metrics: EndpointMetrics? = nil, call: @escaping Call) {
+        self.metrics = metrics
         self.name = name
         self.description = description
         self.streaming = streaming
@@ -96,8 +99,9 @@ final class Router: Sendable {
 
     func register(_ endpoint: EndpointHandler) {
         let origin = Context.Origin(service: service, endpoint: endpoint.name, kind: endpoint.kind, logger: logger)
+        let metrics = MicroMetrics.isEnabled ? EndpointMetrics(service: service, endpoint: endpoint.name) : nil
         let registered = EndpointHandler(name: endpoint.name, description: endpoint.description, streaming: endpoint.streaming,
-                                         origin: origin, bytes: endpoint.bytes, call: endpoint.call)
+                                         origin: origin, bytes: endpoint.bytes, metrics: metrics, call: endpoint.call)
         endpoints.withLock { $0[endpoint.name] = registered }
         grpcRoutes.withLock { $0 = GRPCRoutes() }
         if endpoint.streaming != nil {
@@ -175,7 +179,14 @@ final class Router: Sendable {
             if call.context.timeoutMilliseconds > 0 {
                 responder.setDeadline(afterMilliseconds: call.context.timeoutMilliseconds, handler: self)
             }
-            responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
+            guard let metrics = call.endpoint.metrics else {
+                responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
+                return
+            }
+            let start = ContinuousClock.now
+            let result = await invoke(call.endpoint, call.message, call.codec, call.context)
+            metrics.record(code: result.code, since: start)
+            responder.send(call.answer(result, self))
         case .stream(let call):
             await serveStream(request, responder, endpoint: call.endpoint, handler: call.handler, codec: call.codec,
                               grpcContentType: call.grpcContentType, timeout: call.timeout)
@@ -204,9 +215,15 @@ final class Router: Sendable {
         if let broker, broker.isDelivery(request) { return .delivery(broker) }
         if let contentType, let legacy = LegacyEnvelope.Kind(contentType: contentType) { return legacyRoute(request, legacy) }
         let named = Self.endpointHeader(request)
-        // no routing header: the health endpoints (GET /health...) before a /Service/Method path
-        if named == nil, let healthChecks, request.path.hasPrefix("/health"), request.method == "GET" || request.method == "HEAD" {
-            return .health(healthChecks)
+        // no routing header: the health endpoints (GET /health...) and the metrics (GET /metrics)
+        // before a /Service/Method path
+        if named == nil, request.method == "GET" || request.method == "HEAD" {
+            let path = request.path
+            if let healthChecks, path.hasPrefix("/health") { return .health(healthChecks) }
+            if path == "/metrics", MicroMetrics.isEnabled {
+                return .answer(HTTPServerResponse(status: 200, headers: ["content-type": "text/plain; version=0.0.4"],
+                                                  body: request.method == "HEAD" ? [] : MicroMetrics.exposition()))
+            }
         }
         guard let name = named ?? Self.pathEndpointName(request) else {
             // go-micro's fallback: JSON with no routing header is a json-rpc request naming its method

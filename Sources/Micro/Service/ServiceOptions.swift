@@ -107,7 +107,8 @@ public struct ServiceOptions: Sendable {
     /// The defaults, then the framework's settings `config` has (flag, variable or file), and
     /// `config` as the service's ``config``:
     /// `MICRO_TLS_*` (TLS on every connection and for the service's client), `MICRO_REGISTER_TTL`
-    /// and `MICRO_REGISTER_INTERVAL`. A value that does not parse throws: a service refuses to
+    /// and `MICRO_REGISTER_INTERVAL`, `MICRO_AUTH*` (``auth``), `MICRO_METRICS=prometheus`
+    /// (``MicroMetrics/enablePrometheus()``: calls recorded, `GET /metrics`). A value that does not parse throws: a service refuses to
     /// start rather than serve in plaintext, or with a default it was not asked for.
     public init(config: MicroConfig) throws(ConfigurationError) {
         self.init()
@@ -117,6 +118,11 @@ public struct ServiceOptions: Sendable {
             tls = try TLSConfig.fromEnvironment(environment)
         } catch {
             throw ConfigurationError(key: "micro.tls", reason: "TLS: \(error.message)")
+        }
+        switch environment["MICRO_METRICS"]?.lowercased() {
+        case nil, "", "none", "off": break
+        case "prometheus": MicroMetrics.enablePrometheus()
+        case let other?: throw ConfigurationError(key: "micro.metrics", reason: "MICRO_METRICS must be prometheus or none, not '\(other)'")
         }
         if let (auth, note) = try ServiceAuth.fromEnvironment(environment) {
             self.auth = auth
