@@ -47,7 +47,7 @@ final class HealthChecks: Sendable {
 
     /// The registry check: fails when no registration succeeded within `ttl`.
     func registryCheck(ttl: Duration) -> Check {
-        Check(name: "registry", critical: true, timeout: .seconds(1)) { [weak self] in
+        Check(name: "registry", critical: true, timeout: .seconds(5)) { [weak self] in
             guard let last = self?.registered.withLock({ $0 }) else { throw HealthFailure("not registered yet") }
             let age = ContinuousClock.now - last
             if age > ttl { throw HealthFailure("no registration has succeeded for \(Self.text(age)) (TTL \(Self.text(ttl)))") }
