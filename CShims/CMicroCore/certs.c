@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #endif
 #include "internal.h"
+#include "pemutil.h"
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -15,26 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *what) {
-    char why[200];
-    unsigned long e = ERR_get_error();
-    if (e) ERR_error_string_n(e, why, sizeof why);
-    else snprintf(why, sizeof why, "unknown error");
-    ERR_clear_error();
-    snprintf(err, errlen, "%s: %s", what, why);
-}
-
-static char *pem_of(BIO *b) {
-    char *data = NULL;
-    long n = BIO_get_mem_data(b, &data);
-    if (n <= 0) return NULL;
-    char *out = malloc((size_t)n + 1);
-    if (!out) return NULL;
-    memcpy(out, data, (size_t)n);
-    out[n] = 0;
-    return out;
-}
 
 static int add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value) {
     X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
@@ -72,7 +53,7 @@ int mc_cert_create(const mc_cert_request_t *req, char **cert_pem, char **key_pem
     EVP_PKEY *issuer_key = NULL;
     BIO *cb = BIO_new(BIO_s_mem()), *kb = BIO_new(BIO_s_mem());
     if (!key || !x || !cb || !kb) {
-        set_err(err, errlen, "cannot make a key");
+        mc_openssl_error(err, errlen, "cannot make a key");
         goto out;
     }
     if (req->issuer_cert_pem) {
@@ -83,13 +64,13 @@ int mc_cert_create(const mc_cert_request_t *req, char **cert_pem, char **key_pem
         issuer_key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
         BIO_free(b);
         if (!issuer || !issuer_key) {
-            set_err(err, errlen, "cannot read the issuer's certificate and key");
+            mc_openssl_error(err, errlen, "cannot read the issuer's certificate and key");
             goto out;
         }
     }
     unsigned char serial[16];
     if (RAND_bytes(serial, sizeof serial) != 1) {
-        set_err(err, errlen, "no randomness");
+        mc_openssl_error(err, errlen, "no randomness");
         goto out;
     }
     serial[0] &= 0x7f; /* positive */
@@ -109,7 +90,7 @@ int mc_cert_create(const mc_cert_request_t *req, char **cert_pem, char **key_pem
                                           -1, 0) == 1;
     ok = ok && X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name) == 1;
     if (!ok) {
-        set_err(err, errlen, "cannot fill the certificate");
+        mc_openssl_error(err, errlen, "cannot fill the certificate");
         goto out;
     }
     X509V3_CTX v3;
@@ -126,19 +107,19 @@ int mc_cert_create(const mc_cert_request_t *req, char **cert_pem, char **key_pem
     if (issuer) ok = ok && add_ext(x, &v3, NID_authority_key_identifier, "keyid:always") == 0;
     if (sans[0]) ok = ok && add_ext(x, &v3, NID_subject_alt_name, sans) == 0;
     if (!ok) {
-        set_err(err, errlen, "cannot add the certificate's extensions");
+        mc_openssl_error(err, errlen, "cannot add the certificate's extensions");
         goto out;
     }
     if (X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) <= 0) {
-        set_err(err, errlen, "cannot sign the certificate");
+        mc_openssl_error(err, errlen, "cannot sign the certificate");
         goto out;
     }
     if (PEM_write_bio_X509(cb, x) != 1 || PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1) {
-        set_err(err, errlen, "cannot write PEM");
+        mc_openssl_error(err, errlen, "cannot write PEM");
         goto out;
     }
-    *cert_pem = pem_of(cb);
-    *key_pem = pem_of(kb);
+    *cert_pem = mc_pem_of_bio(cb);
+    *key_pem = mc_pem_of_bio(kb);
     if (!*cert_pem || !*key_pem) {
         free(*cert_pem);
         free(*key_pem);

@@ -7,6 +7,7 @@
  * both ways, with every length checked.
  */
 #include "internal.h"
+#include "pemutil.h"
 
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
@@ -23,16 +24,6 @@ struct mc_sigkey {
     int kind;
     int has_private;
 };
-
-static void say(char *err, size_t errlen, const char *what) {
-    if (!err || !errlen) return;
-    char why[200];
-    unsigned long e = ERR_get_error();
-    if (e) ERR_error_string_n(e, why, sizeof why);
-    else snprintf(why, sizeof why, "unknown error");
-    ERR_clear_error();
-    snprintf(err, errlen, "%s: %s", what, why);
-}
 
 static int kind_of(EVP_PKEY *pkey) {
     switch (EVP_PKEY_get_base_id(pkey)) {
@@ -78,13 +69,13 @@ mc_sigkey_t *mc_sigkey_from_pem(const char *pem, size_t len, int private_key, ch
     }
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     if (!b) {
-        say(err, errlen, "reading the key");
+        mc_openssl_error(err, errlen, "reading the key");
         return NULL;
     }
     EVP_PKEY *pkey = private_key ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : PEM_read_bio_PUBKEY(b, NULL, NULL, NULL);
     BIO_free(b);
     if (!pkey) {
-        say(err, errlen, private_key ? "not a PEM private key" : "not a PEM public key");
+        mc_openssl_error(err, errlen, private_key ? "not a PEM private key" : "not a PEM public key");
         return NULL;
     }
     return wrap(pkey, private_key, err, errlen);
@@ -100,7 +91,7 @@ mc_sigkey_t *mc_sigkey_generate(int kind, char *err, size_t errlen) {
     default: snprintf(err, errlen, "unknown key kind %d", kind); return NULL;
     }
     if (!pkey) {
-        say(err, errlen, "generating a key");
+        mc_openssl_error(err, errlen, "generating a key");
         return NULL;
     }
     return wrap(pkey, 1, err, errlen);
@@ -115,23 +106,12 @@ void mc_sigkey_free(mc_sigkey_t *k) {
 int mc_sigkey_kind(const mc_sigkey_t *k) { return k->kind; }
 int mc_sigkey_has_private(const mc_sigkey_t *k) { return k->has_private; }
 
-static char *pem_of(BIO *b) {
-    char *data = NULL;
-    long n = BIO_get_mem_data(b, &data);
-    if (n <= 0) return NULL;
-    char *out = malloc((size_t)n + 1);
-    if (!out) return NULL;
-    memcpy(out, data, (size_t)n);
-    out[n] = 0;
-    return out;
-}
-
 char *mc_sigkey_pem(const mc_sigkey_t *k, int private_key) {
     if (private_key && !k->has_private) return NULL;
     BIO *b = BIO_new(BIO_s_mem());
     if (!b) return NULL;
     int ok = private_key ? PEM_write_bio_PrivateKey(b, k->pkey, NULL, NULL, 0, NULL, NULL) : PEM_write_bio_PUBKEY(b, k->pkey);
-    char *out = ok == 1 ? pem_of(b) : NULL;
+    char *out = ok == 1 ? mc_pem_of_bio(b) : NULL;
     BIO_free(b);
     ERR_clear_error();
     return out;

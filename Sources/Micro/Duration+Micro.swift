@@ -6,6 +6,9 @@ extension Duration {
         Double(components.seconds) * 1e9 + Double(components.attoseconds) / 1e9
     }
 
+    /// The duration in seconds, as a Double.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+
     /// The duration in whole nanoseconds (as the `Timeout` header carries it).
     public var wholeNanoseconds: Int64 {
         components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000

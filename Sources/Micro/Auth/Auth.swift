@@ -117,21 +117,25 @@ public final class JWTAuth: Sendable {
     /// with the algorithm of that key (never `none`, never an HMAC), from ``issuer``, and not
     /// expired.
     public func inspect(_ token: String) throws(AuthError) -> Account {
-        let now = Date().timeIntervalSince1970
-        if let known = cache.withLock({ $0.account(token, at: now) }) { return known }
-        let (account, expires) = try verify(token, now: now)
-        cache.withLock { $0.keep(token, account, until: expires) }
-        return account
+        try account(keptAs: token) { () throws(AuthError) in token }
     }
 
     /// The account of an `Authorization` value (`Bearer TOKEN`), as ``inspect(_:)``; kept by the
     /// value as it came, so that a token seen before costs a lookup and no copy.
     public func inspect(authorization value: String) throws(AuthError) -> Account {
+        try account(keptAs: value) { () throws(AuthError) in
+            guard let token = ParsedToken.bearer(value) else { throw AuthError(.invalidToken, "the Authorization header is not 'Bearer TOKEN'") }
+            return token
+        }
+    }
+
+    /// The account of the token `token()` gives, from the cache under `key` if it was verified
+    /// before, else verified and kept there.
+    private func account(keptAs key: String, _ token: () throws(AuthError) -> String) throws(AuthError) -> Account {
         let now = Date().timeIntervalSince1970
-        if let known = cache.withLock({ $0.account(value, at: now) }) { return known }
-        guard let token = ParsedToken.bearer(value) else { throw AuthError(.invalidToken, "the Authorization header is not 'Bearer TOKEN'") }
-        let (account, expires) = try verify(token, now: now)
-        cache.withLock { $0.keep(value, account, until: expires) }
+        if let known = cache.withLock({ $0.account(key, at: now) }) { return known }
+        let (account, expires) = try verify(try token(), now: now)
+        cache.withLock { $0.keep(key, account, until: expires) }
         return account
     }
 
@@ -196,8 +200,4 @@ struct TokenCache {
         }
         entries[token] = (account, expires)
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -26,9 +26,14 @@ public struct AuthInterceptor: ServerInterceptor {
         _ call: ServerCall,
         next: (ServerCall) async throws -> ServerResult
     ) async throws -> ServerResult {
-        if !rules.isLoaded { await rules.ready() }
-        try authorize(call.context)
+        try await admit(call.context)
         return try await next(call)
+    }
+
+    /// Throws the 401 or 403 the call gets, if it is refused (waiting, once, for the first rules).
+    nonisolated(nonsending) func admit(_ context: Context) async throws {
+        if !rules.isLoaded { await rules.ready() }
+        try authorize(context)
     }
 
     /// Throws the 401 or 403 the call gets, if it is refused.

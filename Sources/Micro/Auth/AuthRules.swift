@@ -50,21 +50,26 @@ public final class AuthRules: Sendable {
         try await store.write([.delete(id)], scope: Self.scope)
     }
 
+    /// The store's records of rules, in id order.
+    private func records() async throws -> [Record] {
+        try await store.read("", ReadOptions(scope: Self.scope, prefix: true))
+    }
+
     /// The store's rules, in id order (not the built-in ones).
     public func list() async throws -> [Rule] {
-        try await store.read("", ReadOptions(scope: Self.scope, prefix: true)).map { try $0.decode(Rule.self) }
+        try await records().map { try $0.decode(Rule.self) }
     }
 
     /// Reads the rules now, writing ``Rule/default`` first if the store has none at all.
     public func load(seedingDefault: Bool = true) async throws {
-        var records = try await store.read("", ReadOptions(scope: Self.scope, prefix: true))
+        var records = try await self.records()
         if records.isEmpty && seedingDefault {
             do {
                 try await store.write([.put(Record(key: Rule.default.id, encoding: Rule.default), ifVersion: 0)], scope: Self.scope)
             } catch let error as StoreError where error.kind == .conflict {
                 // another node wrote it first
             }
-            records = try await store.read("", ReadOptions(scope: Self.scope, prefix: true))
+            records = try await self.records()
         }
         apply(records)
     }
@@ -132,7 +137,7 @@ public final class AuthRules: Sendable {
                     try? await Task.sleep(for: refreshInterval)
                     guard let self, !Task.isCancelled else { return }
                     do {
-                        self.apply(try await self.store.read("", ReadOptions(scope: Self.scope, prefix: true)))
+                        self.apply(try await self.records())
                     } catch {
                         // the rules in force stay: a store that is down does not open or close doors
                         self.logger.warning("auth rules could not be read, the last ones stay in force: \(error)")

@@ -89,9 +89,7 @@ struct ServerInterceptors: Sendable {
 
     /// Throws the refusal of ``admission``, if any (waiting, once, for its first rules).
     nonisolated(nonsending) func admit(_ context: Context) async throws {
-        guard let admission else { return }
-        if !admission.rules.isLoaded { await admission.rules.ready() }
-        try admission.authorize(context)
+        try await admission?.admit(context)
     }
 
     nonisolated(nonsending) func run(

@@ -56,7 +56,7 @@ final class HealthChecks: Sendable {
 
     /// `1.5s`, `12.3ms`.
     static func text(_ duration: Duration) -> String {
-        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let seconds = duration.seconds
         return seconds >= 1 ? String(format: "%.1fs", seconds) : String(format: "%.1fms", seconds * 1000)
     }
 

@@ -313,28 +313,30 @@ public final class Service: Sendable {
     /// Asks a running service to stop: it stops accepting, lets requests in flight finish
     /// (at most `drainTimeout`), and `run()` returns. Any thread; idempotent.
     public func stop() {
-        let (waiter, server, stopRules) = state.withLock { state -> (CheckedContinuation<Void, Never>?, HTTPServer?, Bool) in
+        let (waiter, server) = state.withLock { state -> (CheckedContinuation<Void, Never>?, HTTPServer?) in
             state.stopRequested = true
-            defer {
-                state.stopWaiter = nil
-                state.rulesStarted = false
-            }
+            defer { state.stopWaiter = nil }
             // not inside run(): nobody else will shut the server down
-            return (state.stopWaiter, state.running ? nil : state.server, state.rulesStarted)
+            return (state.stopWaiter, state.running ? nil : state.server)
         }
-        if stopRules { options.auth?.rules.stop() }
+        stopRules()
         waiter?.resume()
         server?.shutdown()
+    }
+
+    /// Stops reading the auth rules, if ``start()`` started it (once however often it is called).
+    private func stopRules() {
+        let started = state.withLock { s in
+            defer { s.rulesStarted = false }
+            return s.rulesStarted
+        }
+        if started { options.auth?.rules.stop() }
     }
 
     /// Stops a service started with ``start()``: stops accepting, lets requests in flight finish
     /// (at most `drainTimeout`, then closes what is left) and returns when all is closed.
     public func shutdown() async {
-        let stopRules = state.withLock { s in
-            defer { s.rulesStarted = false }
-            return s.rulesStarted
-        }
-        if stopRules { options.auth?.rules.stop() }
+        stopRules()
         guard let server = state.withLock({ $0.server }) else { return }
         await server.shutdownGracefully(timeout: options.drainTimeout)
         state.withLock { $0.server = nil }
