@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 extension Duration {
     /// The duration in nanoseconds, as a Double (for latency estimates and jitter).

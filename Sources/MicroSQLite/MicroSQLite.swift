@@ -1,4 +1,4 @@
-public import Micro
+import Micro
 
 /// The SQLite store, the default one (`MICRO_STORE` unset or `sqlite`): call ``install()`` once,
 /// before the first use of `Stores.default`.

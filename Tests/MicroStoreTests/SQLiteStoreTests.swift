@@ -55,7 +55,7 @@ import Testing
             // writes from elsewhere: the next read on the loop sees each one at once
             for round in 1...20 {
                 let key = keys[round * 7 % keys.count]
-                try await Task.detached { try await store.write(Record(key: key, value: [UInt8(round)])) }.value
+                _ = try await Task.detached { try await store.write(Record(key: key, value: [UInt8(round)])) }.value
                 #expect(try await store.read(key).value == [UInt8(round)], "\(key) round \(round)")
                 #expect(try await store.list(ListOptions(prefix: key)).contains(key))
             }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Logging
 import Synchronization
 
@@ -47,7 +47,7 @@ public final class AuthRules: Sendable {
     /// Deletes the rule `id`; throws ``StoreError/Kind/notFound`` if there is none.
     public func delete(_ id: String) async throws {
         _ = try await store.read(id, scope: Self.scope)
-        try await store.write([.delete(id)], scope: Self.scope)
+        _ = try await store.write([.delete(id)], scope: Self.scope)
     }
 
     /// The store's records of rules, in id order.
@@ -65,7 +65,7 @@ public final class AuthRules: Sendable {
         var records = try await self.records()
         if records.isEmpty && seedingDefault {
             do {
-                try await store.write([.put(Record(key: Rule.default.id, encoding: Rule.default), ifVersion: 0)], scope: Self.scope)
+                _ = try await store.write([.put(Record(key: Rule.default.id, encoding: Rule.default), ifVersion: 0)], scope: Self.scope)
             } catch let error as StoreError where error.kind == .conflict {
                 // another node wrote it first
             }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// What a rule is about: `service:helloworld:Say.Hello`, `*` for any part, an endpoint path
 /// prefix as `Foo.Bar/*` (go-micro's `auth.Resource`). Calls are resources of type `service`

@@ -2,6 +2,7 @@ import Foundation
 public import Logging
 public import MicroCore
 public import SwiftProtobuf
+public import Tracing
 
 /// Calls services by name: looks the nodes up in the registry (cached, kept fresh by a watch),
 /// chooses one with the selector, sends the request over HTTP/2 (pooled connections from the C
@@ -44,7 +45,8 @@ public final class Client: Sendable {
         interceptors: [any ClientInterceptor] = [],
         eventLoopGroup: EventLoopGroup = .shared,
         logger: Logger = Logger(label: "micro.client"),
-        tls: TLSConfig? = nil
+        tls: TLSConfig? = nil,
+        tracer: (any Tracer)? = Tracers.process
     ) throws(ConfigurationError) {
         var tls = tls
         if tls == nil {
@@ -60,7 +62,7 @@ public final class Client: Sendable {
             interceptors.insert(AuthClientInterceptor(tokens: TokenSource(token: token)), at: 0)
         }
         self.init(registry: registry, broker: broker, strategy: strategy, options: options, interceptors: interceptors,
-                  eventLoopGroup: eventLoopGroup, logger: logger, tls: tls)
+                  eventLoopGroup: eventLoopGroup, logger: logger, tls: tls, tracer: tracer)
     }
 
     /// A client of what it is given, reading nothing else (``init(config:registry:broker:strategy:options:interceptors:eventLoopGroup:logger:tls:)``
@@ -76,7 +78,8 @@ public final class Client: Sendable {
         retryBudget: RetryBudgetPolicy = .init(),
         eventLoopGroup: EventLoopGroup = .shared,
         logger: Logger = Logger(label: "micro.client"),
-        tls: TLSConfig? = nil
+        tls: TLSConfig? = nil,
+        tracer: (any Tracer)? = Tracers.process
     ) {
         self.options = options
         let cache = RegistryCache(registry: registry ?? Registries.default, logger: logger)
@@ -93,7 +96,8 @@ public final class Client: Sendable {
         self.selectors = SelectionStrategy.allCases.map { Selector(strategy: $0, ejection: ejection) }
         self.defaultStrategy = strategy
         self.codecs = codecs
-        self.interceptors = ClientInterceptors(all: interceptors)
+        // traced: a span around everything else, whose context the others' calls carry
+        self.interceptors = ClientInterceptors(all: (tracer.map { [TracingClientInterceptor(tracer: $0)] } ?? []) + interceptors)
         self.budget = RetryBudget(retryBudget)
         self.logger = logger
     }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Metrics
 public import Prometheus
 import Synchronization

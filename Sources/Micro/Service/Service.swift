@@ -5,6 +5,7 @@ public import Configuration
 public import ServiceLifecycle
 public import SwiftProtobuf
 import Synchronization
+import Tracing
 import UnixSignals
 
 #if canImport(Glibc)
@@ -83,6 +84,11 @@ public final class Service: Sendable {
         }
         if let address { options.address = address }
         options.logger[metadataKey: "service"] = "\(name)"
+        if let tracer = options.tracer {
+            // every line logged within a call carries its trace and span ids
+            let own = options.logger.handler.metadataProvider
+            options.logger.handler.metadataProvider = Logger.MetadataProvider.multiplex([own, .traceIDs(tracer)].compactMap { $0 })
+        }
         self.name = name
         self.version = version
         self.metadata = metadata
@@ -105,10 +111,12 @@ public final class Service: Sendable {
             if let tokens { clientInterceptors.append(AuthClientInterceptor(tokens: tokens)) }
         }
         self.client = Client(registry: options.registry, broker: options.broker, interceptors: clientInterceptors,
-                             eventLoopGroup: options.eventLoopGroup, logger: options.logger, tls: options.tls)
+                             eventLoopGroup: options.eventLoopGroup, logger: options.logger, tls: options.tls, tracer: options.tracer)
         let broker = client.broker
         self.broker = broker
-        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
+        // traced: the outermost interceptor, so the others (and the handler) run in the call's span
+        let interceptors = (options.tracer.map { [TracingServerInterceptor(tracer: $0)] } ?? []) + options.interceptors
+        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: interceptors,
                              admission: options.auth.map { AuthInterceptor(auth: $0.auth, rules: $0.rules) },
                              broker: broker as? any MountedBroker, healthChecks: healthChecks)
         registerHealth()
@@ -364,6 +372,8 @@ public final class Service: Sendable {
             return state.server!
         }
         defer { state.withLock { $0.running = false } }
+        // the process tracer's exporter runs while a service does; the last to stop flushes it
+        Tracers.serviceStarted()
         if options.register, let record {
             do {
                 try await registry.register(record, ttl: options.registerTTL)
@@ -435,6 +445,7 @@ public final class Service: Sendable {
             }
             health.closeWatches()  // watchers have seen NOT_SERVING; their streams end so the drain can
             await server.shutdownGracefully(timeout: options.drainTimeout)
+            await Tracers.serviceStopped()
             options.logger.info("stopped")
         } onGracefulShutdown: {
             self.stop()

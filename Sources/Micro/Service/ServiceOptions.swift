@@ -1,6 +1,7 @@
 import Foundation
 public import Logging
 public import MicroCore
+public import Tracing
 
 #if canImport(Glibc)
 import Glibc
@@ -69,6 +70,10 @@ public struct ServiceOptions: Sendable {
     /// The service's configuration (``Service/config``); nil: the process's flags, environment
     /// and `MICRO_CONFIG_FILE` (``MicroConfig``).
     public var config: MicroConfig?
+    /// Traces every call the service serves and its client makes (spans, W3C propagation, trace
+    /// ids on log lines); nil: no tracing. Default: the process's tracer (``Tracers/process``:
+    /// `MICRO_TRACER`, or one the program bootstrapped).
+    public var tracer: (any Tracer)?
 
     public init(
         address: String? = nil,
@@ -102,6 +107,7 @@ public struct ServiceOptions: Sendable {
         self.handleSignals = handleSignals
         self.exitOnStartFailureSetting = exitOnStartFailure
         self.codecs = codecs
+        self.tracer = Tracers.process
     }
 
     /// The defaults, then the framework's settings `config` has (flag, variable or file), and
@@ -146,6 +152,7 @@ public struct ServiceOptions: Sendable {
         }
         if registry == nil, let problem = Registries.environmentError(environment) { return problem }
         if broker == nil, let problem = Brokers.environmentError(environment) { return problem }
+        if tracer == nil, let problem = Tracers.problem { return problem }
         return nil
     }
 }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Records by key: go-micro's store (read, write, delete and list, with prefixes, suffixes,
 /// limits, offsets, TTLs, databases and tables), plus a version on every record for optimistic

@@ -1,0 +1,116 @@
+public import Tracing
+
+/// A span's place in its trace as W3C Trace Context carries it between processes
+/// (`traceparent: 00-TRACE-SPAN-FLAGS`, `tracestate`): what ``MemoryTracer`` propagates, and
+/// how the framework reads trace and span ids for log lines whatever the tracer.
+public struct TraceContext: Sendable, Hashable {
+    /// 32 lower-case hex digits, not all zero.
+    public var traceID: String
+    /// 16 lower-case hex digits, not all zero.
+    public var spanID: String
+    /// Whether the caller records this trace (flag 01).
+    public var sampled: Bool
+    /// Vendor state passed along untouched (`tracestate`), at most 512 bytes.
+    public var traceState: String?
+
+    public init(traceID: String, spanID: String, sampled: Bool = true, traceState: String? = nil) {
+        self.traceID = traceID
+        self.spanID = spanID
+        self.sampled = sampled
+        self.traceState = traceState
+    }
+
+    /// The `traceparent` value.
+    public var traceparent: String { "00-\(traceID)-\(spanID)-\(sampled ? "01" : "00")" }
+
+    /// Parses a `traceparent` value (and `tracestate`); nil for anything that is not a valid
+    /// version-00 header: wrong length or separators, upper-case or non-hex digits, an all-zero
+    /// id, version ff. A later version is read by its first four fields, as the spec asks.
+    public init?(traceparent: String, tracestate: String? = nil) {
+        var text = traceparent
+        let parsed: TraceContext? = text.withUTF8 { bytes in
+            // version "-" trace(32) "-" span(16) "-" flags(2)
+            guard bytes.count >= 55, bytes[2] == 0x2D, bytes[35] == 0x2D, bytes[52] == 0x2D else { return nil }
+            guard Self.isHex(bytes, 0..<2), Self.isHex(bytes, 3..<35), Self.isHex(bytes, 36..<52), Self.isHex(bytes, 53..<55) else { return nil }
+            let version = Self.hexByte(bytes[0], bytes[1])
+            guard version != 0xFF else { return nil }
+            // version 00 is exactly 55 bytes; a later one may append "-..." fields
+            guard bytes.count == 55 || (version > 0 && bytes[55] == 0x2D) else { return nil }
+            guard !Self.isZero(bytes, 3..<35), !Self.isZero(bytes, 36..<52) else { return nil }
+            let flags = Self.hexByte(bytes[53], bytes[54])
+            return TraceContext(
+                traceID: String(decoding: UnsafeBufferPointer(rebasing: bytes[3..<35]), as: UTF8.self),
+                spanID: String(decoding: UnsafeBufferPointer(rebasing: bytes[36..<52]), as: UTF8.self),
+                sampled: flags & 1 == 1)
+        }
+        guard var parsed else { return nil }
+        if let tracestate, !tracestate.isEmpty, tracestate.utf8.count <= 512 { parsed.traceState = tracestate }
+        self = parsed
+    }
+
+    private static func isHex(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Bool {
+        for i in range {
+            let b = bytes[i]
+            guard (0x30...0x39).contains(b) || (0x61...0x66).contains(b) else { return false }
+        }
+        return true
+    }
+
+    private static func isZero(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Bool {
+        range.allSatisfy { bytes[$0] == 0x30 }
+    }
+
+    private static func hexByte(_ high: UInt8, _ low: UInt8) -> UInt8 {
+        func nibble(_ b: UInt8) -> UInt8 { b <= 0x39 ? b - 0x30 : b - 0x61 + 10 }
+        return nibble(high) << 4 | nibble(low)
+    }
+
+    /// A new trace id (random, 128 bits) or span id (64 bits), as lower-case hex.
+    static func randomID(bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: bytes * 2) { buffer in
+            var i = 0
+            while i < bytes * 2 {
+                var word = generator.next() as UInt64
+                if word == 0 { word = 1 }  // never the invalid all-zero id
+                for _ in 0..<min(16, bytes * 2 - i) {
+                    buffer[i] = digits[Int(word & 0xF)]
+                    word >>= 4
+                    i += 1
+                }
+            }
+            return bytes * 2
+        }
+    }
+
+    /// The trace context `tracer` would send for `context` (its `traceparent`), whatever the
+    /// tracer: how log lines get their ids.
+    static func of(_ context: InstrumentationContext, in tracer: any Tracer) -> TraceContext? {
+        if let known = context[TraceContextKey.self] { return known }
+        var headers: [String: String] = [:]
+        tracer.inject(context, into: &headers, using: DictionaryInjector())
+        guard let value = headers["traceparent"] else { return nil }
+        return TraceContext(traceparent: value)
+    }
+}
+
+/// Where ``MemoryTracer`` keeps the current span's ``TraceContext`` in an `InstrumentationContext`.
+public enum TraceContextKey: InstrumentationContextKey {
+    public typealias Value = TraceContext
+    public static var nameOverride: String? { "micro-trace-context" }
+}
+
+/// Puts headers into a dictionary (call options' metadata, message headers).
+struct DictionaryInjector: Injector {
+    func inject(_ value: String, forKey key: String, into carrier: inout [String: String]) {
+        carrier[key] = value
+    }
+}
+
+/// Reads headers from a call's ``Metadata`` (request headers, gRPC metadata, message headers).
+struct MetadataExtractor: Extractor {
+    func extract(key: String, from carrier: Metadata) -> String? {
+        carrier[key]
+    }
+}

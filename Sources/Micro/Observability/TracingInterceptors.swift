@@ -1,0 +1,142 @@
+public import Tracing
+
+/// A span for every call a service serves — unary calls, the three streams, broker deliveries,
+/// over every wire — as a child of the caller's span (W3C `traceparent` in the request headers,
+/// gRPC metadata or message headers), with the OpenTelemetry RPC and messaging attributes; the
+/// handler runs in it, so its own spans, the calls it makes and its log lines join the trace.
+///
+/// Installed by the service as its outermost interceptor when it has a tracer
+/// (``ServiceOptions/tracer``).
+public struct TracingServerInterceptor: ServerInterceptor {
+    public let tracer: any Tracer
+
+    public init(tracer: any Tracer) {
+        self.tracer = tracer
+    }
+
+    public nonisolated(nonsending) func intercept(
+        _ call: ServerCall,
+        next: (ServerCall) async throws -> ServerResult
+    ) async throws -> ServerResult {
+        let descriptor = call.descriptor
+        var parent = InstrumentationContext.current ?? .topLevel
+        tracer.extract(call.context.metadata, into: &parent, using: MetadataExtractor())
+        let delivery = descriptor.kind == .delivery
+        let span = tracer.startSpan(SpanNaming.name(descriptor), context: parent, ofKind: delivery ? .consumer : .server)
+        span.attributes = SpanNaming.attributes(descriptor)
+        do {
+            let result = try await InstrumentationContext.$current.withValue(span.context) { try await next(call) }
+            SpanNaming.succeeded(descriptor, span)
+            span.end()
+            return result
+        } catch {
+            SpanNaming.failed(error, descriptor, span)
+            span.end()
+            throw error
+        }
+    }
+}
+
+/// A span for every call a client makes — unary calls, streams, publishes — as a child of the
+/// caller's current span, sent along as W3C `traceparent` (and `tracestate`) in the call's
+/// metadata (request headers, gRPC metadata, message headers). One span covers the retries on
+/// other nodes; it names the node that answered (`server.address`).
+public struct TracingClientInterceptor: ClientInterceptor {
+    public let tracer: any Tracer
+
+    public init(tracer: any Tracer) {
+        self.tracer = tracer
+    }
+
+    public nonisolated(nonsending) func intercept(
+        _ call: ClientCall,
+        next: (ClientCall) async throws -> ClientResponse
+    ) async throws -> ClientResponse {
+        let descriptor = call.descriptor
+        let publish = descriptor.kind == .publish
+        let span = tracer.startSpan(SpanNaming.name(descriptor), context: InstrumentationContext.current ?? .topLevel,
+                                    ofKind: publish ? .producer : .client)
+        span.attributes = SpanNaming.attributes(descriptor)
+        var call = call
+        tracer.inject(span.context, into: &call.options.metadata, using: DictionaryInjector())
+        do {
+            let response = try await next(call)
+            if let node = response.node { span.attributes["server.address"] = node.address }
+            SpanNaming.succeeded(descriptor, span)
+            span.end()
+            return response
+        } catch {
+            SpanNaming.failed(error, descriptor, span)
+            span.end()
+            throw error
+        }
+    }
+}
+
+/// Names and attributes of the framework's spans (OpenTelemetry semantic conventions for RPC
+/// and messaging).
+enum SpanNaming {
+    /// `Service/Method` for a call (`rpc.service`/`rpc.method` of its endpoint `Service.Method`),
+    /// `send TOPIC` for a publish, `process TOPIC` for a delivery.
+    static func name(_ call: CallDescriptor) -> String {
+        switch call.kind {
+        case .publish: return "send " + call.endpoint
+        case .delivery: return "process " + call.endpoint
+        default:
+            let (service, method) = split(call.endpoint)
+            return service + "/" + method
+        }
+    }
+
+    static func attributes(_ call: CallDescriptor) -> SpanAttributes {
+        var attributes: SpanAttributes = [:]
+        switch call.kind {
+        case .publish, .delivery:
+            attributes["messaging.system"] = "micro"
+            attributes["messaging.destination.name"] = call.endpoint
+            attributes["messaging.operation.type"] = call.kind == .publish ? "send" : "process"
+            if !call.service.isEmpty { attributes["micro.service"] = call.service }
+        default:
+            let (service, method) = split(call.endpoint)
+            attributes["rpc.system"] = call.wire == .grpc ? "grpc" : "micro"
+            attributes["rpc.service"] = service
+            attributes["rpc.method"] = method
+            attributes["micro.service"] = call.service
+            attributes["micro.call.kind"] = call.kind.rawValue
+            switch call.wire {
+            case .microHTTP1: attributes["network.protocol.version"] = "1.1"
+            case .microHTTP2, .grpc: attributes["network.protocol.version"] = "2"
+            case .broker: break
+            }
+        }
+        return attributes
+    }
+
+    static func succeeded(_ call: CallDescriptor, _ span: any Span) {
+        if call.wire == .grpc { span.attributes["rpc.grpc.status_code"] = 0 }
+    }
+
+    /// The error on the span: its status, `error.type` (the micro error's code, or the error's
+    /// type), the gRPC status code on gRPC, and an `exception` event.
+    static func failed(_ error: any Error, _ call: CallDescriptor, _ span: any Span) {
+        span.recordError(error)
+        if let e = error as? MicroError {
+            span.attributes["error.type"] = "\(e.code)"
+            if call.wire == .grpc { span.attributes["rpc.grpc.status_code"] = GRPCStatusCode(microCode: e.code).rawValue }
+            span.setStatus(SpanStatus(code: .error, message: e.detail))
+        } else {
+            span.attributes["error.type"] = String(describing: type(of: error))
+            if call.wire == .grpc {
+                let code: GRPCStatusCode = error is CancellationError ? .cancelled : .unknown
+                span.attributes["rpc.grpc.status_code"] = code.rawValue
+            }
+            span.setStatus(SpanStatus(code: .error, message: "\(error)"))
+        }
+    }
+
+    /// `Greeter.Hello` → (`Greeter`, `Hello`); an endpoint without a dot is its own method.
+    static func split(_ endpoint: String) -> (service: String, method: String) {
+        guard let dot = endpoint.lastIndex(of: ".") else { return (endpoint, endpoint) }
+        return (String(endpoint[..<dot]), String(endpoint[endpoint.index(after: dot)...]))
+    }
+}
