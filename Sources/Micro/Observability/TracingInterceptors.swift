@@ -40,7 +40,7 @@ public struct TracingServerInterceptor: ServerInterceptor {
 /// A span for every call a client makes — unary calls, streams, publishes — as a child of the
 /// caller's current span, sent along as W3C `traceparent` (and `tracestate`) in the call's
 /// metadata (request headers, gRPC metadata, message headers). One span covers the retries on
-/// other nodes; it names the node that answered (`server.address`).
+/// other nodes; it names the node that answered (`server.address`, or the address called).
 public struct TracingClientInterceptor: ClientInterceptor {
     public let tracer: any Tracer
 
@@ -61,7 +61,7 @@ public struct TracingClientInterceptor: ClientInterceptor {
         tracer.inject(span.context, into: &call.options.metadata, using: DictionaryInjector())
         do {
             let response = try await next(call)
-            if let node = response.node { span.attributes["server.address"] = node.address }
+            if let address = response.node?.address ?? call.options.address { span.attributes["server.address"] = address }
             SpanNaming.succeeded(descriptor, span)
             span.end()
             return response
