@@ -96,10 +96,10 @@ import Tracing
             for task in tasks { try await task.value }
         }
 
-        /// The finished spans of `traceID`, once `count` of them are there (a delivery ends after
-        /// the publish returned).
-        func spans(of traceID: String, count: Int) async throws -> [MemoryTracer.FinishedSpan] {
-            try await eventually { let spans = tracer.spans(traceID: traceID); return spans.count >= count ? spans : nil }
+        /// The finished spans of `traceID`, once `count` of them are there (a span ends after its
+        /// call's answer left; a delivery after the publish returned).
+        func spans(of traceID: String? = nil, count: Int) async throws -> [MemoryTracer.FinishedSpan] {
+            try await TracingTests.withHangGuard { [tracer] in await tracer.spans(traceID: traceID, count: count) }
         }
     }
 
@@ -118,16 +118,19 @@ import Tracing
         }
     }
 
-    /// Polls `probe` until it gives a value (a span ends on another task after the answer left).
-    static func eventually<T>(_ probe: () throws -> T?) async throws -> T {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .hangGuard
-        while clock.now < deadline {
-            if let value = try probe() { return value }
-            await Task.yield()
-            try await Task.sleep(for: .milliseconds(5))
+    /// `body`, or a failure if it has not returned within ``Duration/hangGuard`` (a hung test, not
+    /// a slow machine).
+    static func withHangGuard<T: Sendable>(_ body: @escaping @Sendable () async -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { await body() }
+            group.addTask {
+                try await Task.sleep(for: .hangGuard)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let value = try await group.next() ?? nil else { throw MicroError.timeout("test", "hung") }
+            return value
         }
-        throw MicroError.timeout("test", "the spans never came")
     }
 
     @Test func oneTraceCrossesClientServiceServiceAndSubscriber() async throws {
@@ -195,7 +198,7 @@ import Tracing
     @Test func logLinesOfACallCarryItsTraceAndSpanIDs() async throws {
         let services = try await Services()
         let _: Reply = try await services.client().call("front", "Front.Hello", Hello(name: "bob"))
-        let served = try await Self.eventually { services.tracer.spans().first { $0.name == "Front/Hello" && $0.kind == "server" } }
+        let served = try #require(try await services.spans(count: 6).first { $0.name == "Front/Hello" && $0.kind == "server" })
         let line = try #require(services.logs.value.withLock { $0.first { $0.0 == "greeting bob" } })
         #expect(line.1["trace_id"] == .string(served.traceID), "\(line.1)")
         #expect(line.1["span_id"] == .string(served.spanID), "\(line.1)")
@@ -265,10 +268,9 @@ import Tracing
                                                      "-H", "micro-endpoint: Front.Hello", "-H", "traceparent: \(value)", "-d", #"{"name":"dan"}"#, url])
             #expect(result.stdout.contains("front: hello dan"), "\(value): \(result.stdout)")
         }
-        let served = try await Self.eventually {
-            let spans = services.tracer.spans().filter { $0.name == "Front/Hello" && $0.kind == "server" }
-            return spans.count == bad.count ? spans : nil
-        }
+        // each call: front's span, its call to back, back's, the publish, the delivery
+        let served = try await services.spans(count: 5 * bad.count).filter { $0.name == "Front/Hello" && $0.kind == "server" }
+        #expect(served.count == bad.count)
         // each a root of its own new trace
         #expect(served.allSatisfy { $0.parentID == nil })
         #expect(Set(served.map(\.traceID)).count == served.count)

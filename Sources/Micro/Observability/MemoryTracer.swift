@@ -14,31 +14,73 @@ public final class MemoryTracer: Tracer, Sendable {
 
     /// How many finished spans are kept (the oldest go first).
     public let capacity: Int
-    private let finished: Mutex<Deque<FinishedSpan>>
+    private struct State {
+        var spans = Deque<FinishedSpan>()
+        /// Callers of ``spans(traceID:count:)`` waiting for more.
+        var waiters: [UInt64: Waiter] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+    private struct Waiter {
+        let traceID: String?
+        let count: Int
+        let continuation: CheckedContinuation<Void, Never>
+    }
+    private let state: Mutex<State>
 
     public init(capacity: Int = 1000) {
         self.capacity = max(1, capacity)
-        self.finished = Mutex(Deque())
+        self.state = Mutex(State())
     }
 
     /// The spans kept, oldest first; of one trace if `traceID` is given.
     public func spans(traceID: String? = nil) -> [FinishedSpan] {
-        finished.withLock { spans in
-            guard let traceID else { return Array(spans) }
-            return spans.filter { $0.traceID == traceID }
+        state.withLock { Self.spans(of: traceID, in: $0.spans) }
+    }
+
+    /// The spans kept (of one trace if `traceID` is given) once there are at least `count`: a
+    /// span ends when its call has, on its own task, so a caller that saw the call end waits for
+    /// its spans here. Returns what there is if the task is cancelled first.
+    public func spans(traceID: String? = nil, count: Int) async -> [FinishedSpan] {
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
         }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { state in
+                    if Task.isCancelled || Self.spans(of: traceID, in: state.spans).count >= count { return true }
+                    state.waiters[id] = Waiter(traceID: traceID, count: count, continuation: continuation)
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.continuation.resume()
+        }
+        return spans(traceID: traceID)
     }
 
     /// Forgets the spans kept.
     public func clear() {
-        finished.withLock { $0.removeAll() }
+        state.withLock { $0.spans.removeAll() }
     }
 
     func keep(_ span: FinishedSpan) {
-        finished.withLock { spans in
-            if spans.count >= capacity { spans.removeFirst() }
-            spans.append(span)
+        let ready: [Waiter] = state.withLock { state in
+            if state.spans.count >= capacity { state.spans.removeFirst() }
+            state.spans.append(span)
+            guard !state.waiters.isEmpty else { return [] }
+            let ready = state.waiters.filter { $0.value.traceID == nil || $0.value.traceID == span.traceID }
+                .filter { Self.spans(of: $0.value.traceID, in: state.spans).count >= $0.value.count }
+            for id in ready.keys { state.waiters.removeValue(forKey: id) }
+            return Array(ready.values)
         }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    private static func spans(of traceID: String?, in spans: Deque<FinishedSpan>) -> [FinishedSpan] {
+        guard let traceID else { return Array(spans) }
+        return spans.filter { $0.traceID == traceID }
     }
 
     public func startSpan<Instant: TracerInstant>(
