@@ -84,10 +84,11 @@ public struct Rule: Sendable, Equatable, Codable {
     /// holds no rules (go-micro's server does the same), so that a token is what is needed.
     public static let `default` = Rule(id: "default", scope: anyAccount, resource: Resource(type: "*", name: "*", endpoint: "*"))
 
-    /// Health checks (gRPC and HTTP) and reflection are public unless a rule says otherwise.
+    /// Health checks (gRPC, HTTP and `Debug.Health`) and reflection are public unless a rule says otherwise.
     static let builtIn: [Rule] = [
         Rule(id: "micro-health", scope: publicScope, resource: Resource(type: "service", name: "*", endpoint: "grpc.health.v1.Health.*"), priority: -1),
         Rule(id: "micro-reflection", scope: publicScope, resource: Resource(type: "service", name: "*", endpoint: "grpc.reflection.*"), priority: -1),
+        Rule(id: "micro-debug-health", scope: publicScope, resource: Resource(type: "service", name: "*", endpoint: "Debug.Health"), priority: -1),
     ]
 }
 

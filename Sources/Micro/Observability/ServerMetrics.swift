@@ -78,4 +78,9 @@ extension Result where Success == [UInt8], Failure == MicroError {
         case .failure(let error): error.code
         }
     }
+
+    var failed: Bool {
+        if case .failure = self { return true }
+        return false
+    }
 }

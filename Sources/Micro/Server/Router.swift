@@ -51,6 +51,8 @@ final class Router: Sendable {
     let codecs: Codecs
     let logger: Logger
     let interceptors: ServerInterceptors
+    /// Calls served and failed (`Debug.Stats`).
+    let stats = CallStats()
     /// A broker whose deliveries arrive on the service's own port (the HTTP broker's do).
     let broker: (any MountedBroker)?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
@@ -180,11 +182,14 @@ final class Router: Sendable {
                 responder.setDeadline(afterMilliseconds: call.context.timeoutMilliseconds, handler: self)
             }
             guard let metrics = call.endpoint.metrics else {
-                responder.send(call.answer(await invoke(call.endpoint, call.message, call.codec, call.context), self))
+                let result = await invoke(call.endpoint, call.message, call.codec, call.context)
+                stats.record(failed: result.failed)
+                responder.send(call.answer(result, self))
                 return
             }
             let start = ContinuousClock.now
             let result = await invoke(call.endpoint, call.message, call.codec, call.context)
+            stats.record(failed: result.failed)
             metrics.record(code: result.code, since: start)
             responder.send(call.answer(result, self))
         case .stream(let call):

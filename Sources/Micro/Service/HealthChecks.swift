@@ -94,6 +94,15 @@ final class HealthChecks: Sendable {
         return (up, outcomes)
     }
 
+    /// Why the node is not ready (`shutting down`, or the first critical check that fails and its
+    /// error); nil when it is.
+    func failing() async -> String? {
+        guard state.check("") == .serving else { return "shutting down" }
+        let (up, outcomes) = await run(criticalOnly: true)
+        guard !up, let down = outcomes.first(where: { $0.status == "down" }) else { return nil }
+        return "\(down.name): \(down.error ?? "down")"
+    }
+
     /// Nil if the check passed within its timeout, else why not.
     private static func outcome(of check: Check) async -> String? {
         await withTaskGroup(of: String?.self) { group in

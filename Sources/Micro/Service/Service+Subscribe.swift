@@ -79,7 +79,17 @@ extension Service {
         var metadata = ["topic": topic, "subscriber": "true"]
         if let queue { metadata["queue"] = queue }
         let description = Endpoint(name: "\(topic)", request: Schema.describe(Event.self, name: String(describing: Event.self)), metadata: metadata)
-        subscribers.withLock { $0.append(Subscriber(topic: topic, queue: queue, handler: wrapped, description: description)) }
+        let stats = router.stats
+        let counted: @Sendable (BrokerEvent) async throws -> Void = { event in
+            do {
+                try await wrapped(event)
+                stats.record(failed: false)
+            } catch {
+                stats.record(failed: true)
+                throw error
+            }
+        }
+        subscribers.withLock { $0.append(Subscriber(topic: topic, queue: queue, handler: counted, description: description)) }
     }
 
     var subscriberDescriptions: [Endpoint] { subscribers.withLock { $0.map(\.description) } }

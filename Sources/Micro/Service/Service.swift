@@ -37,6 +37,8 @@ public final class Service: Sendable {
     public let client: Client
     /// Where this service's subscriptions live.
     public let broker: any Broker
+    /// The last lines the service logged (`Debug.Log`).
+    let logs: LogRing
     /// The service's own settings: flags, environment, the `MICRO_CONFIG_FILE` file (followed
     /// while the service runs) and defaults, merged (see ``MicroConfig``).
     public var config: ConfigReader { configuration.reader }
@@ -83,6 +85,10 @@ public final class Service: Sendable {
             }
         }
         if let address { options.address = address }
+        // the last lines logged, for Debug.Log, beside where they are printed
+        let logs = LogRing()
+        options.logger.handler = MultiplexLogHandler([options.logger.handler, RingLogHandler(ring: logs, logLevel: options.logger.logLevel)])
+        self.logs = logs
         options.logger[metadataKey: "service"] = "\(name)"
         if let tracer = options.tracer {
             // every line logged within a call carries its trace and span ids
@@ -121,6 +127,7 @@ public final class Service: Sendable {
                              broker: broker as? any MountedBroker, healthChecks: healthChecks)
         registerHealth()
         registerReflection()
+        registerDebug()
     }
 
     /// Registers a typed handler for `endpoint` (e.g. `Helloworld.Greeting`). The request is
