@@ -45,6 +45,12 @@ public enum Tool {
         )
     }
 
+    /// The first `name` on the PATH, as an absolute path (what `Tool.run(name)` runs).
+    public static func path(of name: String) -> String? {
+        let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+        return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
     /// Directory of the built executables (helloworld, ...).
     public static var binDirectory: URL {
         if let dir = ProcessInfo.processInfo.environment["MICRO_BIN_DIR"], !dir.isEmpty {

@@ -34,7 +34,7 @@ import Testing
 
     @Test(.enabled(if: binDirectory != nil, "MICRO_OTEL_BIN_DIR names Plugins/OTel's build (scripts/test builds it)"))
     func oneTraceAcrossThreeProcessesReachesTheCollector() async throws {
-        let collector = try await ChildService("/usr/bin/python3", arguments: [Self.receiver])
+        let collector = try await ChildService(try #require(Tool.path(of: "python3")), arguments: [Self.receiver])
         defer { collector.stop() }
         let registry = FileManager.default.temporaryDirectory.appendingPathComponent("micro-registry-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: registry) }
@@ -64,7 +64,7 @@ import Testing
         let expected = [("front", "Front/Hello", "server"), ("front", "Back/Hello", "client"), ("back", "Back/Hello", "server"),
                         ("front", "send greeted", "producer"), ("sink", "process greeted", "consumer")]
         for (service, name, kind) in expected {
-            let line = await collector.waitForLine(containing: #""service": "\#(service)", "name": "\#(name)", "kind": "\#(kind)""#)
+            let line = await collector.waitForLine(containing: #""service": "\#(service)", "name": "\#(name)", "kind": "\#(kind)""#, within: .hangGuard)
             #expect(line != nil, "\(service) \(name) \(kind): \(collector.logLines)")
         }
         let spans = try collector.logLines.filter { $0.hasPrefix("span ") }

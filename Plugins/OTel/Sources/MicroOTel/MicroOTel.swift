@@ -12,7 +12,8 @@ import Tracing
 /// MicroOTel.install()    // before the first service or client is made
 /// ```
 ///
-/// then `MICRO_TRACER=otlp`, and `MICRO_TRACER_ADDRESS` (go-micro's `--tracer_address`) or
+/// then `MICRO_TRACER=otlp`, and `MICRO_TRACER_ADDRESS` (go-micro's `--tracer_address`:
+/// `host:port` or a URL; `/v1/traces` is added to one without a path) or
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` for the collector (default `http://localhost:4318`). The
 /// OpenTelemetry variables apply as the specification defines them: `OTEL_SERVICE_NAME` (default:
 /// the executable's name), `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default:
@@ -36,10 +37,19 @@ public enum MicroOTel {
         configuration.metrics.enabled = false
         configuration.diagnosticLogLevel = .warning
         if let address = environment["MICRO_TRACER_ADDRESS"], !address.isEmpty {
-            configuration.traces.otlpExporter.endpoint = address.contains("://") ? address : "http://" + address
+            configuration.traces.otlpExporter.endpoint = tracesURL(address)
         }
         let (tracer, service) = try OTel.makeTracingBackend(configuration: configuration)
         let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: Logger(label: "micro.otel")))
         return TracingBackend(tracer: tracer, run: { try await group.run() }, shutdown: { await group.triggerGracefulShutdown() })
+    }
+
+    /// The traces URL of a collector's address, as `OTEL_EXPORTER_OTLP_ENDPOINT` is read:
+    /// `host:4318` and `http://host:4318` → `http://host:4318/v1/traces`; a URL with a path of
+    /// its own is used as it is.
+    static func tracesURL(_ address: String) -> String {
+        let url = address.contains("://") ? address : "http://" + address
+        guard let parsed = URLComponents(string: url), parsed.path.isEmpty || parsed.path == "/" else { return url }
+        return (url.hasSuffix("/") ? String(url.dropLast()) : url) + "/v1/traces"
     }
 }

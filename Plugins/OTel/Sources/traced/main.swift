@@ -42,6 +42,6 @@ case "helloworld":
     }
     try await service.run()
 default:
-    FileHandle.standardError.write("usage: traced front|back|sink|helloworld\n")
+    FileHandle.standardError.write(Data("usage: traced front|back|sink|helloworld\n".utf8))
     exit(2)
 }
