@@ -122,7 +122,7 @@ public final class MemoryTracer: Tracer, Sendable {
     }
 
     /// A span as it ended.
-    public struct FinishedSpan: Sendable, Codable, Equatable {
+    public struct FinishedSpan: Sendable, Equatable {
         public var name: String
         /// `server`, `client`, `producer`, `consumer` or `internal`.
         public var kind: String
@@ -136,9 +136,28 @@ public final class MemoryTracer: Tracer, Sendable {
         /// `ok`, `error` or nil (unset).
         public var status: String?
         public var statusMessage: String?
-        public var attributes: [String: String]
+        /// As the span had them (rendered as text when read: a span that nobody reads costs no
+        /// conversion).
+        public var spanAttributes: SpanAttributes
         /// The names of its events (`exception` for a recorded error).
         public var events: [String]
+
+        /// The attributes as text.
+        public var attributes: [String: String] {
+            var text: [String: String] = [:]
+            spanAttributes.forEach { key, value in text[key] = Self.describe(value) }
+            return text
+        }
+
+        private static func describe(_ value: SpanAttribute) -> String {
+            switch value {
+            case .int64(let v): "\(v)"
+            case .double(let v): "\(v)"
+            case .bool(let v): "\(v)"
+            case .string(let v): v
+            default: "\(value)"
+            }
+        }
     }
 }
 
@@ -204,8 +223,6 @@ public final class MemorySpan: Tracing.Span, Sendable {
         let finished: MemoryTracer.FinishedSpan? = state.withLock { state in
             guard !state.ended else { return nil }
             state.ended = true
-            var attributes: [String: String] = [:]
-            state.attributes.forEach { key, value in attributes[key] = Self.describe(value) }
             let status: String? = switch state.status?.code {
             case .ok?: "ok"
             case .error?: "error"
@@ -213,7 +230,7 @@ public final class MemorySpan: Tracing.Span, Sendable {
             }
             return MemoryTracer.FinishedSpan(
                 name: state.name, kind: Self.describe(kind), traceID: trace.traceID, spanID: trace.spanID, parentID: parentID,
-                start: start, end: end, status: status, statusMessage: state.status?.message, attributes: attributes, events: state.events)
+                start: start, end: end, status: status, statusMessage: state.status?.message, spanAttributes: state.attributes, events: state.events)
         }
         if let finished, trace.sampled { tracer.keep(finished) }
     }
@@ -225,16 +242,6 @@ public final class MemorySpan: Tracing.Span, Sendable {
         case .producer: "producer"
         case .consumer: "consumer"
         case .internal: "internal"
-        }
-    }
-
-    private static func describe(_ value: SpanAttribute) -> String {
-        switch value {
-        case .int64(let v): "\(v)"
-        case .double(let v): "\(v)"
-        case .bool(let v): "\(v)"
-        case .string(let v): v
-        default: "\(value)"
         }
     }
 }

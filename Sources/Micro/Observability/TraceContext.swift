@@ -1,3 +1,4 @@
+import Synchronization
 public import Tracing
 
 /// A span's place in its trace as W3C Trace Context carries it between processes
@@ -65,23 +66,34 @@ public struct TraceContext: Sendable, Hashable {
         return nibble(high) << 4 | nibble(low)
     }
 
-    /// A new trace id (random, 128 bits) or span id (64 bits), as lower-case hex.
+    /// A new trace id (128 bits) or span id (64 bits), as lower-case hex: SplitMix64 over a
+    /// shared counter seeded from the system's generator (unpredictable enough to keep traces
+    /// apart, as W3C asks; no system call per id).
     static func randomID(bytes: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        let digits: StaticString = "0123456789abcdef"
         return String(unsafeUninitializedCapacity: bytes * 2) { buffer in
             var i = 0
             while i < bytes * 2 {
-                var word = generator.next() as UInt64
-                if word == 0 { word = 1 }  // never the invalid all-zero id
+                var word = nextRandom()
                 for _ in 0..<min(16, bytes * 2 - i) {
-                    buffer[i] = digits[Int(word & 0xF)]
+                    buffer[i] = digits.utf8Start[Int(word & 0xF)]
                     word >>= 4
                     i += 1
                 }
             }
             return bytes * 2
         }
+    }
+
+    private static let randomState = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+
+    /// SplitMix64; never 0 (an all-zero id is invalid).
+    private static func nextRandom() -> UInt64 {
+        var z = randomState.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return z == 0 ? 1 : z
     }
 
     /// The trace context `tracer` would send for `context` (its `traceparent`), whatever the

@@ -1,3 +1,4 @@
+import Synchronization
 public import Tracing
 
 /// A span for every call a service serves — unary calls, the three streams, broker deliveries,
@@ -22,8 +23,9 @@ public struct TracingServerInterceptor: ServerInterceptor {
         var parent = InstrumentationContext.current ?? .topLevel
         tracer.extract(call.context.metadata, into: &parent, using: MetadataExtractor())
         let delivery = descriptor.kind == .delivery
-        let span = tracer.startSpan(SpanNaming.name(descriptor), context: parent, ofKind: delivery ? .consumer : .server)
-        span.attributes = SpanNaming.attributes(descriptor)
+        let naming = SpanNaming.of(descriptor)
+        let span = tracer.startSpan(naming.name, context: parent, ofKind: delivery ? .consumer : .server)
+        if span.isRecording { span.attributes = naming.attributes }
         do {
             let result = try await InstrumentationContext.$current.withValue(span.context) { try await next(call) }
             SpanNaming.succeeded(descriptor, span)
@@ -54,14 +56,15 @@ public struct TracingClientInterceptor: ClientInterceptor {
     ) async throws -> ClientResponse {
         let descriptor = call.descriptor
         let publish = descriptor.kind == .publish
-        let span = tracer.startSpan(SpanNaming.name(descriptor), context: InstrumentationContext.current ?? .topLevel,
+        let naming = SpanNaming.of(descriptor)
+        let span = tracer.startSpan(naming.name, context: InstrumentationContext.current ?? .topLevel,
                                     ofKind: publish ? .producer : .client)
-        span.attributes = SpanNaming.attributes(descriptor)
+        if span.isRecording { span.attributes = naming.attributes }
         var call = call
         tracer.inject(span.context, into: &call.options.metadata, using: DictionaryInjector())
         do {
             let response = try await next(call)
-            if let address = response.node?.address ?? call.options.address { span.attributes["server.address"] = address }
+            if span.isRecording, let address = response.node?.address ?? call.options.address { span.attributes["server.address"] = address }
             SpanNaming.succeeded(descriptor, span)
             span.end()
             return response
@@ -75,7 +78,24 @@ public struct TracingClientInterceptor: ClientInterceptor {
 
 /// Names and attributes of the framework's spans (OpenTelemetry semantic conventions for RPC
 /// and messaging).
-enum SpanNaming {
+struct SpanNaming: Sendable {
+    let name: String
+    let attributes: SpanAttributes
+
+    /// Those of `call`, made once per kind of call and kept (at most `cacheLimit` of them: a
+    /// client may call endpoints by any name; past the limit they are made each time).
+    static func of(_ call: CallDescriptor) -> SpanNaming {
+        if let known = cache.withLock({ $0[call] }) { return known }
+        let made = SpanNaming(name: name(call), attributes: attributes(call))
+        cache.withLock { cache in
+            if cache.count < cacheLimit { cache[call] = made }
+        }
+        return made
+    }
+
+    static let cacheLimit = 1024
+    private static let cache = Mutex<[CallDescriptor: SpanNaming]>([:])
+
     /// `Service/Method` for a call (`rpc.service`/`rpc.method` of its endpoint `Service.Method`),
     /// `send TOPIC` for a publish, `process TOPIC` for a delivery.
     static func name(_ call: CallDescriptor) -> String {
