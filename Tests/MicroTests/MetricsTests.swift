@@ -38,6 +38,50 @@ import Testing
         #expect(samples[#"micro_server_request_total{service="metered",endpoint="Meter.Read",status="failure",code="404"}"#] == 1)
         #expect(samples[#"micro_server_request_duration_seconds_count{service="metered",endpoint="Meter.Read"}"#] == 4, "\(scrape.stdout)")
         #expect(scrape.stdout.contains("# TYPE micro_server_request_duration_seconds histogram"))
+        #expect(samples[#"micro_server_requests_in_flight{service="metered",endpoint="Meter.Read"}"#] == 0, "\(scrape.stdout)")
         await service.shutdown()
+    }
+
+    /// Streams (when they end), deliveries (the topic as the endpoint), the client's calls and
+    /// publishes: all in the same scrape.
+    @Test func streamsDeliveriesAndTheClientAreRecorded() async throws {
+        MicroMetrics.enablePrometheus()
+        let broker = InterceptorTests.ObservedBroker()
+        let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry(), register: false, broker: broker)
+        let service = Service(name: "metered-streams", address: "127.0.0.1:0", options: options)
+        service.handle("Meter.Count", serverStream: { (request: Name, out: MessageWriter<Name>, _: Context) in
+            if request.name == "none" { throw MicroError.badRequest("metered-streams", "nothing to count") }
+            for n in 0..<3 { try await out.write(Name(name: "\(n)")) }
+        })
+        let (delivered, tell) = AsyncStream.makeStream(of: String.self)
+        service.subscribe("metered-events") { (event: Name, _: Context) async throws in tell.yield(event.name) }
+        let port = try service.start().port
+        let task = Task { try await service.run() }
+        for await topic in broker.subscribed where topic == "metered-events" { break }
+        let client = Client(registry: MemoryRegistry(), broker: broker,
+                            options: CallOptions(timeout: .hangGuard, address: "127.0.0.1:\(port)", streamTimeout: .hangGuard))
+        func count(_ name: String) async throws -> [Name] {
+            try await client.stream("metered-streams", "Meter.Count", request: Name.self, response: Name.self) { call in
+                try await call.send(Name(name: name))
+                call.closeSend()
+                return try await call.responses.reduce(into: [Name]()) { $0.append($1) }
+            }
+        }
+        #expect(try await count("three").count == 3)
+        await #expect(throws: MicroError.self) { _ = try await count("none") }
+        try await client.publish("metered-events", Name(name: "e1"))
+        #expect(await delivered.first { _ in true } == "e1")
+
+        let samples = Self.samples(try await Tool.run("curl", ["-sS", "http://127.0.0.1:\(port)/metrics"]).stdout)
+        func sample(_ key: String) -> Double? { samples[key] }
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="Meter.Count",status="success",code="200"}"#) == 1, "\(samples)")
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="Meter.Count",status="failure",code="400"}"#) == 1)
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="metered-events",status="success",code="200"}"#) == 1)
+        #expect(sample(#"micro_client_request_total{service="metered-streams",endpoint="Meter.Count",status="success",code="200"}"#) == 1)
+        #expect(sample(#"micro_client_request_total{service="metered-streams",endpoint="Meter.Count",status="failure",code="400"}"#) == 1)
+        #expect(sample(#"micro_client_request_duration_seconds_count{service="metered-streams",endpoint="Meter.Count"}"#) == 2)
+        #expect(sample(#"micro_broker_published_total{topic="metered-events",status="success"}"#) == 1)
+        service.stop()
+        try await task.value
     }
 }

@@ -23,10 +23,15 @@ public protocol Broker: Sendable {
     ) async throws -> BrokerSubscription
     /// Its name in ``Brokers/plugins`` and in the registry's node metadata (`broker=http`).
     var name: String { get }
+    /// Throws why the broker cannot deliver now (disconnected from its server, ...): the
+    /// service's `broker` health check, critical while it has subscriptions. Default: healthy
+    /// (the HTTP and memory brokers deliver while the service itself serves).
+    func checkHealth() async throws
 }
 
 extension Broker {
     public var name: String { "\(type(of: self))".lowercased() }
+    public func checkHealth() async throws {}
 }
 
 /// A message as go-micro's brokers carry it: headers and a body. Its JSON is go-micro's too:

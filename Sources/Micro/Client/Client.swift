@@ -96,8 +96,11 @@ public final class Client: Sendable {
         self.selectors = SelectionStrategy.allCases.map { Selector(strategy: $0, ejection: ejection) }
         self.defaultStrategy = strategy
         self.codecs = codecs
-        // traced: a span around everything else, whose context the others' calls carry
-        self.interceptors = ClientInterceptors(all: (tracer.map { [TracingClientInterceptor(tracer: $0)] } ?? []) + interceptors)
+        // traced, then measured: a span around everything else, whose context the others' calls
+        // carry; one record per call, retries inside it
+        var observers: [any ClientInterceptor] = tracer.map { [TracingClientInterceptor(tracer: $0)] } ?? []
+        if MicroMetrics.isEnabled { observers.append(MetricsClientInterceptor()) }
+        self.interceptors = ClientInterceptors(all: observers + interceptors)
         self.budget = RetryBudget(retryBudget)
         self.logger = logger
     }

@@ -9,7 +9,12 @@ import Synchronization
 ///
 /// go-micro's Prometheus wrapper's names where they overlap: `micro_server_request_total`
 /// (labels `service`, `endpoint`, `status` = success or failure, `code`) and
-/// `micro_server_request_duration_seconds` (a histogram, labels `service`, `endpoint`).
+/// `micro_server_request_duration_seconds` (a histogram, labels `service`, `endpoint`), for every
+/// call kind (a stream when it ends; a delivery: the topic as `endpoint`), with
+/// `micro_server_requests_in_flight`; the client's calls as `micro_client_request_total` and
+/// `micro_client_request_duration_seconds`, its publishes as `micro_broker_published_total`
+/// (`topic`, `status`); the broker's deliveries and drops (`micro_broker_delivered_total`,
+/// `micro_broker_dropped_total`).
 public enum MicroMetrics {
     /// The registry `GET /metrics` shows, and that swift-metrics reports to once enabled.
     public static let prometheus = PrometheusCollectorRegistry()
@@ -41,6 +46,7 @@ final class EndpointMetrics: Sendable {
     private let service: String
     private let endpoint: String
     private let duration: Metrics.Timer
+    private let inFlight: Meter
     private let byCode = Mutex<[Int: Metrics.Counter]>([:])
 
     init(service: String, endpoint: String) {
@@ -48,9 +54,17 @@ final class EndpointMetrics: Sendable {
         self.endpoint = endpoint
         duration = Metrics.Timer(label: "micro_server_request_duration_seconds",
                                  dimensions: [("service", service), ("endpoint", endpoint)], preferredDisplayUnit: .seconds)
+        inFlight = Meter(label: "micro_server_requests_in_flight", dimensions: [("service", service), ("endpoint", endpoint)])
+    }
+
+    /// A call begins (in flight until ``record(code:since:)``); its start.
+    func begin() -> ContinuousClock.Instant {
+        inFlight.increment()
+        return .now
     }
 
     func record(code: Int, since start: ContinuousClock.Instant) {
+        inFlight.decrement()
         duration.recordInterval(since: start)
         let counter = byCode.withLock { counters in
             if let made = counters[code] { return made }

@@ -187,7 +187,7 @@ final class Router: Sendable {
                 responder.send(call.answer(result, self))
                 return
             }
-            let start = ContinuousClock.now
+            let start = metrics.begin()
             let result = await invoke(call.endpoint, call.message, call.codec, call.context)
             stats.record(failed: result.failed)
             metrics.record(code: result.code, since: start)

@@ -164,4 +164,14 @@ extension Service {
                                _ body: @escaping @Sendable () async throws -> Void) {
         healthChecks.add(.init(name: name, critical: critical, timeout: timeout, run: body))
     }
+
+    /// Adds a check that `store` answers (a one-key list of `scope`): named `store` unless
+    /// `name` says otherwise, critical by default (a service that keeps its state there cannot
+    /// serve without it).
+    public func addHealthCheck(store: any Store, scope: StoreScope = .default, named name: String = "store", critical: Bool = true,
+                               timeout: Duration = .seconds(5)) {
+        addHealthCheck(name, critical: critical, timeout: timeout) {
+            _ = try await store.list(ListOptions(scope: scope, limit: 1))
+        }
+    }
 }

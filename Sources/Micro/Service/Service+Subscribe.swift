@@ -80,12 +80,16 @@ extension Service {
         if let queue { metadata["queue"] = queue }
         let description = Endpoint(name: "\(topic)", request: Schema.describe(Event.self, name: String(describing: Event.self)), metadata: metadata)
         let stats = router.stats
+        let metrics = MicroMetrics.isEnabled ? EndpointMetrics(service: name, endpoint: topic) : nil
         let counted: @Sendable (BrokerEvent) async throws -> Void = { event in
+            let start = metrics?.begin()
             do {
                 try await wrapped(event)
                 stats.record(failed: false)
+                if let metrics, let start { metrics.record(code: 200, since: start) }
             } catch {
                 stats.record(failed: true)
+                if let metrics, let start { metrics.record(code: (error as? MicroError)?.code ?? 500, since: start) }
                 throw error
             }
         }
@@ -96,6 +100,11 @@ extension Service {
 
     func subscribeAll() async -> [BrokerSubscription] {
         var subscriptions: [BrokerSubscription] = []
+        if !subscribers.withLock({ $0.isEmpty }) {
+            // deliveries stop while the broker cannot deliver: not ready then
+            let broker = self.broker
+            addHealthCheck("broker", critical: true) { try await broker.checkHealth() }
+        }
         for subscriber in subscribers.withLock({ $0 }) {
             do {
                 subscriptions.append(try await broker.subscribe(subscriber.topic, queue: subscriber.queue, subscriber.handler))

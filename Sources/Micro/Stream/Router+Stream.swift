@@ -67,9 +67,11 @@ extension Router {
         let sink = ServerStreamSink(responder: responder, context: context, contentType: grpcContentType ?? codec.contentType)
         let name = endpoint.name
         let stats = self.stats
+        let metrics = endpoint.metrics, start = endpoint.metrics?.begin()
         let end: @Sendable (MicroError?) -> Void = { error in
             guard sink.end() else { return }
             stats.record(failed: error != nil)
+            if let metrics, let start { metrics.record(code: error?.code ?? 200, since: start) }
             if let grpcContentType {
                 let code = error.map { GRPCStatusCode(microCode: $0.code) } ?? .ok
                 var trailers: HTTPHeaders = ["grpc-status": String(code.rawValue)]

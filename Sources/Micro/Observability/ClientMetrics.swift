@@ -1,0 +1,73 @@
+import Metrics
+import Synchronization
+
+/// Records every call a client makes (with metrics on, ``MicroMetrics``): unary calls and streams
+/// as `micro_client_request_total` (`service`, `endpoint`, `status`, `code`) and
+/// `micro_client_request_duration_seconds`, publishes as `micro_broker_published_total` (`topic`,
+/// `status`). One record per call: retries on other nodes are inside it.
+///
+/// Installed by ``Client`` when metrics are on.
+struct MetricsClientInterceptor: ClientInterceptor {
+    nonisolated(nonsending) func intercept(
+        _ call: ClientCall,
+        next: (ClientCall) async throws -> ClientResponse
+    ) async throws -> ClientResponse {
+        let metrics = ClientCallMetrics.of(call.descriptor)
+        let start = ContinuousClock.now
+        do {
+            let response = try await next(call)
+            metrics.record(code: 200, since: start)
+            return response
+        } catch {
+            metrics.record(code: (error as? MicroError)?.code ?? 500, since: start)
+            throw error
+        }
+    }
+}
+
+/// The metrics of one kind of client call, made once and kept (at most `cacheLimit` kinds: a
+/// client may call endpoints by any name; past the limit they are made each time).
+final class ClientCallMetrics: Sendable {
+    private let labels: [(String, String)]
+    private let label: String
+    private let duration: Metrics.Timer?
+    private let byCode = Mutex<[Int: Metrics.Counter]>([:])
+
+    private init(_ call: CallDescriptor) {
+        if call.kind == .publish {
+            label = "micro_broker_published_total"
+            labels = [("topic", call.endpoint)]
+            duration = nil
+        } else {
+            label = "micro_client_request_total"
+            labels = [("service", call.service), ("endpoint", call.endpoint)]
+            duration = Metrics.Timer(label: "micro_client_request_duration_seconds", dimensions: labels, preferredDisplayUnit: .seconds)
+        }
+    }
+
+    static func of(_ call: CallDescriptor) -> ClientCallMetrics {
+        if let known = cache.withLock({ $0[call] }) { return known }
+        let made = ClientCallMetrics(call)
+        return cache.withLock { cache in
+            if let raced = cache[call] { return raced }
+            if cache.count < cacheLimit { cache[call] = made }
+            return made
+        }
+    }
+
+    static let cacheLimit = 1024
+    private static let cache = Mutex<[CallDescriptor: ClientCallMetrics]>([:])
+
+    func record(code: Int, since start: ContinuousClock.Instant) {
+        duration?.recordInterval(since: start)
+        let counter = byCode.withLock { counters in
+            if let made = counters[code] { return made }
+            var dimensions = labels + [("status", code < 400 ? "success" : "failure")]
+            if duration != nil { dimensions.append(("code", String(code))) }
+            let made = Metrics.Counter(label: label, dimensions: dimensions)
+            counters[code] = made
+            return made
+        }
+        counter.increment()
+    }
+}
