@@ -90,4 +90,42 @@ import Testing
         service.stop()
         try await task.value
     }
+
+    /// A store that fails while told to (a database gone).
+    final class FlakyStore: Store {
+        let inner = MemoryStore()
+        let failing = Mutex(false)
+        func check() throws { if failing.withLock({ $0 }) { throw StoreError(.unavailable, "the database is gone") } }
+        func read(_ key: String, _ options: ReadOptions) async throws -> [Record] { try check(); return try await inner.read(key, options) }
+        func read(_ key: String, scope: StoreScope) async throws -> Record { try check(); return try await inner.read(key, scope: scope) }
+        func write(_ writes: [StoreWrite], scope: StoreScope) async throws -> [UInt64] { try check(); return try await inner.write(writes, scope: scope) }
+        func list(_ options: ListOptions) async throws -> [String] { try check(); return try await inner.list(options) }
+        func close() async { await inner.close() }
+    }
+
+    /// The store check and the broker check (a service with a subscription): in `/health`, and the
+    /// store's failure makes the service not ready, then ready again by itself.
+    @Test func storeAndBrokerChecks() async throws {
+        let store = FlakyStore()
+        let broker = InterceptorTests.ObservedBroker()
+        let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry(), register: false, broker: broker)
+        let service = Service(name: "stored", address: "127.0.0.1:0", options: options)
+        service.addHealthCheck(store: store)
+        service.subscribe("stored-events") { (_: [String: String], _: Context) async throws in }
+        let port = try service.start().port
+        let task = Task { try await service.run() }
+        // the broker check is added when the subscriptions are made
+        for await topic in broker.subscribed where topic == "stored-events" { break }
+        let answer = try await Self.get(port, "/health").answer
+        #expect(answer?.status == "up")
+        #expect(Set(answer?.checks?.map(\.name) ?? []) == ["store", "broker"], "\(String(describing: answer))")
+        store.failing.withLock { $0 = true }
+        let (status, down) = try await Self.get(port, "/health/ready")
+        #expect(status == 503)
+        #expect(down?.checks?.first { $0.name == "store" }?.error?.contains("the database is gone") == true, "\(String(describing: down))")
+        store.failing.withLock { $0 = false }
+        #expect(try await Self.get(port, "/health/ready").status == 200)
+        service.stop()
+        try await task.value
+    }
 }

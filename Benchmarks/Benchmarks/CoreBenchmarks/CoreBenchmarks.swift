@@ -28,17 +28,26 @@ final class HelloworldFixture: Sendable {
     /// The same service behind one interceptor that passes every call on: what the hook costs.
     let intercepted: Service
     let interceptedAddress: String
+    /// The same service traced (MemoryTracer, its ring full), called with a caller's trace
+    /// context: what a traced call costs.
+    let traced: Service
+    let tracedAddress: String
+    let tracedHeaders: HTTPHeaders = ["content-type": "application/json", "micro-endpoint": "Helloworld.Greeting",
+                                      "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
 
     private init() throws {
         service = Self.helloworld(interceptors: [])
         address = "127.0.0.1:\(try service.start().port)"
         intercepted = Self.helloworld(interceptors: [PassThrough()])
         interceptedAddress = "127.0.0.1:\(try intercepted.start().port)"
+        traced = Self.helloworld(interceptors: [], tracer: MemoryTracer(capacity: 100))
+        tracedAddress = "127.0.0.1:\(try traced.start().port)"
     }
 
-    static func helloworld(interceptors: [any ServerInterceptor]) -> Service {
-        let service = Service(name: "helloworld", address: "127.0.0.1:0",
-                              options: .init(handleSignals: false, register: false, interceptors: interceptors))
+    static func helloworld(interceptors: [any ServerInterceptor], tracer: MemoryTracer? = nil) -> Service {
+        var options = ServiceOptions(handleSignals: false, register: false, interceptors: interceptors)
+        options.tracer = tracer
+        let service = Service(name: "helloworld", address: "127.0.0.1:0", options: options)
         service.handle("Helloworld.Greeting") { (request: Request, _: Context) async throws -> Response in
             Response(message: "Hello " + request.name)
         }
@@ -51,6 +60,10 @@ final class HelloworldFixture: Sendable {
 
     func callIntercepted() async throws -> HTTPClientResponse {
         try await client.request(address: interceptedAddress, path: "/", headers: headers, body: body)
+    }
+
+    func callTraced() async throws -> HTTPClientResponse {
+        try await client.request(address: tracedAddress, path: "/", headers: tracedHeaders, body: body)
     }
 }
 
@@ -125,6 +138,13 @@ let benchmarks: @Sendable () -> Void = {
         let fixture = try HelloworldFixture.shared()
         for _ in benchmark.scaledIterations {
             blackHole(try await fixture.callIntercepted())
+        }
+    }
+    // the same call traced: a server span, the caller's context extracted, the span kept
+    Benchmark("Call.helloworld.traced") { benchmark in
+        let fixture = try HelloworldFixture.shared()
+        for _ in benchmark.scaledIterations {
+            blackHole(try await fixture.callTraced())
         }
     }
     Benchmark("MicroError.json") { benchmark in
