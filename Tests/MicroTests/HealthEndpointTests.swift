@@ -101,6 +101,7 @@ import Testing
         func write(_ writes: [StoreWrite], scope: StoreScope) async throws -> [UInt64] { try check(); return try await inner.write(writes, scope: scope) }
         func list(_ options: ListOptions) async throws -> [String] { try check(); return try await inner.list(options) }
         func close() async { await inner.close() }
+        var name: String { "flaky" }
     }
 
     /// The store check and the broker check (a service with a subscription): in `/health`, and the
