@@ -12,12 +12,23 @@ and answers each export with an empty ExportTraceServiceResponse. Anything else:
 import gzip
 import json
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+# exports arrive on several threads: one line at a time
+OUTPUT = threading.Lock()
+
+
+def say(line):
+    with OUTPUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
 
 KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
@@ -39,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             request.ParseFromString(body)
         except Exception as e:  # a broken export is the exporter's bug: say so, keep serving
-            print(f"bad export: {e}", flush=True)
+            say(f"bad export: {e}")
             self.send_error(400)
             return
         for resource_spans in request.resource_spans:
@@ -59,7 +70,7 @@ class Handler(BaseHTTPRequestHandler):
                         "status": span.status.code,
                         "attributes": {a.key: value(a.value) for a in span.attributes},
                     }
-                    print("span " + json.dumps(line), flush=True)
+                    say("span " + json.dumps(line))
         answer = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
@@ -75,5 +86,5 @@ if __name__ == "__main__":
     if len(sys.argv) != 1:
         raise SystemExit(__doc__)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)
+    say(f"listening on 127.0.0.1:{server.server_address[1]}")
     server.serve_forever()
