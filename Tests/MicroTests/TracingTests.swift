@@ -45,10 +45,12 @@ import Tracing
         let delivered: AsyncStream<String>
         let logs = Lines()
 
-        init() async throws {
+        /// `sampleRatio`: the services' tracer is `tracer` behind a ``SampledTracer`` of that ratio.
+        init(sampleRatio: Double? = nil) async throws {
             let registry = MemoryRegistry()
             let broker = InterceptorTests.ObservedBroker()
-            let tracer = self.tracer
+            let memory = self.tracer
+            let tracer: any Tracing.Tracer = sampleRatio.map { SampledTracer(memory, ratio: $0) } ?? memory
             func options() -> ServiceOptions {
                 var options = ServiceOptions(handleSignals: false, registry: registry, broker: broker)
                 options.tracer = tracer
@@ -86,9 +88,9 @@ import Tracing
             for await topic in broker.subscribed where topic == "greeted" { break }
         }
 
-        func client(_ contentType: String = "application/json") -> Client {
+        func client(_ contentType: String = "application/json", traced: Bool = true) -> Client {
             Client(registry: MemoryRegistry(), options: CallOptions(timeout: .hangGuard, contentType: contentType,
-                                                                     address: "127.0.0.1:\(front.port!)"), tracer: tracer)
+                                                                     address: "127.0.0.1:\(front.port!)"), tracer: traced ? tracer : nil)
         }
 
         func stop() async throws {
@@ -274,6 +276,39 @@ import Tracing
         // each a root of its own new trace
         #expect(served.allSatisfy { $0.parentID == nil })
         #expect(Set(served.map(\.traceID)).count == served.count)
+        try await services.stop()
+    }
+
+    /// Head sampling: with ratio 0 no trace that starts in the services is recorded, yet each call
+    /// carries a W3C context (`00`: not sampled) to the next service and onto its log lines; a
+    /// caller's sampled trace is recorded all the same (the parent decides).
+    @Test func aSampledTracerRecordsWhatItSamplesAndPropagatesTheRest() async throws {
+        let services = try await Services(sampleRatio: 0)
+        let _: Reply = try await services.client(traced: false).call("front", "Front.Hello", Hello(name: "fay"))
+        #expect(await services.delivered.first { _ in true } == "fay")
+        #expect(services.tracer.spans().isEmpty, "\(services.tracer.spans())")
+        // not recorded, but front's log line has the trace's ids
+        let line = try #require(services.logs.value.withLock { $0.first { $0.0 == "greeting fay" } })
+        #expect(line.1["trace_id"].map { "\($0)".count } == 32, "\(line.1)")
+        #expect(line.1["span_id"].map { "\($0)".count } == 16, "\(line.1)")
+
+        // a caller's context that is not sampled: nothing recorded, its trace id on the log line
+        let url = "http://127.0.0.1:\(services.front.port!)/"
+        let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        let result = try await Tool.run("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: application/json",
+                                                 "-H", "micro-endpoint: Front.Hello", "-H", "traceparent: \(unsampled)", "-d", #"{"name":"gus"}"#, url])
+        #expect(result.stdout.contains("front: hello gus"))
+        #expect(await services.delivered.first { _ in true } == "gus")
+        let logged = try #require(services.logs.value.withLock { $0.first { $0.0 == "greeting gus" } })
+        #expect(logged.1["trace_id"] == "0af7651916cd43dd8448eb211c80319c")
+        #expect(services.tracer.spans().isEmpty)
+
+        // a caller's sampled context is recorded: front, back and sink all record it
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        _ = try await Tool.run("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: application/json",
+                                        "-H", "micro-endpoint: Front.Hello", "-H", "traceparent: \(sampled)", "-d", #"{"name":"hal"}"#, url])
+        let recorded = try await services.spans(of: "4bf92f3577b34da6a3ce929d0e0e4736", count: 5)
+        #expect(Set(recorded.map(\.name)) == ["Front/Hello", "Back/Hello", "send greeted", "process greeted"], "\(recorded)")
         try await services.stop()
     }
 }

@@ -87,6 +87,9 @@ public struct TraceContext: Sendable, Hashable {
 
     private static let randomState = Atomic<UInt64>(UInt64.random(in: .min ... .max))
 
+    /// 64 random bits (the generator of the ids).
+    static func randomWord() -> UInt64 { nextRandom() }
+
     /// SplitMix64; never 0 (an all-zero id is invalid).
     private static func nextRandom() -> UInt64 {
         var z = randomState.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue

@@ -20,7 +20,9 @@ public struct TracingBackend: Sendable {
 
 /// The tracers a process can use, named by `MICRO_TRACER` (go-micro's `--tracer`): `off` (the
 /// default), `memory` (``MemoryTracer``: the last spans in memory, for `Debug.Trace`), and what
-/// plugin products add (`otlp`: `MicroOTel.install()`).
+/// plugin products add (`otlp`: `MicroOTel.install()`). `MICRO_TRACER_SAMPLE_RATIO` (0...1,
+/// default 1) records that share of the traces started in the process (``SampledTracer``: the
+/// others cost a W3C context, not a span).
 ///
 /// A service or client traces its calls when the process has a tracer: the one `MICRO_TRACER`
 /// names, bootstrapped into swift-distributed-tracing's `InstrumentationSystem` when the first
@@ -82,8 +84,19 @@ private final class ProcessTracing: Sendable {
             let own = InstrumentationSystem.tracer
             return ProcessTracing(tracer: own is NoOpTracer ? nil : own, problem: nil, backend: nil)
         }
-        InstrumentationSystem.bootstrap(backend.tracer)
-        return ProcessTracing(tracer: backend.tracer, problem: nil, backend: backend)
+        var tracer = backend.tracer
+        if let text = environment["MICRO_TRACER_SAMPLE_RATIO"], !text.isEmpty {
+            guard let ratio = Double(text), (0...1).contains(ratio) else {
+                return ProcessTracing(tracer: nil, problem: "MICRO_TRACER_SAMPLE_RATIO must be a number from 0 to 1, not '\(text)'", backend: nil)
+            }
+            if ratio < 1 { tracer = sampled(tracer, ratio: ratio) }
+        }
+        InstrumentationSystem.bootstrap(tracer)
+        return ProcessTracing(tracer: tracer, problem: nil, backend: backend)
+    }
+
+    private static func sampled<T: Tracer>(_ tracer: T, ratio: Double) -> any Tracer {
+        SampledTracer(tracer, ratio: ratio)
     }
 
     func retain() {

@@ -23,7 +23,7 @@ public struct TracingServerInterceptor: ServerInterceptor {
         var parent = InstrumentationContext.current ?? .topLevel
         tracer.extract(call.context.metadata, into: &parent, using: MetadataExtractor())
         let delivery = descriptor.kind == .delivery
-        let naming = SpanNaming.of(descriptor)
+        let naming = SpanNaming.of(call.context)
         let span = tracer.startSpan(naming.name, context: parent, ofKind: delivery ? .consumer : .server)
         if span.isRecording { span.attributes = naming.attributes }
         do {
@@ -90,6 +90,20 @@ struct SpanNaming: Sendable {
         cache.withLock { cache in
             if cache.count < cacheLimit { cache[call] = made }
         }
+        return made
+    }
+
+    /// Those of a served call: kept by its endpoint, per wire (no hashing).
+    static func of(_ context: Context) -> SpanNaming {
+        let index = switch context.wire {
+        case .microHTTP1: 0
+        case .microHTTP2: 1
+        case .grpc: 2
+        case .broker: 3
+        }
+        if let known = context.origin.spanNamings.withLock({ $0[index] }) { return known }
+        let made = of(context.call)
+        context.origin.spanNamings.withLock { $0[index] = made }
         return made
     }
 

@@ -17,6 +17,8 @@ public final class Context: Sendable {
         let kind: CallDescriptor.Kind
         /// The service's logger with the endpoint in its metadata.
         let logger: Logger
+        /// Its span's name and attributes on each wire, made at its first traced call.
+        let spanNamings = Mutex<[SpanNaming?]>([nil, nil, nil, nil])
 
         init(service: String, endpoint: String, kind: CallDescriptor.Kind = .unary, logger: Logger) {
             self.service = service
