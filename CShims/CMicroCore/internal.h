@@ -199,6 +199,8 @@ struct mc_server {
     int listener_handles_open;
 
     atomic_uint live_conns;
+    atomic_ullong accepted;        /* for mc_server_stats */
+    atomic_ullong accept_backoffs;
     atomic_bool shutting_down;
     atomic_bool force;
     atomic_bool closed_reported;

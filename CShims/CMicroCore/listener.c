@@ -238,6 +238,7 @@ static void on_readable(uv_poll_t *p, int status, int events) {
         int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             s->backoff_ms = 0;
+            atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
             dispatch(s, fd);
             continue;
         }
@@ -245,6 +246,7 @@ static void on_readable(uv_poll_t *p, int status, int events) {
         if (e == EAGAIN || e == EWOULDBLOCK) return;
         if (retry_now(e)) continue;
         if (temporary(e)) {
+            atomic_fetch_add_explicit(&s->accept_backoffs, 1, memory_order_relaxed);
             s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : MC_BACKOFF_FIRST_MS;
             if (s->backoff_ms > MC_BACKOFF_MAX_MS) s->backoff_ms = MC_BACKOFF_MAX_MS;
             poll_stop(s);
@@ -383,6 +385,14 @@ mc_server_t *mc_server_start(mc_loop_t *const *loops, size_t nloops, const mc_se
 }
 
 uint16_t mc_server_port(const mc_server_t *s) { return s->port; }
+
+void mc_server_stats(const mc_server_t *s, mc_server_stats_t *out) {
+    /* the fields are atomics written by the loops; a const server is read only */
+    mc_server_t *m = (mc_server_t *)s;
+    out->open_connections = atomic_load_explicit(&m->live_conns, memory_order_relaxed);
+    out->accepted = atomic_load_explicit(&m->accepted, memory_order_relaxed);
+    out->accept_backoffs = atomic_load_explicit(&m->accept_backoffs, memory_order_relaxed);
+}
 
 static void shutdown_loop_job(void *ctx, void *arg) {
     mc_server_t *s = ctx;

@@ -110,6 +110,29 @@ public final class HTTPServer: Sendable {
     /// Whether every connection is TLS.
     public let isTLS: Bool
 
+    /// What a server has done since it started (for metrics).
+    public struct Stats: Sendable, Equatable {
+        public init(openConnections: UInt64, accepted: UInt64, acceptBackoffs: UInt64) {
+            self.openConnections = openConnections
+            self.accepted = accepted
+            self.acceptBackoffs = acceptBackoffs
+        }
+
+        /// Connections open now.
+        public var openConnections: UInt64
+        /// Connections accepted.
+        public var accepted: UInt64
+        /// Temporary accept errors (descriptors or memory exhausted) the listener backed off from.
+        public var acceptBackoffs: UInt64
+    }
+
+    /// The server's counters now (zero once it has closed). Any thread.
+    public var stats: Stats {
+        var stats = mc_server_stats_t()
+        context.withServer { mc_server_stats($0, &stats) }
+        return Stats(openConnections: stats.open_connections, accepted: stats.accepted, acceptBackoffs: stats.accept_backoffs)
+    }
+
     /// Applies a new certificate, key or trust bundle to connections accepted from now on;
     /// connections already open finish with what they started with. Reads and checks everything
     /// first: on error nothing changes. A plaintext server cannot become a TLS one. Any thread.

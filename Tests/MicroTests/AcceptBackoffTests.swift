@@ -12,7 +12,7 @@ import Glibc
         // helloworld holds about 21 descriptors at rest: 32 leaves room for about 10 clients at once
         let service = try await ChildService(
             "helloworld",
-            environment: ["MICRO_SERVER_MAX_CONNECTIONS": "100000"],  // no cap: hit EMFILE itself
+            environment: ["MICRO_SERVER_MAX_CONNECTIONS": "100000", "MICRO_METRICS": "prometheus"],  // no cap: hit EMFILE itself
             launcher: ["prlimit", "--nofile=32:32", "--"]
         )
         defer { service.stop() }
@@ -40,5 +40,11 @@ import Glibc
         #expect(answered == clients)
         let line = await service.waitForLine(containing: "accept error")
         #expect(line?.contains("Too many open files; retrying in") == true)
+        // and the metrics say so: back-offs, every connection accepted, the scrape's own open
+        let scrape = try await Tool.run("curl", ["-sS", "http://127.0.0.1:\(service.port)/metrics"])
+        let samples = MetricsTests.samples(scrape.stdout)
+        #expect((samples[#"micro_server_accept_backoff_total{service="helloworld"}"#] ?? 0) >= 1, "\(scrape.stdout)")
+        #expect((samples[#"micro_server_connections_accepted_total{service="helloworld"}"#] ?? 0) >= Double(clients + 1))
+        #expect((samples[#"micro_server_connections{service="helloworld"}"#] ?? 0) >= 1)
     }
 }

@@ -148,6 +148,15 @@ mc_server_t *mc_server_start(mc_loop_t *const *loops, size_t nloops, const mc_se
 /* The bound port. Any thread. */
 uint16_t mc_server_port(const mc_server_t *server);
 
+/* What a server has done since it started, for metrics. Any thread (each field read on its own:
+ * together they are a close, not an exact, snapshot). */
+typedef struct mc_server_stats {
+    uint64_t open_connections;  /* connections open now */
+    uint64_t accepted;          /* connections accepted */
+    uint64_t accept_backoffs;   /* temporary accept errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) backed off from */
+} mc_server_stats_t;
+void mc_server_stats(const mc_server_t *server, mc_server_stats_t *out);
+
 /* Graceful: stop accepting, send GOAWAY on HTTP/2, close idle connections, let requests in
  * flight finish, then on_closed. Any thread; idempotent. */
 void mc_server_shutdown(mc_server_t *server);

@@ -1,3 +1,4 @@
+import Metrics
 import Logging
 import Synchronization
 
@@ -63,6 +64,11 @@ final class RegistryCache: Sendable {
         // A change to a service invalidates its entry; the next call reads it afresh.
         let handle = try? registry.watch(service: nil) { [weak self] event in
             self?.invalidate(event.service.name)
+            if MicroMetrics.isEnabled {
+                // the registry's changes as this client sees them
+                Metrics.Counter(label: "micro_registry_events_total", dimensions: [("service", event.service.name), ("action", event.action.rawValue)])
+                    .increment()
+            }
         }
         watch.withLock { current in
             if current == nil { current = handle } else { handle?.cancel() }

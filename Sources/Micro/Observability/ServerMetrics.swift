@@ -1,5 +1,6 @@
 import Foundation
 import Metrics
+import MicroCore
 public import Prometheus
 import Synchronization
 
@@ -75,6 +76,37 @@ final class EndpointMetrics: Sendable {
             return made
         }
         counter.increment()
+    }
+}
+
+/// A server's connections as metrics (`micro_server_connections`, a gauge;
+/// `micro_server_connections_accepted_total`; `micro_server_accept_backoff_total`, the temporary
+/// accept errors the listener backed off from), read from the core when `/metrics` is scraped.
+final class ConnectionMetrics: Sendable {
+    private let open: Metrics.Gauge
+    private let accepted: Metrics.Counter
+    private let backoffs: Metrics.Counter
+    private let last = Mutex<HTTPServer.Stats>(.init(openConnections: 0, accepted: 0, acceptBackoffs: 0))
+    /// The server's counters; nil until it starts.
+    let source = Mutex<(@Sendable () -> HTTPServer.Stats)?>(nil)
+
+    init(service: String) {
+        open = Metrics.Gauge(label: "micro_server_connections", dimensions: [("service", service)])
+        accepted = Metrics.Counter(label: "micro_server_connections_accepted_total", dimensions: [("service", service)])
+        backoffs = Metrics.Counter(label: "micro_server_accept_backoff_total", dimensions: [("service", service)])
+    }
+
+    /// Brings the metrics up to the server's counters.
+    func refresh() {
+        guard let read = source.withLock({ $0 }) else { return }
+        let now = read()
+        let before = last.withLock { last in
+            defer { last = now }
+            return last
+        }
+        open.record(Int64(clamping: now.openConnections))
+        if now.accepted > before.accepted { accepted.increment(by: Int64(clamping: now.accepted - before.accepted)) }
+        if now.acceptBackoffs > before.acceptBackoffs { backoffs.increment(by: Int64(clamping: now.acceptBackoffs - before.acceptBackoffs)) }
     }
 }
 

@@ -53,6 +53,8 @@ final class Router: Sendable {
     let interceptors: ServerInterceptors
     /// Calls served and failed (`Debug.Stats`).
     let stats = CallStats()
+    /// The server's connections, with metrics on.
+    let connectionMetrics: ConnectionMetrics?
     /// A broker whose deliveries arrive on the service's own port (the HTTP broker's do).
     let broker: (any MountedBroker)?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
@@ -97,6 +99,7 @@ final class Router: Sendable {
         self.service = service
         self.codecs = codecs
         self.logger = logger
+        connectionMetrics = MicroMetrics.isEnabled ? ConnectionMetrics(service: service) : nil
     }
 
     func register(_ endpoint: EndpointHandler) {
@@ -226,6 +229,7 @@ final class Router: Sendable {
             let path = request.path
             if let healthChecks, path.hasPrefix("/health") { return .health(healthChecks) }
             if path == "/metrics", MicroMetrics.isEnabled {
+                connectionMetrics?.refresh()
                 return .answer(HTTPServerResponse(status: 200, headers: ["content-type": "text/plain; version=0.0.4"],
                                                   body: request.method == "HEAD" ? [] : MicroMetrics.exposition()))
             }

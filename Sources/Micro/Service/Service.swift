@@ -244,6 +244,8 @@ public final class Service: Sendable {
                                     streams: { router.isStream(path: $0) }) { request, responder in
             await router.serve(request, responder)
         }
+        // a weak reference: the metrics must not keep a closed server alive
+        router.connectionMetrics?.source.withLock { $0 = { [weak server] in server?.stats ?? .init(openConnections: 0, accepted: 0, acceptBackoffs: 0) } }
         let startRules = state.withLock { s in
             s.server = server
             defer { s.rulesStarted = true }
