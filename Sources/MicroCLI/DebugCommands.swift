@@ -83,7 +83,9 @@ struct Logs: AsyncParsableCommand {
                             call.closeSend()
                             for try await answer in call.responses {
                                 let record = try JSONDecoder().decode(Debug.Record.self, from: Data(answer))
-                                print(json ? String(decoding: answer, as: UTF8.self) : Self.line(record, node: nodes.count > 1 ? node.id : nil))
+                                // written at once (a follower is read as it goes, often through a pipe)
+                                let line = json ? String(decoding: answer, as: UTF8.self) : Self.line(record, node: nodes.count > 1 ? node.id : nil)
+                                FileHandle.standardOutput.write(Data((line + "\n").utf8))
                             }
                         }
                         return false
