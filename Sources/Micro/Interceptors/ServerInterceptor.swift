@@ -79,10 +79,24 @@ struct ServerInterceptors: Sendable {
     /// The service's auth, run before `all` on every call kind: a synchronous check of a concrete
     /// type (no interceptor frame, no existential call), the hook's refusal without its cost.
     let admission: AuthInterceptor?
+    /// The service's tracing, around the admission and `all` on every call kind (a concrete
+    /// type, no interceptor frame: what a call that is not recorded costs matters).
+    let tracing: TracingServerInterceptor?
 
-    init(all: [any ServerInterceptor], admission: AuthInterceptor? = nil) {
+    init(all: [any ServerInterceptor], admission: AuthInterceptor? = nil, tracing: TracingServerInterceptor? = nil) {
         self.all = all
         self.admission = admission
+        self.tracing = tracing
+    }
+
+    /// `body` in the call's span, if the service traces.
+    nonisolated(nonsending) func traced<T>(
+        _ context: Context,
+        failure: (T) -> MicroError? = { _ in nil },
+        _ body: nonisolated(nonsending) () async throws -> T
+    ) async throws -> T {
+        guard let tracing else { return try await body() }
+        return try await tracing.trace(context, failure: failure, body)
     }
 
     var isEmpty: Bool { all.isEmpty }

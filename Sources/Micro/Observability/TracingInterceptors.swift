@@ -6,8 +6,9 @@ public import Tracing
 /// gRPC metadata or message headers), with the OpenTelemetry RPC and messaging attributes; the
 /// handler runs in it, so its own spans, the calls it makes and its log lines join the trace.
 ///
-/// Installed by the service as its outermost interceptor when it has a tracer
-/// (``ServiceOptions/tracer``).
+/// A service with a tracer (``ServiceOptions/tracer``) runs every call in its span before the
+/// auth check and the interceptors, without an interceptor frame; this interceptor does the same
+/// for a stack of interceptors of one's own.
 public struct TracingServerInterceptor: ServerInterceptor {
     public let tracer: any Tracer
 
@@ -19,20 +20,33 @@ public struct TracingServerInterceptor: ServerInterceptor {
         _ call: ServerCall,
         next: (ServerCall) async throws -> ServerResult
     ) async throws -> ServerResult {
-        let descriptor = call.descriptor
+        try await trace(call.context, failure: { _ in nil }) { try await next(call) }
+    }
+
+    /// Runs `body` in the span of the call `context` describes, a child of the caller's (W3C
+    /// context from the call's metadata); the span fails with what `body` throws, or with the
+    /// error `failure` finds in what it returns. The service runs every call in it before its
+    /// auth check and interceptors (no interceptor frame of its own: the hot path's cost).
+    nonisolated(nonsending) func trace<T>(
+        _ context: Context,
+        failure: (T) -> MicroError?,
+        _ body: nonisolated(nonsending) () async throws -> T
+    ) async throws -> T {
+        let descriptor = context.call
         var parent = InstrumentationContext.current ?? .topLevel
-        tracer.extract(call.context.metadata, into: &parent, using: MetadataExtractor())
-        let delivery = descriptor.kind == .delivery
-        let naming = SpanNaming.of(call.context)
-        let span = tracer.startSpan(naming.name, context: parent, ofKind: delivery ? .consumer : .server)
+        tracer.extract(context.metadata, into: &parent, using: MetadataExtractor())
+        let naming = SpanNaming.of(context)
+        let span = tracer.startSpan(naming.name, context: parent, ofKind: descriptor.kind == .delivery ? .consumer : .server)
         if span.isRecording { span.attributes = naming.attributes }
         do {
-            let result = try await InstrumentationContext.$current.withValue(span.context) { try await next(call) }
-            SpanNaming.succeeded(descriptor, span)
+            let result = try await InstrumentationContext.$current.withValue(span.context) { try await body() }
+            if span.isRecording {
+                if let error = failure(result) { SpanNaming.failed(error, descriptor, span) } else { SpanNaming.succeeded(descriptor, span) }
+            }
             span.end()
             return result
         } catch {
-            SpanNaming.failed(error, descriptor, span)
+            if span.isRecording { SpanNaming.failed(error, descriptor, span) }
             span.end()
             throw error
         }

@@ -92,8 +92,9 @@ final class Router: Sendable {
     let healthChecks: HealthChecks?
 
     init(service: String, codecs: Codecs, logger: Logger, interceptors: [any ServerInterceptor] = [], admission: AuthInterceptor? = nil,
+         tracing: TracingServerInterceptor? = nil,
          broker: (any MountedBroker)? = nil, healthChecks: HealthChecks? = nil) {
-        self.interceptors = ServerInterceptors(all: interceptors, admission: admission)
+        self.interceptors = ServerInterceptors(all: interceptors, admission: admission, tracing: tracing)
         self.healthChecks = healthChecks
         self.broker = broker
         self.service = service
@@ -296,6 +297,26 @@ final class Router: Sendable {
 
     /// Runs the handler (through the interceptors); every failure becomes a MicroError.
     nonisolated(nonsending) func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+        guard interceptors.tracing == nil else { return await invokeTraced(endpoint, body, codec, context) }
+        return await invokeUntraced(endpoint, body, codec, context)
+    }
+
+    /// ``invoke`` in the call's span.
+    @inline(never)
+    nonisolated(nonsending) private func invokeTraced(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+        do {
+            return try await interceptors.traced(context, failure: { result in
+                if case .failure(let error) = result { return error }
+                return nil
+            }) {
+                await invokeUntraced(endpoint, body, codec, context)
+            }
+        } catch {
+            return .failure(failure(error, endpoint, context))  // the body does not throw
+        }
+    }
+
+    nonisolated(nonsending) private func invokeUntraced(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
         if interceptors.admission != nil {
             do {
                 try await interceptors.admit(context)

@@ -57,23 +57,25 @@ extension Service {
                 }
                 try await handler(value, context)
             }
-            do {
-                try await interceptors.admit(context)
-            } catch let error as MicroError where (400..<500).contains(error.code) {
-                return drop("refused: \(error.detail)")
-            }
-            guard !interceptors.isEmpty else { return try await deliver(event.message.body, context) }
-            var reachedHandler = false
-            do {
-                _ = try await interceptors.run(ServerCall(context: context, message: event.message.body, codec: codec)) { call in
-                    var body = call.message ?? []
-                    if let tap = call.taps.request { body = try tap(body) }
-                    reachedHandler = true
-                    try await deliver(body, call.context)
-                    return ServerResult(message: nil)
+            try await interceptors.traced(context) {
+                do {
+                    try await interceptors.admit(context)
+                } catch let error as MicroError where (400..<500).contains(error.code) {
+                    return drop("refused: \(error.detail)")
                 }
-            } catch let error as MicroError where !reachedHandler && (400..<500).contains(error.code) {
-                drop("refused: \(error.detail)")
+                guard !interceptors.isEmpty else { return try await deliver(event.message.body, context) }
+                var reachedHandler = false
+                do {
+                    _ = try await interceptors.run(ServerCall(context: context, message: event.message.body, codec: codec)) { call in
+                        var body = call.message ?? []
+                        if let tap = call.taps.request { body = try tap(body) }
+                        reachedHandler = true
+                        try await deliver(body, call.context)
+                        return ServerResult(message: nil)
+                    }
+                } catch let error as MicroError where !reachedHandler && (400..<500).contains(error.code) {
+                    drop("refused: \(error.detail)")
+                }
             }
         }
         var metadata = ["topic": topic, "subscriber": "true"]

@@ -120,10 +120,10 @@ public final class Service: Sendable {
                              eventLoopGroup: options.eventLoopGroup, logger: options.logger, tls: options.tls, tracer: options.tracer)
         let broker = client.broker
         self.broker = broker
-        // traced: the outermost interceptor, so the others (and the handler) run in the call's span
-        let interceptors = (options.tracer.map { [TracingServerInterceptor(tracer: $0)] } ?? []) + options.interceptors
-        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: interceptors,
+        // traced: every call runs in its span, the auth check, the interceptors and the handler too
+        self.router = Router(service: name, codecs: options.codecs, logger: options.logger, interceptors: options.interceptors,
                              admission: options.auth.map { AuthInterceptor(auth: $0.auth, rules: $0.rules) },
+                             tracing: options.tracer.map { TracingServerInterceptor(tracer: $0) },
                              broker: broker as? any MountedBroker, healthChecks: healthChecks)
         registerHealth()
         registerReflection()

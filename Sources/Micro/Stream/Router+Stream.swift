@@ -96,15 +96,17 @@ extension Router {
         let interceptors = self.interceptors
         let work: @Sendable () async -> Void = {
             do {
-                try await interceptors.admit(context)
-                if interceptors.isEmpty {
-                    try await handler.run(source, sink, codec, context)
-                } else {
-                    _ = try await interceptors.run(ServerCall(context: context, message: nil, codec: codec)) { call in
-                        source.tap = call.taps.request
-                        let tapped: any MessageSink = call.taps.response.map { TappedSink(sink, $0) } ?? sink
-                        try await handler.run(source, tapped, call.codec, call.context)
-                        return ServerResult(message: nil)
+                try await interceptors.traced(context) {
+                    try await interceptors.admit(context)
+                    if interceptors.isEmpty {
+                        try await handler.run(source, sink, codec, context)
+                    } else {
+                        _ = try await interceptors.run(ServerCall(context: context, message: nil, codec: codec)) { call in
+                            source.tap = call.taps.request
+                            let tapped: any MessageSink = call.taps.response.map { TappedSink(sink, $0) } ?? sink
+                            try await handler.run(source, tapped, call.codec, call.context)
+                            return ServerResult(message: nil)
+                        }
                     }
                 }
                 end(nil)
