@@ -39,6 +39,9 @@ import Testing
         #expect(samples[#"micro_server_request_duration_seconds_count{service="metered",endpoint="Meter.Read"}"#] == 4, "\(scrape.stdout)")
         #expect(scrape.stdout.contains("# TYPE micro_server_request_duration_seconds histogram"))
         #expect(samples[#"micro_server_requests_in_flight{service="metered",endpoint="Meter.Read"}"#] == 0, "\(scrape.stdout)")
+        // {"name":"a"} ×3 and {"name":"missing"} in; the three echoed back (the 404 has no answer body)
+        #expect(samples[#"micro_server_request_bytes_total{service="metered",endpoint="Meter.Read"}"#] == Double(3 * 12 + 18), "\(scrape.stdout)")
+        #expect(samples[#"micro_server_response_bytes_total{service="metered",endpoint="Meter.Read"}"#] == Double(3 * 12), "\(scrape.stdout)")
         await service.shutdown()
     }
 
@@ -55,9 +58,15 @@ import Testing
         })
         let (delivered, tell) = AsyncStream.makeStream(of: String.self)
         service.subscribe("metered-events") { (event: Name, _: Context) async throws in tell.yield(event.name) }
+        // fails its first delivery: the broker tries again
+        let attempts = InterceptorTests.Shared(0)
+        service.subscribe("metered-flaky") { (event: Name, _: Context) async throws in
+            if attempts.withLock({ $0 += 1; return $0 }) == 1 { throw MicroError(id: "metered-streams", code: 500, detail: "not yet") }
+            tell.yield(event.name)
+        }
         let port = try service.start().port
         let task = Task { try await service.run() }
-        for await topic in broker.subscribed where topic == "metered-events" { break }
+        for await topic in broker.subscribed where topic == "metered-flaky" { break }  // the last subscription
         let client = Client(registry: MemoryRegistry(), broker: broker,
                             options: CallOptions(timeout: .hangGuard, address: "127.0.0.1:\(port)", streamTimeout: .hangGuard))
         func count(_ name: String) async throws -> [Name] {
@@ -71,6 +80,8 @@ import Testing
         await #expect(throws: MicroError.self) { _ = try await count("none") }
         try await client.publish("metered-events", Name(name: "e1"))
         #expect(await delivered.first { _ in true } == "e1")
+        try await client.publish("metered-flaky", Name(name: "f1"))
+        #expect(await delivered.first { _ in true } == "f1")
 
         let samples = Self.samples(try await Tool.run("curl", ["-sS", "http://127.0.0.1:\(port)/metrics"]).stdout)
         func sample(_ key: String) -> Double? { samples[key] }
@@ -81,6 +92,8 @@ import Testing
         #expect(sample(#"micro_client_request_total{service="metered-streams",endpoint="Meter.Count",status="failure",code="400"}"#) == 1)
         #expect(sample(#"micro_client_request_duration_seconds_count{service="metered-streams",endpoint="Meter.Count"}"#) == 2)
         #expect(sample(#"micro_broker_published_total{topic="metered-events",status="success"}"#) == 1)
+        #expect(sample(#"micro_broker_retried_total{topic="metered-flaky"}"#) == 1, "\(samples)")
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="metered-flaky",status="failure",code="500"}"#) == 1)
         service.stop()
         try await task.value
     }

@@ -6,6 +6,11 @@ enum BrokerMetrics {
         Counter(label: "micro_broker_dropped_total", dimensions: [("topic", topic)]).increment()
     }
 
+    /// A delivery failed and will be tried again.
+    static func retried(topic: String) {
+        Counter(label: "micro_broker_retried_total", dimensions: [("topic", topic)]).increment()
+    }
+
     static func delivered(topic: String) {
         Counter(label: "micro_broker_delivered_total", dimensions: [("topic", topic)]).increment()
     }

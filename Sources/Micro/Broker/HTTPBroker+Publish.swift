@@ -124,6 +124,7 @@ extension HTTPBroker {
                 BrokerMetrics.dropped(topic: topic)
                 return MicroError(id: "micro.broker", code: 503, detail: "message \(id) on \(topic) not delivered: \(lastError)")
             }
+            BrokerMetrics.retried(topic: topic)
             cache.invalidate(Self.serviceName)
             try? await Task.sleep(for: backoff(round))
         }

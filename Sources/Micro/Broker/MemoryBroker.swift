@@ -65,6 +65,8 @@ public final class MemoryBroker: Broker {
                 if attempt == attempts {
                     logger.error("dropping a message on \(event.topic) after \(attempts) failed deliveries: \(error)")
                     BrokerMetrics.dropped(topic: event.topic)
+                } else {
+                    BrokerMetrics.retried(topic: event.topic)
                 }
             }
         }

@@ -48,6 +48,8 @@ final class EndpointMetrics: Sendable {
     private let endpoint: String
     private let duration: Metrics.Timer
     private let inFlight: Meter
+    private let received: Metrics.Counter
+    private let sent: Metrics.Counter
     private let byCode = Mutex<[Int: Metrics.Counter]>([:])
 
     init(service: String, endpoint: String) {
@@ -56,6 +58,14 @@ final class EndpointMetrics: Sendable {
         duration = Metrics.Timer(label: "micro_server_request_duration_seconds",
                                  dimensions: [("service", service), ("endpoint", endpoint)], preferredDisplayUnit: .seconds)
         inFlight = Meter(label: "micro_server_requests_in_flight", dimensions: [("service", service), ("endpoint", endpoint)])
+        received = Metrics.Counter(label: "micro_server_request_bytes_total", dimensions: [("service", service), ("endpoint", endpoint)])
+        sent = Metrics.Counter(label: "micro_server_response_bytes_total", dimensions: [("service", service), ("endpoint", endpoint)])
+    }
+
+    /// The bytes of a unary call's request and answer (encoded, before framing).
+    func record(received: Int, sent: Int) {
+        self.received.increment(by: received)
+        self.sent.increment(by: sent)
     }
 
     /// A call begins (in flight until ``record(code:since:)``); its start.

@@ -195,6 +195,7 @@ final class Router: Sendable {
             let result = await invoke(call.endpoint, call.message, call.codec, call.context)
             stats.record(failed: result.failed)
             metrics.record(code: result.code, since: start)
+            metrics.record(received: call.message.count, sent: (try? result.get())?.count ?? 0)
             responder.send(call.answer(result, self))
         case .stream(let call):
             await serveStream(request, responder, endpoint: call.endpoint, handler: call.handler, codec: call.codec,
