@@ -25,8 +25,7 @@ struct MetricsClientInterceptor: ClientInterceptor {
     }
 }
 
-/// The metrics of one kind of client call, made once and kept (at most `cacheLimit` kinds: a
-/// client may call endpoints by any name; past the limit they are made each time).
+/// The metrics of one kind of client call, made once and kept (``DescriptorMemo``).
 final class ClientCallMetrics: Sendable {
     private let labels: [(String, String)]
     private let label: String
@@ -45,18 +44,9 @@ final class ClientCallMetrics: Sendable {
         }
     }
 
-    static func of(_ call: CallDescriptor) -> ClientCallMetrics {
-        if let known = cache.withLock({ $0[call] }) { return known }
-        let made = ClientCallMetrics(call)
-        return cache.withLock { cache in
-            if let raced = cache[call] { return raced }
-            if cache.count < cacheLimit { cache[call] = made }
-            return made
-        }
-    }
+    static func of(_ call: CallDescriptor) -> ClientCallMetrics { kept.value(for: call, ClientCallMetrics.init) }
 
-    static let cacheLimit = 1024
-    private static let cache = Mutex<[CallDescriptor: ClientCallMetrics]>([:])
+    private static let kept = DescriptorMemo<ClientCallMetrics>()
 
     func record(code: Int, since start: ContinuousClock.Instant) {
         duration?.recordInterval(since: start)

@@ -114,6 +114,13 @@ final class CallStats: Sendable {
         if failed { errors.wrappingAdd(1, ordering: .relaxed) }
     }
 
+    /// A call ended with `code` (`failed` unless it succeeded): counted here, and in its
+    /// endpoint's metrics when they are on (`start` from their `begin()`).
+    func record(failed: Bool, code: Int, metrics: EndpointMetrics?, since start: ContinuousClock.Instant?) {
+        record(failed: failed)
+        if let metrics, let start { metrics.record(code: code, since: start) }
+    }
+
     var snapshot: Debug.Stats {
         let now = Date()
         return Debug.Stats(

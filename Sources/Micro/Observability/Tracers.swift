@@ -115,7 +115,7 @@ private final class ProcessTracing: Sendable {
     }
 
     func release() async {
-        guard let shutdown = backend?.shutdown else { return }
+        guard backend?.run != nil else { return }  // as retain() counted
         let last: Task<Void, Never>? = running.withLock { running in
             running.services -= 1
             guard running.services == 0, let task = running.task else { return nil }
@@ -125,7 +125,7 @@ private final class ProcessTracing: Sendable {
             return task
         }
         guard let last else { return }
-        await shutdown()
+        await backend?.shutdown?()
         await last.value
     }
 }

@@ -40,14 +40,10 @@ public struct TracingServerInterceptor: ServerInterceptor {
         if span.isRecording { span.attributes = naming.attributes }
         do {
             let result = try await InstrumentationContext.$current.withValue(span.context) { try await body() }
-            if span.isRecording {
-                if let error = failure(result) { SpanNaming.failed(error, descriptor, span) } else { SpanNaming.succeeded(descriptor, span) }
-            }
-            span.end()
+            SpanNaming.end(span, descriptor, error: failure(result))
             return result
         } catch {
-            if span.isRecording { SpanNaming.failed(error, descriptor, span) }
-            span.end()
+            SpanNaming.end(span, descriptor, error: error)
             throw error
         }
     }
@@ -79,12 +75,10 @@ public struct TracingClientInterceptor: ClientInterceptor {
         do {
             let response = try await next(call)
             if span.isRecording, let address = response.node?.address ?? call.options.address { span.attributes["server.address"] = address }
-            SpanNaming.succeeded(descriptor, span)
-            span.end()
+            SpanNaming.end(span, descriptor, error: nil)
             return response
         } catch {
-            SpanNaming.failed(error, descriptor, span)
-            span.end()
+            SpanNaming.end(span, descriptor, error: error)
             throw error
         }
     }
@@ -96,16 +90,10 @@ struct SpanNaming: Sendable {
     let name: String
     let attributes: SpanAttributes
 
-    /// Those of `call`, made once per kind of call and kept (at most `cacheLimit` of them: a
-    /// client may call endpoints by any name; past the limit they are made each time).
-    static func of(_ call: CallDescriptor) -> SpanNaming {
-        if let known = cache.withLock({ $0[call] }) { return known }
-        let made = SpanNaming(name: name(call), attributes: attributes(call))
-        cache.withLock { cache in
-            if cache.count < cacheLimit { cache[call] = made }
-        }
-        return made
-    }
+    /// Those of `call`, made once per kind of call and kept (``DescriptorMemo``).
+    static func of(_ call: CallDescriptor) -> SpanNaming { kept.value(for: call, SpanNaming.init) }
+
+    private static let kept = DescriptorMemo<SpanNaming>()
 
     /// Those of a served call: kept by its endpoint, per wire (no hashing).
     static func of(_ context: Context) -> SpanNaming {
@@ -116,13 +104,23 @@ struct SpanNaming: Sendable {
         case .broker: 3
         }
         if let known = context.origin.spanNamings.withLock({ $0[index] }) { return known }
-        let made = of(context.call)
+        let made = SpanNaming(context.call)
         context.origin.spanNamings.withLock { $0[index] = made }
         return made
     }
 
-    static let cacheLimit = 1024
-    private static let cache = Mutex<[CallDescriptor: SpanNaming]>([:])
+    init(_ call: CallDescriptor) {
+        name = Self.name(call)
+        attributes = Self.attributes(call)
+    }
+
+    /// Ends `span` with the outcome of its call: `error`, or success.
+    static func end(_ span: any Span, _ call: CallDescriptor, error: (any Error)?) {
+        if span.isRecording {
+            if let error { failed(error, call, span) } else { succeeded(call, span) }
+        }
+        span.end()
+    }
 
     /// `Service/Method` for a call (`rpc.service`/`rpc.method` of its endpoint `Service.Method`),
     /// `send TOPIC` for a publish, `process TOPIC` for a delivery.

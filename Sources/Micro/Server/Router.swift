@@ -193,8 +193,7 @@ final class Router: Sendable {
             }
             let start = metrics.begin()
             let result = await invoke(call.endpoint, call.message, call.codec, call.context)
-            stats.record(failed: result.failed)
-            metrics.record(code: result.code, since: start)
+            stats.record(failed: result.failed, code: result.code, metrics: metrics, since: start)
             metrics.record(received: call.message.count, sent: (try? result.get())?.count ?? 0)
             responder.send(call.answer(result, self))
         case .stream(let call):

@@ -97,10 +97,18 @@ final class HealthChecks: Sendable {
     /// Why the node is not ready (`shutting down`, or the first critical check that fails and its
     /// error); nil when it is.
     func failing() async -> String? {
-        guard state.check("") == .serving else { return "shutting down" }
-        let (up, outcomes) = await run(criticalOnly: true)
-        guard !up, let down = outcomes.first(where: { $0.status == "down" }) else { return nil }
-        return "\(down.name): \(down.error ?? "down")"
+        let (up, serving, outcomes) = await status(criticalOnly: true)
+        guard !up else { return nil }
+        guard serving else { return "shutting down" }
+        return outcomes.first { $0.status == "down" }.map { "\($0.name): \($0.error ?? "down")" } ?? "down"
+    }
+
+    /// The checks (the critical ones only, if `criticalOnly`), and whether the node is up: none
+    /// of them critical and down, and not shutting down.
+    private func status(criticalOnly: Bool) async -> (up: Bool, serving: Bool, outcomes: [Outcome]) {
+        let serving = state.check("") == .serving
+        let (up, outcomes) = await run(criticalOnly: criticalOnly)
+        return (up && serving, serving, outcomes)
     }
 
     /// Nil if the check passed within its timeout, else why not.
@@ -134,16 +142,15 @@ final class HealthChecks: Sendable {
             var info: [String: String]?
         }
         let report: Report
-        let serving = state.check("") == .serving
         switch path {
         case "/health/live":
             report = Report(status: "up")
         case "/health/ready":
-            let (up, outcomes) = await run(criticalOnly: true)
-            report = Report(status: up && serving ? "up" : "down", checks: outcomes)
+            let (up, _, outcomes) = await status(criticalOnly: true)
+            report = Report(status: up ? "up" : "down", checks: outcomes)
         case "/health":
-            let (up, outcomes) = await run(criticalOnly: false)
-            report = Report(status: up && serving ? "up" : "down", checks: outcomes, info: info)
+            let (up, _, outcomes) = await status(criticalOnly: false)
+            report = Report(status: up ? "up" : "down", checks: outcomes, info: info)
         default:
             return nil
         }

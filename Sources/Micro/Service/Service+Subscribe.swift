@@ -87,11 +87,9 @@ extension Service {
             let start = metrics?.begin()
             do {
                 try await wrapped(event)
-                stats.record(failed: false)
-                if let metrics, let start { metrics.record(code: 200, since: start) }
+                stats.record(failed: false, code: 200, metrics: metrics, since: start)
             } catch {
-                stats.record(failed: true)
-                if let metrics, let start { metrics.record(code: (error as? MicroError)?.code ?? 500, since: start) }
+                stats.record(failed: true, code: (error as? MicroError)?.code ?? 500, metrics: metrics, since: start)
                 throw error
             }
         }

@@ -70,8 +70,7 @@ extension Router {
         let metrics = endpoint.metrics, start = endpoint.metrics?.begin()
         let end: @Sendable (MicroError?) -> Void = { error in
             guard sink.end() else { return }
-            stats.record(failed: error != nil)
-            if let metrics, let start { metrics.record(code: error?.code ?? 200, since: start) }
+            stats.record(failed: error != nil, code: error?.code ?? 200, metrics: metrics, since: start)
             if let grpcContentType {
                 let code = error.map { GRPCStatusCode(microCode: $0.code) } ?? .ok
                 var trailers: HTTPHeaders = ["grpc-status": String(code.rawValue)]
