@@ -149,10 +149,13 @@ import Glibc
         ("MICRO_TLS_CERT", "/nowhere/cert.pem", "TLS: MICRO_TLS_CERT is set but MICRO_TLS_KEY is not"),
         ("MICRO_TLS_CLIENT_AUTH", "maybe", "TLS: MICRO_TLS_CLIENT_AUTH must be require, request or none, not 'maybe'"),
         ("MICRO_CONFIG_FILE", "/nowhere/service.json", "configuration file /nowhere/service.json: no such file"),
+        ("MICRO_TRACER", "zipkin", "MICRO_TRACER names no tracer 'zipkin'; known: memory, off"),
+        ("MICRO_TRACER_SAMPLE_RATIO", "2", "MICRO_TRACER_SAMPLE_RATIO must be a number from 0 to 1, not '2'"),
     ])
     func badEnvironment(name: String, value: String, cause: String) async throws {
         var env = [name: value]
         if name == "MICRO_TLS_CLIENT_AUTH" { env["MICRO_TLS_CA"] = "/nowhere/ca.pem" }  // read only with a TLS setting
+        if name == "MICRO_TRACER_SAMPLE_RATIO" { env["MICRO_TRACER"] = "memory" }  // read only with a tracer
         Self.expectOneLineRefusal(try await Self.run(environment: env), naming: [cause])
     }
 
