@@ -97,7 +97,8 @@ final class PGConnection: @unchecked Sendable {
         var results: [PGRows]
         var failure: PGError?
         var sentAt = ContinuousClock.now
-        var retried = false
+        /// Times sent again because a statement it used was not prepared (``finish(_:)``).
+        var resent = 0
         let continuation: UnsafeContinuation<Result<[PGRows], PGError>, Never>
 
         init(_ steps: [PGStep], _ continuation: UnsafeContinuation<Result<[PGRows], PGError>, Never>) {
@@ -482,13 +483,19 @@ final class PGConnection: @unchecked Sendable {
             return request.finish(.success(request.results))
         }
         // a statement whose preparation failed in an earlier request (its table did not exist
-        // yet, say) is prepared again, once
-        if failure.sqlState == "26000", !request.retried {
-            request.retried = true
+        // yet, say) is prepared again. The request sent again may itself rely on a preparation
+        // another request has pending (sent since), which can fail for the same reason while
+        // writers race to make a table: each such round is another request's failure, so a few
+        // rounds suffice; the bound only keeps a misbehaving server from looping us.
+        if failure.sqlState == "26000", request.resent < Self.maxResends {
+            request.resent += 1
             return send(request)
         }
         request.finish(.failure(failure))
     }
+
+    /// Rounds a request is sent again for an unprepared statement (see ``finish(_:)``).
+    static let maxResends = 8
 
     /// While requests are out: one waiting longer than the timeout means the server (or the
     /// way to it) stopped answering; the connection is dropped and made again.
