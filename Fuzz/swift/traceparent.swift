@@ -1,7 +1,7 @@
 // libFuzzer target `traceparent`: a caller's W3C trace context (`traceparent`, then `tracestate`
 // after the first newline), which every traced service reads from the network. Nothing may
-// crash; what parses has ids of the right length, in lower-case hex, not all zero, and prints
-// back as a version-00 header that parses to the same context.
+// crash; what parses has ids of the right length, in lower-case hex, not all zero, the digits it
+// was given, and prints back as a version-00 header that parses to the same context.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
@@ -14,5 +14,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     precondition(trace.traceID.contains { $0 != "0" } && trace.spanID.contains { $0 != "0" }, "an all-zero id")
     precondition((trace.traceState?.utf8.count ?? 0) <= 512, "an oversize tracestate kept")
     precondition(TraceContext(traceparent: trace.traceparent, tracestate: trace.traceState) == trace, "the header does not round-trip")
+    let given = Array(parts[0].utf8)
+    precondition(Array(trace.traceID.utf8) == Array(given[3..<35]) && Array(trace.spanID.utf8) == Array(given[36..<52]),
+                 "ids read differently from how they were written")
     return 0
 }

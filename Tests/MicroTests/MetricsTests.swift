@@ -45,6 +45,48 @@ import Testing
         await service.shutdown()
     }
 
+    /// Counts reach the scrape when it is made (each call adds to its endpoint's own counters):
+    /// a call held in its handler shows in flight, and scraping twice counts nothing twice.
+    @Test func aScrapeShowsCallsInFlightAndCountsEachCallOnce() async throws {
+        MicroMetrics.enablePrometheus()
+        let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry())
+        let service = Service(name: "metered-held", address: "127.0.0.1:0", options: options)
+        let (entered, enter) = AsyncStream.makeStream(of: Void.self)
+        let (released, release) = AsyncStream.makeStream(of: Void.self)
+        service.handle("Meter.Hold") { (request: Name, _: Context) async throws -> Name in
+            if request.name == "hold" {
+                enter.yield()
+                for await _ in released { break }
+            }
+            return request
+        }
+        let port = try service.start().port
+        let url = "http://127.0.0.1:\(port)/"
+        func call(_ name: String) async throws {
+            _ = try await Tool.run("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: application/json", "-H", "micro-endpoint: Meter.Hold",
+                                            "-d", #"{"name":"\#(name)"}"#, url])
+        }
+        func scrape() async throws -> [String: Double] { Self.samples(try await Tool.run("curl", ["-sS", url + "metrics"]).stdout) }
+        let inFlight = #"micro_server_requests_in_flight{service="metered-held",endpoint="Meter.Hold"}"#
+        let succeeded = #"micro_server_request_total{service="metered-held",endpoint="Meter.Hold",status="success",code="200"}"#
+        let held = Task { try await call("hold") }
+        for await _ in entered { break }
+        var samples = try await scrape()
+        #expect(samples[inFlight] == 1)
+        #expect(samples[succeeded] == nil, "no call has succeeded yet")
+        release.yield()
+        try await held.value
+        try await call("a")
+        samples = try await scrape()
+        #expect(samples[inFlight] == 0)
+        #expect(samples[succeeded] == 2)
+        try await call("b")
+        samples = try await scrape()
+        #expect(samples[succeeded] == 3)
+        #expect(try await scrape()[succeeded] == 3)
+        await service.shutdown()
+    }
+
     /// Streams (when they end), deliveries (the topic as the endpoint), the client's calls and
     /// publishes: all in the same scrape.
     @Test func streamsDeliveriesAndTheClientAreRecorded() async throws {

@@ -116,7 +116,7 @@ final class CallStats: Sendable {
 
     /// A call ended with `code` (`failed` unless it succeeded): counted here, and in its
     /// endpoint's metrics when they are on (`start` from their `begin()`).
-    func record(failed: Bool, code: Int, metrics: EndpointMetrics?, since start: ContinuousClock.Instant?) {
+    func record(failed: Bool, code: Int, metrics: EndpointMetrics?, since start: MonotonicTime?) {
         record(failed: failed)
         if let metrics, let start { metrics.record(code: code, since: start) }
     }

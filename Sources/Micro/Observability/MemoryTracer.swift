@@ -94,11 +94,7 @@ public final class MemoryTracer: Tracer, Sendable {
     ) -> MemorySpan {
         var context = context()
         let parent = context[TraceContextKey.self]
-        let own = TraceContext(
-            traceID: parent?.traceID ?? TraceContext.randomID(bytes: 16),
-            spanID: TraceContext.randomID(bytes: 8),
-            sampled: parent?.sampled ?? true,
-            traceState: parent?.traceState)
+        let own = parent?.child() ?? TraceContext(trace: .random(), span: .random())
         context[TraceContextKey.self] = own
         return MemorySpan(name: operationName, kind: kind, context: context, trace: own, parentID: parent?.spanID,
                           start: instant().nanosecondsSinceEpoch, tracer: self)

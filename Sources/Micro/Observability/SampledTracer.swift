@@ -10,19 +10,17 @@ public import Tracing
 ///
 /// What a service pays for tracing at a small ratio is then this, not the tracer's span
 /// machinery (swift-otel draws each id from the system's random source: a system call).
-public struct SampledTracer<Base: Tracer>: Tracer {
+public struct SampledTracer<Base: Tracer>: Tracer, HeadSampling {
     public typealias Span = SampledSpan<Base.Span>
 
     public let base: Base
     /// The share of traces started here that are recorded, 0...1.
-    public let ratio: Double
-    private let threshold: UInt64
+    public var ratio: Double { sampler.ratio }
+    let sampler: HeadSampler
 
     public init(_ base: Base, ratio: Double) {
         self.base = base
-        self.ratio = min(max(ratio, 0), 1)
-        // a trace is sampled when the first 64 random bits of its id fall below this
-        threshold = self.ratio >= 1 ? .max : UInt64(self.ratio * 18_446_744_073_709_551_615.0)
+        sampler = HeadSampler(ratio: ratio)
     }
 
     public func startSpan<Instant: TracerInstant>(
@@ -35,20 +33,26 @@ public struct SampledTracer<Base: Tracer>: Tracer {
         line: UInt
     ) -> SampledSpan<Base.Span> {
         var context = context()
-        if let parent = context[TraceContextKey.self], !parent.sampled {
+        if let parent = context[TraceContextKey.self] ?? Self.unrecordedCall(around: context, in: base), !parent.sampled {
             // within a trace that is not recorded: a context of its own, no span
             // (a sampled one there is the base's own, if it is a ``MemoryTracer``)
-            context[TraceContextKey.self] = TraceContext(traceID: parent.traceID, spanID: TraceContext.randomID(bytes: 8),
-                                                         sampled: false, traceState: parent.traceState)
+            context[TraceContextKey.self] = parent.child()
             return .skipped(NoOpTracer.NoOpSpan(context: context))
         }
-        if Self.hasParent(context, in: base) || threshold == .max || TraceContext.randomWord() < threshold {
+        if Self.hasParent(context, in: base) || !sampler.declines() {
             return .recorded(base.startSpan(operationName, context: context, ofKind: kind, at: instant(), function: function,
                                             file: fileID, line: line))
         }
-        context[TraceContextKey.self] = TraceContext(traceID: TraceContext.randomID(bytes: 16), spanID: TraceContext.randomID(bytes: 8),
-                                                     sampled: false)
+        context[TraceContextKey.self] = TraceContext(trace: .random(), span: .random(), sampled: false)
         return .skipped(NoOpTracer.NoOpSpan(context: context))
+    }
+
+    /// The served call the current task runs in, when the service did not record its trace
+    /// (``TraceContext/unrecorded``) and `context` has no span of its own: a span started in a
+    /// handler belongs to its call's trace.
+    private static func unrecordedCall(around context: InstrumentationContext, in base: Base) -> TraceContext? {
+        guard let call = TraceContext.unrecorded, !hasParent(context, in: base) else { return nil }
+        return call
     }
 
     /// Whether `context` carries a span of `base` (its own, or a caller's it extracted).

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Metrics
 import MicroCore
 public import Prometheus
@@ -33,8 +36,31 @@ public enum MicroMetrics {
     /// Whether calls are recorded.
     public static var isEnabled: Bool { enabled.load(ordering: .acquiring) }
 
+    /// The endpoints' metrics, which keep their counts until they are read (weakly: an endpoint's
+    /// go when its service goes).
+    private static let endpoints = Mutex<[WeakEndpointMetrics]>([])
+
+    private struct WeakEndpointMetrics {
+        weak var metrics: EndpointMetrics?
+    }
+
+    static func track(_ metrics: EndpointMetrics) {
+        endpoints.withLock { endpoints in
+            endpoints.removeAll { $0.metrics == nil }
+            endpoints.append(WeakEndpointMetrics(metrics: metrics))
+        }
+    }
+
+    /// Brings swift-metrics up to every endpoint's counts: done before each `GET /metrics`; a
+    /// program that reads the metrics through its own backend calls it before reading.
+    public static func flush() {
+        let live = endpoints.withLock { endpoints in endpoints.compactMap(\.metrics) }
+        for metrics in live { metrics.flush() }
+    }
+
     /// The Prometheus text of everything recorded.
     static func exposition() -> [UInt8] {
+        flush()
         var buffer: [UInt8] = []
         prometheus.emit(into: &buffer)
         return buffer
@@ -42,50 +68,102 @@ public enum MicroMetrics {
 }
 
 /// One endpoint's metrics: made when it is registered (with metrics on), so a call finds them
-/// without building a label or hashing a name; a counter per answer code, made once.
+/// without building a label or hashing a name.
+///
+/// A call adds to relaxed atomics of its own (in flight, succeeded, bytes) and records its
+/// duration; the counts reach swift-metrics when the metrics are read (``MicroMetrics/flush()``,
+/// before every `GET /metrics`), as the increments since the last reading — not through a
+/// gauge and three counters of the backend per call. Failures, rare, are counted per code as
+/// they come.
 final class EndpointMetrics: Sendable {
     private let service: String
     private let endpoint: String
     private let duration: Metrics.Timer
-    private let inFlight: Meter
-    private let received: Metrics.Counter
-    private let sent: Metrics.Counter
+    private let inFlightGauge: Meter
+    private let receivedCounter: Metrics.Counter
+    private let sentCounter: Metrics.Counter
     private let byCode = Mutex<[Int: Metrics.Counter]>([:])
+
+    private let inFlight = Atomic<Int>(0)
+    private let succeeded = Atomic<Int>(0)
+    private let received = Atomic<Int>(0)
+    private let sent = Atomic<Int>(0)
+    /// The calls in flight as the gauge last heard.
+    private let inFlightReported = Mutex<Int>(0)
 
     init(service: String, endpoint: String) {
         self.service = service
         self.endpoint = endpoint
         duration = Metrics.Timer(label: "micro_server_request_duration_seconds",
                                  dimensions: [("service", service), ("endpoint", endpoint)], preferredDisplayUnit: .seconds)
-        inFlight = Meter(label: "micro_server_requests_in_flight", dimensions: [("service", service), ("endpoint", endpoint)])
-        received = Metrics.Counter(label: "micro_server_request_bytes_total", dimensions: [("service", service), ("endpoint", endpoint)])
-        sent = Metrics.Counter(label: "micro_server_response_bytes_total", dimensions: [("service", service), ("endpoint", endpoint)])
+        inFlightGauge = Meter(label: "micro_server_requests_in_flight", dimensions: [("service", service), ("endpoint", endpoint)])
+        receivedCounter = Metrics.Counter(label: "micro_server_request_bytes_total", dimensions: [("service", service), ("endpoint", endpoint)])
+        sentCounter = Metrics.Counter(label: "micro_server_response_bytes_total", dimensions: [("service", service), ("endpoint", endpoint)])
+        MicroMetrics.track(self)
     }
 
     /// The bytes of a unary call's request and answer (encoded, before framing).
     func record(received: Int, sent: Int) {
-        self.received.increment(by: received)
-        self.sent.increment(by: sent)
+        self.received.wrappingAdd(received, ordering: .relaxed)
+        self.sent.wrappingAdd(sent, ordering: .relaxed)
     }
 
     /// A call begins (in flight until ``record(code:since:)``); its start.
-    func begin() -> ContinuousClock.Instant {
-        inFlight.increment()
-        return .now
+    func begin() -> MonotonicTime {
+        inFlight.wrappingAdd(1, ordering: .relaxed)
+        return .now()
     }
 
-    func record(code: Int, since start: ContinuousClock.Instant) {
-        inFlight.decrement()
-        duration.recordInterval(since: start)
-        let counter = byCode.withLock { counters in
+    func record(code: Int, since start: MonotonicTime) {
+        duration.recordNanoseconds(MonotonicTime.now().nanoseconds(since: start))
+        inFlight.wrappingSubtract(1, ordering: .relaxed)
+        if code == 200 {
+            succeeded.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            counter(code).increment()
+        }
+    }
+
+    /// Brings the metrics up to the counts of the calls.
+    func flush() {
+        let ok = succeeded.exchange(0, ordering: .relaxed)
+        if ok > 0 { counter(200).increment(by: ok) }
+        let received = received.exchange(0, ordering: .relaxed), sent = sent.exchange(0, ordering: .relaxed)
+        if received > 0 { receivedCounter.increment(by: received) }
+        if sent > 0 { sentCounter.increment(by: sent) }
+        let now = inFlight.load(ordering: .relaxed)
+        let change = inFlightReported.withLock { reported in
+            defer { reported = now }
+            return now - reported
+        }
+        if change != 0 { inFlightGauge.increment(by: Double(change)) }
+    }
+
+    private func counter(_ code: Int) -> Metrics.Counter {
+        byCode.withLock { counters in
             if let made = counters[code] { return made }
             let made = Metrics.Counter(label: "micro_server_request_total",
-                               dimensions: [("service", service), ("endpoint", endpoint), ("status", code < 400 ? "success" : "failure"),
-                                            ("code", String(code))])
+                                       dimensions: [("service", service), ("endpoint", endpoint), ("status", code < 400 ? "success" : "failure"),
+                                                    ("code", String(code))])
             counters[code] = made
             return made
         }
-        counter.increment()
+    }
+}
+
+/// A reading of the monotonic clock, what a call's duration is measured with (two readings a
+/// call, no Instant arithmetic).
+struct MonotonicTime: Sendable {
+    let value: UInt64
+
+    static func now() -> MonotonicTime {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return MonotonicTime(value: UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec))
+    }
+
+    func nanoseconds(since start: MonotonicTime) -> Int64 {
+        Int64(clamping: value &- start.value)
     }
 }
 

@@ -31,3 +31,35 @@ struct MetadataExtractor: Extractor {
         carrier[key]
     }
 }
+
+extension TraceContext {
+    /// The trace of the call the current task serves when the service does not record it (its
+    /// ``SampledTracer`` declined a new trace, or the caller's `traceparent` says not sampled):
+    /// bound instead of a span, so the calls the handler makes send it on as not sampled and its
+    /// log lines carry its ids — at the cost of ids and one task-local value, not a span.
+    @TaskLocal public static var unrecorded: TraceContext?
+}
+
+/// A tracer that decides whether a new trace is recorded before it makes anything
+/// (``SampledTracer``): a service then serves a call whose trace is not recorded without asking
+/// the tracer at all (``TraceContext/unrecorded``).
+protocol HeadSampling: Sendable {
+    var sampler: HeadSampler { get }
+}
+
+/// Head sampling's decision: a new trace is recorded with probability `ratio`.
+struct HeadSampler: Sendable {
+    let ratio: Double
+    /// A trace is recorded when 64 random bits fall below this.
+    private let threshold: UInt64
+
+    init(ratio: Double) {
+        self.ratio = min(max(ratio, 0), 1)
+        threshold = self.ratio >= 1 ? .max : UInt64(self.ratio * 18_446_744_073_709_551_615.0)
+    }
+
+    /// Whether a new trace is not to be recorded (drawn anew each time).
+    func declines() -> Bool {
+        threshold != .max && TraceContext.randomWord() >= threshold
+    }
+}

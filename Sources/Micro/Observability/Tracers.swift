@@ -132,10 +132,12 @@ private final class ProcessTracing: Sendable {
 
 extension Logger.MetadataProvider {
     /// `trace_id` and `span_id` of the span the current task is in (as `tracer` propagates it:
-    /// W3C ids), on every line logged within it.
+    /// W3C ids), or of the call it serves when its trace is not recorded
+    /// (``TraceContext/unrecorded``), on every line logged within it.
     public static func traceIDs(_ tracer: any Tracer) -> Logger.MetadataProvider {
         Logger.MetadataProvider {
-            guard let context = InstrumentationContext.current, let trace = TraceContext.of(context, in: tracer) else { return [:] }
+            let trace = InstrumentationContext.current.flatMap { TraceContext.of($0, in: tracer) } ?? TraceContext.unrecorded
+            guard let trace else { return [:] }
             return ["trace_id": .string(trace.traceID), "span_id": .string(trace.spanID)]
         }
     }

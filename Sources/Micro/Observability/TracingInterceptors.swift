@@ -11,9 +11,12 @@ public import Tracing
 /// for a stack of interceptors of one's own.
 public struct TracingServerInterceptor: ServerInterceptor {
     public let tracer: any Tracer
+    /// The tracer's head sampling, if it decides before making anything (``SampledTracer``).
+    private let sampler: HeadSampler?
 
     public init(tracer: any Tracer) {
         self.tracer = tracer
+        sampler = (tracer as? any HeadSampling)?.sampler
     }
 
     public nonisolated(nonsending) func intercept(
@@ -28,6 +31,19 @@ public struct TracingServerInterceptor: ServerInterceptor {
     /// error `failure` finds in what it returns. The service runs every call in it before its
     /// auth check and interceptors (no interceptor frame of its own: the hot path's cost).
     nonisolated(nonsending) func trace<T>(
+        _ context: Context,
+        failure: (T) -> MicroError?,
+        _ body: nonisolated(nonsending) () async throws -> T
+    ) async throws -> T {
+        if let trace = unrecorded(context) {
+            // no span: the trace's ids, for the calls the handler makes and its log lines
+            return try await TraceContext.$unrecorded.withValue(trace) { try await body() }
+        }
+        return try await record(context, failure: failure, body)
+    }
+
+    /// ``trace(_:failure:_:)`` once ``unrecorded(_:)`` said nil: the tracer's span.
+    nonisolated(nonsending) func record<T>(
         _ context: Context,
         failure: (T) -> MicroError?,
         _ body: nonisolated(nonsending) () async throws -> T
@@ -47,6 +63,20 @@ public struct TracingServerInterceptor: ServerInterceptor {
             throw error
         }
     }
+
+    /// The trace of a call the service does not record, if the tracer samples by head
+    /// (``SampledTracer``): its caller's, said to be not sampled, or, without one, a new trace
+    /// that the sampler declines. Nil: the tracer decides (a caller's sampled trace, a new trace
+    /// drawn to be recorded, a `traceparent` that does not parse).
+    func unrecorded(_ context: Context) -> TraceContext? {
+        guard let sampler else { return nil }
+        let metadata = context.metadata
+        guard let header = metadata["traceparent"] else {
+            return sampler.declines() ? TraceContext(trace: .random(), span: .random(), sampled: false) : nil
+        }
+        guard let caller = TraceContext(traceparent: header, tracestate: metadata["tracestate"]), !caller.sampled else { return nil }
+        return caller.child()
+    }
 }
 
 /// A span for every call a client makes — unary calls, streams, publishes — as a child of the
@@ -55,22 +85,31 @@ public struct TracingServerInterceptor: ServerInterceptor {
 /// other nodes; it names the node that answered (`server.address`, or the address called).
 public struct TracingClientInterceptor: ClientInterceptor {
     public let tracer: any Tracer
+    /// The tracer's head sampling, if it decides before making anything (``SampledTracer``).
+    private let sampler: HeadSampler?
 
     public init(tracer: any Tracer) {
         self.tracer = tracer
+        sampler = (tracer as? any HeadSampling)?.sampler
     }
 
     public nonisolated(nonsending) func intercept(
         _ call: ClientCall,
         next: (ClientCall) async throws -> ClientResponse
     ) async throws -> ClientResponse {
+        let current = InstrumentationContext.current
+        var call = call
+        if current == nil, let trace = TraceContext.unrecorded?.child() ?? declinedTrace() {
+            // a trace that is not recorded: sent on as not sampled, no span
+            call.options.metadata["traceparent"] = trace.traceparent
+            if let state = trace.traceState { call.options.metadata["tracestate"] = state }
+            return try await next(call)
+        }
         let descriptor = call.descriptor
         let publish = descriptor.kind == .publish
         let naming = SpanNaming.of(descriptor)
-        let span = tracer.startSpan(naming.name, context: InstrumentationContext.current ?? .topLevel,
-                                    ofKind: publish ? .producer : .client)
+        let span = tracer.startSpan(naming.name, context: current ?? .topLevel, ofKind: publish ? .producer : .client)
         if span.isRecording { span.attributes = naming.attributes }
-        var call = call
         tracer.inject(span.context, into: &call.options.metadata, using: DictionaryInjector())
         do {
             let response = try await next(call)
@@ -81,6 +120,12 @@ public struct TracingClientInterceptor: ClientInterceptor {
             SpanNaming.end(span, descriptor, error: error)
             throw error
         }
+    }
+
+    /// A new trace that the tracer's head sampling declines to record, if it has one and does.
+    private func declinedTrace() -> TraceContext? {
+        guard let sampler, sampler.declines() else { return nil }
+        return TraceContext(trace: .random(), span: .random(), sampled: false)
     }
 }
 

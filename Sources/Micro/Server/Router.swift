@@ -297,15 +297,20 @@ final class Router: Sendable {
 
     /// Runs the handler (through the interceptors); every failure becomes a MicroError.
     nonisolated(nonsending) func invoke(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
-        guard interceptors.tracing == nil else { return await invokeTraced(endpoint, body, codec, context) }
-        return await invokeUntraced(endpoint, body, codec, context)
+        guard let tracing = interceptors.tracing else { return await invokeUntraced(endpoint, body, codec, context) }
+        if let trace = tracing.unrecorded(context) {
+            // a trace not recorded: its ids bound, no span (the common case of head sampling)
+            return await TraceContext.$unrecorded.withValue(trace) { await invokeUntraced(endpoint, body, codec, context) }
+        }
+        return await invokeTraced(tracing, endpoint, body, codec, context)
     }
 
-    /// ``invoke`` in the call's span.
+    /// ``invoke`` in the call's span (`tracing` found it to be recorded).
     @inline(never)
-    nonisolated(nonsending) private func invokeTraced(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) async -> Result<[UInt8], MicroError> {
+    nonisolated(nonsending) private func invokeTraced(_ tracing: TracingServerInterceptor, _ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec,
+                                                      _ context: Context) async -> Result<[UInt8], MicroError> {
         do {
-            return try await interceptors.traced(context, failure: { result in
+            return try await tracing.record(context, failure: { result in
                 if case .failure(let error) = result { return error }
                 return nil
             }) {
