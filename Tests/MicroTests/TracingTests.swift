@@ -44,6 +44,8 @@ import Tracing
         let tasks: [Task<Void, any Error>]
         let delivered: AsyncStream<String>
         let logs = Lines()
+        /// The `traceparent` of each call back served, as it came.
+        let backTraceparents = InterceptorTests.Shared<[String]>([])
 
         /// `sampleRatio`: the services' tracer is `tracer` behind a ``SampledTracer`` of that ratio.
         init(sampleRatio: Double? = nil) async throws {
@@ -69,8 +71,11 @@ import Tracing
                 try await client.publish("greeted", hello)
                 return Reply(message: "front: " + reply.message)
             }
-            back.handle("Back.Hello") { (hello: Hello, _: Context) async throws -> Reply in
-                Reply(message: "hello " + hello.name)
+            let backTraceparents = self.backTraceparents
+            back.handle("Back.Hello") { (hello: Hello, context: Context) async throws -> Reply in
+                backTraceparents.withLock { $0.append(context.metadata["traceparent"] ?? "") }
+                // a span of the handler's own joins the call's trace (recorded or not)
+                return tracer.withSpan("Back.compose") { _ in Reply(message: "hello " + hello.name) }
             }
             back.register(Counter())
             let (delivered, tell) = AsyncStream.makeStream(of: String.self)
@@ -144,7 +149,7 @@ import Tracing
             #expect(reply.message == "front: hello ann")
             #expect(await services.delivered.first { _ in true } == "ann")
             let root = try #require(services.tracer.spans().first { $0.parentID == nil })
-            let spans = try await services.spans(of: root.traceID, count: 6)
+            let spans = try await services.spans(of: root.traceID, count: 7)
             func span(_ name: String, _ kind: String) -> MemoryTracer.FinishedSpan? { spans.first { $0.name == name && $0.kind == kind } }
             // the test's client → front → back, front → broker → sink
             let call = try #require(span("Front/Hello", "client"), "\(spans)")
@@ -159,6 +164,7 @@ import Tracing
             #expect(backServed.parentID == backCall.spanID)
             #expect(sent.parentID == served.spanID)
             #expect(processed.parentID == sent.spanID)
+            #expect(span("Back.compose", "internal")?.parentID == backServed.spanID, "\(spans)")
             // the conventions' attributes
             let grpc = contentType.hasPrefix("application/grpc")
             #expect(served.attributes["rpc.system"] == (grpc ? "grpc" : "micro"))
@@ -224,7 +230,7 @@ import Tracing
                                                      "-H", "traceparent: \(traceparent)", "-H", "tracestate: vendor=1", "-d", #"{"name":"cat"}"#, url])
             #expect(result.stdout.contains("front: hello cat"), "\(result.stdout) \(result.stderr)")
         }
-        let served = try await services.spans(of: traceID, count: 2 * 5).filter { $0.name == "Front/Hello" && $0.kind == "server" }
+        let served = try await services.spans(of: traceID, count: 2 * 6).filter { $0.name == "Front/Hello" && $0.kind == "server" }
         #expect(served.count == 2)
         #expect(served.allSatisfy { $0.parentID == parentID && $0.attributes["network.protocol.version"] != nil })
         #expect(Set(served.map { $0.attributes["network.protocol.version"] }) == ["1.1", "2"])
@@ -302,13 +308,37 @@ import Tracing
         let logged = try #require(services.logs.value.withLock { $0.first { $0.0 == "greeting gus" } })
         #expect(logged.1["trace_id"] == "0af7651916cd43dd8448eb211c80319c")
         #expect(services.tracer.spans().isEmpty)
+        // front sent it on to back as not sampled, from a span id of its own
+        let sent = try #require(TraceContext(traceparent: services.backTraceparents.withLock { $0.last ?? "" }))
+        #expect(sent.traceID == "0af7651916cd43dd8448eb211c80319c" && !sent.sampled && sent.spanID != "b7ad6b7169203331")
+        #expect(sent.spanID != (logged.1["span_id"].map { "\($0)" } ?? ""), "a call made from the handler has its own span id")
 
         // a caller's sampled context is recorded: front, back and sink all record it
         let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         _ = try await Tool.run("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: application/json",
                                         "-H", "micro-endpoint: Front.Hello", "-H", "traceparent: \(sampled)", "-d", #"{"name":"hal"}"#, url])
-        let recorded = try await services.spans(of: "4bf92f3577b34da6a3ce929d0e0e4736", count: 5)
-        #expect(Set(recorded.map(\.name)) == ["Front/Hello", "Back/Hello", "send greeted", "process greeted"], "\(recorded)")
+        let recorded = try await services.spans(of: "4bf92f3577b34da6a3ce929d0e0e4736", count: 6)
+        #expect(Set(recorded.map(\.name)) == ["Front/Hello", "Back/Hello", "Back.compose", "send greeted", "process greeted"], "\(recorded)")
+        try await services.stop()
+    }
+
+    /// A caller that does not sample its trace decides for every service it reaches, even one
+    /// that records every trace of its own: nothing is recorded — not the calls, not a span a
+    /// handler starts itself, not the publish or the delivery — and the trace id goes on.
+    @Test func aCallersDecisionNotToSampleHoldsAllTheWayDown() async throws {
+        let services = try await Services(sampleRatio: 1)
+        let url = "http://127.0.0.1:\(services.front.port!)/"
+        let unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        let result = try await Tool.run("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: application/json",
+                                                 "-H", "micro-endpoint: Front.Hello", "-H", "traceparent: \(unsampled)", "-d", #"{"name":"ida"}"#, url])
+        #expect(result.stdout.contains("front: hello ida"))
+        #expect(await services.delivered.first { _ in true } == "ida")
+        #expect(services.backTraceparents.withLock { $0.last }.flatMap { TraceContext(traceparent: $0) }?.traceID == "5bf92f3577b34da6a3ce929d0e0e4736")
+        // a call of its own is recorded: the tracer records every trace that starts here
+        let _: Reply = try await services.client(traced: false).call("front", "Front.Hello", Hello(name: "jo"))
+        let recorded = try await services.spans(count: 6)
+        #expect(!recorded.contains { $0.traceID == "5bf92f3577b34da6a3ce929d0e0e4736" }, "\(recorded)")
+        #expect(Set(recorded.map(\.traceID)).count == 1, "\(recorded)")
         try await services.stop()
     }
 }
