@@ -34,8 +34,8 @@ import Testing
         let scrape = try await Tool.run("curl", ["-sS", "-D", "-", url + "metrics"])
         #expect(scrape.stdout.lowercased().contains("content-type: text/plain; version=0.0.4"), "\(scrape.stdout)")
         let samples = Self.samples(scrape.stdout)
-        #expect(samples[#"micro_server_request_total{service="metered",endpoint="Meter.Read",status="success",code="200"}"#] == 3, "\(scrape.stdout)")
-        #expect(samples[#"micro_server_request_total{service="metered",endpoint="Meter.Read",status="failure",code="404"}"#] == 1)
+        #expect(samples[#"micro_server_request_total{service="metered",endpoint="Meter.Read",kind="unary",status="success",code="200"}"#] == 3, "\(scrape.stdout)")
+        #expect(samples[#"micro_server_request_total{service="metered",endpoint="Meter.Read",kind="unary",status="failure",code="404"}"#] == 1)
         #expect(samples[#"micro_server_request_duration_seconds_count{service="metered",endpoint="Meter.Read"}"#] == 4, "\(scrape.stdout)")
         #expect(scrape.stdout.contains("# TYPE micro_server_request_duration_seconds histogram"))
         #expect(samples[#"micro_server_requests_in_flight{service="metered",endpoint="Meter.Read"}"#] == 0, "\(scrape.stdout)")
@@ -68,7 +68,7 @@ import Testing
         }
         func scrape() async throws -> [String: Double] { Self.samples(try await Tool.run("curl", ["-sS", url + "metrics"]).stdout) }
         let inFlight = #"micro_server_requests_in_flight{service="metered-held",endpoint="Meter.Hold"}"#
-        let succeeded = #"micro_server_request_total{service="metered-held",endpoint="Meter.Hold",status="success",code="200"}"#
+        let succeeded = #"micro_server_request_total{service="metered-held",endpoint="Meter.Hold",kind="unary",status="success",code="200"}"#
         let held = Task { try await call("hold") }
         for await _ in entered { break }
         var samples = try await scrape()
@@ -127,15 +127,20 @@ import Testing
 
         let samples = Self.samples(try await Tool.run("curl", ["-sS", "http://127.0.0.1:\(port)/metrics"]).stdout)
         func sample(_ key: String) -> Double? { samples[key] }
-        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="Meter.Count",status="success",code="200"}"#) == 1, "\(samples)")
-        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="Meter.Count",status="failure",code="400"}"#) == 1)
-        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="metered-events",status="success",code="200"}"#) == 1)
-        #expect(sample(#"micro_client_request_total{service="metered-streams",endpoint="Meter.Count",status="success",code="200"}"#) == 1)
-        #expect(sample(#"micro_client_request_total{service="metered-streams",endpoint="Meter.Count",status="failure",code="400"}"#) == 1)
+        // the kind each side knows: the endpoint's on the server, the call's on the client
+        // (`Client.stream` is the general, bidirectional form)
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="Meter.Count",kind="serverStream",status="success",code="200"}"#) == 1, "\(samples)")
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="Meter.Count",kind="serverStream",status="failure",code="400"}"#) == 1)
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="metered-events",kind="delivery",status="success",code="200"}"#) == 1)
+        #expect(sample(#"micro_client_request_total{service="metered-streams",endpoint="Meter.Count",kind="bidiStream",status="success",code="200"}"#) == 1)
+        #expect(sample(#"micro_client_request_total{service="metered-streams",endpoint="Meter.Count",kind="bidiStream",status="failure",code="400"}"#) == 1)
         #expect(sample(#"micro_client_request_duration_seconds_count{service="metered-streams",endpoint="Meter.Count"}"#) == 2)
+        // a stream's messages: {"name":"three"} and {"name":"none"} in, three {"name":"N"} out
+        #expect(sample(#"micro_server_request_bytes_total{service="metered-streams",endpoint="Meter.Count"}"#) == Double(16 + 15), "\(samples)")
+        #expect(sample(#"micro_server_response_bytes_total{service="metered-streams",endpoint="Meter.Count"}"#) == Double(3 * 12), "\(samples)")
         #expect(sample(#"micro_broker_published_total{topic="metered-events",status="success"}"#) == 1)
         #expect(sample(#"micro_broker_retried_total{topic="metered-flaky"}"#) == 1, "\(samples)")
-        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="metered-flaky",status="failure",code="500"}"#) == 1)
+        #expect(sample(#"micro_server_request_total{service="metered-streams",endpoint="metered-flaky",kind="delivery",status="failure",code="500"}"#) == 1)
         service.stop()
         try await task.value
     }

@@ -7,6 +7,9 @@ public enum GRPCFraming {
         let description: String
     }
 
+    /// The bytes of the prefix before each message: its compressed flag and its length.
+    static let prefixBytes = 5
+
     /// One message with its 5-byte prefix.
     public static func frame(_ message: [UInt8], compressed: Bool = false) -> [UInt8] {
         var out = [UInt8]()

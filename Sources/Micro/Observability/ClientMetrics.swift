@@ -2,7 +2,7 @@ import Metrics
 import Synchronization
 
 /// Records every call a client makes (with metrics on, ``MicroMetrics``): unary calls and streams
-/// as `micro_client_request_total` (`service`, `endpoint`, `status`, `code`) and
+/// as `micro_client_request_total` (`service`, `endpoint`, `kind`, `status`, `code`) and
 /// `micro_client_request_duration_seconds`, publishes as `micro_broker_published_total` (`topic`,
 /// `status`). One record per call: retries on other nodes are inside it.
 ///
@@ -39,8 +39,9 @@ final class ClientCallMetrics: Sendable {
             duration = nil
         } else {
             label = "micro_client_request_total"
-            labels = [("service", call.service), ("endpoint", call.endpoint)]
-            duration = Metrics.Timer(label: "micro_client_request_duration_seconds", dimensions: labels, preferredDisplayUnit: .seconds)
+            duration = Metrics.Timer(label: "micro_client_request_duration_seconds", dimensions: [("service", call.service), ("endpoint", call.endpoint)],
+                                     preferredDisplayUnit: .seconds)
+            labels = [("service", call.service), ("endpoint", call.endpoint), ("kind", call.kind.rawValue)]
         }
     }
 

@@ -12,7 +12,8 @@ import Synchronization
 /// does it for a service).
 ///
 /// go-micro's Prometheus wrapper's names where they overlap: `micro_server_request_total`
-/// (labels `service`, `endpoint`, `status` = success or failure, `code`) and
+/// (labels `service`, `endpoint`, `kind` = unary, serverStream, clientStream, bidiStream or
+/// delivery, `status` = success or failure, `code`) and
 /// `micro_server_request_duration_seconds` (a histogram, labels `service`, `endpoint`), for every
 /// call kind (a stream when it ends; a delivery: the topic as `endpoint`), with
 /// `micro_server_requests_in_flight`; the client's calls as `micro_client_request_total` and
@@ -78,6 +79,7 @@ public enum MicroMetrics {
 final class EndpointMetrics: Sendable {
     private let service: String
     private let endpoint: String
+    private let kind: CallDescriptor.Kind
     private let duration: Metrics.Timer
     private let inFlightGauge: Meter
     private let receivedCounter: Metrics.Counter
@@ -91,9 +93,10 @@ final class EndpointMetrics: Sendable {
     /// The calls in flight as the gauge last heard.
     private let inFlightReported = Mutex<Int>(0)
 
-    init(service: String, endpoint: String) {
+    init(service: String, endpoint: String, kind: CallDescriptor.Kind) {
         self.service = service
         self.endpoint = endpoint
+        self.kind = kind
         duration = Metrics.Timer(label: "micro_server_request_duration_seconds",
                                  dimensions: [("service", service), ("endpoint", endpoint)], preferredDisplayUnit: .seconds)
         inFlightGauge = Meter(label: "micro_server_requests_in_flight", dimensions: [("service", service), ("endpoint", endpoint)])
@@ -143,8 +146,8 @@ final class EndpointMetrics: Sendable {
         byCode.withLock { counters in
             if let made = counters[code] { return made }
             let made = Metrics.Counter(label: "micro_server_request_total",
-                                       dimensions: [("service", service), ("endpoint", endpoint), ("status", code < 400 ? "success" : "failure"),
-                                                    ("code", String(code))])
+                                       dimensions: [("service", service), ("endpoint", endpoint), ("kind", kind.rawValue),
+                                                    ("status", code < 400 ? "success" : "failure"), ("code", String(code))])
             counters[code] = made
             return made
         }

@@ -105,7 +105,7 @@ final class Router: Sendable {
 
     func register(_ endpoint: EndpointHandler) {
         let origin = Context.Origin(service: service, endpoint: endpoint.name, kind: endpoint.kind, logger: logger)
-        let metrics = MicroMetrics.isEnabled ? EndpointMetrics(service: service, endpoint: endpoint.name) : nil
+        let metrics = MicroMetrics.isEnabled ? EndpointMetrics(service: service, endpoint: endpoint.name, kind: endpoint.kind) : nil
         let registered = EndpointHandler(name: endpoint.name, description: endpoint.description, streaming: endpoint.streaming,
                                          origin: origin, bytes: endpoint.bytes, metrics: metrics, call: endpoint.call)
         endpoints.withLock { $0[endpoint.name] = registered }

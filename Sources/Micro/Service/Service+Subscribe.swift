@@ -82,7 +82,7 @@ extension Service {
         if let queue { metadata["queue"] = queue }
         let description = Endpoint(name: "\(topic)", request: Schema.describe(Event.self, name: String(describing: Event.self)), metadata: metadata)
         let stats = router.stats
-        let metrics = MicroMetrics.isEnabled ? EndpointMetrics(service: name, endpoint: topic) : nil
+        let metrics = MicroMetrics.isEnabled ? EndpointMetrics(service: name, endpoint: topic, kind: .delivery) : nil
         let counted: @Sendable (BrokerEvent) async throws -> Void = { event in
             let start = metrics?.begin()
             do {

@@ -58,6 +58,9 @@ final class MessageSource: @unchecked Sendable {
     var exactlyOne = false
     /// Sees each message before it is decoded (interceptors' taps); set before the first read.
     var tap: MessageTaps.Tap?
+    /// Counts the bytes of each message read (a served stream's endpoint metrics); set before
+    /// the first read.
+    var metrics: EndpointMetrics?
 
     init(
         loop: EventLoop,
@@ -89,7 +92,10 @@ final class MessageSource: @unchecked Sendable {
             if let compression = try await prepare() { self.compression = compression }
         }
         while true {
-            if let message = try cut() { return try tap.map { try $0(message) } ?? message }
+            if let message = try cut() {
+                metrics?.record(received: message.count, sent: 0)
+                return try tap.map { try $0(message) } ?? message
+            }
             if ended {
                 guard buffer.count == offset else {
                     throw MicroError.badRequest("micro.stream", "the stream ended inside a message (\(buffer.count - offset) bytes left)")

@@ -64,10 +64,11 @@ extension Router {
             maxMessageBytes: Self.maxGRPCMessageBytes,
             onFailure: { _ in Self.streamFailure(context) }
         )
-        let sink = ServerStreamSink(responder: responder, context: context, contentType: grpcContentType ?? codec.contentType)
+        let metrics = endpoint.metrics, start = endpoint.metrics?.begin()
+        source.metrics = metrics
+        let sink = ServerStreamSink(responder: responder, context: context, contentType: grpcContentType ?? codec.contentType, metrics: metrics)
         let name = endpoint.name
         let stats = self.stats
-        let metrics = endpoint.metrics, start = endpoint.metrics?.begin()
         let end: @Sendable (MicroError?) -> Void = { error in
             guard sink.end() else { return }
             stats.record(failed: error != nil, code: error?.code ?? 200, metrics: metrics, since: start)
@@ -148,12 +149,15 @@ final class ServerStreamSink: MessageSink {
     let responder: HTTPResponder
     let context: Context
     let contentType: String
+    /// Counts the bytes of each message sent (the endpoint's metrics, when on).
+    let metrics: EndpointMetrics?
     private let state = Atomic<UInt8>(0)  // bit 0: started, bit 1: ended
 
-    init(responder: HTTPResponder, context: Context, contentType: String) {
+    init(responder: HTTPResponder, context: Context, contentType: String, metrics: EndpointMetrics? = nil) {
         self.responder = responder
         self.context = context
         self.contentType = contentType
+        self.metrics = metrics
     }
 
     var started: Bool { state.load(ordering: .acquiring) & 1 != 0 }
@@ -174,6 +178,7 @@ final class ServerStreamSink: MessageSink {
                 try await responder.sendHead(status: 200, headers: head(contentType: contentType))
             }
             try await responder.write(framed)
+            metrics?.record(received: 0, sent: max(0, framed.count - GRPCFraming.prefixBytes))
         } catch {
             throw Router.streamFailure(context)
         }
