@@ -35,6 +35,12 @@ final class HelloworldFixture: Sendable {
     let tracedHeaders: HTTPHeaders = ["content-type": "application/json", "micro-endpoint": "Helloworld.Greeting",
                                       "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
 
+    /// The same service behind head sampling that records none of the traces that start there
+    /// (SampledTracer, ratio 0), called without a trace context: what tracing costs the calls
+    /// it does not record — most of them, at the ratios services run with.
+    let sampledOut: Service
+    let sampledOutAddress: String
+
     private init() throws {
         service = Self.helloworld(interceptors: [])
         address = "127.0.0.1:\(try service.start().port)"
@@ -42,11 +48,14 @@ final class HelloworldFixture: Sendable {
         interceptedAddress = "127.0.0.1:\(try intercepted.start().port)"
         traced = Self.helloworld(interceptors: [], tracer: MemoryTracer(capacity: 100))
         tracedAddress = "127.0.0.1:\(try traced.start().port)"
+        sampledOut = Self.helloworld(interceptors: [], tracer: MemoryTracer(capacity: 100), sampleRatio: 0)
+        sampledOutAddress = "127.0.0.1:\(try sampledOut.start().port)"
     }
 
-    static func helloworld(interceptors: [any ServerInterceptor], tracer: MemoryTracer? = nil) -> Service {
+    static func helloworld(interceptors: [any ServerInterceptor], tracer: MemoryTracer? = nil, sampleRatio: Double? = nil) -> Service {
         var options = ServiceOptions(handleSignals: false, register: false, interceptors: interceptors)
         options.tracer = tracer
+        if let tracer, let sampleRatio { options.tracer = SampledTracer(tracer, ratio: sampleRatio) }
         let service = Service(name: "helloworld", address: "127.0.0.1:0", options: options)
         service.handle("Helloworld.Greeting") { (request: Request, _: Context) async throws -> Response in
             Response(message: "Hello " + request.name)
@@ -64,6 +73,10 @@ final class HelloworldFixture: Sendable {
 
     func callTraced() async throws -> HTTPClientResponse {
         try await client.request(address: tracedAddress, path: "/", headers: tracedHeaders, body: body)
+    }
+
+    func callSampledOut() async throws -> HTTPClientResponse {
+        try await client.request(address: sampledOutAddress, path: "/", headers: headers, body: body)
     }
 }
 
@@ -145,6 +158,13 @@ let benchmarks: @Sendable () -> Void = {
         let fixture = try HelloworldFixture.shared()
         for _ in benchmark.scaledIterations {
             blackHole(try await fixture.callTraced())
+        }
+    }
+    // the same call with tracing on and the trace not recorded: its ids bound, no span
+    Benchmark("Call.helloworld.sampled-out") { benchmark in
+        let fixture = try HelloworldFixture.shared()
+        for _ in benchmark.scaledIterations {
+            blackHole(try await fixture.callSampledOut())
         }
     }
     Benchmark("MicroError.json") { benchmark in
