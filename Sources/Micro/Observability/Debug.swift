@@ -1,6 +1,6 @@
 import DequeModule
 import Foundation
-public import Logging
+import Logging
 import Synchronization
 
 /// go-micro's debug service, on every service: `Debug.Health`, `Debug.Stats`, `Debug.Log` (the

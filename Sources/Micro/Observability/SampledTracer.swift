@@ -63,6 +63,7 @@ public struct SampledTracer<Base: Tracer>: Tracer, HeadSampling {
         return headers["traceparent"] != nil
     }
 
+    @available(*, deprecated)  // as the requirement is: passing it on warns otherwise
     public func forceFlush() { base.forceFlush() }
 
     /// A caller's trace that it did not sample stays unsampled here (read without the tracer);
