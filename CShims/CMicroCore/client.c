@@ -178,6 +178,10 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (c->ops == &mc_tcp_proto) {
+        mc_tcp_connected(c);
+        return;
+    }
     if (c->ops == &mc_h1_client_proto) {
         mc_h1_client_init(c);
         c->client->connected = true;
@@ -209,11 +213,17 @@ static void on_connect(uv_connect_t *req, int status) {
     if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, 0, "");
 }
 
-void mc_client_tls_handshaken(mc_conn_t *c) { mc_loop_mark_dirty(c->loop, c); }
+void mc_client_tls_handshaken(mc_conn_t *c) {
+    if (c->ops == &mc_tcp_proto) {
+        mc_tcp_secured(c);
+        return;
+    }
+    mc_loop_mark_dirty(c->loop, c);
+}
 
 void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n) {
     mc_client_state_t *cl = c->client;
-    if (cl->seen_bytes || n == 0 || c->ops == &mc_h1_client_proto) return;
+    if (cl->seen_bytes || n == 0 || c->ops != &mc_h2_client_proto) return;
     cl->seen_bytes = true;
     if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
         snprintf(cl->error, sizeof cl->error, "the server answered in HTTP/1.x, not HTTP/2: it may serve TLS only (call it with https://)");
@@ -223,6 +233,10 @@ void mc_client_first_bytes(mc_conn_t *c, const uint8_t *p, size_t n) {
 
 void mc_client_tls_failed(mc_conn_t *c) {
     if (mc_conn_closed(c)) return;
+    if (c->ops == &mc_tcp_proto) {
+        mc_tcp_tls_failed(c);
+        return;
+    }
     if (!c->client->connected && c->client->cb.on_connected) {
         const char *why = mc_tls_error(c);
         char msg[420];
@@ -290,7 +304,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 /* A client connection with its handles initialized, not yet connected; NULL if out of memory. */
 static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                              const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
-                             const char *expected_identity, const mc_proto_ops_t *ops) {
+                             const char *expected_identity, const mc_proto_ops_t *ops, struct mc_tcp_link *link) {
     mc_conn_t *c = calloc(1, sizeof *c);
     mc_client_state_t *cl = calloc(1, sizeof *cl);
     if (!c || !cl || uv_tcp_init(&loop->uv, &c->tcp) != 0) {
@@ -307,6 +321,7 @@ static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, s
     c->handles_open = 2;
     c->read_stopped = true;
     cl->cb = *cb;
+    cl->link = link;
     cl->port = port;
     cl->max_response_bytes = max_response_bytes ? max_response_bytes : 64 * 1024 * 1024;
     snprintf(cl->host, sizeof cl->host, "%s", host);
@@ -320,31 +335,28 @@ static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, s
     return c;
 }
 
-static mc_client_t *connect_any(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
-                                const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
-                                const char *expected_identity, const mc_proto_ops_t *ops);
-
 mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                const mc_client_callbacks_t *cb) {
-    return connect_any(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL, &mc_h2_client_proto);
+    return (mc_client_t *)mc_client_open(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL, &mc_h2_client_proto, NULL);
 }
 
 mc_client_t *mc_client_connect_http1(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                      const mc_client_callbacks_t *cb) {
-    return connect_any(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL, &mc_h1_client_proto);
+    return (mc_client_t *)mc_client_open(loop, host, port, max_response_bytes, cb, NULL, NULL, NULL, &mc_h1_client_proto, NULL);
 }
 
 mc_client_t *mc_client_connect_tls(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                    const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
                                    const char *expected_identity) {
     if (!tls) return NULL;
-    return connect_any(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity, &mc_h2_client_proto);
+    return (mc_client_t *)mc_client_open(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity,
+                                         &mc_h2_client_proto, NULL);
 }
 
-static mc_client_t *connect_any(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
-                                const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
-                                const char *expected_identity, const mc_proto_ops_t *ops) {
-    mc_conn_t *c = client_new(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity, ops);
+mc_conn_t *mc_client_open(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                          const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
+                          const char *expected_identity, const mc_proto_ops_t *ops, struct mc_tcp_link *link) {
+    mc_conn_t *c = client_new(loop, host, port, max_response_bytes, cb, tls, server_name, expected_identity, ops, link);
     if (!c) return NULL;
     mc_client_state_t *cl = c->client;
     struct sockaddr_in6 a6;
@@ -365,7 +377,7 @@ static mc_client_t *connect_any(mc_loop_t *loop, const char *host, uint16_t port
             fail_connect(c, rc, "cannot resolve: ");
         }
     }
-    return (mc_client_t *)c;
+    return c;
 }
 
 static ssize_t read_request_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
@@ -524,7 +536,7 @@ void mc_client_close(mc_client_t *client) {
 #ifdef MC_FUZZING
 /* mc_client_connect without a socket (internal.h): the connection as on_connect leaves it. */
 mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb) {
-    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL, &mc_h2_client_proto);
+    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL, &mc_h2_client_proto, NULL);
     if (!c) return NULL;
     c->client->connect_req.data = c;
     on_connect(&c->client->connect_req, 0);
@@ -532,7 +544,7 @@ mc_client_t *mc_fuzz_client_open(mc_loop_t *loop, size_t max_response_bytes, con
 }
 
 mc_client_t *mc_fuzz_client_open_http1(mc_loop_t *loop, size_t max_response_bytes, const mc_client_callbacks_t *cb) {
-    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL, &mc_h1_client_proto);
+    mc_conn_t *c = client_new(loop, "fuzz", 80, max_response_bytes, cb, NULL, NULL, NULL, &mc_h1_client_proto, NULL);
     if (!c) return NULL;
     c->client->connect_req.data = c;
     on_connect(&c->client->connect_req, 0);

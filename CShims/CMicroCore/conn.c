@@ -278,6 +278,8 @@ static void flush(mc_conn_t *c) {
     }
     if (c->h1_stream) mc_h1_stream_flushed(c);
     else if (c->client && c->h1_cur && c->h1_cur->streaming) mc_h1_client_stream_flushed(c);
+    if (c->ops->flushed) c->ops->flushed(c);
+    if (mc_conn_closed(c)) return;
     /* the protocol (or TLS) had more than one pump's worth and the socket took it all: again */
     if ((more > 0 || tx_more > 0) && !c->writing) mc_loop_mark_dirty(c->loop, c);
     update_reading(c);

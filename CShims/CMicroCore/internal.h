@@ -208,7 +208,7 @@ struct mc_server {
     atomic_bool listener_closed;
 };
 
-enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2, MC_PROTO_H2_CLIENT = 3, MC_PROTO_H1_CLIENT = 4 };
+enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2, MC_PROTO_H2_CLIENT = 3, MC_PROTO_H1_CLIENT = 4, MC_PROTO_TCP = 5 };
 /* A request in the client role: a call this side made (HTTP/2 or HTTP/1.1). */
 static inline bool mc_proto_is_client(int proto) { return proto >= MC_PROTO_H2_CLIENT; }
 
@@ -242,10 +242,12 @@ typedef struct mc_proto_ops {
     bool (*grace_over)(mc_conn_t *c);
     /* The server shuts down gracefully. */
     void (*shutdown)(mc_conn_t *c);
+    /* NULL, or told after each flush (output may have drained below a mark). */
+    void (*flushed)(mc_conn_t *c);
     void (*free)(mc_conn_t *c);
 } mc_proto_ops_t;
 
-extern const mc_proto_ops_t mc_sniff_proto, mc_h1_proto, mc_h2_proto, mc_h2_client_proto, mc_h1_client_proto;
+extern const mc_proto_ops_t mc_sniff_proto, mc_h1_proto, mc_h2_proto, mc_h2_client_proto, mc_h1_client_proto, mc_tcp_proto;
 /* Table entries for what a protocol does not do: answers false, or leaves the EOF to conn.c. */
 bool mc_proto_never(mc_conn_t *c);
 bool mc_proto_no_eof(mc_conn_t *c, ssize_t err);
@@ -283,6 +285,7 @@ typedef struct mc_client_state {
     bool h1_complete; /* HTTP/1.1: the current call's answer was read whole (h1client.c) */
     int32_t h1_calls;  /* HTTP/1.1: calls made on the connection, the id of the latest */
     char error[160]; /* why the connection broke, when the core can tell ("" otherwise) */
+    struct mc_tcp_link *link; /* a byte-stream connection's owner side (tcp.c); NULL for HTTP */
 } mc_client_state_t;
 
 /* A connection's life, in the only order it can go (mc_conn_enter never moves back). Each state
@@ -581,6 +584,16 @@ void mc_client_finish_call(mc_request_t *r, int result);
 /* A call's deadline passed: reset it, to finish as MC_CALL_TIMEOUT. */
 void mc_client_time_out(mc_request_t *r);
 void mc_client_handles_closed(mc_conn_t *c);
+/* A client connection speaking `ops` to host:port (resolved off the loop if a name), TLS over it
+ * when tls is given; `link` is a byte-stream connection's state (tcp.c), NULL for HTTP. NULL if
+ * out of memory; a connection that fails at once reports through cb and closes. */
+mc_conn_t *mc_client_open(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
+                          const mc_client_callbacks_t *cb, mc_tls_ctx_t *tls, const char *server_name,
+                          const char *expected_identity, const mc_proto_ops_t *ops, struct mc_tcp_link *link);
+/* tcp.c: the TCP connection is up (TLS next, if any); TLS is up; TLS failed (report, close). */
+void mc_tcp_connected(mc_conn_t *c);
+void mc_tcp_secured(mc_conn_t *c);
+void mc_tcp_tls_failed(mc_conn_t *c);
 /* The TLS handshake of a client connection is done and the server's identity checked. */
 void mc_client_tls_handshaken(mc_conn_t *c);
 /* A client connection's TLS failed (mc_tls_error says why): report and close. */

@@ -336,6 +336,7 @@ struct mc_tls_conn {
     mc_buf_t wire;    /* records waiting for the socket */
     bool server;
     bool done;        /* handshake finished (and, on a client, the server's identity checked) */
+    bool h2;          /* client: HTTP/2 (ALPN h2 required) */
     bool failed;
     bool shutdown_sent;
     bool got_bytes;
@@ -421,7 +422,9 @@ int mc_tls_conn_start(mc_conn_t *c, mc_tls_ctx_t *ctx, const char *server_name, 
         return 0;
     }
     SSL_set_connect_state(t->ssl);
-    if (SSL_set_alpn_protos(t->ssl, (const unsigned char *)"\x02h2", 3) != 0) return -1;
+    /* HTTP/2 clients ask for h2 and insist on it; a byte-stream connection names no protocol */
+    t->h2 = c->ops == &mc_h2_client_proto;
+    if (t->h2 && SSL_set_alpn_protos(t->ssl, (const unsigned char *)"\x02h2", 3) != 0) return -1;
     if (server_name && server_name[0]) {
         /* SNI only for names (RFC 6066 forbids addresses) */
         ASN1_OCTET_STRING *ip = a2i_IPADDRESS(server_name);
@@ -543,7 +546,7 @@ static int handshake_done(mc_conn_t *c) {
     const unsigned char *alpn = NULL;
     unsigned int alpn_len = 0;
     SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);
-    if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+    if (t->h2 && (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0)) {
         snprintf(t->error, sizeof t->error, "the server did not negotiate HTTP/2 (ALPN h2)");
         return -1;
     }

@@ -383,6 +383,61 @@ mc_client_t *mc_client_connect_tls(mc_loop_t *loop, const char *host, uint16_t p
  * connection answered by a TLS-only server ("" otherwise). Loop thread. */
 const char *mc_client_error(const mc_client_t *client);
 
+/* ---------------------------------------------------------------- byte-stream client connections (loop thread)
+ *
+ * A TCP connection, optionally TLS, that carries bytes and leaves the protocol to its owner
+ * (NATS; later protocols): the core's connect, output queue (flushed once per loop turn), TLS
+ * layer and close, with the owner's callbacks on the loop's thread. */
+typedef struct mc_tcp mc_tcp_t;
+
+typedef struct mc_tcp_callbacks {
+    void *ctx;
+    /* Once: connected (error 0; over TLS, once the handshake is done and the server checked) or
+     * not (error < 0, message says why; on_closed follows). */
+    void (*on_connected)(void *ctx, int error, const char *message);
+    /* Bytes read (plaintext). Each call's bytes are valid during the call only. */
+    void (*on_data)(void *ctx, const uint8_t *data, size_t len);
+    /* A write returned 1 (past the high-water mark) and the output has drained to half of it. */
+    void (*on_writable)(void *ctx);
+    /* TLS begun with mc_tcp_start_tls is up (error 0), or failed (on_closed follows). */
+    void (*on_secured)(void *ctx, int error, const char *message);
+    /* Last, once: the connection is gone — the peer's end or this side's close (error 0), or a
+     * failure (error < 0) — with why. The handle must not be used from here on; ctx may be freed. */
+    void (*on_closed)(void *ctx, int error, const char *message);
+} mc_tcp_callbacks_t;
+
+typedef struct mc_tcp_options {
+    uint64_t connect_timeout_ms;   /* 0: the kernel's */
+    size_t high_water;             /* output held before a write returns 1; 0: 1 MiB */
+    mc_tls_ctx_t *tls;             /* TLS from the start (a client context), or NULL */
+    const char *server_name;       /* TLS: SNI and the name the certificate must carry (default: host) */
+    const char *expected_identity; /* TLS: the server's identity (spiffe:// ID or CN) instead of its name */
+} mc_tcp_options_t;
+
+/* Connects to host:port (a name is resolved off the loop); the callbacks say the rest. NULL if
+ * out of memory. */
+mc_tcp_t *mc_tcp_connect(mc_loop_t *loop, const char *host, uint16_t port, const mc_tcp_callbacks_t *callbacks,
+                         const mc_tcp_options_t *options);
+/* Queues bytes (copied) for the next flush. 0; 1 if the output is now past the high-water mark
+ * (wait for on_writable before writing more); -1 if the connection is not open (not yet
+ * connected, closing or gone: nothing queued). */
+int mc_tcp_write(mc_tcp_t *tcp, const uint8_t *data, size_t len);
+/* Output bytes not yet taken by the socket. */
+size_t mc_tcp_pending(mc_tcp_t *tcp);
+/* Stops (0) or resumes (1) reading: the owner's backpressure on input. */
+void mc_tcp_set_reading(mc_tcp_t *tcp, int on);
+/* Begins TLS on the open connection (a protocol that agrees on it in plaintext first); bytes
+ * written meanwhile are held until the handshake is done; on_secured says how it went. -1 if
+ * the connection is not open or already TLS. */
+int mc_tcp_start_tls(mc_tcp_t *tcp, mc_tls_ctx_t *ctx, const char *server_name, const char *expected_identity);
+/* 1 once TLS is up. */
+int mc_tcp_is_tls(mc_tcp_t *tcp);
+/* The server's verified identity over TLS (spiffe:// URI SAN, else CN); NULL otherwise. */
+const char *mc_tcp_peer_identity(mc_tcp_t *tcp);
+/* Closes: graceful, once the output is out (with TLS's close_notify); else now, dropping it.
+ * on_closed follows. */
+void mc_tcp_close(mc_tcp_t *tcp, int graceful);
+
 /* ---------------------------------------------------------------- certificates (development CA) */
 
 typedef struct mc_cert_request {
