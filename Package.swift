@@ -21,6 +21,8 @@ let package = Package(
         .library(name: "MicroSQLite", targets: ["MicroSQLite"]),
         // the PostgreSQL store (`MicroPostgres.install()`; also CockroachDB)
         .library(name: "MicroPostgres", targets: ["MicroPostgres"]),
+        // the NATS broker and client (`MicroNATS.install()`, then MICRO_BROKER=nats)
+        .library(name: "MicroNATS", targets: ["MicroNATS"]),
         .executable(name: "helloworld", targets: ["helloworld"]),
         .executable(name: "micro", targets: ["MicroCLI"]),
         .executable(name: "greeter", targets: ["greeter"]),
@@ -143,6 +145,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // A NATS client on the core's byte-stream connection, and go-micro's NATS broker on it.
+        .target(
+            name: "MicroNATS",
+            dependencies: [
+                "Micro",
+                "MicroCore",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "MicroCLI",
             dependencies: [
@@ -226,6 +239,12 @@ let package = Package(
                 "MicroEtcd", "Micro", "MicroTestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Configuration", package: "swift-configuration"), .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // against real nats-server processes the tests start (Debian's nats-server), and a Go peer on nats.go
+        .testTarget(
+            name: "MicroNATSTests",
+            dependencies: ["MicroNATS", "Micro", "MicroCore", "MicroTestSupport"],
             swiftSettings: swiftSettings
         ),
         // one conformance suite over every store (memory, SQLite, and PostgreSQL to come)
