@@ -33,6 +33,8 @@ public final class NATSClient: @unchecked Sendable {
     private var connection: TCPConnection?
     private var generation = 0
     private var parser = NATSParser()
+    /// A new `max_payload` from an INFO read while the parser was busy.
+    private var maxPayloadUpdate: Int?
     private var servers: [NATSServerAddress]
     private var current: NATSServerAddress?
     /// The server's facts from its last INFO.
@@ -557,6 +559,10 @@ public final class NATSClient: @unchecked Sendable {
     private func received(_ bytes: UnsafeRawBufferPointer) {
         do {
             try parser.feed(bytes) { operation in self.handle(operation) }
+            if let max = maxPayloadUpdate {
+                maxPayloadUpdate = nil
+                parser.maxPayload = max
+            }
         } catch {
             logger.error("NATS: \(current?.description ?? "the server") sent what is not NATS (\(error)); reconnecting")
             failHandshake(NATSError(.server, "\(error)"))
@@ -587,7 +593,7 @@ public final class NATSClient: @unchecked Sendable {
                 earlyInfo = info  // before the handshake waits for it
             } else {
                 self.info = info  // an update (cluster membership, lame duck)
-                parser.maxPayload = info.maxPayload
+                maxPayloadUpdate = info.maxPayload  // the parser is busy: after this read
                 learn(info.connectURLs)
             }
         case .ok:
