@@ -163,6 +163,7 @@ let package = Package(
                 "MicroEtcd",
                 "MicroSQLite",
                 "MicroPostgres",
+                "MicroNATS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -174,7 +175,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "helloworld",
-            dependencies: ["Micro", "MicroEtcd"],
+            dependencies: ["Micro", "MicroEtcd", "MicroNATS"],
             path: "Sources/Examples/helloworld",
             swiftSettings: swiftSettings
         ),

@@ -4,6 +4,7 @@ import Logging
 import Micro
 import MicroEtcd
 import MicroPostgres
+import MicroNATS
 import MicroSQLite
 import UnixSignals
 
@@ -26,6 +27,7 @@ struct MicroCommand: AsyncParsableCommand {
         MicroEtcd.install()
         MicroSQLite.install()
         MicroPostgres.install()
+        MicroNATS.install()
         await main(nil)
     }
 }
@@ -215,12 +217,19 @@ struct Subscribe: AsyncParsableCommand {
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         var logger = Logger(label: "micro")
         logger.logLevel = .warning
-        let broker = HTTPBroker(policy: .fromEnvironment(), logger: logger)
+        // the HTTP broker: a listener of its own and a registration; another (MICRO_BROKER=nats):
+        // the process's broker as MICRO_BROKER_* configure it
+        let environment = MicroConfig.process.frameworkEnvironment
+        let http = (environment["MICRO_BROKER"] ?? "").isEmpty || environment["MICRO_BROKER"]?.lowercased() == "http"
         let out = FileHandle.standardOutput
         let subscription: BrokerSubscription
+        let broker: any Broker
         do {
-            // a listener of its own and a registration: what cannot be had is said in one line
+            // what cannot be had is said in one line
             if let problem = Registries.environmentError() { throw Failure(problem) }
+            if let problem = Brokers.environmentError() { throw Failure(problem) }
+            broker = http ? HTTPBroker(policy: .fromEnvironment(), logger: logger)
+                : try Brokers.plugins.make(PluginContext(environment: environment, logger: logger))
             subscription = try await broker.subscribe(topic, queue: queue) { event in
                 // one line per message, written at once (a pipe reader sees it immediately)
                 var line = event.message.body.filter { $0 != 10 && $0 != 13 }
@@ -231,7 +240,8 @@ struct Subscribe: AsyncParsableCommand {
             FileHandle.standardError.write(Data("\(ServiceStartError(service: "micro subscribe", underlying: error))\n".utf8))
             throw ExitCode(1)
         }
-        FileHandle.standardError.write(Data("listening on \(broker.address ?? "?")\nsubscribed to \(topic)\n".utf8))
+        let listening = (broker as? HTTPBroker).map { "listening on \($0.address ?? "?")\n" } ?? ""
+        FileHandle.standardError.write(Data("\(listening)subscribed to \(topic)\n".utf8))
         for await _ in signals { break }
         await subscription.unsubscribe()
         await broker.disconnect()

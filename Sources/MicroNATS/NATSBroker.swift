@@ -119,6 +119,7 @@ public final class NATSBroker: Broker {
     ) async throws -> BrokerSubscription {
         let nats = try await connection()
         let subscription = try await nats.subscribe(topic, queue: queue)
+        try await nats.flush(timeout: nats.options.connectTimeout + .seconds(5))  // the server knows it: publishes from now on reach it
         let consumer = Task { [attempts, logger] in
             for await message in subscription {
                 let event = BrokerEvent(topic: message.subject, message: Self.brokerMessage(message), eventLoop: nats.loop)
@@ -162,13 +163,12 @@ public final class NATSBroker: Broker {
         enum CodingKeys: String, CodingKey { case header = "Header", body = "Body" }
     }
 
-    /// Unhealthy while the client is not connected (reconnecting, or closed).
+    /// Unhealthy while the client is not connected: no server reached yet (this tries), or
+    /// reconnecting, or closed.
     public func checkHealth() async throws {
-        guard let task = client.withLock({ $0 }) else { return }  // not used yet
-        let nats = try await task.value
-        guard let server = await nats.connectedServer else {
+        let nats = try await connection()
+        guard await nats.connectedServer != nil else {
             throw NATSError(.connectionLost, "not connected to a NATS server (reconnecting)")
         }
-        _ = server
     }
 }

@@ -141,7 +141,8 @@ import Glibc
 
     @Test(arguments: [
         ("MICRO_REGISTRY", "consul", "MICRO_REGISTRY names no registry 'consul'; known: etcd, local, mdns, memory"),
-        ("MICRO_BROKER", "kafka", "MICRO_BROKER names no broker 'kafka'; known: http, memory"),
+        ("MICRO_BROKER", "kafka", "MICRO_BROKER names no broker 'kafka'; known: http, memory, nats"),
+        ("MICRO_BROKER_ADDRESS", "http://10.0.0.1:4222", "MICRO_BROKER=nats: 'http://10.0.0.1:4222' is not a NATS server URL (nats:// or tls://)"),
         ("MICRO_REGISTER_TTL", "soon", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'soon'"),
         ("MICRO_REGISTER_TTL", "inf", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'inf'"),
         ("MICRO_REGISTER_INTERVAL", "-1", "MICRO_REGISTER_INTERVAL must be a number of seconds above 0, not '-1'"),
@@ -156,6 +157,7 @@ import Glibc
         var env = [name: value]
         if name == "MICRO_TLS_CLIENT_AUTH" { env["MICRO_TLS_CA"] = "/nowhere/ca.pem" }  // read only with a TLS setting
         if name == "MICRO_TRACER_SAMPLE_RATIO" { env["MICRO_TRACER"] = "memory" }  // read only with a tracer
+        if name == "MICRO_BROKER_ADDRESS" { env["MICRO_BROKER"] = "nats" }  // helloworld links MicroNATS
         Self.expectOneLineRefusal(try await Self.run(environment: env), naming: [cause])
     }
 

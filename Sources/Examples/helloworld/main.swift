@@ -3,8 +3,10 @@
 //        -d '{"name": "alice"}' http://localhost:PORT
 import Micro
 import MicroEtcd
+import MicroNATS
 
 MicroEtcd.install()  // MICRO_REGISTRY=etcd: etcd as the registry (go-micro's layout)
+MicroNATS.install()  // MICRO_BROKER=nats: NATS as the broker (go-micro's messages)
 
 struct Request: Codable, Sendable {
     var name: String

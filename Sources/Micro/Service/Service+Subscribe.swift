@@ -98,8 +98,11 @@ extension Service {
 
     var subscriberDescriptions: [Endpoint] { subscribers.withLock { $0.map(\.description) } }
 
-    func subscribeAll() async -> [BrokerSubscription] {
+    /// Subscribes every handler; returns the subscriptions made and the handlers whose
+    /// subscription failed (``subscribeLater(_:into:)`` tries those again).
+    func subscribeAll() async -> (made: [BrokerSubscription], failed: [Subscriber]) {
         var subscriptions: [BrokerSubscription] = []
+        var failed: [Subscriber] = []
         if !subscribers.withLock({ $0.isEmpty }) {
             // deliveries stop while the broker cannot deliver: not ready then
             let broker = self.broker
@@ -110,9 +113,42 @@ extension Service {
                 subscriptions.append(try await broker.subscribe(subscriber.topic, queue: subscriber.queue, subscriber.handler))
                 options.logger.info("subscribed to \(subscriber.topic)\(subscriber.queue.map { " in queue \($0)" } ?? "")")
             } catch {
-                options.logger.error("cannot subscribe to \(subscriber.topic): \(error)")
+                options.logger.error("cannot subscribe to \(subscriber.topic) yet (tried again until it works): \(error)")
+                failed.append(subscriber)
             }
         }
-        return subscriptions
+        return (subscriptions, failed)
     }
+
+    /// Tries the subscriptions that failed again (a broker's server not reachable yet), 100 ms
+    /// after the first try and then twice as long each round, up to 5 s, until each is made or
+    /// the task is cancelled; what is made goes into `made`. No handler is left without its
+    /// subscription because its broker was down when the service started.
+    func subscribeLater(_ failed: [Subscriber], into made: SubscriptionList) async {
+        var waiting = failed
+        var pause = Duration.milliseconds(100)
+        while !waiting.isEmpty {
+            guard (try? await Task.sleep(for: pause)) != nil else { return }
+            pause = min(pause * 2, .seconds(5))
+            var still: [Subscriber] = []
+            for subscriber in waiting {
+                do {
+                    made.add(try await broker.subscribe(subscriber.topic, queue: subscriber.queue, subscriber.handler))
+                    options.logger.info("subscribed to \(subscriber.topic)\(subscriber.queue.map { " in queue \($0)" } ?? "")")
+                } catch {
+                    still.append(subscriber)
+                }
+            }
+            waiting = still
+        }
+    }
+}
+
+/// Subscriptions made while the service runs, ended when it stops.
+final class SubscriptionList: Sendable {
+    private let list = Mutex<[BrokerSubscription]>([])
+
+    func add(_ subscription: BrokerSubscription) { list.withLock { $0.append(subscription) } }
+
+    func all() -> [BrokerSubscription] { list.withLock { $0 } }
 }

@@ -392,7 +392,8 @@ public final class Service: Sendable {
                 options.logger.error("cannot register: \(error)")
             }
         }
-        let subscriptions = await subscribeAll()
+        let (subscriptions, unsubscribed) = await subscribeAll()
+        let lateSubscriptions = SubscriptionList()
         let watcher = watchTLSFiles()
         defer { watcher?.stop() }
         do {
@@ -403,6 +404,9 @@ public final class Service: Sendable {
         defer { configuration.stop() }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
+                if !unsubscribed.isEmpty {
+                    group.addTask { await self.subscribeLater(unsubscribed, into: lateSubscriptions) }
+                }
                 if options.register, let record {
                     // the heartbeat: a node that stops refreshing expires after its TTL
                     group.addTask {
@@ -442,7 +446,7 @@ public final class Service: Sendable {
                 group.cancelAll()
             }
             health.setServing(false)
-            for subscription in subscriptions { await subscription.unsubscribe() }
+            for subscription in subscriptions + lateSubscriptions.all() { await subscription.unsubscribe() }
             // leave the registry first, so that callers stop choosing this node while it drains
             if options.register, let record {
                 do {

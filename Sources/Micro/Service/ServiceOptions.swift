@@ -152,6 +152,10 @@ public struct ServiceOptions: Sendable {
         }
         if registry == nil, let problem = Registries.environmentError(environment) { return problem }
         if broker == nil, let problem = Brokers.environmentError(environment) { return problem }
+        if broker == nil, let name = environment["MICRO_BROKER"]?.lowercased(), !["", "http", "memory"].contains(name) {
+            // a plugin's own settings (its servers' addresses...): made, not connected, to see
+            do { _ = try Brokers.plugins.make(PluginContext(environment: environment)) } catch { return error.description }
+        }
         if tracer == nil, let problem = Tracers.problem { return problem }
         return nil
     }
