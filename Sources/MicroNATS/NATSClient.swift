@@ -35,6 +35,8 @@ public final class NATSClient: @unchecked Sendable {
     private var parser = NATSParser()
     /// A new `max_payload` from an INFO read while the parser was busy.
     private var maxPayloadUpdate: Int?
+    /// Why this side closed the current connection (it said nothing wrong otherwise).
+    private var closeReason: String?
     private var servers: [NATSServerAddress]
     private var current: NATSServerAddress?
     /// The server's facts from its last INFO.
@@ -444,6 +446,7 @@ public final class NATSClient: @unchecked Sendable {
         let link = Link(client: self, generation: generation)
         earlyInfo = nil
         earlyError = nil
+        closeReason = nil
         parser.reset()
         parser.maxPayload = 64 * 1024 * 1024
         let connection = try await TCPConnection.connect(to: server.host, port: server.port, on: loop,
@@ -475,6 +478,11 @@ public final class NATSClient: @unchecked Sendable {
             if let error = earlyError { throw error }
             _ = connection.write(connectCommand(server, tls: wantTLS) + Self.ping)
             try await withCheckedThrowingContinuation { awaitingPong = $0 }
+            // what came with the PONG may have ended the connection already
+            if let error = earlyError { throw error }
+            guard connection.isOpen, self.connection === connection else {
+                throw NATSError(.connectionLost, "\(server) closed the connection during the handshake\(closeReason.map { " (\($0))" } ?? "")")
+            }
         } catch {
             awaitingInfo = nil
             awaitingPong = nil
@@ -565,6 +573,7 @@ public final class NATSClient: @unchecked Sendable {
             }
         } catch {
             logger.error("NATS: \(current?.description ?? "the server") sent what is not NATS (\(error)); reconnecting")
+            closeReason = "it sent what is not NATS: \(error)"
             failHandshake(NATSError(.server, "\(error)"))
             connection?.close(graceful: false)
         }
@@ -634,6 +643,8 @@ public final class NATSClient: @unchecked Sendable {
 
     /// On the loop: the current connection ended.
     private func lost(_ reason: String) {
+        let reason = closeReason ?? reason
+        closeReason = nil
         connection = nil
         if status == .closed {
             let waiting = closedWaiters
@@ -694,6 +705,7 @@ public final class NATSClient: @unchecked Sendable {
                 guard !Task.isCancelled, self.status == .connected, let connection = self.connection else { continue }
                 if self.pingsOut >= self.options.maxPingsOut {
                     self.logger.warning("NATS: \(self.current?.description ?? "the server") left \(self.pingsOut) PINGs unanswered: stale connection")
+                    self.closeReason = "stale: \(self.pingsOut) PINGs unanswered"
                     self.pingsOut = 0
                     connection.close(graceful: false)
                     continue

@@ -235,8 +235,14 @@ public struct NATSParser: Sendable {
 }
 
 extension StringProtocol {
+    /// Without the ASCII spaces and tabs at either end (bytes, not characters: a space followed
+    /// by a combining mark is one character, but still a space on the wire).
     var trimmingSpaces: String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+        let bytes = Array(utf8)
+        var start = 0, end = bytes.count
+        while start < end && (bytes[start] == 0x20 || bytes[start] == 0x09) { start += 1 }
+        while end > start && (bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09) { end -= 1 }
+        return String(decoding: bytes[start..<end], as: UTF8.self)
     }
 }
 

@@ -254,4 +254,35 @@ import Glibc
             }
         } throws: { error in "\(error)".contains("certificate") }
     }
+
+    /// A server that sends what is not NATS, `-ERR`s and closes, or announces a message over the
+    /// limit: each is a clear reason, the client reconnects, its subscription is made again and
+    /// works once a server behaves (`Tests/Peers/nats_fake.py`: one mode per connection).
+    @Test func aMisbehavingServerIsLeftWithAClearReason() async throws {
+        let fake = try await ChildService("/usr/bin/python3", arguments: [
+            GoPeer.directory.appendingPathComponent("nats_fake.py").path, "garbled", "err", "oversize", "normal",
+        ])
+        defer { fake.stop() }
+        let client = try await Self.connect(["nats://127.0.0.1:\(fake.port)"])
+        let events = await client.events()
+        let subscription = try await client.subscribe("works")
+        var seen: [String] = []
+        var reconnections = 0
+        for await event in events {
+            switch event {
+            case .disconnected(_, let reason): seen.append("disconnected: \(reason)")
+            case .serverError(let text): seen.append("error: \(text)")
+            case .reconnected: reconnections += 1
+            default: break
+            }
+            if reconnections == 3 { break }
+        }
+        #expect(seen.count == 4, "\(seen)")
+        #expect(seen.first?.contains("it sent what is not NATS: a subscription id that is not a number: 'notanumber'") == true, "\(seen)")
+        #expect(seen.dropFirst().first == "error: Unknown Protocol Operation", "\(seen)")
+        #expect(seen.last?.contains("a message of 99999999 bytes, over the limit of 1024") == true, "\(seen)")
+        try await client.publish("works", payload: Array("at last".utf8))
+        #expect(try await Self.take(1, from: subscription).first?.payload == Array("at last".utf8))
+        await client.close()
+    }
 }
