@@ -171,7 +171,10 @@ package final class LogRing: Sendable {
     /// a stream of those that come after them (taken at the same instant: none lost between).
     package func read(count: Int, since: Int64, follow: Bool) -> (kept: [Debug.Record], next: AsyncStream<Debug.Record>?) {
         state.withLock { state in
-            var kept = Array(state.records.filter { $0.timestamp >= since })
+            // appended one by one: Array(deque) of nothing writes its count into the runtime's
+            // shared empty array, which TSan sees racing with every reader of an empty array
+            var kept: [Debug.Record] = []
+            for record in state.records where record.timestamp >= since { kept.append(record) }
             if count > 0, kept.count > count { kept.removeFirst(kept.count - count) }
             guard follow else { return (kept, nil) }
             let (stream, continuation) = AsyncStream.makeStream(of: Debug.Record.self, bufferingPolicy: .bufferingNewest(capacity))

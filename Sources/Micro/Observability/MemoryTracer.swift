@@ -79,7 +79,8 @@ public final class MemoryTracer: Tracer, Sendable {
     }
 
     private static func spans(of traceID: String?, in spans: Deque<FinishedSpan>) -> [FinishedSpan] {
-        guard let traceID else { return Array(spans) }
+        // an empty Deque made into an Array writes the runtime's shared empty array (TSan: a race)
+        guard let traceID else { return spans.isEmpty ? [] : Array(spans) }
         return spans.filter { $0.traceID == traceID }
     }
 
