@@ -196,10 +196,17 @@ static mc_conn_t *conn_of(mc_tcp_t *t) {
 }
 
 int mc_tcp_write(mc_tcp_t *t, const uint8_t *data, size_t len) {
+    mc_slice_t piece = {data, len};
+    return mc_tcp_writev(t, &piece, 1);
+}
+
+int mc_tcp_writev(mc_tcp_t *t, const mc_slice_t *pieces, size_t count) {
     struct mc_tcp_link *l = (struct mc_tcp_link *)t;
     mc_conn_t *c = conn_of(t);
     if (mc_conn_closed(c) || l->closing || !c->client->connected) return -1;
-    if (len) mc_conn_write(c, data, len);
+    for (size_t i = 0; i < count && !mc_conn_closed(c); i++) {
+        if (pieces[i].len) mc_conn_write(c, pieces[i].data, pieces[i].len);
+    }
     if (mc_conn_closed(c)) {
         note_end(l, UV_ENOMEM, "out of memory for output");
         return -1;

@@ -175,6 +175,25 @@ public final class TCPConnection: @unchecked Sendable {
         }
     }
 
+    /// Queues `first`, `second` and `third` one after the other (copied, in one call: a header,
+    /// a payload and a trailer need no buffer joining them). On the loop's thread.
+    @discardableResult
+    public func write(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, _ third: UnsafeRawBufferPointer) -> WriteResult {
+        precondition(loop.inEventLoop, "a TCPConnection is written on its loop's thread")
+        guard let handle else { return .closed }
+        let pieces = (mc_slice_t(data: first.baseAddress?.assumingMemoryBound(to: UInt8.self), len: first.count),
+                      mc_slice_t(data: second.baseAddress?.assumingMemoryBound(to: UInt8.self), len: second.count),
+                      mc_slice_t(data: third.baseAddress?.assumingMemoryBound(to: UInt8.self), len: third.count))
+        let rc = withUnsafeBytes(of: pieces) { raw in
+            mc_tcp_writev(handle, raw.baseAddress!.assumingMemoryBound(to: mc_slice_t.self), 3)
+        }
+        switch rc {
+        case 0: return .queued
+        case 1: return .full
+        default: return .closed
+        }
+    }
+
     /// Queues `bytes` for the next flush (copied). On the loop's thread.
     @discardableResult
     public func write(_ bytes: [UInt8]) -> WriteResult {

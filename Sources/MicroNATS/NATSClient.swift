@@ -114,7 +114,8 @@ public final class NATSClient: @unchecked Sendable {
     /// go). Returns once the bytes are queued for the server (``flush(timeout:)`` says when the
     /// server has them); waits while the connection's output is past its mark. While
     /// reconnecting, the message is held and sent after.
-    public func publish(_ subject: String, payload: [UInt8], headers: [(String, String)] = [], replyTo: String? = nil) async throws {
+    public nonisolated(nonsending) func publish(_ subject: String, payload: [UInt8], headers: [(String, String)] = [],
+                                                 replyTo: String? = nil) async throws {
         guard NATSCommand.isValid(subject: subject, wildcards: false) else {
             throw NATSError(.invalidSubject, "'\(subject)' is not a subject one can publish to")
         }
@@ -135,6 +136,20 @@ public final class NATSClient: @unchecked Sendable {
         let limit = info.maxPayload
         if payload.count > limit {
             throw NATSError(.payloadTooLarge, "a message of \(payload.count) bytes to '\(subject)' exceeds the server's max_payload of \(limit)")
+        }
+        if headers.isEmpty, status == .connected, let connection {
+            // the common case: the control line made on the stack, written with the payload in
+            // one call into the connection's output (no buffer joining them)
+            let written: TCPConnection.WriteResult? = NATSCommand.withPublishLine(subject, replyTo: replyTo, size: payload.count) { line in
+                payload.withUnsafeBytes { body in
+                    Self.crlf.withUnsafeBytes { end in connection.write(line, body, end) }
+                }
+            }
+            switch written {
+            case .queued?: return false
+            case .full?: return true
+            case .closed?, nil: break  // closing (its end is on the way), or a line too long for the stack: below
+            }
         }
         scratch.removeAll(keepingCapacity: true)
         NATSCommand.publish(subject, replyTo: replyTo, headers: headers, payload: payload, into: &scratch)
@@ -217,6 +232,7 @@ public final class NATSClient: @unchecked Sendable {
     }
 
     private static let ping = Array("PING\r\n".utf8)
+    private static let crlf: [UInt8] = [0x0D, 0x0A]
     private static let pong = Array("PONG\r\n".utf8)
 
     // MARK: - subscribing
@@ -414,8 +430,10 @@ public final class NATSClient: @unchecked Sendable {
     // MARK: - the connection
 
     /// The connection's side of a TCP connection: tells the client, if it is still the current one.
+    /// Weak: a client that failed to connect (or was dropped) goes while its connection's last
+    /// callbacks are still on their way.
     private final class Link: TCPConnectionDelegate {
-        unowned let client: NATSClient
+        weak var client: NATSClient?
         let generation: Int
 
         init(client: NATSClient, generation: Int) {
@@ -424,17 +442,17 @@ public final class NATSClient: @unchecked Sendable {
         }
 
         func received(_ bytes: UnsafeRawBufferPointer) {
-            guard client.generation == generation else { return }
+            guard let client, client.generation == generation else { return }
             client.received(bytes)
         }
 
         func writable() {
-            guard client.generation == generation else { return }
+            guard let client, client.generation == generation else { return }
             client.wakeWriters()
         }
 
         func closed(error: MicroCoreError?) {
-            guard client.generation == generation else { return }
+            guard let client, client.generation == generation else { return }
             client.lost(error.map(\.message) ?? "the server closed the connection")
         }
     }

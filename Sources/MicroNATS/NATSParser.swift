@@ -288,6 +288,41 @@ enum NATSCommand {
         out.append(0x0A)
     }
 
+    /// `body` with `PUB subject [reply] size\r\n` in a buffer on the stack; nil (and `body` not
+    /// called) for names too long for it.
+    static func withPublishLine<R>(_ subject: String, replyTo: String?, size: Int, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
+        let subjectBytes = subject.utf8.count, replyBytes = replyTo?.utf8.count ?? -1
+        let needed = 4 + subjectBytes + 1 + (replyBytes + 1) + 20 + 2
+        guard needed <= 2560 else { return nil }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2560) { buffer -> R in
+            var i = 0
+            func put(_ byte: UInt8) {
+                buffer[i] = byte
+                i += 1
+            }
+            func put(_ text: String) {
+                for byte in text.utf8 { put(byte) }
+            }
+            put(0x50); put(0x55); put(0x42); put(0x20)  // "PUB "
+            put(subject)
+            put(0x20)
+            if let replyTo {
+                put(replyTo)
+                put(0x20)
+            }
+            var divisor = 1
+            while divisor <= size / 10 { divisor *= 10 }
+            var rest = size
+            while divisor > 0 {
+                put(UInt8(truncatingIfNeeded: 0x30 + rest / divisor))
+                rest %= divisor
+                divisor /= 10
+            }
+            put(0x0D); put(0x0A)
+            return body(UnsafeRawBufferPointer(start: buffer.baseAddress, count: i))
+        }
+    }
+
     static func subscribe(_ subject: String, queue: String?, sid: UInt64) -> [UInt8] {
         Array("SUB \(subject)\(queue.map { " " + $0 } ?? "") \(sid)\r\n".utf8)
     }
@@ -297,33 +332,36 @@ enum NATSCommand {
     }
 
     private static func appendNumber(_ n: Int, to out: inout [UInt8]) {
-        if n < 10 {
-            out.append(UInt8(0x30 + n))
-            return
-        }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var count = 0
-        var value = n
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            while value > 0 {
-                buffer[count] = UInt8(0x30 + value % 10)
-                value /= 10
-                count += 1
-            }
-            for i in stride(from: count - 1, through: 0, by: -1) { out.append(buffer[i]) }
+        var divisor = 1
+        while divisor <= n / 10 { divisor *= 10 }
+        var rest = n
+        while divisor > 0 {
+            out.append(UInt8(truncatingIfNeeded: 0x30 + rest / divisor))
+            rest %= divisor
+            divisor /= 10
         }
     }
 
     /// Whether `subject` may be published to: tokens separated by dots, none empty, no spaces or
-    /// control bytes (wildcards allowed only when `wildcards`).
+    /// control bytes (wildcards allowed only when `wildcards`). One pass over the bytes, no
+    /// allocation: every publish asks.
     static func isValid(subject: String, wildcards: Bool) -> Bool {
-        guard !subject.isEmpty, subject.utf8.count <= 1024 else { return false }
-        for token in subject.split(separator: ".", omittingEmptySubsequences: false) {
-            if token.isEmpty { return false }
-            if !wildcards && (token == "*" || token == ">") { return false }
-            if token.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) { return false }
+        var tokenLength = 0, count = 0
+        var wildcardToken = false
+        for byte in subject.utf8 {
+            count += 1
+            if byte == 0x2E {  // "."
+                if tokenLength == 0 || (wildcardToken && !wildcards) { return false }
+                tokenLength = 0
+                wildcardToken = false
+                continue
+            }
+            if byte <= 0x20 || byte == 0x7F { return false }
+            wildcardToken = tokenLength == 0 && (byte == 0x2A || byte == 0x3E)  // a token that is "*" or ">" so far
+            tokenLength += 1
+            if tokenLength > 1 { wildcardToken = false }
         }
-        return true
+        guard count > 0, count <= 1024, tokenLength > 0 else { return false }
+        return wildcards || !wildcardToken
     }
 }

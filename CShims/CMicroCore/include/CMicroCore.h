@@ -422,6 +422,14 @@ mc_tcp_t *mc_tcp_connect(mc_loop_t *loop, const char *host, uint16_t port, const
  * (wait for on_writable before writing more); -1 if the connection is not open (not yet
  * connected, closing or gone: nothing queued). */
 int mc_tcp_write(mc_tcp_t *tcp, const uint8_t *data, size_t len);
+/* One piece of a write made of several (mc_tcp_writev). */
+typedef struct mc_slice {
+    const uint8_t *data;
+    size_t len;
+} mc_slice_t;
+/* mc_tcp_write of the pieces one after the other, in one call (a header, a payload, a trailer:
+ * no buffer to join them first). */
+int mc_tcp_writev(mc_tcp_t *tcp, const mc_slice_t *pieces, size_t count);
 /* Output bytes not yet taken by the socket. */
 size_t mc_tcp_pending(mc_tcp_t *tcp);
 /* Stops (0) or resumes (1) reading: the owner's backpressure on input. */
