@@ -21,7 +21,9 @@
 
 #define MC_JOBS_PER_TURN 1024
 
-static _Thread_local mc_loop_t *current_loop;
+/* initial-exec: read with one instruction instead of a __tls_get_addr call (the core is linked
+ * into the program, never dlopen'd; every "am I on this loop?" of the Swift side reads it) */
+static _Thread_local mc_loop_t *current_loop __attribute__((tls_model("initial-exec")));
 
 void mc_request_pool_free(mc_loop_t *loop);
 void mc_flush_dirty(mc_loop_t *loop);

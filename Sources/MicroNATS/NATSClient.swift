@@ -41,6 +41,8 @@ public final class NATSClient: @unchecked Sendable {
     private var current: NATSServerAddress?
     /// The server's facts from its last INFO.
     private(set) var info = ServerInfo()
+    /// Its `max_payload`, read by every publish (not through `info`, whose copy retains its arrays).
+    private var maxPayload = 1024 * 1024
 
     // handshake of the connection being made: what is awaited, or what came before it was
     private var awaitingInfo: CheckedContinuation<ServerInfo, any Error>?
@@ -61,6 +63,13 @@ public final class NATSClient: @unchecked Sendable {
     /// What is written while reconnecting, sent once connected again.
     private var held: [UInt8] = []
     private var scratch: [UInt8] = []
+    /// The control line of a publish: `PUB subject [reply] ` (for `lineSubject`, `lineReply`,
+    /// `linePrefix` bytes), then the size and CRLF; allocated once.
+    private let line = UnsafeMutablePointer<UInt8>.allocate(capacity: NATSClient.lineCapacity)
+    private static let lineCapacity = 2200
+    private var lineSubject = ""
+    private var lineReply: String?
+    private var linePrefix = 0
     /// Publishers waiting for the connection's output to drain below its mark.
     private var writableWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -74,6 +83,8 @@ public final class NATSClient: @unchecked Sendable {
     private var nextWatcher: UInt64 = 1
     private var pingTask: Task<Void, Never>?
     private var closedWaiters: [CheckedContinuation<Void, Never>] = []
+
+    deinit { line.deallocate() }
 
     private init(options: NATSOptions, loop: EventLoop, logger: Logger, tls: TLSContext?, servers: [NATSServerAddress]) {
         self.options = options
@@ -116,12 +127,6 @@ public final class NATSClient: @unchecked Sendable {
     /// reconnecting, the message is held and sent after.
     public nonisolated(nonsending) func publish(_ subject: String, payload: [UInt8], headers: [(String, String)] = [],
                                                  replyTo: String? = nil) async throws {
-        guard NATSCommand.isValid(subject: subject, wildcards: false) else {
-            throw NATSError(.invalidSubject, "'\(subject)' is not a subject one can publish to")
-        }
-        if let replyTo, !NATSCommand.isValid(subject: replyTo, wildcards: false) {
-            throw NATSError(.invalidSubject, "'\(replyTo)' is not a reply subject")
-        }
         if loop.inEventLoop {
             if try enqueuePublish(subject, payload, headers, replyTo) { await waitWritable() }
         } else {
@@ -133,22 +138,41 @@ public final class NATSClient: @unchecked Sendable {
 
     /// On the loop: queues a publish; true if the output is past its mark (the publisher waits).
     private func enqueuePublish(_ subject: String, _ payload: [UInt8], _ headers: [(String, String)], _ replyTo: String?) throws -> Bool {
-        let limit = info.maxPayload
+        let limit = maxPayload
         if payload.count > limit {
             throw NATSError(.payloadTooLarge, "a message of \(payload.count) bytes to '\(subject)' exceeds the server's max_payload of \(limit)")
         }
-        if headers.isEmpty, status == .connected, let connection {
-            // the common case: the control line made on the stack, written with the payload in
-            // one call into the connection's output (no buffer joining them)
-            let written: TCPConnection.WriteResult? = NATSCommand.withPublishLine(subject, replyTo: replyTo, size: payload.count) { line in
-                payload.withUnsafeBytes { body in
-                    Self.crlf.withUnsafeBytes { end in connection.write(line, body, end) }
-                }
+        // `PUB subject [reply] ` is made (and the names checked) once for a run of publishes to the
+        // same subject: most publishers publish to a few subjects over and over
+        if subject != lineSubject || replyTo != lineReply {
+            guard NATSCommand.isValid(subject: subject, wildcards: false) else {
+                throw NATSError(.invalidSubject, "'\(subject)' is not a subject one can publish to")
+            }
+            if let replyTo, !NATSCommand.isValid(subject: replyTo, wildcards: false) {
+                throw NATSError(.invalidSubject, "'\(replyTo)' is not a reply subject")
+            }
+            let prefix = Array("PUB \(subject) \(replyTo.map { $0 + " " } ?? "")".utf8)
+            if prefix.count <= Self.lineCapacity - 24 {
+                line.update(from: prefix, count: prefix.count)
+                linePrefix = prefix.count
+                lineSubject = subject
+                lineReply = replyTo
+            } else {
+                linePrefix = 0  // too long for the line buffer: the general path below
+                lineSubject = ""
+            }
+        }
+        if headers.isEmpty, linePrefix > 0, status == .connected, let connection {
+            // the common case: the control line in the client's line buffer, written with the
+            // payload in one call into the connection's output (no buffer joining them)
+            let count = linePrefix + NATSCommand.writeSizeLine(payload.count, to: line + linePrefix)
+            let written = payload.withUnsafeBytes { body in
+                connection.write(UnsafeRawBufferPointer(start: line, count: count), body, Self.crlf)
             }
             switch written {
-            case .queued?: return false
-            case .full?: return true
-            case .closed?, nil: break  // closing (its end is on the way), or a line too long for the stack: below
+            case .queued: return false
+            case .full: return true
+            case .closed: break  // closing: its end is on the way (the bytes are held below)
             }
         }
         scratch.removeAll(keepingCapacity: true)
@@ -232,7 +256,14 @@ public final class NATSClient: @unchecked Sendable {
     }
 
     private static let ping = Array("PING\r\n".utf8)
-    private static let crlf: [UInt8] = [0x0D, 0x0A]
+    /// CRLF, made once and never freed (read on every publish: no array to retain).
+    /// nonisolated(unsafe): written once by the initializer, only read afterwards.
+    nonisolated(unsafe) private static let crlf: UnsafeRawBufferPointer = {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 2, alignment: 1)
+        bytes[0] = 0x0D
+        bytes[1] = 0x0A
+        return UnsafeRawBufferPointer(bytes)
+    }()
     private static let pong = Array("PONG\r\n".utf8)
 
     // MARK: - subscribing
@@ -487,6 +518,7 @@ public final class NATSClient: @unchecked Sendable {
                 info = try await withCheckedThrowingContinuation { awaitingInfo = $0 }
             }
             self.info = info
+            maxPayload = info.maxPayload
             parser.maxPayload = info.maxPayload
             let wantTLS = server.tls || tls != nil || info.tlsRequired
             if wantTLS {
@@ -620,6 +652,7 @@ public final class NATSClient: @unchecked Sendable {
                 earlyInfo = info  // before the handshake waits for it
             } else {
                 self.info = info  // an update (cluster membership, lame duck)
+                maxPayload = info.maxPayload
                 maxPayloadUpdate = info.maxPayload  // the parser is busy: after this read
                 learn(info.connectURLs)
             }

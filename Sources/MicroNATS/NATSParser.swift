@@ -288,39 +288,20 @@ enum NATSCommand {
         out.append(0x0A)
     }
 
-    /// `body` with `PUB subject [reply] size\r\n` in a buffer on the stack; nil (and `body` not
-    /// called) for names too long for it.
-    static func withPublishLine<R>(_ subject: String, replyTo: String?, size: Int, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
-        let subjectBytes = subject.utf8.count, replyBytes = replyTo?.utf8.count ?? -1
-        let needed = 4 + subjectBytes + 1 + (replyBytes + 1) + 20 + 2
-        guard needed <= 2560 else { return nil }
-        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2560) { buffer -> R in
-            var i = 0
-            func put(_ byte: UInt8) {
-                buffer[i] = byte
-                i += 1
-            }
-            func put(_ text: String) {
-                for byte in text.utf8 { put(byte) }
-            }
-            put(0x50); put(0x55); put(0x42); put(0x20)  // "PUB "
-            put(subject)
-            put(0x20)
-            if let replyTo {
-                put(replyTo)
-                put(0x20)
-            }
-            var divisor = 1
-            while divisor <= size / 10 { divisor *= 10 }
-            var rest = size
-            while divisor > 0 {
-                put(UInt8(truncatingIfNeeded: 0x30 + rest / divisor))
-                rest %= divisor
-                divisor /= 10
-            }
-            put(0x0D); put(0x0A)
-            return body(UnsafeRawBufferPointer(start: buffer.baseAddress, count: i))
+    /// Writes `size` in decimal and CRLF at `target`; the bytes written (at most 22).
+    static func writeSizeLine(_ size: Int, to target: UnsafeMutablePointer<UInt8>) -> Int {
+        var divisor = 1
+        while divisor <= size / 10 { divisor *= 10 }
+        var rest = size, i = 0
+        while divisor > 0 {
+            target[i] = UInt8(truncatingIfNeeded: 0x30 + rest / divisor)
+            i += 1
+            rest %= divisor
+            divisor /= 10
         }
+        target[i] = 0x0D
+        target[i + 1] = 0x0A
+        return i + 2
     }
 
     static func subscribe(_ subject: String, queue: String?, sid: UInt64) -> [UInt8] {
