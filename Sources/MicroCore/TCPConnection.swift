@@ -25,8 +25,9 @@ public protocol TCPConnectionDelegate: AnyObject {
 /// loop.execute { _ = connection.write(Array("PING\r\n".utf8)) }
 /// ```
 ///
-/// Threading: ``connect(to:port:on:options:delegate:)`` from any task; everything else, and
-/// every delegate call, on `loop`'s thread. The delegate is held strongly until `closed`.
+/// Threading: ``connect(to:port:on:options:delegate:)`` and ``send(_:)`` from any task;
+/// everything else, and every delegate call, on `loop`'s thread. The delegate is held strongly
+/// until `closed`.
 public final class TCPConnection: @unchecked Sendable {
     // @unchecked Sendable: `handle`, `delegate` and the continuations are read and written only
     // on `loop`'s thread (every method requires it; the C callbacks arrive there); `loop` and
@@ -71,6 +72,8 @@ public final class TCPConnection: @unchecked Sendable {
     private var delegate: (any TCPConnectionDelegate)?
     private var connecting: CheckedContinuation<Void, any Error>?
     private var securing: CheckedContinuation<Void, any Error>?
+    /// Senders waiting for the output to drain (``send(_:)``).
+    private var draining: [CheckedContinuation<Void, any Error>] = []
     /// TLS contexts in use (the C side keeps its own reference; these keep Swift's alive too).
     private var contexts: [TLSContext] = []
 
@@ -117,7 +120,11 @@ public final class TCPConnection: @unchecked Sendable {
             connection.delegate?.received(UnsafeRawBufferPointer(start: data, count: len))
         }
         callbacks.on_writable = { ctx in
-            Unmanaged<TCPConnection>.fromOpaque(ctx!).takeUnretainedValue().delegate?.writable()
+            let connection = Unmanaged<TCPConnection>.fromOpaque(ctx!).takeUnretainedValue()
+            let waiting = connection.draining
+            connection.draining.removeAll()
+            for sender in waiting { sender.resume() }
+            connection.delegate?.writable()
         }
         callbacks.on_secured = { ctx, error, message in
             let connection = Unmanaged<TCPConnection>.fromOpaque(ctx!).takeUnretainedValue()
@@ -138,6 +145,9 @@ public final class TCPConnection: @unchecked Sendable {
             connection.connecting = nil
             connection.securing?.resume(throwing: gone)
             connection.securing = nil
+            let waiting = connection.draining
+            connection.draining.removeAll()
+            for sender in waiting { sender.resume(throwing: gone) }
             let delegate = connection.delegate
             connection.delegate = nil
             delegate?.closed(error: why)
@@ -198,6 +208,26 @@ public final class TCPConnection: @unchecked Sendable {
     @discardableResult
     public func write(_ bytes: [UInt8]) -> WriteResult {
         bytes.withUnsafeBytes { write($0) }
+    }
+
+    /// Queues `bytes` (copied) from any task, and returns once the output is below its mark
+    /// again if this write passed it: a sender that outpaces the peer waits instead of growing
+    /// the output. Throws if the connection is closing or gone.
+    public func send(_ bytes: [UInt8]) async throws {
+        try await withTaskExecutorPreference(loop) {
+            switch self.write(bytes) {
+            case .queued: return
+            case .closed: throw MicroCoreError(message: "the connection to \(self.target) is closed")
+            case .full:
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    if self.handle == nil {
+                        continuation.resume(throwing: MicroCoreError(message: "the connection to \(self.target) is closed"))
+                    } else {
+                        self.draining.append(continuation)
+                    }
+                }
+            }
+        }
     }
 
     /// Output bytes the socket has not taken yet. On the loop's thread.

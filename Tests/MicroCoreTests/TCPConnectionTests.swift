@@ -201,6 +201,48 @@ import Glibc
         #expect(await events.closure() == .some(nil))
     }
 
+    /// `send` from any task waits while the output is past its mark: 16 MiB to a reader that
+    /// takes its time arrive whole and in order, with the output never far above the mark.
+    @Test func sendWaitsForTheOutputToDrain() async throws {
+        let (listener, port) = try Self.listen()
+        defer { Glibc.close(listener) }
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown() }
+        let events = Events()
+        let connection = try await TCPConnection.connect(to: "127.0.0.1", port: port, on: group.next(),
+                                                         options: .init(highWater: 64 * 1024), delegate: events)
+        let peer = accept(listener, nil, nil)
+        #expect(peer >= 0)
+        defer { Glibc.close(peer) }
+        let received = Task.detached { () -> [UInt8] in
+            var all: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)  // small reads: the sender outpaces it
+            while all.count < 16 * 1024 * 1024 {
+                let n = recv(peer, &buffer, buffer.count, 0)
+                if n <= 0 { break }
+                all += buffer[..<n]
+            }
+            return all
+        }
+        var most = 0
+        for i in 0..<256 {
+            try await connection.send([UInt8](repeating: UInt8(i), count: 64 * 1024))
+            most = max(most, await Self.onLoop(connection) { $0.pendingBytes })
+        }
+        let all = await received.value
+        #expect(all.count == 16 * 1024 * 1024)
+        let chunk = 64 * 1024
+        let inOrder = (0..<256).allSatisfy { (i: Int) -> Bool in
+            let first: UInt8 = all[i * chunk], last: UInt8 = all[i * chunk + chunk - 1]
+            return first == UInt8(i) && last == UInt8(i)
+        }
+        #expect(inOrder, "the chunks arrived in order")
+        #expect(most <= 2 * 64 * 1024, "the output held \(most) bytes")
+        await Self.onLoop(connection) { $0.close() }
+        #expect(await events.closure() == .some(nil))
+        await #expect(throws: MicroCoreError.self) { try await connection.send([1]) }
+    }
+
     /// A listening socket on a free loopback port that accepts only when the test says.
     static func listen() throws -> (Int32, Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
