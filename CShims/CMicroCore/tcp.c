@@ -204,8 +204,18 @@ int mc_tcp_writev(mc_tcp_t *t, const mc_slice_t *pieces, size_t count) {
     struct mc_tcp_link *l = (struct mc_tcp_link *)t;
     mc_conn_t *c = conn_of(t);
     if (mc_conn_closed(c) || l->closing || !c->client->connected) return -1;
-    for (size_t i = 0; i < count && !mc_conn_closed(c); i++) {
-        if (pieces[i].len) mc_conn_write(c, pieces[i].data, pieces[i].len);
+    /* one reservation and one mark for all the pieces (a publish is three: line, payload, CRLF) */
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) total += pieces[i].len;
+    if (total && mc_buf_reserve(&c->out, total) != 0) {
+        mc_conn_close(c);
+    } else if (total) {
+        for (size_t i = 0; i < count; i++) {
+            if (!pieces[i].len) continue;
+            memcpy(c->out.data + c->out.len, pieces[i].data, pieces[i].len);
+            c->out.len += pieces[i].len;
+        }
+        mc_loop_mark_dirty(c->loop, c);
     }
     if (mc_conn_closed(c)) {
         note_end(l, UV_ENOMEM, "out of memory for output");
