@@ -51,6 +51,9 @@ import Glibc
         }
     }
 
+    /// A connect timeout only a hung test reaches (a loaded machine is slow, not broken).
+    static let patient = TCPConnection.Options(connectTimeout: .seconds(60))
+
     /// Runs `body` on the connection's loop.
     static func onLoop<T: Sendable>(_ connection: TCPConnection, _ body: @escaping @Sendable (TCPConnection) -> T) async -> T {
         await withCheckedContinuation { continuation in
@@ -64,7 +67,7 @@ import Glibc
         let group = try EventLoopGroup(numberOfThreads: 1)
         defer { group.shutdown() }
         let events = Events()
-        let connection = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), delegate: events)
+        let connection = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), options: Self.patient, delegate: events)
         let info = try #require(await events.read(until: "\r\n"))
         #expect(info.hasPrefix("INFO {"), "\(info)")
         #expect(await Self.onLoop(connection) { $0.write(Array("CONNECT {\"verbose\":false}\r\nPING\r\n".utf8)) } == .queued)
@@ -80,7 +83,7 @@ import Glibc
         let group = try EventLoopGroup(numberOfThreads: 1)
         defer { group.shutdown() }
         let events = Events()
-        _ = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), delegate: events)
+        _ = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), options: Self.patient, delegate: events)
         _ = await events.read(until: "\r\n")
         await servers.kill9(0)
         #expect(await events.closure() == .some(nil), "the peer's end is an orderly one")
@@ -99,7 +102,7 @@ import Glibc
         defer { group.shutdown() }
         let trusting = try TLSContext(TLSConfig(trustRoots: .file(files["ca.crt"]!)), server: false)
         let events = Events()
-        let connection = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), delegate: events)
+        let connection = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), options: Self.patient, delegate: events)
         let info = try #require(await events.read(until: "\r\n"))
         #expect(info.contains("\"tls_required\":true"), "\(info)")
         try await withTaskExecutorPreference(connection.loop) {
@@ -115,7 +118,7 @@ import Glibc
         // a server certificate from another CA: refused, and said why
         let other = try TLSContext(TLSConfig(trustRoots: .file(files["other.crt"]!)), server: false)
         let refused = Events()
-        let second = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), delegate: refused)
+        let second = try await TCPConnection.connect(to: "127.0.0.1", port: servers.clientPorts[0], on: group.next(), options: Self.patient, delegate: refused)
         _ = await refused.read(until: "\r\n")
         await #expect { try await withTaskExecutorPreference(second.loop) { try await second.startTLS(other) } } throws: { error in
             "\(error)".contains("TLS to 127.0.0.1:\(servers.clientPorts[0]) failed") && "\(error)".contains("certificate")
@@ -163,7 +166,7 @@ import Glibc
         defer { group.shutdown() }
         let events = Events()
         let connection = try await TCPConnection.connect(to: "127.0.0.1", port: port, on: group.next(),
-                                                         options: .init(highWater: 64 * 1024), delegate: events)
+                                                         options: .init(connectTimeout: .seconds(60), highWater: 64 * 1024), delegate: events)
         let peer = accept(listener, nil, nil)
         #expect(peer >= 0)
         defer { Glibc.close(peer) }
@@ -210,7 +213,7 @@ import Glibc
         defer { group.shutdown() }
         let events = Events()
         let connection = try await TCPConnection.connect(to: "127.0.0.1", port: port, on: group.next(),
-                                                         options: .init(highWater: 64 * 1024), delegate: events)
+                                                         options: .init(connectTimeout: .seconds(60), highWater: 64 * 1024), delegate: events)
         let peer = accept(listener, nil, nil)
         #expect(peer >= 0)
         defer { Glibc.close(peer) }

@@ -130,7 +130,7 @@ import Glibc
         // a plain NATS payload (not go-micro's JSON) arrives as it came
         let nats = try await NATSClientTests.connect(servers.urls)
         try await nats.publish("go.to.swift", payload: Array("raw bytes".utf8))
-        try await nats.flush()
+        try await nats.flush(timeout: .hangGuard)
         #expect(try await inbox.next(1) == ["- raw bytes"])
         await nats.close()
         await subscription.unsubscribe()

@@ -9,6 +9,12 @@ import Testing
 import Glibc
 #endif
 
+extension Duration {
+    /// How long a step that should succeed may take before the test calls it hung: a bound, never
+    /// a measurement (a loaded machine is slow, not broken).
+    static let hangGuard: Duration = .seconds(60)
+}
+
 /// The NATS client against real nats-server processes the tests start (Debian's nats-server).
 @Suite struct NATSClientTests {
     /// What tasks collect, shared.
@@ -20,7 +26,8 @@ import Glibc
 
     /// Options for tests: reconnect quickly, give up after a while.
     static func options(_ servers: [String], _ change: (inout NATSOptions) -> Void = { _ in }) -> NATSOptions {
-        var options = NATSOptions(servers: servers, connectTimeout: .seconds(2), reconnectWait: .milliseconds(50),
+        // bounds that only a hung test reaches: a loaded machine (sanitizers, parallel tests) is slow, not broken
+        var options = NATSOptions(servers: servers, connectTimeout: .hangGuard, reconnectWait: .milliseconds(50),
                                   reconnectJitter: .milliseconds(20), maxReconnectAttempts: 600)
         change(&options)
         return options
@@ -65,7 +72,7 @@ import Glibc
         let subscriber = try await Self.connect(servers.urls)
         let publisher = try await Self.connect(servers.urls)
         let orders = try await subscriber.subscribe("orders.*")
-        try await subscriber.flush()  // the server knows the subscription
+        try await subscriber.flush(timeout: .hangGuard)  // the server knows the subscription
         for n in 0..<200 { try await publisher.publish("orders.new", payload: Array("order \(n)".utf8)) }
         try await publisher.publish("orders.paid", payload: Array("with headers".utf8),
                                     headers: [("Micro-Id", "42"), ("Trace", "a"), ("Trace", "b")], replyTo: "receipts")
@@ -89,11 +96,11 @@ import Glibc
         var made: [NATSSubscription] = []
         for member in members {
             made.append(try await member.subscribe("jobs", queue: "workers"))
-            try await member.flush()
+            try await member.flush(timeout: .hangGuard)
         }
         let subscriptions = made
         let all = try await everyone.subscribe("jobs")
-        try await everyone.flush()
+        try await everyone.flush(timeout: .hangGuard)
         let publisher = try await Self.connect(servers.urls)
         let total = 300
         for n in 0..<total { try await publisher.publish("jobs", payload: Array("\(n)".utf8)) }
@@ -130,7 +137,7 @@ import Glibc
         let requester = try await Self.connect(servers.urls)
         let questions = try await responder.subscribe("math.double")
         let silent = try await responder.subscribe("math.silent")
-        try await responder.flush()
+        try await responder.flush(timeout: .hangGuard)
         let answering = Task {
             for await question in questions {
                 guard let replyTo = question.replyTo, let n = Int(String(decoding: question.payload, as: UTF8.self)) else { continue }
@@ -138,20 +145,20 @@ import Glibc
             }
         }
         for n in [1, 21, 500] {
-            let answer = try await requester.request("math.double", payload: Array("\(n)".utf8))
+            let answer = try await requester.request("math.double", payload: Array("\(n)".utf8), timeout: .hangGuard)
             #expect(String(decoding: answer.payload, as: UTF8.self) == "\(2 * n)")
         }
         // many at once over the one inbox, each gets its own answer
         try await withThrowingTaskGroup(of: Void.self) { group in
             for n in 0..<50 {
                 group.addTask {
-                    let answer = try await requester.request("math.double", payload: Array("\(n)".utf8))
+                    let answer = try await requester.request("math.double", payload: Array("\(n)".utf8), timeout: .hangGuard)
                     #expect(String(decoding: answer.payload, as: UTF8.self) == "\(2 * n)")
                 }
             }
             try await group.waitForAll()
         }
-        await #expect { _ = try await requester.request("math.nobody", payload: []) } throws: { error in
+        await #expect { _ = try await requester.request("math.nobody", payload: [], timeout: .hangGuard) } throws: { error in
             (error as? NATSError)?.kind == .noResponders
         }
         await #expect { _ = try await requester.request("math.silent", payload: [], timeout: .milliseconds(100)) } throws: { error in
@@ -171,7 +178,7 @@ import Glibc
         let client = try await Self.connect(servers.urls)
         let three = try await client.subscribe("counted")
         await three.unsubscribe(after: 3)
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         for n in 0..<10 { try await client.publish("counted", payload: [UInt8(n)]) }
         var got: [UInt8] = []
         for await message in three { got += message.payload }
@@ -185,7 +192,7 @@ import Glibc
         }
         await #expect { _ = try await client.subscribe("bad subject") } throws: { error in (error as? NATSError)?.kind == .invalidSubject }
         let echo = try await client.subscribe("still.works")
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         try await client.publish("still.works", payload: Array("yes".utf8))
         #expect(try await Self.take(1, from: echo).first?.payload == Array("yes".utf8))
         await client.close()
@@ -199,9 +206,9 @@ import Glibc
         let client = try await Self.connect(servers.urls) { $0.subscriptionPendingLimit = 10 }
         let events = await client.events()
         let slow = try await client.subscribe("firehose")
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         for n in 0..<100 { try await client.publish("firehose", payload: [UInt8(n)]) }
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         var reported: NATSEvent?
         for await event in events {
             if case .slowConsumer = event { reported = event; break }
@@ -218,7 +225,7 @@ import Glibc
             (error as? NATSError)?.kind == .noServers && "\(error)".contains("Authorization Violation")
         }
         let good = try await Self.connect(["nats://ann:secret@127.0.0.1:\(servers.clientPorts[0])"])
-        try await good.flush()
+        try await good.flush(timeout: .hangGuard)
         await good.close()
         let port = try EtcdCluster.freePorts(1)[0]
         defer { EtcdCluster.release([port]) }
@@ -242,7 +249,7 @@ import Glibc
             $0.token = "t0ken"
         }
         let echo = try await client.subscribe("secure")
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         try await client.publish("secure", payload: Array("over TLS".utf8))
         #expect(try await Self.take(1, from: echo).first?.payload == Array("over TLS".utf8))
         await client.close()

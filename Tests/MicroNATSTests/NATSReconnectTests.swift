@@ -69,11 +69,12 @@ import Glibc
 
     /// Publishes a probe until every subscription of `received` has it: a subscription's
     /// interest reaches the other servers of a cluster a moment after it is made, and nothing
-    /// tells when. Each round waits up to 50 ms before publishing again.
+    /// tells when. Each round waits up to 50 ms before publishing again (a minute in all: a bound,
+    /// not a measurement).
     static func probe(_ publisher: NATSClient, _ subject: String, until received: [Received]) async throws {
-        for _ in 0..<200 {
+        for _ in 0..<1200 {
             try await publisher.publish(subject, payload: Array("probe".utf8))
-            try await publisher.flush()
+            try await publisher.flush(timeout: .hangGuard)
             let arrived = await withTaskGroup(of: Bool.self) { group in
                 group.addTask {
                     for r in received where !(await r.seen("probe")) { return false }
@@ -105,8 +106,8 @@ import Glibc
         let left = try await NATSClientTests.connect([servers.urls[1]])
         let right = try await NATSClientTests.connect([servers.urls[2]])
         let received = [Received(try await left.subscribe("failover")), Received(try await right.subscribe("failover"))]
-        try await left.flush()
-        try await right.flush()
+        try await left.flush(timeout: .hangGuard)
+        try await right.flush(timeout: .hangGuard)
         let publisher = try await NATSClientTests.connect(servers.urls)
         #expect(await publisher.connectedServer == servers.urls[0])
         let events = await publisher.events()
@@ -115,25 +116,25 @@ import Glibc
         var confirmed: [Int] = []
         for n in 0..<3000 {
             try await publisher.publish("failover", payload: Array("\(n)".utf8))
-            try await publisher.flush()
+            try await publisher.flush(timeout: .hangGuard)
             confirmed.append(n)
         }
         try await publisher.publish("failover", payload: Array("before".utf8))
-        try await publisher.flush()
+        try await publisher.flush(timeout: .hangGuard)
         for r in received { try await r.marker("before") }
         await servers.kill9(0)
         var failed = 0
         for n in 3000..<10_000 {
             try await publisher.publish("failover", payload: Array("\(n)".utf8))
             do {
-                try await publisher.flush()
+                try await publisher.flush(timeout: .hangGuard)
                 confirmed.append(n)
             } catch let error as NATSError where error.kind == .connectionLost {
                 failed += 1  // sent on the dead connection: unknown, not counted
             }
         }
         try await publisher.publish("failover", payload: Array("after".utf8))
-        try await publisher.flush()
+        try await publisher.flush(timeout: .hangGuard)
         for r in received { try await r.marker("after") }
         for r in received {
             let numbers = r.numbers.withLock { $0 }
@@ -162,7 +163,7 @@ import Glibc
         let client = try await NATSClientTests.connect(servers.urls) { $0.reconnectBufferSize = 1000 }
         let events = await client.events()
         let received = Received(try await client.subscribe("restart"))
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         await servers.kill9(0)
         for await event in events {
             if case .disconnected = event { break }
@@ -177,7 +178,7 @@ import Glibc
             if case .reconnected = event { break }
         }
         try await client.publish("restart", payload: Array("done".utf8))
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         try await received.marker("done")
         #expect(received.numbers.withLock { $0 } == Set(0..<10), "the held publishes were sent after the subscription")
         await client.close()
@@ -198,7 +199,7 @@ import Glibc
         }
         let events = await client.events()
         let received = Received(try await client.subscribe("alive"))
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         servers.signal(0, SIGSTOP)
         var reconnectedTo: String?
         for await event in events {
@@ -206,7 +207,7 @@ import Glibc
         }
         #expect(reconnectedTo == servers.urls[1])
         try await client.publish("alive", payload: Array("here".utf8))
-        try await client.flush()
+        try await client.flush(timeout: .hangGuard)
         try await received.marker("here")
         servers.signal(0, SIGCONT)
         await client.close()
