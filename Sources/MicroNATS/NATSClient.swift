@@ -301,6 +301,9 @@ public final class NATSClient: @unchecked Sendable {
         guard NATSCommand.isValid(subject: subject, wildcards: true) else {
             throw NATSError(.invalidSubject, "'\(subject)' is not a subject one can subscribe to")
         }
+        if let queue, queue.isEmpty || queue.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
+            throw NATSError(.invalidSubject, "'\(queue)' is not a queue group name")
+        }
         return try await withTaskExecutorPreference(loop) {
             let sid = self.nextSID
             self.nextSID += 1
@@ -540,6 +543,12 @@ public final class NATSClient: @unchecked Sendable {
             self.connection = nil
             generation += 1  // its end is not a lost connection of ours
             throw error
+        }
+        guard status != .closed else {
+            // closed by its owner while this connection was being made
+            connection.close(graceful: false)
+            self.connection = nil
+            throw NATSError(.closed, "the NATS client is closed")
         }
         current = server
         learn(info.connectURLs)

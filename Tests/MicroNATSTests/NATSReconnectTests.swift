@@ -212,4 +212,24 @@ import Glibc
         servers.signal(0, SIGCONT)
         await client.close()
     }
+
+    /// A client closed while it reconnects stays closed when its server comes back.
+    @Test func aClientClosedWhileReconnectingStaysClosed() async throws {
+        let servers = try await NATSServers()
+        defer { Task { await servers.shutdown() } }
+        let client = try await NATSClientTests.connect(servers.urls)
+        let events = await client.events()
+        await servers.kill9(0)
+        for await event in events {
+            if case .disconnected = event { break }
+        }
+        await client.close()
+        var last: NATSEvent?
+        for await event in events { last = event }
+        #expect(last == .closed)
+        try servers.start(0)
+        try await servers.waitUntilReady(0)
+        #expect(await client.connectedServer == nil)
+        await #expect { try await client.publish("after", payload: []) } throws: { error in (error as? NATSError)?.kind == .closed }
+    }
 }

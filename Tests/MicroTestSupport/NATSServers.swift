@@ -78,13 +78,15 @@ public final class NATSServers: Sendable {
     private func configuration(_ i: Int) -> String {
         var lines = ["server_name: n\(i)", "listen: 127.0.0.1:\(clientPorts[i])"]
         if let maxPayload = options.maxPayload { lines.append("max_payload: \(maxPayload)") }
+        // the server gives a client 0.5 s for its TLS handshake and 2 s for its CONNECT: under the
+        // sanitizers (a slow client, not a broken one) both are raised to a bound only a hung test reaches
         if let user = options.user {
-            lines.append("authorization { user: \"\(user.name)\", password: \"\(user.password)\" }")
+            lines.append("authorization { user: \"\(user.name)\", password: \"\(user.password)\", timeout: 60 }")
         } else if let token = options.token {
-            lines.append("authorization { token: \"\(token)\" }")
+            lines.append("authorization { token: \"\(token)\", timeout: 60 }")
         }
         if let tls = options.tls {
-            lines.append("tls { cert_file: \"\(tls.cert)\", key_file: \"\(tls.key)\" }")
+            lines.append("tls { cert_file: \"\(tls.cert)\", key_file: \"\(tls.key)\", timeout: 60 }")
         }
         if clientPorts.count > 1 {
             let routes = routePorts.enumerated().filter { $0.offset != i }.map { "\"nats-route://127.0.0.1:\($0.element)\"" }
