@@ -272,20 +272,11 @@ public final class NATSClient: @unchecked Sendable {
     /// of that group share the messages. The messages come through the returned subscription,
     /// in order; ending its iteration, or ``NATSSubscription/unsubscribe(after:)``, unsubscribes.
     public func subscribe(_ subject: String, queue: String? = nil) async throws -> NATSSubscription {
-        guard NATSCommand.isValid(subject: subject, wildcards: true) else {
-            throw NATSError(.invalidSubject, "'\(subject)' is not a subject one can subscribe to")
-        }
-        if let queue, queue.isEmpty || queue.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
-            throw NATSError(.invalidSubject, "'\(queue)' is not a queue group name")
-        }
+        try Self.check(subject, queue: queue)
         return try await withTaskExecutorPreference(loop) {
-            let sid = self.nextSID
-            self.nextSID += 1
             let (stream, continuation) = AsyncStream.makeStream(of: NATSMessage.self,
                                                                 bufferingPolicy: .bufferingOldest(max(1, self.options.subscriptionPendingLimit)))
-            let subscription = Subscription(subject: subject, queue: queue, continuation: continuation, handler: nil)
-            _ = try self.send(NATSCommand.subscribe(subject, queue: queue, sid: sid))
-            self.subscriptions[sid] = subscription
+            let sid = try self.register(Subscription(subject: subject, queue: queue, continuation: continuation, handler: nil))
             let handle = NATSSubscription(client: self, sid: sid, subject: subject, queue: queue, messages: stream)
             continuation.onTermination = { [weak self] _ in
                 guard let self else { return }
@@ -298,19 +289,29 @@ public final class NATSClient: @unchecked Sendable {
     /// Like ``subscribe(_:queue:)``, with each message handed to `handler` on the client's loop,
     /// as it is read (no buffer: the handler must not block; it may start a task).
     public func subscribe(_ subject: String, queue: String? = nil, handler: @escaping @Sendable (NATSMessage) -> Void) async throws -> UInt64 {
+        try Self.check(subject, queue: queue)
+        return try await withTaskExecutorPreference(loop) {
+            try self.register(Subscription(subject: subject, queue: queue, continuation: nil, handler: handler))
+        }
+    }
+
+    /// Throws if `subject` (wildcards allowed) or `queue` is no name NATS takes.
+    private static func check(_ subject: String, queue: String?) throws {
         guard NATSCommand.isValid(subject: subject, wildcards: true) else {
             throw NATSError(.invalidSubject, "'\(subject)' is not a subject one can subscribe to")
         }
         if let queue, queue.isEmpty || queue.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
             throw NATSError(.invalidSubject, "'\(queue)' is not a queue group name")
         }
-        return try await withTaskExecutorPreference(loop) {
-            let sid = self.nextSID
-            self.nextSID += 1
-            _ = try self.send(NATSCommand.subscribe(subject, queue: queue, sid: sid))
-            self.subscriptions[sid] = Subscription(subject: subject, queue: queue, continuation: nil, handler: handler)
-            return sid
-        }
+    }
+
+    /// On the loop: sends `SUB` for `subscription` under a new id and keeps it; the id.
+    private func register(_ subscription: Subscription) throws -> UInt64 {
+        let sid = nextSID
+        nextSID += 1
+        _ = try send(NATSCommand.subscribe(subscription.subject, queue: subscription.queue, sid: sid))
+        subscriptions[sid] = subscription
+        return sid
     }
 
     /// Ends subscription `sid` now, or after `max` more messages. From any task.
@@ -359,11 +360,7 @@ public final class NATSClient: @unchecked Sendable {
         }
         return try await withTaskExecutorPreference(loop) {
             if self.inboxSID == nil {
-                let sid = self.nextSID
-                self.nextSID += 1
-                _ = try self.send(NATSCommand.subscribe(self.inboxPrefix + ".*", queue: nil, sid: sid))
-                self.subscriptions[sid] = Subscription(subject: self.inboxPrefix + ".*", queue: nil, continuation: nil, handler: nil)
-                self.inboxSID = sid
+                self.inboxSID = try self.register(Subscription(subject: self.inboxPrefix + ".*", queue: nil, continuation: nil, handler: nil))
             }
             let token = String(self.nextRequest)
             self.nextRequest += 1

@@ -248,41 +248,25 @@ extension StringProtocol {
 
 /// What a client sends.
 enum NATSCommand {
-    /// `PUB subject [reply] size\r\npayload\r\n`, or `HPUB` with headers, appended to `out`.
+    /// `PUB subject [reply] size\r\npayload\r\n`, or `HPUB` with headers, appended to `out`
+    /// (the general path: with headers, or while reconnecting, or a name too long for the line
+    /// buffer).
     static func publish(_ subject: String, replyTo: String?, headers: [(String, String)], payload: [UInt8], into out: inout [UInt8]) {
-        if headers.isEmpty {
-            out.append(contentsOf: "PUB ".utf8)
-            out.append(contentsOf: subject.utf8)
-            if let replyTo {
-                out.append(0x20)
-                out.append(contentsOf: replyTo.utf8)
-            }
-            out.append(0x20)
-            appendNumber(payload.count, to: &out)
-        } else {
-            var block = Array("NATS/1.0\r\n".utf8)
+        var block: [UInt8] = []
+        if !headers.isEmpty {
+            block = Array("NATS/1.0\r\n".utf8)
             for (name, value) in headers { block += Array("\(name): \(value)\r\n".utf8) }
             block += [0x0D, 0x0A]
-            out.append(contentsOf: "HPUB ".utf8)
-            out.append(contentsOf: subject.utf8)
-            if let replyTo {
-                out.append(0x20)
-                out.append(contentsOf: replyTo.utf8)
-            }
-            out.append(0x20)
-            appendNumber(block.count, to: &out)
-            out.append(0x20)
-            appendNumber(block.count + payload.count, to: &out)
-            out.append(0x0D)
-            out.append(0x0A)
-            out.append(contentsOf: block)
-            out.append(contentsOf: payload)
-            out.append(0x0D)
-            out.append(0x0A)
-            return
         }
-        out.append(0x0D)
-        out.append(0x0A)
+        out.append(contentsOf: (block.isEmpty ? "PUB " : "HPUB ").utf8)
+        out.append(contentsOf: subject.utf8)
+        if let replyTo {
+            out.append(0x20)
+            out.append(contentsOf: replyTo.utf8)
+        }
+        if !block.isEmpty { out.append(contentsOf: " \(block.count)".utf8) }
+        out.append(contentsOf: " \(block.count + payload.count)\r\n".utf8)
+        out.append(contentsOf: block)
         out.append(contentsOf: payload)
         out.append(0x0D)
         out.append(0x0A)
@@ -310,17 +294,6 @@ enum NATSCommand {
 
     static func unsubscribe(sid: UInt64, after max: Int? = nil) -> [UInt8] {
         Array("UNSUB \(sid)\(max.map { " \($0)" } ?? "")\r\n".utf8)
-    }
-
-    private static func appendNumber(_ n: Int, to out: inout [UInt8]) {
-        var divisor = 1
-        while divisor <= n / 10 { divisor *= 10 }
-        var rest = n
-        while divisor > 0 {
-            out.append(UInt8(truncatingIfNeeded: 0x30 + rest / divisor))
-            rest %= divisor
-            divisor /= 10
-        }
     }
 
     /// Whether `subject` may be published to: tokens separated by dots, none empty, no spaces or
