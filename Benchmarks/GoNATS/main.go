@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,7 +40,7 @@ func main() {
 	defer nc.Close()
 	switch *mode {
 	case "publish":
-		start := time.Now()
+		start, cpuStart := time.Now(), processCPU()
 		for i := 0; i < *count; i++ {
 			if err := nc.Publish(*subject, payload); err != nil {
 				fmt.Fprintln(os.Stderr, "publish:", err)
@@ -50,9 +51,9 @@ func main() {
 			fmt.Fprintln(os.Stderr, "flush:", err)
 			os.Exit(1)
 		}
-		seconds := time.Since(start).Seconds()
-		fmt.Printf("{\"mode\":\"publish\",\"count\":%d,\"size\":%d,\"seconds\":%f,\"msgs_per_sec\":%d}\n",
-			*count, *size, seconds, int(float64(*count)/seconds))
+		seconds, cpu := time.Since(start).Seconds(), processCPU()-cpuStart
+		fmt.Printf("{\"mode\":\"publish\",\"count\":%d,\"size\":%d,\"seconds\":%f,\"msgs_per_sec\":%d,\"cpu_ns_per_msg\":%d}\n",
+			*count, *size, seconds, int(float64(*count)/seconds), int(cpu.Nanoseconds()/int64(*count)))
 	case "latency":
 		sub, err := nats.Connect(*servers)
 		if err != nil {
@@ -84,4 +85,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "--mode is publish or latency")
 		os.Exit(2)
 	}
+}
+
+// processCPU is the CPU time this process has used, all threads.
+func processCPU() time.Duration {
+	var usage syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &usage)
+	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
 }

@@ -3,7 +3,8 @@
 // the piece sizes; the rest is the stream. Nothing may crash; the parser holds no more than its
 // limits; feeding the stream in pieces gives the same operations (and the same failure, after
 // the same operations) as feeding it whole — the parser's state carries across pieces; and every
-// message read, written back as MSG or HMSG, reads back the same.
+// message read, written back as MSG or HMSG, reads back the same. Also: the publisher's size line
+// says any number in decimal.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
@@ -26,6 +27,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
         return (operations, nil)
     }
+
+    // the size line a publisher writes is the number in decimal (any non-negative number:
+    // the first eight bytes of the stream read as one)
+    let number = Int(truncatingIfNeeded: stream.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } >> 1)
+    let sizeLine = UnsafeMutablePointer<UInt8>.allocate(capacity: 24)
+    defer { sizeLine.deallocate() }
+    let written = NATSCommand.writeSizeLine(number, to: sizeLine)
+    precondition(Array(UnsafeBufferPointer(start: sizeLine, count: written)) == Array("\(number)\r\n".utf8), "size line of \(number)")
 
     let whole = run(pieces: false)
     let cut = run(pieces: true)

@@ -23,6 +23,13 @@ struct NATSBench: AsyncParsableCommand {
     @Option(help: "Payload bytes.") var size = 100
     @Option(help: "Subject.") var subject = "bench"
 
+    /// CPU seconds this process has used, all threads.
+    static func processCPU() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+
     func validate() throws {
         guard ["publish", "latency"].contains(mode) else { throw ValidationError("--mode is publish or latency") }
         guard count >= 1, size >= 0 else { throw ValidationError("--count at least 1, --size at least 0") }
@@ -37,14 +44,15 @@ struct NATSBench: AsyncParsableCommand {
             let client = try await NATSClient.connect(options, on: loop)
             // the publisher on the client's loop: a publish is a write into the connection's
             // output, flushed by the loop once per turn (the task yields when it is full)
-            let seconds = try await Task(executorPreference: loop) {
-                let start = ContinuousClock.now
+            let (seconds, cpu) = try await Task(executorPreference: loop) {
+                let start = ContinuousClock.now, cpuStart = Self.processCPU()
                 for _ in 0..<count { try await client.publish(subject, payload: payload) }
                 try await client.flush(timeout: .seconds(60))
-                return (ContinuousClock.now - start).seconds
+                return ((ContinuousClock.now - start).seconds, Self.processCPU() - cpuStart)
             }.value
             await client.close()
-            print(#"{"mode":"publish","count":\#(count),"size":\#(size),"seconds":\#(seconds),"msgs_per_sec":\#(Int(Double(count) / seconds))}"#)
+            let perMessage = Int(cpu * 1e9 / Double(count))
+            print(#"{"mode":"publish","count":\#(count),"size":\#(size),"seconds":\#(seconds),"msgs_per_sec":\#(Int(Double(count) / seconds)),"cpu_ns_per_msg":\#(perMessage)}"#)
             return
         }
         let publisher = try await NATSClient.connect(options, on: loop)

@@ -70,6 +70,9 @@ public final class NATSClient: @unchecked Sendable {
     private var lineSubject = ""
     private var lineReply: String?
     private var linePrefix = 0
+    /// The payload size the line ends with now (-1: none yet), and the line's whole length.
+    private var lineSize = -1
+    private var lineLength = 0
     /// Publishers waiting for the connection's output to drain below its mark.
     private var writableWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -125,19 +128,29 @@ public final class NATSClient: @unchecked Sendable {
     /// go). Returns once the bytes are queued for the server (``flush(timeout:)`` says when the
     /// server has them); waits while the connection's output is past its mark. While
     /// reconnecting, the message is held and sent after.
+    ///
+    /// Inlinable: on the client's loop a publish that need not wait is a plain call (no frame of
+    /// an async function is made for it; a publisher in a loop makes millions of them a second).
+    @inlinable
     public nonisolated(nonsending) func publish(_ subject: String, payload: [UInt8], headers: [(String, String)] = [],
                                                  replyTo: String? = nil) async throws {
         if loop.inEventLoop {
             if try enqueuePublish(subject, payload, headers, replyTo) { await waitWritable() }
         } else {
-            try await withTaskExecutorPreference(loop) {
-                if try self.enqueuePublish(subject, payload, headers, replyTo) { await self.waitWritable() }
-            }
+            try await publishFromElsewhere(subject, payload, headers, replyTo)
+        }
+    }
+
+    @usableFromInline
+    func publishFromElsewhere(_ subject: String, _ payload: [UInt8], _ headers: [(String, String)], _ replyTo: String?) async throws {
+        try await withTaskExecutorPreference(loop) {
+            if try self.enqueuePublish(subject, payload, headers, replyTo) { await self.waitWritable() }
         }
     }
 
     /// On the loop: queues a publish; true if the output is past its mark (the publisher waits).
-    private func enqueuePublish(_ subject: String, _ payload: [UInt8], _ headers: [(String, String)], _ replyTo: String?) throws -> Bool {
+    @usableFromInline
+    func enqueuePublish(_ subject: String, _ payload: [UInt8], _ headers: [(String, String)], _ replyTo: String?) throws -> Bool {
         let limit = maxPayload
         if payload.count > limit {
             throw NATSError(.payloadTooLarge, "a message of \(payload.count) bytes to '\(subject)' exceeds the server's max_payload of \(limit)")
@@ -157,6 +170,7 @@ public final class NATSClient: @unchecked Sendable {
                 linePrefix = prefix.count
                 lineSubject = subject
                 lineReply = replyTo
+                lineSize = -1
             } else {
                 linePrefix = 0  // too long for the line buffer: the general path below
                 lineSubject = ""
@@ -165,9 +179,13 @@ public final class NATSClient: @unchecked Sendable {
         if headers.isEmpty, linePrefix > 0, status == .connected, let connection {
             // the common case: the control line in the client's line buffer, written with the
             // payload in one call into the connection's output (no buffer joining them)
-            let count = linePrefix + NATSCommand.writeSizeLine(payload.count, to: line + linePrefix)
+            // (and `size CRLF` made once for a run of one size)
+            if payload.count != lineSize {
+                lineLength = linePrefix + NATSCommand.writeSizeLine(payload.count, to: line + linePrefix)
+                lineSize = payload.count
+            }
             let written = payload.withUnsafeBytes { body in
-                connection.write(UnsafeRawBufferPointer(start: line, count: count), body, Self.crlf)
+                connection.write(UnsafeRawBufferPointer(start: line, count: lineLength), body, Self.crlf)
             }
             switch written {
             case .queued: return false
@@ -206,7 +224,8 @@ public final class NATSClient: @unchecked Sendable {
         return false
     }
 
-    private func waitWritable() async {
+    @usableFromInline
+    func waitWritable() async {
         await withCheckedContinuation { writableWaiters.append($0) }
     }
 
@@ -255,6 +274,11 @@ public final class NATSClient: @unchecked Sendable {
         }
     }
 
+    /// Output queued before a publisher waits for the socket to take some. Measured with
+    /// Benchmarks/nats' publisher: with the connection's default of 1 MiB the loop wrote half a
+    /// megabyte per call and the server took 0.86× of nats.go's rate (nats.go writes 32 KiB at a
+    /// time); with 64 KiB 1.09×.
+    static let outputMark = 64 * 1024
     private static let ping = Array("PING\r\n".utf8)
     /// CRLF, made once and never freed (read on every publish: no array to retain).
     /// nonisolated(unsafe): written once by the initializer, only read afterwards.
@@ -499,7 +523,8 @@ public final class NATSClient: @unchecked Sendable {
         parser.reset()
         parser.maxPayload = 64 * 1024 * 1024
         let connection = try await TCPConnection.connect(to: server.host, port: server.port, on: loop,
-                                                         options: .init(connectTimeout: options.connectTimeout), delegate: link)
+                                                         options: .init(connectTimeout: options.connectTimeout, highWater: Self.outputMark),
+                                                         delegate: link)
         self.connection = connection
         let deadline = Task(executorPreference: loop) { [generation] in
             try? await Task.sleep(for: self.options.connectTimeout)

@@ -274,18 +274,22 @@ enum NATSCommand {
 
     /// Writes `size` in decimal and CRLF at `target`; the bytes written (at most 22).
     static func writeSizeLine(_ size: Int, to target: UnsafeMutablePointer<UInt8>) -> Int {
-        var divisor = 1
-        while divisor <= size / 10 { divisor *= 10 }
-        var rest = size, i = 0
-        while divisor > 0 {
-            target[i] = UInt8(truncatingIfNeeded: 0x30 + rest / divisor)
-            i += 1
-            rest %= divisor
-            divisor /= 10
+        precondition(size >= 0)
+        var digits = 1, rest = size
+        while rest >= 10 {
+            rest /= 10
+            digits += 1
         }
-        target[i] = 0x0D
-        target[i + 1] = 0x0A
-        return i + 2
+        rest = size
+        var i = digits
+        repeat {  // right to left, dividing by the constant 10 (a multiplication)
+            i -= 1
+            target[i] = 0x30 + UInt8(truncatingIfNeeded: rest % 10)
+            rest /= 10
+        } while i > 0
+        target[digits] = 0x0D
+        target[digits + 1] = 0x0A
+        return digits + 2
     }
 
     static func subscribe(_ subject: String, queue: String?, sid: UInt64) -> [UInt8] {

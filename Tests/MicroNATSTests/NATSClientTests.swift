@@ -73,11 +73,16 @@ extension Duration {
         let publisher = try await Self.connect(servers.urls)
         let orders = try await subscriber.subscribe("orders.*")
         try await subscriber.flush(timeout: .hangGuard)  // the server knows the subscription
-        for n in 0..<200 { try await publisher.publish("orders.new", payload: Array("order \(n)".utf8)) }
+        // runs of one subject and of one size, and changes of each (the publisher keeps the
+        // control line of the last run): every message must come whole, to its subject
+        func subject(_ n: Int) -> String { n / 3 % 2 == 0 ? "orders.new" : "orders.old" }
+        func body(_ n: Int) -> String { n % 5 == 4 ? "" : "order \(n)" + String(repeating: "x", count: n % 7 == 0 ? n * 9 : 0) }
+        for n in 0..<200 { try await publisher.publish(subject(n), payload: Array(body(n).utf8)) }
         try await publisher.publish("orders.paid", payload: Array("with headers".utf8),
                                     headers: [("Micro-Id", "42"), ("Trace", "a"), ("Trace", "b")], replyTo: "receipts")
         let got = try await Self.take(201, from: orders)
-        #expect(got.prefix(200).map { String(decoding: $0.payload, as: UTF8.self) } == (0..<200).map { "order \($0)" })
+        #expect(got.prefix(200).map { String(decoding: $0.payload, as: UTF8.self) } == (0..<200).map(body))
+        #expect(got.prefix(200).map(\.subject) == (0..<200).map(subject))
         let last = try #require(got.last)
         #expect(last.subject == "orders.paid" && last.replyTo == "receipts")
         #expect(last.header("micro-id") == "42")
