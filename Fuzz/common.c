@@ -206,8 +206,10 @@ static void answer(mc_request_t *r, uint8_t how) {
         nt = (how & 0x40) ? 70 : 2;
         for (size_t i = 0; i < nt; i++) trailers[i] = (mc_header_t){"Micro-Error", 11, "{}", 2};
     }
-    if ((how & 0x10) && mc_request_is_streaming(r) && mc_request_send_head(r, status, h, nh) == 0) {
-        /* a streamed answer: the body in two writes past the queue's mark, then trailers */
+    if ((how & 0x10) && mc_request_send_head(r, status, h, nh) == 0) {
+        /* a streamed answer (HTTP/2 DATA, go-micro's frames, or chunked on HTTP/1.1 — then
+         * perhaps behind answers not yet written): the body in two writes past the queue's
+         * mark, then trailers */
         mc_request_write(r, big_body, size);
         mc_request_write(r, big_body, size);
         mc_request_finish(r, nt ? trailers : NULL, nt);

@@ -276,7 +276,7 @@ static void flush(mc_conn_t *c) {
         else mc_conn_close(c);
         return;
     }
-    if (c->h1_stream) mc_h1_stream_flushed(c);
+    if (c->h1_stream || (!c->client && c->h1_head && c->h1_head->server.h1_chunked)) mc_h1_stream_flushed(c);
     else if (c->client && c->h1_cur && c->h1_cur->streaming) mc_h1_client_stream_flushed(c);
     if (c->ops->flushed) c->ops->flushed(c);
     if (mc_conn_closed(c)) return;

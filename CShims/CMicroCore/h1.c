@@ -316,7 +316,8 @@ int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
 }
 
 void mc_h1_stream_flushed(mc_conn_t *c) {
-    mc_request_t *r = c->h1_stream;
+    /* a go-micro stream, or a chunked answer at the head of the queue */
+    mc_request_t *r = c->h1_stream ? c->h1_stream : c->h1_head;
     if (r && r->want_writable && mc_conn_out_pending(c) < MC_STREAM_LOW_WATER) {
         r->want_writable = false;
         c->server->cb.on_writable(c->server->cb.ctx, r);
@@ -420,6 +421,100 @@ static void resume(mc_conn_t *c) {
     mc_buf_free(&held);
 }
 
+/* Answers leave in request order: writes every ready one at the head of the queue (those written
+ * straight to the output have an empty sendq). A chunked answer still streaming stays at the head
+ * with what it has so far written; its next chunks go straight out, and the answers behind it
+ * wait for its end. */
+static void drain(mc_conn_t *c) {
+    while (c->h1_head && (c->h1_head->server.h1_ready || c->h1_head->server.h1_chunked)) {
+        mc_request_t *q = c->h1_head;
+        if (q->sendq.len && mc_buf_append(&c->out, q->sendq.data, q->sendq.len) != 0) {
+            mc_conn_close(c);
+            return;
+        }
+        q->sendq.len = 0;
+        if (!q->server.h1_ready) break;
+        c->h1_head = q->next;
+        if (!c->h1_head) c->h1_tail = NULL;
+        if (!q->server.keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
+        mc_request_release(q);
+    }
+    mc_loop_mark_dirty(c->loop, c);
+    resume(c);
+}
+
+/* ---------------------------------------------------------------- chunked answers
+ *
+ * An ordinary request whose handler streams its answer (server-sent events, a download made as
+ * it goes): the head says transfer-encoding: chunked, each write is one chunk, and the end is the
+ * empty chunk. Until the request is at the head of the queue its bytes wait in its sendq (answers
+ * leave in request order); from then on they go straight to the output, and the connection's
+ * output is what the writer's backpressure counts. */
+
+/* Where r's answer bytes go now. */
+static mc_buf_t *answer_buffer(mc_conn_t *c, mc_request_t *r) { return c->h1_head == r ? &c->out : &r->sendq; }
+
+int mc_h1_chunked_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
+    mc_conn_t *c = r->conn;
+    /* HEAD, 1xx, 204 and 304 answers have no body to stream */
+    if (r->server.head || status < 200 || status == 204 || status == 304 || status > 999) return -1;
+    mc_buf_t *b = answer_buffer(c, r);
+    int rc = status_and_headers(b, status, h, nh);
+    if (rc == 0) rc = mc_buf_append(b, "transfer-encoding: chunked\r\n", 28);
+    if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
+    if (rc == 0 && !r->server.keep_alive) rc = mc_buf_append(b, "connection: close\r\n", 19);
+    if (rc == 0) rc = mc_buf_append(b, "\r\n", 2);
+    if (rc != 0) {
+        mc_conn_close(c);
+        return -1;
+    }
+    r->server.h1_chunked = true;
+    mc_loop_mark_dirty(c->loop, c);
+    return 0;
+}
+
+int mc_h1_chunked_write(mc_request_t *r, const uint8_t *data, size_t len) {
+    mc_conn_t *c = r->conn;
+    mc_buf_t *b = answer_buffer(c, r);
+    /* an empty chunk would end the answer: nothing to write */
+    if (len && (mc_buf_appendf(b, "%zx\r\n", len) != 0 || mc_buf_append(b, data, len) != 0 || mc_buf_append(b, "\r\n", 2) != 0)) {
+        mc_conn_close(c);
+        return -1;
+    }
+    mc_loop_mark_dirty(c->loop, c);
+    size_t queued = b == &c->out ? mc_conn_out_pending(c) : r->sendq.len;
+    if (queued >= MC_STREAM_HIGH_WATER) {
+        r->want_writable = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* The last chunk (no trailers: HTTP/1.1 clients seldom read them); the answer is then done like
+ * any other and the queue moves on. */
+static int end_chunks(mc_conn_t *c, mc_request_t *r) {
+    int rc = mc_buf_append(answer_buffer(c, r), "0\r\n\r\n", 5);
+    if (rc != 0) mc_conn_close(c);
+    r->want_writable = false;
+    r->server.h1_ready = true;
+    if (!mc_conn_closed(c)) drain(c);
+    return rc;
+}
+
+int mc_h1_chunked_finish(mc_request_t *r) {
+    if (r->server.responded) return -1;
+    mc_request_mark_responded(r);
+    mc_conn_t *c = r->conn;
+    if (!c || mc_conn_closed(c)) {
+        mc_request_release(r);
+        return -1;
+    }
+    c->active--;
+    int rc = end_chunks(c, r);
+    mc_conn_request_done(c);
+    return rc;
+}
+
 static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, const mc_header_t *h, size_t nh,
                      mc_body_t body) {
     int rc = status_and_headers(b, status, h, nh);
@@ -445,6 +540,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         mc_loop_mark_dirty(c->loop, c);
         return rc;
     }
+    if (r->server.h1_chunked) return end_chunks(c, r);
     /* an application that says "connection: close" gets it: the core writes the field itself */
     for (size_t i = 0; i < nh; i++)
         if (h[i].name_len == 10 && strncasecmp(h[i].name, "connection", 10) == 0 && h[i].value_len == 5 &&
@@ -456,17 +552,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         return -1;
     }
     r->server.h1_ready = true;
-    /* Answers leave in request order: write every ready one at the head of the queue. */
-    while (c->h1_head && c->h1_head->server.h1_ready) {
-        mc_request_t *q = c->h1_head;
-        c->h1_head = q->next;
-        if (!c->h1_head) c->h1_tail = NULL;
-        if (q != r || !first) mc_buf_append(&c->out, q->sendq.data, q->sendq.len);
-        if (!q->server.keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
-        mc_request_release(q);
-    }
-    mc_loop_mark_dirty(c->loop, c);
-    resume(c);
+    drain(c);
     return 0;
 }
 

@@ -1,10 +1,11 @@
 /*
- * Streamed bodies on HTTP/2, for both sides. Outbound: bytes queue in the request's `resp`
- * buffer and a deferred data source hands them to nghttp2 as the peer's window opens; a writer
- * that finds the queue past its high-water mark is told (on_writable) when it drops below the
- * low one, so memory stays bounded by the mark, not by what the application produces. Inbound:
- * nothing is credited back to the peer until the application consumes it (mc_request_consume),
- * so a slow reader holds the sender to the stream window.
+ * Streamed bodies, for both sides; HTTP/1.1's framing (go-micro's frames, chunked answers) is
+ * h1.c's. On HTTP/2: outbound, bytes queue in the request's `resp` buffer and a deferred data
+ * source hands them to nghttp2 as the peer's window opens; a writer that finds the queue past its
+ * high-water mark is told (on_writable) when it drops below the low one, so memory stays bounded
+ * by the mark, not by what the application produces. Inbound: nothing is credited back to the
+ * peer until the application consumes it (mc_request_consume), so a slow reader holds the sender
+ * to the stream window.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -62,6 +63,7 @@ static mc_conn_t *live(const mc_request_t *r) {
     mc_conn_t *c = r->conn;
     if (!c || mc_conn_closed(c)) return NULL;
     if (h1_stream(r)) return c->h1_stream == r ? c : NULL;
+    if (r->proto == MC_PROTO_H1) return r->server.responded ? NULL : c; /* a chunked answer */
     if (r->proto == MC_PROTO_H1_CLIENT) return c->h1_cur == r ? c : NULL;
     if (!c->h2 || r->stream_closed) return NULL;
     return c;
@@ -83,6 +85,11 @@ int mc_request_send_head(mc_request_t *r, int status, const mc_header_t *h, size
         r->head_sent = true;
         return 0;
     }
+    if (r->proto == MC_PROTO_H1) {
+        if (mc_h1_chunked_head(r, status, h, nh) != 0) return -1;
+        r->head_sent = true;
+        return 0;
+    }
     if (r->proto != MC_PROTO_H2 || mc_h2_send_head(r, status, h, nh) != 0) return -1;
     r->head_sent = true;
     mc_loop_mark_dirty(c->loop, c);
@@ -93,6 +100,7 @@ int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
     mc_conn_t *c = live(r);
     if (!c || !r->head_sent || r->out_finished) return -1;
     if (h1_stream(r)) return mc_h1_stream_write(r, data, len);
+    if (r->proto == MC_PROTO_H1) return mc_h1_chunked_write(r, data, len);
     if (r->proto == MC_PROTO_H1_CLIENT) return r->streaming ? mc_h1_client_stream_write(r, data, len) : -1;
     if (r->sendq_off && r->sendq_off >= r->sendq.len / 2) {
         memmove(r->sendq.data, r->sendq.data + r->sendq_off, pending(r));
@@ -139,6 +147,7 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
         mc_request_release(r);
         return rc;
     }
+    if (r->proto == MC_PROTO_H1 && r->server.h1_chunked) return mc_h1_chunked_finish(r);
     if (!r->head_sent) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
     if (r->server.responded) return -1;
     mc_request_mark_responded(r);

@@ -16,13 +16,16 @@ public struct HTTPResponder: Sendable {
     /// True once the client went away (reset, closed, timed out) or an answer was sent.
     public var isFinished: Bool { call.isFinished }
 
-    /// Whether this exchange can carry a streamed answer: HTTP/2, or an HTTP/1.1 request that
+    /// Whether this exchange can carry a stream of messages: HTTP/2, or an HTTP/1.1 request that
     /// opened a go-micro stream (a `Micro-Stream` header; answers go out as HTTP/1.1 frames).
+    /// Any exchange can carry a streamed body (``sendHead(status:headers:)``).
     public var canStream: Bool { call.canStream }
 
     /// Starts a streamed answer: the status and headers go now, the body follows with
-    /// ``write(_:)`` and ends with ``finish(trailers:)``. HTTP/2 only; throws on HTTP/1.1 or
-    /// when the client is gone.
+    /// ``write(_:)`` and ends with ``finish(trailers:)``. On HTTP/2 a stream's DATA; on HTTP/1.1
+    /// chunked (trailers are dropped), or go-micro's frames for a `Micro-Stream` request; answers
+    /// still leave in request order. Throws when the client is gone, or for a `HEAD` request or a
+    /// status without a body (1xx, 204, 304) on HTTP/1.1.
     public func sendHead(status: Int = 200, headers: HTTPHeaders = [:]) async throws(HTTPStreamError) {
         try await call.sendHead(status: status, headers: headers)
     }

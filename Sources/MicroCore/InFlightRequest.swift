@@ -123,9 +123,11 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
         }
         guard !answered, !headSent else { throw HTTPStreamError(kind: .notStreaming, message: "the answer has already started") }
         guard !gone else { throw Self.peerGoneError }
-        guard canStream else { throw HTTPStreamError(kind: .notStreaming, message: "HTTP/1.1 cannot carry a streamed answer without a Micro-Stream header") }
         let rc = headers.withCHeaders { h, nh in mc_request_send_head(request, Int32(status), h, nh) }
-        guard rc == 0 else { throw Self.peerGoneError }
+        guard rc == 0 else {
+            throw gone || httpVersion == 2 || inbound != nil ? Self.peerGoneError
+                : HTTPStreamError(kind: .notStreaming, message: "an HTTP/1.1 answer to HEAD, or with status \(status), has no body to stream")
+        }
         headSent = true
     }
 

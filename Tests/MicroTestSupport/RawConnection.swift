@@ -77,7 +77,7 @@ public final class RawConnection {
         public var body: String
     }
 
-    /// Reads one HTTP/1.1 response with a content-length body.
+    /// Reads one HTTP/1.1 response with a content-length or a chunked body (its chunks joined).
     public func readResponse(timeout: Duration = .seconds(120)) throws -> Response {
         while true {
             if let response = try parse() { return response }
@@ -97,11 +97,43 @@ public final class RawConnection {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
+        if headers["transfer-encoding"]?.lowercased() == "chunked" {
+            guard let (body, used) = try Self.dechunk(buffer[(end + 4)...]) else { return nil }
+            buffer.removeSubrange(..<(end + 4 + used))
+            return Response(status: status, headers: headers, body: String(decoding: body, as: UTF8.self))
+        }
         let length = Int(headers["content-length"] ?? "0") ?? 0
         guard buffer.count >= end + 4 + length else { return nil }
         let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
         buffer.removeSubrange(..<(end + 4 + length))
         return Response(status: status, headers: headers, body: body)
+    }
+}
+
+extension RawConnection {
+    /// A chunked body from the start of `bytes`: its data and the bytes it took, or nil if it is
+    /// not all there yet. Throws on bad framing.
+    static func dechunk(_ bytes: ArraySlice<UInt8>) throws -> ([UInt8], Int)? {
+        var body: [UInt8] = []
+        var at = bytes.startIndex
+        while true {
+            guard let lineEnd = bytes[at...].indices.dropLast().first(where: { bytes[$0] == 13 && bytes[$0 + 1] == 10 }) else { return nil }
+            let sizeText = String(decoding: bytes[at..<lineEnd], as: UTF8.self).split(separator: ";").first ?? ""
+            guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else {
+                throw ChildError("bad chunk size line: \(sizeText)")
+            }
+            let dataStart = lineEnd + 2
+            if size == 0 {
+                // no trailers expected: the empty line ends the body
+                guard bytes.endIndex - dataStart >= 2 else { return nil }
+                guard bytes[dataStart] == 13, bytes[dataStart + 1] == 10 else { throw ChildError("trailers after the last chunk") }
+                return (body, dataStart + 2 - bytes.startIndex)
+            }
+            guard bytes.endIndex - dataStart >= size + 2 else { return nil }
+            body += bytes[dataStart..<dataStart + size]
+            guard bytes[dataStart + size] == 13, bytes[dataStart + size + 1] == 10 else { throw ChildError("a chunk not followed by CRLF") }
+            at = dataStart + size + 2
+        }
     }
 }
 
