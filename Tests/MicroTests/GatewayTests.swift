@@ -300,4 +300,27 @@ import Testing
         #expect(await gateway.waitForExit() == 0)
         #expect(topic.reap() == 0)
     }
+
+    static let browser = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Peers/dashboard_browser.py").path
+
+    /// The dashboard in a real browser (Debian's chromium through chromium-driver and selenium):
+    /// the service listed, a healthy node, a call through the form (and invalid JSON refused
+    /// before sending), a server stream through the stream button, and a topic watched while
+    /// publishing to it; a screenshot of each page, checked to be no blank page.
+    @Test func theDashboardInARealBrowser() async throws {
+        let fixture = try await Fixture()
+        let shots = FileManager.default.temporaryDirectory.appendingPathComponent("gw-shots-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: shots, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: shots) }
+        let result = try await Tool.run("python3", [Self.browser, "--url", fixture.url, "--service", "greeter", "--endpoint", "Say.Hello",
+                                                    "--request", #"{"name":"browser"}"#, "--expect", "Hello browser", "--topic", "dashboard.events",
+                                                    "--screenshots", shots.path, "--stream-endpoint", "Say.Count",
+                                                    "--stream-request", #"{"n":3}"#, "--stream-expect", "3"], timeout: .seconds(600))
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        for page in ["services", "service", "events", "stream"] {
+            #expect(FileManager.default.fileExists(atPath: shots.appendingPathComponent("\(page).png").path), "\(page).png")
+        }
+        try await fixture.stop()
+    }
 }

@@ -325,7 +325,7 @@ enum DashboardAssets {
         }
         .health.serving { background: var(--ok-bg); color: var(--ok); }
         .health.not-serving { background: var(--error-bg); color: var(--error); }
-        .stats { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .35rem .75rem; margin: .6rem 0 0; }
+        .stats { display: grid; grid-template-columns: repeat(auto-fill, minmax(6.5rem, 1fr)); gap: .35rem .75rem; margin: .6rem 0 0; }
         .stats div { min-width: 0; }
         .stats dt { font-size: .72rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
         .stats dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
@@ -367,6 +367,7 @@ enum DashboardAssets {
           padding-bottom: .3rem;
         }
         .answer.ok pre { color: #143d24; }
+        .answer p, .result p { margin: 0; }
         .answer.error dl.kv dd, .result.error dl.kv dd { color: var(--error); }
         .chunks { list-style: none; margin: 0; max-height: 22rem; overflow: auto; }
         .chunk { display: flex; gap: .6rem; padding: .2rem 0; border-bottom: 1px dashed #e3e6ec; }
@@ -386,7 +387,6 @@ enum DashboardAssets {
           header.top { gap: .75rem; padding: .5rem 1rem; }
           .columns, form.endpoint { grid-template-columns: minmax(0, 1fr); }
           .nodes { grid-template-columns: minmax(0, 1fr); }
-          .stats { grid-template-columns: repeat(2, minmax(0, 1fr)); }
         }
         """#
 
@@ -422,12 +422,14 @@ enum DashboardAssets {
           statsBusy: false,
           watch: null,         // EventSource of the watched topic
           timers: {},          // debounced reloads
+          servicesKey: '',     // what #services shows, to skip re-rendering the same list
         };
 
         // ---------------------------------------------------------------- small helpers
 
         const $ = (selector, root = document) => root.querySelector(selector);
         const enc = encodeURIComponent;
+        const streamStops = new WeakMap(); // endpoint form -> how to stop its open stream
 
         // el('a', {href: '#/', class: 'x', text: 'hi'}, child, ...): builds DOM without innerHTML, so
         // names and values from the registry are always shown as text.
@@ -648,6 +650,9 @@ enum DashboardAssets {
             if (entry.version) versions.get(entry.name).add(entry.version);
           }
           const names = [...versions.keys()].sort((a, b) => a.localeCompare(b));
+          const key = JSON.stringify(names.map((name) => [name, [...versions.get(name)].sort()]));
+          if (key === state.servicesKey) return; // unchanged: keep the elements (and what is hovered)
+          state.servicesKey = key;
           $('#services').replaceChildren(...names.map((name) => el('li', {},
             el('a', { href: `#/service/${enc(name)}`, 'data-service': name, text: name }),
             el('span', { class: 'versions' }, [...versions.get(name)].sort().map((v) => el('span', { class: 'badge', text: v }))))));
@@ -746,7 +751,7 @@ enum DashboardAssets {
             state.records = result.json.filter((record) => record && typeof record === 'object');
           } else {
             problem.textContent = result.status === 404
-              ? `${name} is not registered (now): ${failure(result)}`
+              ? `${name} is not registered: ${failure(result)}`
               : `Could not read ${name} from the registry: ${failure(result)}`;
             problem.hidden = false;
             state.records = [];
@@ -797,7 +802,9 @@ enum DashboardAssets {
           }
           const status = entry.health ? String(entry.health) : 'UNKNOWN';
           health.textContent = status;
-          health.className = `health ${status === 'SERVING' ? 'serving' : status === 'UNKNOWN' ? 'unknown' : 'not-serving'}`;
+          // Debug.Health answers "ok" (go-micro's word); gRPC's health says SERVING
+          const serving = status === 'SERVING' || status.toLowerCase() === 'ok';
+          health.className = `health ${serving ? 'serving' : status === 'UNKNOWN' ? 'unknown' : 'not-serving'}`;
           const stats = entry.stats;
           const items = stats ? [
             ['uptime', duration(stats.uptime), when(stats.started) && `started ${when(stats.started)}`],
@@ -1002,7 +1009,7 @@ enum DashboardAssets {
           const summary = (what) => `${what} · ${answers} answer${answers === 1 ? '' : 's'} · ${Math.round(performance.now() - started)} ms`;
           const finish = (outcome, what, node) => {
             source.close();
-            form.stopStream = null;
+            streamStops.delete(form);
             streamButton.disabled = false;
             stopButton.disabled = true;
             answer.classList.remove('streaming');
@@ -1010,7 +1017,7 @@ enum DashboardAssets {
             meta.textContent = summary(what);
             if (node) answer.append(node);
           };
-          form.stopStream = () => finish('stopped', 'stopped', null);
+          streamStops.set(form, () => finish('stopped', 'stopped', null));
           streamButton.disabled = true;
           stopButton.disabled = false;
           source.onopen = () => { opened = true; meta.textContent = summary('streaming'); };
@@ -1034,7 +1041,8 @@ enum DashboardAssets {
         }
 
         function stopStream(form) {
-          if (form.stopStream) form.stopStream();
+          const stop = streamStops.get(form);
+          if (stop) stop();
         }
 
         // ---------------------------------------------------------------- events: publish and watch
