@@ -71,6 +71,8 @@ public final class Gateway: Sendable {
     /// Where topics are watched (`GET /events/topic/…`); nil: not offered (501).
     let subscriber: (any Broker)?
     let logger: Logger
+    /// The client's options with the gateway's timeout and JSON: each call's start.
+    let baseCallOptions: CallOptions
 
     struct State {
         var server: HTTPServer?
@@ -93,6 +95,10 @@ public final class Gateway: Sendable {
         self.subscriber = subscriber
         self.options = options
         self.logger = logger
+        var base = client.options
+        base.timeout = options.callTimeout
+        base.contentType = "application/json"
+        self.baseCallOptions = base
     }
 
     /// The port listened on, once started.
@@ -170,11 +176,16 @@ extension Gateway: ServiceLifecycle.Service {}
 extension Gateway {
     func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
         let target = request.path
-        let query = target.firstIndex(of: "?")
-        let path = query.map { String(target[..<$0]) } ?? target
+        let query = target.utf8.firstIndex(of: UInt8(ascii: "?"))
+        let path = query.map { target[..<$0] } ?? target[...]
         let cors = corsHeaders(request)
         if request.method == "OPTIONS" {
             return responder.send(preflight(request, cors))
+        }
+        // the calls first, read without splitting the path into strings: /api/SERVICE/Endpoint.Method
+        if path.utf8.starts(with: Self.apiPrefix), let call = Self.apiCall(path) {
+            return await api(request, responder, service: call.service, endpoint: call.endpoint,
+                             query: query.map { String(target[target.utf8.index(after: $0)...]) }, cors)
         }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         guard let first = parts.first else { return responder.send(notFound(path, cors)) }
@@ -196,19 +207,6 @@ extension Gateway {
             guard method == "GET" else { return responder.send(notAllowed(method, allow: "GET", cors)) }
             guard let name = Self.name(parts[1]) else { return responder.send(badName(parts[1], "service", cors)) }
             return responder.send(first == "services" ? await describe(name, cors) : await stats(name, cors))
-        case ("api", 3), ("api", 4):
-            guard let service = Self.name(parts[1]) else { return responder.send(badName(parts[1], "service", cors)) }
-            let endpointText = parts.count == 3 ? parts[2] : parts[2] + "." + parts[3]
-            guard let endpoint = Self.name(endpointText), endpoint.contains(".") else {
-                return responder.send(failure(MicroError(id: "micro.gateway", code: 400,
-                                                         detail: "'\(endpointText)' is not an endpoint: expected Handler.Method"), cors))
-            }
-            let wantsEvents = request.headers["accept"]?.contains("text/event-stream") ?? false
-            if wantsEvents && (method == "GET" || method == "POST") {
-                return await serverStream(request, responder, service, endpoint, query: query.map { String(target[target.index(after: $0)...]) }, cors)
-            }
-            guard method == "POST" else { return responder.send(notAllowed(method, allow: "POST", cors)) }
-            return responder.send(await call(request, service, endpoint, cors))
         case ("publish", 2):
             guard method == "POST" else { return responder.send(notAllowed(method, allow: "POST", cors)) }
             guard let topic = Self.name(parts[1]) else { return responder.send(badName(parts[1], "topic", cors)) }
@@ -225,20 +223,57 @@ extension Gateway {
         }
     }
 
+    static let apiPrefix = "/api/".utf8
+
+    /// `/api/SERVICE/Endpoint.Method` or `/api/SERVICE/Handler/Method`: the two names as they
+    /// are in the path (not decoded yet); nil for any other shape.
+    static func apiCall(_ path: Substring) -> (service: Substring, endpoint: String)? {
+        let utf8 = path.utf8
+        let start = utf8.index(utf8.startIndex, offsetBy: apiPrefix.count)
+        guard let slash = utf8[start...].firstIndex(of: UInt8(ascii: "/")) else { return nil }
+        let rest = utf8.index(after: slash)
+        let service = path[start..<slash]
+        guard let second = utf8[rest...].firstIndex(of: UInt8(ascii: "/")) else { return (service, String(path[rest...])) }
+        let method = path[utf8.index(after: second)...]
+        guard !method.utf8.contains(UInt8(ascii: "/")) else { return nil }
+        return (service, path[rest..<second] + "." + method)
+    }
+
+    /// A call (`POST`) or a server stream (`Accept: text/event-stream`, `GET` or `POST`).
+    func api(_ request: HTTPServerRequest, _ responder: HTTPResponder, service serviceText: Substring, endpoint endpointText: String,
+             query: String?, _ cors: HTTPHeaders) async {
+        guard let service = Self.name(serviceText) else { return responder.send(badName(String(serviceText), "service", cors)) }
+        guard let endpoint = Self.name(endpointText), endpoint.utf8.contains(UInt8(ascii: ".")) else {
+            return responder.send(failure(MicroError(id: "micro.gateway", code: 400,
+                                                     detail: "'\(endpointText)' is not an endpoint: expected Handler.Method"), cors))
+        }
+        let method = request.method
+        if method == "GET" || method == "POST", let accept = request.headers["accept"], accept.contains("text/event-stream") {
+            return await serverStream(request, responder, service, endpoint, query: query, cors)
+        }
+        guard method == "POST" else { return responder.send(notAllowed(method, allow: "POST", cors)) }
+        responder.send(await call(request, service, endpoint, cors))
+    }
+
     /// A path segment, percent-decoded, if it is a name: a service, an endpoint or a topic
     /// (letters, digits and `. _ - : * >`; at most 256 bytes).
-    static func name(_ segment: String) -> String? {
-        guard let decoded = segment.removingPercentEncoding, !decoded.isEmpty, decoded.utf8.count <= 256 else { return nil }
-        let allowed = decoded.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: ":"), UInt8(ascii: "*"), UInt8(ascii: ">"):
-                true
-            default:
-                false
-            }
+    static func name(_ segment: some StringProtocol) -> String? {
+        if segment.utf8.allSatisfy(isNameByte), !segment.isEmpty, segment.utf8.count <= 256 { return String(segment) }
+        // escaped: decoded, then the same rule
+        guard segment.utf8.contains(UInt8(ascii: "%")), let decoded = String(segment).removingPercentEncoding,
+              !decoded.isEmpty, decoded.utf8.count <= 256, decoded.utf8.allSatisfy(isNameByte) else { return nil }
+        return decoded
+    }
+
+    @inline(__always)
+    static func isNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: ":"), UInt8(ascii: "*"), UInt8(ascii: ">"):
+            true
+        default:
+            false
         }
-        return allowed ? decoded : nil
     }
 
     // MARK: calls
@@ -254,12 +289,10 @@ extension Gateway {
     /// The call's options: the caller's headers as metadata, the timeout (the request's own
     /// `Timeout`, in seconds, when it is shorter).
     func callOptions(_ request: HTTPServerRequest) -> CallOptions {
-        var options = client.options
-        options.timeout = self.options.callTimeout
+        var options = baseCallOptions
         if let asked = request.headers["timeout"].flatMap(Double.init), asked > 0, .milliseconds(Int(asked * 1000)) < options.timeout {
             options.timeout = .milliseconds(max(1, Int(asked * 1000)))
         }
-        options.contentType = "application/json"
         for (name, value) in request.headers {
             let lower = name.lowercased()
             if lower.hasPrefix(":") || lower.hasPrefix("sec-") || lower.hasPrefix("access-control-") || Self.localHeaders.contains(lower) { continue }
@@ -272,19 +305,17 @@ extension Gateway {
     /// names in lower case, and a message's headers are a plain map that go-micro's services read
     /// by the canonical name.
     static func canonical(_ lower: String) -> String {
-        var out = ""
-        out.reserveCapacity(lower.utf8.count)
         var upper = true
-        for character in lower {
-            out.append(upper ? Character(character.uppercased()) : character)
-            upper = character == "-"
-        }
-        return out
+        return String(decoding: lower.utf8.map { byte in
+            defer { upper = byte == UInt8(ascii: "-") }
+            return upper && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) ? byte - 32 : byte
+        }, as: UTF8.self)
     }
 
     /// Why a body cannot be a call's JSON request, if it cannot.
     static func contentTypeProblem(_ request: HTTPServerRequest) -> MicroError? {
-        guard let type = request.headers["content-type"]?.lowercased(), !type.isEmpty else { return nil }
+        guard let given = request.headers["content-type"], !given.isEmpty, given != "application/json" else { return nil }
+        let type = given.lowercased()
         let media = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         if media == "application/json" || media.hasSuffix("+json") || media == "text/plain" { return nil }
         return MicroError(id: "micro.gateway", code: 415, detail: "the gateway takes JSON requests, not \(media)")
@@ -303,25 +334,35 @@ extension Gateway {
                 return MicroError(id: "micro.gateway", code: 503, detail: "cannot look up service \(service): \(error)")
             }
         }
-        if records.allSatisfy({ $0.nodes.isEmpty }) {
-            return MicroError(id: "micro.gateway", code: 404, detail: "service \(service) not found")
+        // (on every call: loops, no arrays made)
+        var hasNodes = false, listed = false, found = false
+        for record in records {
+            if !record.nodes.isEmpty { hasNodes = true }
+            for known in record.endpoints where !found {
+                listed = true
+                found = known.name == endpoint
+            }
         }
-        let listed = records.flatMap(\.endpoints)
-        if !listed.isEmpty, !listed.contains(where: { $0.name == endpoint }) {
-            return MicroError(id: "micro.gateway", code: 404, detail: "endpoint \(endpoint) not found on service \(service)")
-        }
+        if !hasNodes { return notFound(service) }
+        if listed && !found { return MicroError(id: "micro.gateway", code: 404, detail: "endpoint \(endpoint) not found on service \(service)") }
         return nil
+    }
+
+    private func notFound(_ service: String) -> MicroError {
+        MicroError(id: "micro.gateway", code: 404, detail: "service \(service) not found")
     }
 
     func call(_ request: HTTPServerRequest, _ service: String, _ endpoint: String, _ cors: HTTPHeaders) async -> HTTPServerResponse {
         if let problem = Self.contentTypeProblem(request) { return failure(problem, cors) }
-        if let problem = await missing(service, endpoint) { return failure(problem, cors) }
         let body = request.body.isEmpty ? Array("{}".utf8) : request.body
         do {
             let answer = try await client.call(service, endpoint, body: body, options: callOptions(request))
-            var headers = cors
-            headers["content-type"] = "application/json"
-            return HTTPServerResponse(status: 200, headers: headers, body: answer.body)
+            return HTTPServerResponse(status: 200, headers: jsonHeaders(cors), body: answer.body)
+        } catch let error as MicroError where error.id == "micro.client" && error.code == 500 {
+            // the client found no node (go-micro's 500): a service that is not there is a 404 here.
+            // Asked only now, not before every call (an endpoint the service does not have, it
+            // answers 404 itself)
+            return failure(await missing(service, endpoint) ?? error, cors)
         } catch {
             return failure(error, cors)
         }
@@ -435,10 +476,17 @@ extension Gateway {
         return encoder
     }()
 
-    func json(_ body: some Collection<UInt8>, status: Int = 200, cors: HTTPHeaders) -> HTTPServerResponse {
+    static let jsonOnly = HTTPHeaders([("content-type", "application/json")]).frozen()
+
+    func jsonHeaders(_ cors: HTTPHeaders) -> HTTPHeaders {
+        if cors.isEmpty { return Self.jsonOnly }
         var headers = cors
         headers["content-type"] = "application/json"
-        return HTTPServerResponse(status: status, headers: headers, body: Array(body))
+        return headers
+    }
+
+    func json(_ body: some Collection<UInt8>, status: Int = 200, cors: HTTPHeaders) -> HTTPServerResponse {
+        HTTPServerResponse(status: status, headers: jsonHeaders(cors), body: Array(body))
     }
 
     func json(_ text: String, status: Int = 200, cors: HTTPHeaders) -> HTTPServerResponse {
@@ -457,7 +505,7 @@ extension Gateway {
         return json(micro.json, status: status, cors: cors)
     }
 
-    func notFound(_ path: String, _ cors: HTTPHeaders) -> HTTPServerResponse {
+    func notFound(_ path: some StringProtocol, _ cors: HTTPHeaders) -> HTTPServerResponse {
         failure(MicroError(id: "micro.gateway", code: 404, detail: "nothing at \(path): calls are POST /api/{service}/{Endpoint.Method}"), cors)
     }
 
@@ -467,7 +515,7 @@ extension Gateway {
         return response
     }
 
-    func badName(_ segment: String, _ what: String, _ cors: HTTPHeaders) -> HTTPServerResponse {
+    func badName(_ segment: some StringProtocol, _ what: String, _ cors: HTTPHeaders) -> HTTPServerResponse {
         failure(MicroError(id: "micro.gateway", code: 400, detail: "'\(segment)' is not a \(what) name (letters, digits and . _ - : only)"), cors)
     }
 
