@@ -169,6 +169,7 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),  // micro new: the template's file descriptor
                 "MicroCore",
             ],
             swiftSettings: swiftSettings

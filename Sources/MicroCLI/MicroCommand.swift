@@ -17,7 +17,7 @@ struct MicroCommand: AsyncParsableCommand {
         discussion: "The registry is the embedded default (a directory on this machine) unless MICRO_REGISTRY / MICRO_REGISTRY_ADDRESS say otherwise.",
         subcommands: [
             Services.self, Describe.self, Call.self, Stream.self, Watch.self, Publish.self, Subscribe.self, Bench.self,
-            StreamBench.self, EtcdBench.self, NATSBench.self, Lock.self, Elect.self, StoreCommand.self, StoreBench.self, Certs.self, Config.self, AuthCommand.self, Stats.self, Logs.self, GatewayCommand.self,
+            StreamBench.self, EtcdBench.self, NATSBench.self, Lock.self, Elect.self, StoreCommand.self, StoreBench.self, Certs.self, Config.self, AuthCommand.self, Stats.self, Logs.self, GatewayCommand.self, New.self, RunCommand.self,
         ]
     )
 

@@ -317,7 +317,8 @@ extension Gateway {
         guard let given = request.headers["content-type"], !given.isEmpty, given != "application/json" else { return nil }
         let type = given.lowercased()
         let media = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-        if media == "application/json" || media.hasSuffix("+json") || media == "text/plain" { return nil }
+        // curl -d sends its JSON as a form unless told otherwise: taken as the JSON it is
+        if media == "application/json" || media.hasSuffix("+json") || media == "text/plain" || media == "application/x-www-form-urlencoded" { return nil }
         return MicroError(id: "micro.gateway", code: 415, detail: "the gateway takes JSON requests, not \(media)")
     }
 
