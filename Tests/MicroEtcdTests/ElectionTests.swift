@@ -119,7 +119,7 @@ import Testing
         let syncs = Mutex<[EtcdSync]>([])
         defer { for sync in syncs.withLock({ $0 }) { Task { await sync.close() } } }
         let make: @Sendable () -> EtcdSync = {
-            let sync = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+            let sync = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
             syncs.withLock { $0.append(sync) }
             return sync
         }

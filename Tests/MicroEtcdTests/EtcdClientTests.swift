@@ -33,10 +33,12 @@ import Testing
         return nil
     }
 
+    // The clients of these single-member tests wait a minute for an answer (a bound for a hung
+    // test): the library's 5 s, go-micro's, passed once under ASan with the whole suite running.
     @Test func keysValuesAndTransactions() async throws {
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
-        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await etcd.close() } }
 
         let first = try await etcd.put("/t/a", Self.bytes("1"))
@@ -94,7 +96,7 @@ import Testing
     @Test func leasesAreKeptAliveAndLossIsReported() async throws {
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
-        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await etcd.close() } }
 
         let lease = try await etcd.grantLease(ttl: 20)
@@ -134,7 +136,7 @@ import Testing
     @Test func watchesReportChangesInOrderAndCompaction() async throws {
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
-        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await etcd.close() } }
 
         var prefix = etcd.updates(.prefix("/w/"), prevKV: true).makeAsyncIterator()
@@ -191,7 +193,7 @@ import Testing
         try await cluster.etcdctl(["user", "grant-role", "micro", "micro"])
         try await cluster.etcdctl(["auth", "enable"])
 
-        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, username: "micro", password: "micropw"))
+        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, username: "micro", password: "micropw", timeout: .seconds(60)))
         defer { Task { await etcd.close() } }
         try await etcd.put("/micro/x", Self.bytes("1"))
         #expect(try await etcd.get(.prefix("/micro/")).kvs.count == 1)
@@ -216,11 +218,11 @@ import Testing
         }
         #expect(resumed)
 
-        let wrong = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, username: "micro", password: "nope"))
+        let wrong = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, username: "micro", password: "nope", timeout: .seconds(60)))
         defer { Task { await wrong.close() } }
         let failure = await #expect(throws: EtcdError.self) { try await wrong.get(.prefix("/micro/")) }
         #expect(failure?.kind == .authenticationFailed && failure?.description.contains("micro") == true)
-        let anonymous = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let anonymous = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await anonymous.close() } }
         let none = await #expect(throws: EtcdError.self) { try await anonymous.get(.prefix("/micro/")) }
         #expect(none?.kind == .invalidToken)

@@ -27,7 +27,7 @@ import Testing
         let listed = try await Self.micro(["config", "list"] + target)
         #expect(listed.stdout == "broken=x1\ndatabase.hosts=a,b\ndatabase.port=5432\ndebug=true\ngreeting=Hi\n")
 
-        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await etcd.close() } }
         let config = try await MicroConfig.withEtcd(service: "cfg", etcd: etcd)
         // a service given it reads it as service.config

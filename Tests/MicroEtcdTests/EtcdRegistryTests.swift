@@ -32,7 +32,7 @@ import Testing
     @Test func helloworldRegistersTheGoMicroWayIsCalledByNameAndLeaves() async throws {
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
-        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await etcd.close() } }
         var changes = etcd.updates(.prefix(Self.prefix)).makeAsyncIterator()
         guard await EtcdClientTests.synced(&changes) != nil else { Issue.record("no watch"); return }
@@ -93,7 +93,7 @@ import Testing
     @Test func malformedValuesAreSkippedAndLookupsSurviveEtcdGoingAway() async throws {
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
-        let registry = EtcdRegistry(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let registry = EtcdRegistry(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await registry.close() } }
         let service = try await ChildService("helloworld", environment: Self.environment(cluster))
         defer { service.stop() }
@@ -159,7 +159,7 @@ import Testing
         #expect(await go.waitForLine(containing: "registered /micro/registry/go.micro.srv.peer/peer-1") != nil)
         let services = try await Self.micro(["services"], env)
         #expect(services.stdout.contains("go.micro.srv.peer\t1.2.3\t1 node"), "\(services.stdout)\(services.stderr)")
-        let registry = EtcdRegistry(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let registry = EtcdRegistry(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await registry.close() } }
         let found = try await registry.getService("go.micro.srv.peer")
         #expect(found.count == 1 && found[0].version == "1.2.3")

@@ -102,7 +102,7 @@ import Testing
     @Test func etcdLocks() async throws {
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
-        let sync = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let sync = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await sync.close() } }
         try await Self.contend(sync, tasks: 4, rounds: 10)
         try await Self.refusals(sync)
@@ -111,7 +111,7 @@ import Testing
         // a waiter whose lease goes while it waits (cut off from etcd that long) is told, and does
         // not take the lock when the holder gives it back
         let holder = try await sync.lock("queue", ttl: .seconds(10), wait: .zero)
-        let other = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let other = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await other.close() } }
         var queued = sync.etcd.updates(.prefix(EtcdSync.prefix + "queue/")).makeAsyncIterator()
         while let update = await queued.next(), update.isSynced == false {}
@@ -133,7 +133,7 @@ import Testing
         #expect(keys.count == 2 && Set(keys.map(\.lease)).count == 1)
         await sync.close()
         #expect(a.isLost && b.isLost)
-        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await probe.close() } }
         #expect(try await probe.get(.prefix(EtcdSync.prefix)).kvs.isEmpty)
         let unreachable = EtcdSync(configuration: EtcdConfiguration(endpoints: ["127.0.0.1:1"]))

@@ -901,9 +901,12 @@ enum DashboardAssets {
             }
           }
           // forms already on the page stay as they are, so what was typed and answered is kept
+          // the service's own endpoints first, then those every service has (Debug.*, gRPC's
+          // health and reflection)
+          const framework = (name) => name.startsWith('Debug.') || name.startsWith('grpc.') ? 1 : 0;
           const fresh = [...endpoints.values()]
             .filter((endpoint) => !$(`form[data-endpoint="${CSS.escape(endpoint.name)}"]`, box))
-            .sort((a, b) => a.name.localeCompare(b.name));
+            .sort((a, b) => framework(a.name) - framework(b.name) || a.name.localeCompare(b.name));
           if (fresh.length) $(':scope > p.muted', box)?.remove();
           box.append(...fresh.map(endpointForm));
           if (!box.children.length) box.append(el('p', { class: 'muted', text: 'No endpoints are registered.' }));
