@@ -56,9 +56,13 @@ struct NewAndRunTests {
         #expect(direct.stdout.contains("Hello alice"), "\(direct.stdout)\(direct.stderr)")
         #expect(try await Self.callThroughTheGateway(port).contains("Hello alice"))
 
-        // a change to the handler: built again and restarted by micro run
+        // a change that does not build: said, and what runs keeps running
         let handler = package.appendingPathComponent("Sources/InventoryService/Inventory.swift")
         let source = try String(contentsOf: handler, encoding: .utf8)
+        try (source + "\nthis is not Swift\n").write(to: handler, atomically: true, encoding: .utf8)
+        #expect(await run.waitForLine(containing: "inventory: build failed", within: .seconds(900)) != nil)
+        #expect(try await Self.callThroughTheGateway(port).contains("Hello alice"))
+        // a change to the handler that builds: built again and restarted by micro run
         try source.replacingOccurrences(of: #""Hello " + request.name"#, with: #""Hi " + request.name"#).write(to: handler, atomically: true, encoding: .utf8)
         #expect(await run.waitForLine(containing: "restarted inventory", within: .seconds(900)) != nil)
         // the new process's node (another id) is registered: the gateway finds it
