@@ -490,28 +490,14 @@ int mc_h1_chunked_write(mc_request_t *r, const uint8_t *data, size_t len) {
     return 0;
 }
 
-/* The last chunk (no trailers: HTTP/1.1 clients seldom read them); the answer is then done like
- * any other and the queue moves on. */
+/* The last chunk (no trailers: HTTP/1.1 clients seldom read them), written when the answer is
+ * finished through mc_request_respond like any other; the queue then moves on. */
 static int end_chunks(mc_conn_t *c, mc_request_t *r) {
     int rc = mc_buf_append(answer_buffer(c, r), "0\r\n\r\n", 5);
     if (rc != 0) mc_conn_close(c);
     r->want_writable = false;
     r->server.h1_ready = true;
     if (!mc_conn_closed(c)) drain(c);
-    return rc;
-}
-
-int mc_h1_chunked_finish(mc_request_t *r) {
-    if (r->server.responded) return -1;
-    mc_request_mark_responded(r);
-    mc_conn_t *c = r->conn;
-    if (!c || mc_conn_closed(c)) {
-        mc_request_release(r);
-        return -1;
-    }
-    c->active--;
-    int rc = end_chunks(c, r);
-    mc_conn_request_done(c);
     return rc;
 }
 
@@ -546,8 +532,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
         if (h[i].name_len == 10 && strncasecmp(h[i].name, "connection", 10) == 0 && h[i].value_len == 5 &&
             strncasecmp(h[i].value, "close", 5) == 0)
             r->server.keep_alive = false;
-    bool first = c->h1_head == r;
-    if (serialize(c, r, first ? &c->out : &r->sendq, status, h, nh, body) != 0) {
+    if (serialize(c, r, answer_buffer(c, r), status, h, nh, body) != 0) {
         mc_conn_close(c);
         return -1;
     }

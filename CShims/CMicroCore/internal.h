@@ -499,10 +499,10 @@ static inline size_t mc_request_sendq_left(const mc_request_t *r) {
 
 /* go-micro's HTTP/1.1 streams (h1.c): frames out, the end, and the writable check after a flush. */
 int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh);
-/* Chunked answers to ordinary HTTP/1.1 requests (h1.c): the head, one chunk, the end. */
+/* Chunked answers to ordinary HTTP/1.1 requests (h1.c): the head, one chunk (the end goes
+ * through mc_request_respond). */
 int mc_h1_chunked_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh);
 int mc_h1_chunked_write(mc_request_t *r, const uint8_t *data, size_t len);
-int mc_h1_chunked_finish(mc_request_t *r);
 int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len);
 int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt);
 void mc_h1_stream_flushed(mc_conn_t *c);

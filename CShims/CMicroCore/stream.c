@@ -147,8 +147,8 @@ int mc_request_finish(mc_request_t *r, const mc_header_t *t, size_t nt) {
         mc_request_release(r);
         return rc;
     }
-    if (r->proto == MC_PROTO_H1 && r->server.h1_chunked) return mc_h1_chunked_finish(r);
-    if (!r->head_sent) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
+    /* an answer not started, or a chunked one (its last chunk is its answer: h1.c) */
+    if (!r->head_sent || (r->proto == MC_PROTO_H1 && r->server.h1_chunked)) return mc_request_respond(r, 200, NULL, 0, NULL, 0, t, nt);
     if (r->server.responded) return -1;
     mc_request_mark_responded(r);
     r->want_writable = false; /* the application is done with it: no more callbacks */

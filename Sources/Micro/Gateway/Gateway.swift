@@ -344,12 +344,12 @@ extension Gateway {
                 found = known.name == endpoint
             }
         }
-        if !hasNodes { return notFound(service) }
+        if !hasNodes { return serviceNotFound(service) }
         if listed && !found { return MicroError(id: "micro.gateway", code: 404, detail: "endpoint \(endpoint) not found on service \(service)") }
         return nil
     }
 
-    private func notFound(_ service: String) -> MicroError {
+    private func serviceNotFound(_ service: String) -> MicroError {
         MicroError(id: "micro.gateway", code: 404, detail: "service \(service) not found")
     }
 
@@ -492,10 +492,6 @@ extension Gateway {
 
     func json(_ text: String, status: Int = 200, cors: HTTPHeaders) -> HTTPServerResponse {
         json(Array(text.utf8), status: status, cors: cors)
-    }
-
-    func json(_ data: Data, cors: HTTPHeaders) -> HTTPServerResponse {
-        json(Array(data), cors: cors)
     }
 
     /// A micro error's JSON with its code as the status (a code that is no HTTP error status:
