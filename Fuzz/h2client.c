@@ -94,7 +94,7 @@ static void start_call(uint8_t how) {
         return;
     }
     if (mc_client_call(client, (how & 4) ? "GET" : "POST", "/Service.Method", h, nh, body, len, (how & 0x10) ? 1000 : 0,
-                       on_done, (void *)(uintptr_t)ncalls, &call->id) == 0)
+                       (how & 0x40) ? MC_CALL_GRPC_TIMEOUT | MC_CALL_GRPC_FRAME : (how & 0x80) ? MC_CALL_MICRO_TIMEOUT : 0, on_done, (void *)(uintptr_t)ncalls, &call->id) == 0)
         ncalls++;
 }
 

@@ -149,7 +149,7 @@ static void issue(bench_slot_t *s) {
         s->warm = false;
     }
     s->started = uv_hrtime();
-    if (mc_client_call(s->conn->client, b->method, b->path, b->headers, b->cfg.nheaders, b->body, b->cfg.body_len, 0,
+    if (mc_client_call(s->conn->client, b->method, b->path, b->headers, b->cfg.nheaders, b->body, b->cfg.body_len, 0, 0,
                        on_call_done, s, NULL) != 0) {
         /* the connection cannot take calls any more (GOAWAY, closed): counted, not retried */
         if (!s->warm) b->result->failed++;

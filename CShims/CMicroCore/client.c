@@ -325,6 +325,8 @@ static mc_conn_t *client_new(mc_loop_t *loop, const char *host, uint16_t port, s
     cl->port = port;
     cl->max_response_bytes = max_response_bytes ? max_response_bytes : 64 * 1024 * 1024;
     snprintf(cl->host, sizeof cl->host, "%s", host);
+    int n = snprintf(cl->authority, sizeof cl->authority, "%s:%u", cl->host, (unsigned)port);
+    cl->authority_len = n > 0 ? (size_t)n : 0;
     if (tls && mc_tls_conn_start(c, tls, server_name && server_name[0] ? server_name : host, expected_identity) != 0) {
         /* the handles are initialized: close them (the close callbacks free c) */
         mc_tls_conn_free(c);
@@ -404,8 +406,12 @@ bool mc_client_peer_gone(mc_conn_t *c) {
 /* Submits a request (HEADERS, then the body from r's queue) as a new call; NULL if the
  * connection cannot take it. */
 static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
-                            const uint8_t *body, size_t len, bool streaming, void *ctx, bool *invalid) {
+                            const uint8_t *body, size_t len, bool streaming, bool grpc_frame, void *ctx, bool *invalid) {
     *invalid = false;
+    if (grpc_frame && (c->ops == &mc_h1_client_proto || len > UINT32_MAX)) {
+        *invalid = true;
+        return NULL;
+    }
     if (!mc_client_usable((mc_client_t *)c)) return NULL;
     /* An idle connection may have lost its peer since the loop last read it (a server killed
      * between two calls): the EOF already waits in the kernel. Look before sending, so that the
@@ -423,12 +429,11 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
     }
     mc_request_t *r = mc_request_new(c->loop, c, MC_PROTO_H2_CLIENT);
     if (!r) return NULL;
-    if (mc_buf_append(&r->sendq, body, len) != 0) {
+    uint8_t prefix[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+    if ((grpc_frame && mc_buf_append(&r->sendq, prefix, sizeof prefix) != 0) || mc_buf_append(&r->sendq, body, len) != 0) {
         mc_request_release(r);
         return NULL;
     }
-    char authority[300];
-    snprintf(authority, sizeof authority, "%s:%u", c->client->host, (unsigned)c->client->port);
     nghttp2_nv stack_nv[36];
     size_t cap = nh + 4;
     nghttp2_nv *nv = cap <= 36 ? stack_nv : malloc(cap * sizeof *nv);
@@ -440,12 +445,12 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
 #define NV(n, nl, v, vl) (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE}
     nv[k++] = NV(":method", 7, method, strlen(method));
     nv[k++] = c->tls ? NV(":scheme", 7, "https", 5) : NV(":scheme", 7, "http", 4);
-    nv[k++] = NV(":authority", 10, authority, strlen(authority));
+    nv[k++] = NV(":authority", 10, c->client->authority, c->client->authority_len);
     nv[k++] = NV(":path", 5, path, strlen(path));
     for (size_t i = 0; i < nh; i++) nv[k++] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = r, .read_callback = streaming ? mc_stream_read : read_request_body};
-    int32_t id = nghttp2_submit_request(c->h2, NULL, nv, k, streaming || len ? &prd : NULL, r);
+    int32_t id = nghttp2_submit_request(c->h2, NULL, nv, k, streaming || len || grpc_frame ? &prd : NULL, r);
     if (nv != stack_nv) free(nv);
     if (id < 0) {
         mc_request_release(r);
@@ -461,11 +466,58 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
     return r;
 }
 
+/* Writes v in decimal to out; returns the digit count. */
+static size_t put_decimal(uint64_t v, char *out) {
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) out[i] = digits[n - 1 - i];
+    return n;
+}
+
+size_t mc_deadline_header_value(unsigned flags, uint64_t timeout_ms, char *out) {
+    if (flags & MC_CALL_GRPC_TIMEOUT) {
+        /* gRPC allows 8 digits: milliseconds, else seconds, else hours (rounded up, saturating) */
+        static const struct { char unit; uint64_t ms; } units[] = {{'m', 1}, {'S', 1000}, {'H', 3600000}};
+        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+            uint64_t v = timeout_ms / units[i].ms + (timeout_ms % units[i].ms != 0);
+            if (v < 100000000) {
+                size_t n = put_decimal(v, out);
+                out[n] = units[i].unit;
+                return n + 1;
+            }
+        }
+        memcpy(out, "99999999H", 9);
+        return 9;
+    }
+    /* nanoseconds, saturating at what a signed 64-bit reader takes */
+    uint64_t cap = (uint64_t)INT64_MAX / 1000000;
+    return put_decimal(timeout_ms > cap ? (uint64_t)INT64_MAX : timeout_ms * 1000000, out);
+}
+
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
-                   const uint8_t *body, size_t len, uint64_t timeout_ms, mc_call_done_fn done, void *ctx,
-                   int32_t *stream_id) {
+                   const uint8_t *body, size_t len, uint64_t timeout_ms, unsigned flags, mc_call_done_fn done,
+                   void *ctx, int32_t *stream_id) {
     bool invalid;
-    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, body, len, false, ctx, &invalid);
+    mc_request_t *r;
+    if (timeout_ms && (flags & (MC_CALL_GRPC_TIMEOUT | MC_CALL_MICRO_TIMEOUT))) {
+        /* the caller's headers and the deadline's, in one array for the protocol to send */
+        mc_header_t stack_h[32];
+        mc_header_t *all = nh < 32 ? stack_h : malloc((nh + 1) * sizeof *all);
+        if (!all) return -1;
+        if (nh) memcpy(all, h, nh * sizeof *h);
+        char value[24];
+        bool grpc = flags & MC_CALL_GRPC_TIMEOUT;
+        all[nh] = (mc_header_t){.name = grpc ? "grpc-timeout" : "timeout", .name_len = grpc ? 12 : 7, .value = value,
+                                .value_len = mc_deadline_header_value(flags, timeout_ms, value)};
+        r = submit((mc_conn_t *)client, method, path, all, nh + 1, body, len, false, flags & MC_CALL_GRPC_FRAME, ctx, &invalid);
+        if (all != stack_h) free(all);
+    } else {
+        r = submit((mc_conn_t *)client, method, path, h, nh, body, len, false, flags & MC_CALL_GRPC_FRAME, ctx, &invalid);
+    }
     if (!r) return invalid ? -2 : -1;
     r->client.done = done;
     /* without a deadline (a stopping loop) the call still completes: when the connection closes */
@@ -477,7 +529,7 @@ int mc_client_call(mc_client_t *client, const char *method, const char *path, co
 int mc_client_stream(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
                      const mc_stream_callbacks_t *cb, void *ctx, int32_t *stream_id, mc_request_t **req) {
     bool invalid;
-    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, NULL, 0, true, ctx, &invalid);
+    mc_request_t *r = submit((mc_conn_t *)client, method, path, h, nh, NULL, 0, true, false, ctx, &invalid);
     if (!r) return invalid ? -2 : -1;
     r->client.scb = *cb;
     r->client.done = cb->done;

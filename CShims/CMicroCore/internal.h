@@ -275,6 +275,8 @@ typedef struct mc_client_state {
     uv_getaddrinfo_t resolve;
     char host[256];
     uint16_t port;
+    char authority[264]; /* "host:port", the :authority of every call (made once) */
+    size_t authority_len;
     size_t max_response_bytes;
     bool connected;
     bool goaway;

@@ -22,3 +22,33 @@ extension Duration {
         return .milliseconds(Int64(seconds * 1000))
     }
 }
+
+/// Times on the call path: nanoseconds of the monotonic clock, a plain `Int64`.
+///
+/// Not `ContinuousClock.Instant`: the standard library keeps that type's layout its own to change
+/// (resilient), so every instant an async function holds costs it a task allocation and every
+/// copy a call through a witness table, and its arithmetic is 128-bit. A client call that kept its
+/// start, deadline and selection times as instants made 23 task allocations before it sent
+/// anything; the call path keeps nanoseconds instead.
+enum Monotonic {
+    /// Now, in nanoseconds since an arbitrary origin (the same for the whole process).
+    @inline(__always)
+    static func now() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Int64(time.tv_sec) &* 1_000_000_000 &+ Int64(time.tv_nsec)
+    }
+
+    /// `duration` in nanoseconds, saturating (a negative one is 0).
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0 else { return 0 }
+        guard seconds < 9_000_000_000 else { return .max }
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    /// Nanoseconds as whole milliseconds, rounded up (what the core's deadlines take).
+    static func millisecondsRoundedUp(_ nanoseconds: Int64) -> UInt64 {
+        nanoseconds <= 0 ? 0 : UInt64((nanoseconds + 999_999) / 1_000_000)
+    }
+}

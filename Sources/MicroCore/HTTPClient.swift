@@ -138,8 +138,22 @@ public final class HTTPClient: Sendable {
                           timeoutMilliseconds: deadline.map { max($0.millisecondsFromNow, 1) } ?? 0, tls: tls, version: version)
     }
 
+    /// What the core adds to a call on its way out, so that a caller can send headers made once
+    /// (``HTTPHeaders/frozen()``) and a body it did not copy.
+    package struct CallFlags: OptionSet, Sendable {
+        package let rawValue: UInt32
+        package init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// The deadline (the call's timeout) in a `grpc-timeout` header, in milliseconds.
+        package static let grpcTimeout = CallFlags(rawValue: UInt32(MC_CALL_GRPC_TIMEOUT))
+        /// The deadline in a `timeout` header, in nanoseconds (go-micro's).
+        package static let microTimeout = CallFlags(rawValue: UInt32(MC_CALL_MICRO_TIMEOUT))
+        /// The body is one uncompressed gRPC message: the core writes its prefix (HTTP/2 only).
+        package static let grpcFrame = CallFlags(rawValue: UInt32(MC_CALL_GRPC_FRAME))
+    }
+
     /// ``request(address:method:path:headers:body:deadline:tls:)`` with the deadline as
-    /// milliseconds from now (0: none), which a caller that read the clock already knows.
+    /// milliseconds from now (0: none), which a caller that read the clock already knows, and
+    /// what the core adds to the call (`flags`).
     package func request(
         address: String,
         method: String = "POST",
@@ -147,6 +161,7 @@ public final class HTTPClient: Sendable {
         headers: HTTPHeaders,
         body: [UInt8],
         timeoutMilliseconds timeout: UInt64,
+        flags: CallFlags = [],
         tls: TLSTarget? = nil,
         version: Version = .http2
     ) async throws(HTTPClientError) -> HTTPClientResponse {
@@ -158,11 +173,11 @@ public final class HTTPClient: Sendable {
         // A task that already prefers this loop (a handler, a load generator worker) needs no
         // preference pushed: that costs a status record and task switches, a third of a call.
         if current === loop, withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
-            return try await Self.perform(pool, address, method, path, headers, body, timeout, secure, version)
+            return try await Self.perform(pool, address, method, path, headers, body, timeout, flags, secure, version)
         }
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop) {
             do {
-                return .success(try await Self.perform(pool, address, method, path, headers, body, timeout, secure, version))
+                return .success(try await Self.perform(pool, address, method, path, headers, body, timeout, flags, secure, version))
             } catch let error as HTTPClientError {
                 return .failure(error)
             } catch {
@@ -180,6 +195,7 @@ public final class HTTPClient: Sendable {
         _ headers: HTTPHeaders,
         _ body: [UInt8],
         _ timeout: UInt64,
+        _ flags: CallFlags,
         _ tls: SecureTarget?,
         _ version: Version
     ) async throws(HTTPClientError) -> HTTPClientResponse {
@@ -192,14 +208,15 @@ public final class HTTPClient: Sendable {
                 let connection = try await pool.lease(address)
                 defer { pool.giveBack(connection) }
                 do {
-                    return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)
+                    return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout,
+                                                     flags: flags)
                 } catch where error.kind == .refused && refusals == 0 {
                     refusals += 1
                 }
             }
         }
         let connection = try await pool.connection(to: address, tls: tls)
-        return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout)
+        return try await connection.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout, flags: flags)
     }
 
     /// Closes every pooled connection; calls in flight fail.
@@ -468,7 +485,8 @@ final class ClientConnection: @unchecked Sendable {
     }
 
     func call(
-        method: String, path: String, headers: HTTPHeaders, body: [UInt8], timeoutMilliseconds timeout: UInt64
+        method: String, path: String, headers: HTTPHeaders, body: [UInt8], timeoutMilliseconds timeout: UInt64,
+        flags: HTTPClient.CallFlags = []
     ) async throws(HTTPClientError) -> HTTPClientResponse {
         let call = PendingCall(loop: pool.loop)
         // the core's wheel times the call out (0: no deadline)
@@ -488,7 +506,7 @@ final class ClientConnection: @unchecked Sendable {
                     body.withUnsafeBufferPointer { b in
                         method.withCString { m in
                             path.withCString { p in
-                                mc_client_call(handle, m, p, h, nh, b.baseAddress, b.count, timeout, { ctx, result, response in
+                                mc_client_call(handle, m, p, h, nh, b.baseAddress, b.count, timeout, flags.rawValue, { ctx, result, response in
                                     Unmanaged<PendingCall>.fromOpaque(ctx!).takeRetainedValue().finish(result, response)
                                 }, ctx, &streamID)
                             }

@@ -1,3 +1,4 @@
+import CMicroCore
 import Logging
 import MicroCore
 import Synchronization
@@ -14,6 +15,30 @@ import Testing
         func deadlinePassed(_ request: HTTPServerRequest, _ responder: HTTPResponder) {
             responder.send(HTTPServerResponse(status: 504, body: Array("too late".utf8)))
         }
+    }
+
+    /// What a client call sends as its deadline when the core writes the header: gRPC's
+    /// 8-digit value in the finest unit that fits (rounded up, saturating), go-micro's in
+    /// nanoseconds.
+    @Test func theDeadlineHeaderTheCoreWritesForACall() {
+        func value(_ flags: Int, _ ms: UInt64) -> String {
+            var out = [CChar](repeating: 0, count: 24)
+            let n = mc_deadline_header_value(UInt32(flags), ms, &out)
+            return String(decoding: out[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        let grpc = Int(MC_CALL_GRPC_TIMEOUT), micro = Int(MC_CALL_MICRO_TIMEOUT)
+        #expect(value(grpc, 1) == "1m")
+        #expect(value(grpc, 5000) == "5000m")
+        #expect(value(grpc, 99_999_999) == "99999999m")
+        #expect(value(grpc, 100_000_000) == "100000S")
+        #expect(value(grpc, 100_000_001) == "100001S")
+        #expect(value(grpc, 99_999_999_000) == "99999999S")
+        #expect(value(grpc, 99_999_999_001) == "27778H")
+        #expect(value(grpc, UInt64.max) == "99999999H")
+        #expect(value(micro, 1) == "1000000")
+        #expect(value(micro, 5000) == "5000000000")
+        #expect(value(micro, UInt64.max) == "\(Int64.max)")
+        #expect(value(micro, UInt64(Int64.max / 1_000_000)) == "\(Int64.max / 1_000_000 * 1_000_000)")
     }
 
     @Test func everyDeadlineGoesWithItsCallAndAPassedOneCancelsTheHandler() async throws {

@@ -161,6 +161,48 @@ enum ServerLog {
         try await fleet.stopAll()
     }
 
+    /// A client sends the fields of a call shape made once (frozen) and the core adds the
+    /// deadline: each call must still carry its own metadata and the deadline in the header its
+    /// wire reads, once; a deadline the caller put in its metadata is sent as given instead.
+    @Test func eachCallCarriesItsOwnMetadataAndItsDeadlineOnBothWires() async throws {
+        let fleet = Fleet()
+        try await fleet.start("shapes") { service in
+            service.handle("Shapes.Echo") { (_: Greeting, ctx: Context) async throws -> Reply in
+                let deadline = ctx.metadata[ctx.wire == .grpc ? "grpc-timeout" : "timeout"] ?? "-"
+                return Reply(message: "\(ctx.metadata["x-n"] ?? "-")|\(deadline)|\(ctx.deadline != nil)")
+            }
+        }
+        for contentType in ["application/json", "application/grpc+json"] {
+            let grpc = contentType.hasPrefix("application/grpc")
+            let client = fleet.client(options: CallOptions(timeout: .seconds(600), contentType: contentType))
+            // more shapes than the client keeps (8), then the first ones again
+            for n in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 0] {
+                var options = client.options
+                if n > 0 { options.metadata["x-n"] = "\(n)" }
+                let reply: Reply = try await client.call("shapes", "Shapes.Echo", Greeting(name: "x"), options: options)
+                let parts = reply.message.split(separator: "|").map(String.init)
+                #expect(parts.count == 3, "\(contentType): \(reply.message)")
+                #expect(parts[0] == (n > 0 ? "\(n)" : "-"), "\(contentType): call \(n) got \(reply.message)")
+                #expect(parts[2] == "true")
+                // the time left when sent: positive, at most the 600 s asked, one value
+                if grpc {
+                    #expect(parts[1].hasSuffix("m") && !parts[1].contains(","), "\(parts[1])")
+                    let ms = Int(parts[1].dropLast()) ?? -1
+                    #expect(ms > 0 && ms <= 600_000, "grpc-timeout \(parts[1])")
+                } else {
+                    let ns = Int(parts[1]) ?? -1
+                    #expect(ns > 0 && ns <= 600_000_000_000 && ns % 1_000_000 == 0, "timeout \(parts[1])")
+                }
+            }
+            // the caller's own deadline field wins, sent once
+            var options = client.options
+            options.metadata[grpc ? "grpc-timeout" : "timeout"] = grpc ? "7S" : "7000000000"
+            let reply: Reply = try await client.call("shapes", "Shapes.Echo", Greeting(name: "x"), options: options)
+            #expect(reply.message == (grpc ? "-|7S|true" : "-|7000000000|true"), "\(contentType): \(reply.message)")
+        }
+        try await fleet.stopAll()
+    }
+
     @Test func rawBytesAndDirectAddress() async throws {
         let fleet = Fleet()
         let service = try await fleet.start("echo") { service in

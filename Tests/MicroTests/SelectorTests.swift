@@ -8,6 +8,8 @@ final class ManualClock: Sendable {
     private let offset = Mutex(Duration.zero)
     func advance(_ by: Duration) { offset.withLock { $0 += by } }
     var now: ContinuousClock.Instant { start + offset.withLock { $0 } }
+    /// The clock as the selector reads it: nanoseconds.
+    var nanoseconds: Int64 { Monotonic.nanoseconds(offset.withLock { $0 }) }
 }
 
 @Suite struct SelectorTests {
@@ -62,7 +64,7 @@ final class ManualClock: Sendable {
 
     @Test func powerOfTwoChoicesSendsLessToTheSlowNode() throws {
         let clock = ManualClock()
-        let selector = Selector(strategy: .powerOfTwoChoices, ejection: .init(), now: { clock.now })
+        let selector = Selector(strategy: .powerOfTwoChoices, ejection: .init(), now: { clock.nanoseconds })
         var counts: [String: Int] = [:]
         for _ in 0..<3000 {
             let s = try selector.select([Self.service])
@@ -113,7 +115,7 @@ final class ManualClock: Sendable {
     @Test func connectFailureEjectsWithDoublingBackoffAndSuccessRestores() throws {
         let clock = ManualClock()
         let policy = EjectionPolicy(consecutiveFailures: 3, baseEjection: .seconds(1), maxEjection: .seconds(4))
-        let selector = Selector(strategy: .roundRobin, ejection: policy, now: { clock.now })
+        let selector = Selector(strategy: .roundRobin, ejection: policy, now: { clock.nanoseconds })
         func fail(_ id: String, _ outcome: Selector.Outcome) throws {
             let s = try selector.select([Self.service], exclude: Set(["a", "b", "c"]).subtracting([id]))
             #expect(s.node.id == id)
@@ -143,7 +145,7 @@ final class ManualClock: Sendable {
 
     @Test func consecutiveErrorsEject() throws {
         let clock = ManualClock()
-        let selector = Selector(strategy: .roundRobin, ejection: .init(consecutiveFailures: 3), now: { clock.now })
+        let selector = Selector(strategy: .roundRobin, ejection: .init(consecutiveFailures: 3), now: { clock.nanoseconds })
         let others: Set<String> = ["a", "b"]
         for i in 0..<3 {
             #expect(!selector.isEjected("c"), "ejected after \(i) failures")

@@ -287,13 +287,27 @@ mc_client_t *mc_client_connect(mc_loop_t *loop, const char *host, uint16_t port,
 mc_client_t *mc_client_connect_http1(mc_loop_t *loop, const char *host, uint16_t port, size_t max_response_bytes,
                                      const mc_client_callbacks_t *callbacks);
 
+/* mc_client_call's flags: the core tells the server the call's deadline (timeout_ms > 0) in a
+ * header of its own making, so that a caller can send headers made once (frozen) with every call. */
+enum {
+    MC_CALL_GRPC_TIMEOUT = 1,  /* grpc-timeout, in milliseconds ("5000m"; coarser units past 8 digits) */
+    MC_CALL_MICRO_TIMEOUT = 2, /* timeout, in nanoseconds (go-micro's Timeout header) */
+    MC_CALL_GRPC_FRAME = 4,    /* the body is one uncompressed gRPC message: the core writes its
+                                  5-byte prefix before it (HTTP/2 only: -2 over HTTP/1.1) */
+};
+
 /* Starts a call. Returns 0 and sets *stream_id, or -1 if the connection cannot take calls (then
  * done is not called), or -2 if HTTP/1.1 cannot carry the request (a method that is no token, a
- * path with spaces or control bytes, a field name that is no token or a value with CR, LF or NUL). With timeout_ms > 0 the call has that deadline (see
- * mc_request_set_deadline). Loop thread. */
+ * path with spaces or control bytes, a field name that is no token or a value with CR, LF or
+ * NUL). With timeout_ms > 0 the call has that deadline (see mc_request_set_deadline), and
+ * `flags` (MC_CALL_*_TIMEOUT) may add it to the headers sent. Loop thread. */
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *headers,
-                   size_t nheaders, const uint8_t *body, size_t body_len, uint64_t timeout_ms, mc_call_done_fn done,
-                   void *ctx, int32_t *stream_id);
+                   size_t nheaders, const uint8_t *body, size_t body_len, uint64_t timeout_ms, unsigned flags,
+                   mc_call_done_fn done, void *ctx, int32_t *stream_id);
+
+/* The value mc_client_call sends for its deadline header (flags: one MC_CALL_*_TIMEOUT) into
+ * out (24 bytes are enough); returns its length. Exposed for tests. */
+size_t mc_deadline_header_value(unsigned flags, uint64_t timeout_ms, char *out);
 
 /* A streamed call (loop thread). on_head gets the answer's status and headers (read them with
  * the mc_request_* accessors during the call); on_data gets body bytes as they arrive (credit

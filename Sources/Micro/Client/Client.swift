@@ -25,7 +25,8 @@ public final class Client: Sendable {
     let codecs: Codecs
     let interceptors: ClientInterceptors
     private let budget: RetryBudget
-    private let grpcPaths = GRPCPaths()
+    /// The fields of the calls made last, made once each.
+    private let shapes = CallShapes()
     let logger: Logger
     /// Where ``publish(_:_:options:contentType:metadata:)`` sends messages.
     public let broker: any Broker
@@ -190,30 +191,21 @@ public final class Client: Sendable {
 
     /// Calls with a body already encoded (in `options.contentType`); returns the raw answer.
     public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
+        // without interceptors nothing needs the call as a value: straight to the attempts
+        guard !interceptors.isEmpty else { return try await attempts(service, endpoint, body, options ?? self.options) }
         let options = options ?? self.options
-        let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: .unary,
-                                        wire: Wire.of(options))
-        let call = ClientCall(descriptor: descriptor, options: options, message: body)
-        guard !interceptors.isEmpty else { return try await withDeadline(call) }
-        return try await interceptors.run(call) { call in
-            var call = call
-            if let tap = call.taps.request { call.message = try tap(call.message ?? []) }
-            var response = try await withDeadline(call)
+        let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: .unary, wire: Wire.of(options))
+        return try await interceptors.run(ClientCall(descriptor: descriptor, options: options, message: body)) { call in
+            var message = call.message ?? []
+            if let tap = call.taps.request { message = try tap(message) }
+            var response = try await self.attempts(call.service, call.endpoint, message, call.options)
             if let tap = call.taps.response { response.body = try tap(response.body) }
             return response
         }
     }
 
-    /// The whole call, retries included, is bounded by the timeout: each HTTP call carries the
-    /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
-    /// no attempt or backoff starts after it.
-    private func withDeadline(_ request: ClientCall) async throws -> ClientResponse {
-        let now = ContinuousClock.now
-        return try await attempts(request, started: now, deadline: now + request.options.timeout)
-    }
-
-    private func timedOut(_ request: ClientCall) -> MicroError {
-        MicroError(id: "micro.client", code: 408, detail: "call to \(request.service).\(request.endpoint) timed out after \(request.options.timeout)")
+    private func timedOut(_ service: String, _ endpoint: String, _ options: CallOptions) -> MicroError {
+        MicroError(id: "micro.client", code: 408, detail: "call to \(service).\(endpoint) timed out after \(options.timeout)")
     }
 
     /// The address to dial, the HTTP to speak and, when the node requires TLS (its registry
@@ -264,19 +256,23 @@ public final class Client: Sendable {
     }
 
     func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
-              now: ContinuousClock.Instant = .now) async throws -> (String, Selection?) {
-        if let direct = options.address { return (direct, nil) }
-        // the registry's answer from memory, without a suspension, on nearly every call
+              now: Int64 = Monotonic.now()) async throws -> (String, Selection?) {
+        if let picked = try pickFromMemory(service, options, selector, &tried, now: now) { return picked }
         let services: [ServiceRecord]
-        if let cached = cache.cached(service, now: now) {
-            services = cached
-        } else {
-            do {
-                services = try await cache.get(service)
-            } catch {
-                throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
-            }
+        do {
+            services = try await cache.get(service)
+        } catch {
+            throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
         }
+        return try select(service, services, options, selector, &tried)
+    }
+
+    /// ``pick(_:_:_:_:now:)`` without a suspension when it needs none: a direct address, or the
+    /// registry's answer in memory (nearly every call). Nil: the registry must be asked.
+    private func pickFromMemory(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
+                                now: Int64) throws -> (String, Selection?)? {
+        if let direct = options.address { return (direct, nil) }
+        guard let services = cache.cached(service, now: now) else { return nil }
         return try select(service, services, options, selector, &tried)
     }
 
@@ -291,8 +287,79 @@ public final class Client: Sendable {
         return (selection.node.address, selection)
     }
 
-    private func attempts(_ request: ClientCall, started: ContinuousClock.Instant, deadline: ContinuousClock.Instant) async throws -> ClientResponse {
-        let options = request.options
+    /// Where one attempt goes, chosen without a suspension.
+    private struct Route {
+        let address: String
+        let target: HTTPClient.TLSTarget?
+        let version: HTTPClient.Version
+        let selection: Selection?
+    }
+
+    /// How an attempt's answer ends the call, or not.
+    private enum Outcome {
+        case answer(ClientResponse)
+        case retry(any Error)
+        case fail(any Error)
+    }
+
+    /// The node of an attempt and how to reach it, when no suspension is needed (nil: the
+    /// registry must be asked first). Synchronous and kept out of the async caller: its locks
+    /// and closures then cost stack, not task allocations.
+    @inline(never)
+    private func route(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
+                       _ shape: CallShape, now: Int64, services: [ServiceRecord]? = nil) throws -> Route? {
+        let picked: String, selection: Selection?
+        if let services {
+            (picked, selection) = try select(service, services, options, selector, &tried)
+        } else {
+            guard let inMemory = try pickFromMemory(service, options, selector, &tried, now: now) else { return nil }
+            (picked, selection) = inMemory
+        }
+        let (address, target, version) = transport(service, picked, selection, grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
+        return Route(address: address, target: target, version: version, selection: selection)
+    }
+
+    /// What an attempt's answer (or failure) means for the call; tells the selector how the
+    /// node did. Synchronous, as ``route(_:_:_:_:_:now:services:)``.
+    @inline(never)
+    private func conclude(_ result: Result<HTTPClientResponse, HTTPClientError>, _ route: Route, _ selector: Selector,
+                          _ shape: CallShape, _ service: String, _ endpoint: String, _ options: CallOptions) -> Outcome {
+        let selection = route.selection
+        switch result {
+        case .success(let response):
+            switch Wire.decode(response, grpc: shape.grpc, service: service) {
+            case .success(let body, let metadata):
+                if let selection { selector.finish(selection, outcome: .success) }
+                return .answer(ClientResponse(body: body, metadata: metadata, node: selection?.node))
+            case .failure(let error) where error.code == 408 || error.code == 503:
+                // the server says it could not (yet): another node may
+                if let selection { selector.finish(selection, outcome: .failure) }
+                return .retry(error)
+            case .failure(let error):
+                if let selection { selector.finish(selection, outcome: .success) }  // the node works; the call did not
+                return .fail(error)
+            }
+        case .failure(let error):
+            if let selection { selector.finish(selection, outcome: error.kind == .connect ? .connectFailure : .failure) }
+            if error.kind == .cancelled { return .fail(CancellationError()) }
+            if error.kind == .timeout { return .fail(timedOut(service, endpoint, options)) }
+            guard error.neverProcessed else {
+                return .fail(MicroError(id: "micro.client", code: 500, detail: "call to \(service).\(endpoint) at \(route.address) failed: \(error)"))
+            }
+            if error.kind == .connect { cache.invalidate(service) }
+            return .retry(error)
+        }
+    }
+
+    /// The whole call, retries included, is bounded by the timeout: each HTTP call carries the
+    /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
+    /// no attempt or backoff starts after it.
+    private func attempts(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions) async throws -> ClientResponse {
+        // nanoseconds, not instants (see Monotonic)
+        let started = Monotonic.now()
+        let timeout = Monotonic.nanoseconds(options.timeout)
+        let deadline = timeout > .max - started ? .max : started + timeout
+        let shape = shapes.shape(service: service, endpoint: endpoint, options: options)
         let selector = self.selector(options.strategy ?? defaultStrategy)
         var tried = TriedNodes()
         var lastError: any Error = MicroError(id: "micro.client", code: 500, detail: "no attempt was made")
@@ -300,50 +367,42 @@ public final class Client: Sendable {
         for attempt in 0...max(0, options.retries) {
             if attempt > 0 {
                 guard budget.withdraw() else {
-                    logger.debug("retry budget exhausted for \(request.service).\(request.endpoint)")
+                    logger.debug("retry budget exhausted for \(service).\(endpoint)")
                     break
                 }
                 let cap = options.backoff.nanosecondsValue * pow(2, Double(attempt - 1))
-                let wake = min(deadline, .now + .nanoseconds(Int64(Double.random(in: 0...max(cap, 1)))))
-                try await Task.sleep(until: wake)
+                let pause = min(Double(deadline - Monotonic.now()), Double.random(in: 0...max(cap, 1)))
+                if pause > 0 { try await Task.sleep(for: .nanoseconds(Int64(pause))) }
             }
-            let now = attempt == 0 ? started : ContinuousClock.now
-            guard deadline > now else { throw timedOut(request) }
-            let (picked, selection) = try await pick(request.service, options, selector, &tried, now: now)
-            let (address, target, version) = transport(request.service, picked, selection, grpc: request.descriptor.wire == .grpc,
-                                                       verifiesHostName: options.verifiesHostName)
-            let remaining = deadline - now
-            let wire = Wire.encode(request, remaining: remaining,
-                                   grpcPath: request.descriptor.wire == .grpc ? grpcPaths.path(service: request.service, endpoint: request.endpoint) : nil)
+            let now = attempt == 0 ? started : Monotonic.now()
+            guard deadline > now else { throw timedOut(service, endpoint, options) }
+            var route = try self.route(service, options, selector, &tried, shape, now: now)
+            if route == nil {
+                let services: [ServiceRecord]
+                do {
+                    services = try await cache.get(service)
+                } catch {
+                    throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
+                }
+                route = try self.route(service, options, selector, &tried, shape, now: now, services: services)
+            }
+            guard let route else { continue }
+            let result: Result<HTTPClientResponse, HTTPClientError>
             do {
-                let response = try await http.request(address: address, path: wire.path, headers: wire.headers, body: wire.body,
-                                                      timeoutMilliseconds: remaining.millisecondsRoundedUp, tls: target, version: version)
-                switch Wire.decode(response, grpc: wire.grpc, service: request.service) {
-                case .success(let body, let metadata):
-                    selection.map { selector.finish($0, outcome: .success) }
-                    return ClientResponse(body: body, metadata: metadata, node: selection?.node)
-                case .failure(let error) where error.code == 408 || error.code == 503:
-                    // the server says it could not (yet): another node may
-                    selection.map { selector.finish($0, outcome: .failure) }
-                    lastError = error
-                    continue
-                case .failure(let error):
-                    selection.map { selector.finish($0, outcome: .success) }  // the node works; the call did not
-                    throw error
-                }
-            } catch let error as HTTPClientError {
-                selection.map { selector.finish($0, outcome: error.kind == .connect ? .connectFailure : .failure) }
-                if error.kind == .cancelled { throw CancellationError() }
-                if error.kind == .timeout { throw timedOut(request) }
-                guard error.neverProcessed else {
-                    throw MicroError(id: "micro.client", code: 500, detail: "call to \(request.service).\(request.endpoint) at \(address) failed: \(error)")
-                }
-                if error.kind == .connect { cache.invalidate(request.service) }
-                lastError = error
+                result = .success(try await http.request(address: route.address, path: shape.path, headers: shape.headers, body: message,
+                                                         timeoutMilliseconds: Monotonic.millisecondsRoundedUp(deadline - now), flags: shape.flags,
+                                                         tls: route.target, version: route.version))
+            } catch {
+                result = .failure(error)
+            }
+            switch conclude(result, route, selector, shape, service, endpoint, options) {
+            case .answer(let response): return response
+            case .retry(let error): lastError = error
+            case .fail(let error): throw error
             }
         }
         if let error = lastError as? MicroError { throw error }
-        throw MicroError(id: "micro.client", code: 503, detail: "call to \(request.service).\(request.endpoint) failed after \(options.retries + 1) attempts: \(lastError)")
+        throw MicroError(id: "micro.client", code: 503, detail: "call to \(service).\(endpoint) failed after \(options.retries + 1) attempts: \(lastError)")
     }
 }
 

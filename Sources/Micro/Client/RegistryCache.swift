@@ -7,13 +7,32 @@ import Synchronization
 final class RegistryCache: Sendable {
     let registry: any Registry
     let logger: Logger
-    private let maxAge: Duration
+    /// Nanoseconds an answer is served from memory.
+    private let maxAge: Int64
     private struct Entry {
         var services: [ServiceRecord]
-        var fetched: ContinuousClock.Instant
+        /// ``Monotonic`` nanoseconds.
+        var fetched: Int64
         var valid: Bool
     }
-    private let entries = Mutex<[String: Entry]>([:])
+    private struct Entries {
+        var byName: [String: Entry] = [:]
+        /// The name looked up last and its entry: a client calling one service over and over
+        /// compares a name (the same string, so at once) instead of hashing it.
+        var last: (name: String, entry: Entry)?
+
+        subscript(name: String) -> Entry? {
+            get {
+                if let last, last.name == name { return last.entry }
+                return byName[name]
+            }
+            set {
+                byName[name] = newValue
+                last = newValue.map { (name, $0) }
+            }
+        }
+    }
+    private let entries = Mutex(Entries())
     private let watch = Mutex<RegistryWatch?>(nil)
     /// Set once the watch is started: read on every call without the lock.
     private let watching = Atomic<Bool>(false)
@@ -21,22 +40,26 @@ final class RegistryCache: Sendable {
     init(registry: any Registry, logger: Logger, maxAge: Duration = .seconds(30)) {
         self.registry = registry
         self.logger = logger
-        self.maxAge = maxAge
+        self.maxAge = Monotonic.nanoseconds(maxAge)
     }
 
     /// The nodes of `name` if a fresh answer is in memory (nil: ask ``get(_:)``). No suspension:
     /// what a call does nearly every time.
-    func cached(_ name: String, now: ContinuousClock.Instant) -> [ServiceRecord]? {
+    func cached(_ name: String, now: Int64) -> [ServiceRecord]? {
         guard watching.load(ordering: .relaxed) else { return nil }
         return entries.withLock { entries in
-            guard let entry = entries[name], entry.valid, now - entry.fetched < maxAge else { return nil }
-            return entry.services
+            if let last = entries.last, last.name == name {
+                return last.entry.valid && now - last.entry.fetched < maxAge ? last.entry.services : nil
+            }
+            guard let entry = entries.byName[name] else { return nil }
+            entries.last = (name, entry)
+            return entry.valid && now - entry.fetched < maxAge ? entry.services : nil
         }
     }
 
     func get(_ name: String) async throws -> [ServiceRecord] {
         startWatching()
-        let now = ContinuousClock.now
+        let now = Monotonic.now()
         let cached = entries.withLock { $0[name] }
         if let cached, cached.valid, now - cached.fetched < maxAge { return cached.services }
         do {
@@ -54,7 +77,10 @@ final class RegistryCache: Sendable {
 
     /// Drops an entry so that the next lookup reads the registry again.
     func invalidate(_ name: String) {
-        entries.withLock { $0[name]?.valid = false }
+        entries.withLock { entries in
+            entries.byName[name]?.valid = false
+            if entries.last?.name == name { entries.last?.entry.valid = false }
+        }
     }
 
     private func startWatching() {

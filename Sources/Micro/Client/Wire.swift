@@ -5,13 +5,6 @@ import Synchronization
 /// How a ``ClientCall`` goes on the wire and how the answer comes back: the micro protocol
 /// (mucp headers over HTTP/2) or gRPC, chosen by the content type.
 enum Wire {
-    struct Outgoing {
-        var path: String
-        var headers: HTTPHeaders
-        var body: [UInt8]
-        var grpc: Bool
-    }
-
     enum Answer {
         case success([UInt8], Metadata)
         case failure(MicroError)
@@ -22,32 +15,40 @@ enum Wire {
     /// The wire a client call with `options` travels on (the client speaks HTTP/2 only).
     static func of(_ options: CallOptions) -> CallDescriptor.Wire { isGRPC(options.contentType) ? .grpc : .microHTTP2 }
 
-    /// - Parameter grpcPath: the call's gRPC path when known already (``GRPCPaths``).
-    static func encode(_ request: ClientCall, remaining: Duration, grpcPath known: String? = nil) -> Outgoing {
-        let options = request.options
-        // one allocation for the fields: every call builds these
+    /// The request line and fields of calls to `endpoint` of `service` with `options`: made once
+    /// per shape (``CallShapes``), frozen in C form; the core adds the deadline header and, for
+    /// gRPC, the message's prefix (``HTTPClient/CallFlags``).
+    static func shape(service: String, endpoint: String, options: CallOptions) -> CallShape {
         var headers = HTTPHeaders()
-        if request.descriptor.wire == .grpc {
-            headers.reserveCapacity(5 + options.metadata.count)
+        let grpc = isGRPC(options.contentType)
+        // the deadline goes in the header its wire reads, unless the caller's metadata sets it
+        let deadlineField = grpc ? "grpc-timeout" : "timeout"
+        let callerSetsDeadline = options.metadata.keys.contains { $0.lowercased() == deadlineField }
+        let path: String
+        var flags: HTTPClient.CallFlags
+        if grpc {
+            headers.reserveCapacity(4 + options.metadata.count)
             headers.add(name: "content-type", value: options.contentType)
             headers.add(name: "te", value: "trailers")
-            headers.add(name: "grpc-timeout", value: GRPCText.formatTimeout(remaining))
             headers.add(name: "grpc-accept-encoding", value: "identity,gzip")
             headers.add(name: "user-agent", value: "swift-micro")
-            for (key, value) in options.metadata { headers[key] = value }
-            return Outgoing(path: known ?? grpcPath(service: request.service, endpoint: request.endpoint), headers: headers,
-                            body: GRPCFraming.frame(request.message ?? []), grpc: true)
+            path = grpcPath(service: service, endpoint: endpoint)
+            flags = [.grpcFrame, .grpcTimeout]
+        } else {
+            let endpoint = microEndpoint(endpoint)
+            headers.reserveCapacity(5 + options.metadata.count)
+            headers.add(name: "content-type", value: options.contentType)
+            headers.add(name: "accept", value: options.contentType)
+            headers.add(name: "micro-service", value: service)
+            headers.add(name: "micro-endpoint", value: endpoint)
+            headers.add(name: "micro-method", value: endpoint)
+            path = "/"
+            flags = .microTimeout
         }
-        let endpoint = microEndpoint(request.endpoint)
-        headers.reserveCapacity(6 + options.metadata.count)
-        headers.add(name: "content-type", value: options.contentType)
-        headers.add(name: "accept", value: options.contentType)
-        headers.add(name: "micro-service", value: request.service)
-        headers.add(name: "micro-endpoint", value: endpoint)
-        headers.add(name: "micro-method", value: endpoint)
-        headers.add(name: "timeout", value: String(max(1, remaining.wholeNanoseconds)))
+        if callerSetsDeadline { flags.remove([.grpcTimeout, .microTimeout]) }
         for (key, value) in options.metadata { headers[key] = value }
-        return Outgoing(path: "/", headers: headers, body: request.message ?? [], grpc: false)
+        return CallShape(service: service, endpoint: endpoint, contentType: options.contentType, metadata: options.metadata,
+                         path: path, headers: headers.frozen(), flags: flags, grpc: grpc)
     }
 
     /// The micro protocol's endpoint name: `Service.Method` as given, or made from a gRPC path
@@ -65,7 +66,7 @@ enum Wire {
         return "/\(service).\(endpoint[..<dot])/\(endpoint[endpoint.index(after: dot)...])"
     }
 
-    static func decode(_ response: HTTPClientResponse, grpc: Bool, service: String) -> Answer {
+    static func decode(_ response: consuming HTTPClientResponse, grpc: Bool, service: String) -> Answer {
         grpc ? decodeGRPC(response, service: service) : decodeMicro(response)
     }
 
@@ -86,7 +87,7 @@ enum Wire {
         return .success(response.body, Metadata(response.headers))
     }
 
-    private static func decodeGRPC(_ response: HTTPClientResponse, service: String) -> Answer {
+    private static func decodeGRPC(_ response: consuming HTTPClientResponse, service: String) -> Answer {
         guard response.status == 200 else {
             // not a gRPC answer at all: map the HTTP status as gRPC clients do
             let code: GRPCStatusCode = switch response.status {
@@ -110,7 +111,11 @@ enum Wire {
         }
         // the usual answer: one uncompressed message that is the whole body
         if GRPCPrefix.isOneUncompressedMessage(response.body) {
-            return .success(Array(response.body[GRPCPrefix.count...]), metadata(of: response))
+            // the prefix taken off in place: the answer's bytes are this call's alone
+            var body = response.body
+            response.body = []
+            body.removeSubrange(0..<GRPCPrefix.count)
+            return .success(body, metadata(of: response))
         }
         let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
         do {
@@ -149,18 +154,55 @@ extension Client {
     }
 }
 
-/// The gRPC path of the last (service, endpoint) a client called, so that a client calling one
-/// endpoint over and over does not build the same string each time. Comparing the names is
-/// cheap: a caller passes the same strings again.
-final class GRPCPaths: Sendable {
-    private let last = Mutex<(service: String, endpoint: String, path: String)?>(nil)
+/// What every call of one shape (service, endpoint, content type, metadata) sends besides its
+/// body and deadline: made once, sent by many calls without building a field.
+final class CallShape: Sendable {
+    let service: String
+    let endpoint: String
+    let contentType: String
+    let metadata: [String: String]
+    let path: String
+    /// Frozen (C form).
+    let headers: HTTPHeaders
+    let flags: HTTPClient.CallFlags
+    let grpc: Bool
 
-    func path(service: String, endpoint: String) -> String {
-        if let hit = last.withLock({ last in last.flatMap { $0.service == service && $0.endpoint == endpoint ? $0.path : nil } }) {
-            return hit
+    init(service: String, endpoint: String, contentType: String, metadata: [String: String], path: String, headers: HTTPHeaders,
+         flags: HTTPClient.CallFlags, grpc: Bool) {
+        self.service = service
+        self.endpoint = endpoint
+        self.contentType = contentType
+        self.metadata = metadata
+        self.path = path
+        self.headers = headers
+        self.flags = flags
+        self.grpc = grpc
+    }
+
+    func fits(_ service: String, _ endpoint: String, _ options: CallOptions) -> Bool {
+        // the strings a caller passes again compare by identity first; empty metadata at once
+        self.service == service && self.endpoint == endpoint && contentType == options.contentType && metadata == options.metadata
+    }
+}
+
+/// The shapes of the calls a client made last: a few, replaced in turn (a service calls a handful
+/// of endpoints over and over; per-call metadata such as a trace context makes a shape of its own
+/// each time, which costs what building the fields costs anyway).
+final class CallShapes: Sendable {
+    static let capacity = 8
+    private let state = Mutex<(shapes: [CallShape], next: Int)>(([], 0))
+
+    func shape(service: String, endpoint: String, options: CallOptions) -> CallShape {
+        if let hit = state.withLock({ state in state.shapes.first { $0.fits(service, endpoint, options) } }) { return hit }
+        let made = Wire.shape(service: service, endpoint: endpoint, options: options)
+        state.withLock { state in
+            if state.shapes.count < Self.capacity {
+                state.shapes.append(made)
+            } else {
+                state.shapes[state.next] = made
+                state.next = (state.next + 1) % Self.capacity
+            }
         }
-        let path = Wire.grpcPath(service: service, endpoint: endpoint)
-        last.withLock { $0 = (service, endpoint, path) }
-        return path
+        return made
     }
 }

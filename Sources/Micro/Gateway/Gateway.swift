@@ -326,7 +326,7 @@ extension Gateway {
     /// endpoints: nil if so, else the 404 to answer.
     func missing(_ service: String, _ endpoint: String) async -> MicroError? {
         let records: [ServiceRecord]
-        if let cached = client.cache.cached(service, now: .now) {
+        if let cached = client.cache.cached(service, now: Monotonic.now()) {
             records = cached
         } else {
             do {

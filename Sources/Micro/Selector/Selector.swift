@@ -53,7 +53,8 @@ public struct EjectionPolicy: Sendable {
 public struct Selection: Sendable {
     public let service: ServiceRecord
     public let node: Node
-    let started: ContinuousClock.Instant
+    /// When it was chosen (``Monotonic`` nanoseconds of the selector's clock).
+    let started: Int64
     /// What the selector knows of the node: `finish` updates it without looking the node up.
     let stats: Selector.NodeStats
 }
@@ -74,7 +75,10 @@ public final class Selector: Sendable {
 
     public let strategy: SelectionStrategy
     public let ejection: EjectionPolicy
-    private let now: @Sendable () -> ContinuousClock.Instant
+    /// The clock, in nanoseconds (``Monotonic``; tests pass a manual one).
+    private let now: @Sendable () -> Int64
+    private let baseEjection: Int64
+    private let maxEjection: Int64
 
     /// The decay time of the latency estimate: samples older than this weigh less than 1/e.
     static let decay: Double = 10e9  // ns
@@ -89,15 +93,15 @@ public final class Selector: Sendable {
     final class NodeStats: @unchecked Sendable {
         var outstanding = 0
         var cost: Double = 0  // peak EWMA of latency, ns
-        var sampled: ContinuousClock.Instant?
+        var sampled: Int64?
         var consecutiveFailures = 0
         var ejections = 0
-        var ejectedUntil: ContinuousClock.Instant?
-        var lastUsed: ContinuousClock.Instant
+        var ejectedUntil: Int64?
+        var lastUsed: Int64
 
-        init(lastUsed: ContinuousClock.Instant) { self.lastUsed = lastUsed }
+        init(lastUsed: Int64) { self.lastUsed = lastUsed }
 
-        func isEjected(at now: ContinuousClock.Instant) -> Bool { ejectedUntil.map { $0 > now } ?? false }
+        func isEjected(at now: Int64) -> Bool { ejectedUntil.map { $0 > now } ?? false }
     }
 
     struct State {
@@ -106,7 +110,7 @@ public final class Selector: Sendable {
         var selections = 0
 
         /// The node's record, made on first use.
-        mutating func stats(_ id: String, _ now: ContinuousClock.Instant) -> NodeStats {
+        mutating func stats(_ id: String, _ now: Int64) -> NodeStats {
             if let known = nodes[id] { return known }
             let made = NodeStats(lastUsed: now)
             nodes[id] = made
@@ -117,14 +121,16 @@ public final class Selector: Sendable {
     private let state = Mutex(State())
 
     public convenience init(strategy: SelectionStrategy = .powerOfTwoChoices, ejection: EjectionPolicy = .init()) {
-        self.init(strategy: strategy, ejection: ejection, now: { .now })
+        self.init(strategy: strategy, ejection: ejection, now: Monotonic.now)
     }
 
-    /// - Parameter now: the clock; tests pass a manual one.
-    init(strategy: SelectionStrategy, ejection: EjectionPolicy, now: @escaping @Sendable () -> ContinuousClock.Instant) {
+    /// - Parameter now: the clock in nanoseconds; tests pass a manual one.
+    init(strategy: SelectionStrategy, ejection: EjectionPolicy, now: @escaping @Sendable () -> Int64) {
         self.strategy = strategy
         self.ejection = ejection
         self.now = now
+        baseEjection = Monotonic.nanoseconds(ejection.baseEjection)
+        maxEjection = Monotonic.nanoseconds(ejection.maxEjection)
     }
 
     /// Chooses a node of `services` (all versions of one service) that passes every filter and is
@@ -148,7 +154,7 @@ public final class Selector: Sendable {
     /// p2c or random straight from a node list, when the nodes drawn are not ejected (else nil:
     /// the general path filters the list).
     private static func pickDirectly(_ nodes: [Node], _ strategy: SelectionStrategy, _ state: inout State,
-                                     _ now: ContinuousClock.Instant) -> (index: Int, stats: NodeStats)? {
+                                     _ now: Int64) -> (index: Int, stats: NodeStats)? {
         guard !nodes.isEmpty else { return nil }
         let a = nodes.count == 1 ? 0 : Int.random(in: 0..<nodes.count)
         let statsA = state.stats(nodes[a].id, now)
@@ -165,7 +171,7 @@ public final class Selector: Sendable {
         return (index, chosen)
     }
 
-    private static func take(_ stats: NodeStats, _ state: inout State, _ now: ContinuousClock.Instant) {
+    private static func take(_ stats: NodeStats, _ state: inout State, _ now: Int64) {
         stats.outstanding += 1
         stats.lastUsed = now
         state.selections &+= 1
@@ -173,7 +179,7 @@ public final class Selector: Sendable {
     }
 
     private func selectAmongCandidates(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?,
-                                       now: ContinuousClock.Instant) throws -> Selection {
+                                       now: Int64) throws -> Selection {
         var candidates: [(service: ServiceRecord, node: Node)] = []
         for service in services {
             for node in service.nodes where filters.allSatisfy({ $0.matches(service, node) }) {
@@ -228,7 +234,7 @@ public final class Selector: Sendable {
     /// Records how a call on `selection` ended.
     public func finish(_ selection: Selection, outcome: Outcome) {
         let now = self.now()
-        let latency = (now - selection.started).nanosecondsValue
+        let latency = Double(now - selection.started)
         state.withLock { _ in
             let stats = selection.stats
             stats.outstanding = max(0, stats.outstanding - 1)
@@ -236,8 +242,8 @@ public final class Selector: Sendable {
             // peak EWMA: a slower sample is taken whole, a faster one blends in with a weight
             // that grows with the time since the last sample
             if let sampled = stats.sampled, latency < stats.cost {
-                let since = now - sampled
-                let w = exp(-since.nanosecondsValue / Self.decay)
+                let since = Double(now - sampled)
+                let w = exp(-since / Self.decay)
                 stats.cost = stats.cost * w + latency * (1 - w)
             } else {
                 stats.cost = latency
@@ -252,9 +258,12 @@ public final class Selector: Sendable {
                 stats.consecutiveFailures += 1
                 if outcome == .connectFailure || stats.consecutiveFailures >= ejection.consecutiveFailures {
                     stats.ejections += 1
-                    var period = ejection.baseEjection
-                    for _ in 1..<min(stats.ejections, 16) where period < ejection.maxEjection { period *= 2 }
-                    stats.ejectedUntil = now + min(period, ejection.maxEjection)
+                    var period = baseEjection
+                    for _ in 1..<min(stats.ejections, 16) where period < maxEjection {
+                        period = period > maxEjection / 2 ? maxEjection : period * 2
+                    }
+                    let until = now.addingReportingOverflow(min(period, maxEjection))
+                    stats.ejectedUntil = until.overflow ? .max : until.partialValue
                     stats.consecutiveFailures = 0
                 }
             }
@@ -272,7 +281,7 @@ public final class Selector: Sendable {
         state.withLock { $0.nodes[nodeID]?.outstanding ?? 0 }
     }
 
-    private static func load(_ stats: NodeStats?, _ now: ContinuousClock.Instant) -> Double {
+    private static func load(_ stats: NodeStats?, _ now: Int64) -> Double {
         guard let stats else { return 0 }
         let cost = stats.sampled == nil ? (stats.outstanding > 0 ? unknownPenalty : 0) : stats.cost
         return cost * Double(stats.outstanding + 1)
@@ -280,9 +289,9 @@ public final class Selector: Sendable {
 
     /// Forgets idle nodes not used for five minutes (nodes come and go; the table must not grow).
     /// A selection still holding a forgotten record updates it harmlessly.
-    private static func prune(_ state: inout State, _ now: ContinuousClock.Instant) {
+    private static func prune(_ state: inout State, _ now: Int64) {
         state.nodes = state.nodes.filter { _, stats in
-            stats.outstanding > 0 || now - stats.lastUsed < .seconds(300) || stats.isEjected(at: now)
+            stats.outstanding > 0 || now - stats.lastUsed < 300_000_000_000 || stats.isEjected(at: now)
         }
     }
 }
