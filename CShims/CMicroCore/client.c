@@ -403,6 +403,10 @@ bool mc_client_peer_gone(mc_conn_t *c) {
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+/* The names of the deadline headers mc_client_call adds (compared by address in submit). */
+static const char grpc_timeout_name[] = "grpc-timeout";
+static const char micro_timeout_name[] = "timeout";
+
 /* Submits a request (HEADERS, then the body from r's queue) as a new call; NULL if the
  * connection cannot take it. */
 static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, const mc_header_t *h, size_t nh,
@@ -447,7 +451,12 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
     nv[k++] = c->tls ? NV(":scheme", 7, "https", 5) : NV(":scheme", 7, "http", 4);
     nv[k++] = NV(":authority", 10, c->client->authority, c->client->authority_len);
     nv[k++] = NV(":path", 5, path, strlen(path));
-    for (size_t i = 0; i < nh; i++) nv[k++] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+    for (size_t i = 0; i < nh; i++) {
+        nv[k] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+        /* a deadline differs from call to call: indexing it would only churn both HPACK tables */
+        if (h[i].name == grpc_timeout_name || h[i].name == micro_timeout_name) nv[k].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+        k++;
+    }
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = r, .read_callback = streaming ? mc_stream_read : read_request_body};
     int32_t id = nghttp2_submit_request(c->h2, NULL, nv, k, streaming || len || grpc_frame ? &prd : NULL, r);
@@ -511,7 +520,7 @@ int mc_client_call(mc_client_t *client, const char *method, const char *path, co
         if (nh) memcpy(all, h, nh * sizeof *h);
         char value[24];
         bool grpc = flags & MC_CALL_GRPC_TIMEOUT;
-        all[nh] = (mc_header_t){.name = grpc ? "grpc-timeout" : "timeout", .name_len = grpc ? 12 : 7, .value = value,
+        all[nh] = (mc_header_t){.name = grpc ? grpc_timeout_name : micro_timeout_name, .name_len = grpc ? 12 : 7, .value = value,
                                 .value_len = mc_deadline_header_value(flags, timeout_ms, value)};
         r = submit((mc_conn_t *)client, method, path, all, nh + 1, body, len, false, flags & MC_CALL_GRPC_FRAME, ctx, &invalid);
         if (all != stack_h) free(all);

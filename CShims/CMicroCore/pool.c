@@ -8,7 +8,7 @@
  *
  * Each block starts with a header saying its class and the size asked for; blocks larger than
  * the largest class come from malloc and go back to free. At most MC_POOL_KEEP_BYTES of free
- * blocks are kept per class (192 KiB a loop in all), more are freed: the cache is filled by
+ * blocks are kept per class (768 KiB a loop in all), more are freed: the cache is filled by
  * the first busy moments and stays that size, so a server's memory stays flat. Under
  * AddressSanitizer the cache is off (every block goes back to free at once), so that a use
  * after free is still caught. */

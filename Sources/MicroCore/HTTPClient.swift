@@ -8,6 +8,9 @@ public struct HTTPClientResponse: Sendable {
     public var headers: HTTPHeaders
     public var body: [UInt8]
     public var trailers: HTTPHeaders
+    /// The body is the one uncompressed gRPC message the answer carried, its prefix taken off
+    /// as it was read (a call made with ``HTTPClient/CallFlags/grpcFrame``).
+    package var unframed = false
 }
 
 /// Why a call failed below HTTP. ``neverProcessed`` says whether the server can have seen it:
@@ -488,7 +491,7 @@ final class ClientConnection: @unchecked Sendable {
         method: String, path: String, headers: HTTPHeaders, body: [UInt8], timeoutMilliseconds timeout: UInt64,
         flags: HTTPClient.CallFlags = []
     ) async throws(HTTPClientError) -> HTTPClientResponse {
-        let call = PendingCall(loop: pool.loop)
+        let call = PendingCall(loop: pool.loop, grpc: flags.contains(.grpcFrame))
         // the core's wheel times the call out (0: no deadline)
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -564,9 +567,12 @@ final class PendingCall: @unchecked Sendable {
     var continuation: CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>?
     var streamID: Int32 = 0
     var cancelRequested = false
+    /// A gRPC call's: a one-message answer's prefix is taken off as its body is read.
+    let grpc: Bool
 
-    init(loop: EventLoop) {
+    init(loop: EventLoop, grpc: Bool = false) {
         self.loop = loop
+        self.grpc = grpc
     }
 
     func cancel() {
@@ -581,7 +587,7 @@ final class PendingCall: @unchecked Sendable {
         if let error = HTTPClientError.from(result: result, client: client) {
             continuation.resume(returning: .failure(error))
         } else {
-            continuation.resume(returning: .success(Self.read(response!)))
+            continuation.resume(returning: .success(Self.read(response!, grpc: grpc)))
         }
     }
 
@@ -590,17 +596,22 @@ final class PendingCall: @unchecked Sendable {
         HTTPHeaders(wire: WireHeaders.copy(response, range))
     }
 
-    static func read(_ response: OpaquePointer) -> HTTPClientResponse {
+    static func read(_ response: OpaquePointer, grpc: Bool = false) -> HTTPClientResponse {
         let count = mc_request_header_count(response)
         let split = min(mc_request_trailer_index(response), count)
         let headers = fields(response, 0..<split), trailers = fields(response, split..<count)
+        let status = Int(mc_request_status(response))
         var len = 0
-        let body = mc_request_body(response, &len)
-        return HTTPClientResponse(
-            status: Int(mc_request_status(response)),
-            headers: headers,
-            body: len > 0 ? Array(UnsafeBufferPointer(start: body, count: len)) : [],
-            trailers: trailers
-        )
+        guard let body = mc_request_body(response, &len), len > 0 else {
+            return HTTPClientResponse(status: status, headers: headers, body: [], trailers: trailers)
+        }
+        // a gRPC answer's one message copied without its prefix (copied once, not twice)
+        if grpc && status == 200 && GRPCPrefix.isOneUncompressedMessage(body, len) {
+            return HTTPClientResponse(status: status, headers: headers,
+                                      body: Array(UnsafeBufferPointer(start: body + GRPCPrefix.count, count: len - GRPCPrefix.count)),
+                                      trailers: trailers, unframed: true)
+        }
+        return HTTPClientResponse(status: status, headers: headers, body: Array(UnsafeBufferPointer(start: body, count: len)),
+                                  trailers: trailers)
     }
 }

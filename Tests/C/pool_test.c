@@ -73,9 +73,10 @@ int main(void) {
     for (size_t i = 0; i < many_count; i++) many[i] = mem->malloc(16, mem->mem_user_data);
     for (size_t i = 0; i < many_count; i++) mem->free(many[i], mem->mem_user_data);
     CHECK(pool.kept[0] == mc_pool_keep(0));
-    void *big[20];
-    for (size_t i = 0; i < 20; i++) big[i] = mem->malloc(2000, mem->mem_user_data);
-    for (size_t i = 0; i < 20; i++) mem->free(big[i], mem->mem_user_data);
+    enum { big_count = MC_POOL_KEEP_BYTES / 2048 + 4 };
+    void *big[big_count];
+    for (size_t i = 0; i < big_count; i++) big[i] = mem->malloc(2000, mem->mem_user_data);
+    for (size_t i = 0; i < big_count; i++) mem->free(big[i], mem->mem_user_data);
     CHECK(pool.kept[MC_POOL_CLASSES - 1] == mc_pool_keep(MC_POOL_CLASSES - 1));
     mem->free(NULL, mem->mem_user_data);
 

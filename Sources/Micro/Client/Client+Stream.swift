@@ -194,9 +194,9 @@ extension Client {
             if attempt > 0 {
                 try await Task.sleep(for: .nanoseconds(Int64(Double.random(in: 0...max(options.backoff.nanosecondsValue, 1)))))
             }
-            let (picked, selection) = try await pick(service, options, selector, &tried)
+            let (picked, chosen) = try await pick(service, options, selector, &tried)
             // HTTP/1.1 to go-micro's nodes: its streams, frame by frame on a connection of their own
-            let (address, target, version) = transport(service, picked, selection, grpc: grpc, verifiesHostName: options.verifiesHostName)
+            let (address, target, version) = transport(service, picked, chosen?.node, grpc: grpc, verifiesHostName: options.verifiesHostName)
             let entered = Atomic<Bool>(false)
             do {
                 let result = try await http.withStream(address: address, path: path, headers: headers, deadline: deadline, tls: target,
@@ -205,14 +205,14 @@ extension Client {
                     let source = Self.answerSource(stream, service: service, grpc: grpc)
                     return try await body(stream, source)
                 }
-                selection.map { selector.finish($0, outcome: .success) }
+                chosen.map { selector.finish($0.stats, started: $0.started, outcome: .success) }
                 return result
             } catch let error as HTTPClientError where !entered.load(ordering: .relaxed) && error.neverProcessed {
-                selection.map { selector.finish($0, outcome: error.kind == .connect ? .connectFailure : .failure) }
+                chosen.map { selector.finish($0.stats, started: $0.started, outcome: error.kind == .connect ? .connectFailure : .failure) }
                 if error.kind == .connect { cache.invalidate(service) }
                 lastError = error
             } catch {
-                selection.map { selector.finish($0, outcome: .success) }
+                chosen.map { selector.finish($0.stats, started: $0.started, outcome: .success) }
                 throw ClientStreamFailure.map(error)
             }
         }

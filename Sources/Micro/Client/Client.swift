@@ -214,10 +214,10 @@ public final class Client: Sendable {
     /// HTTP/2 unless the node's metadata says it speaks only HTTP/1.1 (go-micro's nodes,
     /// ``Node/httpVersion``) or a direct address starts with `http://` (`h2c://` says HTTP/2 by
     /// prior knowledge, as does an address with no scheme); TLS and gRPC always speak HTTP/2.
-    func transport(_ service: String, _ picked: String, _ selection: Selection?, grpc: Bool = false, verifiesHostName: Bool = false)
+    func transport(_ service: String, _ picked: String, _ node: Node?, grpc: Bool = false, verifiesHostName: Bool = false)
         -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
     {
-        var secure = selection?.node.metadata["tls"] == "required"
+        var secure = node?.metadata["tls"] == "required"
         var version: HTTPClient.Version?  // said by the address's scheme
         var address = picked
         // an IP address (what the registry holds) has no scheme and no slash to take off
@@ -238,10 +238,10 @@ public final class Client: Sendable {
             if address.hasSuffix("/") { address.removeLast() }
         }
         // the node's list is read only when it can matter (not on the gRPC and TLS paths)
-        let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? selection?.node.httpVersion ?? .http2
+        let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? node?.httpVersion ?? .http2
         guard secure else { return (address, nil, speaks) }
         // a registry's node is one of ours; a direct address may be asked to prove only its host name
-        let identity = verifiesHostName && selection == nil ? nil : expectedIdentity(of: service)
+        let identity = verifiesHostName && node == nil ? nil : expectedIdentity(of: service)
         return (address, HTTPClient.TLSTarget(expectedIdentity: identity), speaks)
     }
 
@@ -256,7 +256,7 @@ public final class Client: Sendable {
     }
 
     func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
-              now: Int64 = Monotonic.now()) async throws -> (String, Selection?) {
+              now: Int64 = Monotonic.now()) async throws -> (String, Selector.Pick?) {
         if let picked = try pickFromMemory(service, options, selector, &tried, now: now) { return picked }
         let services: [ServiceRecord]
         do {
@@ -264,27 +264,29 @@ public final class Client: Sendable {
         } catch {
             throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
         }
-        return try select(service, services, options, selector, &tried)
+        return try select(service, services, options, selector, &tried, now: now)
     }
 
     /// ``pick(_:_:_:_:now:)`` without a suspension when it needs none: a direct address, or the
     /// registry's answer in memory (nearly every call). Nil: the registry must be asked.
     private func pickFromMemory(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
-                                now: Int64) throws -> (String, Selection?)? {
+                                now: Int64) throws -> (String, Selector.Pick?)? {
         if let direct = options.address { return (direct, nil) }
         guard let services = cache.cached(service, now: now) else { return nil }
-        return try select(service, services, options, selector, &tried)
+        return try select(service, services, options, selector, &tried, now: now)
     }
 
     private func select(_ service: String, _ services: [ServiceRecord], _ options: CallOptions, _ selector: Selector,
-                        _ tried: inout TriedNodes) throws -> (String, Selection?) {
+                        _ tried: inout TriedNodes, now: Int64) throws -> (String, Selector.Pick?) {
         if services.allSatisfy({ $0.nodes.isEmpty }) {
             throw MicroError(id: "micro.client", code: 500, detail: "service \(service) not found")
         }
         if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = TriedNodes() }
-        let selection = try selector.select(services, filters: options.filters, tried: tried.isEmpty ? nil : { [tried] in tried.contains($0) })
-        tried.insert(selection.node.id)
-        return (selection.node.address, selection)
+        // the client's selectors read the clock the client does (Monotonic): its time serves
+        let pick = try selector.pick(services, filters: options.filters, tried: tried.isEmpty ? nil : { [tried] in tried.contains($0) },
+                                     now: now)
+        tried.insert(pick.node.id)
+        return (pick.node.address, pick)
     }
 
     /// Where one attempt goes, chosen without a suspension.
@@ -292,7 +294,7 @@ public final class Client: Sendable {
         let address: String
         let target: HTTPClient.TLSTarget?
         let version: HTTPClient.Version
-        let selection: Selection?
+        let pick: Selector.Pick?
     }
 
     /// How an attempt's answer ends the call, or not.
@@ -308,15 +310,15 @@ public final class Client: Sendable {
     @inline(never)
     private func route(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
                        _ shape: CallShape, now: Int64, services: [ServiceRecord]? = nil) throws -> Route? {
-        let picked: String, selection: Selection?
+        let picked: String, pick: Selector.Pick?
         if let services {
-            (picked, selection) = try select(service, services, options, selector, &tried)
+            (picked, pick) = try select(service, services, options, selector, &tried, now: now)
         } else {
             guard let inMemory = try pickFromMemory(service, options, selector, &tried, now: now) else { return nil }
-            (picked, selection) = inMemory
+            (picked, pick) = inMemory
         }
-        let (address, target, version) = transport(service, picked, selection, grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
-        return Route(address: address, target: target, version: version, selection: selection)
+        let (address, target, version) = transport(service, picked, pick?.node, grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
+        return Route(address: address, target: target, version: version, pick: pick)
     }
 
     /// What an attempt's answer (or failure) means for the call; tells the selector how the
@@ -324,23 +326,23 @@ public final class Client: Sendable {
     @inline(never)
     private func conclude(_ result: Result<HTTPClientResponse, HTTPClientError>, _ route: Route, _ selector: Selector,
                           _ shape: CallShape, _ service: String, _ endpoint: String, _ options: CallOptions) -> Outcome {
-        let selection = route.selection
+        let pick = route.pick
         switch result {
         case .success(let response):
             switch Wire.decode(response, grpc: shape.grpc, service: service) {
             case .success(let body, let metadata):
-                if let selection { selector.finish(selection, outcome: .success) }
-                return .answer(ClientResponse(body: body, metadata: metadata, node: selection?.node))
+                if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }
+                return .answer(ClientResponse(body: body, metadata: metadata, node: pick?.node))
             case .failure(let error) where error.code == 408 || error.code == 503:
                 // the server says it could not (yet): another node may
-                if let selection { selector.finish(selection, outcome: .failure) }
+                if let pick { selector.finish(pick.stats, started: pick.started, outcome: .failure) }
                 return .retry(error)
             case .failure(let error):
-                if let selection { selector.finish(selection, outcome: .success) }  // the node works; the call did not
+                if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }  // the node works; the call did not
                 return .fail(error)
             }
         case .failure(let error):
-            if let selection { selector.finish(selection, outcome: error.kind == .connect ? .connectFailure : .failure) }
+            if let pick { selector.finish(pick.stats, started: pick.started, outcome: error.kind == .connect ? .connectFailure : .failure) }
             if error.kind == .cancelled { return .fail(CancellationError()) }
             if error.kind == .timeout { return .fail(timedOut(service, endpoint, options)) }
             guard error.neverProcessed else {
@@ -354,15 +356,16 @@ public final class Client: Sendable {
     /// The whole call, retries included, is bounded by the timeout: each HTTP call carries the
     /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
     /// no attempt or backoff starts after it.
+    @inline(__always)  // one async frame for the call, not two
     private func attempts(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions) async throws -> ClientResponse {
         // nanoseconds, not instants (see Monotonic)
         let started = Monotonic.now()
-        let timeout = Monotonic.nanoseconds(options.timeout)
-        let deadline = timeout > .max - started ? .max : started + timeout
         let shape = shapes.shape(service: service, endpoint: endpoint, options: options)
+        let timeout = shape.nanoseconds(of: options.timeout)
+        let deadline = timeout > .max - started ? .max : started + timeout
         let selector = self.selector(options.strategy ?? defaultStrategy)
         var tried = TriedNodes()
-        var lastError: any Error = MicroError(id: "micro.client", code: 500, detail: "no attempt was made")
+        var lastError: (any Error)?  // (an error made up front would be boxed on every call)
         budget.deposit()
         for attempt in 0...max(0, options.retries) {
             if attempt > 0 {
@@ -402,7 +405,8 @@ public final class Client: Sendable {
             }
         }
         if let error = lastError as? MicroError { throw error }
-        throw MicroError(id: "micro.client", code: 503, detail: "call to \(service).\(endpoint) failed after \(options.retries + 1) attempts: \(lastError)")
+        throw MicroError(id: "micro.client", code: 503, detail: "call to \(service).\(endpoint) failed after \(options.retries + 1) attempts: "
+                         + (lastError.map { "\($0)" } ?? "no attempt was made"))
     }
 }
 

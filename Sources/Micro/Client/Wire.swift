@@ -48,7 +48,7 @@ enum Wire {
         if callerSetsDeadline { flags.remove([.grpcTimeout, .microTimeout]) }
         for (key, value) in options.metadata { headers[key] = value }
         return CallShape(service: service, endpoint: endpoint, contentType: options.contentType, metadata: options.metadata,
-                         path: path, headers: headers.frozen(), flags: flags, grpc: grpc)
+                         path: path, headers: headers.frozen(), flags: flags, grpc: grpc, timeout: options.timeout)
     }
 
     /// The micro protocol's endpoint name: `Service.Method` as given, or made from a gRPC path
@@ -66,7 +66,7 @@ enum Wire {
         return "/\(service).\(endpoint[..<dot])/\(endpoint[endpoint.index(after: dot)...])"
     }
 
-    static func decode(_ response: consuming HTTPClientResponse, grpc: Bool, service: String) -> Answer {
+    static func decode(_ response: HTTPClientResponse, grpc: Bool, service: String) -> Answer {
         grpc ? decodeGRPC(response, service: service) : decodeMicro(response)
     }
 
@@ -87,7 +87,7 @@ enum Wire {
         return .success(response.body, Metadata(response.headers))
     }
 
-    private static func decodeGRPC(_ response: consuming HTTPClientResponse, service: String) -> Answer {
+    private static func decodeGRPC(_ response: HTTPClientResponse, service: String) -> Answer {
         guard response.status == 200 else {
             // not a gRPC answer at all: map the HTTP status as gRPC clients do
             let code: GRPCStatusCode = switch response.status {
@@ -110,12 +110,9 @@ enum Wire {
             return .failure(MicroError(id: service, code: code.microCode, detail: message.map(GRPCText.decodeMessage) ?? "\(code)"))
         }
         // the usual answer: one uncompressed message that is the whole body
+        if response.unframed { return .success(response.body, metadata(of: response)) }
         if GRPCPrefix.isOneUncompressedMessage(response.body) {
-            // the prefix taken off in place: the answer's bytes are this call's alone
-            var body = response.body
-            response.body = []
-            body.removeSubrange(0..<GRPCPrefix.count)
-            return .success(body, metadata(of: response))
+            return .success(Array(response.body[GRPCPrefix.count...]), metadata(of: response))
         }
         let messages: [(compressed: Bool, bytes: ArraySlice<UInt8>)]
         do {
@@ -166,9 +163,15 @@ final class CallShape: Sendable {
     let headers: HTTPHeaders
     let flags: HTTPClient.CallFlags
     let grpc: Bool
+    /// The timeout of the options the shape was made for, and in nanoseconds (128-bit
+    /// arithmetic once, not per call).
+    let timeout: Duration
+    let timeoutNanoseconds: Int64
 
     init(service: String, endpoint: String, contentType: String, metadata: [String: String], path: String, headers: HTTPHeaders,
-         flags: HTTPClient.CallFlags, grpc: Bool) {
+         flags: HTTPClient.CallFlags, grpc: Bool, timeout: Duration) {
+        self.timeout = timeout
+        timeoutNanoseconds = Monotonic.nanoseconds(timeout)
         self.service = service
         self.endpoint = endpoint
         self.contentType = contentType
@@ -178,6 +181,9 @@ final class CallShape: Sendable {
         self.flags = flags
         self.grpc = grpc
     }
+
+    /// The call's timeout in nanoseconds.
+    func nanoseconds(of timeout: Duration) -> Int64 { timeout == self.timeout ? timeoutNanoseconds : Monotonic.nanoseconds(timeout) }
 
     func fits(_ service: String, _ endpoint: String, _ options: CallOptions) -> Bool {
         // the strings a caller passes again compare by identity first; empty metadata at once

@@ -108,6 +108,27 @@ public final class Selector: Sendable {
         var nodes: [String: NodeStats] = [:]
         var cursors: [String: Int] = [:]
         var selections = 0
+        /// The records of the nodes of the lists picked from lately, by list: the registry cache
+        /// hands out the same array until the service changes, so a pick finds its node's record
+        /// by index instead of hashing the node's id. Emptied when records are pruned.
+        var memos: [Memo] = []
+        var nextMemo = 0
+
+        final class Memo {
+            /// Held, so that its buffer's address names this list for as long as the memo lives.
+            let nodes: [Node]
+            var stats: [NodeStats?]
+
+            init(_ nodes: [Node]) {
+                self.nodes = nodes
+                stats = Array(repeating: nil, count: nodes.count)
+            }
+
+            func holds(_ other: [Node]) -> Bool {
+                nodes.count == other.count
+                    && nodes.withUnsafeBufferPointer { mine in other.withUnsafeBufferPointer { $0.baseAddress == mine.baseAddress } }
+            }
+        }
 
         /// The node's record, made on first use.
         mutating func stats(_ id: String, _ now: Int64) -> NodeStats {
@@ -115,6 +136,26 @@ public final class Selector: Sendable {
             let made = NodeStats(lastUsed: now)
             nodes[id] = made
             return made
+        }
+
+        /// The record of `nodes[index]` (`nodes` not empty).
+        mutating func stats(of nodes: [Node], _ index: Int, _ now: Int64) -> NodeStats {
+            let memo: Memo
+            if let known = memos.first(where: { $0.holds(nodes) }) {
+                memo = known
+            } else {
+                memo = Memo(nodes)
+                if memos.count < 4 {
+                    memos.append(memo)
+                } else {
+                    memos[nextMemo] = memo
+                    nextMemo = (nextMemo + 1) % 4
+                }
+            }
+            if let known = memo.stats[index] { return known }
+            let found = stats(nodes[index].id, now)
+            memo.stats[index] = found
+            return found
         }
     }
 
@@ -142,11 +183,27 @@ public final class Selector: Sendable {
 
     /// `tried`: whether a node id was tried by this call already (nil: none was).
     func select(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?) throws -> Selection {
-        let now = self.now()
+        let pick = try self.pick(services, filters: filters, tried: tried, now: now())
+        return Selection(service: services[pick.service], node: pick.node, started: pick.started, stats: pick.stats)
+    }
+
+    /// What the client keeps of a selection: the node, not its service record (a copy of which
+    /// costs a reference count for each of its fields).
+    struct Pick {
+        /// The index of the node's version in the services selected from.
+        let service: Int
+        let node: Node
+        let started: Int64
+        let stats: NodeStats
+    }
+
+    /// ``select(_:filters:tried:)`` at `now`, a time of this selector's clock the caller read
+    /// already.
+    func pick(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?, now: Int64) throws -> Pick {
         // the usual call: one version, no filters, first attempt; random picks need no list
         if services.count == 1, filters.isEmpty, tried == nil, strategy == .powerOfTwoChoices || strategy == .random,
            let chosen = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now) }) {
-            return Selection(service: services[0], node: services[0].nodes[chosen.index], started: now, stats: chosen.stats)
+            return Pick(service: 0, node: services[0].nodes[chosen.index], started: now, stats: chosen.stats)
         }
         return try selectAmongCandidates(services, filters: filters, tried: tried, now: now)
     }
@@ -157,13 +214,13 @@ public final class Selector: Sendable {
                                      _ now: Int64) -> (index: Int, stats: NodeStats)? {
         guard !nodes.isEmpty else { return nil }
         let a = nodes.count == 1 ? 0 : Int.random(in: 0..<nodes.count)
-        let statsA = state.stats(nodes[a].id, now)
+        let statsA = state.stats(of: nodes, a, now)
         guard !statsA.isEjected(at: now) else { return nil }
         var index = a, chosen = statsA
         if strategy == .powerOfTwoChoices && nodes.count > 1 {
             var b = Int.random(in: 0..<(nodes.count - 1))
             if b >= a { b += 1 }
-            let statsB = state.stats(nodes[b].id, now)
+            let statsB = state.stats(of: nodes, b, now)
             guard !statsB.isEjected(at: now) else { return nil }
             if load(statsB, now) < load(statsA, now) { (index, chosen) = (b, statsB) }
         }
@@ -179,11 +236,11 @@ public final class Selector: Sendable {
     }
 
     private func selectAmongCandidates(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?,
-                                       now: Int64) throws -> Selection {
-        var candidates: [(service: ServiceRecord, node: Node)] = []
-        for service in services {
+                                       now: Int64) throws -> Pick {
+        var candidates: [(service: Int, node: Node)] = []
+        for (index, service) in services.enumerated() {
             for node in service.nodes where filters.allSatisfy({ $0.matches(service, node) }) {
-                candidates.append((service, node))
+                candidates.append((index, node))
             }
         }
         let name = services.first?.name ?? "?"
@@ -227,16 +284,20 @@ public final class Selector: Sendable {
             let chosen = healthy[index]
             let stats = state.stats(chosen.node.id, now)
             Self.take(stats, &state, now)
-            return Selection(service: chosen.service, node: chosen.node, started: now, stats: stats)
+            return Pick(service: chosen.service, node: chosen.node, started: now, stats: stats)
         }
     }
 
     /// Records how a call on `selection` ended.
     public func finish(_ selection: Selection, outcome: Outcome) {
+        finish(selection.stats, started: selection.started, outcome: outcome)
+    }
+
+    /// Records how a call on a node (its record, chosen at `started`) ended.
+    func finish(_ stats: NodeStats, started: Int64, outcome: Outcome) {
         let now = self.now()
-        let latency = Double(now - selection.started)
+        let latency = Double(now - started)
         state.withLock { _ in
-            let stats = selection.stats
             stats.outstanding = max(0, stats.outstanding - 1)
             stats.lastUsed = now
             // peak EWMA: a slower sample is taken whole, a faster one blends in with a weight
@@ -290,6 +351,7 @@ public final class Selector: Sendable {
     /// Forgets idle nodes not used for five minutes (nodes come and go; the table must not grow).
     /// A selection still holding a forgotten record updates it harmlessly.
     private static func prune(_ state: inout State, _ now: Int64) {
+        state.memos = []
         state.nodes = state.nodes.filter { _, stats in
             stats.outstanding > 0 || now - stats.lastUsed < 300_000_000_000 || stats.isEjected(at: now)
         }
