@@ -193,7 +193,12 @@ public final class Client: Sendable {
     public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
         // without interceptors nothing needs the call as a value: straight to the attempts
         guard !interceptors.isEmpty else { return try await attempts(service, endpoint, body, options ?? self.options) }
-        let options = options ?? self.options
+        return try await intercepted(service, endpoint, body, options ?? self.options)
+    }
+
+    /// A call through the interceptors (kept out of ``call(_:_:body:options:)``'s async frame).
+    @inline(never)
+    private func intercepted(_ service: String, _ endpoint: String, _ body: [UInt8], _ options: CallOptions) async throws -> ClientResponse {
         let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: .unary, wire: Wire.of(options))
         return try await interceptors.run(ClientCall(descriptor: descriptor, options: options, message: body)) { call in
             var message = call.message ?? []
@@ -204,6 +209,7 @@ public final class Client: Sendable {
         }
     }
 
+    @inline(never)
     private func timedOut(_ service: String, _ endpoint: String, _ options: CallOptions) -> MicroError {
         MicroError(id: "micro.client", code: 408, detail: "call to \(service).\(endpoint) timed out after \(options.timeout)")
     }
@@ -214,10 +220,11 @@ public final class Client: Sendable {
     /// HTTP/2 unless the node's metadata says it speaks only HTTP/1.1 (go-micro's nodes,
     /// ``Node/httpVersion``) or a direct address starts with `http://` (`h2c://` says HTTP/2 by
     /// prior knowledge, as does an address with no scheme); TLS and gRPC always speak HTTP/2.
-    func transport(_ service: String, _ picked: String, _ node: Node?, grpc: Bool = false, verifiesHostName: Bool = false)
-        -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
+    /// `requiresTLS`: what the node's metadata says of it, when known already.
+    func transport(_ service: String, _ picked: String, _ node: Node?, requiresTLS: Bool? = nil, grpc: Bool = false,
+                   verifiesHostName: Bool = false) -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
     {
-        var secure = node?.metadata["tls"] == "required"
+        var secure = requiresTLS ?? node?.requiresTLS ?? false
         var version: HTTPClient.Version?  // said by the address's scheme
         var address = picked
         // an IP address (what the registry holds) has no scheme and no slash to take off
@@ -317,7 +324,8 @@ public final class Client: Sendable {
             guard let inMemory = try pickFromMemory(service, options, selector, &tried, now: now) else { return nil }
             (picked, pick) = inMemory
         }
-        let (address, target, version) = transport(service, picked, pick?.node, grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
+        let (address, target, version) = transport(service, picked, pick?.node, requiresTLS: pick?.requiresTLS, grpc: shape.grpc,
+                                                   verifiesHostName: options.verifiesHostName)
         return Route(address: address, target: target, version: version, pick: pick)
     }
 
@@ -353,6 +361,13 @@ public final class Client: Sendable {
         }
     }
 
+    /// Waits `nanoseconds` before a retry. Not inlined: the clock's instants it needs would
+    /// cost every call a task allocation (see Monotonic).
+    @inline(never)
+    private static func pause(_ nanoseconds: Double) async throws {
+        if nanoseconds > 0 { try await Task.sleep(for: .nanoseconds(Int64(nanoseconds))) }
+    }
+
     /// The whole call, retries included, is bounded by the timeout: each HTTP call carries the
     /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
     /// no attempt or backoff starts after it.
@@ -365,48 +380,76 @@ public final class Client: Sendable {
         let deadline = timeout > .max - started ? .max : started + timeout
         let selector = self.selector(options.strategy ?? defaultStrategy)
         var tried = TriedNodes()
-        var lastError: (any Error)?  // (an error made up front would be boxed on every call)
         budget.deposit()
-        for attempt in 0...max(0, options.retries) {
-            if attempt > 0 {
-                guard budget.withdraw() else {
-                    logger.debug("retry budget exhausted for \(service).\(endpoint)")
-                    break
-                }
-                let cap = options.backoff.nanosecondsValue * pow(2, Double(attempt - 1))
-                let pause = min(Double(deadline - Monotonic.now()), Double.random(in: 0...max(cap, 1)))
-                if pause > 0 { try await Task.sleep(for: .nanoseconds(Int64(pause))) }
+        // the first attempt here, the others (rare) in a function of their own: this async frame
+        // holds what one attempt needs, not what a retry loop does too
+        switch try await attempt(service, endpoint, message, options, shape, selector, &tried, deadline: deadline, now: started) {
+        case .answer(let response): return response
+        case .fail(let error): throw error
+        case .retry(let error):
+            return try await retry(service, endpoint, message, options, shape, selector, tried, deadline: deadline, after: error)
+        }
+    }
+
+    /// The registry's nodes of `service` when they are not in memory (kept out of the call's
+    /// async frame, as what is rare is).
+    @inline(never)
+    private func lookUp(_ service: String) async throws -> [ServiceRecord] {
+        do {
+            return try await cache.get(service)
+        } catch {
+            throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
+        }
+    }
+
+    @inline(never)
+    private func notFound(_ service: String) -> MicroError {
+        MicroError(id: "micro.client", code: 500, detail: "service \(service) not found")
+    }
+
+    /// One attempt: a node, the HTTP call, and what its answer means for the call.
+    @inline(__always)
+    private func attempt(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions, _ shape: CallShape,
+                         _ selector: Selector, _ tried: inout TriedNodes, deadline: Int64, now: Int64) async throws -> Outcome {
+        guard deadline > now else { throw timedOut(service, endpoint, options) }
+        var route = try self.route(service, options, selector, &tried, shape, now: now)
+        if route == nil {
+            route = try self.route(service, options, selector, &tried, shape, now: now, services: try await lookUp(service))
+        }
+        guard let route else { return .retry(notFound(service)) }
+        let result: Result<HTTPClientResponse, HTTPClientError>
+        do {
+            result = .success(try await http.request(address: route.address, path: shape.path, headers: shape.headers, body: message,
+                                                     timeoutMilliseconds: Monotonic.millisecondsRoundedUp(deadline - now), flags: shape.flags,
+                                                     tls: route.target, version: route.version))
+        } catch {
+            result = .failure(error)
+        }
+        return conclude(result, route, selector, shape, service, endpoint, options)
+    }
+
+    /// The attempts after a first one that may be retried: on other nodes, after a backoff, while
+    /// the retry budget and the deadline allow.
+    @inline(never)
+    private func retry(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions, _ shape: CallShape,
+                       _ selector: Selector, _ tried: TriedNodes, deadline: Int64, after firstError: any Error) async throws -> ClientResponse {
+        var tried = tried
+        var lastError = firstError
+        for retry in 0..<max(0, options.retries) {
+            guard budget.withdraw() else {
+                logger.debug("retry budget exhausted for \(service).\(endpoint)")
+                break
             }
-            let now = attempt == 0 ? started : Monotonic.now()
-            guard deadline > now else { throw timedOut(service, endpoint, options) }
-            var route = try self.route(service, options, selector, &tried, shape, now: now)
-            if route == nil {
-                let services: [ServiceRecord]
-                do {
-                    services = try await cache.get(service)
-                } catch {
-                    throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
-                }
-                route = try self.route(service, options, selector, &tried, shape, now: now, services: services)
-            }
-            guard let route else { continue }
-            let result: Result<HTTPClientResponse, HTTPClientError>
-            do {
-                result = .success(try await http.request(address: route.address, path: shape.path, headers: shape.headers, body: message,
-                                                         timeoutMilliseconds: Monotonic.millisecondsRoundedUp(deadline - now), flags: shape.flags,
-                                                         tls: route.target, version: route.version))
-            } catch {
-                result = .failure(error)
-            }
-            switch conclude(result, route, selector, shape, service, endpoint, options) {
+            let cap = options.backoff.nanosecondsValue * pow(2, Double(retry))
+            try await Self.pause(min(Double(deadline - Monotonic.now()), Double.random(in: 0...max(cap, 1))))
+            switch try await attempt(service, endpoint, message, options, shape, selector, &tried, deadline: deadline, now: Monotonic.now()) {
             case .answer(let response): return response
-            case .retry(let error): lastError = error
             case .fail(let error): throw error
+            case .retry(let error): lastError = error
             }
         }
         if let error = lastError as? MicroError { throw error }
-        throw MicroError(id: "micro.client", code: 503, detail: "call to \(service).\(endpoint) failed after \(options.retries + 1) attempts: "
-                         + (lastError.map { "\($0)" } ?? "no attempt was made"))
+        throw MicroError(id: "micro.client", code: 503, detail: "call to \(service).\(endpoint) failed after \(options.retries + 1) attempts: \(lastError)")
     }
 }
 

@@ -2,6 +2,9 @@ public import MicroCore
 
 // Apart from RegistryModels.swift, which the mDNS fuzz target compiles alone (no MicroCore there).
 extension Node {
+    /// Whether the node takes calls over TLS only (its registry metadata says `tls=required`).
+    var requiresTLS: Bool { metadata["tls"] == "required" }
+
     /// The HTTP to call this node in: what its `protocols` list says (every swift-micro node has
     /// one: HTTP/2 when it names `h2c` or `h2`); without a list, HTTP/1.1 for go-micro's nodes,
     /// whose HTTP transport and broker (`transport=http`, `broker=http`) take nothing else, and

@@ -102,12 +102,14 @@ enum Wire {
         }
         // trailers, or the headers of a trailers-only answer
         let status = response.trailers["grpc-status"] ?? response.headers["grpc-status"]
-        let message = response.trailers["grpc-message"] ?? response.headers["grpc-message"]
-        guard let status, let code = Int(status).flatMap(GRPCStatusCode.init(rawValue:)) else {
-            return .failure(MicroError(id: service, code: 500, detail: "gRPC answer without a valid grpc-status"))
-        }
-        guard code == .ok else {
-            return .failure(MicroError(id: service, code: code.microCode, detail: message.map(GRPCText.decodeMessage) ?? "\(code)"))
+        if status != "0" {  // (the message is looked for only when there is something to say)
+            guard let status, let code = Int(status).flatMap(GRPCStatusCode.init(rawValue:)) else {
+                return .failure(MicroError(id: service, code: 500, detail: "gRPC answer without a valid grpc-status"))
+            }
+            if code != .ok {
+                let message = response.trailers["grpc-message"] ?? response.headers["grpc-message"]
+                return .failure(MicroError(id: service, code: code.microCode, detail: message.map(GRPCText.decodeMessage) ?? "\(code)"))
+            }
         }
         // the usual answer: one uncompressed message that is the whole body
         if response.unframed { return .success(response.body, metadata(of: response)) }
@@ -198,6 +200,7 @@ final class CallShapes: Sendable {
     static let capacity = 8
     private let state = Mutex<(shapes: [CallShape], next: Int)>(([], 0))
 
+    @inline(never)  // (inlined, its temporaries would enlarge the async frame of every call)
     func shape(service: String, endpoint: String, options: CallOptions) -> CallShape {
         if let hit = state.withLock({ state in state.shapes.first { $0.fits(service, endpoint, options) } }) { return hit }
         let made = Wire.shape(service: service, endpoint: endpoint, options: options)

@@ -118,10 +118,13 @@ public final class Selector: Sendable {
             /// Held, so that its buffer's address names this list for as long as the memo lives.
             let nodes: [Node]
             var stats: [NodeStats?]
+            /// What a client needs of each node, read once per list (no lookup per call).
+            let requiresTLS: [Bool]
 
             init(_ nodes: [Node]) {
                 self.nodes = nodes
                 stats = Array(repeating: nil, count: nodes.count)
+                requiresTLS = nodes.map(\.requiresTLS)
             }
 
             func holds(_ other: [Node]) -> Bool {
@@ -138,22 +141,23 @@ public final class Selector: Sendable {
             return made
         }
 
-        /// The record of `nodes[index]` (`nodes` not empty).
-        mutating func stats(of nodes: [Node], _ index: Int, _ now: Int64) -> NodeStats {
-            let memo: Memo
-            if let known = memos.first(where: { $0.holds(nodes) }) {
-                memo = known
+        /// The memo of a node list, made on first use.
+        mutating func memo(of nodes: [Node]) -> Memo {
+            if let known = memos.first(where: { $0.holds(nodes) }) { return known }
+            let made = Memo(nodes)
+            if memos.count < 4 {
+                memos.append(made)
             } else {
-                memo = Memo(nodes)
-                if memos.count < 4 {
-                    memos.append(memo)
-                } else {
-                    memos[nextMemo] = memo
-                    nextMemo = (nextMemo + 1) % 4
-                }
+                memos[nextMemo] = made
+                nextMemo = (nextMemo + 1) % 4
             }
+            return made
+        }
+
+        /// The record of the memo's node at `index`.
+        mutating func stats(_ memo: Memo, _ index: Int, _ now: Int64) -> NodeStats {
             if let known = memo.stats[index] { return known }
-            let found = stats(nodes[index].id, now)
+            let found = stats(memo.nodes[index].id, now)
             memo.stats[index] = found
             return found
         }
@@ -195,6 +199,8 @@ public final class Selector: Sendable {
         let node: Node
         let started: Int64
         let stats: NodeStats
+        /// ``Node/requiresTLS``, known from the node list's memo when the pick came from one.
+        var requiresTLS: Bool?
     }
 
     /// ``select(_:filters:tried:)`` at `now`, a time of this selector's clock the caller read
@@ -203,7 +209,8 @@ public final class Selector: Sendable {
         // the usual call: one version, no filters, first attempt; random picks need no list
         if services.count == 1, filters.isEmpty, tried == nil, strategy == .powerOfTwoChoices || strategy == .random,
            let chosen = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now) }) {
-            return Pick(service: 0, node: services[0].nodes[chosen.index], started: now, stats: chosen.stats)
+            return Pick(service: 0, node: services[0].nodes[chosen.index], started: now, stats: chosen.stats,
+                        requiresTLS: chosen.requiresTLS)
         }
         return try selectAmongCandidates(services, filters: filters, tried: tried, now: now)
     }
@@ -211,21 +218,22 @@ public final class Selector: Sendable {
     /// p2c or random straight from a node list, when the nodes drawn are not ejected (else nil:
     /// the general path filters the list).
     private static func pickDirectly(_ nodes: [Node], _ strategy: SelectionStrategy, _ state: inout State,
-                                     _ now: Int64) -> (index: Int, stats: NodeStats)? {
+                                     _ now: Int64) -> (index: Int, stats: NodeStats, requiresTLS: Bool?)? {
         guard !nodes.isEmpty else { return nil }
         let a = nodes.count == 1 ? 0 : Int.random(in: 0..<nodes.count)
-        let statsA = state.stats(of: nodes, a, now)
+        let memo = state.memo(of: nodes)
+        let statsA = state.stats(memo, a, now)
         guard !statsA.isEjected(at: now) else { return nil }
         var index = a, chosen = statsA
         if strategy == .powerOfTwoChoices && nodes.count > 1 {
             var b = Int.random(in: 0..<(nodes.count - 1))
             if b >= a { b += 1 }
-            let statsB = state.stats(of: nodes, b, now)
+            let statsB = state.stats(memo, b, now)
             guard !statsB.isEjected(at: now) else { return nil }
             if load(statsB, now) < load(statsA, now) { (index, chosen) = (b, statsB) }
         }
         take(chosen, &state, now)
-        return (index, chosen)
+        return (index, chosen, memo.requiresTLS[index])
     }
 
     private static func take(_ stats: NodeStats, _ state: inout State, _ now: Int64) {
@@ -284,7 +292,7 @@ public final class Selector: Sendable {
             let chosen = healthy[index]
             let stats = state.stats(chosen.node.id, now)
             Self.take(stats, &state, now)
-            return Pick(service: chosen.service, node: chosen.node, started: now, stats: stats)
+            return Pick(service: chosen.service, node: chosen.node, started: now, stats: stats, requiresTLS: nil)
         }
     }
 
