@@ -173,15 +173,6 @@ public final class HTTPClient: Sendable {
         let current = EventLoop.current
         let loop = current.flatMap { current in group.loops.first { $0 === current } } ?? group.next()
         let pool = pools[loop.index]
-        if current === loop {
-            // On the loop's thread, with a connection ready, the call reaches the core before this
-            // task can suspend, and what follows the answer touches nothing of the loop's: no
-            // executor preference is needed, nor asked (reading it takes the task's status lock).
-            if version == .http2, let ready = pool.readyConnection(to: address, tls: secure) {
-                return try await ready.call(method: method, path: path, headers: headers, body: body, timeoutMilliseconds: timeout,
-                                            flags: flags)
-            }
-        }
         // A task that already prefers this loop (a handler, a load generator worker) needs no
         // preference pushed: that costs a status record and task switches, a third of a call.
         if current === loop, withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
@@ -314,12 +305,6 @@ final class ConnectionPool: @unchecked Sendable {
         tls.map { "tls|\(ObjectIdentifier($0.context).hashValue)|\($0.target.expectedIdentity ?? "")|\($0.target.serverName ?? "")|\(address)" } ?? address
     }
 
-    /// The HTTP/2 connection to `address` if it is connected and takes calls (no suspension).
-    func readyConnection(to address: String, tls: SecureTarget?) -> ClientConnection? {
-        guard let existing = connections[Self.key(address, tls)], existing.isReady, existing.acceptsCalls else { return nil }
-        return existing
-    }
-
     func connection(to address: String, tls: SecureTarget? = nil) async throws(HTTPClientError) -> ClientConnection {
         precondition(loop.inEventLoop)
         let key = Self.key(address, tls)
@@ -418,11 +403,6 @@ final class ClientConnection: @unchecked Sendable {
         self.key = key
         self.http1 = http1
         self.speaksHTTP1 = speaksHTTP1 || http1 != nil
-    }
-
-    var isReady: Bool {
-        if case .ready = state { return true }
-        return false
     }
 
     var acceptsCalls: Bool {

@@ -280,18 +280,18 @@ public final class Client: Sendable {
                                 now: Int64) throws -> (String, Selector.Pick?)? {
         if let direct = options.address { return (direct, nil) }
         guard let services = cache.cached(service, now: now) else { return nil }
-        return try select(service, services, options, selector, &tried, now: now)
+        return try select(service, services, options, selector, &tried, now: now, held: true)
     }
 
     private func select(_ service: String, _ services: [ServiceRecord], _ options: CallOptions, _ selector: Selector,
-                        _ tried: inout TriedNodes, now: Int64) throws -> (String, Selector.Pick?) {
+                        _ tried: inout TriedNodes, now: Int64, held: Bool = false) throws -> (String, Selector.Pick?) {
         if services.allSatisfy({ $0.nodes.isEmpty }) {
             throw MicroError(id: "micro.client", code: 500, detail: "service \(service) not found")
         }
         if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = TriedNodes() }
         // the client's selectors read the clock the client does (Monotonic): its time serves
         let pick = try selector.pick(services, filters: options.filters, tried: tried.isEmpty ? nil : { [tried] in tried.contains($0) },
-                                     now: now)
+                                     now: now, held: held)
         tried.insert(pick.node.id)
         return (pick.node.address, pick)
     }

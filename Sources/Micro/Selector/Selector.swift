@@ -154,10 +154,11 @@ public final class Selector: Sendable {
             return made
         }
 
-        /// The record of the memo's node at `index`.
-        mutating func stats(_ memo: Memo, _ index: Int, _ now: Int64) -> NodeStats {
+        /// The record of `nodes[index]`, from the list's memo when it has one.
+        mutating func stats(_ memo: Memo?, _ nodes: [Node], _ index: Int, _ now: Int64) -> NodeStats {
+            guard let memo else { return stats(nodes[index].id, now) }
             if let known = memo.stats[index] { return known }
-            let found = stats(memo.nodes[index].id, now)
+            let found = stats(nodes[index].id, now)
             memo.stats[index] = found
             return found
         }
@@ -204,11 +205,13 @@ public final class Selector: Sendable {
     }
 
     /// ``select(_:filters:tried:)`` at `now`, a time of this selector's clock the caller read
-    /// already.
-    func pick(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?, now: Int64) throws -> Pick {
+    /// already. `held`: the caller keeps `services` and passes the same lists again (the registry
+    /// cache's answer), so a memo of its node lists pays (a list made for one call would only
+    /// cost the memo's allocations).
+    func pick(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?, now: Int64, held: Bool = false) throws -> Pick {
         // the usual call: one version, no filters, first attempt; random picks need no list
         if services.count == 1, filters.isEmpty, tried == nil, strategy == .powerOfTwoChoices || strategy == .random,
-           let chosen = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now) }) {
+           let chosen = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now, held: held) }) {
             return Pick(service: 0, node: services[0].nodes[chosen.index], started: now, stats: chosen.stats,
                         requiresTLS: chosen.requiresTLS)
         }
@@ -218,22 +221,22 @@ public final class Selector: Sendable {
     /// p2c or random straight from a node list, when the nodes drawn are not ejected (else nil:
     /// the general path filters the list).
     private static func pickDirectly(_ nodes: [Node], _ strategy: SelectionStrategy, _ state: inout State,
-                                     _ now: Int64) -> (index: Int, stats: NodeStats, requiresTLS: Bool?)? {
+                                     _ now: Int64, held: Bool) -> (index: Int, stats: NodeStats, requiresTLS: Bool?)? {
         guard !nodes.isEmpty else { return nil }
         let a = nodes.count == 1 ? 0 : Int.random(in: 0..<nodes.count)
-        let memo = state.memo(of: nodes)
-        let statsA = state.stats(memo, a, now)
+        let memo = held ? state.memo(of: nodes) : nil
+        let statsA = state.stats(memo, nodes, a, now)
         guard !statsA.isEjected(at: now) else { return nil }
         var index = a, chosen = statsA
         if strategy == .powerOfTwoChoices && nodes.count > 1 {
             var b = Int.random(in: 0..<(nodes.count - 1))
             if b >= a { b += 1 }
-            let statsB = state.stats(memo, b, now)
+            let statsB = state.stats(memo, nodes, b, now)
             guard !statsB.isEjected(at: now) else { return nil }
             if load(statsB, now) < load(statsA, now) { (index, chosen) = (b, statsB) }
         }
         take(chosen, &state, now)
-        return (index, chosen, memo.requiresTLS[index])
+        return (index, chosen, memo?.requiresTLS[index])
     }
 
     private static func take(_ stats: NodeStats, _ state: inout State, _ now: Int64) {
