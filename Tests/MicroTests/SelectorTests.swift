@@ -77,6 +77,42 @@ final class ManualClock: Sendable {
         #expect(counts["a", default: 0] > 1000 && counts["b", default: 0] > 1000)
     }
 
+    /// The client picks from the registry cache's lists, which it holds: the selector keeps a
+    /// memo per list (records by index, which nodes require TLS). Picks from one held list and
+    /// from a copy of it (another buffer) must share each node's record: what one learns, the
+    /// other sees; and the memo says which node requires TLS.
+    @Test func picksFromAHeldListShareTheNodesRecordsWithAnyOther() throws {
+        let clock = ManualClock()
+        let selector = Selector(strategy: .powerOfTwoChoices, ejection: .init(consecutiveFailures: 1), now: { clock.nanoseconds })
+        var nodes = Self.service.nodes
+        nodes[2].metadata["tls"] = "required"
+        let held = [ServiceRecord(name: "svc", version: "1", nodes: nodes)]
+        var counts: [String: Int] = [:], fromMemo = 0
+        for round in 0..<3000 {
+            // the same list object, or a fresh copy of it (a registry change), in turn
+            let services = round % 2 == 0 ? held : [ServiceRecord(name: "svc", version: "1", nodes: nodes.map { $0 })]
+            let pick = try selector.pick(services, filters: [], tried: nil, now: clock.nanoseconds, held: true)
+            counts[pick.node.id, default: 0] += 1
+            if let requiresTLS = pick.requiresTLS {
+                #expect(requiresTLS == (pick.node.id == "c"))
+                fromMemo += 1
+            }
+            clock.advance(pick.node.id == "c" ? .milliseconds(50) : .milliseconds(1))
+            selector.finish(pick.stats, started: pick.started, outcome: .success)
+        }
+        #expect(counts["c", default: 0] < 300)
+        #expect(counts["a", default: 0] > 1000 && counts["b", default: 0] > 1000)
+        #expect(fromMemo > 0)
+        #expect(["a", "b", "c"].allSatisfy { selector.outstanding($0) == 0 })
+        // a failure learnt through the held list ejects the node for picks from any list
+        let pick = try selector.pick(held, filters: [], tried: nil, now: clock.nanoseconds, held: true)
+        selector.finish(pick.stats, started: pick.started, outcome: .connectFailure)
+        #expect(selector.isEjected(pick.node.id))
+        for _ in 0..<50 {
+            #expect(try selector.select([ServiceRecord(name: "svc", version: "1", nodes: nodes.map { $0 })]).node.id != pick.node.id)
+        }
+    }
+
     @Test func filtersByVersionAndLabel() throws {
         let v1 = ServiceRecord(name: "svc", version: "1", nodes: [Node(id: "a", address: "x:1", metadata: ["zone": "east"])])
         let v2 = ServiceRecord(name: "svc", version: "2", nodes: [
