@@ -265,13 +265,7 @@ public final class Client: Sendable {
     func pick(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
               now: Int64 = Monotonic.now()) async throws -> (String, Selector.Pick?) {
         if let picked = try pickFromMemory(service, options, selector, &tried, now: now) { return picked }
-        let services: [ServiceRecord]
-        do {
-            services = try await cache.get(service)
-        } catch {
-            throw MicroError(id: "micro.client", code: 500, detail: "cannot look up service \(service): \(error)")
-        }
-        return try select(service, services, options, selector, &tried, now: now)
+        return try select(service, try await lookUp(service), options, selector, &tried, now: now)
     }
 
     /// ``pick(_:_:_:_:now:)`` without a suspension when it needs none: a direct address, or the
