@@ -21,15 +21,17 @@ final class RegistryCache: Sendable {
         /// compares a name (the same string, so at once) instead of hashing it.
         var last: (name: String, entry: Entry)?
 
-        subscript(name: String) -> Entry? {
-            get {
-                if let last, last.name == name { return last.entry }
-                return byName[name]
-            }
-            set {
-                byName[name] = newValue
-                last = newValue.map { (name, $0) }
-            }
+        /// The entry of `name`, which becomes the last looked up.
+        mutating func entry(_ name: String) -> Entry? {
+            if let last, last.name == name { return last.entry }
+            guard let found = byName[name] else { return nil }
+            last = (name, found)
+            return found
+        }
+
+        mutating func set(_ name: String, _ entry: Entry) {
+            byName[name] = entry
+            last = (name, entry)
         }
     }
     private let entries = Mutex(Entries())
@@ -48,23 +50,19 @@ final class RegistryCache: Sendable {
     func cached(_ name: String, now: Int64) -> [ServiceRecord]? {
         guard watching.load(ordering: .relaxed) else { return nil }
         return entries.withLock { entries in
-            if let last = entries.last, last.name == name {
-                return last.entry.valid && now - last.entry.fetched < maxAge ? last.entry.services : nil
-            }
-            guard let entry = entries.byName[name] else { return nil }
-            entries.last = (name, entry)
-            return entry.valid && now - entry.fetched < maxAge ? entry.services : nil
+            guard let entry = entries.entry(name), entry.valid, now - entry.fetched < maxAge else { return nil }
+            return entry.services
         }
     }
 
     func get(_ name: String) async throws -> [ServiceRecord] {
         startWatching()
         let now = Monotonic.now()
-        let cached = entries.withLock { $0[name] }
+        let cached = entries.withLock { $0.entry(name) }
         if let cached, cached.valid, now - cached.fetched < maxAge { return cached.services }
         do {
             let services = try await registry.getService(name)
-            entries.withLock { $0[name] = Entry(services: services, fetched: now, valid: true) }
+            entries.withLock { $0.set(name, Entry(services: services, fetched: now, valid: true)) }
             return services
         } catch {
             if let cached {
