@@ -139,6 +139,26 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
 }
 
 extension HTTPHeaders {
+    /// Calls `body` with each field's name and value as bytes, in order, making no String: for
+    /// a reader that keeps few of the fields it looks at. The bytes are valid during the call only.
+    package func forEachField(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {
+        switch form {
+        case .wire(let wire):
+            withExtendedLifetime(wire) {
+                let fields = wire.headers
+                for i in 0..<wire.count {
+                    body(UnsafeRawBufferPointer(start: fields[i].name, count: fields[i].name_len),
+                         UnsafeRawBufferPointer(start: fields[i].value, count: fields[i].value_len))
+                }
+            }
+        case .fields(let fields):
+            for field in fields {
+                var name = field.name, value = field.value
+                name.withUTF8 { name in value.withUTF8 { value in body(UnsafeRawBufferPointer(name), UnsafeRawBufferPointer(value)) } }
+            }
+        }
+    }
+
     /// Calls `body` with the fields as C headers that point into one temporary buffer.
     func withCHeaders<R>(_ body: (UnsafePointer<mc_header_t>?, Int) -> R) -> R {
         let fields: [Element]

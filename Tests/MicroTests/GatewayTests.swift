@@ -31,7 +31,12 @@ import Testing
             }
             service.handle("Say.Headers") { (_: Hello, context: Context) async throws -> [String: String] in
                 var seen: [String: String] = [:]
-                for key in ["Authorization", "X-Request-Id", "Cookie", "User-Agent"] { seen[key] = context.metadata[key] ?? "-" }
+                for key in ["Authorization", "X-Request-Id", "X-Trace-Tag", "Cookie", "User-Agent", "Sec-Fetch-Site", "Access-Control-Request-Method"] {
+                    seen[key] = context.metadata[key] ?? "-"
+                }
+                // a request's `Timeout` (seconds) shortens the gateway's own (60 s here)
+                let left = context.deadline.map { ContinuousClock.now.duration(to: $0) }
+                seen["deadline"] = left.map { $0 > .zero && $0 <= .seconds(30) ? "within 30 s" : "\($0)" } ?? "none"
                 return seen
             }
             service.handle("Say.Count", serverStream: { (count: Count, out: MessageWriter<Tick>, _: Context) in
@@ -124,15 +129,22 @@ import Testing
         try await fixture.stop()
     }
 
-    /// The caller's token (and its other headers) reach the service as metadata; its cookies and
-    /// the headers of the HTTP exchange itself do not.
-    @Test func headersTravelAsMetadataButCookiesDoNot() async throws {
+    /// The caller's token (and its other headers, named as Go writes them whatever their case)
+    /// reach the service as metadata; its cookies and the headers of the HTTP exchange itself do
+    /// not, on the first call of a path and on the calls after it.
+    @Test(arguments: [false, true])
+    func headersTravelAsMetadataButCookiesDoNot(http2: Bool) async throws {
         let fixture = try await Fixture()
-        let answer = try await Self.post(fixture.url + "/api/greeter/Say.Headers", #"{"name":"h"}"#,
-                                         headers: ["Authorization: Bearer abc.def", "X-Request-Id: r-42", "Cookie: session=secret"])
-        try #require(answer.status == 200, "\(answer.body)")
-        let seen = try JSONDecoder().decode([String: String].self, from: Data(answer.body.utf8))
-        #expect(seen == ["Authorization": "Bearer abc.def", "X-Request-Id": "r-42", "Cookie": "-", "User-Agent": "-"])
+        for round in 0..<2 {
+            let answer = try await Self.post(fixture.url + "/api/greeter/Say.Headers", #"{"name":"h"}"#,
+                                             headers: ["Authorization: Bearer abc.def", "X-Request-Id: r-\(round)", "x-TRACE-tag: t\(round)",
+                                                       "Cookie: session=secret", "SEC-Fetch-Site: none", "Access-Control-Request-Method: POST",
+                                                       "Timeout: 30"], http2: http2)
+            try #require(answer.status == 200, "\(answer.body)")
+            let seen = try JSONDecoder().decode([String: String].self, from: Data(answer.body.utf8))
+            #expect(seen == ["Authorization": "Bearer abc.def", "X-Request-Id": "r-\(round)", "X-Trace-Tag": "t\(round)", "Cookie": "-",
+                             "User-Agent": "-", "Sec-Fetch-Site": "-", "Access-Control-Request-Method": "-", "deadline": "within 30 s"])
+        }
         try await fixture.stop()
     }
 

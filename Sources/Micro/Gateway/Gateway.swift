@@ -84,6 +84,7 @@ public final class Gateway: Sendable {
         var enders: [Int: @Sendable () -> Void] = [:]
     }
     let state = Mutex(State())
+    let apiRoutes = Mutex(APIRoutes())
 
     /// A gateway calling through `client` (its registry, selector, interceptors, TLS and token),
     /// listing services from `registry` (the client's by default), and watching topics through
@@ -174,17 +175,27 @@ extension Gateway: ServiceLifecycle.Service {}
 // MARK: - routing
 
 extension Gateway {
-    func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
+    nonisolated(nonsending) func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
         let target = request.path
+        let cors = corsHeaders(request)
+        // the calls first: a path called before is found whole, without reading it again
+        if let known = apiRoutes.withLock({ $0.find(target) }) {
+            return await api(request, responder, service: known.service, endpoint: known.endpoint, query: nil, cors)
+        }
         let query = target.utf8.firstIndex(of: UInt8(ascii: "?"))
         let path = query.map { target[..<$0] } ?? target[...]
-        let cors = corsHeaders(request)
         if request.method == "OPTIONS" {
             return responder.send(preflight(request, cors))
         }
-        // the calls first, read without splitting the path into strings: /api/SERVICE/Endpoint.Method
+        // then read without splitting the path into strings: /api/SERVICE/Endpoint.Method
         if path.utf8.starts(with: Self.apiPrefix), let call = Self.apiCall(path) {
-            return await api(request, responder, service: call.service, endpoint: call.endpoint,
+            guard let service = Self.name(call.service) else { return responder.send(badName(String(call.service), "service", cors)) }
+            guard let endpoint = Self.name(call.endpoint), endpoint.utf8.contains(UInt8(ascii: ".")) else {
+                return responder.send(failure(MicroError(id: "micro.gateway", code: 400,
+                                                         detail: "'\(call.endpoint)' is not an endpoint: expected Handler.Method"), cors))
+            }
+            if query == nil { apiRoutes.withLock { $0.remember(target, service, endpoint) } }
+            return await api(request, responder, service: service, endpoint: endpoint,
                              query: query.map { String(target[target.utf8.index(after: $0)...]) }, cors)
         }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
@@ -239,20 +250,43 @@ extension Gateway {
         return (service, path[rest..<second] + "." + method)
     }
 
-    /// A call (`POST`) or a server stream (`Accept: text/event-stream`, `GET` or `POST`).
-    func api(_ request: HTTPServerRequest, _ responder: HTTPResponder, service serviceText: Substring, endpoint endpointText: String,
-             query: String?, _ cors: HTTPHeaders) async {
-        guard let service = Self.name(serviceText) else { return responder.send(badName(String(serviceText), "service", cors)) }
-        guard let endpoint = Self.name(endpointText), endpoint.utf8.contains(UInt8(ascii: ".")) else {
-            return responder.send(failure(MicroError(id: "micro.gateway", code: 400,
-                                                     detail: "'\(endpointText)' is not an endpoint: expected Handler.Method"), cors))
-        }
+    /// A call (`POST`) or a server stream (`Accept: text/event-stream`, `GET` or `POST`) of an
+    /// endpoint whose names are valid.
+    nonisolated(nonsending) func api(_ request: HTTPServerRequest, _ responder: HTTPResponder, service: String, endpoint: String,
+                                     query: String?, _ cors: HTTPHeaders) async {
         let method = request.method
         if method == "GET" || method == "POST", let accept = request.headers["accept"], accept.contains("text/event-stream") {
             return await serverStream(request, responder, service, endpoint, query: query, cors)
         }
-        guard method == "POST" else { return responder.send(notAllowed(method, allow: "POST", cors)) }
+        guard method == "POST" else {
+            if method == "OPTIONS" { return responder.send(preflight(request, cors)) }
+            return responder.send(notAllowed(method, allow: "POST", cors))
+        }
         responder.send(await call(request, service, endpoint, cors))
+    }
+
+    /// `/api/…` paths (without a query) already called, with the names they hold: a path is read
+    /// and its names checked once, not on every call. At most `capacity`, the oldest replaced
+    /// first, so that callers naming ever new paths cannot grow it.
+    struct APIRoutes {
+        static let capacity = 16
+        private var entries: [(target: String, service: String, endpoint: String)] = []
+        private var next = 0
+
+        func find(_ target: String) -> (service: String, endpoint: String)? {
+            for entry in entries where entry.target == target { return (entry.service, entry.endpoint) }
+            return nil
+        }
+
+        mutating func remember(_ target: String, _ service: String, _ endpoint: String) {
+            guard find(target) == nil else { return }
+            if entries.count < Self.capacity {
+                entries.append((target, service, endpoint))
+            } else {
+                entries[next] = (target, service, endpoint)
+                next = (next + 1) % Self.capacity
+            }
+        }
     }
 
     /// A path segment, percent-decoded, if it is a name: a service, an endpoint or a topic
@@ -278,25 +312,70 @@ extension Gateway {
 
     // MARK: calls
 
-    /// Request headers that are about this HTTP exchange only, never a call's metadata.
-    static let localHeaders: Set<String> = [
+    /// Request headers that are about this HTTP exchange only, never a call's metadata (and,
+    /// by prefix, `:…`, `sec-…` and `access-control-…`).
+    static let localHeaders = [
         "host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer",
         "content-length", "content-type", "accept", "accept-encoding", "accept-language", "user-agent", "origin", "referer",
         "cookie", "cache-control", "pragma", "priority", "dnt", "timeout", "last-event-id",
         "micro-endpoint", "micro-service", "micro-method", "micro-stream", "micro-id", "micro-topic", "micro-from-service",
     ]
 
+    /// `localHeaders` by length, as bytes: a name is compared with the few of its length.
+    private static let localHeadersByLength: [[[UInt8]]] = {
+        var table = [[[UInt8]]](repeating: [], count: (localHeaders.map(\.utf8.count).max() ?? 0) + 1)
+        for name in localHeaders { table[name.utf8.count].append(Array(name.utf8)) }
+        return table
+    }()
+
+    /// Whether a request header travels as the call's metadata. Looks at the bytes (names in
+    /// any case), making nothing: most of a request's headers are not kept.
+    static func isMetadata(_ name: UnsafeRawBufferPointer) -> Bool {
+        guard let first = name.first else { return false }
+        switch lowered(first) {
+        case UInt8(ascii: ":"): return false
+        case UInt8(ascii: "s"): if startsIgnoringCase(name, "sec-") { return false }
+        case UInt8(ascii: "a"): if startsIgnoringCase(name, "access-control-") { return false }
+        default: break
+        }
+        guard name.count < localHeadersByLength.count else { return true }
+        for local in localHeadersByLength[name.count] where equalIgnoringCase(name, local) { return false }
+        return true
+    }
+
+    private static func startsIgnoringCase(_ name: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
+        guard name.count >= prefix.utf8CodeUnitCount else { return false }
+        return equalIgnoringCase(UnsafeRawBufferPointer(rebasing: name[..<prefix.utf8CodeUnitCount]),
+                                 UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
+    }
+
+    /// `name` equal to `lower` (lower case) without regard to ASCII case.
+    private static func equalIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: some Collection<UInt8>) -> Bool {
+        name.count == lower.count && zip(name, lower).allSatisfy { lowered($0) == $1 }
+    }
+
+    @inline(__always)
+    private static func lowered(_ byte: UInt8) -> UInt8 {
+        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+    }
+
     /// The call's options: the caller's headers as metadata, the timeout (the request's own
     /// `Timeout`, in seconds, when it is shorter).
     func callOptions(_ request: HTTPServerRequest) -> CallOptions {
         var options = baseCallOptions
-        if let asked = request.headers["timeout"].flatMap(Double.init), asked > 0, .milliseconds(Int(asked * 1000)) < options.timeout {
-            options.timeout = .milliseconds(max(1, Int(asked * 1000)))
-        }
-        for (name, value) in request.headers {
-            let lower = name.lowercased()
-            if lower.hasPrefix(":") || lower.hasPrefix("sec-") || lower.hasPrefix("access-control-") || Self.localHeaders.contains(lower) { continue }
-            options.metadata[Self.canonical(lower)] = value
+        var timeoutSeen = false
+        request.headers.forEachField { name, value in
+            guard Self.isMetadata(name) else {
+                // the first `Timeout` counts
+                if !timeoutSeen, Self.equalIgnoringCase(name, "timeout".utf8) {
+                    timeoutSeen = true
+                    if let asked = Double(String(decoding: value, as: UTF8.self)), asked > 0, .milliseconds(Int(asked * 1000)) < options.timeout {
+                        options.timeout = .milliseconds(max(1, Int(asked * 1000)))
+                    }
+                }
+                return
+            }
+            options.metadata[Self.canonical(name)] = String(decoding: value, as: UTF8.self)
         }
         return options
     }
@@ -304,12 +383,16 @@ extension Gateway {
     /// A header name as Go's net/http writes it (`x-request-id` → `X-Request-Id`): HTTP/2 sends
     /// names in lower case, and a message's headers are a plain map that go-micro's services read
     /// by the canonical name.
-    static func canonical(_ lower: String) -> String {
+    static func canonical(_ name: UnsafeRawBufferPointer) -> String {
         var upper = true
-        return String(decoding: lower.utf8.map { byte in
-            defer { upper = byte == UInt8(ascii: "-") }
-            return upper && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) ? byte - 32 : byte
-        }, as: UTF8.self)
+        return String(unsafeUninitializedCapacity: name.count) { out in
+            for (i, byte) in name.enumerated() {
+                let lower = lowered(byte)
+                out[i] = upper && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(lower) ? lower - 32 : lower
+                upper = byte == UInt8(ascii: "-")
+            }
+            return name.count
+        }
     }
 
     /// Why a body cannot be a call's JSON request, if it cannot.
@@ -353,7 +436,7 @@ extension Gateway {
         MicroError(id: "micro.gateway", code: 404, detail: "service \(service) not found")
     }
 
-    func call(_ request: HTTPServerRequest, _ service: String, _ endpoint: String, _ cors: HTTPHeaders) async -> HTTPServerResponse {
+    nonisolated(nonsending) func call(_ request: HTTPServerRequest, _ service: String, _ endpoint: String, _ cors: HTTPHeaders) async -> HTTPServerResponse {
         if let problem = Self.contentTypeProblem(request) { return failure(problem, cors) }
         let body = request.body.isEmpty ? Array("{}".utf8) : request.body
         do {
