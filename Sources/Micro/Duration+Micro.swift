@@ -49,6 +49,6 @@ enum Monotonic {
 
     /// Nanoseconds as whole milliseconds, rounded up (what the core's deadlines take).
     static func millisecondsRoundedUp(_ nanoseconds: Int64) -> UInt64 {
-        nanoseconds <= 0 ? 0 : UInt64((nanoseconds + 999_999) / 1_000_000)
+        nanoseconds <= 0 ? 0 : UInt64(nanoseconds / 1_000_000) + (nanoseconds % 1_000_000 > 0 ? 1 : 0)
     }
 }

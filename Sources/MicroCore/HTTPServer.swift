@@ -30,11 +30,27 @@ public final class HTTPServer: Sendable {
     /// - Parameter streams: which HTTP/2 requests are handed over as streams, by path, as soon as
     ///   their headers arrive (their body then comes through ``HTTPServerRequest/bodyStream``).
     ///   Requests with a `micro-stream` header always are. Others arrive with their whole body.
-    public init(
+    public convenience init(
         group: EventLoopGroup = .shared,
         configuration: HTTPServerConfiguration = .init(),
         logger: Logger,
         streams: (@Sendable (_ path: String) -> Bool)? = nil,
+        handler: @escaping Handler
+    ) throws(MicroCoreError) {
+        var streamPaths: (@Sendable (UnsafeRawBufferPointer) -> Bool)?
+        if let streams {
+            streamPaths = { (path: UnsafeRawBufferPointer) -> Bool in streams(String(decoding: path, as: UTF8.self)) }
+        }
+        try self.init(group: group, configuration: configuration, logger: logger, streamPaths: streamPaths, handler: handler)
+    }
+
+    /// The same with the stream predicate given the path's bytes (asked of every request with a
+    /// body: no String made for it).
+    package init(
+        group: EventLoopGroup = .shared,
+        configuration: HTTPServerConfiguration = .init(),
+        logger: Logger,
+        streamPaths streams: (@Sendable (_ path: UnsafeRawBufferPointer) -> Bool)?,
         handler: @escaping Handler
     ) throws(MicroCoreError) {
         guard (0...65535).contains(configuration.port) else {
@@ -183,11 +199,11 @@ final class ServerContext: Sendable {
     let logger: Logger
     /// Per loop, by index: the tasks that run the handler.
     let workers: [RequestWorkers]
-    let streams: (@Sendable (String) -> Bool)?
+    let streams: (@Sendable (UnsafeRawBufferPointer) -> Bool)?
     let server = Mutex<ServerHandle?>(nil)
     private let state = Mutex<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
-    init(loops: [EventLoop], logger: Logger, streams: (@Sendable (String) -> Bool)?, handler: @escaping HTTPServer.Handler) {
+    init(loops: [EventLoop], logger: Logger, streams: (@Sendable (UnsafeRawBufferPointer) -> Bool)?, handler: @escaping HTTPServer.Handler) {
         self.loops = loops
         self.logger = logger
         self.streams = streams
@@ -198,7 +214,8 @@ final class ServerContext: Sendable {
     func isStream(_ req: OpaquePointer) -> Bool {
         guard let streams else { return false }
         var len = 0
-        return streams(WireHeaders.string(mc_request_path(req, &len), len))
+        let path = mc_request_path(req, &len)
+        return streams(UnsafeRawBufferPointer(start: len > 0 ? path : nil, count: len))
     }
 
     func withServer(_ body: (OpaquePointer) -> Void) {

@@ -88,7 +88,7 @@ extension Client {
         _ body: (ClientStream<Request, Response>) async throws -> R
     ) async throws -> R {
         let options = options ?? self.options
-        guard let codec = codec(for: options.contentType) as? any MessageCodec else {
+        guard let codec = codec(for: options.contentType)?.messageCodec else {
             throw MicroError(id: "micro.client", code: 400, detail: "content type \(options.contentType) cannot carry protobuf messages")
         }
         return try await typedStream(service, endpoint, options, kind: .bidiStream, body, encode: { try codec.encode(message: $0) }) { bytes in

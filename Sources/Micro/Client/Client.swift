@@ -143,7 +143,7 @@ public final class Client: Sendable {
         options: CallOptions? = nil
     ) async throws -> Response {
         let options = options ?? self.options
-        guard let codec = codec(for: options.contentType) as? any MessageCodec else {
+        guard let codec = codec(for: options.contentType)?.messageCodec else {
             throw MicroError(id: "micro.client", code: 400, detail: "content type \(options.contentType) cannot carry protobuf messages")
         }
         let body: [UInt8]

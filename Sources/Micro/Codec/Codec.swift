@@ -11,6 +11,13 @@ public protocol Codec: Sendable {
     var contentType: String { get }
     func encode<T: Encodable>(_ value: T) throws -> [UInt8]
     func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T
+    /// This codec as one that carries protobuf messages, or nil. A requirement rather than an
+    /// `as? any MessageCodec` cast, which looks the conformance up on every call.
+    var messageCodec: (any MessageCodec)? { get }
+}
+
+extension Codec {
+    public var messageCodec: (any MessageCodec)? { nil }
 }
 
 /// `application/json`: a fast path for the common shapes, Foundation's JSON coders for the rest.

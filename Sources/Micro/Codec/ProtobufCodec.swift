@@ -8,6 +8,10 @@ public protocol MessageCodec: Codec {
     func decode<M: SwiftProtobuf.Message>(message type: M.Type, from bytes: [UInt8]) throws -> M
 }
 
+extension MessageCodec {
+    public var messageCodec: (any MessageCodec)? { self }
+}
+
 /// `application/protobuf` (also `application/x-protobuf`, and gRPC's `application/grpc+proto`):
 /// the protobuf binary format. Carries `SwiftProtobuf.Message` types, and `[UInt8]` as the
 /// message's bytes untouched (a handler of `[UInt8]` sees exactly what the caller sent: a proxy,

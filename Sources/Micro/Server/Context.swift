@@ -64,7 +64,7 @@ public final class Context: Sendable {
         self.wire = wire
         self.metadata = metadata
         self.deadline = timeout > 0 ? .now + .nanoseconds(timeout) : nil
-        self.timeoutMilliseconds = Duration.nanoseconds(timeout).millisecondsRoundedUp
+        self.timeoutMilliseconds = Monotonic.millisecondsRoundedUp(timeout)  // (Int64 arithmetic: no Duration per call)
         self.eventLoop = eventLoop
         self.peer = peer
     }

@@ -4,12 +4,11 @@ extension LegacyEnvelope.Kind {
     /// The envelope a content type names. Asked of every micro-protocol request: compares bytes,
     /// builds nothing.
     init?(contentType: String) {
-        if HTTPHeaders.equalIgnoringCase(contentType, "application/json-rpc") {
-            self = .jsonRPC
-        } else if HTTPHeaders.equalIgnoringCase(contentType, "application/proto-rpc") {
-            self = .protoRPC
-        } else {
-            return nil
+        // by length first: the usual content types are neither, and are told so without a loop
+        switch contentType.utf8.count {
+        case 20 where HTTPHeaders.equalIgnoringCase(contentType, "application/json-rpc"): self = .jsonRPC
+        case 21 where HTTPHeaders.equalIgnoringCase(contentType, "application/proto-rpc"): self = .protoRPC
+        default: return nil
         }
     }
 }

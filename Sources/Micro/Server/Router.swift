@@ -487,7 +487,7 @@ extension Router {
             response: Value(name: Response.protoMessageName, type: Response.protoMessageName)
         )
         return EndpointHandler(name: name, description: description) { body, codec, context in
-            guard let codec = codec as? any MessageCodec else {
+            guard let codec = codec.messageCodec else {
                 throw MicroError(id: service, code: 415, detail: "\(codec.contentType) cannot carry protobuf messages; use application/protobuf, application/json or gRPC")
             }
             let request: Request

@@ -91,7 +91,7 @@ extension Service {
 
     static func messageCoding<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(_: Request.Type, _: Response.Type) -> Coding<Request, Response> {
         { codec, service, endpoint in
-            guard let codec = codec as? any MessageCodec else {
+            guard let codec = codec.messageCodec else {
                 throw MicroError(id: service, code: 415, detail: "\(codec.contentType) cannot carry protobuf messages; use application/protobuf, application/json or gRPC")
             }
             return ({ bytes in

@@ -241,7 +241,7 @@ public final class Service: Sendable {
         config.tls = options.tls
         let router = self.router
         let server = try HTTPServer(group: options.eventLoopGroup, configuration: config, logger: options.logger,
-                                    streams: { router.isStream(path: $0) }) { request, responder in
+                                    streamPaths: { router.isStream(path: $0) }) { request, responder in
             await router.serve(request, responder)
         }
         // a weak reference: the metrics must not keep a closed server alive

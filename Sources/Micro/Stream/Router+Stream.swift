@@ -24,20 +24,18 @@ struct StreamingHandler: Sendable {
 extension Router {
     /// Whether an HTTP/2 request to `path` should be handed over as a stream (asked by the core
     /// when a request's headers arrive with a body to follow).
-    func isStream(path: String) -> Bool {
-        // asked for every request with a body: bytes compared, nothing built
-        var path = path
-        let endsWithAStreamMethod = path.withUTF8 { path in
-            streamMethods.withLock { methods in
-                methods.contains { method in
-                    path.count > method.count && method.withUnsafeBufferPointer {
-                        memcmp(path.baseAddress! + (path.count - $0.count), $0.baseAddress!, $0.count) == 0
-                    }
+    /// Asked for every request with a body: bytes compared, and a String made only for a path
+    /// that ends with a streaming endpoint's method.
+    func isStream(path: UnsafeRawBufferPointer) -> Bool {
+        let endsWithAStreamMethod = streamMethods.withLock { methods in
+            methods.contains { method in
+                path.count > method.count && method.withUnsafeBufferPointer {
+                    memcmp(path.baseAddress! + (path.count - $0.count), $0.baseAddress!, $0.count) == 0
                 }
             }
         }
         guard endsWithAStreamMethod else { return false }
-        return endpoint(grpcPath: path).endpoint?.streaming != nil
+        return endpoint(grpcPath: String(decoding: path, as: UTF8.self)).endpoint?.streaming != nil
     }
 
     @inline(never)
