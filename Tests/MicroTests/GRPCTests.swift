@@ -75,12 +75,19 @@ import Testing
     }
 
     /// A handler of `[UInt8]` gets the message exactly as it came, over gRPC (grpcio with no
-    /// serializers sends raw bytes) and over the micro protocol with octet-stream or protobuf.
-    @Test func aBytesHandlerGetsTheMessageAsItCameOverEveryWire() async throws {
+    /// serializers sends raw bytes) and over the micro protocol with octet-stream or protobuf;
+    /// an `async` handler and a synchronous one alike.
+    @Test(arguments: [false, true])
+    func aBytesHandlerGetsTheMessageAsItCameOverEveryWire(synchronous: Bool) async throws {
         let service = Service(name: "echo", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
-        service.handle("Echo.Call") { (message: [UInt8], _: Context) async throws -> [UInt8] in
+        @Sendable func reverse(_ message: [UInt8]) throws -> [UInt8] {
             guard !message.isEmpty else { throw MicroError.badRequest("echo", "nothing to echo") }
             return message.reversed()
+        }
+        if synchronous {
+            service.handle("Echo.Call") { (message: [UInt8], _: Context) throws -> [UInt8] in try reverse(message) }
+        } else {
+            service.handle("Echo.Call") { (message: [UInt8], _: Context) async throws -> [UInt8] in try reverse(message) }
         }
         try service.start()
         let script = """
@@ -115,6 +122,36 @@ import Testing
             "--data-binary", "", "http://127.0.0.1:\(service.port!)/",
         ])
         #expect(empty.stdout.contains("\"code\":400") && empty.stdout.contains("nothing to echo"), "\(empty.stdout)")
+        await service.shutdown()
+    }
+
+    /// A synchronous handler of protobuf messages, called by grpcio (the request and answer
+    /// encoded by hand: HelloRequest is string field 1, HelloResponse string field 2); its thrown
+    /// error reaches the caller as a gRPC status.
+    @Test func aSynchronousMessageHandlerOverGRPC() async throws {
+        let service = Service(name: "greeter", address: "127.0.0.1:0", options: .init(handleSignals: false, register: false))
+        service.handle("Greeter.Hello") { (request: HelloRequest, _: Context) throws -> HelloResponse in
+            guard !request.name.isEmpty else { throw MicroError.badRequest("greeter", "name is required") }
+            var response = HelloResponse()
+            response.greeting = "Hello " + request.name
+            return response
+        }
+        try service.start()
+        let script = """
+            import grpc, sys
+            call = grpc.insecure_channel(sys.argv[1]).unary_unary("/greeter.Greeter/Hello")
+            answer = call(b"\\x0a\\x03ann", timeout=120)
+            sys.stdout.write(answer.hex() + "\\n")
+            try:
+                call(b"", timeout=120)
+            except grpc.RpcError as e:
+                sys.stdout.write(e.code().name + " " + e.details() + "\\n")
+            """
+        let result = try await Tool.run("python3", ["-c", script, "127.0.0.1:\(service.port!)"], timeout: .seconds(300))
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == ([0x12, 9] + Array("Hello ann".utf8)).map { String(format: "%02x", $0) }.joined())
+        #expect(lines.last == "INVALID_ARGUMENT name is required")
         await service.shutdown()
     }
 

@@ -142,7 +142,8 @@ import Testing
             options.auth = auth
             service = Service(name: "icounter", address: "127.0.0.1:0", options: options)
             service.register(Counter(runs: runs))
-            service.handle("Greeter.Hello") { [runs] (hello: Hello, ctx: Context) async throws -> Reply in
+            // synchronous (it does not await): the hooks wrap it as they wrap the async ones
+            service.handle("Greeter.Hello") { [runs] (hello: Hello, ctx: Context) throws -> Reply in
                 runs.withLock { $0 += 1 }
                 return Reply(message: "hello \(hello.name) \(ctx.metadata["x-trace"] ?? "-")")
             }

@@ -42,14 +42,26 @@ struct Nap: Codable, Sendable { var milliseconds: Int }
         #expect(cancelled.withLock { $0 })
     }
 
-    @Test func thrownErrorsKeepTheirCodeAndOtherErrorsAre500() async throws {
+    /// The same for an `async` handler and a synchronous one (answered without an async call).
+    @Test(arguments: [false, true])
+    func thrownErrorsKeepTheirCodeAndOtherErrorsAre500(synchronous: Bool) async throws {
         struct Boom: Error, CustomStringConvertible { var description: String { "boom happened" } }
         let service = try Self.start { service in
-            service.handle("E.Micro") { (_: Greeting, _: Context) async throws -> Reply in
-                throw MicroError.forbidden("svc", "not you")
+            if synchronous {
+                service.handle("E.Micro") { (_: Greeting, _: Context) throws -> Reply in throw MicroError.forbidden("svc", "not you") }
+                service.handle("E.Other") { (_: Greeting, _: Context) throws -> Reply in throw Boom() }
+                service.handle("E.Fine") { (greeting: Greeting, _: Context) in Reply(message: "fine " + greeting.name) }
+            } else {
+                service.handle("E.Micro") { (_: Greeting, _: Context) async throws -> Reply in
+                    throw MicroError.forbidden("svc", "not you")
+                }
+                service.handle("E.Other") { (_: Greeting, _: Context) async throws -> Reply in throw Boom() }
+                service.handle("E.Fine") { (greeting: Greeting, _: Context) async throws -> Reply in Reply(message: "fine " + greeting.name) }
             }
-            service.handle("E.Other") { (_: Greeting, _: Context) async throws -> Reply in throw Boom() }
         }
+        #expect(try await Self.call(service, "E.Fine", #"{"name":"x"}"#) == #"{"message":"fine x"}"#)
+        let undecodable = MicroError(parsing: try await Self.call(service, "E.Fine", #"{"name":3}"#))
+        #expect(undecodable.code == 400 && undecodable.detail.contains("cannot decode"), "\(undecodable)")
         let micro = MicroError(parsing: try await Self.call(service, "E.Micro", #"{"name":"x"}"#))
         #expect(micro == MicroError(id: "svc", code: 403, detail: "not you"))
         let other = MicroError(parsing: try await Self.call(service, "E.Other", #"{"name":"x"}"#))

@@ -13,7 +13,8 @@ import MicroEtcd
 MicroEtcd.install()  // MICRO_REGISTRY=etcd works too (Benchmarks/etcd calls it by name through etcd)
 let service = Service(name: "echo")
 
-service.handle("Echo.Call") { (message: [UInt8], _: Context) async throws -> [UInt8] in
+// a handler that does not await is synchronous: answered without an async call of its own
+service.handle("Echo.Call") { (message: [UInt8], _: Context) in
     message
 }
 

@@ -18,7 +18,9 @@ struct Response: Codable, Sendable {
 
 let service = Service(name: "helloworld")
 
-service.handle("Helloworld.Greeting") { (request: Request, _: Context) async throws -> Response in
+// a handler that does not await is synchronous (`async throws` in its signature would make it
+// an async one, for a handler that calls other services, a store, a broker)
+service.handle("Helloworld.Greeting") { (request: Request, _: Context) in
     Response(message: "Hello " + request.name)
 }
 

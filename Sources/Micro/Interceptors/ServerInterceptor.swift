@@ -100,6 +100,9 @@ struct ServerInterceptors: Sendable {
     }
 
     var isEmpty: Bool { all.isEmpty }
+    /// Nothing to run around a call (no interceptor, no admission, no tracing): a synchronous
+    /// handler can then be called without an async call.
+    var allowSynchronousCalls: Bool { all.isEmpty && admission == nil && tracing == nil }
 
     /// Throws the refusal of ``admission``, if any (waiting, once, for its first rules).
     nonisolated(nonsending) func admit(_ context: Context) async throws {

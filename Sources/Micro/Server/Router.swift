@@ -8,6 +8,8 @@ import Synchronization
 final class EndpointHandler: Sendable {
     typealias Call = nonisolated(nonsending) @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) async throws -> [UInt8]
     typealias BytesCall = nonisolated(nonsending) @Sendable (_ body: [UInt8], _ context: Context) async throws -> [UInt8]
+    typealias SyncCall = @Sendable (_ body: [UInt8], _ codec: any Codec, _ context: Context) throws -> [UInt8]
+    typealias SyncBytesCall = @Sendable (_ body: [UInt8], _ context: Context) throws -> [UInt8]
     let name: String
     /// What the registry publishes.
     let description: Endpoint
@@ -21,10 +23,18 @@ final class EndpointHandler: Sendable {
     let bytes: BytesCall?
     /// Its calls' count and duration; nil while metrics are off.
     let metrics: EndpointMetrics?
+    /// For a synchronous handler: what `call` does, without an async call (the router runs it
+    /// in its own frame when no interceptor needs to wrap it).
+    let sync: SyncCall?
+    /// For a synchronous handler of raw bytes: the handler itself (as `bytes`).
+    let syncBytes: SyncBytesCall?
 
     init(name: String, description: Endpoint, streaming: StreamingHandler? = nil, origin: Context.Origin? = nil,
-         bytes: BytesCall? = nil, metrics: EndpointMetrics? = nil, call: @escaping Call) {
+         bytes: BytesCall? = nil, metrics: EndpointMetrics? = nil, sync: SyncCall? = nil, syncBytes: SyncBytesCall? = nil,
+         call: @escaping Call) {
         self.metrics = metrics
+        self.sync = sync
+        self.syncBytes = syncBytes
         self.name = name
         self.description = description
         self.streaming = streaming
@@ -62,9 +72,12 @@ final class Router: Sendable {
     /// splitting it. Only paths that resolved, and at most `maxGRPCRoutes` of them (any package
     /// prefix resolves through the short name, so callers could otherwise grow it).
     private let grpcRoutes = Mutex(GRPCRoutes())
+    /// Endpoint names already asked for (the micro protocol's `Micro-Endpoint`), the same way:
+    /// a few strings compared instead of one hashed per request. Only names that resolved.
+    private let namedRoutes = Mutex(GRPCRoutes())
 
-    /// The first few paths are compared one by one, which is quicker than hashing (a short path
-    /// compares as two words); the rest are in a table.
+    /// The first few paths (or names) are compared one by one, which is quicker than hashing (a
+    /// short one compares as two words); the rest are in a table.
     struct GRPCRoutes {
         static let scanned = 8
         var first: [(path: String, endpoint: EndpointHandler)] = []
@@ -107,9 +120,11 @@ final class Router: Sendable {
         let origin = Context.Origin(service: service, endpoint: endpoint.name, kind: endpoint.kind, logger: logger)
         let metrics = MicroMetrics.isEnabled ? EndpointMetrics(service: service, endpoint: endpoint.name, kind: endpoint.kind) : nil
         let registered = EndpointHandler(name: endpoint.name, description: endpoint.description, streaming: endpoint.streaming,
-                                         origin: origin, bytes: endpoint.bytes, metrics: metrics, call: endpoint.call)
+                                         origin: origin, bytes: endpoint.bytes, metrics: metrics, sync: endpoint.sync,
+                                         syncBytes: endpoint.syncBytes, call: endpoint.call)
         endpoints.withLock { $0[endpoint.name] = registered }
         grpcRoutes.withLock { $0 = GRPCRoutes() }
+        namedRoutes.withLock { $0 = GRPCRoutes() }
         if endpoint.streaming != nil {
             let method = Array(("/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)).utf8)
             streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
@@ -182,6 +197,16 @@ final class Router: Sendable {
         switch route(request) {
         case .answer(let response): responder.send(response)
         case .unary(let call):
+            if call.endpoint.sync != nil, interceptors.allowSynchronousCalls {
+                // a synchronous handler, run in this frame: no async call, so no frame of its own
+                // and no executor check when it returns; it answers before any deadline could
+                // pass on this loop, so none is armed
+                let start = call.endpoint.metrics?.begin()
+                let result = invokeSynchronously(call.endpoint, call.message, call.codec, call.context)
+                stats.record(failed: result.failed, code: result.code, metrics: call.endpoint.metrics, since: start)
+                call.endpoint.metrics?.record(received: call.message.count, sent: (try? result.get())?.count ?? 0)
+                return responder.send(call.answer(result, self))
+            }
             if call.context.timeoutMilliseconds > 0 {
                 responder.setDeadline(afterMilliseconds: call.context.timeoutMilliseconds, handler: self)
             }
@@ -243,7 +268,7 @@ final class Router: Sendable {
             }
             return .answer(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
         }
-        guard let endpoint = endpoints.withLock({ $0[name] }) else { return .answer(unknownEndpoint(name)) }
+        guard let endpoint = endpoint(named: name) else { return .answer(unknownEndpoint(name)) }
         guard let codec = codecs.codec(for: contentType) else {
             let supported = codecs.contentTypes.joined(separator: ", ")
             return .answer(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
@@ -362,6 +387,17 @@ final class Router: Sendable {
         }
     }
 
+    /// Runs a synchronous handler (the endpoint has `sync`; no interceptor to run); every failure
+    /// becomes a MicroError, as in ``invoke``.
+    func invokeSynchronously(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) -> Result<[UInt8], MicroError> {
+        do {
+            if let bytes = endpoint.syncBytes, Self.carriesBytesUnchanged(codec) { return .success(try bytes(body, context)) }
+            return .success(try endpoint.sync!(body, codec, context))
+        } catch {
+            return .failure(failure(error, endpoint, context))
+        }
+    }
+
     /// Whether `codec` decodes and encodes `[UInt8]` as the bytes themselves.
     static func carriesBytesUnchanged(_ codec: any Codec) -> Bool {
         let type = type(of: codec)
@@ -384,7 +420,10 @@ final class Router: Sendable {
     static let maxGRPCRoutes = 1024
 
     func endpoint(named name: String) -> EndpointHandler? {
-        endpoints.withLock { $0[name] }
+        if let known = namedRoutes.withLock({ $0.endpoint(name) }) { return known }
+        guard let found = endpoints.withLock({ $0[name] }) else { return nil }
+        namedRoutes.withLock { if $0.endpoint(name) == nil { $0.add(name, found) } }
+        return found
     }
 
     /// The endpoint a gRPC path `/pkg.Service/Method` names: `pkg.Service.Method`, else
@@ -446,32 +485,66 @@ extension Router {
         return EndpointHandler(name: name, description: typed.description, bytes: handler, call: typed.call)
     }
 
+    /// The same for a synchronous handler.
+    static func bytesEndpoint(_ name: String, service: String, synchronous handler: @escaping EndpointHandler.SyncBytesCall) -> EndpointHandler {
+        let typed = endpoint(name, service: service, synchronous: handler)
+        return EndpointHandler(name: name, description: typed.description, bytes: { body, context in try handler(body, context) },
+                               sync: typed.sync, syncBytes: handler, call: typed.call)
+    }
+
     /// Wraps a typed handler: a body that does not decode is the caller's fault (400).
     static func endpoint<Request: Decodable & Sendable, Response: Encodable & Sendable>(
         _ name: String,
         service: String,
         _ handler: nonisolated(nonsending) @escaping @Sendable (Request, Context) async throws -> Response
     ) -> EndpointHandler {
+        EndpointHandler(name: name, description: codableDescription(name, Request.self, Response.self)) { body, codec, context in
+            let request: Request = try decode(body, codec, name, service)
+            return try encode(try await handler(request, context), codec, service)
+        }
+    }
+
+    /// The same for a synchronous handler (run without an async call where nothing intercepts).
+    static func endpoint<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        _ name: String,
+        service: String,
+        synchronous handler: @escaping @Sendable (Request, Context) throws -> Response
+    ) -> EndpointHandler {
+        let sync: EndpointHandler.SyncCall = { body, codec, context in
+            let request: Request = try decode(body, codec, name, service)
+            return try encode(try handler(request, context), codec, service)
+        }
+        return EndpointHandler(name: name, description: codableDescription(name, Request.self, Response.self), sync: sync) { body, codec, context in
+            try sync(body, codec, context)
+        }
+    }
+
+    /// What the registry publishes of a typed endpoint.
+    private static func codableDescription<Request: Decodable, Response: Encodable>(_ name: String, _: Request.Type, _: Response.Type) -> Endpoint {
         let responseName = String(describing: Response.self)
-        let description = Endpoint(
+        return Endpoint(
             name: name,
             request: Schema.describe(Request.self, name: String(describing: Request.self)),
             response: (Response.self as? any Decodable.Type).map { Schema.describe($0, name: responseName) }
                 ?? Value(name: responseName, type: Schema.typeName(Response.self))
         )
-        return EndpointHandler(name: name, description: description) { body, codec, context in
-            let request: Request
-            do {
-                request = try codec.decode(Request.self, from: body.isEmpty && codec is JSONCodec ? Array("{}".utf8) : body)
-            } catch {
-                throw MicroError.badRequest(service, "cannot decode \(Request.self) from \(codec.contentType) for \(name): \(Self.describe(error))")
-            }
-            let response = try await handler(request, context)
-            do {
-                return try codec.encode(response)
-            } catch {
-                throw MicroError.internalServerError(service, "cannot encode \(Response.self) as \(codec.contentType): \(error)")
-            }
+    }
+
+    /// A typed handler's request (an empty JSON body is `{}`); one that does not decode is a 400.
+    private static func decode<Request: Decodable>(_ body: [UInt8], _ codec: any Codec, _ name: String, _ service: String) throws -> Request {
+        do {
+            return try codec.decode(Request.self, from: body.isEmpty && codec is JSONCodec ? Array("{}".utf8) : body)
+        } catch {
+            throw MicroError.badRequest(service, "cannot decode \(Request.self) from \(codec.contentType) for \(name): \(Self.describe(error))")
+        }
+    }
+
+    /// A typed handler's answer; one that does not encode is the service's fault (500).
+    private static func encode<Response: Encodable>(_ response: Response, _ codec: any Codec, _ service: String) throws -> [UInt8] {
+        do {
+            return try codec.encode(response)
+        } catch {
+            throw MicroError.internalServerError(service, "cannot encode \(Response.self) as \(codec.contentType): \(error)")
         }
     }
 
@@ -481,27 +554,58 @@ extension Router {
         service: String,
         _ handler: nonisolated(nonsending) @escaping @Sendable (Request, Context) async throws -> Response
     ) -> EndpointHandler {
-        let description = Endpoint(
-            name: name,
-            request: Value(name: Request.protoMessageName, type: Request.protoMessageName),
-            response: Value(name: Response.protoMessageName, type: Response.protoMessageName)
-        )
-        return EndpointHandler(name: name, description: description) { body, codec, context in
-            guard let codec = codec.messageCodec else {
-                throw MicroError(id: service, code: 415, detail: "\(codec.contentType) cannot carry protobuf messages; use application/protobuf, application/json or gRPC")
-            }
-            let request: Request
-            do {
-                request = try codec.decode(message: Request.self, from: body)
-            } catch {
-                throw MicroError.badRequest(service, "cannot decode \(Request.protoMessageName) from \(codec.contentType) for \(name): \(error)")
-            }
-            let response = try await handler(request, context)
-            do {
-                return try codec.encode(message: response)
-            } catch {
-                throw MicroError.internalServerError(service, "cannot encode \(Response.protoMessageName) as \(codec.contentType): \(error)")
-            }
+        EndpointHandler(name: name, description: messageDescription(name, Request.self, Response.self)) { body, codec, context in
+            let codec = try messageCodec(codec, service)
+            let request: Request = try decode(message: body, codec, name, service)
+            return try encode(message: try await handler(request, context), codec, service)
+        }
+    }
+
+    /// The same for a synchronous handler (run without an async call where nothing intercepts).
+    static func messageEndpoint<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ name: String,
+        service: String,
+        synchronous handler: @escaping @Sendable (Request, Context) throws -> Response
+    ) -> EndpointHandler {
+        let sync: EndpointHandler.SyncCall = { body, codec, context in
+            let codec = try messageCodec(codec, service)
+            let request: Request = try decode(message: body, codec, name, service)
+            return try encode(message: try handler(request, context), codec, service)
+        }
+        return EndpointHandler(name: name, description: messageDescription(name, Request.self, Response.self), sync: sync) { body, codec, context in
+            try sync(body, codec, context)
+        }
+    }
+
+    private static func messageDescription<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ name: String, _: Request.Type, _: Response.Type
+    ) -> Endpoint {
+        Endpoint(name: name, request: Value(name: Request.protoMessageName, type: Request.protoMessageName),
+                 response: Value(name: Response.protoMessageName, type: Response.protoMessageName))
+    }
+
+    /// The codec as one that carries protobuf messages, or the 415 to answer.
+    private static func messageCodec(_ codec: any Codec, _ service: String) throws -> any MessageCodec {
+        guard let messages = codec.messageCodec else {
+            throw MicroError(id: service, code: 415, detail: "\(codec.contentType) cannot carry protobuf messages; use application/protobuf, application/json or gRPC")
+        }
+        return messages
+    }
+
+    private static func decode<Request: SwiftProtobuf.Message>(message body: [UInt8], _ codec: any MessageCodec, _ name: String,
+                                                             _ service: String) throws -> Request {
+        do {
+            return try codec.decode(message: Request.self, from: body)
+        } catch {
+            throw MicroError.badRequest(service, "cannot decode \(Request.protoMessageName) from \(codec.contentType) for \(name): \(error)")
+        }
+    }
+
+    private static func encode<Response: SwiftProtobuf.Message>(message response: Response, _ codec: any MessageCodec, _ service: String) throws -> [UInt8] {
+        do {
+            return try codec.encode(message: response)
+        } catch {
+            throw MicroError.internalServerError(service, "cannot encode \(Response.protoMessageName) as \(codec.contentType): \(error)")
         }
     }
 

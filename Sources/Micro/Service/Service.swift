@@ -159,6 +159,36 @@ public final class Service: Sendable {
         router.register(Router.messageEndpoint(endpoint, service: name, handler))
     }
 
+    // Synchronous handlers. A closure that does not `await` (and is not marked `async`) picks
+    // these: it answers from the frame that routed the request, without an async call of its
+    // own, which saves the call's task frames and an executor check (4–6 % of a small call's
+    // server CPU). It runs where an async one would, on the connection's loop, so the same rule
+    // holds: compute, do not block. Interceptors, auth and tracing wrap it as they wrap any handler.
+
+    /// Registers a synchronous typed handler for `endpoint` (see the typed `async` one).
+    public func handle<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        _ endpoint: String,
+        _ handler: @escaping @Sendable (Request, Context) throws -> Response
+    ) {
+        router.register(Router.endpoint(endpoint, service: name, synchronous: handler))
+    }
+
+    /// Registers a synchronous handler of raw bytes for `endpoint` (see the `async` one).
+    public func handle(
+        _ endpoint: String,
+        _ handler: @escaping @Sendable ([UInt8], Context) throws -> [UInt8]
+    ) {
+        router.register(Router.bytesEndpoint(endpoint, service: name, synchronous: handler))
+    }
+
+    /// Registers a synchronous handler of protobuf messages for `endpoint` (see the `async` one).
+    public func handle<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ endpoint: String,
+        _ handler: @escaping @Sendable (Request, Context) throws -> Response
+    ) {
+        router.register(Router.messageEndpoint(endpoint, service: name, synchronous: handler))
+    }
+
     /// The endpoints registered so far.
     public var endpoints: [String] { router.endpointNames }
 
