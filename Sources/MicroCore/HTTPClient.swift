@@ -498,7 +498,7 @@ final class ClientConnection: @unchecked Sendable {
         let call = PendingCall(loop: pool.loop, grpc: flags.contains(.grpcFrame))
         // the core's wheel times the call out (0: no deadline)
         let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
+            await withOnceContinuation { continuation in
                 // checked here, with no suspension before the C call: the connection may have
                 // closed while this task was on its way
                 guard let handle, self.acceptsCalls else {
@@ -568,7 +568,7 @@ final class PendingCall: @unchecked Sendable {
     let loop: EventLoop
     /// Valid while `continuation` is set: a connection completes every call before it is freed.
     var client: OpaquePointer?
-    var continuation: CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>?
+    var continuation: OnceContinuation<Result<HTTPClientResponse, HTTPClientError>>?
     var streamID: Int32 = 0
     var cancelRequested = false
     /// A gRPC call's: a one-message answer's prefix is taken off as its body is read.
@@ -597,7 +597,8 @@ final class PendingCall: @unchecked Sendable {
 
     /// The fields of a response in `range` (headers before the trailer index, trailers after).
     static func fields(_ response: OpaquePointer, _ range: Range<Int>) -> HTTPHeaders {
-        HTTPHeaders(wire: WireHeaders.copy(response, range))
+        // most answers have no trailers (all but gRPC's): no block for none
+        range.isEmpty ? HTTPHeaders() : HTTPHeaders(wire: WireHeaders.copy(response, range))
     }
 
     static func read(_ response: OpaquePointer, grpc: Bool = false) -> HTTPClientResponse {

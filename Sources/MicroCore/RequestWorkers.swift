@@ -77,7 +77,7 @@ final class RequestWorkers: @unchecked Sendable {
         var task: Task<Void, Never>?
         /// The request whose handler it runs, if any.
         @exclusivity(unchecked) var current: InFlightRequest?
-        private var waiting: CheckedContinuation<Bool, Never>?
+        private var waiting: OnceContinuation<Bool>?
 
         init(_ owner: RequestWorkers) { self.owner = owner }
 
@@ -122,7 +122,7 @@ final class RequestWorkers: @unchecked Sendable {
                 }
                 owner.looking -= 1
                 if owner.stopped || owner.parked.count >= RequestWorkers.maxParked { return finish() }
-                let again = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let again = await withOnceContinuation { (continuation: OnceContinuation<Bool>) in
                     waiting = continuation
                     owner.parked.append(self)
                 }
