@@ -141,8 +141,12 @@ static void init_once(void) {
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_option_new(&options);
-    /* streamed answers credit the window only as the application consumes them */
-    if (options) nghttp2_option_set_no_auto_window_update(options, 1);
+    /* streamed answers credit the window only as the application consumes them; no RFC 7540
+     * priority tree (SETTINGS_NO_RFC7540_PRIORITIES, as the server side) */
+    if (options) {
+        nghttp2_option_set_no_auto_window_update(options, 1);
+        nghttp2_option_set_no_closed_streams(options, 1);
+    }
 }
 
 void mc_client_handles_closed(mc_conn_t *c) {
@@ -194,6 +198,7 @@ static void on_connect(uv_connect_t *req, int status) {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1024 * 1024},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MC_CLIENT_MAX_FIELD_BYTES},
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     if (!callbacks || !options || nghttp2_session_client_new3(&c->h2, callbacks, c, options, &c->loop->blocks.nghttp2) != 0 ||
         nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) {

@@ -333,6 +333,9 @@ static void init_once(void) {
      * split over more than 8 CONTINUATION frames ends the connection (CVE-2024-28182) */
     nghttp2_option_set_stream_reset_rate_limit(options, 1000, 33);
     nghttp2_option_set_max_continuations(options, 8);
+    /* no RFC 7540 priority tree (RFC 9218 deprecates it; SETTINGS_NO_RFC7540_PRIORITIES below
+     * says so): closed streams are not kept for it, and a stream is not placed in a tree */
+    nghttp2_option_set_no_closed_streams(options, 1);
 }
 
 int mc_h2_init(mc_conn_t *c) {
@@ -345,6 +348,7 @@ int mc_h2_init(mc_conn_t *c) {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg->stream_window},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)cfg->max_header_bytes},
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
     if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) return -1;
     if (cfg->connection_window > 65535)
