@@ -78,14 +78,15 @@ final class ManualClock: Sendable {
     }
 
     /// The client picks from the registry cache's lists, which it holds: the selector keeps a
-    /// memo per list (records by index, which nodes require TLS). Picks from one held list and
+    /// memo per list (records by index, which nodes require TLS, their HTTP). Picks from one held list and
     /// from a copy of it (another buffer) must share each node's record: what one learns, the
-    /// other sees; and the memo says which node requires TLS.
+    /// other sees; and the memo says which node requires TLS and which speaks HTTP/1.1 only.
     @Test func picksFromAHeldListShareTheNodesRecordsWithAnyOther() throws {
         let clock = ManualClock()
         let selector = Selector(strategy: .powerOfTwoChoices, ejection: .init(consecutiveFailures: 1), now: { clock.nanoseconds })
         var nodes = Self.service.nodes
         nodes[2].metadata["tls"] = "required"
+        nodes[1].metadata["protocols"] = "http/1.1"  // (go-micro's HTTP transport, say)
         let held = [ServiceRecord(name: "svc", version: "1", nodes: nodes)]
         var counts: [String: Int] = [:], fromMemo = 0
         for round in 0..<3000 {
@@ -95,6 +96,7 @@ final class ManualClock: Sendable {
             counts[pick.node.id, default: 0] += 1
             if let requiresTLS = pick.requiresTLS {
                 #expect(requiresTLS == (pick.node.id == "c"))
+                #expect(pick.httpVersion == (pick.node.id == "b" ? .http1_1 : .http2))
                 fromMemo += 1
             }
             clock.advance(pick.node.id == "c" ? .milliseconds(50) : .milliseconds(1))

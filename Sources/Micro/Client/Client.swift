@@ -221,8 +221,8 @@ public final class Client: Sendable {
     /// ``Node/httpVersion``) or a direct address starts with `http://` (`h2c://` says HTTP/2 by
     /// prior knowledge, as does an address with no scheme); TLS and gRPC always speak HTTP/2.
     /// `requiresTLS`: what the node's metadata says of it, when known already.
-    func transport(_ service: String, _ picked: String, _ node: Node?, requiresTLS: Bool? = nil, grpc: Bool = false,
-                   verifiesHostName: Bool = false) -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
+    func transport(_ service: String, _ picked: String, _ node: Node?, requiresTLS: Bool? = nil, httpVersion: HTTPClient.Version? = nil,
+                   grpc: Bool = false, verifiesHostName: Bool = false) -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
     {
         var secure = requiresTLS ?? node?.requiresTLS ?? false
         var version: HTTPClient.Version?  // said by the address's scheme
@@ -245,7 +245,7 @@ public final class Client: Sendable {
             if address.hasSuffix("/") { address.removeLast() }
         }
         // the node's list is read only when it can matter (not on the gRPC and TLS paths)
-        let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? node?.httpVersion ?? .http2
+        let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? httpVersion ?? node?.httpVersion ?? .http2
         guard secure else { return (address, nil, speaks) }
         // a registry's node is one of ours; a direct address may be asked to prove only its host name
         let identity = verifiesHostName && node == nil ? nil : expectedIdentity(of: service)
@@ -318,8 +318,8 @@ public final class Client: Sendable {
             guard let inMemory = try pickFromMemory(service, options, selector, &tried, now: now) else { return nil }
             (picked, pick) = inMemory
         }
-        let (address, target, version) = transport(service, picked, pick?.node, requiresTLS: pick?.requiresTLS, grpc: shape.grpc,
-                                                   verifiesHostName: options.verifiesHostName)
+        let (address, target, version) = transport(service, picked, pick?.node, requiresTLS: pick?.requiresTLS, httpVersion: pick?.httpVersion,
+                                                   grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
         return Route(address: address, target: target, version: version, pick: pick)
     }
 

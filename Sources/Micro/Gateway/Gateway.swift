@@ -350,14 +350,22 @@ extension Gateway {
     }
 
     /// `name` equal to `lower` (lower case) without regard to ASCII case.
-    private static func equalIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: some Collection<UInt8>) -> Bool {
-        name.count == lower.count && zip(name, lower).allSatisfy { lowered($0) == $1 }
+    private static func equalIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard name.count == lower.count else { return false }
+        for i in 0..<name.count where lowered(name[i]) != lower[i] { return false }
+        return true
+    }
+
+    private static func equalIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: [UInt8]) -> Bool {
+        name.count == lower.count && lower.withUnsafeBufferPointer { equalIgnoringCase(name, $0) }
     }
 
     @inline(__always)
     private static func lowered(_ byte: UInt8) -> UInt8 {
         (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
     }
+
+    private static let timeoutName = Array("timeout".utf8)
 
     /// The call's options: the caller's headers as metadata, the timeout (the request's own
     /// `Timeout`, in seconds, when it is shorter).
@@ -367,7 +375,7 @@ extension Gateway {
         request.headers.forEachField { name, value in
             guard Self.isMetadata(name) else {
                 // the first `Timeout` counts
-                if !timeoutSeen, Self.equalIgnoringCase(name, "timeout".utf8) {
+                if !timeoutSeen, Self.equalIgnoringCase(name, Self.timeoutName) {
                     timeoutSeen = true
                     if let asked = Double(String(decoding: value, as: UTF8.self)), asked > 0, .milliseconds(Int(asked * 1000)) < options.timeout {
                         options.timeout = .milliseconds(max(1, Int(asked * 1000)))

@@ -1,4 +1,5 @@
 import Foundation
+import MicroCore
 import Synchronization
 
 /// How a ``Selector`` picks a node among those that may serve a call.
@@ -120,11 +121,13 @@ public final class Selector: Sendable {
             var stats: [NodeStats?]
             /// What a client needs of each node, read once per list (no lookup per call).
             let requiresTLS: [Bool]
+            let httpVersions: [HTTPClient.Version]
 
             init(_ nodes: [Node]) {
                 self.nodes = nodes
                 stats = Array(repeating: nil, count: nodes.count)
                 requiresTLS = nodes.map(\.requiresTLS)
+                httpVersions = nodes.map(\.httpVersion)
             }
 
             func holds(_ other: [Node]) -> Bool {
@@ -200,8 +203,10 @@ public final class Selector: Sendable {
         let node: Node
         let started: Int64
         let stats: NodeStats
-        /// ``Node/requiresTLS``, known from the node list's memo when the pick came from one.
+        /// ``Node/requiresTLS`` and ``Node/httpVersion``, known from the node list's memo when
+        /// the pick came from one.
         var requiresTLS: Bool?
+        var httpVersion: HTTPClient.Version?
     }
 
     /// ``select(_:filters:tried:)`` at `now`, a time of this selector's clock the caller read
@@ -213,7 +218,7 @@ public final class Selector: Sendable {
         if services.count == 1, filters.isEmpty, tried == nil, strategy == .powerOfTwoChoices || strategy == .random,
            let chosen = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now, held: held) }) {
             return Pick(service: 0, node: services[0].nodes[chosen.index], started: now, stats: chosen.stats,
-                        requiresTLS: chosen.requiresTLS)
+                        requiresTLS: chosen.memo?.requiresTLS[chosen.index], httpVersion: chosen.memo?.httpVersions[chosen.index])
         }
         return try selectAmongCandidates(services, filters: filters, tried: tried, now: now)
     }
@@ -221,7 +226,7 @@ public final class Selector: Sendable {
     /// p2c or random straight from a node list, when the nodes drawn are not ejected (else nil:
     /// the general path filters the list).
     private static func pickDirectly(_ nodes: [Node], _ strategy: SelectionStrategy, _ state: inout State,
-                                     _ now: Int64, held: Bool) -> (index: Int, stats: NodeStats, requiresTLS: Bool?)? {
+                                     _ now: Int64, held: Bool) -> (index: Int, stats: NodeStats, memo: State.Memo?)? {
         guard !nodes.isEmpty else { return nil }
         let a = nodes.count == 1 ? 0 : Int.random(in: 0..<nodes.count)
         let memo = held ? state.memo(of: nodes) : nil
@@ -236,7 +241,7 @@ public final class Selector: Sendable {
             if load(statsB, now) < load(statsA, now) { (index, chosen) = (b, statsB) }
         }
         take(chosen, &state, now)
-        return (index, chosen, memo?.requiresTLS[index])
+        return (index, chosen, memo)
     }
 
     private static func take(_ stats: NodeStats, _ state: inout State, _ now: Int64) {
