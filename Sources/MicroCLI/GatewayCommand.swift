@@ -21,12 +21,14 @@ struct GatewayCommand: AsyncParsableCommand {
     var allowOrigins: [String] = []
     @Option(help: "The largest request body taken, in bytes.") var maxBodyBytes = 1 << 20
     @Option(help: "Seconds each call may take, retries included.") var timeout: Double = 5
+    @Option(help: "Seconds GET /stats/NAME waits for each node's health and stats.") var statsTimeout: Double = 2
     @Flag(help: "Do not serve the dashboard.") var noDashboard = false
 
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard maxBodyBytes >= 0 else { throw ValidationError("--max-body-bytes cannot be negative") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        guard statsTimeout > 0 else { throw ValidationError("--stats-timeout must be positive") }
     }
 
     func run() async throws {
@@ -34,7 +36,7 @@ struct GatewayCommand: AsyncParsableCommand {
         var logger = Logger(label: "micro.gateway")
         logger.logLevel = .warning
         var options = Gateway.Options(address: address, maxBodyBytes: maxBodyBytes, callTimeout: .milliseconds(Int(timeout * 1000)),
-                                      dashboard: !noDashboard)
+                                      dashboard: !noDashboard, statsTimeout: .milliseconds(Int(statsTimeout * 1000)))
         if !allowOrigins.isEmpty { options.allowedOrigins = allowOrigins == ["none"] ? [] : allowOrigins }
         if let tlsCert, let tlsKey {
             // browsers and scripts: no client certificate asked, TLS 1.2 and later

@@ -22,7 +22,7 @@ import Testing
         let gateway: Gateway
         let task: Task<Void, any Error>
 
-        init(_ options: Gateway.Options = .init(address: "127.0.0.1:0", callTimeout: .hangGuard)) async throws {
+        init(_ options: Gateway.Options = .init(address: "127.0.0.1:0", callTimeout: .hangGuard, statsTimeout: .hangGuard)) async throws {
             service = Service(name: "greeter", address: "127.0.0.1:0",
                               options: ServiceOptions(handleSignals: false, registry: registry, register: false, broker: broker))
             service.handle("Say.Hello") { (hello: Hello, _: Context) async throws -> Reply in Reply(message: "Hello " + hello.name) }

@@ -48,10 +48,13 @@ public final class Gateway: Sendable {
         public var dashboard: Bool
         /// How long requests in flight may finish when stopping.
         public var drainTimeout: Duration
+        /// How long `GET /stats/{name}` waits for each node's health and stats (a node that does not
+        /// answer in time is shown with the error, the others as usual).
+        public var statsTimeout: Duration
 
         public init(address: String = ":8080", tls: TLSConfig? = nil, maxBodyBytes: Int = 1 << 20, allowedOrigins: [String] = ["*"],
                     callTimeout: Duration = .seconds(5), maxEventStreams: Int = 1024, keepAlive: Duration = .seconds(15),
-                    dashboard: Bool = true, drainTimeout: Duration = .seconds(10)) {
+                    dashboard: Bool = true, drainTimeout: Duration = .seconds(10), statsTimeout: Duration = .seconds(2)) {
             self.address = address
             self.tls = tls
             self.maxBodyBytes = maxBodyBytes
@@ -61,6 +64,7 @@ public final class Gateway: Sendable {
             self.keepAlive = keepAlive
             self.dashboard = dashboard
             self.drainTimeout = drainTimeout
+            self.statsTimeout = statsTimeout
         }
     }
 
@@ -530,12 +534,12 @@ extension Gateway {
         }
         let nodes = records.flatMap(\.nodes)
         guard !nodes.isEmpty else { return failure(MicroError(id: "micro.gateway", code: 404, detail: "service \(name) not found"), cors) }
-        let client = self.client
+        let client = self.client, timeout = options.statsTimeout
         let results = await withTaskGroup(of: (Int, NodeStats).self) { group in
             for (i, node) in nodes.enumerated() {
                 group.addTask {
                     var options = client.options
-                    options.timeout = .seconds(2)
+                    options.timeout = timeout
                     options.retries = 0
                     options.filters = [NodeFilter { $1.id == node.id }]
                     var result = NodeStats(id: node.id, address: node.address)
