@@ -17,13 +17,21 @@ import Testing
         return out
     }
 
-    @Test func callsAreCountedAndTimedAndScrapedAsPrometheusText() async throws {
+    /// The same for an `async` handler and a synchronous one (answered without an async call).
+    @Test(arguments: [false, true])
+    func callsAreCountedAndTimedAndScrapedAsPrometheusText(synchronous: Bool) async throws {
         MicroMetrics.enablePrometheus()
         let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry())
-        let service = Service(name: "metered", address: "127.0.0.1:0", options: options)
-        service.handle("Meter.Read") { (request: Name, _: Context) async throws -> Name in
-            if request.name == "missing" { throw MicroError.notFound("metered", "no \(request.name)") }
+        let serviceName = synchronous ? "metered-sync" : "metered"
+        let service = Service(name: serviceName, address: "127.0.0.1:0", options: options)
+        @Sendable func read(_ request: Name) throws -> Name {
+            if request.name == "missing" { throw MicroError.notFound(serviceName, "no \(request.name)") }
             return request
+        }
+        if synchronous {
+            service.handle("Meter.Read") { (request: Name, _: Context) throws -> Name in try read(request) }
+        } else {
+            service.handle("Meter.Read") { (request: Name, _: Context) async throws -> Name in try read(request) }
         }
         let port = try service.start().port
         let url = "http://127.0.0.1:\(port)/"
@@ -34,14 +42,14 @@ import Testing
         let scrape = try await Tool.run("curl", ["-sS", "-D", "-", url + "metrics"])
         #expect(scrape.stdout.lowercased().contains("content-type: text/plain; version=0.0.4"), "\(scrape.stdout)")
         let samples = Self.samples(scrape.stdout)
-        #expect(samples[#"micro_server_request_total{service="metered",endpoint="Meter.Read",kind="unary",status="success",code="200"}"#] == 3, "\(scrape.stdout)")
-        #expect(samples[#"micro_server_request_total{service="metered",endpoint="Meter.Read",kind="unary",status="failure",code="404"}"#] == 1)
-        #expect(samples[#"micro_server_request_duration_seconds_count{service="metered",endpoint="Meter.Read"}"#] == 4, "\(scrape.stdout)")
+        #expect(samples[#"micro_server_request_total{service="\#(serviceName)",endpoint="Meter.Read",kind="unary",status="success",code="200"}"#] == 3, "\(scrape.stdout)")
+        #expect(samples[#"micro_server_request_total{service="\#(serviceName)",endpoint="Meter.Read",kind="unary",status="failure",code="404"}"#] == 1)
+        #expect(samples[#"micro_server_request_duration_seconds_count{service="\#(serviceName)",endpoint="Meter.Read"}"#] == 4, "\(scrape.stdout)")
         #expect(scrape.stdout.contains("# TYPE micro_server_request_duration_seconds histogram"))
-        #expect(samples[#"micro_server_requests_in_flight{service="metered",endpoint="Meter.Read"}"#] == 0, "\(scrape.stdout)")
+        #expect(samples[#"micro_server_requests_in_flight{service="\#(serviceName)",endpoint="Meter.Read"}"#] == 0, "\(scrape.stdout)")
         // {"name":"a"} ×3 and {"name":"missing"} in; the three echoed back (the 404 has no answer body)
-        #expect(samples[#"micro_server_request_bytes_total{service="metered",endpoint="Meter.Read"}"#] == Double(3 * 12 + 18), "\(scrape.stdout)")
-        #expect(samples[#"micro_server_response_bytes_total{service="metered",endpoint="Meter.Read"}"#] == Double(3 * 12), "\(scrape.stdout)")
+        #expect(samples[#"micro_server_request_bytes_total{service="\#(serviceName)",endpoint="Meter.Read"}"#] == Double(3 * 12 + 18), "\(scrape.stdout)")
+        #expect(samples[#"micro_server_response_bytes_total{service="\#(serviceName)",endpoint="Meter.Read"}"#] == Double(3 * 12), "\(scrape.stdout)")
         await service.shutdown()
     }
 

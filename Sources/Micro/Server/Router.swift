@@ -197,12 +197,12 @@ final class Router: Sendable {
         switch route(request) {
         case .answer(let response): responder.send(response)
         case .unary(let call):
-            if call.endpoint.sync != nil, interceptors.allowSynchronousCalls {
+            if let sync = call.endpoint.sync, interceptors.allowSynchronousCalls {
                 // a synchronous handler, run in this frame: no async call, so no frame of its own
                 // and no executor check when it returns; it answers before any deadline could
                 // pass on this loop, so none is armed
                 let start = call.endpoint.metrics?.begin()
-                let result = invokeSynchronously(call.endpoint, call.message, call.codec, call.context)
+                let result = invokeSynchronously(sync, call.endpoint, call.message, call.codec, call.context)
                 stats.record(failed: result.failed, code: result.code, metrics: call.endpoint.metrics, since: start)
                 call.endpoint.metrics?.record(received: call.message.count, sent: (try? result.get())?.count ?? 0)
                 return responder.send(call.answer(result, self))
@@ -387,12 +387,13 @@ final class Router: Sendable {
         }
     }
 
-    /// Runs a synchronous handler (the endpoint has `sync`; no interceptor to run); every failure
+    /// Runs `endpoint`'s synchronous handler, `sync` (no interceptor to run); every failure
     /// becomes a MicroError, as in ``invoke``.
-    func invokeSynchronously(_ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec, _ context: Context) -> Result<[UInt8], MicroError> {
+    func invokeSynchronously(_ sync: EndpointHandler.SyncCall, _ endpoint: EndpointHandler, _ body: [UInt8], _ codec: any Codec,
+                             _ context: Context) -> Result<[UInt8], MicroError> {
         do {
             if let bytes = endpoint.syncBytes, Self.carriesBytesUnchanged(codec) { return .success(try bytes(body, context)) }
-            return .success(try endpoint.sync!(body, codec, context))
+            return .success(try sync(body, codec, context))
         } catch {
             return .failure(failure(error, endpoint, context))
         }
