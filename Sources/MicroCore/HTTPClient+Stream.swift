@@ -182,7 +182,7 @@ public final class HTTPClientStream: @unchecked Sendable {
 
     func headArrived(_ response: OpaquePointer) {
         let count = min(mc_request_trailer_index(response), mc_request_header_count(response))
-        head = (Int(mc_request_status(response)), PendingCall.fields(response, 0..<count))
+        head = (Int(mc_request_status(response)), HTTPHeaders(copying: response, 0..<count))
         resumeAll(&headWaiters, nil)
     }
 
@@ -202,7 +202,7 @@ public final class HTTPClientStream: @unchecked Sendable {
         } else {
             let count = mc_request_header_count(response!)
             let split = min(mc_request_trailer_index(response!), count)
-            outcome = .success(PendingCall.fields(response!, split..<count))
+            outcome = .success(HTTPHeaders(copying: response!, split..<count))
             inbound.end()
         }
         resumeAll(&headWaiters, nil)

@@ -595,16 +595,10 @@ final class PendingCall: @unchecked Sendable {
         }
     }
 
-    /// The fields of a response in `range` (headers before the trailer index, trailers after).
-    static func fields(_ response: OpaquePointer, _ range: Range<Int>) -> HTTPHeaders {
-        // most answers have no trailers (all but gRPC's): no block for none
-        range.isEmpty ? HTTPHeaders() : HTTPHeaders(wire: WireHeaders.copy(response, range))
-    }
-
     static func read(_ response: OpaquePointer, grpc: Bool = false) -> HTTPClientResponse {
         let count = mc_request_header_count(response)
         let split = min(mc_request_trailer_index(response), count)
-        let headers = fields(response, 0..<split), trailers = fields(response, split..<count)
+        let headers = HTTPHeaders(copying: response, 0..<split), trailers = HTTPHeaders(copying: response, split..<count)
         let status = Int(mc_request_status(response))
         var len = 0
         guard let body = mc_request_body(response, &len), len > 0 else {

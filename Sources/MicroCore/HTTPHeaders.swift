@@ -33,6 +33,12 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
 
     init(wire: WireHeaders) { form = .wire(wire) }
 
+    /// The fields `range` of a request or response of the core, in one copy; none for an empty
+    /// range (most answers have no trailers: no block for none).
+    init(copying request: OpaquePointer, _ range: Range<Int>) {
+        self = range.isEmpty ? HTTPHeaders() : HTTPHeaders(wire: WireHeaders.copy(request, range))
+    }
+
     /// The first value of `name`, or nil.
     public subscript(name: String) -> String? {
         get {
@@ -92,6 +98,13 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
             default: return false
             }
         }
+    }
+
+    /// The same for bytes (a header name from the wire against another).
+    package static func equalIgnoringCase(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        guard a.count == b.count else { return false }
+        for i in 0..<a.count where !sameLetter(a[i], b[i]) { return false }
+        return true
     }
 
     /// Two bytes of a token equal without regard to ASCII case.
@@ -264,18 +277,14 @@ struct WireHeaders: @unchecked Sendable {
                 for i in 0..<buffer.header where headers[i].name_len == query.count {
                     let field = headers[i]
                     if query.isEmpty || memcmp(field.name, query.baseAddress!, query.count) == 0
-                        || Self.equalIgnoringCase(field.name, query) {
+                        || HTTPHeaders.equalIgnoringCase(UnsafeRawBufferPointer(start: field.name, count: query.count),
+                                                         UnsafeRawBufferPointer(query)) {
                         return Self.string(field.value, field.value_len)
                     }
                 }
                 return nil
             }
         }
-    }
-
-    private static func equalIgnoringCase(_ a: UnsafePointer<CChar>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
-        for i in b.indices where !HTTPHeaders.sameLetter(UInt8(bitPattern: a[i]), b[i]) { return false }
-        return true
     }
 
     func element(_ i: Int) -> HTTPHeaders.Element {

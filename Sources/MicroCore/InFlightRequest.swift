@@ -29,7 +29,7 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
         let method = WireHeaders.string(mc_request_method(request, &len), len)
         let path = WireHeaders.string(mc_request_path(request, &len), len)
         // one copy of every field, no Strings until asked for
-        let headers = HTTPHeaders(wire: WireHeaders.copy(request, 0..<mc_request_trailer_index(request)))
+        let headers = HTTPHeaders(copying: request, 0..<mc_request_trailer_index(request))
         var body: [UInt8] = []
         var grpcFramed = false
         if !streamed, let bytes = mc_request_body(request, &len), len > 0 {

@@ -343,25 +343,16 @@ extension Gateway {
         default: break
         }
         guard name.count < localHeadersByLength.count else { return true }
-        for local in localHeadersByLength[name.count] where equalIgnoringCase(name, local) { return false }
+        for local in localHeadersByLength[name.count] where local.withUnsafeBytes({ HTTPHeaders.equalIgnoringCase(name, $0) }) {
+            return false
+        }
         return true
     }
 
     private static func startsIgnoringCase(_ name: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
-        guard name.count >= prefix.utf8CodeUnitCount else { return false }
-        return equalIgnoringCase(UnsafeRawBufferPointer(rebasing: name[..<prefix.utf8CodeUnitCount]),
-                                 UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
-    }
-
-    /// `name` equal to `lower` (lower case) without regard to ASCII case.
-    private static func equalIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard name.count == lower.count else { return false }
-        for i in 0..<name.count where lowered(name[i]) != lower[i] { return false }
-        return true
-    }
-
-    private static func equalIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: [UInt8]) -> Bool {
-        name.count == lower.count && lower.withUnsafeBufferPointer { equalIgnoringCase(name, $0) }
+        name.count >= prefix.utf8CodeUnitCount
+            && HTTPHeaders.equalIgnoringCase(UnsafeRawBufferPointer(rebasing: name[..<prefix.utf8CodeUnitCount]),
+                                             UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
     }
 
     @inline(__always)
@@ -379,7 +370,7 @@ extension Gateway {
         request.headers.forEachField { name, value in
             guard Self.isMetadata(name) else {
                 // the first `Timeout` counts
-                if !timeoutSeen, Self.equalIgnoringCase(name, Self.timeoutName) {
+                if !timeoutSeen, Self.timeoutName.withUnsafeBytes({ HTTPHeaders.equalIgnoringCase(name, $0) }) {
                     timeoutSeen = true
                     if let asked = Double(String(decoding: value, as: UTF8.self)), asked > 0, .milliseconds(Int(asked * 1000)) < options.timeout {
                         options.timeout = .milliseconds(max(1, Int(asked * 1000)))

@@ -69,16 +69,16 @@ final class Router: Sendable {
     let broker: (any MountedBroker)?
     private let endpoints = Mutex<[String: EndpointHandler]>([:])
     /// gRPC paths already resolved to an endpoint: a request looks its path up once instead of
-    /// splitting it. Only paths that resolved, and at most `maxGRPCRoutes` of them (any package
+    /// splitting it. Only paths that resolved, and at most `maxKnownRoutes` of them (any package
     /// prefix resolves through the short name, so callers could otherwise grow it).
-    private let grpcRoutes = Mutex(GRPCRoutes())
+    private let grpcRoutes = Mutex(KnownRoutes())
     /// Endpoint names already asked for (the micro protocol's `Micro-Endpoint`), the same way:
     /// a few strings compared instead of one hashed per request. Only names that resolved.
-    private let namedRoutes = Mutex(GRPCRoutes())
+    private let namedRoutes = Mutex(KnownRoutes())
 
     /// The first few paths (or names) are compared one by one, which is quicker than hashing (a
     /// short one compares as two words); the rest are in a table.
-    struct GRPCRoutes {
+    struct KnownRoutes {
         static let scanned = 8
         var first: [(path: String, endpoint: EndpointHandler)] = []
         var more: [String: EndpointHandler] = [:]
@@ -91,7 +91,7 @@ final class Router: Sendable {
         mutating func add(_ path: String, _ endpoint: EndpointHandler) {
             if first.count < Self.scanned {
                 first.append((path, endpoint))
-            } else if more.count < Router.maxGRPCRoutes - Self.scanned {
+            } else if more.count < Router.maxKnownRoutes - Self.scanned {
                 more[path] = endpoint
             }
         }
@@ -123,8 +123,8 @@ final class Router: Sendable {
                                          origin: origin, bytes: endpoint.bytes, metrics: metrics, sync: endpoint.sync,
                                          syncBytes: endpoint.syncBytes, call: endpoint.call)
         endpoints.withLock { $0[endpoint.name] = registered }
-        grpcRoutes.withLock { $0 = GRPCRoutes() }
-        namedRoutes.withLock { $0 = GRPCRoutes() }
+        grpcRoutes.withLock { $0 = KnownRoutes() }
+        namedRoutes.withLock { $0 = KnownRoutes() }
         if endpoint.streaming != nil {
             let method = Array(("/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)).utf8)
             streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
@@ -202,10 +202,8 @@ final class Router: Sendable {
                 // and no executor check when it returns; it answers before any deadline could
                 // pass on this loop, so none is armed
                 let start = call.endpoint.metrics?.begin()
-                let result = invokeSynchronously(sync, call.endpoint, call.message, call.codec, call.context)
-                stats.record(failed: result.failed, code: result.code, metrics: call.endpoint.metrics, since: start)
-                call.endpoint.metrics?.record(received: call.message.count, sent: (try? result.get())?.count ?? 0)
-                return responder.send(call.answer(result, self))
+                return conclude(call, invokeSynchronously(sync, call.endpoint, call.message, call.codec, call.context),
+                                metrics: call.endpoint.metrics, since: start, responder)
             }
             if call.context.timeoutMilliseconds > 0 {
                 responder.setDeadline(afterMilliseconds: call.context.timeoutMilliseconds, handler: self)
@@ -217,10 +215,7 @@ final class Router: Sendable {
                 return
             }
             let start = metrics.begin()
-            let result = await invoke(call.endpoint, call.message, call.codec, call.context)
-            stats.record(failed: result.failed, code: result.code, metrics: metrics, since: start)
-            metrics.record(received: call.message.count, sent: (try? result.get())?.count ?? 0)
-            responder.send(call.answer(result, self))
+            conclude(call, await invoke(call.endpoint, call.message, call.codec, call.context), metrics: metrics, since: start, responder)
         case .stream(let call):
             await serveStream(request, responder, endpoint: call.endpoint, handler: call.handler, codec: call.codec,
                               grpcContentType: call.grpcContentType, timeout: call.timeout)
@@ -230,6 +225,14 @@ final class Router: Sendable {
                 ?? HTTPServerResponse(status: 404, headers: ["content-type": "text/plain"],
                                       body: Array("no such health endpoint: /health, /health/live and /health/ready are\n".utf8)))
         }
+    }
+
+    /// A unary call's result counted (in its endpoint's metrics too, when they are on) and answered.
+    private func conclude(_ call: UnaryCall, _ result: Result<[UInt8], MicroError>, metrics: EndpointMetrics?, since start: MonotonicTime?,
+                          _ responder: HTTPResponder) {
+        stats.record(failed: result.failed, code: result.code, metrics: metrics, since: start)
+        metrics?.record(received: call.message.count, sent: (try? result.get())?.count ?? 0)
+        responder.send(call.answer(result, self))
     }
 
     /// go-micro's `Timeout` header: decimal nanoseconds (0: none).
@@ -418,7 +421,7 @@ final class Router: Sendable {
         }
     }
 
-    static let maxGRPCRoutes = 1024
+    static let maxKnownRoutes = 1024
 
     func endpoint(named name: String) -> EndpointHandler? {
         if let known = namedRoutes.withLock({ $0.endpoint(name) }) { return known }
