@@ -177,6 +177,8 @@ enum NewTemplate {
         - `proto/{{name}}.proto`: the API (a unary `Call`, a server stream `Stream`).
         - `Sources/{{Name}}Proto`: the Swift generated from it: messages (protoc-gen-swift), the
           `{{Name}}Handler` protocol, `service.register(_:)` and the `{{Name}}Client` (protoc-gen-micro).
+          A handler whose unary methods never wait (no calls, no store) can conform to
+          `{{Name}}SynchronousHandler` instead: the same methods without `async`, a little faster.
         - `Sources/{{Name}}Service/{{Name}}.swift`: the handler: what the service does.
         - `Sources/{{name}}/main.swift`: the executable.
         - `Tests/{{Name}}ServiceTests`: the service on a loopback port, called through the generated

@@ -264,6 +264,30 @@ extension Service {
     }
 }
 
+/// Implement to serve `{{name}}.{{Name}}` with unary methods that do not suspend (they answer from
+/// the frame that routed the request, which costs less); register with `service.register(_:)`.
+/// A type conforms to this or to `{{Name}}Handler`, not both.
+public protocol {{Name}}SynchronousHandler: Sendable {
+    /// `{{name}}.{{Name}}/Call`
+    func call(_ request: {{Name}}_CallRequest, context: Context) throws -> {{Name}}_CallResponse
+    /// `{{name}}.{{Name}}/Stream`: server streaming
+    func stream(_ request: {{Name}}_StreamRequest, responses: MessageWriter<{{Name}}_StreamResponse>, context: Context) async throws
+}
+
+extension Service {
+    /// Serves every method of `{{name}}.{{Name}}` with `handler`, over gRPC (`/{{name}}.{{Name}}/METHOD`) and the
+    /// micro protocol (`{{Name}}.METHOD`), and describes it to gRPC reflection.
+    public func register(_ handler: some {{Name}}SynchronousHandler) {
+        registerProtoFile("{{name}}.proto", descriptor: _MicroFile_{{name}}_proto.descriptor, services: ["{{name}}.{{Name}}"])
+        handle("{{Name}}.Call") { (request: {{Name}}_CallRequest, context: Context) throws -> {{Name}}_CallResponse in
+            try handler.call(request, context: context)
+        }
+        handle("{{Name}}.Stream", serverStream: { (request: {{Name}}_StreamRequest, responses: MessageWriter<{{Name}}_StreamResponse>, context: Context) in
+            try await handler.stream(request, responses: responses, context: context)
+        })
+    }
+}
+
 /// Calls `{{name}}.{{Name}}` by service name through a `Client` (gRPC framing by default).
 public struct {{Name}}Client: Sendable {
     public let client: Client

@@ -36,6 +36,40 @@ extension Service {
     }
 }
 
+/// Implement to serve `counter.Counter` with unary methods that do not suspend (they answer from
+/// the frame that routed the request, which costs less); register with `service.register(_:)`.
+/// A type conforms to this or to `CounterHandler`, not both.
+public protocol CounterSynchronousHandler: Sendable {
+    /// `counter.Counter/Ping`
+    func ping(_ request: Counter_Note, context: Context) throws -> Counter_Note
+    /// `counter.Counter/Count`: server streaming
+    func count(_ request: Counter_CountRequest, responses: MessageWriter<Counter_Tick>, context: Context) async throws
+    /// `counter.Counter/Sum`: client streaming
+    func sum(_ requests: MessageStream<Counter_Number>, context: Context) async throws -> Counter_Total
+    /// `counter.Counter/Echo`: bidirectional streaming
+    func echo(_ requests: MessageStream<Counter_Note>, responses: MessageWriter<Counter_Note>, context: Context) async throws
+}
+
+extension Service {
+    /// Serves every method of `counter.Counter` with `handler`, over gRPC (`/counter.Counter/METHOD`) and the
+    /// micro protocol (`Counter.METHOD`), and describes it to gRPC reflection.
+    public func register(_ handler: some CounterSynchronousHandler) {
+        registerProtoFile("counter.proto", descriptor: _MicroFile_counter_proto.descriptor, services: ["counter.Counter"])
+        handle("Counter.Ping") { (request: Counter_Note, context: Context) throws -> Counter_Note in
+            try handler.ping(request, context: context)
+        }
+        handle("Counter.Count", serverStream: { (request: Counter_CountRequest, responses: MessageWriter<Counter_Tick>, context: Context) in
+            try await handler.count(request, responses: responses, context: context)
+        })
+        handle("Counter.Sum", clientStream: { (requests: MessageStream<Counter_Number>, context: Context) async throws -> Counter_Total in
+            try await handler.sum(requests, context: context)
+        })
+        handle("Counter.Echo", bidiStream: { (requests: MessageStream<Counter_Note>, responses: MessageWriter<Counter_Note>, context: Context) in
+            try await handler.echo(requests, responses: responses, context: context)
+        })
+    }
+}
+
 /// Calls `counter.Counter` by service name through a `Client` (gRPC framing by default).
 public struct CounterClient: Sendable {
     public let client: Client

@@ -21,6 +21,25 @@ extension Service {
     }
 }
 
+/// Implement to serve `Greeter` with unary methods that do not suspend (they answer from
+/// the frame that routed the request, which costs less); register with `service.register(_:)`.
+/// A type conforms to this or to `GreeterHandler`, not both.
+public protocol GreeterSynchronousHandler: Sendable {
+    /// `Greeter/Hello`
+    func hello(_ request: HelloRequest, context: Context) throws -> HelloResponse
+}
+
+extension Service {
+    /// Serves every method of `Greeter` with `handler`, over gRPC (`/Greeter/METHOD`) and the
+    /// micro protocol (`Greeter.METHOD`), and describes it to gRPC reflection.
+    public func register(_ handler: some GreeterSynchronousHandler) {
+        registerProtoFile("greeter.proto", descriptor: _MicroFile_greeter_proto.descriptor, services: ["Greeter"])
+        handle("Greeter.Hello") { (request: HelloRequest, context: Context) throws -> HelloResponse in
+            try handler.hello(request, context: context)
+        }
+    }
+}
+
 /// Calls `Greeter` by service name through a `Client` (gRPC framing by default).
 public struct GreeterClient: Sendable {
     public let client: Client

@@ -4,8 +4,11 @@
 import GreeterProto
 import Micro
 
-struct Greeter: GreeterHandler {
-    func hello(_ request: HelloRequest, context: Context) async throws -> HelloResponse {
+// Hello computes its answer without waiting on anything, so Greeter implements the synchronous
+// protocol (GreeterHandler, whose methods are async, is for handlers that call other services,
+// a store or a broker).
+struct Greeter: GreeterSynchronousHandler {
+    func hello(_ request: HelloRequest, context: Context) throws -> HelloResponse {
         var response = HelloResponse()
         response.greeting = "Hello " + request.name
         return response

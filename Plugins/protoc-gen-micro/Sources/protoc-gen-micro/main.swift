@@ -73,53 +73,13 @@ struct MicroGenerator: CodeGenerator {
             let grpcService = service.fullName  // package.Service, or Service without a package
             let type = service.name
             if !clientOnly {
-                out.line("")
-                out.line("/// Implement to serve `\(grpcService)`; register with `service.register(_:)`.")
-                out.line("\(v) protocol \(type)Handler: Sendable {")
-                for method in service.methods {
-                    let input = namer.fullName(message: method.inputType), output = namer.fullName(message: method.outputType)
-                    let name = Self.lowerFirst(method.name)
-                    out.line("    /// `\(grpcService)/\(method.name)`\(Self.kindNote(method))")
-                    switch (method.clientStreaming, method.serverStreaming) {
-                    case (false, false):
-                        out.line("    func \(name)(_ request: \(input), context: Context) async throws -> \(output)")
-                    case (false, true):
-                        out.line("    func \(name)(_ request: \(input), responses: MessageWriter<\(output)>, context: Context) async throws")
-                    case (true, false):
-                        out.line("    func \(name)(_ requests: MessageStream<\(input)>, context: Context) async throws -> \(output)")
-                    case (true, true):
-                        out.line("    func \(name)(_ requests: MessageStream<\(input)>, responses: MessageWriter<\(output)>, context: Context) async throws")
-                    }
+                writeHandler(service, namer: namer, visibility: v, synchronous: false, into: &out)
+                writeRegister(service, file: file, fileSymbol: fileSymbol, namer: namer, visibility: v, synchronous: false, into: &out)
+                // the synchronous variant only where it differs: a service with a unary method
+                if service.methods.contains(where: { !$0.clientStreaming && !$0.serverStreaming }) {
+                    writeHandler(service, namer: namer, visibility: v, synchronous: true, into: &out)
+                    writeRegister(service, file: file, fileSymbol: fileSymbol, namer: namer, visibility: v, synchronous: true, into: &out)
                 }
-                out.line("}")
-                out.line("")
-                out.line("extension Service {")
-                out.line("    /// Serves every method of `\(grpcService)` with `handler`, over gRPC (`/\(grpcService)/METHOD`) and the")
-                out.line("    /// micro protocol (`\(type).METHOD`), and describes it to gRPC reflection.")
-                out.line("    \(v) func register(_ handler: some \(type)Handler) {")
-                let names = file.services.map { "\"\($0.fullName)\"" }.joined(separator: ", ")
-                out.line("        registerProtoFile(\"\(file.name)\", descriptor: \(fileSymbol).descriptor, services: [\(names)])")
-                for method in service.methods {
-                    let input = namer.fullName(message: method.inputType), output = namer.fullName(message: method.outputType)
-                    let name = Self.lowerFirst(method.name), endpoint = "\"\(type).\(method.name)\""
-                    switch (method.clientStreaming, method.serverStreaming) {
-                    case (false, false):
-                        out.line("        handle(\(endpoint)) { (request: \(input), context: Context) async throws -> \(output) in")
-                        out.line("            try await handler.\(name)(request, context: context)")
-                    case (false, true):
-                        out.line("        handle(\(endpoint), serverStream: { (request: \(input), responses: MessageWriter<\(output)>, context: Context) in")
-                        out.line("            try await handler.\(name)(request, responses: responses, context: context)")
-                    case (true, false):
-                        out.line("        handle(\(endpoint), clientStream: { (requests: MessageStream<\(input)>, context: Context) async throws -> \(output) in")
-                        out.line("            try await handler.\(name)(requests, context: context)")
-                    case (true, true):
-                        out.line("        handle(\(endpoint), bidiStream: { (requests: MessageStream<\(input)>, responses: MessageWriter<\(output)>, context: Context) in")
-                        out.line("            try await handler.\(name)(requests, responses: responses, context: context)")
-                    }
-                    out.line(method.clientStreaming || method.serverStreaming ? "        })" : "        }")
-                }
-                out.line("    }")
-                out.line("}")
             }
             out.line("")
             out.line("/// Calls `\(grpcService)` by service name through a `Client` (gRPC framing by default).")
@@ -180,6 +140,79 @@ struct MicroGenerator: CodeGenerator {
             out.line("        " + bytes.map { String(format: "0x%02x,", $0) }.joined(separator: " "))
         }
         out.line("    ]")
+        out.line("}")
+    }
+
+    /// The protocol a server implements: `NAMEHandler`, every method `async`; or
+    /// `NAMESynchronousHandler`, whose unary methods are not (streams stay `async`).
+    func writeHandler(
+        _ service: ServiceDescriptor, namer: SwiftProtobufNamer, visibility v: String, synchronous: Bool,
+        into out: inout FileWriter
+    ) {
+        let grpcService = service.fullName, type = service.name
+        out.line("")
+        if synchronous {
+            out.line("/// Implement to serve `\(grpcService)` with unary methods that do not suspend (they answer from")
+            out.line("/// the frame that routed the request, which costs less); register with `service.register(_:)`.")
+            out.line("/// A type conforms to this or to `\(type)Handler`, not both.")
+        } else {
+            out.line("/// Implement to serve `\(grpcService)`; register with `service.register(_:)`.")
+        }
+        out.line("\(v) protocol \(type)\(synchronous ? "Synchronous" : "")Handler: Sendable {")
+        for method in service.methods {
+            let input = namer.fullName(message: method.inputType), output = namer.fullName(message: method.outputType)
+            let name = Self.lowerFirst(method.name)
+            out.line("    /// `\(grpcService)/\(method.name)`\(Self.kindNote(method))")
+            switch (method.clientStreaming, method.serverStreaming) {
+            case (false, false):
+                out.line("    func \(name)(_ request: \(input), context: Context) \(synchronous ? "" : "async ")throws -> \(output)")
+            case (false, true):
+                out.line("    func \(name)(_ request: \(input), responses: MessageWriter<\(output)>, context: Context) async throws")
+            case (true, false):
+                out.line("    func \(name)(_ requests: MessageStream<\(input)>, context: Context) async throws -> \(output)")
+            case (true, true):
+                out.line("    func \(name)(_ requests: MessageStream<\(input)>, responses: MessageWriter<\(output)>, context: Context) async throws")
+            }
+        }
+        out.line("}")
+    }
+
+    /// `Service.register(_:)` for one of the two handler protocols.
+    func writeRegister(
+        _ service: ServiceDescriptor, file: FileDescriptor, fileSymbol: String, namer: SwiftProtobufNamer,
+        visibility v: String, synchronous: Bool, into out: inout FileWriter
+    ) {
+        let grpcService = service.fullName, type = service.name
+        out.line("")
+        out.line("extension Service {")
+        out.line("    /// Serves every method of `\(grpcService)` with `handler`, over gRPC (`/\(grpcService)/METHOD`) and the")
+        out.line("    /// micro protocol (`\(type).METHOD`), and describes it to gRPC reflection.")
+        out.line("    \(v) func register(_ handler: some \(type)\(synchronous ? "Synchronous" : "")Handler) {")
+        let names = file.services.map { "\"\($0.fullName)\"" }.joined(separator: ", ")
+        out.line("        registerProtoFile(\"\(file.name)\", descriptor: \(fileSymbol).descriptor, services: [\(names)])")
+        for method in service.methods {
+            let input = namer.fullName(message: method.inputType), output = namer.fullName(message: method.outputType)
+            let name = Self.lowerFirst(method.name), endpoint = "\"\(type).\(method.name)\""
+            switch (method.clientStreaming, method.serverStreaming) {
+            case (false, false) where synchronous:
+                out.line("        handle(\(endpoint)) { (request: \(input), context: Context) throws -> \(output) in")
+                out.line("            try handler.\(name)(request, context: context)")
+            case (false, false):
+                out.line("        handle(\(endpoint)) { (request: \(input), context: Context) async throws -> \(output) in")
+                out.line("            try await handler.\(name)(request, context: context)")
+            case (false, true):
+                out.line("        handle(\(endpoint), serverStream: { (request: \(input), responses: MessageWriter<\(output)>, context: Context) in")
+                out.line("            try await handler.\(name)(request, responses: responses, context: context)")
+            case (true, false):
+                out.line("        handle(\(endpoint), clientStream: { (requests: MessageStream<\(input)>, context: Context) async throws -> \(output) in")
+                out.line("            try await handler.\(name)(requests, context: context)")
+            case (true, true):
+                out.line("        handle(\(endpoint), bidiStream: { (requests: MessageStream<\(input)>, responses: MessageWriter<\(output)>, context: Context) in")
+                out.line("            try await handler.\(name)(requests, responses: responses, context: context)")
+            }
+            out.line(method.clientStreaming || method.serverStreaming ? "        })" : "        }")
+        }
+        out.line("    }")
         out.line("}")
     }
 
