@@ -45,6 +45,23 @@ int mc_buf_appendf(mc_buf_t *b, const char *fmt, ...) {
     return 0;
 }
 
+size_t mc_format_decimal(char *out, uint64_t n) {
+    char digits[20];
+    size_t k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    for (size_t i = 0; i < k; i++) out[i] = digits[k - 1 - i];
+    out[k] = 0;
+    return k;
+}
+
+int mc_buf_append_decimal(mc_buf_t *b, uint64_t n) {
+    char text[21];
+    return mc_buf_append(b, text, mc_format_decimal(text, n));
+}
+
 void mc_buf_consume(mc_buf_t *b, size_t n) {
     if (n >= b->len) {
         b->len = 0;

@@ -232,8 +232,37 @@ static int on_message_complete(http_parser *p) {
 
 /* The status line and the headers of an answer (or an answer frame), content-length left out:
  * the caller writes its own. */
+/* "HTTP/1.1 200 OK\r\n" (heads are written per request: no printf) */
+static int status_line(mc_buf_t *b, int status) {
+    if (status < 100 || status > 999) return mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
+    char line[13] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ', (char)('0' + status / 100),
+                     (char)('0' + status / 10 % 10), (char)('0' + status % 10), ' '};
+    const char *text = mc_status_text(status);
+    int rc = mc_buf_append(b, line, sizeof line);
+    rc |= mc_buf_append(b, text, strlen(text));
+    rc |= mc_buf_append(b, "\r\n", 2);
+    return rc;
+}
+
+/* "date: ...\r\n", the loop's date of this second */
+static int date_line(mc_conn_t *c, mc_buf_t *b) {
+    const char *date = mc_loop_date(c->loop);
+    int rc = mc_buf_append(b, "date: ", 6);
+    rc |= mc_buf_append(b, date, strlen(date));
+    rc |= mc_buf_append(b, "\r\n", 2);
+    return rc;
+}
+
+/* "content-length: N\r\n" */
+static int content_length_line(mc_buf_t *b, size_t n) {
+    int rc = mc_buf_append(b, "content-length: ", 16);
+    rc |= mc_buf_append_decimal(b, n);
+    rc |= mc_buf_append(b, "\r\n", 2);
+    return rc;
+}
+
 static int status_and_headers(mc_buf_t *b, int status, const mc_header_t *h, size_t nh) {
-    int rc = mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
+    int rc = status_line(b, status);
     for (size_t i = 0; i < nh && rc == 0; i++) {
         /* framing and connection management are the core's: its own content-length and
          * connection fields are written by the caller */
@@ -262,7 +291,8 @@ int mc_h1_stream_head(mc_request_t *r, int status, const mc_header_t *h, size_t 
 int mc_h1_write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const uint8_t *body, size_t len) {
     int rc = mc_buf_append(&c->out, r->h1_frame.data, r->h1_frame.len);
     if (rc == 0 && extra) rc = mc_buf_append(&c->out, extra, strlen(extra));
-    if (rc == 0) rc = mc_buf_appendf(&c->out, "content-length: %zu\r\n\r\n", len);
+    if (rc == 0) rc = content_length_line(&c->out, len);
+    if (rc == 0) rc = mc_buf_append(&c->out, "\r\n", 2);
     if (rc == 0) rc = mc_buf_append(&c->out, body, len);
     return rc;
 }
@@ -461,7 +491,7 @@ int mc_h1_chunked_head(mc_request_t *r, int status, const mc_header_t *h, size_t
     mc_buf_t *b = answer_buffer(c, r);
     int rc = status_and_headers(b, status, h, nh);
     if (rc == 0) rc = mc_buf_append(b, "transfer-encoding: chunked\r\n", 28);
-    if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
+    if (rc == 0) rc = date_line(c, b);
     if (rc == 0 && !r->server.keep_alive) rc = mc_buf_append(b, "connection: close\r\n", 19);
     if (rc == 0) rc = mc_buf_append(b, "\r\n", 2);
     if (rc != 0) {
@@ -505,8 +535,8 @@ static int serialize(mc_conn_t *c, mc_request_t *r, mc_buf_t *b, int status, con
                      mc_body_t body) {
     int rc = status_and_headers(b, status, h, nh);
     if (rc == 0 && status >= 200 && status != 204 && status != 304)
-        rc = mc_buf_appendf(b, "content-length: %zu\r\n", body.prefix_len + body.len);
-    if (rc == 0) rc = mc_buf_appendf(b, "date: %s\r\n", mc_loop_date(c->loop));
+        rc = content_length_line(b, body.prefix_len + body.len);
+    if (rc == 0) rc = date_line(c, b);
     if (rc == 0 && !r->server.keep_alive) rc = mc_buf_append(b, "connection: close\r\n", 19);
     if (rc == 0) rc = mc_buf_append(b, "\r\n", 2);
     if (rc == 0 && !r->server.head) rc = mc_buf_append(b, body.prefix, body.prefix_len);

@@ -516,18 +516,6 @@ static int submit_head(mc_request_t *r, int status, const mc_header_t *h, size_t
     return rc;
 }
 
-/* Writes `n` in decimal into `out` (at least 21 bytes), NUL-terminated. */
-static void format_size(char *out, size_t n) {
-    char digits[21];
-    size_t k = 0;
-    do {
-        digits[k++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
-    for (size_t i = 0; i < k; i++) out[i] = digits[k - 1 - i];
-    out[k] = 0;
-}
-
 int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt) {
     int rc = 0;
     r->trailer_strings.len = 0;
@@ -557,7 +545,7 @@ int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
                   const mc_header_t *t, size_t nt) {
     size_t len = body.prefix_len + body.len;
     char clen[24];
-    format_size(clen, len);
+    mc_format_decimal(clen, len);
     r->sendq.len = 0;
     r->sendq_off = 0;
     r->last_sent = uv_now(&r->loop->uv);

@@ -25,6 +25,10 @@ typedef struct mc_buf {
 int mc_buf_reserve(mc_buf_t *b, size_t extra);
 int mc_buf_append(mc_buf_t *b, const void *p, size_t n);
 int mc_buf_appendf(mc_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* n in decimal, without printf (answers' heads are written per request); returns the length
+ * written to out (at least 21 bytes), which is NUL-terminated. */
+size_t mc_format_decimal(char *out, uint64_t n);
+int mc_buf_append_decimal(mc_buf_t *b, uint64_t n);
 void mc_buf_consume(mc_buf_t *b, size_t n);
 void mc_buf_free(mc_buf_t *b);
 /* Keeps the allocation unless it grew past keep bytes. */
