@@ -9,8 +9,10 @@ import Foundation
 import Logging
 import Micro
 
-struct Counter: CounterHandler {
-    func ping(_ request: Counter_Note, context: Context) async throws -> Counter_Note { request }
+// The synchronous protocol: its unary method (ping) answers without waiting, so it is not async;
+// the stream methods are async in either protocol.
+struct Counter: CounterSynchronousHandler {
+    func ping(_ request: Counter_Note, context: Context) throws -> Counter_Note { request }
 
     /// `count` ticks as fast as the caller reads them; each padded to `size` bytes.
     func count(_ request: Counter_CountRequest, responses: MessageWriter<Counter_Tick>, context: Context) async throws {
