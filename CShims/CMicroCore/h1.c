@@ -229,9 +229,6 @@ static int on_message_complete(http_parser *p) {
     return 0;
 }
 
-
-/* The status line and the headers of an answer (or an answer frame), content-length left out:
- * the caller writes its own. */
 /* "HTTP/1.1 200 OK\r\n" (heads are written per request: no printf) */
 static int status_line(mc_buf_t *b, int status) {
     if (status < 100 || status > 999) return mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
@@ -261,6 +258,8 @@ static int content_length_line(mc_buf_t *b, size_t n) {
     return rc;
 }
 
+/* The status line and the headers of an answer (or an answer frame), content-length left out:
+ * the caller writes its own. */
 static int status_and_headers(mc_buf_t *b, int status, const mc_header_t *h, size_t nh) {
     int rc = status_line(b, status);
     for (size_t i = 0; i < nh && rc == 0; i++) {
