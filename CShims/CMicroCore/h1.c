@@ -231,7 +231,7 @@ static int on_message_complete(http_parser *p) {
 
 /* "HTTP/1.1 200 OK\r\n" (heads are written per request: no printf) */
 static int status_line(mc_buf_t *b, int status) {
-    if (status < 100 || status > 999) return mc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, mc_status_text(status));
+    if (!mc_status_valid(status)) status = 500; /* checked before: mc_request_respond_framed, mc_request_send_head */
     char line[13] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ', (char)('0' + status / 100),
                      (char)('0' + status / 10 % 10), (char)('0' + status % 10), ' '};
     const char *text = mc_status_text(status);
@@ -486,7 +486,7 @@ static mc_buf_t *answer_buffer(mc_conn_t *c, mc_request_t *r) { return c->h1_hea
 int mc_h1_chunked_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
     mc_conn_t *c = r->conn;
     /* HEAD, 1xx, 204 and 304 answers have no body to stream */
-    if (r->server.head || status < 200 || status == 204 || status == 304 || status > 999) return -1;
+    if (r->server.head || status < 200 || status == 204 || status == 304 || !mc_status_valid(status)) return -1;
     mc_buf_t *b = answer_buffer(c, r);
     int rc = status_and_headers(b, status, h, nh);
     if (rc == 0) rc = mc_buf_append(b, "transfer-encoding: chunked\r\n", 28);

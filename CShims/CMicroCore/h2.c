@@ -486,7 +486,7 @@ static int submit_head(mc_request_t *r, int status, const mc_header_t *h, size_t
                        const nghttp2_data_provider *prd) {
     mc_conn_t *c = r->conn;
     /* once per answer: digits by hand, not snprintf */
-    unsigned code = (unsigned)(status < 0 ? -status : status) % 1000;
+    unsigned code = mc_status_valid(status) ? (unsigned)status : 500; /* checked before, as for HTTP/1.1 */
     char status_str[4] = {(char)('0' + code / 100), (char)('0' + code / 10 % 10), (char)('0' + code % 10), 0};
     nghttp2_nv stack_nv[32];
     nghttp2_nv *nv = nh + 2 <= 32 ? stack_nv : malloc((nh + 2) * sizeof *nv);

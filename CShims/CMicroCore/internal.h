@@ -550,6 +550,8 @@ const char *mc_status_text(int status);
 bool mc_field_name_valid(const char *name, size_t len);
 bool mc_field_valid(const mc_header_t *h);
 bool mc_fields_valid(const mc_header_t *h, size_t n);
+/* A status an answer can carry: three digits (HTTP/1.1's status line, HTTP/2's :status). */
+static inline bool mc_status_valid(int status) { return status >= 100 && status <= 999; }
 /* Fields the core writes itself or that HTTP/2 forbids (RFC 9113, 8.2.2): content-length,
  * connection, keep-alive, proxy-connection, transfer-encoding, upgrade. */
 bool mc_field_connection_specific(const char *name, size_t len);

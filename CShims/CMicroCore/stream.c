@@ -79,7 +79,7 @@ static void resume(mc_conn_t *c, mc_request_t *r) {
 
 int mc_request_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh) {
     mc_conn_t *c = live(r);
-    if (!c || r->head_sent || r->server.responded || !mc_fields_valid(h, nh)) return -1;
+    if (!c || r->head_sent || r->server.responded || !mc_status_valid(status) || !mc_fields_valid(h, nh)) return -1;
     if (h1_stream(r)) {
         if (mc_h1_stream_head(r, status, h, nh) != 0) return -1;
         r->head_sent = true;

@@ -123,6 +123,9 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
         }
         guard !answered, !headSent else { throw HTTPStreamError(kind: .notStreaming, message: "the answer has already started") }
         guard !gone else { throw Self.peerGoneError }
+        guard (100...999).contains(status) else {
+            throw HTTPStreamError(kind: .notStreaming, message: "status \(status) is not an HTTP status (100-999)")
+        }
         let rc = headers.withCHeaders { h, nh in mc_request_send_head(request, Int32(status), h, nh) }
         guard rc == 0 else {
             throw gone || httpVersion == 2 || inbound != nil ? Self.peerGoneError
@@ -198,7 +201,7 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
             response.headers.withCHeaders { h, nh in
                 response.trailers.withCHeaders { t, nt in
                     response.body.withUnsafeBufferPointer { body in
-                        _ = mc_request_respond_framed(request, Int32(response.status), h, nh,
+                        _ = mc_request_respond_framed(request, Int32(clamping: response.status), h, nh,
                                                       prefix.baseAddress?.assumingMemoryBound(to: UInt8.self), prefixCount,
                                                       body.baseAddress, body.count, t, nt)
                     }

@@ -42,14 +42,27 @@ import Testing
         }
     }
 
-    /// An answer field with CR/LF would split an HTTP/1.1 answer: the core answers 500 instead;
+    /// An answer field with CR/LF would split an HTTP/1.1 answer, and a status that is not three
+    /// digits makes a status line no client reads (and one past Int32 must not trap): the core
+    /// answers 500 instead, and a streamed answer's head with such a status is refused;
     /// connection-specific fields set by a handler are dropped (the core frames the answer), and
     /// its `Connection: close` is honoured.
     @Test func answerFieldsAreValidated() async throws {
+        let refusedHead = Mutex<String?>(nil)
         let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
             switch request.path {
             case "/split":
                 responder.send(HTTPServerResponse(headers: ["x-evil": "a\r\nset-cookie: stolen=1"], body: Array("no".utf8)))
+            case "/status/42": responder.send(HTTPServerResponse(status: 42, body: Array("no".utf8)))
+            case "/status/1000": responder.send(HTTPServerResponse(status: 1000, body: Array("no".utf8)))
+            case "/status/huge": responder.send(HTTPServerResponse(status: Int.max, body: Array("no".utf8)))
+            case "/stream/42":
+                do {
+                    try await responder.sendHead(status: 42)
+                } catch {
+                    refusedHead.withLock { $0 = "\(error)" }
+                    responder.send(HTTPServerResponse(status: 502, body: Array("refused".utf8)))
+                }
             default:
                 responder.send(HTTPServerResponse(headers: ["transfer-encoding": "chunked", "connection": "close", "keep-alive": "x"],
                                                   body: Array("framed".utf8)))
@@ -60,6 +73,15 @@ import Testing
             let split = try await Tool.run("curl", ["-s", "-i", version, "http://127.0.0.1:\(server.port)/split"])
             #expect(split.stdout.contains(" 500"), "\(version): \(split.stdout)")
             #expect(!split.stdout.lowercased().contains("set-cookie"), "\(version): \(split.stdout)")
+            for status in ["42", "1000", "huge"] {
+                let bad = try await Tool.run("curl", ["-s", "-w", "\n%{http_code}", version, "http://127.0.0.1:\(server.port)/status/\(status)"])
+                #expect(bad.stdout.hasSuffix("\n500"), "\(version) \(status): \(bad.stdout)")
+                #expect(bad.stdout.contains("not 100-999"), "\(version) \(status): \(bad.stdout)")
+            }
+            refusedHead.withLock { $0 = nil }
+            let stream = try await Tool.run("curl", ["-s", "-w", "\n%{http_code}", version, "http://127.0.0.1:\(server.port)/stream/42"])
+            #expect(stream.stdout == "refused\n502", "\(version): \(stream.stdout)")
+            #expect(refusedHead.withLock { $0 }?.contains("status 42 is not an HTTP status") == true)
         }
         let conn = try RawConnection(port: server.port)
         try conn.send("GET /framed HTTP/1.1\r\nhost: x\r\n\r\n")

@@ -193,7 +193,8 @@ void mc_request_set_user(mc_request_t *req, void *user);
 void *mc_request_user(const mc_request_t *req);
 
 /* Sends the response and releases the request. Header names must be valid tokens; they are sent
- * in lower case. content-length is added by the core. Trailers go out on HTTP/2 only.
+ * in lower case. content-length is added by the core. Trailers go out on HTTP/2 only. An answer
+ * with an invalid field or a status outside 100-999 is logged and sent as a 500 instead.
  * Returns 0, or -1 if the connection was already gone (the request is released all the same). */
 int mc_request_respond(mc_request_t *req, int status, const mc_header_t *headers, size_t nheaders,
                        const uint8_t *body, size_t body_len, const mc_header_t *trailers,
@@ -215,7 +216,8 @@ int mc_request_respond_framed(mc_request_t *req, int status, const mc_header_t *
  * sends request body bytes and mc_request_finish(req, NULL, 0) ends the request body. */
 
 /* Starts a streamed response: status and headers now (no content-length), body to follow.
- * Returns 0, or -1 if the peer is gone or the protocol cannot stream (HTTP/1.1). */
+ * Returns 0, or -1 if the peer is gone, the protocol cannot stream (HTTP/1.1), or the status
+ * (100-999) or a field is invalid. */
 int mc_request_send_head(mc_request_t *req, int status, const mc_header_t *headers, size_t nheaders);
 
 /* Queues body bytes (copied). Returns 0, 1 if the queue is past its high-water mark (the caller
