@@ -172,6 +172,17 @@ extension HTTPHeaders {
         }
     }
 
+    /// Calls `body` with the bytes of the first value of `name` (without regard to ASCII case),
+    /// or nil if there is none, making no String. The bytes are valid during the call only.
+    package func withValue<R>(of name: String, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        switch form {
+        case .wire(let wire): return withExtendedLifetime(wire) { wire.withValue(of: name, body) }
+        case .fields:
+            guard var value = self[name] else { return body(nil) }
+            return value.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+        }
+    }
+
     /// Calls `body` with the fields as C headers that point into one temporary buffer.
     func withCHeaders<R>(_ body: (UnsafePointer<mc_header_t>?, Int) -> R) -> R {
         let fields: [Element]
@@ -271,15 +282,28 @@ struct WireHeaders: @unchecked Sendable {
 
     /// The value of the first field named `name` (without regard to ASCII case), or nil.
     func value(of name: String) -> String? {
+        guard let field = field(named: name) else { return nil }
+        return Self.string(field.value, field.value_len)
+    }
+
+    /// Calls `body` with the bytes of the value of the first field named `name`, or nil.
+    func withValue<R>(of name: String, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        guard let field = field(named: name) else { return body(nil) }
+        return body(UnsafeRawBufferPointer(start: field.value, count: field.value_len))
+    }
+
+    /// The first field named `name` (without regard to ASCII case); its pointers are valid while
+    /// this value lives.
+    private func field(named name: String) -> mc_header_t? {
         var name = name
         return name.withUTF8 { query in
-            buffer.withUnsafeMutablePointerToElements { headers -> String? in
+            buffer.withUnsafeMutablePointerToElements { headers -> mc_header_t? in
                 for i in 0..<buffer.header where headers[i].name_len == query.count {
                     let field = headers[i]
                     if query.isEmpty || memcmp(field.name, query.baseAddress!, query.count) == 0
                         || HTTPHeaders.equalIgnoringCase(UnsafeRawBufferPointer(start: field.name, count: query.count),
                                                          UnsafeRawBufferPointer(query)) {
-                        return Self.string(field.value, field.value_len)
+                        return field
                     }
                 }
                 return nil

@@ -80,7 +80,7 @@ final class Router: Sendable {
     /// short one compares as two words); the rest are in a table.
     struct KnownRoutes {
         static let scanned = 8
-        var first: [(path: String, endpoint: EndpointHandler)] = []
+        var first: [(path: String, bytes: [UInt8], endpoint: EndpointHandler)] = []
         var more: [String: EndpointHandler] = [:]
 
         func endpoint(_ path: String) -> EndpointHandler? {
@@ -88,9 +88,18 @@ final class Router: Sendable {
             return more.isEmpty ? nil : more[path]
         }
 
+        /// The same from the bytes of a path or name, among the first few only (the rest are
+        /// hashed, which needs a String): nil if it is not one of them.
+        func endpoint(bytes: UnsafeRawBufferPointer) -> EndpointHandler? {
+            for route in first where route.bytes.count == bytes.count {
+                if route.bytes.withUnsafeBytes({ $0.elementsEqual(bytes) }) { return route.endpoint }
+            }
+            return nil
+        }
+
         mutating func add(_ path: String, _ endpoint: EndpointHandler) {
             if first.count < Self.scanned {
-                first.append((path, endpoint))
+                first.append((path, Array(path.utf8), endpoint))
             } else if more.count < Router.maxKnownRoutes - Self.scanned {
                 more[path] = endpoint
             }
@@ -251,7 +260,7 @@ final class Router: Sendable {
         if let contentType, contentType.hasPrefix("application/grpc") { return grpcRoute(request, contentType: contentType) }
         if let broker, broker.isDelivery(request) { return .delivery(broker) }
         if let contentType, let legacy = LegacyEnvelope.Kind(contentType: contentType) { return legacyRoute(request, legacy) }
-        let named = Self.endpointHeader(request)
+        let named = headerEndpoint(request)
         // no routing header: the health endpoints (GET /health...) and the metrics (GET /metrics)
         // before a /Service/Method path
         if named == nil, request.method == "GET" || request.method == "HEAD" {
@@ -263,7 +272,7 @@ final class Router: Sendable {
                                                   body: request.method == "HEAD" ? [] : MicroMetrics.exposition()))
             }
         }
-        guard let name = named ?? Self.pathEndpointName(request) else {
+        guard let name = named?.name ?? Self.pathEndpointName(request) else {
             // go-micro's fallback: JSON with no routing header is a json-rpc request naming its method
             if contentType == nil || contentType == "application/json", request.bodyStream == nil,
                let envelope = try? LegacyEnvelope.open(request.body, as: .jsonRPC, contentType: "application/json"), !envelope.method.isEmpty {
@@ -271,7 +280,7 @@ final class Router: Sendable {
             }
             return .answer(error(.badRequest(service, "no endpoint named: set the Micro-Endpoint header, e.g. 'Micro-Endpoint: Service.Method'")))
         }
-        guard let endpoint = endpoint(named: name) else { return .answer(unknownEndpoint(name)) }
+        guard let endpoint = named.map(\.endpoint) ?? endpoint(named: name) else { return .answer(unknownEndpoint(name)) }
         guard let codec = codecs.codec(for: contentType) else {
             let supported = codecs.contentTypes.joined(separator: ", ")
             return .answer(error(MicroError(id: service, code: 415, detail: "unsupported content type \(contentType ?? ""); supported: \(supported)")))
@@ -463,6 +472,28 @@ final class Router: Sendable {
     }
 
     /// The endpoint a request names in `Micro-Endpoint` (or go-micro's older `Micro-Method`).
+    /// The endpoint the `Micro-Endpoint` (or go-micro's `Micro-Method`) header names, and the
+    /// name; nil if neither is set. A name resolved before is found from the header's bytes, so
+    /// most requests make no String of it (a name past 15 bytes would be an allocation).
+    func headerEndpoint(_ request: HTTPServerRequest) -> (name: String, endpoint: EndpointHandler?)? {
+        headerEndpoint(request, "micro-endpoint") ?? headerEndpoint(request, "micro-method")
+    }
+
+    private func headerEndpoint(_ request: HTTPServerRequest, _ header: String) -> (name: String, endpoint: EndpointHandler?)? {
+        enum Lookup { case absent, known(EndpointHandler), other }
+        let lookup: Lookup = request.headers.withValue(of: header) { bytes in
+            guard let bytes, !bytes.isEmpty else { return .absent }
+            return namedRoutes.withLock { $0.endpoint(bytes: bytes) }.map(Lookup.known) ?? .other
+        }
+        switch lookup {
+        case .absent: return nil
+        case .known(let endpoint): return (endpoint.name, endpoint)
+        case .other:
+            guard let name = request.header(header) else { return nil }
+            return (name, endpoint(named: name))
+        }
+    }
+
     static func endpointHeader(_ request: HTTPServerRequest) -> String? {
         if let name = request.header("micro-endpoint"), !name.isEmpty { return name }
         if let name = request.header("micro-method"), !name.isEmpty { return name }

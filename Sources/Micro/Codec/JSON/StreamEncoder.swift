@@ -8,13 +8,17 @@ import Foundation
 struct StreamEncoder: Encoder {
     struct Unsupported: Error {}
 
-    final class Writer {
+    /// The bytes written so far; also the top value's ``Container`` (one object per encode, not two).
+    final class Writer: Container {
         // Written once per token: dynamic exclusivity checks on every append cost more than the
         // append. A writer belongs to one encode call on one thread and never overlaps itself.
         @exclusivity(unchecked) var bytes: [UInt8] = []
         @exclusivity(unchecked) var failed = false
 
-        init() { bytes.reserveCapacity(128) }
+        override init() {
+            super.init()
+            bytes.reserveCapacity(128)
+        }
 
         func string(_ s: String) {
             bytes.append(UInt8(ascii: "\""))
@@ -77,7 +81,7 @@ struct StreamEncoder: Encoder {
     }
 
     /// One container's progress.
-    final class Container {
+    class Container {
         enum Kind { case none, keyed, unkeyed, single }
         @exclusivity(unchecked) var kind = Kind.none
         @exclusivity(unchecked) var count = 0
@@ -92,12 +96,13 @@ struct StreamEncoder: Encoder {
 
     static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
         let writer = Writer()
-        try encodeValue(value, writer)
+        try encodeValue(value, writer, state: writer)
         guard !writer.failed else { throw Unsupported() }
         return writer.bytes
     }
 
-    static func encodeValue<T: Encodable>(_ value: T, _ writer: Writer) throws {
+    /// Writes `value`; `state` is its container's, a new one unless given.
+    static func encodeValue<T: Encodable>(_ value: T, _ writer: Writer, state: Container? = nil) throws {
         // metatype comparisons are pointer compares; `as?` casts would each call the runtime
         if T.self == String.self { return writer.string(unsafeBitCast(value, to: String.self)) }
         if T.self == Int.self { return writer.integer(unsafeBitCast(value, to: Int.self)) }
@@ -110,7 +115,7 @@ struct StreamEncoder: Encoder {
             return
         }
         do {
-            let state = Container()
+            let state = state ?? Container()
             try value.encode(to: StreamEncoder(writer: writer, state: state))
             close(state, writer)
             if state.kind == .none { writer.raw("{}") }  // Foundation writes an empty object

@@ -8,22 +8,20 @@ import Foundation
 struct TapeDecoder: Decoder {
     struct Unsupported: Error {}
 
-    final class Document {
-        let tape: JSONTape
-        init(_ tape: JSONTape) { self.tape = tape }
-    }
-
-    let document: Document
+    // The tape is held by value (its two arrays), not in an object of its own: a decoder and
+    // its containers are made a few times per value, and a retain each costs less than the
+    // allocation an object per decode would.
+    let tape: JSONTape
     let index: Int
     var codingPath: [any CodingKey] { [] }
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
-    var entry: JSONTape.Entry { document.tape.entries[index] }
+    var entry: JSONTape.Entry { tape.entries[index] }
 
     static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
         let tape: JSONTape
         do { tape = try JSONTape(bytes) } catch { throw Unsupported() }
-        return try TapeDecoder(document: Document(tape), index: 0).decodeValue(T.self)
+        return try TapeDecoder(tape: tape, index: 0).decodeValue(T.self)
     }
 
     func decodeValue<T: Decodable>(_ type: T.Type) throws -> T {
@@ -47,29 +45,29 @@ struct TapeDecoder: Decoder {
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard entry.kind == .object else { throw Unsupported() }
-        return KeyedDecodingContainer(Keyed<Key>(document: document, object: index))
+        return KeyedDecodingContainer(Keyed<Key>(tape: tape, object: index))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
         guard entry.kind == .array else { throw Unsupported() }
-        return Unkeyed(document: document, array: index)
+        return Unkeyed(tape: tape, array: index)
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer { single() }
 
-    func single() -> Single { Single(document: document, index: index) }
+    func single() -> Single { Single(tape: tape, index: index) }
 
     // MARK: containers
 
     struct Keyed<Key: CodingKey>: KeyedDecodingContainerProtocol {
-        let document: Document
+        let tape: JSONTape
         let object: Int
         var codingPath: [any CodingKey] { [] }
 
         var allKeys: [Key] {
             var keys: [Key] = []
             forEachMember { key, _ in
-                if let k = Key(stringValue: document.tape.string(document.tape.entries[key])) { keys.append(k) }
+                if let k = Key(stringValue: tape.string(tape.entries[key])) { keys.append(k) }
                 return false
             }
             return keys
@@ -77,7 +75,7 @@ struct TapeDecoder: Decoder {
 
         /// Calls `body(keyIndex, valueIndex)` per member until it returns true.
         private func forEachMember(_ body: (Int, Int) -> Bool) {
-            let entries = document.tape.entries
+            let entries = tape.entries
             var k = object + 1
             let end = Int(entries[object].next)
             while k < end {
@@ -89,7 +87,6 @@ struct TapeDecoder: Decoder {
         /// The value entry of `key` (the last one if repeated, as Foundation does).
         private func find(_ key: Key) -> Int? {
             var found: Int?
-            let tape = document.tape
             let name = key.stringValue
             forEachMember { k, v in
                 if tape.stringEquals(tape.entries[k], name) { found = v }
@@ -106,40 +103,40 @@ struct TapeDecoder: Decoder {
         func contains(_ key: Key) -> Bool { find(key) != nil }
 
         func decodeNil(forKey key: Key) throws -> Bool {
-            document.tape.entries[try value(key)].kind == .null
+            tape.entries[try value(key)].kind == .null
         }
 
         func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
-            try TapeDecoder(document: document, index: try value(key)).decodeValue(T.self)
+            try TapeDecoder(tape: tape, index: try value(key)).decodeValue(T.self)
         }
 
         func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
-            guard let v = find(key), document.tape.entries[v].kind != .null else { return nil }
-            return try TapeDecoder(document: document, index: v).decodeValue(T.self)
+            guard let v = find(key), tape.entries[v].kind != .null else { return nil }
+            return try TapeDecoder(tape: tape, index: v).decodeValue(T.self)
         }
 
         func decode(_ type: String.Type, forKey key: Key) throws -> String {
-            try Single(document: document, index: try value(key)).decode(String.self)
+            try Single(tape: tape, index: try value(key)).decode(String.self)
         }
 
         func decode(_ type: Int.Type, forKey key: Key) throws -> Int {
-            try Single(document: document, index: try value(key)).decode(Int.self)
+            try Single(tape: tape, index: try value(key)).decode(Int.self)
         }
 
         func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool {
-            try Single(document: document, index: try value(key)).decode(Bool.self)
+            try Single(tape: tape, index: try value(key)).decode(Bool.self)
         }
 
         func decode(_ type: Double.Type, forKey key: Key) throws -> Double {
-            try Single(document: document, index: try value(key)).decode(Double.self)
+            try Single(tape: tape, index: try value(key)).decode(Double.self)
         }
 
         func nestedContainer<N: CodingKey>(keyedBy type: N.Type, forKey key: Key) throws -> KeyedDecodingContainer<N> {
-            try TapeDecoder(document: document, index: try value(key)).container(keyedBy: N.self)
+            try TapeDecoder(tape: tape, index: try value(key)).container(keyedBy: N.self)
         }
 
         func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
-            try TapeDecoder(document: document, index: try value(key)).unkeyedContainer()
+            try TapeDecoder(tape: tape, index: try value(key)).unkeyedContainer()
         }
 
         func superDecoder() throws -> any Decoder { throw Unsupported() }
@@ -147,16 +144,16 @@ struct TapeDecoder: Decoder {
     }
 
     struct Unkeyed: UnkeyedDecodingContainer {
-        let document: Document
+        let tape: JSONTape
         let array: Int
         var position: Int
         var currentIndex = 0
         var codingPath: [any CodingKey] { [] }
-        var count: Int? { Int(document.tape.entries[array].count) }
+        var count: Int? { Int(tape.entries[array].count) }
         var isAtEnd: Bool { currentIndex >= count! }
 
-        init(document: Document, array: Int) {
-            self.document = document
+        init(tape: JSONTape, array: Int) {
+            self.tape = tape
             self.array = array
             self.position = array + 1
         }
@@ -164,14 +161,14 @@ struct TapeDecoder: Decoder {
         private mutating func advance() throws -> Int {
             guard !isAtEnd else { throw Unsupported() }
             let here = position
-            position = Int(document.tape.entries[here].next)
+            position = Int(tape.entries[here].next)
             currentIndex += 1
             return here
         }
 
         mutating func decodeNil() throws -> Bool {
             guard !isAtEnd else { throw Unsupported() }
-            if document.tape.entries[position].kind == .null {
+            if tape.entries[position].kind == .null {
                 _ = try advance()
                 return true
             }
@@ -180,25 +177,25 @@ struct TapeDecoder: Decoder {
 
         mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
             let here = try advance()
-            return try TapeDecoder(document: document, index: here).decodeValue(T.self)
+            return try TapeDecoder(tape: tape, index: here).decodeValue(T.self)
         }
 
         mutating func nestedContainer<N: CodingKey>(keyedBy type: N.Type) throws -> KeyedDecodingContainer<N> {
-            try TapeDecoder(document: document, index: try advance()).container(keyedBy: N.self)
+            try TapeDecoder(tape: tape, index: try advance()).container(keyedBy: N.self)
         }
 
         mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
-            try TapeDecoder(document: document, index: try advance()).unkeyedContainer()
+            try TapeDecoder(tape: tape, index: try advance()).unkeyedContainer()
         }
 
         mutating func superDecoder() throws -> any Decoder { throw Unsupported() }
     }
 
     struct Single: SingleValueDecodingContainer {
-        let document: Document
+        let tape: JSONTape
         let index: Int
         var codingPath: [any CodingKey] { [] }
-        var entry: JSONTape.Entry { document.tape.entries[index] }
+        var entry: JSONTape.Entry { tape.entries[index] }
 
         func decodeNil() -> Bool { entry.kind == .null }
 
@@ -212,13 +209,13 @@ struct TapeDecoder: Decoder {
 
         func decode(_ type: String.Type) throws -> String {
             guard entry.kind == .string || entry.kind == .escapedString else { throw Unsupported() }
-            return document.tape.string(entry)
+            return tape.string(entry)
         }
 
         /// Integers written as plain digits; anything else (exponents, fractions) goes the slow way.
         func integer() throws -> Int64 {
             guard entry.kind == .number else { throw Unsupported() }
-            return try document.tape.withNumber(entry) { digits throws(Unsupported) -> Int64 in
+            return try tape.withNumber(entry) { digits throws(Unsupported) -> Int64 in
                 var i = 0
                 let negative = digits.first == UInt8(ascii: "-")
                 if negative { i = 1 }
@@ -238,7 +235,7 @@ struct TapeDecoder: Decoder {
 
         func float() throws -> Double {
             guard entry.kind == .number else { throw Unsupported() }
-            let text = document.tape.withNumber(entry) { String(decoding: $0, as: UTF8.self) }
+            let text = tape.withNumber(entry) { String(decoding: $0, as: UTF8.self) }
             guard let value = Double(text), value.isFinite else { throw Unsupported() }
             return value
         }
@@ -266,7 +263,7 @@ struct TapeDecoder: Decoder {
         func decode(_ type: UInt64.Type) throws -> UInt64 { try exact(UInt64.self) }
 
         func decode<T: Decodable>(_ type: T.Type) throws -> T {
-            try TapeDecoder(document: document, index: index).decodeValue(T.self)
+            try TapeDecoder(tape: tape, index: index).decodeValue(T.self)
         }
     }
 }
