@@ -227,10 +227,11 @@ final class ServerContext: Sendable {
     /// On the connection's loop thread.
     func handle(_ req: OpaquePointer) {
         let loop = loops[Int(mc_loop_index(mc_request_loop(req)))]
-        let call = InFlightRequest(req, loop: loop, streamed: mc_request_is_streaming(req) != 0)
+        let workers = workers[loop.index]
+        let call = InFlightRequest(req, loop: loop, streamed: mc_request_is_streaming(req) != 0, paths: workers.recentPaths)
         mc_request_set_user(req, Unmanaged.passUnretained(call).toOpaque())
         // a worker of this loop runs the handler after this callback returns
-        workers[loop.index].submit(call)
+        workers.submit(call)
     }
 
     /// Any thread, once.

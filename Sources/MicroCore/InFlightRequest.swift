@@ -20,14 +20,15 @@ final class InFlightRequest: HTTPServerRequest.Storage, @unchecked Sendable {
     @exclusivity(unchecked) private var deadlineHandler: (any HTTPDeadlineHandler)?
     private var writeWaiter: CheckedContinuation<Void, any Error>?
 
-    /// Reads the request's fields from the core (on the loop thread, in the request callback).
-    init(_ request: OpaquePointer, loop: EventLoop, streamed: Bool) {
+    /// Reads the request's fields from the core (on the loop thread, in the request callback);
+    /// the path's String is the one `paths` has for it if it came recently.
+    init(_ request: OpaquePointer, loop: EventLoop, streamed: Bool, paths: RecentStrings) {
         self.request = request
         let inbound = streamed ? InboundBody(loop: loop, request: request) : nil
         self.inbound = inbound
         var len = 0
         let method = WireHeaders.string(mc_request_method(request, &len), len)
-        let path = WireHeaders.string(mc_request_path(request, &len), len)
+        let path = paths.string(mc_request_path(request, &len), len)
         // one copy of every field, no Strings until asked for
         let headers = HTTPHeaders(copying: request, 0..<mc_request_trailer_index(request))
         var body: [UInt8] = []

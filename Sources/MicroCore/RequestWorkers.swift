@@ -35,6 +35,8 @@ final class RequestWorkers: @unchecked Sendable {
     @exclusivity(unchecked) private var looking = 0
     @exclusivity(unchecked) private var parked: [Worker] = []
     private var stopped = false
+    /// The paths of this loop's recent requests, whose Strings its next requests reuse.
+    let recentPaths = RecentStrings()
     /// Idle workers kept per loop; more end.
     static let maxParked = 32
 

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import MicroCore
+@testable import MicroCore
 import MicroTestSupport
 import Synchronization
 import Testing
@@ -180,6 +180,55 @@ import Testing
             #expect(try Array(Data(contentsOf: output)) == body, "body \(i)")
         }
         await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
+    /// A handler sees each request's own path, however many long paths come and go on a loop:
+    /// paths past 15 bytes are remembered (a few, replaced oldest first) so that one that comes
+    /// again reuses its String; a path past the remembered length, one that is not UTF-8, and
+    /// one that differs from a remembered path in its last byte are answered as they came.
+    @Test func pathsAreTheirOwnThroughTheLoopsRecentPaths() async throws {
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown() }
+        let server = try HTTPServer(group: group, configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
+            responder.send(HTTPServerResponse(body: Array(request.path.utf8)))
+        }
+        let long = "/" + String(repeating: "x", count: RecentStrings.maxLength + 10)
+        var paths = (0..<(RecentStrings.capacity + 4)).map { "/package.Service\($0)/Method" }
+        paths += ["/package.Service1/Methoe", long, "/short", "/package.Service1/Method"]
+        let conn = try RawConnection(port: server.port)
+        for round in 0..<2 {
+            for path in paths {
+                try conn.send("GET \(path) HTTP/1.1\r\nhost: x\r\n\r\n")
+                #expect(try conn.readResponse().body == path, "round \(round)")
+            }
+        }
+        // not UTF-8: repaired, the same way each time (or refused by the parser, which is fine too)
+        for _ in 0..<2 {
+            let raw = try RawConnection(port: server.port)
+            try raw.send(Array("GET /package.Service/Method".utf8) + [0xFF] + Array(" HTTP/1.1\r\nhost: x\r\n\r\n".utf8))
+            let response = try raw.readResponse()
+            #expect(response.status == 200 && response.body == "/package.Service/Method\u{FFFD}" || response.status == 400, "\(response)")
+        }
+        await server.shutdownGracefully(timeout: .seconds(10))
+    }
+
+    @Test func recentStringsAreBoundedAndReused() {
+        let recent = RecentStrings()
+        func string(_ text: String) -> String {
+            var text = text
+            return text.withUTF8 { $0.withMemoryRebound(to: CChar.self) { recent.string($0.baseAddress, $0.count) } }
+        }
+        func storage(_ s: String) -> UnsafeRawPointer? { s.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil }
+        let first = string("/package.Service/Method")
+        let again = string("/package.Service/Method")
+        #expect(first == again && storage(first) == storage(again))  // one String, reused
+        #expect(string("/short") == "/short" && recent.count == 1)  // inline: nothing kept
+        for i in 0..<(RecentStrings.capacity * 3) { #expect(string("/package.Service\(i)/Method") == "/package.Service\(i)/Method") }
+        #expect(recent.count == RecentStrings.capacity)
+        let fresh = RecentStrings()
+        var long = "/" + String(repeating: "y", count: RecentStrings.maxLength)
+        let made = long.withUTF8 { $0.withMemoryRebound(to: CChar.self) { fresh.string($0.baseAddress, $0.count) } }
+        #expect(made == long && fresh.count == 0)  // too long to keep
     }
 
     @Test func portInUseIsAClearError() async throws {
