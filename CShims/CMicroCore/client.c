@@ -480,18 +480,6 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
     return r;
 }
 
-/* Writes v in decimal to out; returns the digit count. */
-static size_t put_decimal(uint64_t v, char *out) {
-    char digits[20];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++) out[i] = digits[n - 1 - i];
-    return n;
-}
-
 size_t mc_deadline_header_value(unsigned flags, uint64_t timeout_ms, char *out) {
     if (flags & MC_CALL_GRPC_TIMEOUT) {
         /* gRPC allows 8 digits: milliseconds, else seconds, else hours (rounded up, saturating) */
@@ -499,7 +487,7 @@ size_t mc_deadline_header_value(unsigned flags, uint64_t timeout_ms, char *out) 
         for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
             uint64_t v = timeout_ms / units[i].ms + (timeout_ms % units[i].ms != 0);
             if (v < 100000000) {
-                size_t n = put_decimal(v, out);
+                size_t n = mc_format_decimal(out, v);
                 out[n] = units[i].unit;
                 return n + 1;
             }
@@ -509,7 +497,7 @@ size_t mc_deadline_header_value(unsigned flags, uint64_t timeout_ms, char *out) 
     }
     /* nanoseconds, saturating at what a signed 64-bit reader takes */
     uint64_t cap = (uint64_t)INT64_MAX / 1000000;
-    return put_decimal(timeout_ms > cap ? (uint64_t)INT64_MAX : timeout_ms * 1000000, out);
+    return mc_format_decimal(out, timeout_ms > cap ? (uint64_t)INT64_MAX : timeout_ms * 1000000);
 }
 
 int mc_client_call(mc_client_t *client, const char *method, const char *path, const mc_header_t *h, size_t nh,
