@@ -471,7 +471,6 @@ final class Router: Sendable {
         endpointHeader(request) ?? pathEndpointName(request)
     }
 
-    /// The endpoint a request names in `Micro-Endpoint` (or go-micro's older `Micro-Method`).
     /// The endpoint the `Micro-Endpoint` (or go-micro's `Micro-Method`) header names, and the
     /// name; nil if neither is set. A name resolved before is found from the header's bytes, so
     /// most requests make no String of it (a name past 15 bytes would be an allocation).
@@ -494,6 +493,7 @@ final class Router: Sendable {
         }
     }
 
+    /// The endpoint a request names in `Micro-Endpoint` (or go-micro's older `Micro-Method`).
     static func endpointHeader(_ request: HTTPServerRequest) -> String? {
         if let name = request.header("micro-endpoint"), !name.isEmpty { return name }
         if let name = request.header("micro-method"), !name.isEmpty { return name }
