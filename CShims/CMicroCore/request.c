@@ -240,17 +240,14 @@ int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h,
     c->active--;
     mc_buf_t error = {0};
     mc_header_t ct = {"content-type", 12, "application/json", 16};
-    bool status_valid = mc_status_valid(status);
-    if (!status_valid || !mc_fields_valid(h, nh)) {
-        /* a name that is not a token or CR/LF in a value would split the answer on HTTP/1.1; a
-         * status that is not three digits makes a status line or :status no client reads */
-        if (status_valid) {
-            mc_server_log(c->server, MC_LOG_ERROR, "an answer carried an invalid header field; answered 500 instead");
-            mc_error_body(&error, 500, "the handler set an invalid response header field");
-        } else {
-            mc_server_log(c->server, MC_LOG_ERROR, "an answer had status %d, not 100-999; answered 500 instead", status);
-            mc_error_body(&error, 500, "the handler set a status that is not 100-999");
-        }
+    /* a status that is not three digits makes a status line or :status no client reads; a name
+     * that is not a token or CR/LF in a value would split the answer on HTTP/1.1 */
+    const char *detail = !mc_status_valid(status)  ? "the handler set a status that is not 100-999"
+                         : !mc_fields_valid(h, nh) ? "the handler set an invalid response header field"
+                                                   : NULL;
+    if (detail) {
+        mc_server_log(c->server, MC_LOG_ERROR, "%s (status %d); answered 500 instead", detail, status);
+        mc_error_body(&error, 500, detail);
         status = 500;
         h = &ct;
         nh = 1;

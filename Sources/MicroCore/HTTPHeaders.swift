@@ -107,6 +107,13 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
         return true
     }
 
+    /// Whether `string`'s UTF-8 is exactly `bytes` (a String made from bytes is contiguous; one
+    /// that is not never matches, which callers take as "not known").
+    package static func equal(_ string: String, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        string.utf8.count == bytes.count
+            && string.utf8.withContiguousStorageIfAvailable { $0.elementsEqual(bytes) } == true
+    }
+
     /// Two bytes of a token equal without regard to ASCII case.
     @inline(__always)
     static func sameLetter(_ x: UInt8, _ y: UInt8) -> Bool {

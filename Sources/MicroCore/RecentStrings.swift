@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The Strings of the last few distinct byte strings asked for, so that a value that comes again
 /// (a request path: a service has few) reuses its String. A String holds 15 bytes inline; a
 /// longer one, such as `/helloworld.Greeter/SayHello`, is an allocation each time it is made.
@@ -19,11 +15,9 @@ final class RecentStrings {
     /// The bytes as a String (invalid UTF-8 repaired, as `WireHeaders.string` does).
     func string(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
         guard let p, len > 15 else { return WireHeaders.string(p, len) }
-        for entry in entries where entry.utf8.count == len {
-            // a String made here is native, its UTF-8 contiguous; one repaired from invalid
-            // UTF-8 differs from the bytes and is simply never matched
-            if entry.utf8.withContiguousStorageIfAvailable({ memcmp($0.baseAddress!, p, len) == 0 }) == true { return entry }
-        }
+        // one repaired from invalid UTF-8 differs from the bytes and is simply never matched
+        let bytes = UnsafeRawBufferPointer(start: p, count: len)
+        for entry in entries where HTTPHeaders.equal(entry, bytes) { return entry }
         let string = WireHeaders.string(p, len)
         guard len <= Self.maxLength else { return string }
         if entries.count < Self.capacity {

@@ -80,7 +80,7 @@ final class Router: Sendable {
     /// short one compares as two words); the rest are in a table.
     struct KnownRoutes {
         static let scanned = 8
-        var first: [(path: String, bytes: [UInt8], endpoint: EndpointHandler)] = []
+        var first: [(path: String, endpoint: EndpointHandler)] = []
         var more: [String: EndpointHandler] = [:]
 
         func endpoint(_ path: String) -> EndpointHandler? {
@@ -91,15 +91,13 @@ final class Router: Sendable {
         /// The same from the bytes of a path or name, among the first few only (the rest are
         /// hashed, which needs a String): nil if it is not one of them.
         func endpoint(bytes: UnsafeRawBufferPointer) -> EndpointHandler? {
-            for route in first where route.bytes.count == bytes.count {
-                if route.bytes.withUnsafeBytes({ $0.elementsEqual(bytes) }) { return route.endpoint }
-            }
+            for route in first where HTTPHeaders.equal(route.path, bytes) { return route.endpoint }
             return nil
         }
 
         mutating func add(_ path: String, _ endpoint: EndpointHandler) {
             if first.count < Self.scanned {
-                first.append((path, Array(path.utf8), endpoint))
+                first.append((path, endpoint))
             } else if more.count < Router.maxKnownRoutes - Self.scanned {
                 more[path] = endpoint
             }
