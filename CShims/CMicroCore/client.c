@@ -261,21 +261,66 @@ static bool client_eof(mc_conn_t *c, ssize_t err) {
     return true;
 }
 
-/* HTTP/2 as a client: the session's work is h2.c's; a client connection has no server timeouts
- * (the callers' deadlines govern) and no graceful shutdown of its own. */
+static int session_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
+    if (rv < 0) {
+        /* a fatal error (a flood, a broken frame): tell the server why with GOAWAY, then close
+         * once it is written; nothing more is read */
+        uint32_t code = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                                                              : NGHTTP2_PROTOCOL_ERROR;
+        if (nghttp2_session_terminate_session(c->h2, code) != 0) return -1;
+        mc_conn_enter(c, MC_CONN_ENDING);
+    }
+    mc_loop_mark_dirty(c->loop, c);
+    return 0;
+}
+
+/* Moves nghttp2's pending output into c->out: 1 if it stopped at its cap with more to come. */
+static int session_pump(mc_conn_t *c) {
+    if (!c->h2) return 0;
+    while (c->out.len < 1024 * 1024) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        if (mc_buf_append(&c->out, data, (size_t)n) != 0) return -1;
+    }
+    return 1;
+}
+
+static bool session_done(mc_conn_t *c) {
+    return !c->h2 || (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2));
+}
+
+/* nghttp2 answers some frames by itself (PING and SETTINGS acknowledgements); a server that
+ * sends them and never reads would grow its queue, which the connection's byte count does not see. */
+#define MC_H2_MAX_QUEUED_FRAMES 1024
+
+static bool session_input_full(mc_conn_t *c) {
+    return c->h2 && nghttp2_session_get_outbound_queue_size(c->h2) > MC_H2_MAX_QUEUED_FRAMES;
+}
+
+static void session_free(mc_conn_t *c) {
+    if (c->h2) nghttp2_session_del(c->h2);
+    c->h2 = NULL;
+}
+
+/* HTTP/2 as a client, on nghttp2 (mem_recv / mem_send: it never touches the socket); a client
+ * connection has no server timeouts (the callers' deadlines govern) and no graceful shutdown of
+ * its own. */
 const mc_proto_ops_t mc_h2_client_proto = {
     .proto = MC_PROTO_H2_CLIENT,
-    .feed = mc_h2_feed,
-    .pump = mc_h2_pump,
-    .input_full = mc_h2_input_full,
-    .done = mc_h2_done,
+    .feed = session_feed,
+    .pump = session_pump,
+    .input_full = session_input_full,
+    .done = session_done,
     .eof = client_eof,
     .header_timeout = mc_conn_close,
     .read_timeout = mc_conn_close,
     .idle = mc_proto_never,
     .grace_over = mc_proto_never,
     .shutdown = mc_conn_close,
-    .free = mc_h2_free,
+    .free = session_free,
 };
 
 static void connect_to(mc_conn_t *c, const struct sockaddr *addr) {

@@ -21,8 +21,6 @@
 #define uv_write(w, s, b, nbufs, cb) ((void)(b), 0) /* completes with mc_fuzz_conn_written */
 #endif
 
-#define MC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-#define MC_H2_PREFACE_LEN 24
 #define MC_OUT_HIGH_WATER (4 * 1024 * 1024)
 #define MC_LINGER_MS 2000
 

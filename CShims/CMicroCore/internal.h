@@ -215,6 +215,10 @@ struct mc_server {
     atomic_bool listener_closed;
 };
 
+/* The HTTP/2 client preface (RFC 9113, 3.4), which the server sniffs and checks */
+#define MC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define MC_H2_PREFACE_LEN 24
+
 enum mc_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_H1 = 1, MC_PROTO_H2 = 2, MC_PROTO_H2_CLIENT = 3, MC_PROTO_H1_CLIENT = 4, MC_PROTO_TCP = 5 };
 /* A request in the client role: a call this side made (HTTP/2 or HTTP/1.1). */
 static inline bool mc_proto_is_client(int proto) { return proto >= MC_PROTO_H2_CLIENT; }
@@ -370,14 +374,12 @@ struct mc_conn {
     bool h1_seen_request;      /* a whole request was read */
     mc_request_t *h1_stream;   /* a go-micro stream owns the connection: each request is a frame */
 
-    /* HTTP/2 */
+    /* HTTP/2: a server connection's framing state (h2.c), a client connection's nghttp2 session */
+    struct mc_h2s *h2s;
     nghttp2_session *h2;
     bool h2_goaway_sent;      /* the final GOAWAY */
     bool h2_notice_sent;      /* a shutdown notice (GOAWAY with the highest id): final one to follow */
-    uint8_t h2_scan_head[9];  /* frame headers as they pass (mc_h2_feed's stream id check) */
-    uint8_t h2_scan_len;
-    size_t h2_scan_skip;
-    uint32_t h2_max_id;
+    uint32_t h2_max_id;       /* the highest stream id the client opened */
     uint64_t h2_opened[32];   /* ids of the last 2048 client streams: opened (1) or skipped */
 
     /* client connections only */
@@ -490,6 +492,21 @@ struct mc_request {
     /* the caller's deadline (mc_request_set_deadline), armed on the loop's wheel until the call
      * is answered (server) or done (client) */
     mc_deadline_t deadline;
+
+    /* ---- HTTP/2 server streams (h2.c): r->h2.… */
+    struct mc_request_h2 {
+        mc_request_t *hnext;   /* the connection's stream table */
+        mc_request_t *qnext;   /* the queue of streams with DATA to send */
+        mc_request_t *cnext;   /* the list of closed streams whose requests are yet to be told */
+        int64_t send_window;   /* what the peer lets this side send on the stream */
+        int64_t recv_window;   /* what the peer may still send on it */
+        size_t recv_credit;    /* consumed bytes not yet given back with WINDOW_UPDATE */
+        int64_t content_length; /* the request's, -1 if it has none */
+        uint64_t data_len;     /* DATA content received */
+        uint8_t pseudo;        /* the pseudo-fields seen */
+        bool queued;
+        bool out_ended;        /* this side's END_STREAM is written */
+    } h2;
 };
 
 /* Header fields of a received message: those before its trailers. */
@@ -516,10 +533,9 @@ int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len);
 int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt);
 void mc_h1_stream_flushed(mc_conn_t *c);
 
-/* The data source of streamed bodies (both sides): the queue, then EOF and trailers. */
+/* The data source of a client's streamed request body: the queue, then EOF. */
 ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                        nghttp2_data_source *source, void *user);
-/* Submits the serialized trailers of r (server side) after its last DATA; true if submitted. */
 /* The request a data source reads for, or NULL when it is gone: a request finished or aborted
  * while nghttp2 still holds its stream (a connection closed from inside an nghttp2 callback,
  * whose caller goes on packing frames) is no longer the stream's user data, so its source is
@@ -528,7 +544,6 @@ static inline mc_request_t *mc_h2_source_request(nghttp2_session *s, int32_t id,
     void *r = nghttp2_session_get_stream_user_data(s, id);
     return r && r == source->ptr ? (mc_request_t *)r : NULL;
 }
-bool mc_h2_submit_trailers(nghttp2_session *s, mc_request_t *r);
 /* The stream of r closed: credit what the application never consumed to the connection. */
 void mc_stream_closed(nghttp2_session *s, mc_request_t *r);
 
@@ -579,6 +594,7 @@ int mc_h1_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
 int mc_h1_write_frame(mc_conn_t *c, mc_request_t *r, const char *extra, const uint8_t *body, size_t len);
 int mc_h1_frames_out(mc_conn_t *c, mc_request_t *r, const uint8_t *data, size_t len);
 
+/* HTTP/2 server connections (h2.c) */
 int mc_h2_init(mc_conn_t *c);
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n);
 int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, mc_body_t body,
@@ -587,13 +603,11 @@ int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
 int mc_h2_send_head(mc_request_t *r, int status, const mc_header_t *h, size_t nh);
 /* Stores trailers to send after the body (lower-cased names). */
 int mc_h2_store_trailers(mc_request_t *r, const mc_header_t *t, size_t nt);
-/* Moves nghttp2's pending output into c->out; returns 1 if it stopped at its cap with more to
- * come, 0 when done, -1 on a fatal session error. */
-int mc_h2_pump(mc_conn_t *c);
-/* For the client's table (client.c): the session's end, its queue of frames past its cap. */
-void mc_h2_free(mc_conn_t *c);
-bool mc_h2_done(mc_conn_t *c);
-bool mc_h2_input_full(mc_conn_t *c);
+/* A server stream's answer has more to send (a write, its end); out of memory for it (reset);
+ * body bytes its application has taken (credited back to the peer). */
+void mc_h2_stream_ready(mc_request_t *r);
+void mc_h2_stream_reset(mc_request_t *r);
+void mc_h2_consume(mc_request_t *r, size_t len);
 
 /* client side */
 void mc_client_finish_call(mc_request_t *r, int result);

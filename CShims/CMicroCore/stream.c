@@ -1,7 +1,8 @@
 /*
  * Streamed bodies, for both sides; HTTP/1.1's framing (go-micro's frames, chunked answers) is
- * h1.c's. On HTTP/2: outbound, bytes queue in the request's `resp` buffer and a deferred data
- * source hands them to nghttp2 as the peer's window opens; a writer that finds the queue past its
+ * h1.c's. On HTTP/2: outbound, bytes queue in the request's `sendq` buffer and go out as the
+ * peer's window opens (a server's through h2.c's send queue, a client's through a deferred
+ * nghttp2 data source); a writer that finds the queue past its
  * high-water mark is told (on_writable) when it drops below the low one, so memory stays bounded
  * by the mark, not by what the application produces. Inbound: nothing is credited back to the
  * peer until the application consumes it (mc_request_consume), so a slow reader holds the sender
@@ -40,7 +41,6 @@ ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t leng
     if (pending(r) == 0) {
         if (r->out_finished) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (mc_h2_submit_trailers(s, r)) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         } else if (n == 0) {
             r->deferred = true;
             return NGHTTP2_ERR_DEFERRED;
@@ -65,11 +65,15 @@ static mc_conn_t *live(const mc_request_t *r) {
     if (h1_stream(r)) return c->h1_stream == r ? c : NULL;
     if (r->proto == MC_PROTO_H1) return r->server.responded ? NULL : c; /* a chunked answer */
     if (r->proto == MC_PROTO_H1_CLIENT) return c->h1_cur == r ? c : NULL;
-    if (!c->h2 || r->stream_closed) return NULL;
+    if ((r->proto == MC_PROTO_H2 ? !c->h2s : !c->h2) || r->stream_closed) return NULL;
     return c;
 }
 
 static void resume(mc_conn_t *c, mc_request_t *r) {
+    if (r->proto == MC_PROTO_H2) {
+        mc_h2_stream_ready(r);
+        return;
+    }
     if (r->deferred) {
         r->deferred = false;
         nghttp2_session_resume_data(c->h2, r->stream_id);
@@ -109,7 +113,8 @@ int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
     }
     if (!pending(r)) r->last_sent = uv_now(&c->loop->uv); /* the write timeout runs from here */
     if (mc_buf_append(&r->sendq, data, len) != 0) {
-        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
+        if (r->proto == MC_PROTO_H2) mc_h2_stream_reset(r);
+        else nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
         mc_loop_mark_dirty(c->loop, c);
         return -1;
     }
@@ -172,6 +177,7 @@ void mc_request_consume(mc_request_t *r, size_t len) {
     if (!len) return;
     r->unconsumed -= len;
     /* HTTP/1.1 has no window: reading resumes (at the next flush) once below its mark */
-    if (c->h2) nghttp2_session_consume(c->h2, r->stream_id, len);
+    if (r->proto == MC_PROTO_H2) mc_h2_consume(r, len);
+    else if (c->h2) nghttp2_session_consume(c->h2, r->stream_id, len);
     mc_loop_mark_dirty(c->loop, c);
 }
