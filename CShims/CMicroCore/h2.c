@@ -94,6 +94,9 @@ typedef struct mc_h2s {
     uint32_t last_proc;       /* the highest stream id taken for processing (GOAWAY's last id) */
     uint32_t peer_resets;     /* token bucket of the peer's RST_STREAM (rapid reset) */
     uint64_t peer_resets_at;
+    uint32_t max_id;          /* the highest stream id the client opened */
+    uint64_t opened[H2_ID_WINDOW / 64]; /* of the last ids: opened (1) or skipped by the client */
+    uint64_t reset[H2_ID_WINDOW / 64];  /* of the last ids: closed by this side's RST_STREAM */
     bool goaway_recv;
     bool fatal;               /* a connection error was sent: nothing more is read */
 } mc_h2s_t;
@@ -228,15 +231,15 @@ static mc_request_t *find(mc_h2s_t *h, uint32_t id) {
     return NULL;
 }
 
-static bool id_bit(const mc_conn_t *c, uint32_t id) {
+static bool id_bit(const uint64_t *bits, uint32_t id) {
     uint32_t k = (id >> 1) % H2_ID_WINDOW;
-    return c->h2_opened[k / 64] >> (k % 64) & 1;
+    return bits[k / 64] >> (k % 64) & 1;
 }
 
-static void set_id_bit(mc_conn_t *c, uint32_t id, bool on) {
+static void set_id_bit(uint64_t *bits, uint32_t id, bool on) {
     uint32_t k = (id >> 1) % H2_ID_WINDOW;
-    if (on) c->h2_opened[k / 64] |= (uint64_t)1 << (k % 64);
-    else c->h2_opened[k / 64] &= ~((uint64_t)1 << (k % 64));
+    if (on) bits[k / 64] |= (uint64_t)1 << (k % 64);
+    else bits[k / 64] &= ~((uint64_t)1 << (k % 64));
 }
 
 static void enqueue(mc_h2s_t *h, mc_request_t *r) {
@@ -327,6 +330,7 @@ static void reap(mc_conn_t *c) {
 
 /* RST_STREAM for `id`. Resets the peer made this side send count against MadeYouReset. */
 static void put_rst(mc_conn_t *c, uint32_t id, uint32_t code) {
+    if (id <= c->h2s->max_id) set_id_bit(c->h2s->reset, id, true);
     uint8_t p[4];
     put_u32(p, code);
     put_frame(c, F_RST_STREAM, 0, id, p, 4);
@@ -461,8 +465,10 @@ static bool wants_stream(mc_conn_t *c, mc_request_t *r) {
     return r->stream_hint || (cb->is_stream && cb->is_stream(cb->ctx, r));
 }
 
-/* Field names as HTTP/2 carries them: token characters in lower case (RFC 9113, 8.2.1). */
-static const uint8_t lower_token[256] = {
+/* One lookup per byte: bit 0 = a character of a field name as HTTP/2 carries it (a token
+ * character in lower case, RFC 9113, 8.2.1), bit 1 = a byte no field value may hold (NUL, CR, LF). */
+static const uint8_t field_class[256] = {
+    [0] = 2, ['\r'] = 2, ['\n'] = 2,
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
     ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
     ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
@@ -473,16 +479,37 @@ static const uint8_t lower_token[256] = {
 
 static bool name_valid(const uint8_t *p, size_t n) {
     uint8_t all = 1;
-    for (size_t i = 0; i < n; i++) all &= lower_token[p[i]];
+    for (size_t i = 0; i < n; i++) all &= field_class[p[i]];
     return n && all;
 }
 
 /* No NUL, CR or LF, and no whitespace at either end (RFC 9113, 8.2.1). */
 static bool value_valid(const uint8_t *p, size_t n) {
     if (n && (p[0] == ' ' || p[0] == '\t' || p[n - 1] == ' ' || p[n - 1] == '\t')) return false;
-    for (size_t i = 0; i < n; i++)
-        if (p[i] == 0 || p[i] == '\r' || p[i] == '\n') return false;
-    return true;
+    /* eight bytes at a time: a word has a zero byte if (w - 0x01..) & ~w & 0x80.. is not zero */
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        uint64_t cr = w ^ (ones * '\r'), lf = w ^ (ones * '\n');
+        if (((w - ones) & ~w & highs) | ((cr - ones) & ~cr & highs) | ((lf - ones) & ~lf & highs)) return false;
+    }
+    uint8_t any = 0;
+    for (; i < n; i++) any |= field_class[p[i]];
+    return !(any & 2);
+}
+
+/* Fields HTTP/2 forbids in a request (RFC 9113, 8.2.2), the name already known to be lower case;
+ * content-length is not one of them here. */
+static bool connection_specific(const uint8_t *name, size_t n) {
+    switch (n) {
+    case 7: return memcmp(name, "upgrade", 7) == 0;
+    case 10: return memcmp(name, "connection", 10) == 0 || memcmp(name, "keep-alive", 10) == 0;
+    case 16: return memcmp(name, "proxy-connection", 16) == 0;
+    case 17: return memcmp(name, "transfer-encoding", 17) == 0;
+    default: return false;
+    }
 }
 
 enum { P_METHOD = 1, P_SCHEME = 2, P_PATH = 4, P_AUTHORITY = 8 };
@@ -552,10 +579,9 @@ static int on_field(void *ctx, const uint8_t *name, size_t nlen, const uint8_t *
         return 0;
     }
     x->regular_seen = true;
-    /* content-length is the one such field a request may carry (in its headers) */
-    if (!name_valid(name, nlen) || (mc_field_connection_specific((const char *)name, nlen) && !(nlen == 14 && !x->trailers)))
-        goto malformed;
+    if (!name_valid(name, nlen) || connection_specific(name, nlen)) goto malformed;
     if (nlen == 14 && memcmp(name, "content-length", 14) == 0) {
+        if (x->trailers) goto malformed;
         int64_t n = parse_length(value, vlen);
         if (n < 0 || (r->h2.content_length >= 0 && r->h2.content_length != n)) goto malformed;
         r->h2.content_length = n;
@@ -651,21 +677,30 @@ static void header_block(mc_conn_t *c, uint32_t id, bool end_stream, const uint8
         trailers_block(c, r, end_stream, p, n);
         return;
     }
-    if (id <= c->h2_max_id) {
-        /* not open: closed by this side (late trailers), or skipped by the client */
-        if (c->h2_max_id - id < 2 * H2_ID_WINDOW && !id_bit(c, id)) {
+    if (id <= h->max_id) {
+        /* Not open. Closed by this side's RST_STREAM: the peer may have sent this before it
+         * saw the reset, and it is ignored (RFC 9113, 5.1). Closed otherwise, skipped, or too
+         * far back to tell: a new stream must have a higher id (5.1.1). */
+        bool recent = h->max_id - id < 2 * H2_ID_WINDOW;
+        if (recent && id_bit(h->opened, id) && id_bit(h->reset, id)) {
+            skip_block(c, p, n);
+        } else if (recent && id_bit(h->opened, id)) {
+            connection_error(c, E_STREAM_CLOSED, "HEADERS on a closed stream");
+        } else {
             connection_error(c, E_PROTOCOL, "HEADERS on a stream id below the last one opened");
-            return;
         }
-        skip_block(c, p, n);
         return;
     }
-    if (id - c->h2_max_id >= 2 * H2_ID_WINDOW) memset(c->h2_opened, 0, sizeof c->h2_opened);
-    else
-        for (uint32_t skipped = c->h2_max_id + 2; skipped < id; skipped += 2) set_id_bit(c, skipped, false);
-    set_id_bit(c, id, true);
-    c->h2_max_id = id;
-    if (c->h2_goaway_sent || h->goaway_recv) {
+    if (id - h->max_id >= 2 * H2_ID_WINDOW) {
+        memset(h->opened, 0, sizeof h->opened);
+        memset(h->reset, 0, sizeof h->reset);
+    } else {
+        for (uint32_t skipped = h->max_id + 2; skipped < id; skipped += 2) set_id_bit(h->opened, skipped, false);
+    }
+    set_id_bit(h->opened, id, true);
+    set_id_bit(h->reset, id, false);
+    h->max_id = id;
+    if (c->h2_goaway_sent) {
         skip_block(c, p, n); /* past the last stream this side said it would process */
         return;
     }
@@ -853,7 +888,7 @@ static void on_window_update(mc_conn_t *c, const uint8_t *p, size_t n) {
         }
         return;
     }
-    if (h->id > c->h2_max_id) {
+    if (h->id > h->max_id) {
         connection_error(c, E_PROTOCOL, "WINDOW_UPDATE on an idle stream");
         return;
     }
@@ -877,7 +912,7 @@ static void on_rst_stream(mc_conn_t *c, const uint8_t *p, size_t n) {
         connection_error(c, E_FRAME_SIZE, "RST_STREAM of a length other than 4");
         return;
     }
-    if (h->id > c->h2_max_id) {
+    if (h->id > h->max_id) {
         connection_error(c, E_PROTOCOL, "RST_STREAM on an idle stream");
         return;
     }
@@ -980,8 +1015,10 @@ static void on_frame(mc_conn_t *c, const uint8_t *p, size_t n) {
         break;
     case F_PRIORITY:
         if (n != 5) {
+            /* a stream error; on an idle stream, which no RST_STREAM may name, the connection's */
             mc_request_t *r = find(h, h->id);
             if (r) reset(c, r, E_FRAME_SIZE);
+            else if (h->id > h->max_id) connection_error(c, E_FRAME_SIZE, "PRIORITY of a length other than 5");
             else put_rst(c, h->id, E_FRAME_SIZE);
         }
         break;
@@ -1046,7 +1083,7 @@ static void begin_frame(mc_conn_t *c) {
     }
     h->recv_window -= h->len;
     mc_request_t *r = find(h, h->id);
-    if (!r && h->id > c->h2_max_id) {
+    if (!r && h->id > h->max_id) {
         connection_error(c, E_PROTOCOL, "DATA on an idle stream");
         return;
     }
@@ -1286,6 +1323,11 @@ int mc_h2_pump(mc_conn_t *c) {
     }
     reap(c);
     if (mc_conn_closed(c)) return -1;
+    if (h->goaway_recv && !c->h2_goaway_sent && !c->streams && !c->active) {
+        /* the client is leaving and nothing is in flight: our GOAWAY before the close (6.8) */
+        c->h2_goaway_sent = true;
+        put_goaway(c, h->last_proc, E_NO_ERROR, NULL);
+    }
     return h->qhead && h->send_window > 0 ? 1 : 0;
 }
 
@@ -1547,7 +1589,7 @@ static bool done(mc_conn_t *c) {
     mc_h2s_t *h = c->h2s;
     if (!h || h->fatal) return true;
     if (c->streams || c->active || h->qhead || h->reap) return false;
-    return c->h2_goaway_sent || h->goaway_recv;
+    return c->h2_goaway_sent;
 }
 
 static void h2_free(mc_conn_t *c) {

@@ -379,8 +379,6 @@ struct mc_conn {
     nghttp2_session *h2;
     bool h2_goaway_sent;      /* the final GOAWAY */
     bool h2_notice_sent;      /* a shutdown notice (GOAWAY with the highest id): final one to follow */
-    uint32_t h2_max_id;       /* the highest stream id the client opened */
-    uint64_t h2_opened[32];   /* ids of the last 2048 client streams: opened (1) or skipped */
 
     /* client connections only */
     mc_client_state_t *client;

@@ -206,6 +206,27 @@ import Glibc
         await Self.stop(hello)
     }
 
+    static let conformance = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Peers/h2_conformance.py").path
+
+    /// RFC 9113 and RFC 7541 as a client that breaks them sees it (Tests/Peers/h2_conformance.py,
+    /// 129 cases, each on its own connection): connection errors are GOAWAY with the RFC's code
+    /// and a close, stream errors RST_STREAM with the connection still serving, and valid but
+    /// unusual input (padding, CONTINUATION, Huffman, table size updates, small windows and
+    /// frames, HEAD) is answered. Over the micro protocol and over gRPC; after each case a fresh
+    /// connection is answered and the process is alive.
+    @Test(arguments: ["micro", "grpc"]) func http2ConformanceCases(_ wire: String) async throws {
+        let service = try await ChildService(wire == "grpc" ? "echo" : "helloworld")
+        var args = [Self.conformance, "--port", String(service.port), "--pid", String(service.pid)]
+        if wire == "grpc" { args += ["--grpc", "--path", "/echo.Echo/Call"] }
+        let result = try await Tool.run("python3", args)
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        #expect(result.status == 0, "\(result.stdout.prefix(4000)) \(result.stderr.suffix(2000))")
+        #expect((object?["failed"] as? [Any])?.isEmpty == true, "\(object?["failed"] ?? result.stdout)")
+        #expect(((object?["passed"] as? NSNumber)?.intValue ?? 0) >= 129, "\(object?["passed"] ?? "")")
+        await Self.stop(service)
+    }
+
     /// An HPACK bomb (one 4 KB entry referenced 143,000 times) is cut off: the stream is reset
     /// once its fields are far past the limit, so the rest is not decoded for an answer.
     @Test func anHPACKBombIsResetNotDecoded() async throws {
