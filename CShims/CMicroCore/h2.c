@@ -90,6 +90,7 @@ typedef struct mc_h2s {
     int64_t recv_window;      /* the connection's: what the peer may still send */
     size_t recv_credit;       /* consumed bytes not yet given back with WINDOW_UPDATE */
     size_t conn_window;       /* the connection window we keep open */
+    uint32_t stream_window;   /* the stream window we announce (SETTINGS_INITIAL_WINDOW_SIZE) */
     uint32_t peer_initial_window, peer_max_frame;
     uint32_t last_proc;       /* the highest stream id taken for processing (GOAWAY's last id) */
     uint32_t peer_resets;     /* token bucket of the peer's RST_STREAM (rapid reset) */
@@ -98,7 +99,11 @@ typedef struct mc_h2s {
     uint64_t opened[H2_ID_WINDOW / 64]; /* of the last ids: opened (1) or skipped by the client */
     uint64_t reset[H2_ID_WINDOW / 64];  /* of the last ids: closed by this side's RST_STREAM */
     bool goaway_recv;
-    bool fatal;               /* a connection error was sent: nothing more is read */
+    bool fatal;
+    bool nomem;               /* output could not be allocated: the next flush closes */
+    bool table_size_update;   /* the next header block starts with a table size update to 0 */
+    uint32_t enc_table;       /* the table size the peer's decoder assumes of our encoder */
+    size_t qlen;              /* streams in the send queue */               /* a connection error was sent: nothing more is read */
 } mc_h2s_t;
 
 /* ---------------------------------------------------------------- output */
@@ -124,11 +129,17 @@ static void put_u32(uint8_t *p, uint32_t v) {
 
 static uint32_t get_u32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-/* Out of memory for output: the connection cannot go on. */
-static void out_failed(mc_conn_t *c) { mc_conn_close(c); }
+/* Out of memory for output: the connection cannot go on. It is closed by the flush (the pump
+ * fails), not here: the caller may still hold a request that a close would free. */
+static void out_failed(mc_conn_t *c) {
+    c->h2s->fatal = c->h2s->nomem = true;
+    mc_conn_enter(c, MC_CONN_ENDING);
+    mc_loop_mark_dirty(c->loop, c);
+}
 
 static void put_frame(mc_conn_t *c, uint8_t type, uint8_t flags, uint32_t id, const uint8_t *payload, size_t len) {
-    if (mc_conn_closed(c) || mc_buf_reserve(&c->out, 9 + len) != 0) {
+    if (mc_conn_closed(c) || c->h2s->nomem) return;
+    if (mc_buf_reserve(&c->out, 9 + len) != 0) {
         out_failed(c);
         return;
     }
@@ -173,13 +184,19 @@ static void connection_error(mc_conn_t *c, uint32_t code, const char *why) {
 static int put_fields(mc_conn_t *c, uint32_t id, bool end_stream, int status, const mc_header_t *h, size_t nh,
                       const char *clen) {
     mc_h2s_t *s = c->h2s;
-    size_t max = 0, clen_len = clen ? strlen(clen) : 0;
+    size_t max = 1, clen_len = clen ? strlen(clen) : 0;
     if (status) max += mc_hpack_field_max(7, 3);
     for (size_t i = 0; i < nh; i++) max += mc_hpack_field_max(h[i].name_len, h[i].value_len);
     if (clen) max += mc_hpack_field_max(14, clen_len);
     if (mc_conn_closed(c) || mc_buf_reserve(&c->out, 9 + max) != 0) return -1;
     size_t start = c->out.len;
     uint8_t *p = c->out.data + start + 9, *at = p;
+    if (s->table_size_update) {
+        /* the peer lowered SETTINGS_HEADER_TABLE_SIZE: RFC 7541, 4.2 wants the change signalled
+         * before the next block's fields; our encoder keeps no table, so 0 always fits */
+        *at++ = 0x20;
+        s->table_size_update = false;
+    }
     if (status) {
         unsigned code = mc_status_valid(status) ? (unsigned)status : 500;
         uint8_t digits[3] = {(uint8_t)('0' + code / 100), (uint8_t)('0' + code / 10 % 10), (uint8_t)('0' + code % 10)};
@@ -245,6 +262,7 @@ static void set_id_bit(uint64_t *bits, uint32_t id, bool on) {
 static void enqueue(mc_h2s_t *h, mc_request_t *r) {
     if (r->h2.queued) return;
     r->h2.queued = true;
+    h->qlen++;
     r->h2.qnext = NULL;
     if (h->qtail) h->qtail->h2.qnext = r;
     else h->qhead = r;
@@ -260,15 +278,18 @@ static void dequeue(mc_h2s_t *h, mc_request_t *r) {
     }
     if (*pp) *pp = r->h2.qnext;
     if (h->qtail == r) h->qtail = prev;
+    h->qlen--;
     r->h2.queued = false;
     r->h2.qnext = NULL;
 }
 
-static void conn_credit(mc_conn_t *c, size_t n) {
+/* Gives the peer back n bytes of the connection window: with WINDOW_UPDATE once half the window
+ * is owed, or at once with `now`. */
+static void conn_credit(mc_conn_t *c, size_t n, bool now) {
     mc_h2s_t *h = c->h2s;
-    if (!h || !n) return;
+    if (!h) return;
     h->recv_credit += n;
-    if (h->recv_credit < h->conn_window / 2) return;
+    if (!h->recv_credit || (!now && h->recv_credit < h->conn_window / 2)) return;
     put_window_update(c, 0, h->recv_credit);
     h->recv_window += (int64_t)h->recv_credit;
     h->recv_credit = 0;
@@ -277,9 +298,8 @@ static void conn_credit(mc_conn_t *c, size_t n) {
 
 static void stream_credit(mc_conn_t *c, mc_request_t *r, size_t n) {
     if (!n || r->stream_closed || r->in_ended) return; /* the peer sends nothing more on it */
-    uint32_t window = c->server->config.stream_window;
     r->h2.recv_credit += n;
-    if (r->h2.recv_credit < (window > H2_DEFAULT_WINDOW ? window : H2_DEFAULT_WINDOW) / 2) return;
+    if (r->h2.recv_credit < (c->h2s->stream_window + 1) / 2) return; /* once half the window is owed */
     put_window_update(c, (uint32_t)r->stream_id, r->h2.recv_credit);
     r->h2.recv_window += (int64_t)r->h2.recv_credit;
     r->h2.recv_credit = 0;
@@ -288,7 +308,7 @@ static void stream_credit(mc_conn_t *c, mc_request_t *r, size_t n) {
 
 /* Body bytes the application (or the core) is done with: the peer may send as many again. */
 static void consume(mc_conn_t *c, mc_request_t *r, size_t n) {
-    conn_credit(c, n);
+    conn_credit(c, n, false);
     if (r) stream_credit(c, r, n);
 }
 
@@ -306,7 +326,7 @@ static void close_stream(mc_conn_t *c, mc_request_t *r) {
     dequeue(h, r);
     c->streams--;
     /* what the application never consumed goes back to the connection's window */
-    if (r->unconsumed) conn_credit(c, r->unconsumed);
+    if (r->unconsumed) conn_credit(c, r->unconsumed, false);
     r->unconsumed = 0;
     r->h2.cnext = h->reap;
     h->reap = r;
@@ -335,7 +355,7 @@ static void put_rst(mc_conn_t *c, uint32_t id, uint32_t code) {
     put_u32(p, code);
     put_frame(c, F_RST_STREAM, 0, id, p, 4);
     mc_loop_mark_dirty(c->loop, c);
-    if (code == E_NO_ERROR || code == E_CANCEL) return; /* this side's own choice */
+    if (code == E_NO_ERROR || code == E_CANCEL || code == E_REFUSED_STREAM) return; /* this side's own choice */
     uint64_t now = uv_now(&c->loop->uv);
     uint64_t refill = (now - c->resets_window_at) * H2_RESETS_PER_SECOND / 1000;
     if (refill) {
@@ -397,13 +417,16 @@ static void credit_deferred(mc_conn_t *c) {
     }
     if (exception->server.uncredited) {
         credit(c, exception);
+        /* over the budget, bytes held elsewhere may keep the owed credit below the half window
+         * for good: the exception's is given back now, so that its stream can always go on */
+        conn_credit(c, 0, true);
         mc_loop_mark_dirty(c->loop, c);
     }
 }
 
 void mc_h2_request_leaves(mc_conn_t *c, mc_request_t *r) {
     if (r->stream_id == c->body_exception) c->body_exception = 0;
-    if (r->server.uncredited && !mc_conn_closed(c)) conn_credit(c, r->server.uncredited);
+    if (r->server.uncredited && !mc_conn_closed(c)) conn_credit(c, r->server.uncredited, false);
     c->body_uncredited -= r->server.uncredited < c->body_uncredited ? r->server.uncredited : c->body_uncredited;
     r->server.uncredited = 0;
     if (c->body_uncredited && !mc_conn_closed(c)) credit_deferred(c);
@@ -701,7 +724,9 @@ static void header_block(mc_conn_t *c, uint32_t id, bool end_stream, const uint8
     set_id_bit(h->reset, id, false);
     h->max_id = id;
     if (c->h2_goaway_sent) {
-        skip_block(c, p, n); /* past the last stream this side said it would process */
+        /* past the last stream this side said it would process: ignored, and so is the rest */
+        set_id_bit(h->reset, id, true);
+        skip_block(c, p, n);
         return;
     }
     if (c->streams >= cfg->max_concurrent_streams) {
@@ -717,7 +742,8 @@ static void header_block(mc_conn_t *c, uint32_t id, bool end_stream, const uint8
     r->server.last_read = uv_now(&c->loop->uv);
     r->h2.content_length = -1;
     r->h2.send_window = h->peer_initial_window;
-    r->h2.recv_window = cfg->stream_window > H2_DEFAULT_WINDOW ? cfg->stream_window : H2_DEFAULT_WINDOW;
+    /* the peer may use the default window until it has our SETTINGS */
+    r->h2.recv_window = h->stream_window > H2_DEFAULT_WINDOW ? h->stream_window : H2_DEFAULT_WINDOW;
     mc_request_t **b = bucket(h, id);
     r->h2.hnext = *b;
     *b = r;
@@ -755,13 +781,13 @@ static void header_block(mc_conn_t *c, uint32_t id, bool end_stream, const uint8
 /* DATA content for r (NULL: a stream that is gone; the bytes only go back to the window). */
 static void data_chunk(mc_conn_t *c, mc_request_t *r, const uint8_t *data, size_t len) {
     if (!r || r->stream_closed) {
-        conn_credit(c, len);
+        conn_credit(c, len, false);
         return;
     }
     r->server.last_read = uv_now(&c->loop->uv);
     r->h2.data_len += len;
     if (r->h2.content_length >= 0 && r->h2.data_len > (uint64_t)r->h2.content_length) {
-        conn_credit(c, len);
+        conn_credit(c, len, false);
         reset(c, r, E_PROTOCOL); /* more than its content-length said */
         return;
     }
@@ -784,7 +810,7 @@ static void data_chunk(mc_conn_t *c, mc_request_t *r, const uint8_t *data, size_
         return;
     }
     if (mc_buf_append(&r->body, data, len) != 0) {
-        conn_credit(c, len);
+        conn_credit(c, len, false);
         reset(c, r, E_INTERNAL);
         return;
     }
@@ -864,7 +890,13 @@ static void on_settings(mc_conn_t *c, const uint8_t *p, size_t n) {
             }
             h->peer_max_frame = v;
             break;
-        default: break; /* the table size (our encoder keeps none), list size, unknown ones */
+        case S_HEADER_TABLE_SIZE:
+            if (v < h->enc_table) {
+                h->enc_table = 0;
+                h->table_size_update = true;
+            }
+            break;
+        default: break; /* the header list size (advisory), unknown ones */
         }
     }
     h->settings_seen = true;
@@ -1049,7 +1081,19 @@ static void begin_frame(mc_conn_t *c) {
         return;
     }
     switch (h->type) {
-    case F_DATA: break;
+    case F_DATA:
+    case F_RST_STREAM:
+    case F_WINDOW_UPDATE:
+        if (h->id && !(h->id & 1)) {
+            connection_error(c, E_PROTOCOL, "a frame on an even stream, which only this side could open");
+            return;
+        }
+        if (h->type == F_RST_STREAM && !h->id) {
+            connection_error(c, E_PROTOCOL, "RST_STREAM on stream 0");
+            return;
+        }
+        if (h->type != F_DATA) return;
+        break;
     case F_HEADERS:
         if (!h->id || !(h->id & 1)) connection_error(c, E_PROTOCOL, "HEADERS on stream 0 or an even stream");
         return;
@@ -1061,12 +1105,10 @@ static void begin_frame(mc_conn_t *c) {
     case F_GOAWAY:
         if (h->id) connection_error(c, E_PROTOCOL, "a connection frame on a stream");
         return;
-    case F_RST_STREAM:
     case F_PRIORITY:
         if (!h->id) connection_error(c, E_PROTOCOL, "a stream frame on stream 0");
         return;
     case F_PUSH_PROMISE: connection_error(c, E_PROTOCOL, "PUSH_PROMISE from a client"); return;
-    case F_WINDOW_UPDATE: return;
     default:
         h->in = IN_SKIP; /* unknown types are ignored */
         h->skip_left = h->len;
@@ -1272,6 +1314,8 @@ static void notify_writable(mc_request_t *r) {
     if (r->conn && r->conn->server->cb.on_writable) r->conn->server->cb.on_writable(r->conn->server->cb.ctx, r);
 }
 
+static int cannot_answer(mc_conn_t *c, mc_request_t *r);
+
 /* Sends what r has queued, as far as the windows allow (at most `quantum` bytes). */
 static void send_queued(mc_conn_t *c, mc_request_t *r, size_t quantum) {
     mc_h2s_t *h = c->h2s;
@@ -1301,34 +1345,43 @@ static void send_queued(mc_conn_t *c, mc_request_t *r, size_t quantum) {
         if (mc_conn_closed(c) || r->stream_closed || r->h2.queued) return;
     }
     if (!mc_request_sendq_left(r)) {
-        if (r->out_finished && !r->h2.out_ended) put_end(c, r);
+        if (r->out_finished && !r->h2.out_ended && put_end(c, r) != 0) cannot_answer(c, r);
         return;
     }
-    if (r->h2.send_window > 0) enqueue(h, r); /* its turn again once the others had theirs */
+    if (r->h2.send_window > 0) enqueue(h, r); /* its turn again once the others had theirs (or the
+                                                 connection's window opens) */
 }
 
 int mc_h2_pump(mc_conn_t *c) {
     mc_h2s_t *h = c->h2s;
     if (!h) return 0;
     reap(c);
-    if (mc_conn_closed(c)) return -1;
-    while (h->qhead && h->send_window > 0 && c->out.len < H2_OUT_CAP) {
-        mc_request_t *r = h->qhead;
-        h->qhead = r->h2.qnext;
-        if (!h->qhead) h->qtail = NULL;
-        r->h2.queued = false;
-        r->h2.qnext = NULL;
-        if (!r->stream_closed) send_queued(c, r, H2_QUANTUM);
-        if (mc_conn_closed(c)) return -1;
+    if (mc_conn_closed(c) || h->nomem) return -1;
+    /* passes over the queue while they move something: a stream blocked by the connection's
+     * window goes back to the end, one that needs no window (trailers, an empty END_STREAM)
+     * still goes out */
+    while (h->qhead && c->out.len < H2_OUT_CAP) {
+        size_t before = c->out.len, turns = h->qlen;
+        while (turns-- && h->qhead && c->out.len < H2_OUT_CAP) {
+            mc_request_t *r = h->qhead;
+            h->qhead = r->h2.qnext;
+            if (!h->qhead) h->qtail = NULL;
+            h->qlen--;
+            r->h2.queued = false;
+            r->h2.qnext = NULL;
+            if (!r->stream_closed) send_queued(c, r, H2_QUANTUM);
+            if (mc_conn_closed(c) || h->nomem) return -1;
+        }
+        if (c->out.len == before) break;
     }
     reap(c);
-    if (mc_conn_closed(c)) return -1;
+    if (mc_conn_closed(c) || h->nomem) return -1;
     if (h->goaway_recv && !c->h2_goaway_sent && !c->streams && !c->active) {
         /* the client is leaving and nothing is in flight: our GOAWAY before the close (6.8) */
         c->h2_goaway_sent = true;
         put_goaway(c, h->last_proc, E_NO_ERROR, NULL);
     }
-    return h->qhead && h->send_window > 0 ? 1 : 0;
+    return h->qhead && c->out.len >= H2_OUT_CAP ? 1 : 0;
 }
 
 /* Writes the answer's DATA straight from its pieces: all of it fits the windows. */
@@ -1385,6 +1438,7 @@ int mc_h2_respond(mc_request_t *r, int status, const mc_header_t *h, size_t nh, 
     mc_conn_t *c = r->conn;
     mc_h2s_t *s = c->h2s;
     if (!s || r->stream_closed || r->h2.out_ended) return -1;
+    if (r->head_sent) return cannot_answer(c, r); /* a streamed answer has its HEADERS already */
     mc_loop_mark_dirty(c->loop, c);
     size_t len = body.prefix_len + body.len;
     char clen[24];
@@ -1478,16 +1532,20 @@ int mc_h2_init(mc_conn_t *c) {
     mc_hpack_decoder_init(&h->hpack, MC_HPACK_DEFAULT_TABLE);
     h->in = IN_PREFACE;
     h->send_window = H2_DEFAULT_WINDOW;
+    /* windows as HTTP/2 can carry them: 1 to 2^31-1 */
     h->conn_window = cfg->connection_window > H2_DEFAULT_WINDOW ? cfg->connection_window : H2_DEFAULT_WINDOW;
+    if (h->conn_window > H2_WINDOW_MAX) h->conn_window = H2_WINDOW_MAX;
+    h->stream_window = cfg->stream_window < 1 ? 1 : cfg->stream_window > H2_WINDOW_MAX ? H2_WINDOW_MAX : cfg->stream_window;
     h->recv_window = H2_DEFAULT_WINDOW;
     h->peer_initial_window = H2_DEFAULT_WINDOW;
     h->peer_max_frame = 16384;
+    h->enc_table = MC_HPACK_DEFAULT_TABLE;
     c->h2s = h;
     /* our SETTINGS: the client's view of our limits */
     uint8_t s[4 * 6];
     const struct { uint16_t id; uint32_t v; } iv[] = {
         {S_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
-        {S_INITIAL_WINDOW_SIZE, cfg->stream_window},
+        {S_INITIAL_WINDOW_SIZE, h->stream_window},
         {S_MAX_HEADER_LIST_SIZE, (uint32_t)cfg->max_header_bytes},
         {S_NO_RFC7540_PRIORITIES, 1},
     };
