@@ -449,6 +449,7 @@ class Peer:
             elif self.hblock:
                 self.hblock[2].extend(block)
             if flags & END_HEADERS and self.hblock:
+                ev["block_head"] = bytes(self.hblock[2][:8])  # the block's first bytes, as sent
                 try:
                     ev["headers"] = [(k, v) for k, v in self.decoder.decode(bytes(self.hblock[2]))]
                 except Exception as e:  # noqa: BLE001 - reported

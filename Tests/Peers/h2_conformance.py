@@ -462,6 +462,22 @@ def _(ctx):
     return expect_answer(c, [1], ctx.target.request(1))
 
 
+@case("settings_header_table_size_0", "answers start with a dynamic table size update to 0",
+      "RFC 7541 4.2, RFC 9113 6.5.2")
+def _(ctx):
+    # a decoder whose table the client shrinks must see the change signalled at the start of the
+    # next header block (nghttp2's decoder refuses the block otherwise)
+    c = Conn(ctx, settings=[(1, 0)])
+    ok, why = expect_answer(c, [1], ctx.target.request(1))
+    heads = [e for e in c.events if e["type"] == "HEADERS" and e["sid"] == 1 and "block_head" in e]
+    if not heads:
+        return False, "no answer HEADERS (%s)" % why
+    first = heads[0]["block_head"][:1]
+    if first != b"\x20":
+        return False, "the first answer block starts with %r, not a size update to 0" % first
+    return ok, "size update 0x20 first; " + why
+
+
 @case("settings_acked", "a SETTINGS frame mid-connection is ACKed (empty ACK)", "RFC 9113 6.5.3")
 def _(ctx):
     c = Conn(ctx)
