@@ -153,6 +153,8 @@ struct Order: Codable, Sendable, Equatable { var n: Int }
         let received = Mutex<[Int]>([])
         let failedOnce = Mutex(false)
         let (done, doneContinuation) = AsyncStream<Void>.makeStream()
+        // the service subscribes after its node is registered: its subscriber node is awaited
+        let brokerEvents = try fleet.registry.events(service: HTTPBroker.serviceName)
         let service = try await fleet.start("billing") { service in
             service.subscribe("orders") { (order: Order, ctx: Context) in
                 #expect(ctx.metadata["Micro-Topic"] == "orders")
@@ -166,11 +168,32 @@ struct Order: Codable, Sendable, Equatable { var n: Int }
             }
         }
         // the subscriber node is the service's own address
-        let node = try #require(try await fleet.registry.getService(HTTPBroker.serviceName).first?.nodes.first)
+        var subscriber = try await fleet.registry.getService(HTTPBroker.serviceName).first?.nodes.first
+        if subscriber == nil {
+            for await event in brokerEvents where event.action == .create {
+                subscriber = event.service.nodes.first
+                break
+            }
+        }
+        let node = try #require(subscriber)
         #expect(node.address == "127.0.0.1:\(service.port!)")
         let client = fleet.client()
         for n in 0..<5 { try await client.publish("orders", Order(n: n), metadata: ["x-tenant": "acme"]) }
-        for await _ in done { break }
+        // a bound, not a wait: a message lost fails the test instead of hanging it
+        let delivered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await _ in done { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: .hangGuard)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        #expect(delivered, "not every message reached the handler: \(received.withLock { $0 })")
         #expect(received.withLock { $0 }.sorted() == [0, 1, 2, 3, 4])
         #expect(failedOnce.withLock { $0 })
         try await fleet.stopAll()
