@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 @testable import Micro
 import MicroTestSupport
 import Synchronization
@@ -179,5 +180,53 @@ import Testing
         #expect(fields["tags"]?.type == "[]string")
         #expect(fields["home"]?.values?.map(\.name) == ["street", "number"])
         #expect(fields["home"]?.values?.map(\.type) == ["string", "int64"])
+    }
+}
+
+/// A client's cache of registry answers: an answer the registry gave before a change that the
+/// watch reported while the lookup was still on its way is not kept (it hid a service that had
+/// just registered for the cache's 30 s under load: "service back not found").
+@Suite struct RegistryCacheTests {
+    /// A registry whose first lookup answers what was there when it was asked, but only once
+    /// the test opens the gate.
+    final class StalledRegistry: Registry {
+        let inner = MemoryRegistry()
+        let asked: AsyncStream<Void>
+        let askedContinuation: AsyncStream<Void>.Continuation
+        let gate: AsyncStream<Void>
+        let gateContinuation: AsyncStream<Void>.Continuation
+        let stalled = Mutex(false)
+
+        init() {
+            (asked, askedContinuation) = AsyncStream.makeStream()
+            (gate, gateContinuation) = AsyncStream.makeStream()
+        }
+
+        func register(_ service: ServiceRecord, ttl: Duration) async throws { try await inner.register(service, ttl: ttl) }
+        func deregister(_ service: ServiceRecord) async throws { try await inner.deregister(service) }
+        func listServices() async throws -> [ServiceRecord] { try await inner.listServices() }
+        func watch(service: String?, _ handler: @escaping @Sendable (RegistryEvent) -> Void) throws -> RegistryWatch {
+            try inner.watch(service: service, handler)
+        }
+        func getService(_ name: String) async throws -> [ServiceRecord] {
+            let answer = try await inner.getService(name)
+            if stalled.withLock({ first in defer { first = true }; return !first }) {
+                askedContinuation.yield()
+                for await _ in gate { break }
+            }
+            return answer
+        }
+    }
+
+    @Test func anAnswerOlderThanAChangeIsNotKept() async throws {
+        let registry = StalledRegistry()
+        let cache = RegistryCache(registry: registry, logger: Logger(label: "test"))
+        let record = ServiceRecord(name: "late", version: "1", nodes: [Node(id: "late-1", address: "127.0.0.1:1")])
+        async let first = cache.get("late")
+        for await _ in registry.asked { break }  // the registry has answered "none" ...
+        try await registry.register(record, ttl: .seconds(60))  // ... and then the node came
+        registry.gateContinuation.yield()
+        #expect(try await first.isEmpty)  // that call gets the answer it asked for
+        #expect(try await cache.get("late").first?.nodes.map(\.id) == ["late-1"])  // the next one reads again
     }
 }

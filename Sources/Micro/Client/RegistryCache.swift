@@ -20,6 +20,8 @@ final class RegistryCache: Sendable {
         /// The name looked up last and its entry: a client calling one service over and over
         /// compares a name (the same string, so at once) instead of hashing it.
         var last: (name: String, entry: Entry)?
+        /// Counts invalidations: an answer fetched across one may predate the change it reports.
+        var invalidations: UInt64 = 0
 
         /// The entry of `name`, which becomes the last looked up.
         mutating func entry(_ name: String) -> Entry? {
@@ -58,11 +60,15 @@ final class RegistryCache: Sendable {
     func get(_ name: String) async throws -> [ServiceRecord] {
         startWatching()
         let now = Monotonic.now()
-        let cached = entries.withLock { $0.entry(name) }
+        let (cached, invalidations) = entries.withLock { ($0.entry(name), $0.invalidations) }
         if let cached, cached.valid, now - cached.fetched < maxAge { return cached.services }
         do {
             let services = try await registry.getService(name)
-            entries.withLock { $0.set(name, Entry(services: services, fetched: now, valid: true)) }
+            // a change seen while the lookup ran (a node registered after the registry answered)
+            // must not be hidden for maxAge behind the older answer: kept only if none came
+            entries.withLock { entries in
+                entries.set(name, Entry(services: services, fetched: now, valid: entries.invalidations == invalidations))
+            }
             return services
         } catch {
             if let cached {
@@ -76,6 +82,7 @@ final class RegistryCache: Sendable {
     /// Drops an entry so that the next lookup reads the registry again.
     func invalidate(_ name: String) {
         entries.withLock { entries in
+            entries.invalidations &+= 1
             entries.byName[name]?.valid = false
             if entries.last?.name == name { entries.last?.entry.valid = false }
         }
