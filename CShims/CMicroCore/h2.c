@@ -1309,11 +1309,6 @@ static int put_end(mc_conn_t *c, mc_request_t *r) {
     return 0;
 }
 
-static void notify_writable(mc_request_t *r) {
-    r->want_writable = false;
-    if (r->conn && r->conn->server->cb.on_writable) r->conn->server->cb.on_writable(r->conn->server->cb.ctx, r);
-}
-
 static int cannot_answer(mc_conn_t *c, mc_request_t *r);
 
 /* Sends what r has queued, as far as the windows allow (at most `quantum` bytes). */
@@ -1341,7 +1336,7 @@ static void send_queued(mc_conn_t *c, mc_request_t *r, size_t quantum) {
     }
     if (r->sendq_off == r->sendq.len) r->sendq.len = r->sendq_off = 0;
     if (r->want_writable && mc_request_sendq_left(r) < MC_STREAM_LOW_WATER) {
-        notify_writable(r); /* may write more (queueing r again), finish or close it */
+        mc_stream_notify_writable(r); /* may write more (queueing r again), finish or close it */
         if (mc_conn_closed(c) || r->stream_closed || r->h2.queued) return;
     }
     if (!mc_request_sendq_left(r)) {

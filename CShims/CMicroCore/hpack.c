@@ -396,39 +396,32 @@ int mc_hpack_decode(mc_hpack_decoder_t *d, const uint8_t *p, size_t n, mc_hpack_
         const uint8_t *name, *value;
         size_t nlen, vlen, pos;
         uint32_t idx;
+        bool indexing = false;
         if (b & 0x80) {
             /* indexed field (6.1) */
             if (read_int(&p, end, 7, &idx) != 0 || table_get(d, idx, &name, &nlen, &value, &vlen, &pos) != 0)
                 return MC_HPACK_ERROR;
-            fields = true;
-            if (deliver) {
-                int rc = fn(ctx, name, nlen, value, vlen);
-                if (rc) {
-                    if (rc != 1) return rc;
-                    deliver = false;
-                }
-            }
-            continue;
-        }
-        if ((b & 0xe0) == 0x20) {
+        } else if ((b & 0xe0) == 0x20) {
             /* dynamic table size update (6.3): first in the block, at most two (4.2) */
             if (fields || ++updates > 2 || read_int(&p, end, 5, &idx) != 0 || idx > d->limit) return MC_HPACK_ERROR;
             d->max_size = idx;
             evict_to(d, idx);
             continue;
-        }
-        /* literal with incremental indexing (6.2.1), without indexing (6.2.2), never indexed (6.2.3) */
-        bool indexing = (b & 0x40) != 0, name_huffman = false, value_huffman;
-        if (read_int(&p, end, indexing ? 6 : 4, &idx) != 0) return MC_HPACK_ERROR;
-        if (idx) {
-            if (table_get(d, idx, &name, &nlen, &value, &vlen, &pos) != 0) return MC_HPACK_ERROR;
         } else {
-            if (read_string(d, &p, end, 0, &name, &nlen, &name_huffman) != 0) return MC_HPACK_ERROR;
-            pos = NO_POS;
+            /* literal with incremental indexing (6.2.1), without indexing (6.2.2), never indexed (6.2.3) */
+            bool name_huffman = false, value_huffman;
+            indexing = (b & 0x40) != 0;
+            if (read_int(&p, end, indexing ? 6 : 4, &idx) != 0) return MC_HPACK_ERROR;
+            if (idx) {
+                if (table_get(d, idx, &name, &nlen, &value, &vlen, &pos) != 0) return MC_HPACK_ERROR;
+            } else {
+                if (read_string(d, &p, end, 0, &name, &nlen, &name_huffman) != 0) return MC_HPACK_ERROR;
+                pos = NO_POS;
+            }
+            if (read_string(d, &p, end, name_huffman ? nlen : 0, &value, &vlen, &value_huffman) != 0)
+                return MC_HPACK_ERROR;
+            if (name_huffman) name = d->scratch; /* the value's decoding may have moved the buffer */
         }
-        if (read_string(d, &p, end, name_huffman ? nlen : 0, &value, &vlen, &value_huffman) != 0)
-            return MC_HPACK_ERROR;
-        if (name_huffman) name = d->scratch; /* the value's decoding may have moved the buffer */
         fields = true;
         if (deliver) {
             int rc = fn(ctx, name, nlen, value, vlen);

@@ -534,6 +534,8 @@ void mc_h1_stream_flushed(mc_conn_t *c);
 /* The data source of a client's streamed request body: the queue, then EOF. */
 ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                        nghttp2_data_source *source, void *user);
+/* A stream's outbound queue dropped below its low-water mark: its writer is told (on_writable). */
+void mc_stream_notify_writable(mc_request_t *r);
 /* The request a data source reads for, or NULL when it is gone: a request finished or aborted
  * while nghttp2 still holds its stream (a connection closed from inside an nghttp2 callback,
  * whose caller goes on packing frames) is no longer the stream's user data, so its source is

@@ -17,7 +17,7 @@
 
 static size_t pending(const mc_request_t *r) { return mc_request_sendq_left(r); }
 
-static void notify_writable(mc_request_t *r) {
+void mc_stream_notify_writable(mc_request_t *r) {
     r->want_writable = false;
     if (r->proto == MC_PROTO_H2_CLIENT) {
         if (r->client.scb.on_writable) r->client.scb.on_writable(r->client.done_ctx);
@@ -37,7 +37,7 @@ ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t leng
     r->sendq_off += n;
     if (n) r->last_sent = uv_now(&r->loop->uv);
     if (r->sendq_off == r->sendq.len) r->sendq.len = r->sendq_off = 0;
-    if (r->want_writable && pending(r) < MC_STREAM_LOW_WATER) notify_writable(r);
+    if (r->want_writable && pending(r) < MC_STREAM_LOW_WATER) mc_stream_notify_writable(r);
     if (pending(r) == 0) {
         if (r->out_finished) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
