@@ -218,7 +218,7 @@ import Testing
         try await book.create(Rule(id: "caller", scope: "spiffe://micro.local/service/caller", resource: Resource(type: "service", name: "whoami", endpoint: "*")))
         let registry = MemoryRegistry()
         let server = try fx.certs.issue(service: "whoami")
-        var options = ServiceOptions(handleSignals: false, registry: registry, tls: server.tlsConfig())
+        var options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, tls: server.tlsConfig())
         options.auth = ServiceAuth(auth: Self.auth, rules: book)
         let service = Service(name: "whoami", address: "127.0.0.1:0", options: options)
         service.handle("Whoami.Get") { (_: TLSName, ctx: Context) async throws -> TLSGreeting in

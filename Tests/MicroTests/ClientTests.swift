@@ -17,7 +17,7 @@ final class Fleet: Sendable {
         interceptors: [any ServerInterceptor] = [],
         _ configure: (Service) -> Void
     ) async throws -> Service {
-        let options = ServiceOptions(handleSignals: false, registry: registry, interceptors: interceptors)
+        let options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, interceptors: interceptors)
         let service = Service(name: name, version: version, address: "127.0.0.1:0", options: options)
         configure(service)
         let events = try registry.events(service: name)

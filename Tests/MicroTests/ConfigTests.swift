@@ -93,7 +93,7 @@ import Testing
     /// A service whose `Greeting.Say` answers `greeting.text` as the configuration has it now.
     static func greetingService(_ config: MicroConfig, logger: Logger = Logger(label: "micro")) async throws -> (Service, Task<Void, any Error>) {
         let registry = MemoryRegistry()
-        var options = ServiceOptions(logger: logger, handleSignals: false, registry: registry)
+        var options = ServiceOptions(logger: logger, handleSignals: false, registry: registry, registerTTL: .registrationGuard)
         options.config = config
         let service = Service(name: "configured", address: "127.0.0.1:0", options: options)
         service.handle("Greeting.Say") { [service] (_: Text, _: Context) async throws -> Text in

@@ -138,7 +138,7 @@ import Testing
 
         init(interceptors: [any ServerInterceptor], auth: ServiceAuth? = nil) async throws {
             let registry = MemoryRegistry()
-            var options = ServiceOptions(handleSignals: false, registry: registry, interceptors: interceptors, broker: broker)
+            var options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, interceptors: interceptors, broker: broker)
             options.auth = auth
             service = Service(name: "icounter", address: "127.0.0.1:0", options: options)
             service.register(Counter(runs: runs))

@@ -21,7 +21,7 @@ import Testing
     @Test(arguments: [false, true])
     func callsAreCountedAndTimedAndScrapedAsPrometheusText(synchronous: Bool) async throws {
         MicroMetrics.enablePrometheus()
-        let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry())
+        let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry(), registerTTL: .registrationGuard)
         let serviceName = synchronous ? "metered-sync" : "metered"
         let service = Service(name: serviceName, address: "127.0.0.1:0", options: options)
         @Sendable func read(_ request: Name) throws -> Name {
@@ -57,7 +57,7 @@ import Testing
     /// a call held in its handler shows in flight, and scraping twice counts nothing twice.
     @Test func aScrapeShowsCallsInFlightAndCountsEachCallOnce() async throws {
         MicroMetrics.enablePrometheus()
-        let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry())
+        let options = ServiceOptions(handleSignals: false, registry: MemoryRegistry(), registerTTL: .registrationGuard)
         let service = Service(name: "metered-held", address: "127.0.0.1:0", options: options)
         let (entered, enter) = AsyncStream.makeStream(of: Void.self)
         let (released, release) = AsyncStream.makeStream(of: Void.self)

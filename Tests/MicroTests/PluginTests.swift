@@ -93,7 +93,7 @@ import Testing
         let broker = ProbeBroker()
         let registry = MemoryRegistry()
         let service = Service(name: "probed", address: "127.0.0.1:0",
-                              options: ServiceOptions(handleSignals: false, registry: registry, broker: broker))
+                              options: ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, broker: broker))
         let (got, tell) = AsyncStream.makeStream(of: Int.self)
         service.subscribe("orders") { (order: Order, _: Context) in tell.yield(order.n) }
         let task = Task { try await service.run() }

@@ -108,7 +108,7 @@ struct Nap: Codable, Sendable { var milliseconds: Int }
     @Test func requestsInFlightFinishDuringGracefulShutdown() async throws {
         let (started, startedContinuation) = AsyncStream<Void>.makeStream()
         let release = Mutex<CheckedContinuation<Void, Never>?>(nil)
-        let service = Service(name: "drain", address: "127.0.0.1:0", options: .init(handleSignals: false, registry: MemoryRegistry()))
+        let service = Service(name: "drain", address: "127.0.0.1:0", options: .init(handleSignals: false, registry: MemoryRegistry(), registerTTL: .registrationGuard))
         service.handle("Slow.Work") { (req: Greeting, _: Context) async throws -> Reply in
             await withCheckedContinuation { continuation in
                 release.withLock { $0 = continuation }

@@ -220,7 +220,7 @@ struct TLSFixture {
         defer { fx.remove() }
         let registry = MemoryRegistry()
         let server = try fx.certs.issue(service: "whoami")
-        let options = ServiceOptions(handleSignals: false, registry: registry, interceptors: [IdentityCheck()], tls: server.tlsConfig())
+        let options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, interceptors: [IdentityCheck()], tls: server.tlsConfig())
         let service = Service(name: "whoami", address: "127.0.0.1:0", options: options)
         service.handle("Whoami.Get") { (_: TLSName, ctx: Context) async throws -> TLSGreeting in
             TLSGreeting(message: ctx.peer.identity ?? "(none)")
@@ -370,7 +370,7 @@ struct TLSFixture {
         let fx = try TLSFixture()
         defer { fx.remove() }
         let registry = MemoryRegistry()
-        let options = ServiceOptions(handleSignals: false, registry: registry, tls: try fx.certs.issue(service: "sensors").tlsConfig())
+        let options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, tls: try fx.certs.issue(service: "sensors").tlsConfig())
         let service = Service(name: "sensors", address: "127.0.0.1:0", options: options)
         service.handle("Sensors.Scale", bidiStream: { (readings: MessageStream<TLSReading>, out: MessageWriter<TLSReading>, ctx: Context) in
             for try await reading in readings {

@@ -54,7 +54,7 @@ import Tracing
             let memory = self.tracer
             let tracer: any Tracing.Tracer = sampleRatio.map { SampledTracer(memory, ratio: $0) } ?? memory
             func options() -> ServiceOptions {
-                var options = ServiceOptions(handleSignals: false, registry: registry, broker: broker)
+                var options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, broker: broker)
                 options.tracer = tracer
                 return options
             }
