@@ -182,7 +182,7 @@ import Glibc
         }
         #expect(written < 256, "the output never passed its mark")
         // the peer reads everything, in a thread of its own; writable comes, then the rest and the end
-        let received = Task.detached { () -> [UInt8] in
+        let received = Task { await OwnThread.run { () -> [UInt8] in
             var all: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
@@ -191,7 +191,7 @@ import Glibc
                 all += buffer[..<n]
             }
             return all
-        }
+        } }
         for await event in events.stream where event == .writable { break }
         await Self.onLoop(connection) { connection in
             connection.write(Array("the end".utf8))
@@ -217,7 +217,7 @@ import Glibc
         let peer = accept(listener, nil, nil)
         #expect(peer >= 0)
         defer { Glibc.close(peer) }
-        let received = Task.detached { () -> [UInt8] in
+        let received = Task { await OwnThread.run { () -> [UInt8] in
             var all: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)  // small reads: the sender outpaces it
             while all.count < 16 * 1024 * 1024 {
@@ -226,7 +226,7 @@ import Glibc
                 all += buffer[..<n]
             }
             return all
-        }
+        } }
         var most = 0
         for i in 0..<256 {
             try await connection.send([UInt8](repeating: UInt8(i), count: 64 * 1024))
