@@ -127,7 +127,7 @@ public final class HTTPClient: Sendable {
     /// Cancelling the calling task resets the stream; so does passing `deadline` (then the call
     /// fails with ``HTTPClientError/Kind/timeout``, within a few milliseconds of it). Over
     /// HTTP/1.1 (`version`), which cannot reset one call, both close the call's connection.
-    public func request(
+    public nonisolated(nonsending) func request(
         address: String,
         method: String = "POST",
         path: String,
@@ -157,7 +157,7 @@ public final class HTTPClient: Sendable {
     /// ``request(address:method:path:headers:body:deadline:tls:)`` with the deadline as
     /// milliseconds from now (0: none), which a caller that read the clock already knows, and
     /// what the core adds to the call (`flags`).
-    package func request(
+    package nonisolated(nonsending) func request(
         address: String,
         method: String = "POST",
         path: String,
@@ -175,10 +175,14 @@ public final class HTTPClient: Sendable {
         let pool = pools[loop.index]
         // A task that already prefers this loop (a handler, a load generator worker) needs no
         // preference pushed: that costs a status record and task switches, a third of a call.
-        if current === loop, withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
+        // Only when not isolated to an actor: the call's steps then run where this function
+        // does, the loop, even after a suspension (an actor's code may resume elsewhere).
+        if current === loop, Self.isolatedToNothing(),
+           withUnsafeCurrentTask(body: { $0?.unownedTaskExecutor == UnownedTaskExecutor(ordinary: loop) }) {
             return try await Self.perform(pool, address, method, path, headers, body, timeout, flags, secure, version)
         }
-        let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop) {
+        // isolated to nothing: the steps run on the loop the preference names
+        let result: Result<HTTPClientResponse, HTTPClientError> = await withTaskExecutorPreference(loop, isolation: nil) {
             do {
                 return .success(try await Self.perform(pool, address, method, path, headers, body, timeout, flags, secure, version))
             } catch let error as HTTPClientError {
@@ -190,7 +194,16 @@ public final class HTTPClient: Sendable {
         return try result.get()
     }
 
-    private static func perform(
+    /// True when the caller is isolated to no actor. (`#isolation` read in a `nonsending`
+    /// function's own body crashes Swift 6.3's optimizer; as a default argument it does not.)
+    @inline(__always)
+    private static func isolatedToNothing(_ isolation: isolated (any Actor)? = #isolation) -> Bool {
+        isolation == nil
+    }
+
+    /// Not isolated to an actor's executor and on `pool`'s loop (both of ``request``'s paths see to it):
+    /// `nonsending` keeps it, and what it awaits, there without an executor check after each step.
+    private nonisolated(nonsending) static func perform(
         _ pool: ConnectionPool,
         _ address: String,
         _ method: String,
@@ -249,7 +262,7 @@ final class ConnectionPool: @unchecked Sendable {
 
     /// An HTTP/1.1 connection to `address` for one call: an idle one, a new one while fewer than
     /// the limit are open, else the next one given back.
-    func lease(_ address: String) async throws(HTTPClientError) -> ClientConnection {
+    nonisolated(nonsending) func lease(_ address: String) async throws(HTTPClientError) -> ClientConnection {
         precondition(loop.inEventLoop)
         let (host, port) = try Self.split(address)
         let set: HTTP1Connections
@@ -305,11 +318,11 @@ final class ConnectionPool: @unchecked Sendable {
         tls.map { "tls|\(ObjectIdentifier($0.context).hashValue)|\($0.target.expectedIdentity ?? "")|\($0.target.serverName ?? "")|\(address)" } ?? address
     }
 
-    func connection(to address: String, tls: SecureTarget? = nil) async throws(HTTPClientError) -> ClientConnection {
+    nonisolated(nonsending) func connection(to address: String, tls: SecureTarget? = nil) async throws(HTTPClientError) -> ClientConnection {
         precondition(loop.inEventLoop)
         let key = Self.key(address, tls)
         if let existing = connections[key], existing.acceptsCalls {
-            try await existing.ready()
+            if !existing.isReady { try await existing.ready() }
             return existing
         }
         let (host, port) = try Self.split(address)
@@ -470,7 +483,13 @@ final class ClientConnection: @unchecked Sendable {
 
     /// Waits until connected. State is read inside the continuation's closure, which runs on the
     /// loop without a suspension point: two waiters can never both see the same old list.
-    func ready() async throws(HTTPClientError) {
+    /// Connected: calls go out at once.
+    var isReady: Bool {
+        if case .ready = state { return true }
+        return false
+    }
+
+    nonisolated(nonsending) func ready() async throws(HTTPClientError) {
         if case .ready = state { return }
         do {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -491,7 +510,7 @@ final class ClientConnection: @unchecked Sendable {
         if let handle { mc_client_close(handle) }
     }
 
-    func call(
+    nonisolated(nonsending) func call(
         method: String, path: String, headers: HTTPHeaders, body: [UInt8], timeoutMilliseconds timeout: UInt64,
         flags: HTTPClient.CallFlags = []
     ) async throws(HTTPClientError) -> HTTPClientResponse {

@@ -108,6 +108,59 @@ enum ServerLog {
         try await fleet.stopAll()
     }
 
+    /// `Client.call` runs where its caller does (it is `nonisolated(nonsending)`), but its
+    /// connection's steps must run on a loop: from an actor, from the main actor and from an
+    /// actor reached inside a handler (whose task prefers the loop the actor then runs on) the
+    /// call takes the loop's path and answers; cancelling the calling task cancels the call.
+    @Test func callsFromActorsTakeTheLoopsPathAndCancelFromThere() async throws {
+        actor Caller {
+            let client: Client
+            init(_ client: Client) { self.client = client }
+            func greet(_ name: String) async throws -> Reply {
+                try await client.call("greeter", "Greeter.Hello", Greeting(name: name))
+            }
+            func nap() async throws -> Reply {
+                try await client.call("sleeper", "Sleeper.Nap", Nap(milliseconds: 600_000))
+            }
+        }
+        @MainActor func greetFromMain(_ client: Client) async throws -> Reply {
+            try await client.call("greeter", "Greeter.Hello", Greeting(name: "main"))
+        }
+        let fleet = Fleet()
+        let (napping, nappingContinuation) = AsyncStream<Void>.makeStream()
+        let (cancelled, cancelledContinuation) = AsyncStream<Void>.makeStream()
+        try await fleet.start("greeter") { service in
+            service.handle("Greeter.Hello") { (req: Greeting, _: Context) -> Reply in Reply(message: "hello \(req.name)") }
+        }
+        try await fleet.start("sleeper") { service in
+            service.handle("Sleeper.Nap") { (req: Nap, _: Context) async throws -> Reply in
+                nappingContinuation.yield()
+                do {
+                    try await Task.sleep(for: .milliseconds(req.milliseconds))
+                } catch {
+                    cancelledContinuation.yield()
+                    throw error
+                }
+                return Reply(message: "rested")
+            }
+        }
+        let caller = Caller(fleet.client())
+        try await fleet.start("front") { service in
+            service.handle("Front.Relay") { (req: Greeting, _: Context) async throws -> Reply in try await caller.greet(req.name) }
+        }
+        #expect(try await caller.greet("actor").message == "hello actor")
+        #expect(try await greetFromMain(fleet.client()).message == "hello main")
+        let relayed: Reply = try await fleet.client().call("front", "Front.Relay", Greeting(name: "relay"))
+        #expect(relayed.message == "hello relay")
+        // cancelled while its handler sleeps: the call ends, and so does the handler
+        let napper = Task { try await caller.nap() }
+        for await _ in napping { break }
+        napper.cancel()
+        await #expect(throws: CancellationError.self) { try await napper.value }
+        for await _ in cancelled { break }
+        try await fleet.stopAll()
+    }
+
     @Test func aHandlerPastTheDeadlineIsCancelledAndTheCallerGets408() async throws {
         let fleet = Fleet()
         let (cancelled, cancelledContinuation) = AsyncStream<Void>.makeStream()

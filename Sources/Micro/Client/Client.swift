@@ -107,7 +107,7 @@ public final class Client: Sendable {
     }
 
     /// Calls `endpoint` of `service` with a `Codable` request; throws ``MicroError``.
-    public func call<Request: Encodable & Sendable, Response: Decodable & Sendable>(
+    public nonisolated(nonsending) func call<Request: Encodable & Sendable, Response: Decodable & Sendable>(
         _ service: String,
         _ endpoint: String,
         _ request: Request,
@@ -136,7 +136,7 @@ public final class Client: Sendable {
     /// (`application/grpc`, the default of generated clients) `endpoint` may be the gRPC path,
     /// `/package.Service/Method`; otherwise the message travels as protobuf or JSON over the micro
     /// protocol.
-    public func call<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    public nonisolated(nonsending) func call<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ service: String,
         _ endpoint: String,
         _ request: Request,
@@ -190,7 +190,7 @@ public final class Client: Sendable {
     }
 
     /// Calls with a body already encoded (in `options.contentType`); returns the raw answer.
-    public func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
+    public nonisolated(nonsending) func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
         // without interceptors nothing needs the call as a value: straight to the attempts
         guard !interceptors.isEmpty else { return try await attempts(service, endpoint, body, options ?? self.options) }
         return try await intercepted(service, endpoint, body, options ?? self.options)
@@ -198,7 +198,7 @@ public final class Client: Sendable {
 
     /// A call through the interceptors (kept out of ``call(_:_:body:options:)``'s async frame).
     @inline(never)
-    private func intercepted(_ service: String, _ endpoint: String, _ body: [UInt8], _ options: CallOptions) async throws -> ClientResponse {
+    private nonisolated(nonsending) func intercepted(_ service: String, _ endpoint: String, _ body: [UInt8], _ options: CallOptions) async throws -> ClientResponse {
         let descriptor = CallDescriptor(service: service, endpoint: endpoint, kind: .unary, wire: Wire.of(options))
         return try await interceptors.run(ClientCall(descriptor: descriptor, options: options, message: body)) { call in
             var message = call.message ?? []
@@ -366,7 +366,7 @@ public final class Client: Sendable {
     /// deadline (the core resets the stream when it passes, so the handler is cancelled too), and
     /// no attempt or backoff starts after it.
     @inline(__always)  // one async frame for the call, not two
-    private func attempts(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions) async throws -> ClientResponse {
+    private nonisolated(nonsending) func attempts(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions) async throws -> ClientResponse {
         // nanoseconds, not instants (see Monotonic)
         let started = Monotonic.now()
         let shape = shapes.shape(service: service, endpoint: endpoint, options: options)
@@ -403,7 +403,7 @@ public final class Client: Sendable {
 
     /// One attempt: a node, the HTTP call, and what its answer means for the call.
     @inline(__always)
-    private func attempt(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions, _ shape: CallShape,
+    private nonisolated(nonsending) func attempt(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions, _ shape: CallShape,
                          _ selector: Selector, _ tried: inout TriedNodes, deadline: Int64, now: Int64) async throws -> Outcome {
         guard deadline > now else { throw timedOut(service, endpoint, options) }
         var route = try self.route(service, options, selector, &tried, shape, now: now)
@@ -425,7 +425,7 @@ public final class Client: Sendable {
     /// The attempts after a first one that may be retried: on other nodes, after a backoff, while
     /// the retry budget and the deadline allow.
     @inline(never)
-    private func retry(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions, _ shape: CallShape,
+    private nonisolated(nonsending) func retry(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions, _ shape: CallShape,
                        _ selector: Selector, _ tried: TriedNodes, deadline: Int64, after firstError: any Error) async throws -> ClientResponse {
         var tried = tried
         var lastError = firstError

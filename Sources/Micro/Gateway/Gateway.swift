@@ -118,8 +118,10 @@ public final class Gateway: Sendable {
         var config = HTTPServerConfiguration(host: address.host, port: address.port)
         config.maxBodyBytes = max(0, options.maxBodyBytes)
         config.tls = options.tls
-        let server = try HTTPServer(configuration: config, logger: logger) { [self] request, responder in
-            await serve(request, responder)
+        // no capture list: with one, Swift 6.3 makes the closure a plain `nonisolated` one, which
+        // switches executors on entry, instead of the `nonsending` one its type asks for
+        let server = try HTTPServer(configuration: config, logger: logger) { request, responder in
+            await self.serve(request, responder)
         }
         state.withLock { $0.server = server }
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
