@@ -25,15 +25,18 @@ struct Stats: AsyncParsableCommand {
     @Option(help: "Ask this host:port only, instead of every node in the registry.") var address: String?
     @Option(help: "An access token, sent as Authorization: Bearer TOKEN (default: MICRO_AUTH_TOKEN).") var token: String?
     @Flag(help: "Print each node's answer as a JSON line.") var json = false
+    @Option(help: "Seconds to wait for each node's answer, retries included.") var timeout: Double = 5
 
     func run() async throws {
+        guard timeout > 0 else { throw ValidationError("--timeout must be a number of seconds above 0") }
         let (client, headers) = try quietClient(token: token)
         if !json { print(["NODE", "ADDRESS", "STARTED", "UPTIME", "MEMORY", "THREADS", "REQUESTS", "ERRORS"].joined(separator: "\t")) }
         var failed = false
         for node in try await nodes(of: service, address: address) {
             do {
                 let stats: Debug.Stats = try await client.call(service, "Debug.Stats", Debug.StatsRequest(),
-                                                               options: CallOptions(metadata: headers, address: node.address))
+                                                               options: CallOptions(timeout: .milliseconds(Int(timeout * 1000)), metadata: headers,
+                                                                                    address: node.address))
                 if json {
                     var line = try JSONEncoder().encode(stats)
                     line.append(10)

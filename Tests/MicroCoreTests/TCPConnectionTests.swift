@@ -181,8 +181,8 @@ import Glibc
             return count
         }
         #expect(written < 256, "the output never passed its mark")
-        // the peer reads everything, in a thread of its own; writable comes, then the rest and the end
-        let received = Task { await OwnThread.run { () -> [UInt8] in
+        // the peer reads everything, off the cooperative pool; writable comes, then the rest and the end
+        let received = Task { await Blocking.run { () -> [UInt8] in
             var all: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
@@ -217,7 +217,7 @@ import Glibc
         let peer = accept(listener, nil, nil)
         #expect(peer >= 0)
         defer { Glibc.close(peer) }
-        let received = Task { await OwnThread.run { () -> [UInt8] in
+        let received = Task { await Blocking.run { () -> [UInt8] in
             var all: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)  // small reads: the sender outpaces it
             while all.count < 16 * 1024 * 1024 {

@@ -51,12 +51,12 @@ public final class RawConnection {
         open = false
     }
 
-    /// Reads what arrives within `timeout`; nil at EOF. Throws on reset. The wait is on a thread
-    /// of its own (``OwnThread``), not on one of the cooperative pool's few.
+    /// Reads what arrives within `timeout`; nil at EOF. Throws on reset. The wait is off the
+    /// cooperative pool (``Blocking``).
     public func read(timeout: Duration = .seconds(120)) async throws -> [UInt8]? {
         let fd = self.fd
         let ms = Int32(timeout.components.seconds * 1000)
-        let result: Result<[UInt8]?, ChildError> = await OwnThread.run {
+        let result: Result<[UInt8]?, ChildError> = await Blocking.run {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&pfd, 1, ms) > 0 else { return .failure(ChildError("no data within \(timeout)")) }
             var chunk = [UInt8](repeating: 0, count: 65536)

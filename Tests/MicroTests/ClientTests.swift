@@ -29,6 +29,23 @@ final class Fleet: Sendable {
         return service
     }
 
+    /// A service `sleeper` whose `Sleeper.Nap` sleeps the milliseconds asked: `started` is told
+    /// as a nap begins, `cancelled` when one is cut short.
+    func startSleeper(started: @escaping @Sendable () -> Void, cancelled: @escaping @Sendable () -> Void) async throws {
+        try await start("sleeper") { service in
+            service.handle("Sleeper.Nap") { (req: Nap, _: Context) async throws -> Reply in
+                started()
+                do {
+                    try await Task.sleep(for: .milliseconds(req.milliseconds))
+                } catch {
+                    cancelled()
+                    throw error
+                }
+                return Reply(message: "rested")
+            }
+        }
+    }
+
     /// A client of the fleet. Its calls' deadline is `Duration.hangGuard`, not the 5 s
     /// default, so that a machine slowed by sanitizers and other builds fails nothing.
     func client(strategy: SelectionStrategy = .powerOfTwoChoices, options: CallOptions = .init(timeout: .hangGuard), interceptors: [any ClientInterceptor] = []) -> Client {
@@ -132,18 +149,7 @@ enum ServerLog {
         try await fleet.start("greeter") { service in
             service.handle("Greeter.Hello") { (req: Greeting, _: Context) -> Reply in Reply(message: "hello \(req.name)") }
         }
-        try await fleet.start("sleeper") { service in
-            service.handle("Sleeper.Nap") { (req: Nap, _: Context) async throws -> Reply in
-                nappingContinuation.yield()
-                do {
-                    try await Task.sleep(for: .milliseconds(req.milliseconds))
-                } catch {
-                    cancelledContinuation.yield()
-                    throw error
-                }
-                return Reply(message: "rested")
-            }
-        }
+        try await fleet.startSleeper(started: { nappingContinuation.yield() }, cancelled: { cancelledContinuation.yield() })
         let caller = Caller(fleet.client())
         try await fleet.start("front") { service in
             service.handle("Front.Relay") { (req: Greeting, _: Context) async throws -> Reply in try await caller.greet(req.name) }
@@ -165,18 +171,7 @@ enum ServerLog {
         let fleet = Fleet()
         let (cancelled, cancelledContinuation) = AsyncStream<Void>.makeStream()
         let started = Atomic<Int>(0)
-        try await fleet.start("sleeper") { service in
-            service.handle("Sleeper.Nap") { (req: Nap, _: Context) async throws -> Reply in
-                started.add(1, ordering: .relaxed)
-                do {
-                    try await Task.sleep(for: .milliseconds(req.milliseconds))
-                } catch {
-                    cancelledContinuation.yield()
-                    throw error
-                }
-                return Reply(message: "rested")
-            }
-        }
+        try await fleet.startSleeper(started: { started.add(1, ordering: .relaxed) }, cancelled: { cancelledContinuation.yield() })
         // a loaded machine (a sanitizer, the rest of the suite) may spend the whole deadline
         // before the handler starts: the server then refuses the call without running it, and
         // there is no handler to cancel. The deadline grows until one call reached its handler.

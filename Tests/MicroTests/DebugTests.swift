@@ -59,11 +59,11 @@ import Testing
         #expect(stats.threads >= 1)
         #expect(stats.started <= stats.timestamp && stats.uptime <= stats.timestamp - stats.started + 1)
 
-        let json = try await Tool.run(Self.micro, ["stats", "debugged", "--address", fixture.address, "--json"])
+        let json = try await Tool.run(Self.micro, ["stats", "debugged", "--address", fixture.address, "--json"] + Duration.hangGuardOption)
         #expect(json.status == 0, "\(json.stderr)")
         let shown = try JSONDecoder().decode(Debug.Stats.self, from: Data(json.stdout.utf8))
         #expect(shown.requests == 4 && shown.errors == 1)  // and the Debug.Stats call before it
-        let table = try await Tool.run(Self.micro, ["stats", "debugged", "--address", fixture.address])
+        let table = try await Tool.run(Self.micro, ["stats", "debugged", "--address", fixture.address] + Duration.hangGuardOption)
         #expect(table.stdout.hasPrefix("NODE\tADDRESS\tSTARTED\tUPTIME\tMEMORY\tTHREADS\tREQUESTS\tERRORS\n"), "\(table.stdout)")
         #expect(table.stdout.contains("\t5\t1\n"), "\(table.stdout)")
         let health: Debug.HealthResponse = try await fixture.client().call("debugged", "Debug.Health", Debug.HealthRequest())
