@@ -66,8 +66,10 @@ public final class DescriptorWatch: @unchecked Sendable {
         _ = mc_watch_set(handle, events.rawValue)
     }
 
-    /// Stops watching (the descriptor stays open: its owner closes it, after this). Idempotent;
-    /// on the loop's thread.
+    /// Stops watching (the descriptor stays open: its owner closes it). Idempotent; on the loop's
+    /// thread. The watch polls a duplicate of its own, so an owner that closed the descriptor
+    /// first (libpq does, on a broken connection) harms nothing: the duplicate's events say the
+    /// connection ended, and no socket that reuses the number is taken for this one.
     public func close() {
         precondition(loop.inEventLoop, "a DescriptorWatch is closed on its loop's thread")
         guard let handle else { return }

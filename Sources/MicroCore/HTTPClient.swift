@@ -520,6 +520,7 @@ final class ClientConnection: @unchecked Sendable {
             await withOnceContinuation { continuation in
                 // checked here, with no suspension before the C call: the connection may have
                 // closed while this task was on its way
+                assert(pool.loop.inEventLoop, "a call's C steps run on its connection's loop")
                 guard let handle, self.acceptsCalls else {
                     continuation.resume(returning: .failure(HTTPClientError(kind: .refused, message: "connection to \(self.address) cannot take calls")))
                     return
