@@ -261,7 +261,7 @@ extension Gateway {
     nonisolated(nonsending) func api(_ request: HTTPServerRequest, _ responder: HTTPResponder, service: String, endpoint: String,
                                      query: String?, _ cors: HTTPHeaders) async {
         let method = request.method
-        if method == "GET" || method == "POST", let accept = request.headers["accept"], accept.contains("text/event-stream") {
+        if method == "GET" || method == "POST", let accept = request.header("accept"), accept.contains("text/event-stream") {
             return await serverStream(request, responder, service, endpoint, query: query, cors)
         }
         guard method == "POST" else {
@@ -327,11 +327,15 @@ extension Gateway {
         "micro-endpoint", "micro-service", "micro-method", "micro-stream", "micro-id", "micro-topic", "micro-from-service",
     ]
 
-    /// `localHeaders` by length, as bytes: a name is compared with the few of its length.
-    private static let localHeadersByLength: [[[UInt8]]] = {
-        var table = [[[UInt8]]](repeating: [], count: (localHeaders.map(\.utf8.count).max() ?? 0) + 1)
-        for name in localHeaders { table[name.utf8.count].append(Array(name.utf8)) }
-        return table
+    /// `localHeaders` packed in one array of bytes, each name with its offset and length: a name
+    /// is compared with the few of its length, with no array per name to count references of.
+    private static let localHeaderBytes: [UInt8] = localHeaders.flatMap(\.utf8)
+    private static let localHeaderSpans: [(offset: Int, length: Int)] = {
+        var offset = 0
+        return localHeaders.map { name in
+            defer { offset += name.utf8.count }
+            return (offset, name.utf8.count)
+        }
     }()
 
     /// Whether a request header travels as the call's metadata. Looks at the bytes (names in
@@ -344,11 +348,13 @@ extension Gateway {
         case UInt8(ascii: "a"): if startsIgnoringCase(name, "access-control-") { return false }
         default: break
         }
-        guard name.count < localHeadersByLength.count else { return true }
-        for local in localHeadersByLength[name.count] where local.withUnsafeBytes({ HTTPHeaders.equalIgnoringCase(name, $0) }) {
-            return false
+        return localHeaderBytes.withUnsafeBytes { bytes in
+            for span in localHeaderSpans where span.length == name.count
+                && HTTPHeaders.equalIgnoringCase(name, UnsafeRawBufferPointer(rebasing: bytes[span.offset..<(span.offset + span.length)])) {
+                return false
+            }
+            return true
         }
-        return true
     }
 
     private static func startsIgnoringCase(_ name: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
@@ -402,7 +408,7 @@ extension Gateway {
 
     /// Why a body cannot be a call's JSON request, if it cannot.
     static func contentTypeProblem(_ request: HTTPServerRequest) -> MicroError? {
-        guard let given = request.headers["content-type"], !given.isEmpty, given != "application/json" else { return nil }
+        guard let given = request.header("content-type"), !given.isEmpty, given != "application/json" else { return nil }
         let type = given.lowercased()
         let media = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         // curl -d sends its JSON as a form unless told otherwise: taken as the JSON it is
@@ -614,7 +620,7 @@ extension Gateway {
     /// The CORS fields of an answer to `request`: none without an `Origin`, or for an origin not
     /// allowed (the browser then keeps the answer from the page).
     func corsHeaders(_ request: HTTPServerRequest) -> HTTPHeaders {
-        guard let origin = request.headers["origin"], !options.allowedOrigins.isEmpty else { return [:] }
+        guard let origin = request.header("origin"), !options.allowedOrigins.isEmpty else { return [:] }
         if options.allowedOrigins.contains("*") {
             return ["access-control-allow-origin": "*", "access-control-expose-headers": "content-type"]
         }
@@ -628,7 +634,7 @@ extension Gateway {
         var headers = cors
         if !cors.isEmpty {
             headers["access-control-allow-methods"] = "GET, POST, OPTIONS"
-            headers["access-control-allow-headers"] = request.headers["access-control-request-headers"] ?? "authorization, content-type"
+            headers["access-control-allow-headers"] = request.header("access-control-request-headers") ?? "authorization, content-type"
             headers["access-control-max-age"] = "600"
         }
         return HTTPServerResponse(status: 204, headers: headers)
