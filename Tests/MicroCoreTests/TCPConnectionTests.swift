@@ -169,7 +169,10 @@ import Glibc
                                                          options: .init(connectTimeout: .seconds(60), highWater: 64 * 1024), delegate: events)
         let peer = accept(listener, nil, nil)
         #expect(peer >= 0)
-        defer { Glibc.close(peer) }
+        // the reader below reads a descriptor of its own: should the test end early, the
+        // shutdown ends it, and it never reads a socket that took this number meanwhile
+        let reader = dup(peer)
+        defer { shutdown(peer, Int32(SHUT_RDWR)); Glibc.close(peer) }
         // the peer reads nothing yet: 16 MiB in chunks of 64 KiB, until the connection says full
         let chunk = (0..<(64 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let written = await Self.onLoop(connection) { connection -> Int in
@@ -186,10 +189,11 @@ import Glibc
             var all: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
-                let n = recv(peer, &buffer, buffer.count, 0)
+                let n = recv(reader, &buffer, buffer.count, 0)
                 if n <= 0 { break }
                 all += buffer[..<n]
             }
+            Glibc.close(reader)
             return all
         } }
         for await event in events.stream where event == .writable { break }
@@ -216,15 +220,19 @@ import Glibc
                                                          options: .init(connectTimeout: .seconds(60), highWater: 64 * 1024), delegate: events)
         let peer = accept(listener, nil, nil)
         #expect(peer >= 0)
-        defer { Glibc.close(peer) }
+        // the reader below reads a descriptor of its own: should the test end early, the
+        // shutdown ends it, and it never reads a socket that took this number meanwhile
+        let reader = dup(peer)
+        defer { shutdown(peer, Int32(SHUT_RDWR)); Glibc.close(peer) }
         let received = Task { await Blocking.run { () -> [UInt8] in
             var all: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)  // small reads: the sender outpaces it
             while all.count < 16 * 1024 * 1024 {
-                let n = recv(peer, &buffer, buffer.count, 0)
+                let n = recv(reader, &buffer, buffer.count, 0)
                 if n <= 0 { break }
                 all += buffer[..<n]
             }
+            Glibc.close(reader)
             return all
         } }
         var most = 0

@@ -135,7 +135,7 @@ struct Nap: Codable, Sendable { var milliseconds: Int }
             }
             #expect(refused)
             release.withLock { $0?.resume() }
-            let response = try await conn.readResponse()
+            let response = try conn.readResponse()
             #expect(response.body == #"{"message":"done late"}"#)
             #expect(response.headers["connection"] == "close")
             try await group.next()  // run() returns
