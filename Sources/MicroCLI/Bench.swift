@@ -38,7 +38,9 @@ struct Bench: AsyncParsableCommand {
 
     func validate() throws {
         guard connections >= 1, concurrency >= 1 else { throw ValidationError("--connections and --concurrency must be at least 1") }
-        if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+        if let rate, !(rate.isFinite && rate > 0) { throw ValidationError("--rate must be a number above 0") }
+        _ = try secondsOption(timeout, option: "timeout")
+        if let duration { _ = try secondsOption(duration, option: "duration") }
         if requests == nil && duration == nil && rate != nil { throw ValidationError("--rate needs --requests or --duration") }
         if !target.hasPrefix("http://") && endpoint == nil { throw ValidationError("a service target needs an ENDPOINT") }
         if target.hasPrefix("https://") { throw ValidationError("https:// targets need TLS, which is not supported yet") }
@@ -82,7 +84,7 @@ struct Bench: AsyncParsableCommand {
                 }
             }
         } else {
-            let options = CallOptions(timeout: .milliseconds(Int(timeout * 1000)), retries: 0, contentType: contentType, metadata: metadata)
+            let options = CallOptions(timeout: try secondsOption(timeout, option: "timeout"), retries: 0, contentType: contentType, metadata: metadata)
             let clients = try (0..<connections).map { _ in try makeClient(registry: Registries.default, options: options, eventLoopGroup: group, logger: logger) }
             let service = target, endpoint = self.endpoint!, payload = body
             call = { connection in _ = try await clients[connection].call(service, endpoint, body: payload) }
@@ -90,7 +92,7 @@ struct Bench: AsyncParsableCommand {
         let plan = LoadGenerator.Plan(
             connections: connections, concurrency: concurrency,
             requests: requests ?? (duration == nil ? 10_000 : nil),
-            duration: duration.map { .milliseconds(Int($0 * 1000)) }, rate: rate, warmup: warmup)
+            duration: try duration.map { try secondsOption($0, option: "duration") }, rate: rate, warmup: warmup)
         let terminal = isatty(STDERR_FILENO) == 1 && !json
         let generator = LoadGenerator(plan: plan, loop: loop)
         let progress: (@Sendable (Int, Int) -> Void)? = terminal ? Self.showProgress : nil
@@ -129,7 +131,7 @@ struct Bench: AsyncParsableCommand {
         plan.connections = connections
         plan.concurrency = concurrency
         plan.requests = requests ?? (duration == nil ? 10_000 : nil)
-        plan.duration = duration.map { .milliseconds(Int($0 * 1000)) }
+        plan.duration = try duration.map { try secondsOption($0, option: "duration") }
         plan.warmup = warmup
         plan.grpc = contentType.hasPrefix("application/grpc")
         let result = try await CoreLoadDriver.run(plan, on: loop)

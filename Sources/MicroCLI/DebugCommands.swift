@@ -28,14 +28,14 @@ struct Stats: AsyncParsableCommand {
     @Option(help: "Seconds to wait for each node's answer, retries included.") var timeout: Double = 5
 
     func run() async throws {
-        guard timeout > 0 else { throw ValidationError("--timeout must be a number of seconds above 0") }
+        let timeout = try secondsOption(self.timeout, option: "timeout")
         let (client, headers) = try quietClient(token: token)
         if !json { print(["NODE", "ADDRESS", "STARTED", "UPTIME", "MEMORY", "THREADS", "REQUESTS", "ERRORS"].joined(separator: "\t")) }
         var failed = false
         for node in try await nodes(of: service, address: address) {
             do {
                 let stats: Debug.Stats = try await client.call(service, "Debug.Stats", Debug.StatsRequest(),
-                                                               options: CallOptions(timeout: .milliseconds(Int(timeout * 1000)), metadata: headers,
+                                                               options: CallOptions(timeout: timeout, metadata: headers,
                                                                                     address: node.address))
                 if json {
                     var line = try JSONEncoder().encode(stats)

@@ -22,14 +22,14 @@ struct Elect: AsyncParsableCommand {
     @Option(help: "Seconds the leadership outlives this process if it dies.") var ttl: Double = 15
 
     func validate() throws {
-        guard ttl.isFinite, ttl >= 1 else { throw ValidationError("--ttl must be at least 1") }
+        _ = try secondsOption(ttl, option: "ttl", atLeast: 1)
         guard id?.isEmpty != true else { throw ValidationError("--id cannot be empty") }
     }
 
     func run() async throws {
         if let problem = Syncs.plugins.problem(MicroConfig.process.frameworkEnvironment) { fail(problem) }
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigusr1)
-        let ttl = Duration.milliseconds(Int64(self.ttl * 1000))
+        let ttl = try secondsOption(self.ttl, option: "ttl", atLeast: 1)
         let election = Syncs.default.leader(name, identity: id ?? Election.defaultIdentity, ttl: ttl)
         let identity = election.identity
         let observer = Task {

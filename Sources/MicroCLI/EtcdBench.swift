@@ -55,7 +55,7 @@ struct EtcdBench: AsyncParsableCommand {
             if op == "range" {
                 for i in 0..<keys { try await etcd.put("/bench/\(i)", value) }
             }
-            let plan = LoadGenerator.Plan(connections: 1, concurrency: concurrency, duration: .milliseconds(Int64(duration * 1000)), warmup: 100)
+            let plan = LoadGenerator.Plan(connections: 1, concurrency: concurrency, duration: try secondsOption(duration, option: "duration"), warmup: 100)
             let generator = LoadGenerator(plan: plan, loop: loop)
             let counter = LoadGenerator.Counters()
             let put = op == "put", lock = op == "lock"
@@ -101,7 +101,7 @@ struct EtcdBench: AsyncParsableCommand {
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         var iterator = arrivals.makeAsyncIterator()
         var ops = 0, errors = 0
-        let start = ContinuousClock.now, end = start + .milliseconds(Int64(duration * 1000))
+        let start = ContinuousClock.now, end = start + (try secondsOption(duration, option: "duration"))
         while ContinuousClock.now < end {
             let sent = ContinuousClock.now
             do {

@@ -27,16 +27,16 @@ struct GatewayCommand: AsyncParsableCommand {
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard maxBodyBytes >= 0 else { throw ValidationError("--max-body-bytes cannot be negative") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
-        guard statsTimeout > 0 else { throw ValidationError("--stats-timeout must be positive") }
+        _ = try secondsOption(timeout, option: "timeout")
+        _ = try secondsOption(statsTimeout, option: "stats-timeout")
     }
 
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         var logger = Logger(label: "micro.gateway")
         logger.logLevel = .warning
-        var options = Gateway.Options(address: address, maxBodyBytes: maxBodyBytes, callTimeout: .milliseconds(Int(timeout * 1000)),
-                                      dashboard: !noDashboard, statsTimeout: .milliseconds(Int(statsTimeout * 1000)))
+        var options = Gateway.Options(address: address, maxBodyBytes: maxBodyBytes, callTimeout: try secondsOption(timeout, option: "timeout"),
+                                      dashboard: !noDashboard, statsTimeout: try secondsOption(statsTimeout, option: "stats-timeout"))
         if !allowOrigins.isEmpty { options.allowedOrigins = allowOrigins == ["none"] ? [] : allowOrigins }
         if let tlsCert, let tlsKey {
             // browsers and scripts: no client certificate asked, TLS 1.2 and later

@@ -103,7 +103,7 @@ struct Call: AsyncParsableCommand {
     @Option(help: "An access token, sent as Authorization: Bearer TOKEN (default: MICRO_AUTH_TOKEN).") var token: String?
 
     func run() async throws {
-        var options = CallOptions(timeout: .milliseconds(Int(timeout * 1000)), address: address)
+        var options = CallOptions(timeout: try secondsOption(timeout, option: "timeout"), address: address)
         options.metadata = try keyValues(metadata, what: "metadata")
         if let token { options.metadata["Authorization"] = "Bearer \(token)" }
         var logger = Logger(label: "micro")
@@ -261,6 +261,17 @@ func makeClient(registry: (any Registry)? = nil, options: CallOptions = .init(),
 }
 
 /// `key=value` options (repeatable) as a dictionary; the last one of a key wins.
+/// Option `--NAME`'s `value` seconds as a duration: a finite number above 0 (at least `least`)
+/// and at most ten years, else a clear error (a conversion of `inf`, `nan` or `1e300` to whole
+/// milliseconds used to trap).
+func secondsOption(_ value: Double, option name: String, atLeast least: Double = 0) throws -> Duration {
+    guard value.isFinite, value > 0, value >= least, value <= 10 * 365 * 86400 else {
+        let bound = least == 0 ? "above 0" : "of at least \(String(format: "%g", least))"
+        throw ValidationError("--\(name) must be a number of seconds \(bound) and at most ten years, not \(value)")
+    }
+    return .nanoseconds(Int64(value * 1e9))
+}
+
 func keyValues(_ pairs: [String], what: String) throws -> [String: String] {
     var out: [String: String] = [:]
     for pair in pairs {

@@ -176,6 +176,22 @@ import Glibc
         Self.expectOneLineRefusal(result, "micro subscribe", naming: ["cannot listen on 127.0.0.1:\(holder.port)", "address already in use"])
     }
 
+    /// A number of seconds that no duration holds (infinite, not a number, past ten years) is a
+    /// usage error naming the option, never a trap converting it.
+    @Test(arguments: [
+        (["call", "x", "X.Y", "--timeout", "nan"], "--timeout"),
+        (["stats", "x", "--timeout", "inf"], "--timeout"),
+        (["gateway", "--timeout", "1e300"], "--timeout"),
+        (["gateway", "--stats-timeout", "0"], "--stats-timeout"),
+        (["bench", "http://127.0.0.1:1/", "--duration", "inf"], "--duration"),
+        (["elect", "x", "--ttl", "1e300"], "--ttl"),
+    ])
+    func secondsNoDurationHoldsAreUsageErrors(arguments: [String], option: String) async throws {
+        let result = try await Self.run("micro", arguments)
+        #expect(result.status != 0 && !result.stderr.contains("Fatal error") && !result.stderr.contains("crashed"), "\(result.stderr)")
+        #expect(result.stderr.contains("\(option) must be a number of seconds"), "\(result.stderr)")
+    }
+
     /// In-process, without the process's signals, `run()` throws the same one line instead.
     @Test func runThrowsWhenItDoesNotOwnTheProcess() async throws {
         let service = Service(name: "inproc", address: "nonsense:xyz", options: .init(handleSignals: false, register: false))
