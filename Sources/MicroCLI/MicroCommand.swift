@@ -266,8 +266,9 @@ func makeClient(registry: (any Registry)? = nil, options: CallOptions = .init(),
 /// milliseconds used to trap).
 func secondsOption(_ value: Double, option name: String, atLeast least: Double = 0) throws -> Duration {
     guard value.isFinite, value > 0, value >= least, value <= 10 * 365 * 86400 else {
-        let bound = least == 0 ? "above 0" : "of at least \(String(format: "%g", least))"
-        throw ValidationError("--\(name) must be a number of seconds \(bound) and at most ten years, not \(value)")
+        throw ValidationError(least == 0
+            ? "--\(name) must be a number of seconds above 0 and at most ten years, not \(value)"
+            : "--\(name) must be at least \(String(format: "%g", least)) and at most ten years (seconds), not \(value)")
     }
     return .nanoseconds(Int64(value * 1e9))
 }
