@@ -218,6 +218,7 @@ let package = Package(
         ),
         .target(
             name: "MicroTestSupport",
+            dependencies: ["MicroCore"],
             path: "Tests/MicroTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -32,10 +32,10 @@ import Testing
     }
 
     /// Reads until a frame matching `match` arrives (or the connection ends); all frames read.
-    static func read(_ conn: RawConnection, until match: (UInt8, UInt8, UInt32) -> Bool) throws -> [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] {
+    static func read(_ conn: RawConnection, until match: (UInt8, UInt8, UInt32) -> Bool) async throws -> [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] {
         var bytes: [UInt8] = []
         while true {
-            guard let chunk = try conn.read(timeout: .seconds(60)), !chunk.isEmpty else { return frames(bytes) }
+            guard let chunk = try await conn.read(timeout: .seconds(60)), !chunk.isEmpty else { return frames(bytes) }
             bytes += chunk
             let got = frames(bytes)
             if got.contains(where: { match($0.type, $0.flags, $0.stream) }) { return got }
@@ -85,12 +85,12 @@ import Testing
         }
         let conn = try RawConnection(port: server.port)
         try conn.send("GET /framed HTTP/1.1\r\nhost: x\r\n\r\n")
-        let response = try conn.readResponse()
+        let response = try await conn.readResponse()
         #expect(response.body == "framed")
         #expect(response.headers["transfer-encoding"] == nil)
         #expect(response.headers["keep-alive"] == nil)
         #expect(response.headers["connection"] == "close")
-        #expect(try conn.readToEnd().isEmpty)
+        #expect(try await conn.readToEnd().isEmpty)
     }
 
     /// HTTP/2: a request past the header or body limit is answered 431 / 413 as soon as the
@@ -111,7 +111,7 @@ import Testing
         bytes += Self.frame(1, flags: 0x4, stream: 3, Self.requestBlock + [0x00, 0x01, 0x78, 0x7f, 0xd1, 0x0e] + big)
         try conn.send(bytes)
         var ended = Set<UInt32>()
-        let got = try Self.read(conn) { type, flags, stream in
+        let got = try await Self.read(conn) { type, flags, stream in
             if type == 0 && flags & 0x1 != 0 { ended.insert(stream) }
             return ended.count == 2
         }
@@ -132,15 +132,15 @@ import Testing
         }
         let conn = try RawConnection(port: server.port)
         try conn.send(Self.preface + Self.frame(1, flags: 0x5, stream: 1, Self.requestBlock))
-        _ = try Self.read(conn) { type, flags, stream in stream == 1 && flags & 0x1 != 0 }
+        _ = try await Self.read(conn) { type, flags, stream in stream == 1 && flags & 0x1 != 0 }
         server.shutdown()
-        let notice = try Self.read(conn) { type, flags, _ in type == 6 && flags & 0x1 == 0 }
+        let notice = try await Self.read(conn) { type, flags, _ in type == 6 && flags & 0x1 == 0 }
         let goaways = notice.filter { $0.type == 7 }
         #expect(goaways.first.map { $0.payload[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff } == 0x7fff_ffff)
         let ping = try #require(notice.first { $0.type == 6 && $0.flags & 0x1 == 0 },
                                 "no PING after the notice; frames: \(notice.map { ($0.type, $0.flags, $0.stream) })")
         try conn.send(Self.frame(6, flags: 0x1, stream: 0, ping.payload))
-        let final = try Self.read(conn) { type, _, _ in type == 7 }
+        let final = try await Self.read(conn) { type, _, _ in type == 7 }
         let last = try #require(final.filter { $0.type == 7 }.last, "no final GOAWAY; frames: \(final.map { ($0.type, $0.flags, $0.stream) })")
         #expect(last.payload[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff == 1)
         await server.waitUntilClosed()

@@ -39,9 +39,9 @@ import Testing
         }
         let connection = try RawConnection(port: server.port)
         try connection.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /stream HTTP/1.1\r\nHost: a\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
-        let slow = try connection.readResponse()
-        let stream = try connection.readResponse()
-        let after = try connection.readResponse()
+        let slow = try await connection.readResponse()
+        let stream = try await connection.readResponse()
+        let after = try await connection.readResponse()
         #expect(slow.body == "slow")
         #expect(stream.status == 200)
         #expect(stream.headers["transfer-encoding"] == "chunked")
@@ -51,7 +51,7 @@ import Testing
         #expect(after.body == "after")
         // the connection is still good for more
         try connection.send("GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
-        #expect(try connection.readResponse().body == "after")
+        #expect(try await connection.readResponse().body == "after")
         await server.shutdownGracefully(timeout: .seconds(10))
     }
 
@@ -97,12 +97,12 @@ import Testing
         var seen = events.makeAsyncIterator()
         let leaving = try RawConnection(port: server.port)
         try leaving.send("GET /forever HTTP/1.1\r\nHost: a\r\n\r\n")
-        _ = try leaving.read()
+        _ = try await leaving.read()
         leaving.reset()
         #expect(await seen.next() == "GET reset")
         let head = try RawConnection(port: server.port)
         try head.send("HEAD /forever HTTP/1.1\r\nHost: a\r\n\r\n")
-        let answer = try head.readResponse()
+        let answer = try await head.readResponse()
         #expect(answer.status == 200)
         #expect(await seen.next() == "HEAD notStreaming")
         await server.shutdownGracefully(timeout: .seconds(10))

@@ -26,8 +26,8 @@ import Testing
         let a = try RawConnection(port: server.port)
         let b = try RawConnection(port: server.port)
         for c in [a, b] { try c.send("GET / HTTP/1.1\r\nhost: x\r\n\r\n") }
-        #expect(try a.readResponse().body == "on-loop")
-        #expect(try b.readResponse().body == "on-loop")
+        #expect(try await a.readResponse().body == "on-loop")
+        #expect(try await b.readResponse().body == "on-loop")
         let h2 = try await Tool.run("curl", ["-s", "--http2-prior-knowledge", "http://127.0.0.1:\(server.port)/"])
         #expect(h2.stdout == "on-loop")
         #expect(loopsSeen.withLock { $0 } == [0, 1])
@@ -73,14 +73,14 @@ import Testing
         // the next request is taken by another worker while /hang waits
         let check = try RawConnection(port: server.port)
         try check.send("GET /check HTTP/1.1\r\nhost: x\r\n\r\n")
-        #expect(try check.readResponse().body == "cancelled=false")
+        #expect(try await check.readResponse().body == "cancelled=false")
         leaving.reset()
         var events = cancelled.makeAsyncIterator()
         #expect(await events.next() == true)
         // the worker whose task was cancelled does not serve again: later requests are not cancelled
         for _ in 0..<5 {
             try check.send("GET /check HTTP/1.1\r\nhost: x\r\n\r\n")
-            #expect(try check.readResponse().body == "cancelled=false")
+            #expect(try await check.readResponse().body == "cancelled=false")
         }
         await server.shutdownGracefully(timeout: .seconds(10))
     }
@@ -203,14 +203,14 @@ import Testing
         for round in 0..<2 {
             for path in paths {
                 try conn.send("GET \(path) HTTP/1.1\r\nhost: x\r\n\r\n")
-                #expect(try conn.readResponse().body == path, "round \(round)")
+                #expect(try await conn.readResponse().body == path, "round \(round)")
             }
         }
         // not UTF-8: repaired, the same way each time (or refused by the parser, which is fine too)
         for _ in 0..<2 {
             let raw = try RawConnection(port: server.port)
             try raw.send(Array("GET /package.Service/Method".utf8) + [0xFF] + Array(" HTTP/1.1\r\nhost: x\r\n\r\n".utf8))
-            let response = try raw.readResponse()
+            let response = try await raw.readResponse()
             #expect(response.status == 200 && response.body == "/package.Service/Method\u{FFFD}" || response.status == 400, "\(response)")
         }
         await server.shutdownGracefully(timeout: .seconds(10))

@@ -33,7 +33,7 @@ import Testing
                 let sync = makeSync()
                 group.addTask {
                     for _ in 0..<rounds {
-                        let statuses = try await sync.leader("turns", identity: "candidate-\(c)", ttl: .seconds(10)).lead { leadership in
+                        let statuses = try await sync.leader("turns", identity: "candidate-\(c)", ttl: .seconds(30)).lead { leadership in
                             let status = leadership.status
                             seen.state.withLock { s in
                                 s.inside += 1

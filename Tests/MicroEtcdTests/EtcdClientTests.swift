@@ -101,9 +101,11 @@ import Testing
 
         let lease = try await etcd.grantLease(ttl: 20)
         #expect(lease.ttl >= 20)
-        try await etcd.put("/lease/kept", Self.bytes("v"), lease: lease.id)
+        // kept alive from the grant on (the keep-alive runs on the client's event loop): this task
+        // may wait a while for a thread when the rest of the suite loads the machine
         let (lost, reportLoss) = AsyncStream<EtcdError>.makeStream()
         let keepAlive = etcd.keepAlive(lease) { reportLoss.yield($0) }
+        try await etcd.put("/lease/kept", Self.bytes("v"), lease: lease.id)
         let deletes = etcd.updates(.key("/lease/kept"))
         var iterator = deletes.makeAsyncIterator()
         guard await Self.synced(&iterator) != nil else { Issue.record("no watch"); return }

@@ -32,7 +32,9 @@ import Testing
         }
     }
 
-    /// Many tasks take one lock in turn: never two at once, tokens strictly increasing.
+    /// Many tasks take one lock in turn: never two at once, tokens strictly increasing. (The
+    /// suites' leases are long, 30 s, so that a machine loaded by the rest of the suite cannot let
+    /// one lapse; where a test needs a lease gone, it revokes it.)
     static func contend(_ sync: any Sync, tasks: Int = 8, rounds: Int = 25) async throws {
         final class Seen: Sendable {
             let state = Mutex<(inside: Int, tokens: [UInt64], overlaps: Int)>((0, [], 0))
@@ -42,7 +44,7 @@ import Testing
             for _ in 0..<tasks {
                 group.addTask {
                     for _ in 0..<rounds {
-                        try await sync.withLock("contended", ttl: .seconds(10), wait: .seconds(120)) { token in
+                        try await sync.withLock("contended", ttl: .seconds(30), wait: .seconds(120)) { token in
                             seen.state.withLock { s in
                                 s.inside += 1
                                 if s.inside > 1 { s.overlaps += 1 }
@@ -68,17 +70,17 @@ import Testing
             let error = await #expect(throws: SyncError.self) { _ = try await sync.lock(id, ttl: ttl, wait: wait) }
             #expect(error?.kind == .invalidArgument)
         }
-        let held = try await sync.lock("busy", ttl: .seconds(10), wait: .zero)
-        let busy = await #expect(throws: SyncError.self) { _ = try await sync.lock("busy", ttl: .seconds(10), wait: .zero) }
+        let held = try await sync.lock("busy", ttl: .seconds(30), wait: .zero)
+        let busy = await #expect(throws: SyncError.self) { _ = try await sync.lock("busy", ttl: .seconds(30), wait: .zero) }
         #expect(busy?.kind == .timeout)
-        let waited = await #expect(throws: SyncError.self) { _ = try await sync.lock("busy", ttl: .seconds(10), wait: .milliseconds(200)) }
+        let waited = await #expect(throws: SyncError.self) { _ = try await sync.lock("busy", ttl: .seconds(30), wait: .milliseconds(200)) }
         #expect(waited?.kind == .timeout)
         try await held.unlock()
-        let again = try await sync.lock("busy", ttl: .seconds(10), wait: .zero)
+        let again = try await sync.lock("busy", ttl: .seconds(30), wait: .zero)
         #expect(again.token > held.token)
         try await again.unlock()
         // once unlock() returned, the lock is free for the next at once
-        for _ in 0..<20 { try await sync.lock("busy", ttl: .seconds(10), wait: .zero).unlock() }
+        for _ in 0..<20 { try await sync.lock("busy", ttl: .seconds(30), wait: .zero).unlock() }
     }
 
     @Test func memoryLocks() async throws {
@@ -110,12 +112,12 @@ import Testing
         #expect(try await sync.etcd.get(.prefix(EtcdSync.prefix)).kvs.isEmpty)
         // a waiter whose lease goes while it waits (cut off from etcd that long) is told, and does
         // not take the lock when the holder gives it back
-        let holder = try await sync.lock("queue", ttl: .seconds(10), wait: .zero)
+        let holder = try await sync.lock("queue", ttl: .seconds(30), wait: .zero)
         let other = EtcdSync(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: .seconds(60)))
         defer { Task { await other.close() } }
         var queued = sync.etcd.updates(.prefix(EtcdSync.prefix + "queue/")).makeAsyncIterator()
         while let update = await queued.next(), update.isSynced == false {}
-        let waiter = Task { try await other.lock("queue", ttl: .seconds(10), wait: .seconds(60)) }
+        let waiter = Task { try await other.lock("queue", ttl: .seconds(30), wait: .seconds(60)) }
         var waiterLease: Int64?
         while waiterLease == nil, let update = await queued.next() {
             if case .events(let events, _) = update { waiterLease = events.first(where: \.isCreate)?.kv.lease }
@@ -125,10 +127,10 @@ import Testing
         let lostWhileWaiting = await #expect(throws: SyncError.self) { _ = try await waiter.value }
         #expect(lostWhileWaiting?.kind == .lost, "\(String(describing: lostWhileWaiting))")
         // and its next try opens a new session and gets it
-        try await other.lock("queue", ttl: .seconds(10), wait: .seconds(10)).unlock()
+        try await other.lock("queue", ttl: .seconds(30), wait: .seconds(10)).unlock()
 
         // locks of one TTL share one lease (the session); closing the sync revokes it: they are lost
-        let a = try await sync.lock("a", ttl: .seconds(10), wait: .zero), b = try await sync.lock("b", ttl: .seconds(10), wait: .zero)
+        let a = try await sync.lock("a", ttl: .seconds(30), wait: .zero), b = try await sync.lock("b", ttl: .seconds(30), wait: .zero)
         let keys = try await sync.etcd.get(.prefix(EtcdSync.prefix)).kvs
         #expect(keys.count == 2 && Set(keys.map(\.lease)).count == 1)
         await sync.close()
@@ -206,7 +208,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let env = ["MICRO_SYNC": "local", "MICRO_SYNC_ADDRESS": dir.path]
         let sync = LocalSync(directory: dir)
-        let held = try await sync.lock("busy", ttl: .seconds(10), wait: .zero)
+        let held = try await sync.lock("busy", ttl: .seconds(30), wait: .zero)
         let busy = try await Self.micro(["lock", "busy", "--wait", "0", "--", "true"], env)
         #expect(busy.status == 1 && busy.stderr.hasPrefix("micro lock: lock busy is held"), "\(busy.stderr)")
         try await held.unlock()

@@ -168,7 +168,7 @@ import Testing
             #expect(listed.map { Array($0.utf8) } == keys.map { Array($0.utf8) }.sorted { $0.lexicographicallyPrecedes($1) })
             #expect(try await store.read("caf", ReadOptions(prefix: true)).count == 2)
             // a mebibyte value, and an empty one
-            let big = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            let big = Pattern.bytes(1 << 20)
             try await store.write(Record(key: "big", value: big))
             #expect(try await store.read("big").value == big)
             try await store.write(Record(key: "empty", value: []))

@@ -20,6 +20,7 @@ public final class ChildService: Sendable {
         environment: [String: String] = [:],
         launcher: [String] = []
     ) async throws {
+        StallWatch.startIfAsked()
         let path = executable.hasPrefix("/") ? executable : Tool.binDirectory.appendingPathComponent(executable).path
         var env = ProcessInfo.processInfo.environment
         env["MICRO_SERVER_ADDRESS"] = "127.0.0.1:0"

@@ -40,6 +40,7 @@ public final class EtcdCluster: Sendable {
 
     /// Starts `count` members and waits until each serves clients.
     public init(members count: Int = 1, tls: TLSFiles? = nil) async throws {
+        StallWatch.startIfAsked()
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") else {
             throw ChildError("etcd is not installed (scripts/setup installs Debian's etcd-server)")
         }

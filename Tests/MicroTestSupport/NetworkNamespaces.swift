@@ -23,26 +23,26 @@ public final class NetworkNamespaces: Sendable {
     public let addressB = "10.213.0.2"
 
     /// - Parameter ipv4: false leaves the link IPv6-only (link-local addresses).
-    public init(ipv4: Bool = true) throws {
+    public init(ipv4: Bool = true) async throws {
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         a = "micro-mdns-\(tag)-a"
         b = "micro-mdns-\(tag)-b"
         interfaceA = "mda\(tag)"
         interfaceB = "mdb\(tag)"
         do {
-            try Self.ip(["netns", "add", a])
-            try Self.ip(["netns", "add", b])
-            try Self.ip(["link", "add", interfaceA, "type", "veth", "peer", "name", interfaceB])
-            try Self.ip(["link", "set", interfaceA, "netns", a])
-            try Self.ip(["link", "set", interfaceB, "netns", b])
+            try await Self.ip(["netns", "add", a])
+            try await Self.ip(["netns", "add", b])
+            try await Self.ip(["link", "add", interfaceA, "type", "veth", "peer", "name", interfaceB])
+            try await Self.ip(["link", "set", interfaceA, "netns", a])
+            try await Self.ip(["link", "set", interfaceB, "netns", b])
             for (ns, interface, address) in [(a, interfaceA, addressA), (b, interfaceB, addressB)] {
                 // no duplicate address detection: the link-local IPv6 address is usable at once
-                try Self.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.\(interface).accept_dad=0"])
-                try Self.ip(["-n", ns, "link", "set", "lo", "up"])
-                if ipv4 { try Self.ip(["-n", ns, "addr", "add", "\(address)/24", "dev", interface]) }
-                try Self.ip(["-n", ns, "link", "set", interface, "multicast", "on", "up"])
+                try await Self.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.\(interface).accept_dad=0"])
+                try await Self.ip(["-n", ns, "link", "set", "lo", "up"])
+                if ipv4 { try await Self.ip(["-n", ns, "addr", "add", "\(address)/24", "dev", interface]) }
+                try await Self.ip(["-n", ns, "link", "set", interface, "multicast", "on", "up"])
                 // a route for multicast sockets that let the kernel pick the interface (Go's, Python's)
-                if ipv4 { try Self.ip(["-n", ns, "route", "add", "default", "dev", interface]) }
+                if ipv4 { try await Self.ip(["-n", ns, "route", "add", "default", "dev", interface]) }
             }
         } catch {
             remove()
@@ -56,13 +56,20 @@ public final class NetworkNamespaces: Sendable {
     /// Deletes both namespaces (the veth pair goes with them). Processes still running inside
     /// must have been stopped first. Idempotent.
     public func remove() {
-        for ns in [a, b] { try? Self.ip(["netns", "delete", ns]) }
+        for ns in [a, b] { try? Self.runHere(["ip", "netns", "delete", ns]) }
     }
 
-    private static func ip(_ arguments: [String]) throws { try run(["ip"] + arguments) }
+    private static func ip(_ arguments: [String]) async throws { try await run(["ip"] + arguments) }
 
-    /// Runs a command to its end; throws with its error output if it fails.
-    static func run(_ argv: [String]) throws {
+    /// Runs a command to its end, waiting off the cooperative pool; throws with its error output
+    /// if it fails.
+    static func run(_ argv: [String]) async throws {
+        try await Blocking.run { Result { try runHere(argv) } }.get()
+    }
+
+    /// Runs a command to its end on the calling thread (for `defer`); throws with its error
+    /// output if it fails.
+    static func runHere(_ argv: [String]) throws {
         let err = FileManager.default.temporaryDirectory.appendingPathComponent("micro-netns-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: err) }
         let child = try Spawn.start(argv, stderrPath: err.path)

@@ -39,6 +39,7 @@ public final class PostgresServer: Sendable {
     /// Makes the cluster (initdb), starts the server and creates the database `micro`. With
     /// `tls`, TCP connections must use TLS and present a client certificate.
     public init(tls: TLS? = nil) async throws {
+        StallWatch.startIfAsked()
         guard let bin = Self.findBinaries() else {
             throw ChildError("PostgreSQL is not installed (scripts/setup installs Debian's postgresql)")
         }

@@ -51,23 +51,27 @@ public final class RawConnection {
         open = false
     }
 
-    /// Reads what arrives within `timeout`; nil at EOF. Throws on reset.
-    public func read(timeout: Duration = .seconds(120)) throws -> [UInt8]? {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    /// Reads what arrives within `timeout`; nil at EOF. Throws on reset. The wait is off the
+    /// cooperative pool (``Blocking``).
+    public func read(timeout: Duration = .seconds(120)) async throws -> [UInt8]? {
+        let fd = self.fd
         let ms = Int32(timeout.components.seconds * 1000)
-        guard poll(&pfd, 1, ms) > 0 else { throw ChildError("no data within \(timeout)") }
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        let n = recv(fd, &chunk, chunk.count, 0)
-        if n < 0 { throw ChildError("recv: \(String(cString: strerror(errno)))") }
-        if n == 0 { return nil }
-        return Array(chunk[..<n])
+        let result: Result<[UInt8]?, ChildError> = await Blocking.run {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, ms) > 0 else { return .failure(ChildError("no data within \(timeout)")) }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n < 0 { return .failure(ChildError("recv: \(String(cString: strerror(errno)))")) }
+            return .success(n == 0 ? nil : Array(chunk[..<n]))
+        }
+        return try result.get()
     }
 
     /// Reads until the peer closes; returns everything received.
-    public func readToEnd(timeout: Duration = .seconds(120)) throws -> [UInt8] {
+    public func readToEnd(timeout: Duration = .seconds(120)) async throws -> [UInt8] {
         var all = buffer
         buffer = []
-        while let chunk = try read(timeout: timeout) { all += chunk }
+        while let chunk = try await read(timeout: timeout) { all += chunk }
         return all
     }
 
@@ -78,10 +82,10 @@ public final class RawConnection {
     }
 
     /// Reads one HTTP/1.1 response with a content-length or a chunked body (its chunks joined).
-    public func readResponse(timeout: Duration = .seconds(120)) throws -> Response {
+    public func readResponse(timeout: Duration = .seconds(120)) async throws -> Response {
         while true {
             if let response = try parse() { return response }
-            guard let chunk = try read(timeout: timeout) else { throw ChildError("connection closed mid-response") }
+            guard let chunk = try await read(timeout: timeout) else { throw ChildError("connection closed mid-response") }
             buffer += chunk
         }
     }

@@ -30,7 +30,7 @@ import Glibc
             var fds = connections.map { pollfd(fd: $0?.fd ?? -1, events: Int16(POLLIN), revents: 0) }
             guard poll(&fds, nfds_t(fds.count), 120_000) > 0 else { break }  // a hang guard
             for (i, pfd) in fds.enumerated() where pfd.fd >= 0 && pfd.revents != 0 {
-                let response = try connections[i]!.readResponse()
+                let response = try await connections[i]!.readResponse()
                 #expect(response.status == 200)
                 #expect(response.body == #"{"message":"Hello c\#(i)"}"#)
                 connections[i] = nil  // closing frees a descriptor in the server

@@ -21,10 +21,10 @@ struct Reply: Codable, Sendable { var message: String }
     }
 
     /// The server still answers a good request.
-    static func stillServes(_ port: Int) throws {
+    static func stillServes(_ port: Int) async throws {
         let conn = try RawConnection(port: port)
         try conn.send(HelloworldTests.request(name: "ok", endpoint: "Greeter.Hello"))
-        let response = try conn.readResponse()
+        let response = try await conn.readResponse()
         #expect(response.body == #"{"message":"Hello ok"}"#)
     }
 
@@ -35,12 +35,12 @@ struct Reply: Codable, Sendable { var message: String }
         defer { service.stop() }
         let conn = try RawConnection(port: service.port!)
         try conn.send("THIS IS NOT HTTP/1.1\r\n\r\n")
-        let response = try conn.readResponse()
+        let response = try await conn.readResponse()
         #expect(response.status == 400)
         #expect(Self.microError(response.body).code == 400)
         #expect(response.headers["connection"] == "close")
-        #expect(try conn.readToEnd().isEmpty)
-        try Self.stillServes(service.port!)
+        #expect(try await conn.readToEnd().isEmpty)
+        try await Self.stillServes(service.port!)
     }
 
     @Test func oversizeHeadersGet431() async throws {
@@ -48,14 +48,14 @@ struct Reply: Codable, Sendable { var message: String }
         defer { service.stop() }
         let conn = try RawConnection(port: service.port!)
         try conn.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 8000))\r\n\r\n")
-        let response = try conn.readResponse()
+        let response = try await conn.readResponse()
         #expect(response.status == 431)
         #expect(Self.microError(response.body).detail.contains("4096"))
         // HTTP/2: the same limit, answered on the stream
         let h2 = try await Tool.run("curl", ["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
                                              "-H", "X-Big: \(String(repeating: "b", count: 8000))", "http://127.0.0.1:\(service.port!)/"])
         #expect(h2.stdout == "431")
-        try Self.stillServes(service.port!)
+        try await Self.stillServes(service.port!)
     }
 
     @Test func oversizeBodyGets413OnBothProtocols() async throws {
@@ -69,7 +69,7 @@ struct Reply: Codable, Sendable { var message: String }
             #expect(lines.last == "413", "\(flag): \(result.stdout)")
             #expect(Self.microError(String(lines.first ?? "")).detail.contains("1024"))
         }
-        try Self.stillServes(service.port!)
+        try await Self.stillServes(service.port!)
     }
 
     @Test func garbageAfterTheHTTP2PrefaceGetsGoawayAndClose() async throws {
@@ -77,7 +77,7 @@ struct Reply: Codable, Sendable { var message: String }
         defer { service.stop() }
         let conn = try RawConnection(port: service.port!)
         try conn.send(Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + Array(repeating: 0xFF, count: 64))
-        let bytes = try conn.readToEnd()
+        let bytes = try await conn.readToEnd()
         // the server's SETTINGS, then a GOAWAY frame (type 7), then the close
         var offset = 0, types: [UInt8] = []
         while offset + 9 <= bytes.count {
@@ -86,7 +86,7 @@ struct Reply: Codable, Sendable { var message: String }
             offset += 9 + length
         }
         #expect(types.contains(7))
-        try Self.stillServes(service.port!)
+        try await Self.stillServes(service.port!)
     }
 
     @Test func unknownEndpointAndBadJSONAndUnknownContentType() async throws {
@@ -107,7 +107,7 @@ struct Reply: Codable, Sendable { var message: String }
         #expect(Self.microError(noEndpoint.stdout).code == 400)
         let xml = try await Tool.run("curl", ["-s", "-XPOST", "-H", "Micro-Endpoint: Greeter.Hello", "-H", "Content-Type: text/xml", "-d", "<a/>", url])
         #expect(Self.microError(xml.stdout).code == 415)
-        try Self.stillServes(service.port!)
+        try await Self.stillServes(service.port!)
     }
 
     @Test func slowHeadersAreCutAtTheHeaderTimeout() async throws {
@@ -118,9 +118,9 @@ struct Reply: Codable, Sendable { var message: String }
         defer { service.stop() }
         let conn = try RawConnection(port: service.port!)
         try conn.send("GET / HTTP/1.1\r\nHost: x\r\n")  // and never the blank line
-        let response = try conn.readResponse()
+        let response = try await conn.readResponse()
         #expect(response.status == 408)
-        #expect(try conn.readToEnd().isEmpty)
+        #expect(try await conn.readToEnd().isEmpty)
     }
 
     @Test func idleConnectionsAreClosedOnBothProtocols() async throws {
@@ -132,11 +132,11 @@ struct Reply: Codable, Sendable { var message: String }
         defer { service.stop() }
         let conn = try RawConnection(port: service.port!)
         try conn.send(HelloworldTests.request(name: "x", endpoint: "Greeter.Hello"))
-        #expect(try conn.readResponse().status == 200)
-        #expect(try conn.readToEnd().isEmpty)  // closed by the server after the idle time
+        #expect(try await conn.readResponse().status == 200)
+        #expect(try await conn.readToEnd().isEmpty)  // closed by the server after the idle time
         let h2 = try RawConnection(port: service.port!)
         try h2.send(Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0])  // preface + empty SETTINGS
-        let bytes = try h2.readToEnd()
+        let bytes = try await h2.readToEnd()
         var offset = 0, types: [UInt8] = []
         while offset + 9 <= bytes.count {
             types.append(bytes[offset + 3])

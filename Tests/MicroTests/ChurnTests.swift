@@ -22,7 +22,7 @@ import Glibc
     /// `count` connections: half send a whole request and read the answer, one in four sends half
     /// a request and goes away, one in four sends a whole request and goes away without reading
     /// (the server then writes to a dead peer: an error to handle, not a SIGPIPE).
-    static func churn(_ port: Int, _ count: Int) throws {
+    static func churn(_ port: Int, _ count: Int) async throws {
         for i in 0..<count {
             let conn = try RawConnection(port: port)
             let request = HelloworldTests.request(name: "n\(i)")
@@ -32,7 +32,7 @@ import Glibc
                 try conn.send(request)
             } else {
                 try conn.send(request)
-                let response = try conn.readResponse()
+                let response = try await conn.readResponse()
                 #expect(response.status == 200)
             }
         }
@@ -54,7 +54,7 @@ import Glibc
         }
         // one round: 4,000 HTTP/1.1 connections, then 500 HTTP/2 connections of 20 streams each
         func round() async throws {
-            try Self.churn(service.port, 4_000)
+            try await Self.churn(service.port, 4_000)
             for _ in 0..<5 {
                 let run = try await h2load(2000, 100)
                 #expect(run.stdout.contains("2000 succeeded"), "\(run.stdout)")
@@ -71,6 +71,6 @@ import Glibc
         // and it still answers
         let conn = try RawConnection(port: service.port)
         try conn.send(HelloworldTests.request(name: "last"))
-        #expect(try conn.readResponse().body == #"{"message":"Hello last"}"#)
+        #expect(try await conn.readResponse().body == #"{"message":"Hello last"}"#)
     }
 }

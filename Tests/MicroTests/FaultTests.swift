@@ -29,7 +29,7 @@ import Testing
         var seen: [(type: UInt8, stream: UInt32, code: UInt32?)] = []
         var buffer: [UInt8] = []
         while !seen.contains(where: { $0.type == 0 && $0.stream == 1 }) {
-            guard let chunk = try conn.read() else { break }
+            guard let chunk = try await conn.read() else { break }
             buffer += chunk
             seen = Self.frames(buffer)
         }
@@ -97,7 +97,7 @@ import Testing
                     + F.frame(1, flags: 0x4, stream: 3, Self.helloBlock) + F.frame(0, flags: 0x1, stream: 3, Array(#"{"name":"b"}"#.utf8)))
         var buffer: [UInt8] = []
         while !Self.frames(buffer).contains(where: { $0.type == 0 && $0.stream == 3 }) {
-            guard let chunk = try h2.read() else { break }
+            guard let chunk = try await h2.read() else { break }
             buffer += chunk
         }
         #expect(Self.frames(buffer).contains { $0.type == 0 && $0.stream == 3 })

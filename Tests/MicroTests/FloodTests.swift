@@ -16,9 +16,9 @@ import Testing
     static let requestBlock: [UInt8] = [0x83, 0x86, 0x84, 0x41, 0x01, 0x78]
 
     /// The frames the server sent (type, error code of a GOAWAY) until it closed.
-    static func framesUntilClose(_ conn: RawConnection) throws -> [(type: UInt8, goawayCode: UInt32?)] {
+    static func framesUntilClose(_ conn: RawConnection) async throws -> [(type: UInt8, goawayCode: UInt32?)] {
         var bytes: [UInt8] = []
-        while let chunk = try? conn.read(), !chunk.isEmpty { bytes += chunk }
+        while let chunk = try? await conn.read(), !chunk.isEmpty { bytes += chunk }
         return FaultTests.frames(bytes).map { ($0.type, $0.type == 7 ? $0.code : nil) }
     }
 
@@ -56,7 +56,7 @@ import Testing
             }
             sent += 100
         }
-        let frames = try Self.framesUntilClose(conn)
+        let frames = try await Self.framesUntilClose(conn)
         let goaway = frames.first { $0.type == 7 }
         #expect(goaway != nil, "no GOAWAY after \(sent) resets")
         #expect(goaway?.goawayCode != 0)
@@ -73,7 +73,7 @@ import Testing
             bytes += Self.frame(9, stream: 1, [0x40, 0x02, 0x78, 0x78, 0x01, UInt8(0x30 + i % 10)])  // a small literal field each
         }
         try? conn.send(bytes)
-        let frames = try Self.framesUntilClose(conn)
+        let frames = try await Self.framesUntilClose(conn)
         let goaway = frames.first { $0.type == 7 }
         #expect(goaway != nil)
         #expect(goaway?.goawayCode != 0)

@@ -54,7 +54,7 @@ import Testing
         let conn = try RawConnection(port: service.port)
         for i in 0..<200 {
             try conn.send(Self.request(name: "n\(i)"))
-            let response = try conn.readResponse()
+            let response = try await conn.readResponse()
             #expect(response.status == 200)
             #expect(response.body == #"{"message":"Hello n\#(i)"}"#)
         }
@@ -69,10 +69,10 @@ import Testing
         try conn.send((0..<50).map { Self.request(name: "p\($0)") }.joined())
         conn.closeWrite()
         for i in 0..<50 {
-            let response = try conn.readResponse()
+            let response = try await conn.readResponse()
             #expect(response.body == #"{"message":"Hello p\#(i)"}"#)
         }
-        #expect(try conn.readToEnd().isEmpty)
+        #expect(try await conn.readToEnd().isEmpty)
     }
 
     @Test func gracefulShutdownOnSIGTERMExitsZero() async throws {
@@ -80,10 +80,10 @@ import Testing
         defer { service.stop() }
         let conn = try RawConnection(port: service.port)
         try conn.send(Self.request(name: "before"))
-        #expect(try conn.readResponse().status == 200)
+        #expect(try await conn.readResponse().status == 200)
         service.signal(SIGTERM)
         // the idle keep-alive connection is closed by the server, not reset
-        #expect(try conn.readToEnd().isEmpty)
+        #expect(try await conn.readToEnd().isEmpty)
         #expect(await service.waitForExit() == 0)
         #expect(service.logLines.contains { $0.contains("received SIGTERM") })
     }

@@ -35,7 +35,7 @@ import Glibc
     }
 
     @Test func aServiceIsFoundCalledAndGoneAfterSIGTERM() async throws {
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         let watch = try LineProcess(net.exec(net.b) + [Self.micro, "watch", "helloworld"], environment: Self.mdns)
         defer { watch.stop() }
@@ -62,7 +62,7 @@ import Glibc
     }
 
     @Test func aKilledNodeLeavesWatchesWhenItsTTLRunsOut() async throws {
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         let watch = try LineProcess(net.exec(net.b) + [Self.micro, "watch", "helloworld"], environment: Self.mdns)
         defer { watch.stop() }
@@ -76,7 +76,7 @@ import Glibc
     }
 
     @Test func anIPv6OnlyLinkWorksWithLinkLocalAddresses() async throws {
-        let net = try NetworkNamespaces(ipv4: false)
+        let net = try await NetworkNamespaces(ipv4: false)
         defer { net.remove() }
         let service = try await Self.helloworld(net, environment: ["MICRO_SERVER_ADDRESS": "[::]:0"])
         defer { service.stop() }
@@ -89,7 +89,7 @@ import Glibc
     }
 
     @Test func MICRO_MDNS_INTERFACEChoosesTheInterfaces() async throws {
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         // on loopback only: seen inside namespace A, by a registry on loopback too, and nowhere else
         let service = try await Self.helloworld(net, environment: ["MICRO_MDNS_INTERFACE": "lo"])
@@ -104,7 +104,7 @@ import Glibc
     }
 
     @Test func zeroconfBrowsesAndResolvesOurNode() async throws {
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         let service = try await Self.helloworld(net)
         defer { service.stop() }
@@ -132,7 +132,7 @@ import Glibc
     }
 
     @Test func aZeroconfNodeIsSeenByOurRegistry() async throws {
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         let peer = try LineProcess(
             net.exec(net.a) + ["python3", Self.peers.appendingPathComponent("zeroconf_peer.py").path, "register", "pynode", "pysvc", "7070", net.addressA])
@@ -156,7 +156,7 @@ import Glibc
     @Test func hashicorpMDNSFindsOurNodeAndDecodesItsTXTTheGoMicroWay() async throws {
         let peer = try await Self.buildGoPeer()
         defer { try? FileManager.default.removeItem(at: peer.directory) }
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         let service = try await Self.helloworld(net)
         defer { service.stop() }
@@ -183,7 +183,7 @@ import Glibc
     @Test func aHashicorpMDNSNodeIsSeenByOurRegistry() async throws {
         let peer = try await Self.buildGoPeer()
         defer { try? FileManager.default.removeItem(at: peer.directory) }
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         // go-micro's own naming style: dotted service names and node ids
         let go = try LineProcess(
@@ -205,7 +205,7 @@ import Glibc
     }
 
     @Test func hostilePacketsAreDroppedAndTheServiceKeepsWorking() async throws {
-        let net = try NetworkNamespaces()
+        let net = try await NetworkNamespaces()
         defer { net.remove() }
         let service = try await Self.helloworld(net)
         defer { service.stop() }

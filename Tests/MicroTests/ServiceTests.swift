@@ -93,7 +93,7 @@ struct Nap: Codable, Sendable { var milliseconds: Int }
             try? FileManager.default.removeItem(at: input)
             try? FileManager.default.removeItem(at: output)
         }
-        let bytes = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
+        let bytes = Pattern.bytes(3_000_000)
         try Data(bytes).write(to: input)
         for flag in ["--http1.1", "--http2-prior-knowledge"] {
             let result = try await Tool.run("curl", ["-sS", flag, "-XPOST", "-H", "Micro-Endpoint: Echo.Bytes",
@@ -135,7 +135,7 @@ struct Nap: Codable, Sendable { var milliseconds: Int }
             }
             #expect(refused)
             release.withLock { $0?.resume() }
-            let response = try conn.readResponse()
+            let response = try await conn.readResponse()
             #expect(response.body == #"{"message":"done late"}"#)
             #expect(response.headers["connection"] == "close")
             try await group.next()  // run() returns

@@ -305,23 +305,23 @@ import Testing
         try echo.send(Self.goMicroFrame("Counter.Echo", #"{"text":"dropped"}"#))
         for text in ["a", "b"] {
             try echo.send(Self.goMicroFrame("Counter.Echo", #"{"text":"\#(text)"}"#))
-            let frame = try echo.readResponse()
+            let frame = try await echo.readResponse()
             #expect(frame.status == 200)
             #expect(frame.body == #"{"text":"\#(text)"}"#)
             #expect(frame.headers["micro-stream"] == "1")
         }
         try echo.send(Self.goMicroFrame("Counter.Echo", "", error: "EOS"))
-        let end = try echo.readResponse()
+        let end = try await echo.readResponse()
         #expect(end.headers["micro-error"] == "EOS")
         #expect(end.body.isEmpty)
-        #expect(try echo.readToEnd().isEmpty)  // the server closes after the stream
+        #expect(try await echo.readToEnd().isEmpty)  // the server closes after the stream
 
         // server streaming: one request, three answers, EOS
         let count = try RawConnection(port: counter.port)
         try count.send(Self.goMicroFrame("Counter.Count", "{}") + Self.goMicroFrame("Counter.Count", #"{"count":3}"#))
         var ticks: [String] = []
         while true {
-            let frame = try count.readResponse()
+            let frame = try await count.readResponse()
             if frame.headers["micro-error"] != nil {
                 #expect(frame.headers["micro-error"] == "EOS")
                 break
@@ -334,11 +334,11 @@ import Testing
         let sum = try RawConnection(port: counter.port)
         try sum.send(Self.goMicroFrame("Counter.Sum", "") + Self.goMicroFrame("Counter.Sum", #"{"value":40}"#) + Self.goMicroFrame("Counter.Sum", #"{"value":2}"#)
                      + Self.goMicroFrame("Counter.Sum", "", error: "EOS"))
-        #expect(try sum.readResponse().body == #"{"sum":"42","count":"2"}"#)
-        #expect(try sum.readResponse().headers["micro-error"] == "EOS")
+        #expect(try await sum.readResponse().body == #"{"sum":"42","count":"2"}"#)
+        #expect(try await sum.readResponse().headers["micro-error"] == "EOS")
         let failing = try RawConnection(port: counter.port)
         try failing.send(Self.goMicroFrame("Counter.Echo", "{}") + Self.goMicroFrame("Counter.Echo", #"{"text":"fail"}"#))
-        let error = try failing.readResponse()
+        let error = try await failing.readResponse()
         #expect(error.headers["micro-error"]?.contains("asked to fail") == true)
     }
 
