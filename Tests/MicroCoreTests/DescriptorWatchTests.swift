@@ -27,15 +27,22 @@ import Glibc
         defer { Glibc.close(mine); Glibc.close(peer) }
         _ = fcntl(mine, F_SETFL, fcntl(mine, F_GETFL) | O_NONBLOCK)
         let reports = Reports()
-        // readable: what the peer wrote is read by the owner in its callback
+        // readable: what the peer wrote is read by the owner in its callback. What lasts is asked
+        // for no more once told (writable: the buffer stays empty; readable at the end of file), as
+        // an owner does: a watch left on runs its callback every loop turn
+        let current = Mutex<DescriptorWatch?>(nil)
         let watch = try await withCheckedThrowingContinuation { (result: CheckedContinuation<DescriptorWatch, any Error>) in
             loop.execute {
                 result.resume(with: Result {
-                    try DescriptorWatch(on: loop, descriptor: mine, events: .readable) { ready in
+                    let watch = try DescriptorWatch(on: loop, descriptor: mine, events: .readable) { ready in
                         var buffer = [UInt8](repeating: 0, count: 64)
                         let n = ready.contains(.readable) ? read(mine, &buffer, buffer.count) : 0
+                        if ready.contains(.writable) { current.withLock { $0?.set(.readable) } }
+                        if ready.contains(.readable) && n == 0 { current.withLock { $0?.set([]) } }
                         reports.continuation.yield((ready, Array(buffer.prefix(max(0, n)))))
                     }
+                    current.withLock { $0 = watch }
+                    return watch
                 })
             }
         }
@@ -65,6 +72,7 @@ import Glibc
             }
         }
         #expect(fcntl(mine, F_GETFD) >= 0)
+        current.withLock { $0 = nil }  // the callback holds `current`
         reports.continuation.finish()
     }
 
@@ -102,17 +110,23 @@ import Glibc
         let (another, anotherPeer) = (other[0], other[1])
         defer { Glibc.close(mine); Glibc.close(peer); Glibc.close(another); Glibc.close(anotherPeer) }
         let ended = Reports(), writable = Reports()
+        // each watch reports once and then stops asking (the readiness it waits for lasts: a
+        // watch left on would run its callback every loop turn, a core spent until the test ends)
+        let made = Mutex<[DescriptorWatch]>([])
         let watches = try await withCheckedThrowingContinuation { (result: CheckedContinuation<(DescriptorWatch, DescriptorWatch), any Error>) in
             loop.execute {
                 result.resume(with: Result {
                     let first = try DescriptorWatch(on: loop, descriptor: mine, events: .readable) { ready in
                         ended.continuation.yield((ready, []))
+                        made.withLock { $0.first?.set([]) }
                     }
                     // the owner closes its descriptor; the same number now names another socket
                     #expect(dup2(another, mine) == mine)
                     let second = try DescriptorWatch(on: loop, descriptor: mine, events: .writable) { ready in
                         writable.continuation.yield((ready, []))
+                        made.withLock { $0.last?.set([]) }
                     }
+                    made.withLock { $0 = [first, second] }
                     return (first, second)
                 })
             }
@@ -127,6 +141,7 @@ import Glibc
                 done.resume()
             }
         }
+        made.withLock { $0 = [] }  // the callbacks hold `made`
         ended.continuation.finish()
         writable.continuation.finish()
     }

@@ -67,7 +67,7 @@ import Tracing
             front.handle("Front.Hello") { (hello: Hello, context: Context) async throws -> Reply in
                 context.logger.info("greeting \(hello.name)")
                 if hello.name == "nobody" { throw MicroError.notFound("front", "no one to greet") }
-                let reply: Reply = try await client.call("back", "Back.Hello", hello)
+                let reply: Reply = try await client.call("back", "Back.Hello", hello, options: CallOptions(timeout: .hangGuard))
                 try await client.publish("greeted", hello)
                 return Reply(message: "front: " + reply.message)
             }
