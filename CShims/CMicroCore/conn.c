@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -349,6 +350,14 @@ void mc_conn_update_timer(mc_conn_t *c) {
     uv_timer_start(&c->timer, on_timer, deadline > now ? deadline - now : 0, 0);
 }
 
+/* Whether bytes from the peer wait in the socket, unread, while the connection reads. */
+static bool input_waiting(mc_conn_t *c) {
+    uv_os_fd_t fd;
+    int n = 0;
+    if (c->read_stopped || uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return false;
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 static void on_timer(uv_timer_t *t) {
     mc_conn_t *c = t->data;
     if (mc_conn_closed(c)) return;
@@ -365,13 +374,25 @@ static void on_timer(uv_timer_t *t) {
         mc_conn_close(c);
         return;
     }
+    /* A loop held up by long work (a handler that blocks it, a starved machine) runs its timers
+     * before it reads: what the peer sent meanwhile still waits in the socket. A deadline on the
+     * peer's input (a request head, a body, the idle timeout) that finds input waiting is looked at
+     * again after this turn has read it: the peer was on time, the loop was not. Input is read as
+     * long as it comes, within the head and body limits, so the wait is a turn or two. */
+    uint64_t read_due = after(c->read_since, cfg->read_timeout_ms);
+    bool header_over = c->header_deadline && now >= c->header_deadline;
+    bool read_over = read_due && now >= read_due;
+    bool idle_over = conn_idle(c) && c->idle_since && now >= c->idle_since + cfg->idle_timeout_ms && !c->close_at;
+    if ((header_over || read_over || idle_over) && input_waiting(c)) {
+        uv_timer_start(&c->timer, on_timer, 1, 0);
+        return;
+    }
     if (c->header_deadline && now >= c->header_deadline) {
         c->ops->header_timeout(c); /* a request head, a TLS handshake or a preface that did not come */
         if (!mc_conn_closed(c)) mc_loop_mark_dirty(c->loop, c);
         return;
     }
-    uint64_t read_due = after(c->read_since, cfg->read_timeout_ms);
-    if (read_due && now >= read_due) {
+    if (read_over) {
         c->read_since = 0;
         c->ops->read_timeout(c); /* a body (or a stream's next message) that did not come */
         if (mc_conn_closed(c)) return;

@@ -146,6 +146,40 @@ import Testing
         await server.waitUntilClosed()
     }
 
+    /// A loop held up past a connection's idle deadline (a handler blocking it, a starved
+    /// machine) runs its timers before it reads. The request that came meanwhile is read and
+    /// answered, not cut off by a deadline that passed while the loop was away (it was closed
+    /// unread, and the caller saw its connection break mid-call).
+    @Test func aDeadlineThatPassedWhileTheLoopWasHeldReadsWhatCameFirst() async throws {
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown() }
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1")
+        configuration.idleTimeout = .milliseconds(200)
+        let server = try HTTPServer(group: group, configuration: configuration, logger: Self.logger) { request, responder in
+            responder.send(HTTPServerResponse(body: Array(request.path.utf8)))
+        }
+        let conn = try RawConnection(port: server.port)
+        try conn.send("GET /one HTTP/1.1\r\nhost: x\r\n\r\n")
+        #expect(try await conn.readResponse().body == "/one")
+        // idle from before now: the loop is held until the idle deadline is well past, and the
+        // next request is sent meanwhile
+        let answered = ContinuousClock.now
+        let (holding, hold) = AsyncStream<Void>.makeStream()
+        let sent = DispatchSemaphore(value: 0)
+        group.loops[0].execute {
+            hold.yield()
+            sent.wait()
+            while ContinuousClock.now < answered + .milliseconds(400) { usleep(10_000) }
+        }
+        for await _ in holding { break }
+        try conn.send("GET /two HTTP/1.1\r\nhost: x\r\n\r\n")
+        sent.signal()
+        #expect(try await conn.readResponse().body == "/two")
+        conn.closeWrite()
+        server.shutdown()
+        await server.waitUntilClosed()
+    }
+
     /// After a loop stopped, work sent to it from another thread runs there once (it used to post
     /// itself again without end).
     @Test func workForAStoppedLoopRunsOnceWhereItIs() async throws {
