@@ -177,9 +177,11 @@ import Testing
         let env = place.environment
         let micro = Tool.binDirectory.appendingPathComponent("micro").path
         // the command prints its token and its pid, then becomes a sleep (killed by that pid below)
-        let holder = try LineProcess([micro, "lock", "fenced", "--ttl", "2", "--", "sh", "-c", "echo held $MICRO_LOCK_TOKEN $$; exec sleep 600"],
+        // (a TTL of 5 s: the next one waits that long, and a holder slowed by a loaded machine and a
+        // sanitizer keeps its lease)
+        let holder = try LineProcess([micro, "lock", "fenced", "--ttl", "5", "--", "sh", "-c", "echo held $MICRO_LOCK_TOKEN $$; exec sleep 600"],
                                      environment: env)
-        let line = try #require(await holder.waitForLine(containing: "held "))
+        let line = try #require(await holder.waitForLine(containing: "held "), "\(holder.output)")
         let parts = line.split(separator: " ")
         let deadToken = try #require(UInt64(parts[1])), sleeper = try #require(Int32(parts[2]))
         kill(holder.pid, SIGKILL)
