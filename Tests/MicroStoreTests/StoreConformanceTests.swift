@@ -151,6 +151,7 @@ import Testing
     }
 
     @Test(arguments: kinds) func unicodeAndBinaryKeysAndValuesAndLargeValues(kind: String) async throws {
+        let big = Pattern.bytes(1 << 20)  // made here, not on the loop the other tests share
         try await Self.using(kind) { store in
             let composed = "caf\u{E9}", decomposed = "cafe\u{301}"  // equal as Swift strings, not as bytes
             let keys = ["ключ", "😀/🚀", composed, decomposed, "tab\there", "nul\u{0}inside", "quote'\"; DROP TABLE t_micro; --", "%_*?"]
@@ -168,7 +169,6 @@ import Testing
             #expect(listed.map { Array($0.utf8) } == keys.map { Array($0.utf8) }.sorted { $0.lexicographicallyPrecedes($1) })
             #expect(try await store.read("caf", ReadOptions(prefix: true)).count == 2)
             // a mebibyte value, and an empty one
-            let big = Pattern.bytes(1 << 20)
             try await store.write(Record(key: "big", value: big))
             #expect(try await store.read("big").value == big)
             try await store.write(Record(key: "empty", value: []))
