@@ -5,7 +5,8 @@ import Foundation
 /// seconds starves every other task of the process meanwhile: a registration heartbeat missed its
 /// TTL that way. The work runs on a dispatch queue whose threads are made as blocked ones need
 /// them and kept for the next (a thread per call cost a test reading 4,000 answers as many thread
-/// creations, slow under ThreadSanitizer).
+/// creations, slow under ThreadSanitizer). Whatever it blocks on must end by itself (a peer that
+/// closes, a timeout): a task that stops waiting for it does not stop it.
 public enum Blocking {
     private static let queue = DispatchQueue(label: "micro.tests.blocking", attributes: .concurrent)
 
