@@ -610,6 +610,14 @@ void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
 void mc_client_time_out(mc_request_t *r) {
     mc_conn_t *c = r->conn;
     if (!r->client.done || r->client.cancelled) return;
+    /* A loop held up past the deadline (long work on it, a starved machine) sweeps its deadlines
+     * before it reads: the answer may be waiting in the socket. The call gets one more turn, to
+     * read it, rather than a timeout with its answer unread (once: a connection busy with other
+     * calls has input waiting most of the time). */
+    if (c && !mc_conn_closed(c) && !r->client.deadline_graced && mc_conn_input_waiting(c)) {
+        r->client.deadline_graced = true;
+        if (mc_loop_arm_deadline(r->loop, &r->deadline, 1) == 0) return;
+    }
     r->client.timed_out = true;
     /* a closed connection completes its calls itself */
     if (!c || mc_conn_closed(c)) return;

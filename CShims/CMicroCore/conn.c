@@ -350,8 +350,7 @@ void mc_conn_update_timer(mc_conn_t *c) {
     uv_timer_start(&c->timer, on_timer, deadline > now ? deadline - now : 0, 0);
 }
 
-/* Whether bytes from the peer wait in the socket, unread, while the connection reads. */
-static bool input_waiting(mc_conn_t *c) {
+bool mc_conn_input_waiting(mc_conn_t *c) {
     uv_os_fd_t fd;
     int n = 0;
     if (c->read_stopped || uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return false;
@@ -383,7 +382,7 @@ static void on_timer(uv_timer_t *t) {
     bool header_over = c->header_deadline && now >= c->header_deadline;
     bool read_over = read_due && now >= read_due;
     bool idle_over = conn_idle(c) && c->idle_since && now >= c->idle_since + cfg->idle_timeout_ms && !c->close_at;
-    if ((header_over || read_over || idle_over) && input_waiting(c)) {
+    if ((header_over || read_over || idle_over) && mc_conn_input_waiting(c)) {
         uv_timer_start(&c->timer, on_timer, 1, 0);
         return;
     }

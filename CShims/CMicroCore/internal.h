@@ -401,6 +401,9 @@ void mc_conn_body_held(mc_conn_t *c, mc_request_t *r, ptrdiff_t n);
 void mc_conn_start_reading(mc_conn_t *c);
 void mc_conn_write(mc_conn_t *c, const void *p, size_t n);
 void mc_conn_update_timer(mc_conn_t *c);
+/* Whether bytes from the peer wait in the socket, unread, while the connection reads: a deadline
+ * that finds them was held up with the loop, not by the peer. */
+bool mc_conn_input_waiting(mc_conn_t *c);
 void mc_conn_request_done(mc_conn_t *c);
 void mc_server_conn_gone(mc_server_t *s);
 void mc_server_retain(mc_server_t *s);
@@ -467,6 +470,7 @@ struct mc_request {
         bool sent;          /* its HEADERS frame left: the server may have processed it */
         bool cancelled;
         bool timed_out;     /* its deadline passed (it is cancelled too) */
+        bool deadline_graced; /* its deadline found the answer's bytes waiting once: a turn to read them */
         bool too_large;
         bool fields_too_large;
         bool interim;       /* reading the fields of a 1xx answer */

@@ -1,8 +1,14 @@
 import CMicroCore
+import Foundation
 import Logging
 import MicroCore
+import MicroTestSupport
 import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Call deadlines live in the core's timer wheel: a call that ends takes its deadline with it
 /// (nothing is left to fire later), and one that passes answers the caller and cancels the
@@ -95,5 +101,61 @@ import Testing
         await server.shutdownGracefully(timeout: .seconds(10))
         clientGroup.shutdown()
         serverGroup.shutdown()
+    }
+    /// A client's loop held up past a call's deadline (long work on it, a starved machine) while
+    /// the answer came: the loop sweeps its deadlines before it reads, and the call's deadline,
+    /// finding the answer's bytes waiting, gives it a turn to read them instead of timing it out
+    /// with its answer unread. The server here is the test itself, on a socket of its own, so that
+    /// the answer is in the client's socket before the loop is let go.
+    @Test func aDeadlineThatPassedWhileTheClientLoopWasHeldReadsTheAnswerFirst() async throws {
+        let (listener, port) = try TCPConnectionTests.listen()
+        defer { Glibc.close(listener) }
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown() }
+        let client = HTTPClient(group: group)
+        let timeout = Duration.milliseconds(500)
+        let start = ContinuousClock.now
+        let call = Task {
+            try await client.request(address: "127.0.0.1:\(port)", method: "GET", path: "/held", headers: [:], body: [],
+                                     deadline: start + timeout, version: .http1_1)
+        }
+        let peer = await Blocking.run { accept(listener, nil, nil) }
+        try #require(peer >= 0)
+        defer { Glibc.close(peer) }
+        let head = await Blocking.run { () -> [UInt8] in
+            var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 4096)
+            while !bytes.suffix(4).elementsEqual([13, 10, 13, 10]) {
+                let n = recv(peer, &chunk, chunk.count, 0)
+                if n <= 0 { break }
+                bytes += chunk[..<n]
+            }
+            return bytes
+        }
+        #expect(String(decoding: head, as: UTF8.self).hasPrefix("GET /held HTTP/1.1"))
+        // the loop is held from before the deadline (if this test got there in time: a loaded
+        // machine may not) until past it; the answer is sent meanwhile
+        let (holding, hold) = AsyncStream<Bool>.makeStream()
+        let answered = DispatchSemaphore(value: 0)
+        group.loops[0].execute {
+            let inTime = ContinuousClock.now < start + timeout - .milliseconds(100)
+            hold.yield(inTime)
+            guard inTime else { return }
+            answered.wait()
+            while ContinuousClock.now < start + timeout + .milliseconds(100) { usleep(10_000) }
+        }
+        var held = holding.makeAsyncIterator()
+        guard await held.next() == true else {
+            print("the client's loop was reached after the deadline (a loaded machine): nothing to check")
+            call.cancel()
+            _ = try? await call.value
+            await client.close()
+            return
+        }
+        let answer = Array("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nhere".utf8)
+        #expect(send(peer, answer, answer.count, Int32(MSG_NOSIGNAL)) == answer.count)
+        answered.signal()
+        let response = try await call.value
+        #expect(response.status == 200 && response.body == Array("here".utf8))
+        await client.close()
     }
 }
