@@ -85,7 +85,7 @@ struct Bench: AsyncParsableCommand {
             }
         } else {
             let options = CallOptions(timeout: try secondsOption(timeout, option: "timeout"), retries: 0, contentType: contentType, metadata: metadata)
-            let clients = try (0..<connections).map { _ in try makeClient(registry: Registries.default, options: options, eventLoopGroup: group, logger: logger) }
+            let clients = try (0..<connections).map { _ in try makeClient(registry: processRegistry(), options: options, eventLoopGroup: group, logger: logger) }
             let service = target, endpoint = self.endpoint!, payload = body
             call = { connection in _ = try await clients[connection].call(service, endpoint, body: payload) }
         }
@@ -112,7 +112,7 @@ struct Bench: AsyncParsableCommand {
             (address, path) = try Self.split(target)
         } else {
             // a service target: its first node, addressed the way the client addresses it
-            guard let node = try await Registries.default.getService(target).flatMap(\.nodes).first else {
+            guard let node = try await processRegistry().getService(target).flatMap(\.nodes).first else {
                 throw ValidationError("service \(target) not found in the registry")
             }
             address = node.address

@@ -6,7 +6,7 @@ import Micro
 /// The nodes of `service` in the registry (or the one at `address`): (node id, address).
 private func nodes(of service: String, address: String?) async throws -> [(id: String, address: String)] {
     if let address { return [(address, address)] }
-    let nodes = try await Registries.default.getService(service).flatMap(\.nodes)
+    let nodes = try await processRegistry().getService(service).flatMap(\.nodes)
     guard !nodes.isEmpty else { throw Failure("service \(service) not found") }
     return nodes.map { ($0.id, $0.address) }.sorted { $0.id < $1.id }
 }

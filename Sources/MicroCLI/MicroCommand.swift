@@ -36,7 +36,7 @@ struct Services: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the services that have a live node.")
 
     func run() async throws {
-        let services = try await Registries.default.listServices()
+        let services = try await processRegistry().listServices()
         for name in Set(services.map(\.name)).sorted() {
             let versions = services.filter { $0.name == name }
             let nodes = versions.reduce(0) { $0 + $1.nodes.count }
@@ -51,7 +51,7 @@ struct Describe: AsyncParsableCommand {
     @Argument(help: "The service name.") var service: String
 
     func run() async throws {
-        let records = try await Registries.default.getService(service)
+        let records = try await processRegistry().getService(service)
         guard !records.isEmpty else { throw Failure("service \(service) not found") }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -71,7 +71,7 @@ struct Watch: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let events = try Registries.default.events(service: service)
+        let events = try processRegistry().events(service: service)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
@@ -253,6 +253,7 @@ struct Subscribe: AsyncParsableCommand {
 func makeClient(registry: (any Registry)? = nil, options: CallOptions = .init(), eventLoopGroup: EventLoopGroup = .shared,
                 logger: Logger) throws -> Client {
     do {
+        let registry = try registry ?? processRegistry()
         return try Client(config: .process, registry: registry, options: options, eventLoopGroup: eventLoopGroup, logger: logger)
     } catch {
         FileHandle.standardError.write(Data("micro: \(error)\n".utf8))
@@ -281,6 +282,14 @@ func keyValues(_ pairs: [String], what: String) throws -> [String: String] {
         out[String(parts[0])] = String(parts[1])
     }
     return out
+}
+
+/// The process's registry; settings that cannot make it (`MICRO_REGISTRY=etcd` with an endpoint
+/// that does not parse, a bad `MICRO_MDNS_TIMEOUT`) are said in one line, rather than the local
+/// registry answering in its place.
+func processRegistry() throws -> any Registry {
+    if let problem = Registries.environmentError() { throw Failure(problem) }
+    return Registries.default
 }
 
 struct Failure: Error, CustomStringConvertible {

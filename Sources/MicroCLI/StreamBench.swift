@@ -51,7 +51,7 @@ struct StreamBench: AsyncParsableCommand {
         var logger = Logger(label: "micro.bench")
         logger.logLevel = .error
         let options = CallOptions(contentType: grpc ? "application/grpc" : contentType, address: address)
-        let client = try makeClient(registry: Registries.default, options: options, eventLoopGroup: group, logger: logger)
+        let client = try makeClient(registry: processRegistry(), options: options, eventLoopGroup: group, logger: logger)
         let mode = self.mode, messages = self.messages, window = max(1, self.window)
         let start = ContinuousClock.now
         let (count, bytes) = try await client.rawStream(service, endpoint) { call -> (Int, Int) in

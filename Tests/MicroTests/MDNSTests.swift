@@ -15,6 +15,9 @@ import Glibc
         .appendingPathComponent("Peers")
     static var micro: String { Tool.binDirectory.appendingPathComponent("micro").path }
     static let mdns = ["MICRO_REGISTRY": "mdns"]
+    /// A listing waits for whatever answers within the timeout: 5 s here, not the default 1 s,
+    /// which a sanitized peer on a loaded machine has missed.
+    static let listing = ["MICRO_MDNS_TIMEOUT": "5"]
 
     /// helloworld in namespace A, registered over mDNS, bound to every address of A.
     static func helloworld(_ net: NetworkNamespaces, environment: [String: String] = [:]) async throws -> ChildService {
@@ -48,7 +51,7 @@ import Glibc
         let call = try await Self.micro(net, ["call", "helloworld", "Helloworld.Greeting", #"{"name":"x"}"#] + Duration.hangGuardOption)
         #expect(call.status == 0, "\(call.stderr)")
         #expect(call.stdout == #"{"message":"Hello x"}"# + "\n")
-        let services = try await Self.micro(net, ["services"])
+        let services = try await Self.micro(net, ["services"], environment: Self.listing)
         #expect(services.stdout == "helloworld\tlatest\t1 node\n", "\(services.stderr)")
 
         // SIGTERM: the service says goodbye (TTL 0) before it stops
@@ -144,7 +147,7 @@ import Glibc
         let records = try JSONDecoder().decode([ServiceRecord].self, from: Data(described.stdout.utf8))
         #expect(records.map(\.version) == ["0.9"])
         #expect(records.first?.nodes == [Node(id: "pynode", address: "\(net.addressA):7070", metadata: ["protocols": "h2c"])])
-        let services = try await Self.micro(net, ["services"])
+        let services = try await Self.micro(net, ["services"], environment: Self.listing)
         #expect(services.stdout.contains("pysvc\t0.9\t1 node\n"), "\(services.stdout) \(services.stderr)")
     }
 
@@ -200,7 +203,7 @@ import Glibc
         #expect(records.first?.endpoints.map(\.name) == ["Peer.Hello"])
         #expect(records.first?.endpoints.first?.request?.values == [Value(name: "name", type: "string")])
         // go-micro's listing wildcard names the service; its nodes are then asked for
-        let services = try await Self.micro(net, ["services"])
+        let services = try await Self.micro(net, ["services"], environment: Self.listing)
         #expect(services.stdout.contains("go.micro.srv.peer\t1.2.3\t1 node\n"), "\(services.stdout) \(services.stderr)")
     }
 
@@ -297,10 +300,17 @@ import Glibc
         #expect(cache.nodes(names: names).isEmpty)
     }
 
-    @Test func MICRO_REGISTRYmdnsSelectsIt() {
+    @Test func MICRO_REGISTRYmdnsSelectsIt() throws {
         #expect(Registries.fromEnvironment(["MICRO_REGISTRY": "mdns", "MICRO_MDNS_INTERFACE": "eth9, eth8"]) is MDNSRegistry)
-        #expect(MDNSRegistry.Configuration.fromEnvironment(["MICRO_MDNS_INTERFACE": "eth9, eth8"]).interfaces == ["eth9", "eth8"])
-        #expect(MDNSRegistry.Configuration.fromEnvironment([:]).interfaces == nil)
+        #expect(try MDNSRegistry.Configuration.fromEnvironment(["MICRO_MDNS_INTERFACE": "eth9, eth8"]).interfaces == ["eth9", "eth8"])
+        #expect(try MDNSRegistry.Configuration.fromEnvironment([:]).interfaces == nil)
+        #expect(try MDNSRegistry.Configuration.fromEnvironment(["MICRO_MDNS_TIMEOUT": "2.5"]).timeout == .milliseconds(2500))
+        #expect(Registries.environmentError(["MICRO_REGISTRY": "mdns", "MICRO_MDNS_TIMEOUT": "2.5"]) == nil)
+        // a timeout that is no number of seconds: the service (and micro) says so and does not start
+        for bad in ["abc", "0", "-1", "nan", "1e9"] {
+            let problem = Registries.environmentError(["MICRO_REGISTRY": "mdns", "MICRO_MDNS_TIMEOUT": bad])
+            #expect(problem?.contains("MICRO_MDNS_TIMEOUT must be a number of seconds above 0, not '\(bad)'") == true, "\(String(describing: problem))")
+        }
     }
 
     @Test func dottedServiceNamesAndNodeIDsAreSeveralLabelsAsInGoMicro() throws {

@@ -143,6 +143,8 @@ import Glibc
         ("MICRO_REGISTRY", "consul", "MICRO_REGISTRY names no registry 'consul'; known: etcd, local, mdns, memory"),
         ("MICRO_BROKER", "kafka", "MICRO_BROKER names no broker 'kafka'; known: http, memory, nats"),
         ("MICRO_BROKER_ADDRESS", "http://10.0.0.1:4222", "MICRO_BROKER=nats: 'http://10.0.0.1:4222' is not a NATS server URL (nats:// or tls://)"),
+        ("MICRO_ETCD_TIMEOUT", "soon", "MICRO_REGISTRY=etcd: MICRO_ETCD_TIMEOUT must be a number of seconds above 0, not 'soon'"),
+        ("MICRO_MDNS_TIMEOUT", "0", "MICRO_REGISTRY=mdns: MICRO_MDNS_TIMEOUT must be a number of seconds above 0, not '0'"),
         ("MICRO_REGISTER_TTL", "soon", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'soon'"),
         ("MICRO_REGISTER_TTL", "inf", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'inf'"),
         ("MICRO_REGISTER_INTERVAL", "-1", "MICRO_REGISTER_INTERVAL must be a number of seconds above 0, not '-1'"),
@@ -158,6 +160,11 @@ import Glibc
         if name == "MICRO_TLS_CLIENT_AUTH" { env["MICRO_TLS_CA"] = "/nowhere/ca.pem" }  // read only with a TLS setting
         if name == "MICRO_TRACER_SAMPLE_RATIO" { env["MICRO_TRACER"] = "memory" }  // read only with a tracer
         if name == "MICRO_BROKER_ADDRESS" { env["MICRO_BROKER"] = "nats" }  // helloworld links MicroNATS
+        if name == "MICRO_ETCD_TIMEOUT" {  // and MicroEtcd: a registry it cannot make
+            env["MICRO_REGISTRY"] = "etcd"
+            env["MICRO_REGISTRY_ADDRESS"] = "127.0.0.1:1"
+        }
+        if name == "MICRO_MDNS_TIMEOUT" { env["MICRO_REGISTRY"] = "mdns" }  // was the local registry, silently
         Self.expectOneLineRefusal(try await Self.run(environment: env), naming: [cause])
     }
 
@@ -190,6 +197,16 @@ import Glibc
         let result = try await Self.run("micro", arguments)
         #expect(result.status != 0 && !result.stderr.contains("Fatal error") && !result.stderr.contains("crashed"), "\(result.stderr)")
         #expect(result.stderr.contains("\(option) must be "), "\(result.stderr)")
+    }
+
+    /// A registry its settings cannot make is said in one line by every command that asks the
+    /// registry (they listed, described and called through the local registry in its place).
+    @Test(arguments: [["services"], ["describe", "x"], ["call", "x", "X.Y", "{}"], ["stats", "x"]])
+    func microSaysWhyTheRegistryCannotBeMade(arguments: [String]) async throws {
+        let result = try await Self.run("micro", arguments, environment: ["MICRO_REGISTRY": "mdns", "MICRO_MDNS_TIMEOUT": "soon"])
+        #expect(result.status == 1 && result.stdout.isEmpty, "\(result.status) \(result.stdout)")
+        #expect(result.stderr.contains("MICRO_REGISTRY=mdns: MICRO_MDNS_TIMEOUT must be a number of seconds above 0, not 'soon'"),
+                "\(result.stderr)")
     }
 
     /// In-process, without the process's signals, `run()` throws the same one line instead.

@@ -165,6 +165,7 @@ public final class MicroConfig: Sendable {
         ("micro.etcd.key", "MICRO_ETCD_KEY", "its private key (PEM file)"),
         ("micro.etcd.timeout", "MICRO_ETCD_TIMEOUT", "seconds an etcd request may take (default 5)"),
         ("micro.mdnsInterface", "MICRO_MDNS_INTERFACE", "network interfaces for mDNS"),
+        ("micro.mdnsTimeout", "MICRO_MDNS_TIMEOUT", "seconds an mDNS lookup waits for answers (default 1)"),
         ("micro.register.ttl", "MICRO_REGISTER_TTL", "seconds a registration lives"),
         ("micro.register.interval", "MICRO_REGISTER_INTERVAL", "seconds between refreshes"),
         ("micro.sync", "MICRO_SYNC", "locks: local, memory, etcd, …"),

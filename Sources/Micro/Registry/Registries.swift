@@ -8,7 +8,7 @@ public enum Registries {
     public static let plugins = PluginTable<any Registry>(kind: "registry", variable: "MICRO_REGISTRY", defaultName: "local", builtIn: [
         "local": { _ in LocalRegistry() },
         "memory": { _ in MemoryRegistry() },
-        "mdns": { context in MDNSRegistry(configuration: .fromEnvironment(context.environment)) },
+        "mdns": { context in MDNSRegistry(configuration: try .fromEnvironment(context.environment)) },
     ])
 
     /// One per process, so that a service and a client in one process share it. Made on first
@@ -20,9 +20,18 @@ public enum Registries {
         (try? plugins.make(PluginContext(environment: environment))) ?? LocalRegistry()
     }
 
-    /// Why `MICRO_REGISTRY` names no registry, if it does not (``fromEnvironment(_:)`` then falls
-    /// back to `local`; a service refuses to start).
+    /// Why `MICRO_REGISTRY` names no registry, or one that its settings cannot make (etcd's
+    /// addresses, mDNS's timeout), if so (``fromEnvironment(_:)`` then falls back to `local`; a
+    /// service refuses to start, and so does `micro`).
     public static func environmentError(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> String? {
-        plugins.problem(environment)
+        if let problem = plugins.problem(environment) { return problem }
+        // made, not used, to see (none of them connects before it is used)
+        guard let name = environment["MICRO_REGISTRY"]?.lowercased(), !["", "local", "memory"].contains(name) else { return nil }
+        do {
+            _ = try plugins.make(PluginContext(environment: environment))
+        } catch {
+            return error.description
+        }
+        return nil
     }
 }

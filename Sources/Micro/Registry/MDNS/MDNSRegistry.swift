@@ -48,11 +48,20 @@ public final class MDNSRegistry: Registry {
             self.answerWindow = answerWindow
         }
 
-        /// From `MICRO_MDNS_INTERFACE` (comma-separated names).
-        public static func fromEnvironment(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment) -> Configuration {
+        /// From `MICRO_MDNS_INTERFACE` (comma-separated names) and `MICRO_MDNS_TIMEOUT` (seconds:
+        /// ``timeout``; a slow or busy network answers later than the default second). Throws a
+        /// one-line ``ConfigurationError`` for a timeout that is not a number of seconds above 0.
+        public static func fromEnvironment(_ environment: [String: String] = MicroConfig.process.frameworkEnvironment)
+            throws(ConfigurationError) -> Configuration {
             var configuration = Configuration()
             if let names = environment["MICRO_MDNS_INTERFACE"], !names.isEmpty {
                 configuration.interfaces = names.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            }
+            if let text = environment["MICRO_MDNS_TIMEOUT"], !text.isEmpty {
+                guard let seconds = Double(text), seconds.isFinite, seconds >= 0.001, seconds <= 3600 else {
+                    throw ConfigurationError(key: "micro.mdnsTimeout", reason: "MICRO_MDNS_TIMEOUT must be a number of seconds above 0, not '\(text)'")
+                }
+                configuration.timeout = .milliseconds(Int64(seconds * 1000))
             }
             return configuration
         }
@@ -74,7 +83,7 @@ public final class MDNSRegistry: Registry {
     let state = Mutex(State())
 
     public init(
-        configuration: Configuration = .fromEnvironment(),
+        configuration: Configuration = (try? .fromEnvironment()) ?? Configuration(),
         loop: EventLoop = EventLoopGroup.shared.next(),
         logger: Logger = Logger(label: "micro.registry.mdns")
     ) {
