@@ -53,8 +53,8 @@ public final class EtcdClient: Sendable {
         let loop = eventLoopGroup.next()
         self.leases = EtcdLeases(loop: loop, logger: logger)
         self.watches = EtcdWatches(loop: loop, logger: logger)
-        leases.client.withLock { $0 = self }
-        watches.client.withLock { $0 = self }
+        leases.client.withLock { $0.value = self }
+        watches.client.withLock { $0.value = self }
     }
 
     deinit {
@@ -239,4 +239,10 @@ func keepOpen(_ name: String, client: @escaping @Sendable () -> EtcdClient?, log
         guard (try? await Task.sleep(for: pause)) != nil else { return }
         pause = min(pause * 2, .seconds(2))
     }
+}
+
+/// The client its lease and watch streams belong to, held weakly: they are the client's, and a
+/// strong reference back kept every client (and its connections) alive after its last user.
+struct WeakEtcdClient {
+    weak var value: EtcdClient?
 }

@@ -56,7 +56,7 @@ final class EtcdLeases: Sendable {
 
     private let state = Mutex(State())
     /// Set once by the client that owns this (a weak reference: the streams stop with it).
-    let client = Mutex<EtcdClient?>(nil)
+    let client = Mutex(WeakEtcdClient())
     private let logger: Logger
     private let loop: EventLoop
 
@@ -109,7 +109,7 @@ final class EtcdLeases: Sendable {
     }
 
     private func keepStreamOpen() async {
-        await keepOpen("lease keep-alive", client: { [weak self] in self?.client.withLock { $0 } }, logger: logger) { etcd, endpoint in
+        await keepOpen("lease keep-alive", client: { [weak self] in self?.client.withLock { $0.value } }, logger: logger) { etcd, endpoint in
             try await etcd.stream("/etcdserverpb.Lease/LeaseKeepAlive", Etcdserverpb_LeaseKeepAliveRequest.self,
                                   Etcdserverpb_LeaseKeepAliveResponse.self, endpoint: endpoint) { call in
                 let (requests, send) = AsyncStream<Etcdserverpb_LeaseKeepAliveRequest>.makeStream()

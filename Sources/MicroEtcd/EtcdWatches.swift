@@ -92,7 +92,7 @@ final class EtcdWatches: Sendable {
     }
 
     private let state = Mutex(State())
-    let client = Mutex<EtcdClient?>(nil)
+    let client = Mutex(WeakEtcdClient())
     private let logger: Logger
     private let loop: EventLoop
 
@@ -150,7 +150,7 @@ final class EtcdWatches: Sendable {
     }
 
     private func run() async {
-        await keepOpen("watch", client: { [weak self] in self?.client.withLock { $0 } }, logger: logger) { etcd, endpoint in
+        await keepOpen("watch", client: { [weak self] in self?.client.withLock { $0.value } }, logger: logger) { etcd, endpoint in
             do {
                 try await etcd.stream("/etcdserverpb.Watch/Watch", Etcdserverpb_WatchRequest.self, Etcdserverpb_WatchResponse.self,
                                       endpoint: endpoint) { call in

@@ -93,6 +93,18 @@ import Testing
         #expect(try await etcd.members().count == 1)
     }
 
+    /// A client its last user let go of is freed (its lease and watch streams held it strongly,
+    /// and every client lived as long as the process).
+    @Test func aClientNoLongerUsedIsFreed() {
+        weak var gone: EtcdClient?
+        do {
+            let etcd = EtcdClient(configuration: EtcdConfiguration(endpoints: ["127.0.0.1:1"]))
+            gone = etcd
+            #expect(etcd.endpoints == ["127.0.0.1:1"])
+        }
+        #expect(gone == nil)
+    }
+
     @Test func leasesAreKeptAliveAndLossIsReported() async throws {
         let cluster = try await EtcdCluster()
         defer { cluster.stop() }
