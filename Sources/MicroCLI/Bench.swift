@@ -85,7 +85,8 @@ struct Bench: AsyncParsableCommand {
             }
         } else {
             let options = CallOptions(timeout: try secondsOption(timeout, option: "timeout"), retries: 0, contentType: contentType, metadata: metadata)
-            let clients = try (0..<connections).map { _ in try makeClient(registry: processRegistry(), options: options, eventLoopGroup: group, logger: logger) }
+            let registry = try processRegistry()
+            let clients = try (0..<connections).map { _ in try makeClient(registry: registry, options: options, eventLoopGroup: group, logger: logger) }
             let service = target, endpoint = self.endpoint!, payload = body
             call = { connection in _ = try await clients[connection].call(service, endpoint, body: payload) }
         }
