@@ -51,7 +51,7 @@ final class Tally: Sendable {
     @Test func theLeaderKilledDuringAThousandCallsByNameFailsNone() async throws {
         let cluster = try await EtcdCluster(members: 3)
         defer { cluster.stop() }
-        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: Self.hangGuard))
         defer { Task { await probe.close() } }
         let leader = try await Self.leader(cluster, probe)
         // the service and the caller both use the leader first, so that its death concerns them
@@ -133,7 +133,7 @@ final class Tally: Sendable {
 
         // the service's lease ran out meanwhile (4 s): it registers again on a new one
         #expect(await service.waitForLine(containing: "registered /micro/registry/helloworld/", within: .seconds(120)) != nil)
-        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: Self.hangGuard))
         defer { Task { await probe.close() } }
         let kv = try #require(try await probe.get(.prefix(Self.prefix)).kvs.first)
         #expect(try await probe.leaseTimeToLive(kv.lease) != nil)
@@ -188,7 +188,7 @@ final class Tally: Sendable {
         defer { cluster.stop() }
         // the watch and keep-alive streams on a follower, which then stops answering (no RST); a
         // follower, so that the cluster goes on without an election meanwhile
-        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let probe = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: Self.hangGuard))
         defer { Task { await probe.close() } }
         let leader = try await Self.leader(cluster, probe)
         let frozen = (leader + 1) % 3, other = (leader + 2) % 3
@@ -205,7 +205,7 @@ final class Tally: Sendable {
         defer { keepAlive.cancel() }
         await cluster.freeze(frozen)
         defer { cluster.signal(frozen, SIGCONT) }
-        let writer = EtcdClient(configuration: EtcdConfiguration(endpoints: [cluster.endpoints[leader]]))
+        let writer = EtcdClient(configuration: EtcdConfiguration(endpoints: [cluster.endpoints[leader]], timeout: Self.hangGuard))
         defer { Task { await writer.close() } }
         try await writer.put("/frozen/a", Array("1".utf8))
         var interrupted = false
@@ -245,11 +245,11 @@ final class Tally: Sendable {
     @Test func aWatchCompactedWhileAwayMakesTheRegistryReadAgain() async throws {
         let cluster = try await EtcdCluster(members: 3)
         defer { cluster.stop() }
-        let finder = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints))
+        let finder = EtcdClient(configuration: EtcdConfiguration(endpoints: cluster.endpoints, timeout: Self.hangGuard))
         defer { Task { await finder.close() } }
         let leader = try await Self.leader(cluster, finder)
         let away = (leader + 1) % 3, stay = (leader + 2) % 3
-        let writer = EtcdClient(configuration: EtcdConfiguration(endpoints: [cluster.endpoints[leader]]))
+        let writer = EtcdClient(configuration: EtcdConfiguration(endpoints: [cluster.endpoints[leader]], timeout: Self.hangGuard))
         defer { Task { await writer.close() } }
         func node(_ id: String) -> [UInt8] { Array(#"{"name":"svc","version":"1","nodes":[{"id":"\#(id)","address":"127.0.0.1:1"}]}"#.utf8) }
         try await writer.put(EtcdRegistry.key(service: "svc", node: "old"), node("old"))
