@@ -66,17 +66,9 @@ public enum StallWatch {
     private static func dump(_ stalled: [String], seconds: Double) {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("micro-stall-\(getpid())-\(UUID().uuidString.prefix(8)).txt").path
         FileHandle.standardError.write(Data("STALL: \(stalled.joined(separator: ", ")) did not run a probe for \(seconds) s; stacks in \(file)\n".utf8))
-        let words = ["gdb", "-p", "\(getpid())", "-batch", "-ex", "thread apply all bt 30"]
-        var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var pid: pid_t = 0
-        guard posix_spawnp(&pid, "gdb", &actions, nil, &argv, environ) == 0 else { return }
+        // gdb's stdout to the file, its stderr to /dev/null; waited for on this thread (the watch's own)
+        guard let gdb = try? Spawn.start(["gdb", "-p", "\(getpid())", "-batch", "-ex", "thread apply all bt 30"], stdoutPath: file) else { return }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        while waitpid(gdb.pid, &status, 0) < 0 && errno == EINTR {}
     }
 }
