@@ -65,6 +65,10 @@ public struct HTTPServerRequest: Sendable {
         storage = Storage(fields)
     }
 
+    /// Tells this request from others in flight: the same for each copy of it, until a field is
+    /// changed.
+    package var identity: ObjectIdentifier { ObjectIdentifier(storage) }
+
     /// The first value of header `name`: `headers[name]` without a copy of the headers.
     package func header(_ name: String) -> String? { storage.fields.headers[name] }
 

@@ -27,6 +27,8 @@ final class RequestWorkers: @unchecked Sendable {
     // type's comment); `stop()` hops there first.
     let loop: EventLoop
     let handler: HTTPServer.Handler
+    /// Tried first for each request (see ``HTTPServer/Immediate``).
+    let immediate: HTTPServer.Immediate?
     // Loop-confined state touched for every request: exclusivity cannot be violated across
     // threads, and no access here overlaps another, so the dynamic checks are left out.
     /// Requests waiting for a worker, oldest first.
@@ -40,8 +42,9 @@ final class RequestWorkers: @unchecked Sendable {
     /// Idle workers kept per loop; more end.
     static let maxParked = 32
 
-    init(loop: EventLoop, handler: @escaping HTTPServer.Handler) {
+    init(loop: EventLoop, immediate: HTTPServer.Immediate? = nil, handler: @escaping HTTPServer.Handler) {
         self.loop = loop
+        self.immediate = immediate
         self.handler = handler
     }
 
@@ -114,7 +117,10 @@ final class RequestWorkers: @unchecked Sendable {
                     // to cancel: the handler runs cancelled (nothing else would ever cancel it,
                     // since a gone exchange arms no deadline)
                     if call.isGone { cancel(call) }
-                    await owner.handler(HTTPServerRequest(call), HTTPResponder(call))
+                    let request = HTTPServerRequest(call), responder = HTTPResponder(call)
+                    if owner.immediate?(request, responder) != true {
+                        await owner.handler(request, responder)
+                    }
                     call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
                     call.worker = nil
                     current = nil

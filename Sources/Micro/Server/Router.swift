@@ -143,6 +143,30 @@ final class Router: Sendable {
     /// What the registry publishes: each endpoint with its request and response shapes.
     var descriptions: [Endpoint] { endpoints.withLock { $0.values.map(\.description).sorted { $0.name < $1.name } } }
 
+    /// The route ``serveImmediately(_:_:_:)`` found for a request it left to ``serve(_:_:routed:)``,
+    /// kept per loop for the moment between the two: the worker that called the one calls the
+    /// other next, on the same loop, with nothing of that loop's running in between.
+    ///
+    /// @unchecked Sendable: slot `i` is read and written only on the thread of the group's loop `i`.
+    final class RouteHandoff: @unchecked Sendable {
+        private var slots: [(request: ObjectIdentifier, route: Route)?]
+
+        init(loops: Int) { slots = Array(repeating: nil, count: loops) }
+
+        func put(_ route: Route, for request: HTTPServerRequest) {
+            let index = request.loop.index
+            if index < slots.count { slots[index] = (request.identity, route) }
+        }
+
+        /// The route put for `request`, taken out; nil if there is none.
+        func take(for request: HTTPServerRequest) -> Route? {
+            let index = request.loop.index
+            guard index < slots.count, let slot = slots[index] else { return nil }
+            slots[index] = nil
+            return slot.request == request.identity ? slot.route : nil
+        }
+    }
+
     /// Where a request goes, decided without suspending. Kept apart from the async functions so
     /// that their frames (allocated per request from the task's allocator) stay small.
     ///
@@ -200,18 +224,14 @@ final class Router: Sendable {
     /// the worker and the handler costs a frame and a hop back to the caller's isolation when
     /// the callee returns. The caller's deadline is armed in the core, which tells the router
     /// (``deadlinePassed(_:_:)``) only if it passes first: no task races the handler.
-    nonisolated(nonsending) func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder) async {
-        switch route(request) {
-        case .answer(let response): responder.send(response)
+    ///
+    /// `routed`: the request's route, when ``serveImmediately(_:_:_:)`` found it already.
+    nonisolated(nonsending) func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder, routed: Route? = nil) async {
+        let route = routed ?? self.route(request)
+        if answerWithoutSuspending(route, responder) { return }
+        switch route {
+        case .answer: return  // answered above
         case .unary(let call):
-            if let sync = call.endpoint.sync, interceptors.allowSynchronousCalls {
-                // a synchronous handler, run in this frame: no async call, so no frame of its own
-                // and no executor check when it returns; it answers before any deadline could
-                // pass on this loop, so none is armed
-                let start = call.endpoint.metrics?.begin()
-                return conclude(call, invokeSynchronously(sync, call.endpoint, call.message, call.codec, call.context),
-                                metrics: call.endpoint.metrics, since: start, responder)
-            }
             if call.context.timeoutMilliseconds > 0 {
                 responder.setDeadline(afterMilliseconds: call.context.timeoutMilliseconds, handler: self)
             }
@@ -231,6 +251,35 @@ final class Router: Sendable {
             responder.send(await checks.answer(request)
                 ?? HTTPServerResponse(status: 404, headers: ["content-type": "text/plain"],
                                       body: Array("no such health endpoint: /health, /health/live and /health/ready are\n".utf8)))
+        }
+    }
+
+    /// The server's first try at a request (``HTTPServer/Immediate``), on its loop: answers what
+    /// needs no suspension, in the worker's own frame, and leaves the rest (with its route, in
+    /// `handoff`) to ``serve(_:_:routed:)``, which the worker calls next.
+    func serveImmediately(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ handoff: RouteHandoff) -> Bool {
+        let route = self.route(request)
+        if answerWithoutSuspending(route, responder) { return true }
+        handoff.put(route, for: request)
+        return false
+    }
+
+    /// Answers `route` if that takes no suspension: an answer made already, or a synchronous
+    /// handler with nothing to run around it. It answers before any deadline could pass on this
+    /// loop, so none is armed. False: the route needs ``serve(_:_:routed:)``.
+    private func answerWithoutSuspending(_ route: Route, _ responder: HTTPResponder) -> Bool {
+        switch route {
+        case .answer(let response):
+            responder.send(response)
+            return true
+        case .unary(let call):
+            guard let sync = call.endpoint.sync, interceptors.allowSynchronousCalls else { return false }
+            let start = call.endpoint.metrics?.begin()
+            conclude(call, invokeSynchronously(sync, call.endpoint, call.message, call.codec, call.context),
+                     metrics: call.endpoint.metrics, since: start, responder)
+            return true
+        default:
+            return false
         }
     }
 

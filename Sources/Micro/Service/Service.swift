@@ -270,9 +270,12 @@ public final class Service: Sendable {
         }
         config.tls = options.tls
         let router = self.router
+        // what the router answers without suspending it answers before the worker's async call
+        let handoff = Router.RouteHandoff(loops: options.eventLoopGroup.loops.count)
         let server = try HTTPServer(group: options.eventLoopGroup, configuration: config, logger: options.logger,
-                                    streamPaths: { router.isStream(path: $0) }) { request, responder in
-            await router.serve(request, responder)
+                                    streamPaths: { router.isStream(path: $0) },
+                                    immediate: { request, responder in router.serveImmediately(request, responder, handoff) }) { request, responder in
+            await router.serve(request, responder, routed: handoff.take(for: request))
         }
         // a weak reference: the metrics must not keep a closed server alive
         router.connectionMetrics?.source.withLock { $0 = { [weak server] in server?.stats ?? .init(openConnections: 0, accepted: 0, acceptBackoffs: 0) } }
