@@ -42,16 +42,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: ["JSON", "YAML"]),
     ],
     targets: [
-        // System libraries (Debian: libuv1-dev, libssl-dev, libnghttp2-dev, libhttp-parser-dev).
+        // System libraries (Debian: libuv1-dev, libssl-dev, libhttp-parser-dev).
         .systemLibrary(
             name: "CUV", path: "CShims/CUV", pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"]), .brew(["libuv"])]),
         .systemLibrary(
             name: "COpenSSL", path: "CShims/COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
-        .systemLibrary(
-            name: "CNGHTTP2", path: "CShims/CNGHTTP2", pkgConfig: "libnghttp2",
-            providers: [.apt(["libnghttp2-dev"]), .brew(["libnghttp2"])]),
         .systemLibrary(
             name: "CZlib", path: "CShims/CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
@@ -66,7 +63,7 @@ let package = Package(
             providers: [.apt(["libhttp-parser-dev"]), .brew(["http-parser"])]),
         .target(
             name: "CMicroCore",
-            dependencies: ["CUV", "COpenSSL", "CNGHTTP2", "CHTTPParser"],
+            dependencies: ["CUV", "COpenSSL", "CHTTPParser"],
             path: "CShims/CMicroCore",
             publicHeadersPath: "include",
             cSettings: [

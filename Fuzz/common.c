@@ -48,7 +48,6 @@ mc_loop_t *fuzz_loop(void) {
         loop->readbuf = malloc(MC_READ_BUFFER_SIZE);
         if (!loop || !loop->readbuf || uv_loop_init(&loop->uv) != 0) abort();
         atomic_init(&loop->nconns, 0);
-        mc_pool_init(&loop->blocks); /* as mc_loop_start does: nghttp2 allocates from it */
         uv_timer_init(&loop->uv, &loop->deadline_timer);
         loop->deadline_timer.data = loop;
     }
@@ -112,8 +111,8 @@ size_t fuzz_written;
 
 int mc_fuzz_try_write(mc_conn_t *c, const uint8_t *p, size_t n) {
     CHECK(!c->writing && n > 0 && n <= INT32_MAX);
-    /* a completion callback may close the connection inside nghttp2's mem_send, just before the
-     * flush writes: libuv then refuses the write (the handle is closing) */
+    /* a completion callback may close the connection inside the pump, just before the flush
+     * writes: libuv then refuses the write (the handle is closing) */
     if (mc_conn_closed(c)) return UV_EPIPE;
     volatile uint8_t touch = p[0] ^ p[n - 1]; /* ASan checks both ends of what is written */
     (void)touch;

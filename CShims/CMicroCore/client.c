@@ -1,26 +1,23 @@
 /*
  * Client connections: HTTP/2 (h2c, prior knowledge, or TLS) here, HTTP/1.1 in h1client.c, on
- * the same connection machinery as the server. HTTP/2: one flush per loop turn, nghttp2 through mem_recv/mem_send. A call is an mc_request_t
+ * the same connection machinery as the server. HTTP/2: the core's own framing (h2client.c), one flush
+ * per loop turn. A call is an mc_request_t
  * used the other way round: its `resp` buffer holds the body to send, and the response's status,
  * headers, trailers and body are gathered into it.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "h2frame.h"
 #include "internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-
-static nghttp2_session_callbacks *callbacks;
-static nghttp2_option *options;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 void mc_client_finish_call(mc_request_t *r, int result) {
     mc_call_done_fn done = r->client.done;
@@ -28,7 +25,7 @@ void mc_client_finish_call(mc_request_t *r, int result) {
     mc_conn_t *c = r->conn;
     r->client.done = NULL;
     if (c) {
-        if (c->h2 && r->stream_id > 0) nghttp2_session_set_stream_user_data(c->h2, r->stream_id, NULL);
+        if (c->h2c) mc_h2c_forget(c, r);
         c->active--;
         /* no longer the connection's: if `done` closes the connection, the close must not
          * complete (and release) this call a second time */
@@ -40,113 +37,6 @@ void mc_client_finish_call(mc_request_t *r, int result) {
     else if (r->client.too_large) result = MC_CALL_TOO_LARGE;
     if (done) done(ctx, result, r);
     mc_request_release(r);
-}
-
-static mc_request_t *call_of(nghttp2_session *s, int32_t id) { return nghttp2_session_get_stream_user_data(s, id); }
-
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-                     const uint8_t *value, size_t vlen, uint8_t flags, void *user) {
-    (void)flags;
-    (void)user;
-    mc_request_t *r = call_of(s, f->hd.stream_id);
-    if (!r) return 0;
-    /* a server could expand a 16 KiB frame into hundreds of MiB of fields through HPACK's table:
-     * past the budget the call ends (nghttp2 then skips the rest of the block) */
-    r->field_bytes += nlen + vlen + 32;
-    if (r->field_bytes > MC_CLIENT_MAX_FIELD_BYTES) {
-        r->client.fields_too_large = true;
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    }
-    if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
-        int status = 0;
-        for (size_t i = 0; i < vlen && i < 3; i++) status = status * 10 + (value[i] - '0');
-        if (status >= 200) r->client.status = status;
-        r->client.interim = status < 200; /* a 1xx interim answer: its fields are skipped */
-        return 0;
-    }
-    if ((nlen > 0 && name[0] == ':') || r->client.interim) return 0;
-    return mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
-}
-
-static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user) {
-    (void)flags;
-    mc_conn_t *c = user;
-    mc_request_t *r = call_of(s, id);
-    if (r && r->streaming) {
-        r->unconsumed += len; /* credited when the application has taken it */
-        if (r->client.scb.on_data) r->client.scb.on_data(r->client.done_ctx, data, len);
-        return 0;
-    }
-    nghttp2_session_consume(s, id, len); /* a whole body is gathered here */
-    if (!r || r->client.too_large) return 0;
-    if (r->body.len + len > c->client->max_response_bytes) {
-        r->client.too_large = true;
-        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
-        return 0;
-    }
-    return mc_buf_append(&r->body, data, len) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
-}
-
-static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user) {
-    (void)user;
-    if (f->hd.type == NGHTTP2_HEADERS) {
-        mc_request_t *r = call_of(s, f->hd.stream_id);
-        if (r) r->client.sent = true;
-    }
-    return 0;
-}
-
-static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user) {
-    mc_conn_t *c = user;
-    mc_request_t *r = f->hd.type == NGHTTP2_HEADERS ? call_of(s, f->hd.stream_id) : NULL;
-    if (r) {
-        /* the end of a header block: after the final answer's, fields are trailers */
-        r->client.interim = false;
-        if (r->client.status >= 200 && !r->trailer_index) {
-            r->trailer_index = r->nhdrs + 1;
-            if (r->streaming && r->client.scb.on_head) r->client.scb.on_head(r->client.done_ctx, r);
-        }
-    }
-    if (f->hd.type == NGHTTP2_SETTINGS && c->tls && !c->client->connected) {
-        /* TLS hook: the server's first frame; its verdict on our certificate came before it */
-        c->client->connected = true;
-        if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, 0, "");
-    }
-    if (f->hd.type == NGHTTP2_GOAWAY && !c->client->goaway) {
-        c->client->goaway = true;
-        if (c->client->cb.on_goaway) c->client->cb.on_goaway(c->client->cb.ctx);
-    }
-    return 0;
-}
-
-static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *user) {
-    mc_conn_t *c = user;
-    mc_request_t *r = call_of(s, id);
-    if (c->streams) c->streams--;
-    if (!r) return 0;
-    mc_stream_closed(s, r);
-    int result;
-    if (code == NGHTTP2_NO_ERROR && r->client.status >= 200) result = MC_CALL_OK;
-    else if (code == NGHTTP2_REFUSED_STREAM || !r->client.sent) result = MC_CALL_REFUSED;
-    else result = MC_CALL_RESET;
-    mc_client_finish_call(r, result);
-    return 0;
-}
-
-static void init_once(void) {
-    nghttp2_session_callbacks_new(&callbacks);
-    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
-    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
-    nghttp2_option_new(&options);
-    /* streamed answers credit the window only as the application consumes them; no RFC 7540
-     * priority tree (SETTINGS_NO_RFC7540_PRIORITIES, as the server side) */
-    if (options) {
-        nghttp2_option_set_no_auto_window_update(options, 1);
-        nghttp2_option_set_no_closed_streams(options, 1);
-    }
 }
 
 void mc_client_handles_closed(mc_conn_t *c) {
@@ -193,19 +83,10 @@ static void on_connect(uv_connect_t *req, int status) {
         if (c->client->cb.on_connected) c->client->cb.on_connected(c->client->cb.ctx, 0, "");
         return;
     }
-    pthread_once(&once, init_once);
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1024 * 1024},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MC_CLIENT_MAX_FIELD_BYTES},
-        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
-    };
-    if (!callbacks || !options || nghttp2_session_client_new3(&c->h2, callbacks, c, options, &c->loop->blocks.nghttp2) != 0 ||
-        nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) {
+    if (mc_h2c_init(c) != 0) {
         fail_connect(c, UV_ENOMEM, "");
         return;
     }
-    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 * 1024 * 1024);
     if (c->tls) {
         /* connected once the handshake is done and the server's SETTINGS arrive */
         mc_conn_start_reading(c);
@@ -261,66 +142,21 @@ static bool client_eof(mc_conn_t *c, ssize_t err) {
     return true;
 }
 
-static int session_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
-    ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
-    if (rv < 0) {
-        /* a fatal error (a flood, a broken frame): tell the server why with GOAWAY, then close
-         * once it is written; nothing more is read */
-        uint32_t code = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                                                              : NGHTTP2_PROTOCOL_ERROR;
-        if (nghttp2_session_terminate_session(c->h2, code) != 0) return -1;
-        mc_conn_enter(c, MC_CONN_ENDING);
-    }
-    mc_loop_mark_dirty(c->loop, c);
-    return 0;
-}
-
-/* Moves nghttp2's pending output into c->out: 1 if it stopped at its cap with more to come. */
-static int session_pump(mc_conn_t *c) {
-    if (!c->h2) return 0;
-    while (c->out.len < 1024 * 1024) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
-        if (n < 0) return -1;
-        if (n == 0) return 0;
-        if (mc_buf_append(&c->out, data, (size_t)n) != 0) return -1;
-    }
-    return 1;
-}
-
-static bool session_done(mc_conn_t *c) {
-    return !c->h2 || (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2));
-}
-
-/* nghttp2 answers some frames by itself (PING and SETTINGS acknowledgements); a server that
- * sends them and never reads would grow its queue, which the connection's byte count does not see. */
-#define MC_H2_MAX_QUEUED_FRAMES 1024
-
-static bool session_input_full(mc_conn_t *c) {
-    return c->h2 && nghttp2_session_get_outbound_queue_size(c->h2) > MC_H2_MAX_QUEUED_FRAMES;
-}
-
-static void session_free(mc_conn_t *c) {
-    if (c->h2) nghttp2_session_del(c->h2);
-    c->h2 = NULL;
-}
-
-/* HTTP/2 as a client, on nghttp2 (mem_recv / mem_send: it never touches the socket); a client
- * connection has no server timeouts (the callers' deadlines govern) and no graceful shutdown of
- * its own. */
+/* HTTP/2 as a client (h2client.c); a client connection has no server timeouts (the callers'
+ * deadlines govern) and no graceful shutdown of its own. */
 const mc_proto_ops_t mc_h2_client_proto = {
     .proto = MC_PROTO_H2_CLIENT,
-    .feed = session_feed,
-    .pump = session_pump,
-    .input_full = session_input_full,
-    .done = session_done,
+    .feed = mc_h2c_feed,
+    .pump = mc_h2c_pump,
+    .input_full = mc_h2c_input_full,
+    .done = mc_h2c_done,
     .eof = client_eof,
     .header_timeout = mc_conn_close,
     .read_timeout = mc_conn_close,
     .idle = mc_proto_never,
     .grace_over = mc_proto_never,
     .shutdown = mc_conn_close,
-    .free = session_free,
+    .free = mc_h2c_free,
 };
 
 static void connect_to(mc_conn_t *c, const struct sockaddr *addr) {
@@ -432,19 +268,6 @@ mc_conn_t *mc_client_open(mc_loop_t *loop, const char *host, uint16_t port, size
     return c;
 }
 
-static ssize_t read_request_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
-                                 nghttp2_data_source *source, void *user) {
-    (void)user;
-    mc_request_t *r = mc_h2_source_request(s, id, source);
-    if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t left = mc_request_sendq_left(r);
-    size_t n = left < length ? left : length;
-    if (n) memcpy(buf, r->sendq.data + r->sendq_off, n);
-    r->sendq_off += n;
-    if (r->sendq_off == r->sendq.len) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 bool mc_client_peer_gone(mc_conn_t *c) {
     uv_os_fd_t fd;
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return false; /* not open (the fuzz seam) */
@@ -453,7 +276,7 @@ bool mc_client_peer_gone(mc_conn_t *c) {
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-/* The names of the deadline headers mc_client_call adds (compared by address in submit). */
+/* The names of the deadline headers mc_client_call adds. */
 static const char grpc_timeout_name[] = "grpc-timeout";
 static const char micro_timeout_name[] = "timeout";
 
@@ -488,40 +311,14 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
         mc_request_release(r);
         return NULL;
     }
-    nghttp2_nv stack_nv[36];
-    size_t cap = nh + 4;
-    nghttp2_nv *nv = cap <= 36 ? stack_nv : malloc(cap * sizeof *nv);
-    if (!nv) {
-        mc_request_release(r);
-        return NULL;
-    }
-    size_t k = 0;
-#define NV(n, nl, v, vl) (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE}
-    nv[k++] = NV(":method", 7, method, strlen(method));
-    nv[k++] = c->tls ? NV(":scheme", 7, "https", 5) : NV(":scheme", 7, "http", 4);
-    nv[k++] = NV(":authority", 10, c->client->authority, c->client->authority_len);
-    nv[k++] = NV(":path", 5, path, strlen(path));
-    for (size_t i = 0; i < nh; i++) {
-        nv[k] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
-        /* a deadline differs from call to call: indexing it would only churn both HPACK tables */
-        if (h[i].name == grpc_timeout_name || h[i].name == micro_timeout_name) nv[k].flags = NGHTTP2_NV_FLAG_NO_INDEX;
-        k++;
-    }
-#undef NV
-    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = streaming ? mc_stream_read : read_request_body};
-    int32_t id = nghttp2_submit_request(c->h2, NULL, nv, k, streaming || len || grpc_frame ? &prd : NULL, r);
-    if (nv != stack_nv) free(nv);
-    if (id < 0) {
-        mc_request_release(r);
-        return NULL;
-    }
-    r->stream_id = id;
-    r->client.done_ctx = ctx;
     r->streaming = streaming;
+    if (mc_h2c_submit(c, r, method, path, h, nh) != 0) {
+        mc_request_release(r);
+        return NULL;
+    }
+    r->client.done_ctx = ctx;
     r->head_sent = true;
     c->active++;
-    c->streams++;
-    mc_loop_mark_dirty(c->loop, c);
     return r;
 }
 
@@ -585,11 +382,10 @@ int mc_client_stream(mc_client_t *client, const char *method, const char *path, 
     return 0;
 }
 
-/* Resets r's stream; its done follows when nghttp2 closes the stream. */
+/* Resets r's stream; its done follows at the connection's next pump. */
 static void reset_call(mc_conn_t *c, mc_request_t *r) {
     r->client.cancelled = true;
-    nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
-    mc_loop_mark_dirty(c->loop, c);
+    mc_h2c_reset(c, r, E_CANCEL);
 }
 
 void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
@@ -602,8 +398,7 @@ void mc_client_cancel(mc_client_t *client, int32_t stream_id) {
         mc_h1_client_end(c, r);
         return;
     }
-    if (!c->h2) return;
-    mc_request_t *r = call_of(c->h2, stream_id);
+    mc_request_t *r = mc_h2c_find(c, stream_id);
     if (r) reset_call(c, r);
 }
 
@@ -622,14 +417,14 @@ void mc_client_time_out(mc_request_t *r) {
     /* a closed connection completes its calls itself */
     if (!c || mc_conn_closed(c)) return;
     if (c->ops == &mc_h1_client_proto) mc_h1_client_end(c, r);
-    else if (c->h2) reset_call(c, r);
+    else if (c->h2c) reset_call(c, r);
 }
 
 int mc_client_usable(const mc_client_t *client) {
     const mc_conn_t *c = (const mc_conn_t *)client;
     if (!c->client->connected || c->state != MC_CONN_OPEN || c->client->peer_gone) return 0;
     if (c->ops == &mc_h1_client_proto) return c->h1_cur == NULL; /* one call at a time */
-    return !c->client->goaway && c->h2 && nghttp2_session_want_read(c->h2);
+    return !c->client->goaway && mc_h2c_usable(c);
 }
 
 unsigned mc_client_active(const mc_client_t *client) { return ((const mc_conn_t *)client)->active; }

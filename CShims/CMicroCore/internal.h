@@ -5,7 +5,6 @@
 #include "CMicroCore.h"
 
 #include <http_parser.h>
-#include <nghttp2/nghttp2.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -34,29 +33,6 @@ void mc_buf_free(mc_buf_t *b);
 /* Keeps the allocation unless it grew past keep bytes. */
 void mc_buf_reset(mc_buf_t *b, size_t keep);
 
-/* ---------------------------------------------------------------- block cache (pool.c) */
-
-#define MC_POOL_SMALLEST 64
-#define MC_POOL_CLASSES 6                 /* 64 bytes to 2 KiB */
-/* Free blocks kept per class: 2048 of 64 bytes ... 64 of 2 KiB (768 KiB a loop at most, reached
- * only if that many were in use at once). 32 KiB kept 32 blocks of 1 KiB, fewer than the header
- * copies of 160 calls submitted in one turn of a client's loop: 0.6 malloc and free a call. */
-#define MC_POOL_KEEP_BYTES (128 * 1024)
-
-/* A loop's cache of small blocks; only its thread uses it. */
-typedef struct mc_pool {
-    void *free[MC_POOL_CLASSES];
-    unsigned kept[MC_POOL_CLASSES];
-    bool closed; /* blocks freed now go straight back to free() */
-    nghttp2_mem nghttp2; /* the cache as nghttp2's allocator */
-} mc_pool_t;
-
-/* Sets the cache up; `nghttp2` is then its allocator. */
-void mc_pool_init(mc_pool_t *p);
-/* How many free blocks of class `k` are kept. */
-unsigned mc_pool_keep(size_t k);
-/* Frees the blocks kept; blocks still in use go to free() when they come back. */
-void mc_pool_close(mc_pool_t *p);
 
 /* ---------------------------------------------------------------- deadlines (wheel.c) */
 
@@ -145,8 +121,6 @@ struct mc_loop {
 
     mc_request_t *request_pool;
     unsigned request_pool_len;
-
-    mc_pool_t blocks; /* nghttp2's allocations for this loop's sessions */
 
     /* the deadlines of calls on this loop (mc_request_set_deadline), and the one timer that
      * sweeps them; deadline_timer_due is when it is set to fire (0: stopped) */
@@ -374,9 +348,9 @@ struct mc_conn {
     bool h1_seen_request;      /* a whole request was read */
     mc_request_t *h1_stream;   /* a go-micro stream owns the connection: each request is a frame */
 
-    /* HTTP/2: a server connection's framing state (h2.c), a client connection's nghttp2 session */
+    /* HTTP/2: a server connection's framing state (h2.c), a client connection's (h2client.c) */
     struct mc_h2s *h2s;
-    nghttp2_session *h2;
+    struct mc_h2c *h2c;
     bool h2_goaway_sent;      /* the final GOAWAY */
     bool h2_notice_sent;      /* a shutdown notice (GOAWAY with the highest id): final one to follow */
 
@@ -442,7 +416,8 @@ struct mc_request {
 
     /* ---- what this side sends: the answer's body (server), the request's body (client) */
     mc_buf_t sendq;    /* HTTP/1: the serialized answer; HTTP/2: body bytes from sendq_off on */
-    size_t sendq_off;  /* bytes of sendq already handed to nghttp2 (never more than sendq.len) */
+    size_t sendq_off;  /* bytes of sendq already framed (never more than sendq.len) */
+    mc_buf_t head_block; /* client, HTTP/2: the request's encoded header block until its stream opens */
     uint64_t last_sent; /* loop time the queue last moved (HTTP/2: DATA produced; the write timeout) */
     mc_buf_t trailer_strings; /* trailers to send, serialized (mc_h2_store_trailers) */
     size_t ntrailers;
@@ -474,6 +449,7 @@ struct mc_request {
         bool too_large;
         bool fields_too_large;
         bool interim;       /* reading the fields of a 1xx answer */
+        bool status_seen;   /* HTTP/2: the header block being read had its :status */
         mc_stream_callbacks_t scb; /* client streams */
         bool head_seen;     /* HTTP/1.1 stream: the first answer frame was handed on (on_head) */
         size_t frame_nhdrs, frame_strings; /* HTTP/1.1 stream: where the current frame's fields start */
@@ -495,7 +471,7 @@ struct mc_request {
      * is answered (server) or done (client) */
     mc_deadline_t deadline;
 
-    /* ---- HTTP/2 server streams (h2.c): r->h2.… */
+    /* ---- HTTP/2 streams, a server's (h2.c) or a client's (h2client.c): r->h2.… */
     struct mc_request_h2 {
         mc_request_t *hnext;   /* the connection's stream table */
         mc_request_t *qnext;   /* the queue of streams with DATA to send */
@@ -508,6 +484,7 @@ struct mc_request {
         uint8_t pseudo;        /* the pseudo-fields seen */
         bool queued;
         bool out_ended;        /* this side's END_STREAM is written */
+        uint32_t close_code;   /* client: how the stream closed (an RST_STREAM code; 0 when both sides ended) */
     } h2;
 };
 
@@ -535,21 +512,31 @@ int mc_h1_stream_write(mc_request_t *r, const uint8_t *data, size_t len);
 int mc_h1_stream_finish(mc_request_t *r, const mc_header_t *t, size_t nt);
 void mc_h1_stream_flushed(mc_conn_t *c);
 
-/* The data source of a client's streamed request body: the queue, then EOF. */
-ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
-                       nghttp2_data_source *source, void *user);
 /* A stream's outbound queue dropped below its low-water mark: its writer is told (on_writable). */
 void mc_stream_notify_writable(mc_request_t *r);
-/* The request a data source reads for, or NULL when it is gone: a request finished or aborted
- * while nghttp2 still holds its stream (a connection closed from inside an nghttp2 callback,
- * whose caller goes on packing frames) is no longer the stream's user data, so its source is
- * never read again (nor its memory, which may be freed). */
-static inline mc_request_t *mc_h2_source_request(nghttp2_session *s, int32_t id, const nghttp2_data_source *source) {
-    void *r = nghttp2_session_get_stream_user_data(s, id);
-    return r && r == source->ptr ? (mc_request_t *)r : NULL;
-}
-/* The stream of r closed: credit what the application never consumed to the connection. */
-void mc_stream_closed(nghttp2_session *s, mc_request_t *r);
+
+/* HTTP/2 client connections (h2client.c). */
+int mc_h2c_init(mc_conn_t *c);
+int mc_h2c_feed(mc_conn_t *c, const uint8_t *p, size_t n);
+int mc_h2c_pump(mc_conn_t *c);
+bool mc_h2c_input_full(mc_conn_t *c);
+bool mc_h2c_done(mc_conn_t *c);
+void mc_h2c_free(mc_conn_t *c);
+/* Whether the connection takes new calls (no GOAWAY either way, stream ids left). */
+bool mc_h2c_usable(const mc_conn_t *c);
+/* Encodes r's request head and queues it to open (ids in submission order): 0, or -1. */
+int mc_h2c_submit(mc_conn_t *c, mc_request_t *r, const char *method, const char *path, const mc_header_t *h, size_t nh);
+/* The call with stream id `id`, open or waiting to open; NULL if none. */
+mc_request_t *mc_h2c_find(mc_conn_t *c, int32_t id);
+/* Ends r's stream with RST_STREAM(code) (nothing is sent if it never opened); its call completes
+ * at the next pump. */
+void mc_h2c_reset(mc_conn_t *c, mc_request_t *r, uint32_t code);
+/* r (a client stream) has more to send, or its end. */
+void mc_h2c_stream_ready(mc_request_t *r);
+/* The application took len bytes of r's streamed answer: credited to the server. */
+void mc_h2c_consume(mc_request_t *r, size_t len);
+/* r's call is complete: the connection lets go of it. */
+void mc_h2c_forget(mc_conn_t *c, mc_request_t *r);
 
 mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto);
 void mc_request_release(mc_request_t *r);

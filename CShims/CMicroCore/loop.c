@@ -217,7 +217,6 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
         return NULL;
     }
     l->index = index;
-    mc_pool_init(&l->blocks);
     l->readbuf = malloc(MC_READ_BUFFER_SIZE);
     int rc = l->readbuf ? uv_loop_init(&l->uv) : UV_ENOMEM;
     if (rc != 0) {
@@ -335,7 +334,6 @@ void mc_loop_stop(mc_loop_t *l) {
     mc_wheel_disarm_all(&l->deadlines);
     uv_loop_close(&l->uv);
     mc_request_pool_free(l);
-    mc_pool_close(&l->blocks);
     pthread_mutex_lock(&l->mu);
     free(l->remote);
     l->remote = NULL;

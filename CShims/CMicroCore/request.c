@@ -37,7 +37,7 @@ mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto) {
         r = calloc(1, sizeof *r);
         if (!r) return NULL;
     }
-    mc_buf_t strings = r->strings, body = r->body, sendq = r->sendq, tstr = r->trailer_strings, frame = r->h1_frame;
+    mc_buf_t strings = r->strings, body = r->body, sendq = r->sendq, tstr = r->trailer_strings, frame = r->h1_frame, head = r->head_block;
     mc_hdr_off_t *hdrs = r->hdrs;
     size_t caphdrs = r->caphdrs;
     memset(r, 0, sizeof *r);
@@ -46,6 +46,7 @@ mc_request_t *mc_request_new(mc_loop_t *loop, mc_conn_t *c, int proto) {
     r->sendq = sendq;
     r->trailer_strings = tstr;
     r->h1_frame = frame;
+    r->head_block = head;
     r->hdrs = hdrs;
     r->caphdrs = caphdrs;
     r->loop = loop;
@@ -63,6 +64,7 @@ static void destroy(mc_request_t *r) {
     mc_buf_free(&r->sendq);
     mc_buf_free(&r->trailer_strings);
     mc_buf_free(&r->h1_frame);
+    mc_buf_free(&r->head_block);
     free(r->hdrs);
     free(r);
 }
@@ -80,6 +82,7 @@ void mc_request_release(mc_request_t *r) {
     mc_buf_reset(&r->sendq, MC_KEEP_BYTES);
     mc_buf_reset(&r->trailer_strings, MC_KEEP_BYTES);
     mc_buf_reset(&r->h1_frame, MC_KEEP_BYTES);
+    mc_buf_reset(&r->head_block, MC_KEEP_BYTES);
     if (r->caphdrs > 64) {
         free(r->hdrs);
         r->hdrs = NULL;
@@ -120,8 +123,6 @@ int mc_request_add_header(mc_request_t *r, const char *name, size_t nlen, const 
 
 void mc_request_abort(mc_request_t *r) {
     mc_conn_t *c = r->conn;
-    /* its stream, if nghttp2 still has it, no longer leads to it (mc_h2_source_request) */
-    if (c && c->h2 && r->stream_id > 0) nghttp2_session_set_stream_user_data(c->h2, r->stream_id, NULL);
     if (mc_proto_is_client(r->proto)) {
         mc_client_finish_call(r, r->client.sent ? MC_CALL_RESET : MC_CALL_REFUSED);
         return;

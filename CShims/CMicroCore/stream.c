@@ -1,8 +1,8 @@
 /*
  * Streamed bodies, for both sides; HTTP/1.1's framing (go-micro's frames, chunked answers) is
  * h1.c's. On HTTP/2: outbound, bytes queue in the request's `sendq` buffer and go out as the
- * peer's window opens (a server's through h2.c's send queue, a client's through a deferred
- * nghttp2 data source); a writer that finds the queue past its
+ * peer's window opens (a server's through h2.c's send queue, a client's through h2client.c's);
+ * a writer that finds the queue past its
  * high-water mark is told (on_writable) when it drops below the low one, so memory stays bounded
  * by the mark, not by what the application produces. Inbound: nothing is credited back to the
  * peer until the application consumes it (mc_request_consume), so a slow reader holds the sender
@@ -11,6 +11,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "h2frame.h"
 #include "internal.h"
 
 #include <string.h>
@@ -26,35 +27,6 @@ void mc_stream_notify_writable(mc_request_t *r) {
     }
 }
 
-ssize_t mc_stream_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
-                       nghttp2_data_source *source, void *user) {
-    (void)user;
-    mc_request_t *r = mc_h2_source_request(s, id, source);
-    if (!r) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
-    size_t left = pending(r);
-    size_t n = left < length ? left : length;
-    if (n) memcpy(buf, r->sendq.data + r->sendq_off, n);
-    r->sendq_off += n;
-    if (n) r->last_sent = uv_now(&r->loop->uv);
-    if (r->sendq_off == r->sendq.len) r->sendq.len = r->sendq_off = 0;
-    if (r->want_writable && pending(r) < MC_STREAM_LOW_WATER) mc_stream_notify_writable(r);
-    if (pending(r) == 0) {
-        if (r->out_finished) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-        } else if (n == 0) {
-            r->deferred = true;
-            return NGHTTP2_ERR_DEFERRED;
-        }
-    }
-    return (ssize_t)n;
-}
-
-void mc_stream_closed(nghttp2_session *s, mc_request_t *r) {
-    if (r->unconsumed) nghttp2_session_consume_connection(s, r->unconsumed);
-    r->unconsumed = 0;
-    r->stream_closed = true;
-}
-
 /* A go-micro stream on HTTP/1.1 (h1.c). */
 static bool h1_stream(const mc_request_t *r) { return r->proto == MC_PROTO_H1 && r->streaming; }
 
@@ -65,7 +37,7 @@ static mc_conn_t *live(const mc_request_t *r) {
     if (h1_stream(r)) return c->h1_stream == r ? c : NULL;
     if (r->proto == MC_PROTO_H1) return r->server.responded ? NULL : c; /* a chunked answer */
     if (r->proto == MC_PROTO_H1_CLIENT) return c->h1_cur == r ? c : NULL;
-    if ((r->proto == MC_PROTO_H2 ? !c->h2s : !c->h2) || r->stream_closed) return NULL;
+    if ((r->proto == MC_PROTO_H2 ? !c->h2s : !c->h2c) || r->stream_closed) return NULL;
     return c;
 }
 
@@ -74,10 +46,7 @@ static void resume(mc_conn_t *c, mc_request_t *r) {
         mc_h2_stream_ready(r);
         return;
     }
-    if (r->deferred) {
-        r->deferred = false;
-        nghttp2_session_resume_data(c->h2, r->stream_id);
-    }
+    mc_h2c_stream_ready(r);
     mc_loop_mark_dirty(c->loop, c);
 }
 
@@ -114,7 +83,7 @@ int mc_request_write(mc_request_t *r, const uint8_t *data, size_t len) {
     if (!pending(r)) r->last_sent = uv_now(&c->loop->uv); /* the write timeout runs from here */
     if (mc_buf_append(&r->sendq, data, len) != 0) {
         if (r->proto == MC_PROTO_H2) mc_h2_stream_reset(r);
-        else nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_INTERNAL_ERROR);
+        else mc_h2c_reset(c, r, E_INTERNAL);
         mc_loop_mark_dirty(c->loop, c);
         return -1;
     }
@@ -178,6 +147,6 @@ void mc_request_consume(mc_request_t *r, size_t len) {
     r->unconsumed -= len;
     /* HTTP/1.1 has no window: reading resumes (at the next flush) once below its mark */
     if (r->proto == MC_PROTO_H2) mc_h2_consume(r, len);
-    else if (c->h2) nghttp2_session_consume(c->h2, r->stream_id, len);
+    else if (c->h2c) mc_h2c_consume(r, len);
     mc_loop_mark_dirty(c->loop, c);
 }
