@@ -12,8 +12,9 @@
  * Application tape: one byte per call started later: bits 0-1 its body size (as above), bit 2
  * GET instead of POST, bit 3 forty extra headers, bit 5 a stream instead (mc_client_stream: the
  * body written as one prefixed message, bit 6 then finished, bit 7 what arrives credited at once). And call i (any) reads byte i for what its
- * completion callback does: bit 4 closes the connection (mc_client_close), bit 5 cancels the
- * newest call in flight.
+ * completion callback, and a stream's writable callback, do: bit 4 closes the connection
+ * (mc_client_close), bit 5 cancels the newest call in flight; a writable callback that does
+ * neither writes 1000 bytes more.
  * Control tape: the common actions (fuzz.h, common.c), and 24 a new call, 25 cancel the oldest
  * call in flight, 26 cancel the newest, 27 close the connection (mc_client_close).
  *
@@ -65,6 +66,20 @@ static void on_stream_data(void *ctx, const uint8_t *data, size_t len) {
 static void on_stream_writable(void *ctx) {
     size_t i = (size_t)(uintptr_t)ctx;
     CHECK(i < ncalls && !calls[i].done);
+    /* what its writer may do right here, as its completion may (bits 4-5 of the application
+     * tape): cancel the newest call, close the connection; else write again at once */
+    if (calls[i].on_done & 0x20) {
+        for (size_t k = ncalls; k-- > 0;) {
+            if (calls[k].done) continue;
+            mc_client_cancel(client, calls[k].id);
+            break;
+        }
+    }
+    if (calls[i].on_done & 0x10) {
+        mc_client_close(client);
+        return;
+    }
+    if (!calls[i].done && calls[i].stream) (void)mc_request_write(calls[i].stream, body, 1000);
 }
 
 static void start_call(uint8_t how) {

@@ -463,17 +463,6 @@ typedef struct block_ctx {
     bool nomem;
 } block_ctx_t;
 
-/* Parses a content-length value; -1 if it is not one. */
-static int64_t parse_length(const uint8_t *v, size_t n) {
-    if (!n || n > 15) return -1;
-    int64_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] < '0' || v[i] > '9') return -1;
-        x = x * 10 + (v[i] - '0');
-    }
-    return x;
-}
-
 static int on_field(void *ctx, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen) {
     block_ctx_t *x = ctx;
     mc_request_t *r = x->r;
@@ -521,7 +510,7 @@ static int on_field(void *ctx, const uint8_t *name, size_t nlen, const uint8_t *
     if (!name_valid(name, nlen) || h2_connection_specific(name, nlen)) goto malformed;
     if (nlen == 14 && memcmp(name, "content-length", 14) == 0) {
         if (x->trailers) goto malformed;
-        int64_t n = parse_length(value, vlen);
+        int64_t n = h2_parse_length(value, vlen);
         if (n < 0 || (r->h2.content_length >= 0 && r->h2.content_length != n)) goto malformed;
         r->h2.content_length = n;
     } else if (nlen == 2 && memcmp(name, "te", 2) == 0 && !(vlen == 8 && memcmp(value, "trailers", 8) == 0)) {

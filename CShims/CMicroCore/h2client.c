@@ -57,7 +57,7 @@ typedef struct mc_h2c {
 
     /* the server's settings */
     uint32_t peer_max_frame;
-    uint32_t peer_max_streams;
+    uint32_t peer_max_streams; /* 100 until the server's SETTINGS say (RFC 9113 6.5.2 suggests it) */
     int64_t peer_initial_window;
     bool table_size_update;   /* the next header block starts with a table size update to 0 */
     uint32_t enc_table;       /* the table size the server's decoder assumes of our encoder */
@@ -75,7 +75,8 @@ typedef struct mc_h2c {
     mc_request_t *table[H2C_BUCKETS]; /* open streams, by id (r->h2.hnext) */
     mc_request_t *wait_head, *wait_tail; /* calls submitted, not opened yet (r->h2.qnext) */
     mc_request_t *send_head, *send_tail; /* open streams with DATA to send (r->h2.qnext) */
-    mc_request_t *closed;     /* closed streams whose calls are yet to complete (r->h2.cnext) */
+    mc_request_t *closed, *closed_tail; /* closed streams whose calls are yet to complete, oldest
+                                         * first (r->h2.cnext) */
 } mc_h2c_t;
 
 /* ---------------------------------------------------------------- output */
@@ -169,18 +170,28 @@ static void untable(mc_h2c_t *h, mc_request_t *r) {
 }
 
 /* The stream ends (code: how, as RST_STREAM says it); its call completes at the next reap. */
+static void conn_credit(mc_conn_t *c, size_t n);
+
+/* Takes r out of the wait list (not opened yet) or the stream table and send queue. */
+static void unlink_call(mc_h2c_t *h, mc_request_t *r) {
+    if (r->client.sent) untable(h, r);
+    else unlist(&h->wait_head, &h->wait_tail, r);
+}
+
 static void close_stream(mc_conn_t *c, mc_request_t *r, uint32_t code) {
     mc_h2c_t *h = c->h2c;
     if (r->stream_closed) return;
     r->stream_closed = true;
     if (c->streams) c->streams--;
-    if (!unlist(&h->wait_head, &h->wait_tail, r)) untable(h, r);
+    unlink_call(h, r);
     /* what the application never took goes back to the connection */
-    if (r->unconsumed) h->recv_credit += r->unconsumed;
+    if (r->unconsumed) conn_credit(c, r->unconsumed);
     r->unconsumed = 0;
     r->h2.close_code = code;
-    r->h2.cnext = h->closed;
-    h->closed = r;
+    r->h2.cnext = NULL;
+    if (h->closed_tail) h->closed_tail->h2.cnext = r;
+    else h->closed = r;
+    h->closed_tail = r;
     mc_loop_mark_dirty(c->loop, c);
 }
 
@@ -200,6 +211,7 @@ static void reap(mc_conn_t *c) {
     while (h->closed && !mc_conn_closed(c)) {
         mc_request_t *r = h->closed;
         h->closed = r->h2.cnext;
+        if (!h->closed) h->closed_tail = NULL;
         r->h2.cnext = NULL;
         int result;
         uint32_t code = r->h2.close_code;
@@ -214,14 +226,17 @@ void mc_h2c_forget(mc_conn_t *c, mc_request_t *r) {
     mc_h2c_t *h = c->h2c;
     if (!h) return;
     if (!r->stream_closed) {
-        if (!unlist(&h->wait_head, &h->wait_tail, r)) untable(h, r);
+        unlink_call(h, r);
         r->stream_closed = true;
         if (c->streams) c->streams--;
         return;
     }
-    for (mc_request_t **p = &h->closed; *p; p = &(*p)->h2.cnext) {
-        if (*p != r) continue;
-        *p = r->h2.cnext;
+    mc_request_t *prev = NULL;
+    for (mc_request_t *x = h->closed; x; prev = x, x = x->h2.cnext) {
+        if (x != r) continue;
+        if (prev) prev->h2.cnext = r->h2.cnext;
+        else h->closed = r->h2.cnext;
+        if (h->closed_tail == r) h->closed_tail = prev;
         r->h2.cnext = NULL;
         return;
     }
@@ -251,40 +266,50 @@ static void stream_credit(mc_conn_t *c, mc_request_t *r, size_t n) {
 /* ---------------------------------------------------------------- sending */
 
 /* DATA from r's queue while both windows and the output cap allow; END_STREAM with the last of
- * it once the body is complete. Returns false if the stream still has bytes it could not send. */
+ * it once the body is complete. True if the stream has nothing it could not send.
+ *
+ * A streamed call's writer is told when its queue drops below the low mark, after the frames: its
+ * callback may write (queueing r again), cancel calls or close the connection, so a caller looks
+ * at the connection, and at r, before using them again. */
 static bool send_data(mc_conn_t *c, mc_request_t *r) {
     mc_h2c_t *h = c->h2c;
     bool whole = !r->streaming; /* a call's body is complete when submitted */
+    bool sent_all = true;
     for (;;) {
-        if (r->h2.out_ended || r->stream_closed || h->fatal || mc_conn_closed(c)) return true;
+        if (r->h2.out_ended || r->stream_closed || h->fatal || mc_conn_closed(c)) break;
         size_t left = mc_request_sendq_left(r);
         bool last = whole || r->out_finished;
         if (left == 0 && !last) {
             r->sendq.len = r->sendq_off = 0;
-            return true; /* a stream waits for its writer */
+            break; /* a stream waits for its writer */
         }
         size_t n = left;
         if (n) {
             int64_t w = h->send_window < r->h2.send_window ? h->send_window : r->h2.send_window;
-            if (w <= 0 || c->out.len >= H2C_OUT_CAP) return false;
+            if (w <= 0 || c->out.len >= H2C_OUT_CAP) {
+                sent_all = false;
+                break;
+            }
             if ((int64_t)n > w) n = (size_t)w;
             if (n > h->peer_max_frame) n = h->peer_max_frame;
         }
         bool end = last && n == left;
         put_frame(c, F_DATA, end ? FL_END_STREAM : 0, (uint32_t)r->stream_id, r->sendq.data + r->sendq_off, n);
-        if (h->nomem) return true;
+        if (h->nomem) break;
         r->sendq_off += n;
         h->send_window -= (int64_t)n;
         r->h2.send_window -= (int64_t)n;
         if (n) r->last_sent = uv_now(&c->loop->uv);
-        if (r->streaming && r->want_writable && mc_request_sendq_left(r) < MC_STREAM_LOW_WATER) mc_stream_notify_writable(r);
         if (end) {
             r->h2.out_ended = true;
             r->sendq.len = r->sendq_off = 0;
             if (r->in_ended) close_stream(c, r, E_NO_ERROR);
-            return true;
+            break;
         }
     }
+    if (r->streaming && r->want_writable && !r->stream_closed && !mc_conn_closed(c) && mc_request_sendq_left(r) < MC_STREAM_LOW_WATER)
+        mc_stream_notify_writable(r);
+    return sent_all;
 }
 
 static void queue_send(mc_h2c_t *h, mc_request_t *r) {
@@ -293,25 +318,19 @@ static void queue_send(mc_h2c_t *h, mc_request_t *r) {
     append(&h->send_head, &h->send_tail, r);
 }
 
-/* Sends what the queued streams can; those still blocked stay queued, in order. */
+/* One pass over the streams queued now, oldest first: each sends what it can, and one still
+ * blocked goes to the back of the queue for the next pass (each flush makes one). */
 static void send_queued(mc_conn_t *c) {
     mc_h2c_t *h = c->h2c;
-    mc_request_t *blocked_head = NULL, *blocked_tail = NULL;
-    while (h->send_head && !h->fatal && !mc_conn_closed(c)) {
+    size_t pass = 0; /* the streams queued now: those queued during the pass wait for the next */
+    for (mc_request_t *r = h->send_head; r; r = r->h2.qnext) pass++;
+    while (pass-- && h->send_head && !h->fatal && c->out.len < H2C_OUT_CAP) {
         mc_request_t *r = h->send_head;
         unlist(&h->send_head, &h->send_tail, r);
         r->h2.queued = false;
-        if (!send_data(c, r)) {
-            r->h2.queued = true;
-            append(&blocked_head, &blocked_tail, r);
-        }
-        if (c->out.len >= H2C_OUT_CAP) break;
-    }
-    /* the blocked ones go back in front of those not reached */
-    if (blocked_tail) {
-        blocked_tail->h2.qnext = h->send_head;
-        if (!h->send_head) h->send_tail = blocked_tail;
-        h->send_head = blocked_head;
+        bool done = send_data(c, r);
+        if (mc_conn_closed(c)) return; /* every call was aborted: r may be gone */
+        if (!done) queue_send(h, r);  /* unless its writer queued it again already */
     }
 }
 
@@ -354,12 +373,16 @@ static void open_stream(mc_conn_t *c, mc_request_t *r) {
     r->h2.out_ended = end_stream;
     r->h2.send_window = h->peer_initial_window;
     r->h2.recv_window = H2C_STREAM_WINDOW;
+    r->h2.content_length = -1;
+    r->h2.data_len = 0;
     mc_request_t **b = bucket(h, (uint32_t)r->stream_id);
     r->h2.hnext = *b;
     *b = r;
     h->open++;
     h->last_opened = (uint32_t)r->stream_id;
-    if (!end_stream && !send_data(c, r)) queue_send(h, r);
+    if (end_stream) return;
+    bool done = send_data(c, r);
+    if (!mc_conn_closed(c) && !done) queue_send(h, r);
 }
 
 /* Opens the waiting calls, in order, while the server takes more streams. */
@@ -376,13 +399,12 @@ int mc_h2c_pump(mc_conn_t *c) {
     mc_h2c_t *h = c->h2c;
     if (!h) return 0;
     reap(c);
-    if (mc_conn_closed(c)) return 0;
-    if (h->nomem) return -1;
+    if (mc_conn_closed(c) || h->nomem) return -1; /* a callback closed it: nothing to write */
     if (!h->fatal) {
         send_queued(c);
-        open_waiting(c);
-        reap(c); /* streams that ended with what was just sent */
-        if (mc_conn_closed(c)) return 0;
+        if (!mc_conn_closed(c)) open_waiting(c);
+        if (!mc_conn_closed(c)) reap(c); /* streams that ended with what was just sent */
+        if (mc_conn_closed(c)) return -1;
     }
     if (h->nomem) return -1;
     return c->out.len >= H2C_OUT_CAP && (h->send_head || h->wait_head) ? 1 : 0;
@@ -429,6 +451,7 @@ bool mc_h2c_usable(const mc_conn_t *c) {
 int mc_h2c_submit(mc_conn_t *c, mc_request_t *r, const char *method, const char *path, const mc_header_t *hs, size_t nh) {
     mc_h2c_t *h = c->h2c;
     if (!mc_h2c_usable(c) || encode_head(c, r, method, path, hs, nh) != 0) return -1;
+    r->client.head_request = strcmp(method, "HEAD") == 0;
     r->stream_id = (int32_t)h->next_id;
     h->next_id += 2;
     c->streams++;
@@ -496,7 +519,7 @@ static int on_field(void *ctx, const uint8_t *name, size_t nlen, const uint8_t *
                 if (value[i] < '0' || value[i] > '9') goto malformed;
                 status = status * 10 + (value[i] - '0');
             }
-            if (status < 100) goto malformed;
+            if (status < 100 || status == 101) goto malformed; /* HTTP/2 has no 101 (RFC 9113, 8.6) */
             r->client.status_seen = true;
             if (status >= 200) r->client.status = status;
             r->client.interim = status < 200; /* a 1xx interim answer: its fields are skipped */
@@ -508,6 +531,12 @@ static int on_field(void *ctx, const uint8_t *name, size_t nlen, const uint8_t *
     x->regular_seen = true;
     if (!x->trailers && !r->client.status_seen) goto malformed; /* :status must come first */
     if (r->client.interim) return 0;
+    if (!x->trailers && nlen == 14 && memcmp(name, "content-length", 14) == 0) {
+        /* the DATA must match it (RFC 9113, 8.1.1) */
+        int64_t length = h2_parse_length(value, vlen);
+        if (length < 0 || (r->h2.content_length >= 0 && r->h2.content_length != length)) goto malformed;
+        r->h2.content_length = length;
+    }
     if (mc_request_add_header(r, (const char *)name, nlen, (const char *)value, vlen) != 0) {
         r->client.fields_too_large = true; /* out of memory for them: the call cannot be read */
         return 1;
@@ -521,6 +550,16 @@ malformed:
 static int skip_field(void *ctx, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen) {
     (void)ctx, (void)name, (void)nlen, (void)value, (void)vlen;
     return 1;
+}
+
+/* The server ended its side of r's stream: the answer is whole if its length is right. */
+static void end_of_answer(mc_conn_t *c, mc_request_t *r) {
+    if (r->h2.content_length >= 0 && r->h2.data_len != (uint64_t)r->h2.content_length) {
+        reset(c, r, E_PROTOCOL); /* fewer bytes than its content-length said */
+        return;
+    }
+    r->in_ended = true;
+    if (r->h2.out_ended) close_stream(c, r, E_NO_ERROR);
 }
 
 /* A whole header block for stream id (the table must be kept in step even when no call wants it). */
@@ -553,14 +592,13 @@ static void header_block(mc_conn_t *c, uint32_t id, bool end_stream, const uint8
     if (!x.trailers && !r->client.interim) {
         /* the end of the final answer's fields: fields after it are trailers */
         r->trailer_index = r->nhdrs + 1;
+        /* an answer that has no content may still say how long it would be (RFC 9113, 8.1.1) */
+        if (r->client.head_request || r->client.status == 204 || r->client.status == 304) r->h2.content_length = -1;
         if (r->streaming && r->client.scb.on_head) r->client.scb.on_head(r->client.done_ctx, r);
         if (mc_conn_closed(c) || r->stream_closed) return;
     }
     r->client.interim = false;
-    if (end_stream) {
-        r->in_ended = true;
-        if (r->h2.out_ended) close_stream(c, r, E_NO_ERROR);
-    }
+    if (end_stream) end_of_answer(c, r);
 }
 
 /* A frame for a stream id this side never opened: an error; one it closed: nothing to do. */
@@ -610,6 +648,12 @@ static void on_data(mc_conn_t *c, uint32_t id, uint8_t flags, const uint8_t *p, 
         reset(c, r, E_PROTOCOL); /* a body before the answer's fields */
         return;
     }
+    r->h2.data_len += n;
+    if (r->h2.content_length >= 0 && r->h2.data_len > (uint64_t)r->h2.content_length) {
+        conn_credit(c, frame);
+        reset(c, r, E_PROTOCOL); /* more DATA than its content-length */
+        return;
+    }
     size_t padding = frame - n;
     if (r->streaming) {
         /* credited when the application has taken it; the padding at once */
@@ -633,10 +677,7 @@ static void on_data(mc_conn_t *c, uint32_t id, uint8_t flags, const uint8_t *p, 
             return;
         }
     }
-    if (flags & FL_END_STREAM) {
-        r->in_ended = true;
-        if (r->h2.out_ended) close_stream(c, r, E_NO_ERROR);
-    }
+    if (flags & FL_END_STREAM) end_of_answer(c, r);
 }
 
 static void on_headers(mc_conn_t *c, uint32_t id, uint8_t flags, const uint8_t *p, size_t n) {
@@ -721,6 +762,7 @@ static void on_settings(mc_conn_t *c, uint32_t id, uint8_t flags, const uint8_t 
         connection_error(c, E_FRAME_SIZE, "SETTINGS of a wrong size");
         return;
     }
+    if (!h->settings_seen) h->peer_max_streams = UINT32_MAX; /* the server's preface: no limit unless it says */
     for (size_t i = 0; i < n; i += 6) {
         uint16_t key = (uint16_t)(p[i] << 8 | p[i + 1]);
         uint32_t v = get_u32(p + i + 2);
@@ -732,8 +774,8 @@ static void on_settings(mc_conn_t *c, uint32_t id, uint8_t flags, const uint8_t 
             h->enc_table = v;
             break;
         case S_ENABLE_PUSH:
-            if (v > 1) {
-                connection_error(c, E_PROTOCOL, "SETTINGS_ENABLE_PUSH other than 0 or 1");
+            if (v != 0) { /* a server never sets it (RFC 9113, 6.5.2) */
+                connection_error(c, E_PROTOCOL, "SETTINGS_ENABLE_PUSH from a server");
                 return;
             }
             break;
@@ -856,7 +898,7 @@ static void on_frame(mc_conn_t *c, uint8_t type, uint8_t flags, uint32_t id, con
         connection_error(c, E_PROTOCOL, "a frame inside a header block");
         return;
     }
-    if (!h->settings_seen && type != F_SETTINGS) {
+    if (!h->settings_seen && (type != F_SETTINGS || (flags & FL_ACK))) {
         connection_error(c, E_PROTOCOL, "the server's first frame is not SETTINGS");
         return;
     }
@@ -864,7 +906,8 @@ static void on_frame(mc_conn_t *c, uint8_t type, uint8_t flags, uint32_t id, con
     case F_DATA: on_data(c, id, flags, p, n); break;
     case F_HEADERS: on_headers(c, id, flags, p, n); break;
     case F_PRIORITY:
-        if (n != 5) connection_error(c, E_FRAME_SIZE, "PRIORITY of a wrong size");
+        if (id == 0) connection_error(c, E_PROTOCOL, "PRIORITY on stream 0");
+        else if (n != 5) connection_error(c, E_FRAME_SIZE, "PRIORITY of a wrong size");
         break;
     case F_RST_STREAM: on_rst_stream(c, id, p, n); break;
     case F_SETTINGS: on_settings(c, id, flags, p, n); break;
@@ -902,13 +945,26 @@ static size_t frames(mc_conn_t *c, const uint8_t *p, size_t n) {
 int mc_h2c_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
     mc_h2c_t *h = c->h2c;
     if (!h || h->fatal) return 0; /* nothing more is read after a connection error */
-    if (h->in.len) {
-        /* the start of a frame waits: complete it, and go on from the buffer */
-        if (mc_buf_append(&h->in, p, n) != 0) return -1;
-        size_t used = frames(c, h->in.data, h->in.len);
+    /* a frame begun in an earlier read: only the bytes that complete it are copied */
+    while (h->in.len && !h->fatal) {
+        size_t want = 9; /* its header, then its payload (a header too large: frames() says so) */
+        if (h->in.len >= 9) {
+            size_t len = (size_t)h->in.data[0] << 16 | (size_t)h->in.data[1] << 8 | h->in.data[2];
+            if (len <= H2C_FRAME_MAX) want = 9 + len;
+        }
+        if (h->in.len < want) {
+            if (!n) break;
+            size_t take = want - h->in.len < n ? want - h->in.len : n;
+            if (mc_buf_append(&h->in, p, take) != 0) return -1;
+            p += take;
+            n -= take;
+            continue;
+        }
+        frames(c, h->in.data, h->in.len);
         if (mc_conn_closed(c)) return 0;
-        mc_buf_consume(&h->in, used);
-    } else {
+        h->in.len = 0;
+    }
+    if (!h->fatal && n) {
         size_t used = frames(c, p, n);
         if (mc_conn_closed(c)) return 0;
         if (used < n && !h->fatal && mc_buf_append(&h->in, p + used, n - used) != 0) return -1;
@@ -932,7 +988,7 @@ int mc_h2c_init(mc_conn_t *c) {
     if (!h) return -1;
     mc_hpack_decoder_init(&h->hpack, MC_HPACK_DEFAULT_TABLE);
     h->peer_max_frame = H2C_FRAME_MAX;
-    h->peer_max_streams = UINT32_MAX; /* until the server says */
+    h->peer_max_streams = 100; /* until the server's SETTINGS say (none: no limit) */
     h->peer_initial_window = H2C_DEFAULT_WINDOW;
     h->enc_table = MC_HPACK_DEFAULT_TABLE;
     h->send_window = H2C_DEFAULT_WINDOW;

@@ -95,4 +95,15 @@ static inline bool h2_connection_specific(const uint8_t *name, size_t n) {
     }
 }
 
+/* Parses a content-length value; -1 if it is not one. */
+static inline int64_t h2_parse_length(const uint8_t *v, size_t n) {
+    if (!n || n > 15) return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9') return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
 #endif

@@ -450,6 +450,7 @@ struct mc_request {
         bool fields_too_large;
         bool interim;       /* reading the fields of a 1xx answer */
         bool status_seen;   /* HTTP/2: the header block being read had its :status */
+        bool head_request;  /* HTTP/2: a HEAD request (its answer has no content) */
         mc_stream_callbacks_t scb; /* client streams */
         bool head_seen;     /* HTTP/1.1 stream: the first answer frame was handed on (on_head) */
         size_t frame_nhdrs, frame_strings; /* HTTP/1.1 stream: where the current frame's fields start */
