@@ -105,6 +105,15 @@ import Testing
         } catch {
             #expect(error.kind == .reset, "\(error)")
         }
+        // fewer bytes than its content-length said; a 101, which HTTP/2 does not have
+        for path in ["/short-length", "/switching"] {
+            do {
+                _ = try await Self.call(client, address, path)
+                Issue.record("\(path): a malformed answer was taken")
+            } catch {
+                #expect(error.kind == .reset, "\(path): \(error)")
+            }
+        }
         // one 4000-byte table entry referred to 40 times: past the 64 KiB of fields a call takes
         do {
             _ = try await Self.call(client, address, "/bomb")

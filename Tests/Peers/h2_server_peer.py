@@ -16,6 +16,8 @@ The answer depends on the request's :path:
   /refused           RST_STREAM(REFUSED_STREAM)
   /goaway            GOAWAY whose last stream is below this one
   /uppercase         200 with a field name in upper case (malformed)
+  /short-length      200 saying content-length 10, with 5 bytes (malformed)
+  /switching         101, which HTTP/2 does not have (malformed)
   /bomb              a 4000-byte field put in the dynamic table, then referred to 40 times
   /ping-first        a PING first; the answer only after the client acknowledged it
   /settings-mid      SETTINGS (bigger frames, a new initial window) first; the answer after their ACK
@@ -149,6 +151,11 @@ class Conn:
         elif path == "/uppercase":
             blk = b"\x88" + b"\x00" + bytes([7]) + b"X-Upper" + bytes([1]) + b"v"  # :status 200, then a literal
             self.send(frame(HEADERS, END_HEADERS | END_STREAM, sid, blk))
+        elif path == "/short-length":
+            self.fields(sid, [(":status", "200"), ("content-length", "10")])
+            self.queue_body(sid, b"short")
+        elif path == "/switching":
+            self.fields(sid, [(":status", "101")], end_stream=True)
         elif path == "/bomb":
             # the encoder puts the field in its table and refers to it 40 times after (one byte each)
             blk = self.encoder.encode([(":status", "200")] + [("x-bomb", "b" * 4000)] * 41)
