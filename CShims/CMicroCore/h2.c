@@ -102,14 +102,10 @@ static void out_failed(mc_conn_t *c) {
 
 static void put_frame(mc_conn_t *c, uint8_t type, uint8_t flags, uint32_t id, const uint8_t *payload, size_t len) {
     if (mc_conn_closed(c) || c->h2s->nomem) return;
-    if (mc_buf_reserve(&c->out, 9 + len) != 0) {
+    if (h2_append_frame(&c->out, type, flags, id, payload, len) != 0) {
         out_failed(c);
         return;
     }
-    uint8_t *p = c->out.data + c->out.len;
-    put_head(p, len, type, flags, id);
-    if (len) memcpy(p + 9, payload, len);
-    c->out.len += 9 + len;
 }
 
 static void put_goaway(mc_conn_t *c, uint32_t last, uint32_t code, const char *debug) {

@@ -5,6 +5,8 @@
 #ifndef MC_H2FRAME_H
 #define MC_H2FRAME_H
 
+#include "internal.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +49,16 @@ static inline void put_u32(uint8_t *p, uint32_t v) {
 }
 
 static inline uint32_t get_u32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+/* Appends one frame to `out`: 0, or -1 when there is no memory for it (nothing appended). */
+static inline int h2_append_frame(mc_buf_t *out, uint8_t type, uint8_t flags, uint32_t id, const uint8_t *payload, size_t len) {
+    if (mc_buf_reserve(out, 9 + len) != 0) return -1;
+    uint8_t *p = out->data + out->len;
+    put_head(p, len, type, flags, id);
+    if (len) memcpy(p + 9, payload, len);
+    out->len += 9 + len;
+    return 0;
+}
 
 /* One lookup per byte: bit 0 = a character of a field name as HTTP/2 carries it (a token
  * character in lower case, RFC 9113, 8.2.1), bit 1 = a byte no field value may hold (NUL, CR, LF). */

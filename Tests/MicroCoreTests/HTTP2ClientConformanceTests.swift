@@ -18,8 +18,21 @@ import Testing
         var resets: [Int]
     }
 
-    static func start(_ arguments: [String] = []) async throws -> ChildService {
-        try await ChildService("/usr/bin/env", arguments: ["python3", peer] + arguments)
+    /// Runs `body` with a client of one loop (one connection, whose every frame the peer's report
+    /// covers) against a peer started with `arguments`; an error says what the peer logged (why it
+    /// ended a connection, if it did).
+    static func withPeer(_ arguments: [String] = [], _ body: (HTTPClient, String) async throws -> Void) async throws {
+        let peer = try await ChildService("/usr/bin/env", arguments: ["python3", Self.peer] + arguments)
+        defer { peer.stop() }
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown() }
+        let client = HTTPClient(group: group)
+        do {
+            try await body(client, "127.0.0.1:\(peer.port)")
+        } catch {
+            Issue.record("\(error); the peer said: \(peer.logLines)")
+        }
+        await client.close()
     }
 
     static func call(_ client: HTTPClient, _ address: String, _ path: String, body: [UInt8] = [],
@@ -33,13 +46,10 @@ import Testing
     }
 
     @Test func answersInEveryShapeAServerMaySend() async throws {
-        let peer = try await Self.start()
-        defer { peer.stop() }
-        // one loop: one connection, whose every frame the peer's report covers
-        let group = try EventLoopGroup(numberOfThreads: 1)
-        defer { group.shutdown() }
-        let client = HTTPClient(group: group)
-        let address = "127.0.0.1:\(peer.port)"
+        try await Self.withPeer { client, address in try await Self.answersInEveryShape(client, address) }
+    }
+
+    static func answersInEveryShape(_ client: HTTPClient, _ address: String) async throws {
 
         let echo = try await Self.call(client, address, "/echo", body: Array("hello".utf8))
         #expect(echo.status == 200)
@@ -82,17 +92,13 @@ import Testing
         // after all of it: the connection's HPACK table still in step with the server's
         let again = try await Self.call(client, address, "/split-headers")
         #expect(again.headers["x-field-5"] == String(repeating: "f", count: 600))
-        await client.close()
     }
 
     @Test func refusalsMalformedAnswersAndBombsEndTheirCallOnly() async throws {
-        let peer = try await Self.start()
-        defer { peer.stop() }
-        // one loop: one connection, whose every frame the peer's report covers
-        let group = try EventLoopGroup(numberOfThreads: 1)
-        defer { group.shutdown() }
-        let client = HTTPClient(group: group)
-        let address = "127.0.0.1:\(peer.port)"
+        try await Self.withPeer { client, address in try await Self.refusalsMalformedAnswersAndBombs(client, address) }
+    }
+
+    static func refusalsMalformedAnswersAndBombs(_ client: HTTPClient, _ address: String) async throws {
 
         // refused: never processed, so safe to make again elsewhere
         await #expect(throws: HTTPClientError.self) { try await Self.call(client, address, "/refused") }
@@ -134,7 +140,6 @@ import Testing
             #expect(error.kind == .refused, "\(error)")
         }
         #expect(try await Self.call(client, address, "/echo", body: [4]).body == [4])
-        await client.close()
     }
 
     /// A 100-byte initial window and a table size of 0: the client sends a large body only as the
@@ -142,19 +147,9 @@ import Testing
     /// its table size before its first block. At most two streams open: ten calls at once wait
     /// their turn rather than being refused.
     @Test func windowsTableSizeAndStreamLimitAreKept() async throws {
-        let peer = try await Self.start(["--initial-window", "100", "--header-table-size", "0", "--max-streams", "2"])
-        defer { peer.stop() }
-        // one loop: one connection, whose every frame the peer's report covers
-        let group = try EventLoopGroup(numberOfThreads: 1)
-        defer { group.shutdown() }
-        let client = HTTPClient(group: group)
-        let address = "127.0.0.1:\(peer.port)"
-        do {
+        try await Self.withPeer(["--initial-window", "100", "--header-table-size", "0", "--max-streams", "2"]) { client, address in
             try await Self.keepsWindowsTableSizeAndStreamLimit(client, address)
-        } catch {
-            Issue.record("\(error); the peer said: \(peer.logLines)")  // why it ended the connection
         }
-        await client.close()
     }
 
     static func keepsWindowsTableSizeAndStreamLimit(_ client: HTTPClient, _ address: String) async throws {
