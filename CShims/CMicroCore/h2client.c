@@ -607,21 +607,27 @@ static bool stream_known(mc_conn_t *c, uint32_t id) {
     return true;
 }
 
+/* A PADDED frame's content (RFC 9113, 6.1 and 6.2): false, a connection error, if the padding
+ * does not fit. */
+static bool unpad(mc_conn_t *c, const uint8_t **p, size_t *n) {
+    if (*n < 1 || (*p)[0] >= *n) {
+        connection_error(c, E_PROTOCOL, "more padding than payload");
+        return false;
+    }
+    *n = *n - 1 - (*p)[0];
+    (*p)++;
+    return true;
+}
+
 static void on_data(mc_conn_t *c, uint32_t id, uint8_t flags, const uint8_t *p, size_t n) {
     mc_h2c_t *h = c->h2c;
-    if (id == 0 || !stream_known(c, id)) {
-        if (id == 0) connection_error(c, E_PROTOCOL, "DATA on stream 0");
+    if (id == 0) {
+        connection_error(c, E_PROTOCOL, "DATA on stream 0");
         return;
     }
+    if (!stream_known(c, id)) return;
     size_t frame = n; /* padding counts against the windows too */
-    if (flags & FL_PADDED) {
-        if (n < 1 || p[0] >= n) {
-            connection_error(c, E_PROTOCOL, "DATA with more padding than payload");
-            return;
-        }
-        n = n - 1 - p[0];
-        p++;
-    }
+    if ((flags & FL_PADDED) && !unpad(c, &p, &n)) return;
     h->recv_window -= (int64_t)frame;
     if (h->recv_window < 0) {
         connection_error(c, E_FLOW_CONTROL, "DATA past the connection window");
@@ -683,14 +689,7 @@ static void on_headers(mc_conn_t *c, uint32_t id, uint8_t flags, const uint8_t *
         return;
     }
     if (!stream_known(c, id)) return;
-    if (flags & FL_PADDED) {
-        if (n < 1 || p[0] >= n) {
-            connection_error(c, E_PROTOCOL, "HEADERS with more padding than payload");
-            return;
-        }
-        n = n - 1 - p[0];
-        p++;
-    }
+    if ((flags & FL_PADDED) && !unpad(c, &p, &n)) return;
     if (flags & FL_PRIORITY) {
         if (n < 5) {
             connection_error(c, E_FRAME_SIZE, "HEADERS too short for its priority");

@@ -21,8 +21,8 @@ The answer depends on the request's :path:
   /bomb              a 4000-byte field put in the dynamic table, then referred to 40 times
   /ping-first        a PING first; the answer only after the client acknowledged it
   /settings-mid      SETTINGS (bigger frames, a new initial window) first; the answer after their ACK
-  /hold              answered only once --max-streams /hold streams are open at once (more open at
-                     once: 500 to all of them)
+  /hold              answered only once --max-streams /hold streams are open at once, counted after
+                     each read (more open at once: 500 to all of them)
   /report            200 with a JSON report of every connection so far: whether each first header
                      block of the client started with a table size update when one was due, the
                      most streams open at once on one connection, the RST_STREAM codes received
@@ -167,17 +167,7 @@ class Conn:
             self.waiting_ack = ("settings", sid)
             self.send(frame(SETTINGS, 0, 0, struct.pack(">HIHI", 5, 32768, 4, 200000)))
         elif path == "/hold":
-            self.holds.append(sid)
-            if len(self.holds) > self.args.max_streams:
-                for h in self.holds:
-                    self.fields(h, [(":status", "500")], end_stream=True)
-                    self.streams.pop(h, None)
-                self.holds = []
-            elif len(self.holds) == self.args.max_streams:
-                for h in self.holds:
-                    self.fields(h, [(":status", "200")], end_stream=True)
-                    self.streams.pop(h, None)
-                self.holds = []
+            self.holds.append(sid)  # answered once the read that brought it is all handled (settle)
         elif path == "/report":
             self.fields(sid, [(":status", "200"), ("content-type", "application/json")])
             with LOCK:
@@ -288,6 +278,20 @@ class Conn:
             if sid in self.holds:
                 self.holds.remove(sid)
 
+    def settle(self):
+        """After a whole read: the /hold streams open at once. Counting after the read, not per
+        frame, sees a client that opened more than the limit in one go."""
+        if len(self.holds) > self.args.max_streams:
+            status = "500"
+        elif len(self.holds) == self.args.max_streams:
+            status = "200"
+        else:
+            return
+        for h in self.holds:
+            self.fields(h, [(":status", status)], end_stream=True)
+            self.streams.pop(h, None)
+        self.holds = []
+
     def refill(self, sid):
         """Credits a window back to its full size once the client has used it all."""
         if self.recv_conn <= 0:
@@ -318,6 +322,7 @@ class Conn:
                 payload = self.buf[9:9 + length]
                 self.buf = self.buf[9 + length:]
                 self.on_frame(ftype, flags, sid, payload)
+            self.settle()
             self.read()
 
     def read(self):
