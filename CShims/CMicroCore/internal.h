@@ -94,6 +94,7 @@ struct mc_loop {
     uv_prepare_t prepare;
     uv_thread_t thread;
     unsigned index;
+    _Atomic(void *) owner; /* mc_loop_set_owner */
 
     /* Cross-thread queue: producers append under mu; the loop swaps the whole vector. */
     pthread_mutex_t mu;

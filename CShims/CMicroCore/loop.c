@@ -217,6 +217,7 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
         return NULL;
     }
     l->index = index;
+    atomic_init(&l->owner, NULL);
     l->readbuf = malloc(MC_READ_BUFFER_SIZE);
     int rc = l->readbuf ? uv_loop_init(&l->uv) : UV_ENOMEM;
     if (rc != 0) {
@@ -311,6 +312,10 @@ mc_loop_t *mc_loop_enter_stopped(mc_loop_t *l) {
 
 void mc_loop_leave_stopped(mc_loop_t *prev) { current_loop = prev; }
 mc_loop_t *mc_loop_current(void) { return current_loop; }
+void mc_loop_set_owner(mc_loop_t *l, void *owner) { atomic_store_explicit(&l->owner, owner, memory_order_release); }
+void *mc_loop_current_owner(void) {
+    return current_loop ? atomic_load_explicit(&current_loop->owner, memory_order_acquire) : NULL;
+}
 unsigned mc_loop_index(const mc_loop_t *l) { return l->index; }
 unsigned mc_loop_connection_count(const mc_loop_t *l) {
     return atomic_load_explicit(&((mc_loop_t *)l)->nconns, memory_order_relaxed);

@@ -299,14 +299,22 @@ bool mc_fields_valid(const mc_header_t *h, size_t n) {
     return true;
 }
 
+/* `name` is `lower` (n bytes, lower case) in any case; inline, where the usual names differ
+ * at their first byte (user-agent against connection: strncasecmp was a call and a locale) */
+static inline bool is_name(const char *name, const char *lower, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (mc_lower((uint8_t)name[i]) != (uint8_t)lower[i]) return false;
+    return true;
+}
+
 bool mc_field_connection_specific(const char *name, size_t len) {
     /* by length first: the usual names (content-type, grpc-status) match none */
     switch (len) {
-    case 7: return strncasecmp(name, "upgrade", 7) == 0;
-    case 10: return strncasecmp(name, "connection", 10) == 0 || strncasecmp(name, "keep-alive", 10) == 0;
-    case 14: return strncasecmp(name, "content-length", 14) == 0;
-    case 16: return strncasecmp(name, "proxy-connection", 16) == 0;
-    case 17: return strncasecmp(name, "transfer-encoding", 17) == 0;
+    case 7: return is_name(name, "upgrade", 7);
+    case 10: return is_name(name, "connection", 10) || is_name(name, "keep-alive", 10);
+    case 14: return is_name(name, "content-length", 14);
+    case 16: return is_name(name, "proxy-connection", 16);
+    case 17: return is_name(name, "transfer-encoding", 17);
     default: return false;
     }
 }

@@ -41,10 +41,11 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
         await withTaskExecutorPreference(self) { Int(mc_loop_armed_deadlines(handle)) }
     }
 
-    /// The loop whose thread is calling, if any.
+    /// The loop whose thread is calling, if any: the object its group attached to the C loop (a
+    /// thread-local read, where a lookup by handle took a process-wide lock and a search).
     public static var current: EventLoop? {
-        guard let loop = mc_loop_current() else { return nil }
-        return EventLoopGroup.loop(forHandle: loop)
+        guard let owner = mc_loop_current_owner() else { return nil }
+        return Unmanaged<EventLoop>.fromOpaque(owner).takeUnretainedValue()
     }
 
     /// Runs a job of a task that prefers this loop: on the loop, isolated to nothing.

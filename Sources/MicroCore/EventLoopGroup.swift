@@ -25,7 +25,9 @@ public final class EventLoopGroup: Sendable {
             }
         }
         self.loops = loops
+        // the registry holds each loop for as long as its C loop names it as its owner
         Self.registry.withLock { $0.append(contentsOf: loops.map { Registered(loop: $0) }) }
+        for loop in loops { mc_loop_set_owner(loop.handle, Unmanaged.passUnretained(loop).toOpaque()) }
     }
 
     /// A process-wide group with one loop per core, started on first use and never stopped.
@@ -51,14 +53,13 @@ public final class EventLoopGroup: Sendable {
     /// closed first. Not from one of the group's own loop threads.
     public func shutdown() {
         let handles = Set(loops.map { UInt(bitPattern: $0.handle) })
+        // no longer `EventLoop.current` on their threads (as before they stop), then released
+        for loop in loops { mc_loop_set_owner(loop.handle, nil) }
         Self.registry.withLock { $0.removeAll { handles.contains(UInt(bitPattern: $0.loop.handle)) } }
         for loop in loops { loop.stop() }
     }
 
+    /// Every running group's loops, held while their C loops name them (`EventLoop.current`).
     private struct Registered: Sendable { let loop: EventLoop }
     private static let registry = Mutex<[Registered]>([])
-
-    static func loop(forHandle handle: OpaquePointer) -> EventLoop? {
-        registry.withLock { list in list.first { $0.loop.handle == handle }?.loop }
-    }
 }

@@ -11,6 +11,12 @@ public struct HTTPClientResponse: Sendable {
     /// The body is the one uncompressed gRPC message the answer carried, its prefix taken off
     /// as it was read (a call made with ``HTTPClient/CallFlags/grpcFrame``).
     package var unframed = false
+
+    /// The fields and the body, moved out of the response (no reference counted to copy them,
+    /// none to let the response go).
+    package consuming func parts() -> (headers: HTTPHeaders, body: [UInt8], trailers: HTTPHeaders) {
+        (headers, body, trailers)
+    }
 }
 
 /// Why a call failed below HTTP. ``neverProcessed`` says whether the server can have seen it:

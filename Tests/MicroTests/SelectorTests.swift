@@ -1,3 +1,4 @@
+import Foundation
 @testable import Micro
 import Synchronization
 import Testing
@@ -81,6 +82,15 @@ final class ManualClock: Sendable {
     /// memo per list (records by index, which nodes require TLS, their HTTP). Picks from one held list and
     /// from a copy of it (another buffer) must share each node's record: what one learns, the
     /// other sees; and the memo says which node requires TLS and which speaks HTTP/1.1 only.
+    /// The latency estimate's decay: its short-interval series is `exp` to a double's precision,
+    /// and `exp` itself beyond.
+    @Test func theCostsDecayAsAnExponential() {
+        for since in [0.0, 1, 850, 12_345, 999_999, 1_000_000, 1_000_001, 5e7, 1e9, 1e10, 7.5e10] {
+            let exact = Foundation.exp(-since / Selector.decay)
+            #expect(abs(Selector.weight(since: since) - exact) <= 2 * exact.ulp, "at \(since) ns")
+        }
+    }
+
     @Test func picksFromAHeldListShareTheNodesRecordsWithAnyOther() throws {
         let clock = ManualClock()
         let selector = Selector(strategy: .powerOfTwoChoices, ejection: .init(consecutiveFailures: 1), now: { clock.nanoseconds })
@@ -89,16 +99,17 @@ final class ManualClock: Sendable {
         nodes[1].metadata["protocols"] = "http/1.1"  // (go-micro's HTTP transport, say)
         let held = [ServiceRecord(name: "svc", version: "1", nodes: nodes)]
         var counts: [String: Int] = [:], fromMemo = 0
+        var handedOut: [PickedNode] = []  // (held: an object freed could give its address to another)
         for round in 0..<3000 {
             // the same list object, or a fresh copy of it (a registry change), in turn
             let services = round % 2 == 0 ? held : [ServiceRecord(name: "svc", version: "1", nodes: nodes.map { $0 })]
             let pick = try selector.pick(services, filters: [], tried: nil, now: clock.nanoseconds, held: true)
             counts[pick.node.id, default: 0] += 1
-            if let requiresTLS = pick.requiresTLS {
-                #expect(requiresTLS == (pick.node.id == "c"))
-                #expect(pick.httpVersion == (pick.node.id == "b" ? .http1_1 : .http2))
-                fromMemo += 1
-            }
+            // what a call reads of the node's metadata comes with the pick
+            #expect(pick.picked.requiresTLS == (pick.node.id == "c"))
+            #expect(pick.picked.httpVersion == (pick.node.id == "b" ? .http1_1 : .http2))
+            // a list's memo hands out the same node object again (no copy per call)
+            if handedOut.contains(where: { $0 === pick.picked }) { fromMemo += 1 } else { handedOut.append(pick.picked) }
             clock.advance(pick.node.id == "c" ? .milliseconds(50) : .milliseconds(1))
             selector.finish(pick.stats, started: pick.started, outcome: .success)
         }

@@ -39,6 +39,12 @@ int mc_loop_is_current(const mc_loop_t *loop);
 /* The loop whose thread is calling, or NULL. */
 mc_loop_t *mc_loop_current(void);
 
+/* An opaque pointer the embedder attaches to a loop (Swift: its EventLoop object, unretained;
+ * the embedder keeps it alive while set, and clears it before the object may go), and the one
+ * of the loop whose thread is calling: NULL off a loop thread or when none is set. Any thread. */
+void mc_loop_set_owner(mc_loop_t *loop, void *owner);
+void *mc_loop_current_owner(void);
+
 unsigned mc_loop_index(const mc_loop_t *loop);
 
 /* After mc_loop_stop (its thread joined): the calling thread acts as the loop's own

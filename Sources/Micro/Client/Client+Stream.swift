@@ -196,7 +196,7 @@ extension Client {
             }
             let (picked, chosen) = try await pick(service, options, selector, &tried)
             // HTTP/1.1 to go-micro's nodes: its streams, frame by frame on a connection of their own
-            let (address, target, version) = transport(service, picked, chosen?.node, grpc: grpc, verifiesHostName: options.verifiesHostName)
+            let (address, target, version) = transport(service, picked, chosen?.picked, grpc: grpc, verifiesHostName: options.verifiesHostName)
             let entered = Atomic<Bool>(false)
             do {
                 let result = try await http.withStream(address: address, path: path, headers: headers, deadline: deadline, tls: target,

@@ -191,8 +191,13 @@ public final class Client: Sendable {
 
     /// Calls with a body already encoded (in `options.contentType`); returns the raw answer.
     public nonisolated(nonsending) func call(_ service: String, _ endpoint: String, body: [UInt8], options: CallOptions? = nil) async throws -> ClientResponse {
-        // without interceptors nothing needs the call as a value: straight to the attempts
-        guard !interceptors.isEmpty else { return try await attempts(service, endpoint, body, options ?? self.options) }
+        // without interceptors nothing needs the call as a value: straight to the attempts. The
+        // options are passed as they are, not as `options ?? self.options`: that makes a copy,
+        // a reference count for each of their fields and another to let it go.
+        guard !interceptors.isEmpty else {
+            if let options { return try await attempts(service, endpoint, body, options) }
+            return try await attempts(service, endpoint, body, self.options)
+        }
         return try await intercepted(service, endpoint, body, options ?? self.options)
     }
 
@@ -220,11 +225,11 @@ public final class Client: Sendable {
     /// HTTP/2 unless the node's metadata says it speaks only HTTP/1.1 (go-micro's nodes,
     /// ``Node/httpVersion``) or a direct address starts with `http://` (`h2c://` says HTTP/2 by
     /// prior knowledge, as does an address with no scheme); TLS and gRPC always speak HTTP/2.
-    /// `requiresTLS`: what the node's metadata says of it, when known already.
-    func transport(_ service: String, _ picked: String, _ node: Node?, requiresTLS: Bool? = nil, httpVersion: HTTPClient.Version? = nil,
-                   grpc: Bool = false, verifiesHostName: Bool = false) -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
+    /// `node`: the registry's node picked, nil for a direct address.
+    func transport(_ service: String, _ picked: String, _ node: PickedNode?, grpc: Bool = false,
+                   verifiesHostName: Bool = false) -> (String, HTTPClient.TLSTarget?, HTTPClient.Version)
     {
-        var secure = requiresTLS ?? node?.requiresTLS ?? false
+        var secure = node?.requiresTLS ?? false
         var version: HTTPClient.Version?  // said by the address's scheme
         var address = picked
         // an IP address (what the registry holds) has no scheme and no slash to take off
@@ -245,7 +250,7 @@ public final class Client: Sendable {
             if address.hasSuffix("/") { address.removeLast() }
         }
         // the node's list is read only when it can matter (not on the gRPC and TLS paths)
-        let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? httpVersion ?? node?.httpVersion ?? .http2
+        let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? node?.httpVersion ?? .http2
         guard secure else { return (address, nil, speaks) }
         // a registry's node is one of ours; a direct address may be asked to prove only its host name
         let identity = verifiesHostName && node == nil ? nil : expectedIdentity(of: service)
@@ -271,23 +276,26 @@ public final class Client: Sendable {
     /// ``pick(_:_:_:_:now:)`` without a suspension when it needs none: a direct address, or the
     /// registry's answer in memory (nearly every call). Nil: the registry must be asked.
     private func pickFromMemory(_ service: String, _ options: CallOptions, _ selector: Selector, _ tried: inout TriedNodes,
-                                now: Int64) throws -> (String, Selector.Pick?)? {
+                                now: Int64, records: Bool = true) throws -> (String, Selector.Pick?)? {
         if let direct = options.address { return (direct, nil) }
         guard let services = cache.cached(service, now: now) else { return nil }
-        return try select(service, services, options, selector, &tried, now: now, held: true)
+        return try select(service, services, options, selector, &tried, now: now, held: true, records: records)
     }
 
     private func select(_ service: String, _ services: [ServiceRecord], _ options: CallOptions, _ selector: Selector,
-                        _ tried: inout TriedNodes, now: Int64, held: Bool = false) throws -> (String, Selector.Pick?) {
-        if services.allSatisfy({ $0.nodes.isEmpty }) {
-            throw MicroError(id: "micro.client", code: 500, detail: "service \(service) not found")
-        }
-        if tried.count >= services.reduce(0, { $0 + $1.nodes.count }) { tried = TriedNodes() }
+                        _ tried: inout TriedNodes, now: Int64, held: Bool = false, records: Bool = true) throws -> (String, Selector.Pick?) {
+        // (counted through indices: a closure over the records would copy each, a reference
+        // count per field)
+        var nodes = 0
+        for i in services.indices { nodes += services[i].nodes.count }
+        if nodes == 0 { throw notFound(service) }
+        if !tried.isEmpty && tried.count >= nodes { tried = TriedNodes() }
         // the client's selectors read the clock the client does (Monotonic): its time serves
         let pick = try selector.pick(services, filters: options.filters, tried: tried.isEmpty ? nil : { [tried] in tried.contains($0) },
                                      now: now, held: held)
-        tried.insert(pick.node.id)
-        return (pick.node.address, pick)
+        // (a unary call records the node only when it retries: most calls never do)
+        if records { tried.insert(pick.picked.node.id) }
+        return (pick.picked.node.address, pick)
     }
 
     /// Where one attempt goes, chosen without a suspension.
@@ -313,46 +321,51 @@ public final class Client: Sendable {
                        _ shape: CallShape, now: Int64, services: [ServiceRecord]? = nil) throws -> Route? {
         let picked: String, pick: Selector.Pick?
         if let services {
-            (picked, pick) = try select(service, services, options, selector, &tried, now: now)
+            (picked, pick) = try select(service, services, options, selector, &tried, now: now, records: false)
         } else {
-            guard let inMemory = try pickFromMemory(service, options, selector, &tried, now: now) else { return nil }
+            guard let inMemory = try pickFromMemory(service, options, selector, &tried, now: now, records: false) else { return nil }
             (picked, pick) = inMemory
         }
-        let (address, target, version) = transport(service, picked, pick?.node, requiresTLS: pick?.requiresTLS, httpVersion: pick?.httpVersion,
-                                                   grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
+        let (address, target, version) = transport(service, picked, pick?.picked, grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
         return Route(address: address, target: target, version: version, pick: pick)
     }
 
-    /// What an attempt's answer (or failure) means for the call; tells the selector how the
-    /// node did. Synchronous, as ``route(_:_:_:_:_:now:services:)``.
+    /// What an attempt's answer means for the call; tells the selector how the node did.
+    /// Synchronous, as ``route(_:_:_:_:_:now:services:)``; takes the response, whose body and
+    /// fields go on into the answer without a copy.
     @inline(never)
-    private func conclude(_ result: Result<HTTPClientResponse, HTTPClientError>, _ route: Route, _ selector: Selector,
-                          _ shape: CallShape, _ service: String, _ endpoint: String, _ options: CallOptions) -> Outcome {
+    private func conclude(_ response: consuming HTTPClientResponse, _ route: borrowing Route, _ selector: Selector, _ shape: CallShape,
+                          _ service: String) -> Outcome {
         let pick = route.pick
-        switch result {
-        case .success(let response):
-            switch Wire.decode(response, grpc: shape.grpc, service: service) {
-            case .success(let body, let metadata):
-                if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }
-                return .answer(ClientResponse(body: body, metadata: metadata, node: pick?.node))
-            case .failure(let error) where error.code == 408 || error.code == 503:
-                // the server says it could not (yet): another node may
-                if let pick { selector.finish(pick.stats, started: pick.started, outcome: .failure) }
-                return .retry(error)
-            case .failure(let error):
-                if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }  // the node works; the call did not
-                return .fail(error)
-            }
-        case .failure(let error):
-            if let pick { selector.finish(pick.stats, started: pick.started, outcome: error.kind == .connect ? .connectFailure : .failure) }
-            if error.kind == .cancelled { return .fail(CancellationError()) }
-            if error.kind == .timeout { return .fail(timedOut(service, endpoint, options)) }
-            guard error.neverProcessed else {
-                return .fail(MicroError(id: "micro.client", code: 500, detail: "call to \(service).\(endpoint) at \(route.address) failed: \(error)"))
-            }
-            if error.kind == .connect { cache.invalidate(service) }
+        switch Wire.decode(response, grpc: shape.grpc, service: service) {
+        case .success(let body, let metadata):
+            if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }
+            return .answer(ClientResponse(body: body, metadata: metadata, answered: pick?.picked))
+        case .failure(let error) where error.code == 408 || error.code == 503:
+            // the server says it could not (yet): another node may
+            if let pick { selector.finish(pick.stats, started: pick.started, outcome: .failure) }
             return .retry(error)
+        case .failure(let error):
+            if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }  // the node works; the call did not
+            return .fail(error)
         }
+    }
+
+    /// What an attempt that got no answer means for the call; tells the selector how the node
+    /// did.
+    @inline(never)
+    private func conclude(_ error: HTTPClientError, _ route: borrowing Route, _ selector: Selector, _ service: String, _ endpoint: String,
+                          _ options: CallOptions) -> Outcome {
+        if let pick = route.pick {
+            selector.finish(pick.stats, started: pick.started, outcome: error.kind == .connect ? .connectFailure : .failure)
+        }
+        if error.kind == .cancelled { return .fail(CancellationError()) }
+        if error.kind == .timeout { return .fail(timedOut(service, endpoint, options)) }
+        guard error.neverProcessed else {
+            return .fail(MicroError(id: "micro.client", code: 500, detail: "call to \(service).\(endpoint) at \(route.address) failed: \(error)"))
+        }
+        if error.kind == .connect { cache.invalidate(service) }
+        return .retry(error)
     }
 
     /// Waits `nanoseconds` before a retry. Not inlined: the clock's instants it needs would
@@ -406,20 +419,28 @@ public final class Client: Sendable {
     private nonisolated(nonsending) func attempt(_ service: String, _ endpoint: String, _ message: [UInt8], _ options: CallOptions, _ shape: CallShape,
                          _ selector: Selector, _ tried: inout TriedNodes, deadline: Int64, now: Int64) async throws -> Outcome {
         guard deadline > now else { throw timedOut(service, endpoint, options) }
-        var route = try self.route(service, options, selector, &tried, shape, now: now)
-        if route == nil {
-            route = try self.route(service, options, selector, &tried, shape, now: now, services: try await lookUp(service))
+        // (bound once, not through an optional variable: each copy of a route costs a
+        // reference count per field)
+        let route: Route
+        if let inMemory = try self.route(service, options, selector, &tried, shape, now: now) {
+            route = inMemory
+        } else if let looked = try self.route(service, options, selector, &tried, shape, now: now, services: try await lookUp(service)) {
+            route = looked
+        } else {
+            return .retry(notFound(service))
         }
-        guard let route else { return .retry(notFound(service)) }
-        let result: Result<HTTPClientResponse, HTTPClientError>
+        let outcome: Outcome
         do {
-            result = .success(try await http.request(address: route.address, path: shape.path, headers: shape.headers, body: message,
-                                                     timeoutMilliseconds: Monotonic.millisecondsRoundedUp(deadline - now), flags: shape.flags,
-                                                     tls: route.target, version: route.version))
+            let response = try await http.request(address: route.address, path: shape.path, headers: shape.headers, body: message,
+                                                  timeoutMilliseconds: Monotonic.millisecondsRoundedUp(deadline - now), flags: shape.flags,
+                                                  tls: route.target, version: route.version)
+            outcome = conclude(response, route, selector, shape, service)
         } catch {
-            result = .failure(error)
+            outcome = conclude(error, route, selector, service, endpoint, options)
         }
-        return conclude(result, route, selector, shape, service, endpoint, options)
+        // the next attempt goes to another node if there is one
+        if case .retry = outcome, let pick = route.pick { tried.insert(pick.picked.node.id) }
+        return outcome
     }
 
     /// The attempts after a first one that may be retried: on other nodes, after a backoff, while

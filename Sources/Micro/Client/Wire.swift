@@ -66,8 +66,15 @@ enum Wire {
         return "/\(service).\(endpoint[..<dot])/\(endpoint[endpoint.index(after: dot)...])"
     }
 
-    static func decode(_ response: HTTPClientResponse, grpc: Bool, service: String) -> Answer {
-        grpc ? decodeGRPC(response, service: service) : decodeMicro(response)
+    static func decode(_ response: consuming HTTPClientResponse, grpc: Bool, service: String) -> Answer {
+        guard grpc else { return decodeMicro(response) }
+        // the usual gRPC answer: OK in the trailers, and one uncompressed message whose prefix
+        // the core took off; its body and fields move into the answer
+        if response.status == 200 && response.unframed && response.trailers["grpc-status"] == "0" {
+            let (headers, body, trailers) = response.parts()
+            return .success(body, Metadata(headers, then: trailers))
+        }
+        return decodeGRPC(response, service: service)
     }
 
     private static func decodeMicro(_ response: HTTPClientResponse) -> Answer {
@@ -202,7 +209,11 @@ final class CallShapes: Sendable {
 
     @inline(never)  // (inlined, its temporaries would enlarge the async frame of every call)
     func shape(service: String, endpoint: String, options: CallOptions) -> CallShape {
-        if let hit = state.withLock({ state in state.shapes.first { $0.fits(service, endpoint, options) } }) { return hit }
+        let hit = state.withLock { state -> CallShape? in
+            for i in state.shapes.indices where state.shapes[i].fits(service, endpoint, options) { return state.shapes[i] }
+            return nil
+        }
+        if let hit { return hit }
         let made = Wire.shape(service: service, endpoint: endpoint, options: options)
         state.withLock { state in
             if state.shapes.count < Self.capacity {

@@ -37,12 +37,23 @@ public struct ClientResponse: Sendable {
     public var body: [UInt8]
     public var metadata: Metadata
     /// The node that answered (nil when called by address).
-    public var node: Node?
+    public var node: Node? {
+        get { answered?.node }
+        set { answered = newValue.map(PickedNode.init) }
+    }
+    /// The node, as the selector handed it to the call (shared, not copied per answer).
+    var answered: PickedNode?
 
     public init(body: [UInt8], metadata: Metadata, node: Node? = nil) {
         self.body = body
         self.metadata = metadata
-        self.node = node
+        answered = node.map(PickedNode.init)
+    }
+
+    init(body: [UInt8], metadata: Metadata, answered: PickedNode?) {
+        self.body = body
+        self.metadata = metadata
+        self.answered = answered
     }
 }
 

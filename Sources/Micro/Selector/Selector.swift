@@ -119,15 +119,13 @@ public final class Selector: Sendable {
             /// Held, so that its buffer's address names this list for as long as the memo lives.
             let nodes: [Node]
             var stats: [NodeStats?]
-            /// What a client needs of each node, read once per list (no lookup per call).
-            let requiresTLS: [Bool]
-            let httpVersions: [HTTPClient.Version]
+            /// Each node as picks hand it out, with what a client needs of it read once per list.
+            let picked: [PickedNode]
 
             init(_ nodes: [Node]) {
                 self.nodes = nodes
                 stats = Array(repeating: nil, count: nodes.count)
-                requiresTLS = nodes.map(\.requiresTLS)
-                httpVersions = nodes.map(\.httpVersion)
+                picked = nodes.map(PickedNode.init)
             }
 
             func holds(_ other: [Node]) -> Bool {
@@ -195,18 +193,16 @@ public final class Selector: Sendable {
         return Selection(service: services[pick.service], node: pick.node, started: pick.started, stats: pick.stats)
     }
 
-    /// What the client keeps of a selection: the node, not its service record (a copy of which
-    /// costs a reference count for each of its fields).
+    /// What the client keeps of a selection: the node, shared, not its service record or a
+    /// copy of the node (each costs a reference count per field, per copy).
     struct Pick {
         /// The index of the node's version in the services selected from.
         let service: Int
-        let node: Node
+        let picked: PickedNode
         let started: Int64
         let stats: NodeStats
-        /// ``Node/requiresTLS`` and ``Node/httpVersion``, known from the node list's memo when
-        /// the pick came from one.
-        var requiresTLS: Bool?
-        var httpVersion: HTTPClient.Version?
+
+        var node: Node { picked.node }
     }
 
     /// ``select(_:filters:tried:)`` at `now`, a time of this selector's clock the caller read
@@ -216,9 +212,8 @@ public final class Selector: Sendable {
     func pick(_ services: [ServiceRecord], filters: [NodeFilter], tried: ((String) -> Bool)?, now: Int64, held: Bool = false) throws -> Pick {
         // the usual call: one version, no filters, first attempt; random picks need no list
         if services.count == 1, filters.isEmpty, tried == nil, strategy == .powerOfTwoChoices || strategy == .random,
-           let chosen = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now, held: held) }) {
-            return Pick(service: 0, node: services[0].nodes[chosen.index], started: now, stats: chosen.stats,
-                        requiresTLS: chosen.memo?.requiresTLS[chosen.index], httpVersion: chosen.memo?.httpVersions[chosen.index])
+           let pick = state.withLock({ state in Self.pickDirectly(services[0].nodes, strategy, &state, now, held: held) }) {
+            return pick
         }
         return try selectAmongCandidates(services, filters: filters, tried: tried, now: now)
     }
@@ -226,7 +221,7 @@ public final class Selector: Sendable {
     /// p2c or random straight from a node list, when the nodes drawn are not ejected (else nil:
     /// the general path filters the list).
     private static func pickDirectly(_ nodes: [Node], _ strategy: SelectionStrategy, _ state: inout State,
-                                     _ now: Int64, held: Bool) -> (index: Int, stats: NodeStats, memo: State.Memo?)? {
+                                     _ now: Int64, held: Bool) -> Pick? {
         guard !nodes.isEmpty else { return nil }
         let a = nodes.count == 1 ? 0 : Int.random(in: 0..<nodes.count)
         let memo = held ? state.memo(of: nodes) : nil
@@ -241,7 +236,7 @@ public final class Selector: Sendable {
             if load(statsB, now) < load(statsA, now) { (index, chosen) = (b, statsB) }
         }
         take(chosen, &state, now)
-        return (index, chosen, memo)
+        return Pick(service: 0, picked: memo?.picked[index] ?? PickedNode(nodes[index]), started: now, stats: chosen)
     }
 
     private static func take(_ stats: NodeStats, _ state: inout State, _ now: Int64) {
@@ -300,7 +295,7 @@ public final class Selector: Sendable {
             let chosen = healthy[index]
             let stats = state.stats(chosen.node.id, now)
             Self.take(stats, &state, now)
-            return Pick(service: chosen.service, node: chosen.node, started: now, stats: stats, requiresTLS: nil)
+            return Pick(service: chosen.service, picked: PickedNode(chosen.node), started: now, stats: stats)
         }
     }
 
@@ -319,8 +314,7 @@ public final class Selector: Sendable {
             // peak EWMA: a slower sample is taken whole, a faster one blends in with a weight
             // that grows with the time since the last sample
             if let sampled = stats.sampled, latency < stats.cost {
-                let since = Double(now - sampled)
-                let w = exp(-since / Self.decay)
+                let w = Self.weight(since: Double(now - sampled))
                 stats.cost = stats.cost * w + latency * (1 - w)
             } else {
                 stats.cost = latency
@@ -358,6 +352,15 @@ public final class Selector: Sendable {
         state.withLock { $0.nodes[nodeID]?.outstanding ?? 0 }
     }
 
+    /// The weight the cost so far keeps after `since` nanoseconds: e^(-since/decay). Samples
+    /// under load come microseconds apart, where the series' first terms are exact to a double's
+    /// precision (x < 1e-4: the next term is below 1e-17) and cost a tenth of `exp`.
+    static func weight(since: Double) -> Double {
+        let x = since / decay
+        guard x < 1e-4 else { return exp(-x) }
+        return 1 - x + x * x / 2 - x * x * x / 6
+    }
+
     private static func load(_ stats: NodeStats?, _ now: Int64) -> Double {
         guard let stats else { return 0 }
         let cost = stats.sampled == nil ? (stats.outstanding > 0 ? unknownPenalty : 0) : stats.cost
@@ -371,5 +374,21 @@ public final class Selector: Sendable {
         state.nodes = state.nodes.filter { _, stats in
             stats.outstanding > 0 || now - stats.lastUsed < 300_000_000_000 || stats.isEjected(at: now)
         }
+    }
+}
+
+/// A node as a selection hands it on, to the call and to the ``ClientResponse`` it answers:
+/// one reference, where a copy of the node costs one per field. Made once per node list by the
+/// selector's memo, with what a client reads of the node's metadata on every call.
+final class PickedNode: Sendable {
+    let node: Node
+    /// ``Node/requiresTLS`` and ``Node/httpVersion``.
+    let requiresTLS: Bool
+    let httpVersion: HTTPClient.Version
+
+    init(_ node: Node) {
+        self.node = node
+        requiresTLS = node.requiresTLS
+        httpVersion = node.httpVersion
     }
 }
