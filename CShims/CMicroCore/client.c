@@ -322,7 +322,29 @@ static mc_request_t *submit(mc_conn_t *c, const char *method, const char *path, 
     return r;
 }
 
+/* The value formatted last on this thread: a client's first attempts all carry its whole
+ * timeout, so most calls format the value the one before them did. */
+static _Thread_local struct {
+    unsigned flags;
+    uint64_t timeout_ms;
+    size_t len;
+    char text[24];
+} last_deadline;
+
+static size_t format_deadline(unsigned flags, uint64_t timeout_ms, char *out);
+
 size_t mc_deadline_header_value(unsigned flags, uint64_t timeout_ms, char *out) {
+    flags &= MC_CALL_GRPC_TIMEOUT;
+    if (last_deadline.len == 0 || last_deadline.flags != flags || last_deadline.timeout_ms != timeout_ms) {
+        last_deadline.len = format_deadline(flags, timeout_ms, last_deadline.text);
+        last_deadline.flags = flags;
+        last_deadline.timeout_ms = timeout_ms;
+    }
+    memcpy(out, last_deadline.text, last_deadline.len);
+    return last_deadline.len;
+}
+
+static size_t format_deadline(unsigned flags, uint64_t timeout_ms, char *out) {
     if (flags & MC_CALL_GRPC_TIMEOUT) {
         /* gRPC allows 8 digits: milliseconds, else seconds, else hours (rounded up, saturating) */
         static const struct { char unit; uint64_t ms; } units[] = {{'m', 1}, {'S', 1000}, {'H', 3600000}};
