@@ -227,8 +227,7 @@ final class Router: Sendable {
     ///
     /// `routed`: the request's route, when ``serveImmediately(_:_:_:)`` found it already.
     nonisolated(nonsending) func serve(_ request: HTTPServerRequest, _ responder: HTTPResponder, routed: Route? = nil) async {
-        let route = routed ?? self.route(request)
-        if answerWithoutSuspending(route, responder) { return }
+        guard let route = answerWithoutSuspending(routed ?? self.route(request), responder) else { return }
         switch route {
         case .answer: return  // answered above
         case .unary(let call):
@@ -258,28 +257,29 @@ final class Router: Sendable {
     /// needs no suspension, in the worker's own frame, and leaves the rest (with its route, in
     /// `handoff`) to ``serve(_:_:routed:)``, which the worker calls next.
     func serveImmediately(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ handoff: RouteHandoff) -> Bool {
-        let route = self.route(request)
-        if answerWithoutSuspending(route, responder) { return true }
+        guard let route = answerWithoutSuspending(self.route(request), responder) else { return true }
         handoff.put(route, for: request)
         return false
     }
 
     /// Answers `route` if that takes no suspension: an answer made already, or a synchronous
     /// handler with nothing to run around it. It answers before any deadline could pass on this
-    /// loop, so none is armed. False: the route needs ``serve(_:_:routed:)``.
-    private func answerWithoutSuspending(_ route: Route, _ responder: HTTPResponder) -> Bool {
-        switch route {
+    /// loop, so none is armed. Returns the route when it needs ``serve(_:_:routed:)``, nil when
+    /// it was answered. It takes the route and hands it back rather than borrowing it: a call's
+    /// fields bound out of a borrowed route are copies, a reference count each.
+    private func answerWithoutSuspending(_ route: consuming Route, _ responder: HTTPResponder) -> Route? {
+        switch consume route {
         case .answer(let response):
             responder.send(response)
-            return true
+            return nil
         case .unary(let call):
-            guard let sync = call.endpoint.sync, interceptors.allowSynchronousCalls else { return false }
+            guard let sync = call.endpoint.sync, interceptors.allowSynchronousCalls else { return .unary(call) }
             let start = call.endpoint.metrics?.begin()
             conclude(call, invokeSynchronously(sync, call.endpoint, call.message, call.codec, call.context),
                      metrics: call.endpoint.metrics, since: start, responder)
-            return true
-        default:
-            return false
+            return nil
+        case let other:
+            return other
         }
     }
 
