@@ -329,7 +329,7 @@ static _Thread_local struct {
     uint64_t timeout_ms;
     size_t len;
     char text[24];
-} last_deadline;
+} last_deadline __attribute__((tls_model("initial-exec")));
 
 static size_t format_deadline(unsigned flags, uint64_t timeout_ms, char *out);
 

@@ -78,18 +78,20 @@ final class ManualClock: Sendable {
         #expect(counts["a", default: 0] > 1000 && counts["b", default: 0] > 1000)
     }
 
-    /// The client picks from the registry cache's lists, which it holds: the selector keeps a
-    /// memo per list (records by index, which nodes require TLS, their HTTP). Picks from one held list and
-    /// from a copy of it (another buffer) must share each node's record: what one learns, the
-    /// other sees; and the memo says which node requires TLS and which speaks HTTP/1.1 only.
     /// The latency estimate's decay: its short-interval series is `exp` to a double's precision,
-    /// and `exp` itself beyond.
+    /// and `exp` itself beyond; an interval that runs back (two finishes racing) weighs 1.
     @Test func theCostsDecayAsAnExponential() {
         for since in [0.0, 1, 850, 12_345, 999_999, 1_000_000, 1_000_001, 5e7, 1e9, 1e10, 7.5e10] {
             let exact = Foundation.exp(-since / Selector.decay)
             #expect(abs(Selector.weight(since: since) - exact) <= 2 * exact.ulp, "at \(since) ns")
         }
+        #expect(Selector.weight(since: -5e9) == 1)
     }
+
+    /// The client picks from the registry cache's lists, which it holds: the selector keeps a
+    /// memo per list (records by index, and each node as one shared object that knows whether it
+    /// requires TLS and which HTTP it speaks). Picks from one held list and from a copy of it
+    /// (another buffer) must share each node's record: what one learns, the other sees.
 
     @Test func picksFromAHeldListShareTheNodesRecordsWithAnyOther() throws {
         let clock = ManualClock()
@@ -109,7 +111,9 @@ final class ManualClock: Sendable {
             #expect(pick.picked.requiresTLS == (pick.node.id == "c"))
             #expect(pick.picked.httpVersion == (pick.node.id == "b" ? .http1_1 : .http2))
             // a list's memo hands out the same node object again (no copy per call)
-            if handedOut.contains(where: { $0 === pick.picked }) { fromMemo += 1 } else { handedOut.append(pick.picked) }
+            if case .shared(let picked) = pick.chosen {
+                if handedOut.contains(where: { $0 === picked }) { fromMemo += 1 } else { handedOut.append(picked) }
+            }
             clock.advance(pick.node.id == "c" ? .milliseconds(50) : .milliseconds(1))
             selector.finish(pick.stats, started: pick.started, outcome: .success)
         }

@@ -249,7 +249,7 @@ public final class Client: Sendable {
             }
             if address.hasSuffix("/") { address.removeLast() }
         }
-        // the node's list is read only when it can matter (not on the gRPC and TLS paths)
+        // (what the node speaks was read from its metadata once, into its PickedNode)
         let speaks: HTTPClient.Version = secure || grpc ? .http2 : version ?? node?.httpVersion ?? .http2
         guard secure else { return (address, nil, speaks) }
         // a registry's node is one of ours; a direct address may be asked to prove only its host name
@@ -294,8 +294,8 @@ public final class Client: Sendable {
         let pick = try selector.pick(services, filters: options.filters, tried: tried.isEmpty ? nil : { [tried] in tried.contains($0) },
                                      now: now, held: held)
         // (a unary call records the node only when it retries: most calls never do)
-        if records { tried.insert(pick.picked.node.id) }
-        return (pick.picked.node.address, pick)
+        if records { tried.insert(pick.node.id) }
+        return (pick.node.address, pick)
     }
 
     /// Where one attempt goes, chosen without a suspension.
@@ -303,7 +303,16 @@ public final class Client: Sendable {
         let address: String
         let target: HTTPClient.TLSTarget?
         let version: HTTPClient.Version
-        let pick: Selector.Pick?
+        /// The node picked (nil: a direct address), shared with the answer; its record and when
+        /// it was picked, for the selector's `finish`.
+        let node: PickedNode?
+        let stats: Selector.NodeStats?
+        let started: Int64
+
+        /// Tells the selector how the call on this route ended.
+        func finish(_ selector: Selector, _ outcome: Selector.Outcome) {
+            if let stats { selector.finish(stats, started: started, outcome: outcome) }
+        }
     }
 
     /// How an attempt's answer ends the call, or not.
@@ -326,8 +335,10 @@ public final class Client: Sendable {
             guard let inMemory = try pickFromMemory(service, options, selector, &tried, now: now, records: false) else { return nil }
             (picked, pick) = inMemory
         }
-        let (address, target, version) = transport(service, picked, pick?.picked, grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
-        return Route(address: address, target: target, version: version, pick: pick)
+        // (a pick from a memo shares its node object; any other makes one, once per call)
+        let node = pick?.picked
+        let (address, target, version) = transport(service, picked, node, grpc: shape.grpc, verifiesHostName: options.verifiesHostName)
+        return Route(address: address, target: target, version: version, node: node, stats: pick?.stats, started: pick?.started ?? now)
     }
 
     /// What an attempt's answer means for the call; tells the selector how the node did.
@@ -336,17 +347,16 @@ public final class Client: Sendable {
     @inline(never)
     private func conclude(_ response: consuming HTTPClientResponse, _ route: borrowing Route, _ selector: Selector, _ shape: CallShape,
                           _ service: String) -> Outcome {
-        let pick = route.pick
         switch Wire.decode(response, grpc: shape.grpc, service: service) {
         case .success(let body, let metadata):
-            if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }
-            return .answer(ClientResponse(body: body, metadata: metadata, answered: pick?.picked))
+            route.finish(selector, .success)
+            return .answer(ClientResponse(body: body, metadata: metadata, answered: route.node))
         case .failure(let error) where error.code == 408 || error.code == 503:
             // the server says it could not (yet): another node may
-            if let pick { selector.finish(pick.stats, started: pick.started, outcome: .failure) }
+            route.finish(selector, .failure)
             return .retry(error)
         case .failure(let error):
-            if let pick { selector.finish(pick.stats, started: pick.started, outcome: .success) }  // the node works; the call did not
+            route.finish(selector, .success)  // the node works; the call did not
             return .fail(error)
         }
     }
@@ -356,9 +366,7 @@ public final class Client: Sendable {
     @inline(never)
     private func conclude(_ error: HTTPClientError, _ route: borrowing Route, _ selector: Selector, _ service: String, _ endpoint: String,
                           _ options: CallOptions) -> Outcome {
-        if let pick = route.pick {
-            selector.finish(pick.stats, started: pick.started, outcome: error.kind == .connect ? .connectFailure : .failure)
-        }
+        route.finish(selector, error.kind == .connect ? .connectFailure : .failure)
         if error.kind == .cancelled { return .fail(CancellationError()) }
         if error.kind == .timeout { return .fail(timedOut(service, endpoint, options)) }
         guard error.neverProcessed else {
@@ -439,7 +447,7 @@ public final class Client: Sendable {
             outcome = conclude(error, route, selector, service, endpoint, options)
         }
         // the next attempt goes to another node if there is one
-        if case .retry = outcome, let pick = route.pick { tried.insert(pick.picked.node.id) }
+        if case .retry = outcome, let node = route.node { tried.insert(node.node.id) }
         return outcome
     }
 

@@ -198,11 +198,32 @@ public final class Selector: Sendable {
     struct Pick {
         /// The index of the node's version in the services selected from.
         let service: Int
-        let picked: PickedNode
+        let chosen: Chosen
         let started: Int64
         let stats: NodeStats
 
-        var node: Node { picked.node }
+        /// The node: the shared object of the list's memo (picks from the registry cache's lists,
+        /// nearly every call by name), or the node itself (no object is made for a pick that may
+        /// need none, such as a public ``Selector/select(_:filters:exclude:)``).
+        enum Chosen {
+            case shared(PickedNode)
+            case node(Node)
+        }
+
+        var node: Node {
+            switch chosen {
+            case .shared(let picked): picked.node
+            case .node(let node): node
+            }
+        }
+
+        /// The node as one shared object: the memo's, or one made now.
+        var picked: PickedNode {
+            switch chosen {
+            case .shared(let picked): picked
+            case .node(let node): PickedNode(node)
+            }
+        }
     }
 
     /// ``select(_:filters:tried:)`` at `now`, a time of this selector's clock the caller read
@@ -236,7 +257,7 @@ public final class Selector: Sendable {
             if load(statsB, now) < load(statsA, now) { (index, chosen) = (b, statsB) }
         }
         take(chosen, &state, now)
-        return Pick(service: 0, picked: memo?.picked[index] ?? PickedNode(nodes[index]), started: now, stats: chosen)
+        return Pick(service: 0, chosen: memo.map { .shared($0.picked[index]) } ?? .node(nodes[index]), started: now, stats: chosen)
     }
 
     private static func take(_ stats: NodeStats, _ state: inout State, _ now: Int64) {
@@ -295,7 +316,7 @@ public final class Selector: Sendable {
             let chosen = healthy[index]
             let stats = state.stats(chosen.node.id, now)
             Self.take(stats, &state, now)
-            return Pick(service: chosen.service, picked: PickedNode(chosen.node), started: now, stats: stats)
+            return Pick(service: chosen.service, chosen: .node(chosen.node), started: now, stats: stats)
         }
     }
 
@@ -356,7 +377,7 @@ public final class Selector: Sendable {
     /// under load come microseconds apart, where the series' first terms are exact to a double's
     /// precision (x < 1e-4: the next term is below 1e-17) and cost a tenth of `exp`.
     static func weight(since: Double) -> Double {
-        let x = since / decay
+        let x = max(0, since) / decay  // (two finishes racing to the lock may see time run back)
         guard x < 1e-4 else { return exp(-x) }
         return 1 - x + x * x / 2 - x * x * x / 6
     }
