@@ -17,25 +17,23 @@ final class RegistryCache: Sendable {
     }
     private struct Entries {
         var byName: [String: Entry] = [:]
-        /// The name looked up last and its entry (meaningful while `lastName` is set): a client
-        /// calling one service over and over compares a name (the same string, so at once)
-        /// instead of hashing it.
-        var lastName: String?
-        var last = Entry(services: [], fetched: 0, valid: false)
+        /// The name looked up last and its entry: a client calling one service over and over
+        /// compares a name (the same string, so at once) instead of hashing it.
+        var last: (name: String, entry: Entry)?
         /// Counts invalidations: an answer fetched across one may predate the change it reports.
         var invalidations: UInt64 = 0
 
         /// The entry of `name`, which becomes the last looked up.
         mutating func entry(_ name: String) -> Entry? {
-            if lastName == name { return last }
+            if let last, last.name == name { return last.entry }
             guard let found = byName[name] else { return nil }
-            (lastName, last) = (name, found)
+            last = (name, found)
             return found
         }
 
         mutating func set(_ name: String, _ entry: Entry) {
             byName[name] = entry
-            (lastName, last) = (name, entry)
+            last = (name, entry)
         }
     }
     private let entries = Mutex(Entries())
@@ -54,11 +52,6 @@ final class RegistryCache: Sendable {
     func cached(_ name: String, now: Int64) -> [ServiceRecord]? {
         guard watching.load(ordering: .relaxed) else { return nil }
         return entries.withLock { entries in
-            // the last name looked up, read in place (no copy of the entry: a reference count
-            // for its list and another to let it go)
-            if entries.lastName == name {
-                return entries.last.valid && now - entries.last.fetched < maxAge ? entries.last.services : nil
-            }
             guard let entry = entries.entry(name), entry.valid, now - entry.fetched < maxAge else { return nil }
             return entry.services
         }
@@ -91,7 +84,7 @@ final class RegistryCache: Sendable {
         entries.withLock { entries in
             entries.invalidations &+= 1
             entries.byName[name]?.valid = false
-            if entries.lastName == name { entries.last.valid = false }
+            if entries.last?.name == name { entries.last?.entry.valid = false }
         }
     }
 

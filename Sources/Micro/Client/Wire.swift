@@ -67,14 +67,7 @@ enum Wire {
     }
 
     static func decode(_ response: consuming HTTPClientResponse, grpc: Bool, service: String) -> Answer {
-        guard grpc else { return decodeMicro(response) }
-        // the usual gRPC answer: OK in the trailers, and one uncompressed message whose prefix
-        // the core took off; its body and fields move into the answer
-        if response.status == 200 && response.unframed && response.trailers["grpc-status"] == "0" {
-            let (headers, body, trailers) = response.parts()
-            return .success(body, Metadata(headers, then: trailers))
-        }
-        return decodeGRPC(response, service: service)
+        grpc ? decodeGRPC(response, service: service) : decodeMicro(response)
     }
 
     private static func decodeMicro(_ response: HTTPClientResponse) -> Answer {
@@ -94,7 +87,7 @@ enum Wire {
         return .success(response.body, Metadata(response.headers))
     }
 
-    private static func decodeGRPC(_ response: HTTPClientResponse, service: String) -> Answer {
+    private static func decodeGRPC(_ response: consuming HTTPClientResponse, service: String) -> Answer {
         guard response.status == 200 else {
             // not a gRPC answer at all: map the HTTP status as gRPC clients do
             let code: GRPCStatusCode = switch response.status {
@@ -118,8 +111,12 @@ enum Wire {
                 return .failure(MicroError(id: service, code: code.microCode, detail: message.map(GRPCText.decodeMessage) ?? "\(code)"))
             }
         }
-        // the usual answer: one uncompressed message that is the whole body
-        if response.unframed { return .success(response.body, metadata(of: response)) }
+        // the usual answer: one uncompressed message that is the whole body, which moves into
+        // the answer with the fields (no copy)
+        if response.unframed {
+            let (headers, body, trailers) = response.parts()
+            return .success(body, Metadata(headers, then: trailers))
+        }
         if GRPCPrefix.isOneUncompressedMessage(response.body) {
             return .success(Array(response.body[GRPCPrefix.count...]), metadata(of: response))
         }
@@ -209,11 +206,7 @@ final class CallShapes: Sendable {
 
     @inline(never)  // (inlined, its temporaries would enlarge the async frame of every call)
     func shape(service: String, endpoint: String, options: CallOptions) -> CallShape {
-        let hit = state.withLock { state -> CallShape? in
-            for i in state.shapes.indices where state.shapes[i].fits(service, endpoint, options) { return state.shapes[i] }
-            return nil
-        }
-        if let hit { return hit }
+        if let hit = state.withLock({ state in state.shapes.first { $0.fits(service, endpoint, options) } }) { return hit }
         let made = Wire.shape(service: service, endpoint: endpoint, options: options)
         state.withLock { state in
             if state.shapes.count < Self.capacity {
