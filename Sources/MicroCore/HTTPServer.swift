@@ -18,10 +18,11 @@ public final class HTTPServer: Sendable {
     /// Handles one request. It answers through `responder` (the first answer wins); returning
     /// without one answers 500.
     public typealias Handler = nonisolated(nonsending) @Sendable (HTTPServerRequest, HTTPResponder) async -> Void
-    /// Answers a request without suspending, when it can: true if it took the request (its
-    /// answer sent, or on its way); false leaves it to the ``Handler``, called right after on the
-    /// same worker and loop. A request answered here costs no async call: no frame, and no
-    /// executor check when the handler returns (a lock of the worker task's status records).
+    /// Answers a request without suspending, when it can: true if it answered it; false leaves
+    /// it to the ``Handler``, which a worker task of the same loop calls later (requests left
+    /// here reach it in the order they arrived). It runs in the core's request callback, on the
+    /// loop's thread and outside any task: a request answered here costs no task, no queue and
+    /// no async call. An answer it did not send is a 500, as for the handler.
     package typealias Immediate = @Sendable (HTTPServerRequest, HTTPResponder) -> Bool
 
     /// The bound port.

@@ -15,6 +15,10 @@ import DequeModule
 /// that arrived together are queued before any handler runs, so a worker about to run a handler
 /// while others wait first makes sure another worker is on its way.
 ///
+/// What the server's ``HTTPServer/Immediate`` answers without suspending (a synchronous handler,
+/// an error) is answered before any of this, in the core's request callback itself: no queue, no
+/// worker woken, no job. Only what it leaves goes to the workers, in the order it arrived.
+///
 /// Cancellation is per task and cannot be undone: when the client of the request a worker serves
 /// goes away, that worker's task is cancelled (the handler sees it, as before), and the worker
 /// ends after that request instead of serving another one with a cancelled task.
@@ -48,8 +52,14 @@ final class RequestWorkers: @unchecked Sendable {
         self.handler = handler
     }
 
-    /// On the loop thread: queues a request and makes sure a worker will take it.
+    /// On the loop thread, in the core's request callback: answers the request right here if
+    /// `immediate` can (no task, no queue, no job), else queues it and makes sure a worker will
+    /// take it.
     func submit(_ call: InFlightRequest) {
+        if let immediate, immediate(HTTPServerRequest(call), HTTPResponder(call)) {
+            call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
+            return
+        }
         queue.append(call)
         ensureLooking()
     }
@@ -117,10 +127,8 @@ final class RequestWorkers: @unchecked Sendable {
                     // to cancel: the handler runs cancelled (nothing else would ever cancel it,
                     // since a gone exchange arms no deadline)
                     if call.isGone { cancel(call) }
-                    let request = HTTPServerRequest(call), responder = HTTPResponder(call)
-                    if owner.immediate?(request, responder) != true {
-                        await owner.handler(request, responder)
-                    }
+                    // `immediate` had its try in `submit`
+                    await owner.handler(HTTPServerRequest(call), HTTPResponder(call))
                     call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
                     call.worker = nil
                     current = nil

@@ -1,3 +1,4 @@
+import DequeModule
 import Logging
 import SwiftProtobuf
 import MicroCore
@@ -143,27 +144,33 @@ final class Router: Sendable {
     /// What the registry publishes: each endpoint with its request and response shapes.
     var descriptions: [Endpoint] { endpoints.withLock { $0.values.map(\.description).sorted { $0.name < $1.name } } }
 
-    /// The route ``serveImmediately(_:_:_:)`` found for a request it left to ``serve(_:_:routed:)``,
-    /// kept per loop for the moment between the two: the worker that called the one calls the
-    /// other next, on the same loop, with nothing of that loop's running in between.
+    /// The routes ``serveImmediately(_:_:_:)`` found for the requests it left to
+    /// ``serve(_:_:routed:)``, per loop, in the order it left them: the server's workers take
+    /// those requests from one queue in that same order, and each `serve` takes its route first
+    /// thing.
     ///
-    /// @unchecked Sendable: slot `i` is read and written only on the thread of the group's loop `i`.
+    /// @unchecked Sendable: queue `i` is read and written only on the thread of the group's loop `i`.
     final class RouteHandoff: @unchecked Sendable {
-        private var slots: [(request: ObjectIdentifier, route: Route)?]
+        private var queues: [Deque<(request: ObjectIdentifier, route: Route)>]
 
-        init(loops: Int) { slots = Array(repeating: nil, count: loops) }
+        init(loops: Int) { queues = Array(repeating: [], count: loops) }
 
         func put(_ route: Route, for request: HTTPServerRequest) {
             let index = request.loop.index
-            if index < slots.count { slots[index] = (request.identity, route) }
+            if index < queues.count { queues[index].append((request.identity, route)) }
         }
 
-        /// The route put for `request`, taken out; nil if there is none.
+        /// The route put for `request`, taken out; nil if there is none. Routes put before it are
+        /// dropped: their requests are past (the queue holds a request while its route waits here,
+        /// so no later request can have its identity).
         func take(for request: HTTPServerRequest) -> Route? {
             let index = request.loop.index
-            guard index < slots.count, let slot = slots[index] else { return nil }
-            slots[index] = nil
-            return slot.request == request.identity ? slot.route : nil
+            guard index < queues.count else { return nil }
+            let identity = request.identity
+            while let first = queues[index].popFirst() {
+                if first.request == identity { return first.route }
+            }
+            return nil
         }
     }
 
@@ -254,8 +261,8 @@ final class Router: Sendable {
     }
 
     /// The server's first try at a request (``HTTPServer/Immediate``), on its loop: answers what
-    /// needs no suspension, in the worker's own frame, and leaves the rest (with its route, in
-    /// `handoff`) to ``serve(_:_:routed:)``, which the worker calls next.
+    /// needs no suspension, in the core's request callback (no task), and leaves the rest (with
+    /// its route, in `handoff`) to ``serve(_:_:routed:)``, which a worker calls later.
     func serveImmediately(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ handoff: RouteHandoff) -> Bool {
         guard let route = answerWithoutSuspending(self.route(request), responder) else { return true }
         handoff.put(route, for: request)
