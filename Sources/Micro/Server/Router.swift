@@ -107,6 +107,9 @@ final class Router: Sendable {
     /// `/Method` of every streaming endpoint (the core asks per request): a path that ends with
     /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[[UInt8]]>([])
+    /// Whether `streamMethods` has any: a service without streaming endpoints answers the core's
+    /// question without the lock.
+    let anyStreamMethods = Atomic<Bool>(false)
 
     /// `GET /health`, `/health/live`, `/health/ready` (go-micro v6), asked only of a request that
     /// names no endpoint.
@@ -136,6 +139,7 @@ final class Router: Sendable {
         if endpoint.streaming != nil {
             let method = Array(("/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)).utf8)
             streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
+            anyStreamMethods.store(true, ordering: .releasing)
         }
     }
 
@@ -149,15 +153,20 @@ final class Router: Sendable {
     /// those requests from one queue in that same order, and each `serve` takes its route first
     /// thing.
     ///
-    /// @unchecked Sendable: queue `i` is read and written only on the thread of the group's loop `i`.
+    /// @unchecked Sendable: queue `i` is read and written only on the thread of the group's loop
+    /// `i`; the array of queues itself never changes.
     final class RouteHandoff: @unchecked Sendable {
-        private var queues: [Deque<(request: ObjectIdentifier, route: Route)>]
+        private final class Queue {
+            // loop-confined and touched per request left to a worker: no dynamic exclusivity checks
+            @exclusivity(unchecked) var routes = Deque<(request: ObjectIdentifier, route: Route)>()
+        }
+        private let queues: [Queue]
 
-        init(loops: Int) { queues = Array(repeating: [], count: loops) }
+        init(loops: Int) { queues = (0..<loops).map { _ in Queue() } }
 
         func put(_ route: Route, for request: HTTPServerRequest) {
             let index = request.loop.index
-            if index < queues.count { queues[index].append((request.identity, route)) }
+            if index < queues.count { queues[index].routes.append((request.identity, route)) }
         }
 
         /// The route put for `request`, taken out; nil if there is none. Routes put before it are
@@ -167,7 +176,8 @@ final class Router: Sendable {
             let index = request.loop.index
             guard index < queues.count else { return nil }
             let identity = request.identity
-            while let first = queues[index].popFirst() {
+            let queue = queues[index]
+            while let first = queue.routes.popFirst() {
                 if first.request == identity { return first.route }
             }
             return nil

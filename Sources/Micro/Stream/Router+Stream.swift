@@ -27,6 +27,7 @@ extension Router {
     /// Asked for every request with a body: bytes compared, and a String made only for a path
     /// that ends with a streaming endpoint's method.
     func isStream(path: UnsafeRawBufferPointer) -> Bool {
+        guard anyStreamMethods.load(ordering: .acquiring) else { return false }
         let endsWithAStreamMethod = streamMethods.withLock { methods in
             methods.contains { method in
                 path.count > method.count && method.withUnsafeBufferPointer {
