@@ -302,20 +302,22 @@ struct WireHeaders: @unchecked Sendable {
     /// The first field named `name` (without regard to ASCII case); its pointers are valid while
     /// this value lives.
     private func field(named name: String) -> mc_header_t? {
+        // a native String or a literal lends its bytes without a copy of the String
+        if let found = name.utf8.withContiguousStorageIfAvailable({ field(named: UnsafeRawBufferPointer($0)) }) { return found }
         var name = name
-        return name.withUTF8 { query in
-            buffer.withUnsafeMutablePointerToElements { headers -> mc_header_t? in
-                for i in 0..<buffer.header where headers[i].name_len == query.count {
-                    let field = headers[i]
-                    if query.isEmpty || memcmp(field.name, query.baseAddress!, query.count) == 0
-                        || HTTPHeaders.equalIgnoringCase(UnsafeRawBufferPointer(start: field.name, count: query.count),
-                                                         UnsafeRawBufferPointer(query)) {
-                        return field
-                    }
-                }
-                return nil
+        return name.withUTF8 { field(named: UnsafeRawBufferPointer($0)) }
+    }
+
+    private func field(named query: UnsafeRawBufferPointer) -> mc_header_t? {
+        let headers = self.headers, count = buffer.header
+        for i in 0..<count where headers[i].name_len == query.count {
+            let field = headers[i]
+            if query.isEmpty || memcmp(field.name, query.baseAddress!, query.count) == 0
+                || HTTPHeaders.equalIgnoringCase(UnsafeRawBufferPointer(start: field.name, count: query.count), query) {
+                return field
             }
         }
+        return nil
     }
 
     func element(_ i: Int) -> HTTPHeaders.Element {

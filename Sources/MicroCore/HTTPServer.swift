@@ -220,10 +220,10 @@ final class ServerContext: Sendable {
 
     /// On the loop thread, when a request's headers are complete and a body follows.
     func isStream(_ req: OpaquePointer) -> Bool {
-        guard let streams else { return false }
+        guard streams != nil else { return false }
         var len = 0
         let path = mc_request_path(req, &len)
-        return streams(UnsafeRawBufferPointer(start: len > 0 ? path : nil, count: len))
+        return streams!(UnsafeRawBufferPointer(start: len > 0 ? path : nil, count: len))
     }
 
     func withServer(_ body: (OpaquePointer) -> Void) {

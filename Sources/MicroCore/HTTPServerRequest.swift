@@ -72,6 +72,11 @@ public struct HTTPServerRequest: Sendable {
     /// The first value of header `name`: `headers[name]` without a copy of the headers.
     package func header(_ name: String) -> String? { storage.fields.headers[name] }
 
+    /// `headers.withValue(of:_:)` without a copy of the headers.
+    package func withHeaderValue<R>(of name: String, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        storage.fields.headers.withValue(of: name, body)
+    }
+
     /// The one uncompressed gRPC message that the whole body is, without its 5-byte prefix
     /// (taken off as the body arrived, without another copy); nil for any other body.
     package var grpcMessage: [UInt8]? { storage.fields.grpcFramed ? storage.fields.content : nil }

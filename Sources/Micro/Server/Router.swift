@@ -107,9 +107,9 @@ final class Router: Sendable {
     /// `/Method` of every streaming endpoint (the core asks per request): a path that ends with
     /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[[UInt8]]>([])
-    /// Whether `streamMethods` has any: a service without streaming endpoints answers the core's
-    /// question without the lock.
-    let anyStreamMethods = Atomic<Bool>(false)
+    /// The first of `streamMethods`, readable without the lock (the core asks for every request
+    /// with a body).
+    let publishedStreamMethods = PublishedSuffixes()
 
     /// `GET /health`, `/health/live`, `/health/ready` (go-micro v6), asked only of a request that
     /// names no endpoint.
@@ -138,8 +138,11 @@ final class Router: Sendable {
         namedRoutes.withLock { $0 = KnownRoutes() }
         if endpoint.streaming != nil {
             let method = Array(("/" + (endpoint.name.split(separator: ".").last.map(String.init) ?? endpoint.name)).utf8)
-            streamMethods.withLock { if !$0.contains(method) { $0.append(method) } }
-            anyStreamMethods.store(true, ordering: .releasing)
+            streamMethods.withLock { methods in
+                guard !methods.contains(method) else { return }
+                methods.append(method)
+                publishedStreamMethods.append(method)  // under the lock: one writer at a time
+            }
         }
     }
 
@@ -544,7 +547,7 @@ final class Router: Sendable {
 
     private func headerEndpoint(_ request: HTTPServerRequest, _ header: String) -> (name: String, endpoint: EndpointHandler?)? {
         enum Lookup { case absent, known(EndpointHandler), other }
-        let lookup: Lookup = request.headers.withValue(of: header) { bytes in
+        let lookup: Lookup = request.withHeaderValue(of: header) { bytes in
             guard let bytes, !bytes.isEmpty else { return .absent }
             return namedRoutes.withLock { $0.endpoint(bytes: bytes) }.map(Lookup.known) ?? .other
         }

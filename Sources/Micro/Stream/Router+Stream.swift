@@ -27,11 +27,13 @@ extension Router {
     /// Asked for every request with a body: bytes compared, and a String made only for a path
     /// that ends with a streaming endpoint's method.
     func isStream(path: UnsafeRawBufferPointer) -> Bool {
-        guard anyStreamMethods.load(ordering: .acquiring) else { return false }
-        let endsWithAStreamMethod = streamMethods.withLock { methods in
-            methods.contains { method in
-                path.count > method.count && method.withUnsafeBufferPointer {
-                    memcmp(path.baseAddress! + (path.count - $0.count), $0.baseAddress!, $0.count) == 0
+        var endsWithAStreamMethod = publishedStreamMethods.isSuffix(of: path)
+        if !endsWithAStreamMethod, publishedStreamMethods.overflowed.load(ordering: .acquiring) {
+            endsWithAStreamMethod = streamMethods.withLock { methods in
+                methods.contains { method in
+                    path.count > method.count && method.withUnsafeBufferPointer {
+                        memcmp(path.baseAddress! + (path.count - $0.count), $0.baseAddress!, $0.count) == 0
+                    }
                 }
             }
         }
@@ -181,5 +183,49 @@ final class ServerStreamSink: MessageSink {
         } catch {
             throw Router.streamFailure(context)
         }
+    }
+}
+
+/// Byte strings that only ever get added, readable from any thread without a lock: up to
+/// `capacity` of them, each copied once into memory of its own that lives as long as this
+/// object. A reader loads the count (acquiring), then reads that many entries, which never change
+/// once counted. Writers must not overlap (the router appends under its lock).
+///
+/// @unchecked Sendable: entries are written before the count that publishes them (releasing),
+/// and never written again.
+final class PublishedSuffixes: @unchecked Sendable {
+    static let capacity = 64
+    private let entries = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: PublishedSuffixes.capacity)
+    private let published = Atomic<Int>(0)
+    /// Whether some did not fit: a reader must then ask the full list.
+    let overflowed = Atomic<Bool>(false)
+
+    func append(_ bytes: [UInt8]) {
+        let count = published.load(ordering: .relaxed)
+        guard count < Self.capacity else {
+            overflowed.store(true, ordering: .releasing)
+            return
+        }
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+        bytes.withUnsafeBytes { copy.copyMemory(from: $0) }
+        entries[count] = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(copy)[0..<bytes.count])
+        published.store(count + 1, ordering: .releasing)
+    }
+
+    /// Whether `path` ends with one of them (and is longer than it).
+    func isSuffix(of path: UnsafeRawBufferPointer) -> Bool {
+        let count = published.load(ordering: .acquiring)
+        for i in 0..<count {
+            let suffix = entries[i]
+            if path.count > suffix.count, memcmp(path.baseAddress! + (path.count - suffix.count), suffix.baseAddress!, suffix.count) == 0 {
+                return true
+            }
+        }
+        return false
+    }
+
+    deinit {
+        for i in 0..<published.load(ordering: .acquiring) { UnsafeMutableRawPointer(mutating: entries[i].baseAddress!).deallocate() }
+        entries.deallocate()
     }
 }
