@@ -83,15 +83,17 @@ public final class HTTPServer: Sendable {
         config.tls = tls?.pointer
         var callbacks = mc_server_callbacks_t()
         callbacks.ctx = Unmanaged.passRetained(context).toOpaque()
+        // the server holds its context until `on_closed`: the per-request callbacks borrow it
+        // without a reference count of their own
         callbacks.on_request = { ctx, req in
-            Unmanaged<ServerContext>.fromOpaque(ctx!).takeUnretainedValue().handle(req!)
+            Unmanaged<ServerContext>.fromOpaque(ctx!)._withUnsafeGuaranteedRef { $0.handle(req!) }
         }
         callbacks.on_abort = { _, req in
             guard let user = mc_request_user(req) else { return }
             Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().peerGone()
         }
         callbacks.is_stream = { ctx, req in
-            Unmanaged<ServerContext>.fromOpaque(ctx!).takeUnretainedValue().isStream(req!) ? 1 : 0
+            Unmanaged<ServerContext>.fromOpaque(ctx!)._withUnsafeGuaranteedRef { $0.isStream(req!) } ? 1 : 0
         }
         callbacks.on_body = { _, req, data, len, end in
             guard let user = mc_request_user(req), let body = Unmanaged<InFlightRequest>.fromOpaque(user).takeUnretainedValue().inbound else { return }
@@ -234,12 +236,11 @@ final class ServerContext: Sendable {
 
     /// On the connection's loop thread.
     func handle(_ req: OpaquePointer) {
-        let loop = loops[Int(mc_loop_index(mc_request_loop(req)))]
-        let workers = workers[loop.index]
-        let call = InFlightRequest(req, loop: loop, streamed: mc_request_is_streaming(req) != 0, paths: workers.recentPaths)
+        let index = Int(mc_loop_index(mc_request_loop(req)))
+        let call = InFlightRequest(req, loop: loops[index], streamed: mc_request_is_streaming(req) != 0, paths: workers[index].recentPaths)
         mc_request_set_user(req, Unmanaged.passUnretained(call).toOpaque())
-        // a worker of this loop runs the handler after this callback returns
-        workers.submit(call)
+        // answered here, or by a worker of this loop after this callback returns
+        workers[index].submit(call)
     }
 
     /// Any thread, once.

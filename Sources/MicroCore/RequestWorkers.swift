@@ -56,7 +56,7 @@ final class RequestWorkers: @unchecked Sendable {
     /// `immediate` can (no task, no queue, no job), else queues it and makes sure a worker will
     /// take it.
     func submit(_ call: InFlightRequest) {
-        if let immediate, immediate(HTTPServerRequest(call), HTTPResponder(call)) {
+        if immediate != nil, immediate!(HTTPServerRequest(call), HTTPResponder(call)) {
             call.complete(HTTPServerResponse.handlerReturnedWithoutAnswer)
             return
         }
