@@ -193,6 +193,15 @@ static bool opens_stream(mc_conn_t *c, mc_request_t *r, http_parser *p) {
            find_header(r, "micro-stream", &h) != NULL;
 }
 
+/* The application answered inside on_request and the connection closed meanwhile (its output
+ * could not be queued): the parser must not go on to the next pipelined request, which would be
+ * made and handed over on a closed connection. Pausing stops http_parser_execute here, and
+ * mc_h1_feed stops at the closed connection. */
+static int closed_in_callback(http_parser *p) {
+    http_parser_pause(p, 1);
+    return 0;
+}
+
 static int on_message_complete(http_parser *p) {
     mc_conn_t *c = p->data;
     mc_request_t *r = c->h1_cur;
@@ -216,7 +225,7 @@ static int on_message_complete(http_parser *p) {
         c->active++;
         c->h1_stream = r;
         s->cb.on_request(s->cb.ctx, r);
-        if (mc_conn_closed(c)) return 0;
+        if (mc_conn_closed(c)) return closed_in_callback(p);
         c->read_since = uv_now(&c->loop->uv); /* the first message is awaited (the read timeout) */
         return 0;
     }
@@ -224,7 +233,7 @@ static int on_message_complete(http_parser *p) {
     enqueue(c, r);
     if (!r->server.keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
     s->cb.on_request(s->cb.ctx, r);
-    if (mc_conn_closed(c)) return 0;
+    if (mc_conn_closed(c)) return closed_in_callback(p);
     if (c->state >= MC_CONN_ENDING || queued(c) >= s->config.max_pipelined) http_parser_pause(p, 1);
     return 0;
 }

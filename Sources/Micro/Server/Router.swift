@@ -164,6 +164,9 @@ final class Router: Sendable {
             @exclusivity(unchecked) var routes = Deque<(request: ObjectIdentifier, route: Route)>()
         }
         private let queues: [Queue]
+        /// Routes dropped or not found by `take`, over the process: none, as long as routes and
+        /// requests leave their queues in the same order (tests check it).
+        static let misses = Atomic<Int>(0)
 
         init(loops: Int) { queues = (0..<loops).map { _ in Queue() } }
 
@@ -172,9 +175,11 @@ final class Router: Sendable {
             if index < queues.count { queues[index].routes.append((request.identity, route)) }
         }
 
-        /// The route put for `request`, taken out; nil if there is none. Routes put before it are
-        /// dropped: their requests are past (the queue holds a request while its route waits here,
-        /// so no later request can have its identity).
+        /// The route put for `request`, taken out; nil if there is none (the request is then
+        /// routed again). Routes ahead of it would be dropped, and counted in `misses`: there are
+        /// none, since each worker takes its route first thing, before anything can suspend. The
+        /// workers' queue holds a request while its route waits here, so no other request can
+        /// have its identity meanwhile.
         func take(for request: HTTPServerRequest) -> Route? {
             let index = request.loop.index
             guard index < queues.count else { return nil }
@@ -182,7 +187,9 @@ final class Router: Sendable {
             let queue = queues[index]
             while let first = queue.routes.popFirst() {
                 if first.request == identity { return first.route }
+                Self.misses.add(1, ordering: .relaxed)
             }
+            Self.misses.add(1, ordering: .relaxed)
             return nil
         }
     }
@@ -251,9 +258,7 @@ final class Router: Sendable {
         switch route {
         case .answer: return  // answered above
         case .unary(let call):
-            if call.context.timeoutMilliseconds > 0 {
-                responder.setDeadline(afterMilliseconds: call.context.timeoutMilliseconds, handler: self)
-            }
+            if call.context.timeoutMilliseconds > 0 { armDeadline(call.context, responder, routedOnArrival: routed != nil) }
             guard let metrics = call.endpoint.metrics else {
                 let result = await invoke(call.endpoint, call.message, call.codec, call.context)
                 stats.record(failed: result.failed)
@@ -270,6 +275,20 @@ final class Router: Sendable {
             responder.send(await checks.answer(request)
                 ?? HTTPServerResponse(status: 404, headers: ["content-type": "text/plain"],
                                       body: Array("no such health endpoint: /health, /health/live and /health/ready are\n".utf8)))
+        }
+    }
+
+    /// Arms the caller's deadline for a unary call about to run. A call routed on arrival (by
+    /// ``serveImmediately(_:_:_:)``) may have waited for a worker since: its deadline runs from
+    /// then, so the time left is read off the clock. One routed just now arms its timeout as it
+    /// came, with no clock read. Synchronous: an async frame holding a `ContinuousClock.Instant`
+    /// would allocate room for it on every call (see ``Route``).
+    @inline(never)
+    private func armDeadline(_ context: Context, _ responder: HTTPResponder, routedOnArrival: Bool) {
+        if routedOnArrival, let deadline = context.deadline {
+            responder.setDeadline(deadline, handler: self)
+        } else {
+            responder.setDeadline(afterMilliseconds: context.timeoutMilliseconds, handler: self)
         }
     }
 
