@@ -21,8 +21,10 @@ public final class HTTPServer: Sendable {
     /// Answers a request without suspending, when it can: true if it answered it; false leaves
     /// it to the ``Handler``, which a worker task of the same loop calls later (requests left
     /// here reach it in the order they arrived). It runs in the core's request callback, on the
-    /// loop's thread and outside any task: a request answered here costs no task, no queue and
-    /// no async call. An answer it did not send is a 500, as for the handler.
+    /// loop's thread, usually outside any task (on HTTP/1.1, a worker's answer that frees room in
+    /// a full pipeline can run it for the requests held back, inside that worker's task): a
+    /// request answered here costs no task, no queue and no async call. An answer it did not
+    /// send is a 500, as for the handler.
     package typealias Immediate = @Sendable (HTTPServerRequest, HTTPResponder) -> Bool
 
     /// The bound port.

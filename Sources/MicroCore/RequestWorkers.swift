@@ -53,7 +53,7 @@ final class RequestWorkers: @unchecked Sendable {
     }
 
     /// On the loop thread, in the core's request callback: answers the request right here if
-    /// `immediate` can (no task, no queue, no job), else queues it and makes sure a worker will
+    /// `immediate` can (no worker, no queue, no job), else queues it and makes sure a worker will
     /// take it.
     func submit(_ call: InFlightRequest) {
         if immediate != nil, immediate!(HTTPServerRequest(call), HTTPResponder(call)) {

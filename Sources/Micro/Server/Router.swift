@@ -107,8 +107,8 @@ final class Router: Sendable {
     /// `/Method` of every streaming endpoint (the core asks per request): a path that ends with
     /// none of them is not a stream, found without building a string.
     let streamMethods = Mutex<[[UInt8]]>([])
-    /// The first of `streamMethods`, readable without the lock (the core asks for every request
-    /// with a body).
+    /// `streamMethods` (the first `PublishedSuffixes.capacity` of them), readable without the lock:
+    /// the core asks for every request with a body.
     let publishedStreamMethods = PublishedSuffixes()
 
     /// `GET /health`, `/health/live`, `/health/ready` (go-micro v6), asked only of a request that
@@ -293,8 +293,8 @@ final class Router: Sendable {
     }
 
     /// The server's first try at a request (``HTTPServer/Immediate``), on its loop: answers what
-    /// needs no suspension, in the core's request callback (no task), and leaves the rest (with
-    /// its route, in `handoff`) to ``serve(_:_:routed:)``, which a worker calls later.
+    /// needs no suspension, in the core's request callback (usually no task), and leaves the
+    /// rest (with its route, in `handoff`) to ``serve(_:_:routed:)``, which a worker calls later.
     func serveImmediately(_ request: HTTPServerRequest, _ responder: HTTPResponder, _ handoff: RouteHandoff) -> Bool {
         guard let route = answerWithoutSuspending(self.route(request), responder) else { return true }
         handoff.put(route, for: request)

@@ -30,11 +30,7 @@ extension Router {
         var endsWithAStreamMethod = publishedStreamMethods.isSuffix(of: path)
         if !endsWithAStreamMethod, publishedStreamMethods.overflowed.load(ordering: .acquiring) {
             endsWithAStreamMethod = streamMethods.withLock { methods in
-                methods.contains { method in
-                    path.count > method.count && method.withUnsafeBufferPointer {
-                        memcmp(path.baseAddress! + (path.count - $0.count), $0.baseAddress!, $0.count) == 0
-                    }
-                }
+                methods.contains { method in method.withUnsafeBytes { PublishedSuffixes.ends(path, with: $0) } }
             }
         }
         guard endsWithAStreamMethod else { return false }
@@ -215,13 +211,13 @@ final class PublishedSuffixes: @unchecked Sendable {
     /// Whether `path` ends with one of them (and is longer than it).
     func isSuffix(of path: UnsafeRawBufferPointer) -> Bool {
         let count = published.load(ordering: .acquiring)
-        for i in 0..<count {
-            let suffix = entries[i]
-            if path.count > suffix.count, memcmp(path.baseAddress! + (path.count - suffix.count), suffix.baseAddress!, suffix.count) == 0 {
-                return true
-            }
-        }
+        for i in 0..<count where Self.ends(path, with: entries[i]) { return true }
         return false
+    }
+
+    /// Whether `path` ends with `suffix` and is longer than it.
+    static func ends(_ path: UnsafeRawBufferPointer, with suffix: UnsafeRawBufferPointer) -> Bool {
+        path.count > suffix.count && memcmp(path.baseAddress! + (path.count - suffix.count), suffix.baseAddress!, suffix.count) == 0
     }
 
     deinit {
