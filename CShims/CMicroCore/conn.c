@@ -428,6 +428,32 @@ void mc_conn_request_done(mc_conn_t *c) {
     mc_loop_mark_dirty(c->loop, c);
 }
 
+/* An answer queued while its connection's read is handled, with nothing of that read behind it:
+ * nothing more can join this write before the flush, so it goes now, before the application's
+ * clean-up and the rest of the loop turn, which then overlap the trip to the peer (at 1 x 1 that
+ * is the answer's latency). Answers to requests that came together still go in one write, made
+ * by the last of them. Only what the socket takes at once: the rest, and any error, are the
+ * flush's (the connection is never closed here, inside the application's callback). */
+void mc_conn_write_early(mc_conn_t *c) {
+    if (!c->reading || c->feed_follows || c->tx_follows || c->writing || c->state == MC_CONN_LINGERING ||
+        mc_conn_closed(c))
+        return;
+    mc_buf_t *wire = NULL;
+    if (c->tx->seal(c, &wire) < 0 || !wire->len) return;
+    /* counted before the peer can see the answer (one writer, this loop: atomic for the readers
+     * only), and taken back if the socket took nothing */
+    uint64_t count = atomic_load_explicit(&c->sl->early_writes, memory_order_relaxed);
+    atomic_store_explicit(&c->sl->early_writes, count + 1, memory_order_relaxed);
+    uv_buf_t b = uv_buf_init((char *)wire->data, (unsigned)(wire->len < MC_WRITE_PIECE ? wire->len : MC_WRITE_PIECE));
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n <= 0) {
+        atomic_store_explicit(&c->sl->early_writes, count, memory_order_relaxed);
+        return;
+    }
+    c->write_since = uv_now(&c->loop->uv);
+    mc_buf_consume(wire, (size_t)n);
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     mc_conn_t *c = h->data;
@@ -599,7 +625,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     if (nread == 0) return;
+    c->reading = true;
     int rc = c->tx->receive(c, c->loop->readbuf, (size_t)nread);
+    c->reading = false; /* c is freed only by its handles' close callbacks, later in this turn */
     if (mc_conn_closed(c)) return;
     if (rc == 1) { /* the peer's close_notify: its EOF */
         on_read(stream, UV_EOF, buf);

@@ -232,9 +232,10 @@ static int on_message_complete(http_parser *p) {
     r->server.keep_alive = http_should_keep_alive(p); /* parsing stops once the connection is ENDING */
     enqueue(c, r);
     if (!r->server.keep_alive) mc_conn_enter(c, MC_CONN_ENDING);
-    s->cb.on_request(s->cb.ctx, r);
-    if (mc_conn_closed(c)) return closed_in_callback(p);
-    if (c->state >= MC_CONN_ENDING || queued(c) >= s->config.max_pipelined) http_parser_pause(p, 1);
+    /* handed over by mc_h1_feed, where the parser stopped: it knows whether more of the read
+     * follows (the answer to the last request of a read is written at once) */
+    c->h1_ready = r;
+    http_parser_pause(p, 1);
     return 0;
 }
 
@@ -415,10 +416,19 @@ static const char *error_detail(mc_conn_t *c, int status, char *buf, size_t len)
 
 int mc_h1_feed(mc_conn_t *c, const uint8_t *data, size_t n) {
     size_t off = 0;
+    c->feed_follows = true; /* go-micro streams' frames are handed over inside the parser */
     while (off < n && !mc_conn_closed(c) && c->state < MC_CONN_ENDING) {
         size_t done = http_parser_execute(&c->parser, &settings, (const char *)data + off, n - off);
         off += done;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED && c->h1_ready) {
+            mc_request_t *r = c->h1_ready;
+            c->h1_ready = NULL;
+            c->feed_follows = off < n;
+            c->server->cb.on_request(c->server->cb.ctx, r);
+            c->feed_follows = true;
+            if (mc_conn_closed(c)) return 0; /* its answer could not be queued: nothing more is parsed */
+        }
         if (e == HPE_PAUSED) {
             if (c->state < MC_CONN_ENDING && queued(c) < c->server->config.max_pipelined) {
                 http_parser_pause(&c->parser, 0);

@@ -1091,6 +1091,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
             begin_frame(c);
             if (h->in == IN_PAYLOAD && h->len == 0 && !h->fatal) {
                 h->in = IN_HEAD;
+                c->feed_follows = n != 0;
                 on_frame(c, p, 0);
             }
             break;
@@ -1102,6 +1103,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
                 p += h->len;
                 n -= h->len;
                 h->in = IN_HEAD;
+                c->feed_follows = n != 0;
                 on_frame(c, f, h->len);
                 break;
             }
@@ -1112,6 +1114,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
             n -= k;
             if (h->payload.len < h->len) break;
             h->in = IN_HEAD;
+            c->feed_follows = n != 0;
             on_frame(c, h->payload.data, h->len);
             if (!mc_conn_closed(c)) mc_buf_reset(&h->payload, H2_FRAME_MAX + 9);
             break;
@@ -1131,6 +1134,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
             h->in = IN_DATA;
             if (!h->data_left && !h->skip_left) {
                 h->in = IN_HEAD;
+                c->feed_follows = n != 0;
                 data_ended(c, h->data_stream, (h->flags & FL_END_STREAM) != 0);
             }
             break;
@@ -1153,6 +1157,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
                 break;
             }
             h->in = IN_HEAD;
+            c->feed_follows = n != 0;
             if (!mc_conn_closed(c)) data_ended(c, h->data_stream, (h->flags & FL_END_STREAM) != 0);
             break;
         }
@@ -1164,6 +1169,7 @@ int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
             if (h->skip_left) break;
             h->in = IN_HEAD;
             if (h->type == F_DATA) {
+                c->feed_follows = n != 0;
                 data_ended(c, h->data_stream, (h->flags & FL_END_STREAM) != 0);
             }
             break;

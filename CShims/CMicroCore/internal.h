@@ -156,6 +156,7 @@ typedef struct mc_server_loop {
     mc_loop_t *loop;
     mc_conn_t *conns; /* doubly linked list of live connections on that loop */
     bool shutdown_seen;
+    atomic_ullong early_writes; /* written by the loop only; read by mc_server_stats */
 } mc_server_loop_t;
 
 struct mc_server {
@@ -317,6 +318,12 @@ struct mc_conn {
     mc_buf_t inflight; /* output handed to uv_write */
     uv_write_t wreq;
     bool writing;
+    /* Inside on_read, while the protocol handles the read's bytes; then whether more of them wait
+     * behind what it handles now (the protocol's own, or the transport's: TLS records not yet
+     * decrypted). With none left, an answer is written at once (mc_conn_write_early). */
+    bool reading;
+    bool feed_follows;
+    bool tx_follows;
 
     /* Timeouts (mc_conn_update_timer): one timer, armed for the earliest deadline of the state */
     uint64_t write_since;     /* output waiting since (or since the peer last took some); 0 = none */
@@ -339,6 +346,7 @@ struct mc_conn {
     /* HTTP/1 */
     http_parser parser;
     mc_request_t *h1_cur;      /* being parsed */
+    mc_request_t *h1_ready;    /* parsed, queued, and handed over by mc_h1_feed once the parser stops */
     mc_request_t *h1_head;     /* FIFO of dispatched requests, answered in order */
     mc_request_t *h1_tail;
     size_t h1_header_bytes;
@@ -380,6 +388,7 @@ void mc_conn_update_timer(mc_conn_t *c);
  * that finds them was held up with the loop, not by the peer. */
 bool mc_conn_input_waiting(mc_conn_t *c);
 void mc_conn_request_done(mc_conn_t *c);
+void mc_conn_write_early(mc_conn_t *c);
 void mc_server_conn_gone(mc_server_t *s);
 void mc_server_retain(mc_server_t *s);
 void mc_server_release(mc_server_t *s);

@@ -392,6 +392,9 @@ void mc_server_stats(const mc_server_t *s, mc_server_stats_t *out) {
     out->open_connections = atomic_load_explicit(&m->live_conns, memory_order_relaxed);
     out->accepted = atomic_load_explicit(&m->accepted, memory_order_relaxed);
     out->accept_backoffs = atomic_load_explicit(&m->accept_backoffs, memory_order_relaxed);
+    out->early_writes = 0;
+    for (size_t i = 0; i < m->nloops; i++)
+        out->early_writes += atomic_load_explicit(&m->loops[i].early_writes, memory_order_relaxed);
 }
 
 static void shutdown_loop_job(void *ctx, void *arg) {

@@ -262,6 +262,7 @@ int mc_request_respond_framed(mc_request_t *r, int status, const mc_header_t *h,
     int rc = r->proto == MC_PROTO_H2 ? mc_h2_respond(r, status, h, nh, b, t, nt) : mc_h1_respond(r, status, h, nh, b);
     mc_buf_free(&error);
     mc_conn_request_done(c);
+    mc_conn_write_early(c);
     return rc;
 }
 

@@ -607,7 +607,11 @@ static int tls_receive(mc_conn_t *c, const uint8_t *p, size_t n) {
         ERR_clear_error();
         int r = SSL_read_ex(t->ssl, buf, MC_READ_BUFFER_SIZE, &got);
         if (r == 1) {
-            if (c->ops->feed(c, buf, got) != 0) return -1;
+            /* records still to decrypt (whole or not) hold the answers back for one write */
+            c->tx_follows = SSL_has_pending(t->ssl) || BIO_ctrl_pending(t->rbio) > 0;
+            int rc = c->ops->feed(c, buf, got);
+            c->tx_follows = false;
+            if (rc != 0) return -1;
             continue;
         }
         int e = SSL_get_error(t->ssl, r);

@@ -139,10 +139,11 @@ public final class HTTPServer: Sendable {
 
     /// What a server has done since it started (for metrics).
     public struct Stats: Sendable, Equatable {
-        public init(openConnections: UInt64, accepted: UInt64, acceptBackoffs: UInt64) {
+        public init(openConnections: UInt64, accepted: UInt64, acceptBackoffs: UInt64, earlyWrites: UInt64 = 0) {
             self.openConnections = openConnections
             self.accepted = accepted
             self.acceptBackoffs = acceptBackoffs
+            self.earlyWrites = earlyWrites
         }
 
         /// Connections open now.
@@ -151,13 +152,18 @@ public final class HTTPServer: Sendable {
         public var accepted: UInt64
         /// Temporary accept errors (descriptors or memory exhausted) the listener backed off from.
         public var acceptBackoffs: UInt64
+        /// Answers written the moment they were given, ahead of the rest of their loop turn: an
+        /// answer given while its request's read is handled, to the last request of that read
+        /// (answers to requests that arrived together still leave in one write).
+        public var earlyWrites: UInt64
     }
 
     /// The server's counters now (zero once it has closed). Any thread.
     public var stats: Stats {
         var stats = mc_server_stats_t()
         context.withServer { mc_server_stats($0, &stats) }
-        return Stats(openConnections: stats.open_connections, accepted: stats.accepted, acceptBackoffs: stats.accept_backoffs)
+        return Stats(openConnections: stats.open_connections, accepted: stats.accepted, acceptBackoffs: stats.accept_backoffs,
+                     earlyWrites: stats.early_writes)
     }
 
     /// Applies a new certificate, key or trust bundle to connections accepted from now on;

@@ -17,29 +17,12 @@ import Testing
     /// HPACK: :method POST, :scheme http, :path /, :authority "x".
     static let requestBlock: [UInt8] = [0x83, 0x86, 0x84, 0x41, 0x01, 0x78]
 
-    /// Frames (type, flags, stream, payload) in `bytes`.
     static func frames(_ bytes: [UInt8]) -> [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] {
-        var out: [(UInt8, UInt8, UInt32, [UInt8])] = []
-        var offset = 0
-        while offset + 9 <= bytes.count {
-            let length = Int(bytes[offset]) << 16 | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2])
-            guard offset + 9 + length <= bytes.count else { break }
-            let stream = bytes[(offset + 5)..<(offset + 9)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff
-            out.append((bytes[offset + 3], bytes[offset + 4], stream, Array(bytes[(offset + 9)..<(offset + 9 + length)])))
-            offset += 9 + length
-        }
-        return out
+        H2Frames.parse(bytes)
     }
 
-    /// Reads until a frame matching `match` arrives (or the connection ends); all frames read.
     static func read(_ conn: RawConnection, until match: (UInt8, UInt8, UInt32) -> Bool) async throws -> [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])] {
-        var bytes: [UInt8] = []
-        while true {
-            guard let chunk = try await conn.read(timeout: .seconds(60)), !chunk.isEmpty else { return frames(bytes) }
-            bytes += chunk
-            let got = frames(bytes)
-            if got.contains(where: { match($0.type, $0.flags, $0.stream) }) { return got }
-        }
+        try await H2Frames.read(conn, until: match)
     }
 
     /// An answer field with CR/LF would split an HTTP/1.1 answer, and a status that is not three

@@ -85,6 +85,82 @@ import Testing
         await server.shutdownGracefully(timeout: .seconds(10))
     }
 
+    /// An answer given while its request's read is handled is written at once, ahead of the
+    /// rest of the loop turn (the application's clean-up), if no other request of that read
+    /// follows it: requests that came together still get their answers in one write, made by
+    /// the last of them. A worker's answer waits for the loop's flush, as before. On HTTP/1.1
+    /// and HTTP/2, every answer arrives, in order.
+    @Test func theLastAnswerOfAReadIsWrittenAtOnceAndRequestsReadTogetherShareOneWrite() async throws {
+        let server = try HTTPServer(
+            configuration: .init(host: "127.0.0.1"), logger: Self.logger, streamPaths: nil,
+            immediate: { request, responder in
+                guard request.path.hasPrefix("/now") else { return false }
+                responder.send(HTTPServerResponse(body: Array(request.path.utf8)))
+                return true
+            }
+        ) { request, responder in
+            await Task.yield()
+            responder.send(HTTPServerResponse(body: Array("later \(request.path)".utf8)))
+        }
+        defer { server.shutdown() }
+        let h1 = try RawConnection(port: server.port)
+        try h1.send("GET /now/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        #expect(try await h1.readResponse().body == "/now/1")
+        #expect(server.stats.earlyWrites == 1)
+        // three requests in one write: their answers leave together, written by the last
+        try h1.send((2...4).map { "GET /now/\($0) HTTP/1.1\r\nhost: x\r\n\r\n" }.joined())
+        for k in 2...4 { #expect(try await h1.readResponse().body == "/now/\(k)") }
+        #expect(server.stats.earlyWrites == 2)
+        try h1.send("GET /later HTTP/1.1\r\nhost: x\r\n\r\n")
+        #expect(try await h1.readResponse().body == "later /later")
+        #expect(server.stats.earlyWrites == 2)
+
+        // HTTP/2: the preface, SETTINGS and a request in one write; then two requests in one
+        let h2 = try RawConnection(port: server.port)
+        func get(_ stream: UInt32, _ path: String) -> [UInt8] {
+            // HPACK: :method GET, :scheme http, :path (literal, not indexed), :authority "x"
+            let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x41, 0x01, 0x78]
+            return H2Frames.frame(1, flags: 0x5, stream: stream, block)
+        }
+        func answered(_ frames: [(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8])], _ stream: UInt32) -> String {
+            String(decoding: frames.filter { $0.type == 0 && $0.stream == stream }.flatMap(\.payload), as: UTF8.self)
+        }
+        let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + H2Frames.frame(4, stream: 0)
+        try h2.send(preface + get(1, "/now/a"))
+        var frames = try await H2Frames.read(h2) { type, flags, stream in type == 0 && flags & 1 != 0 && stream == 1 }
+        #expect(answered(frames, 1) == "/now/a")
+        #expect(server.stats.earlyWrites == 3)
+        try h2.send(get(3, "/now/b") + get(5, "/now/c"))
+        frames = try await H2Frames.read(h2) { type, flags, stream in type == 0 && flags & 1 != 0 && stream == 5 }
+        #expect(answered(frames, 3) == "/now/b" && answered(frames, 5) == "/now/c")
+        #expect(server.stats.earlyWrites == 4)
+        try h2.send(get(7, "/later"))
+        frames = try await H2Frames.read(h2) { type, flags, stream in type == 0 && flags & 1 != 0 && stream == 7 }
+        #expect(answered(frames, 7) == "later /later")
+        #expect(server.stats.earlyWrites == 4)
+
+        // TLS: sealed and written at once too (curl's request is the last record of its read)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("early-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let files = try await TestCertificates.make(in: dir)
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1")
+        configuration.tls = TLSConfig(certificate: .file(files["server.crt"]!), privateKey: .file(files["server.key"]!), clientAuth: .none)
+        let tls = try HTTPServer(
+            configuration: configuration, logger: Self.logger, streamPaths: nil,
+            immediate: { request, responder in
+                responder.send(HTTPServerResponse(body: Array(request.path.utf8)))
+                return true
+            }
+        ) { _, responder in responder.send(HTTPServerResponse(status: 500)) }
+        defer { tls.shutdown() }
+        for version in ["--http1.1", "--http2"] {
+            let result = try await Tool.run("curl", ["-s", version, "--cacert", files["ca.crt"]!, "https://127.0.0.1:\(tls.port)/now/tls"])
+            #expect(result.stdout == "/now/tls", "\(version): \(result.stderr)")
+        }
+        #expect(tls.stats.earlyWrites == 2)
+    }
+
     @Test func http2TrailersAndHeadersReachAClient() async throws {
         let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
             responder.send(HTTPServerResponse(

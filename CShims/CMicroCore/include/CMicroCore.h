@@ -160,6 +160,7 @@ typedef struct mc_server_stats {
     uint64_t open_connections;  /* connections open now */
     uint64_t accepted;          /* connections accepted */
     uint64_t accept_backoffs;   /* temporary accept errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) backed off from */
+    uint64_t early_writes;      /* answers written as soon as given: the last request of a read, answered in it */
 } mc_server_stats_t;
 void mc_server_stats(const mc_server_t *server, mc_server_stats_t *out);
 
