@@ -76,7 +76,9 @@ public struct CodecError: Error, CustomStringConvertible, Sendable {
 
 /// The codecs a server or client knows, by content type.
 public struct Codecs: Sendable {
-    private var byType: [String: any Codec]
+    // A handful of entries, looked up for every call: a scan comparing strings costs less than
+    // hashing the content type (SipHash over its bytes) for a dictionary.
+    private var byType: [(contentType: String, codec: any Codec)]
 
     /// JSON, protobuf (`application/protobuf`, `application/x-protobuf`) and raw bytes.
     public static let standard: Codecs = {
@@ -86,24 +88,35 @@ public struct Codecs: Sendable {
     }()
 
     public init(_ codecs: [any Codec]) {
-        byType = [:]
-        for codec in codecs { byType[codec.contentType] = codec }
+        byType = []
+        for codec in codecs { register(codec) }
     }
 
+    /// Adds `codec` for `contentType` (its own by default), replacing any codec registered for it.
     public mutating func register(_ codec: any Codec, for contentType: String? = nil) {
-        byType[contentType ?? codec.contentType] = codec
+        let type = contentType ?? codec.contentType
+        if let i = byType.firstIndex(where: { $0.contentType == type }) {
+            byType[i].codec = codec
+        } else {
+            byType.append((type, codec))
+        }
+    }
+
+    private func exactly(_ contentType: String) -> (any Codec)? {
+        for entry in byType where entry.contentType == contentType { return entry.codec }
+        return nil
     }
 
     /// The codec for a `Content-Type` value (parameters ignored); nil if none. A missing
     /// content type means JSON.
     public func codec(for contentType: String?) -> (any Codec)? {
-        guard let contentType, !contentType.isEmpty else { return byType["application/json"] }
-        if let codec = byType[contentType] { return codec }  // the common case: exact and bare
+        guard let contentType, !contentType.isEmpty else { return exactly("application/json") }
+        if let codec = exactly(contentType) { return codec }  // the common case: exact and bare
         let bare = contentType.split(separator: ";", maxSplits: 1).first.map {
             $0.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()
         }
-        return bare.flatMap { byType[String($0).lowercased()] }
+        return bare.flatMap { exactly(String($0).lowercased()) }
     }
 
-    public var contentTypes: [String] { byType.keys.sorted() }
+    public var contentTypes: [String] { byType.map(\.contentType).sorted() }
 }
