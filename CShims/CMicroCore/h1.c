@@ -193,10 +193,11 @@ static bool opens_stream(mc_conn_t *c, mc_request_t *r, http_parser *p) {
            find_header(r, "micro-stream", &h) != NULL;
 }
 
-/* The application answered inside on_request and the connection closed meanwhile (its output
- * could not be queued): the parser must not go on to the next pipelined request, which would be
- * made and handed over on a closed connection. Pausing stops http_parser_execute here, and
- * mc_h1_feed stops at the closed connection. */
+/* A go-micro stream's opening request is handed over inside the parser (ordinary requests are
+ * handed over by mc_h1_feed): if the application answered it there and the connection closed
+ * meanwhile (its output could not be queued), the parser must not go on to the next pipelined
+ * request, which would be made and handed over on a closed connection. Pausing stops
+ * http_parser_execute here, and mc_h1_feed stops at the closed connection. */
 static int closed_in_callback(http_parser *p) {
     http_parser_pause(p, 1);
     return 0;

@@ -1058,6 +1058,9 @@ static void begin_frame(mc_conn_t *c) {
 
 int mc_h2_feed(mc_conn_t *c, const uint8_t *p, size_t n) {
     mc_h2s_t *h = c->h2s;
+    /* set again before each frame's end is handled; until then (a streamed body's chunks, the
+     * application called from them) answers wait for the flush */
+    c->feed_follows = true;
     while (n && !h->fatal && !mc_conn_closed(c)) {
         switch (h->in) {
         case IN_PREFACE: {

@@ -645,6 +645,9 @@ int mc_tls_start_handshake(mc_conn_t *c) {
 static int tls_seal(mc_conn_t *c, mc_buf_t **wire) {
     mc_tls_conn_t *t = c->tls;
     *wire = &t->wire;
+    /* a write that failed earlier (an early write's, which cannot close the connection there)
+     * leaves plaintext no record will carry: the flush closes */
+    if (t->failed && c->out.len) return -1;
     if (!t->done || t->failed || !c->out.len) return 0;
     size_t off = 0;
     while (off < c->out.len && t->wire.len < MC_TLS_WIRE_HIGH) {

@@ -152,9 +152,10 @@ public final class HTTPServer: Sendable {
         public var accepted: UInt64
         /// Temporary accept errors (descriptors or memory exhausted) the listener backed off from.
         public var acceptBackoffs: UInt64
-        /// Answers written the moment they were given, ahead of the rest of their loop turn: an
+        /// Writes made the moment an answer was given, ahead of the rest of the loop turn: for an
         /// answer given while its request's read is handled, to the last request of that read
-        /// (answers to requests that arrived together still leave in one write).
+        /// (answers to requests that arrived together still leave in one write). Each writes what
+        /// the connection had queued then.
         public var earlyWrites: UInt64
     }
 

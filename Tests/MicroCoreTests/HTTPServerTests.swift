@@ -139,7 +139,9 @@ import Testing
         #expect(answered(frames, 7) == "later /later")
         #expect(server.stats.earlyWrites == 4)
 
-        // TLS: sealed and written at once too (curl's request is the last record of its read)
+        // TLS: sealed and written at once too. curl's HTTP/1.1 request is the last record of its
+        // read; over HTTP/2 a SETTINGS ACK may follow the request in the same read, and then the
+        // answer rightly waits for the flush
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("early-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -157,8 +159,8 @@ import Testing
         for version in ["--http1.1", "--http2"] {
             let result = try await Tool.run("curl", ["-s", version, "--cacert", files["ca.crt"]!, "https://127.0.0.1:\(tls.port)/now/tls"])
             #expect(result.stdout == "/now/tls", "\(version): \(result.stderr)")
+            if version == "--http1.1" { #expect(tls.stats.earlyWrites == 1) }
         }
-        #expect(tls.stats.earlyWrites == 2)
     }
 
     @Test func http2TrailersAndHeadersReachAClient() async throws {
