@@ -450,8 +450,11 @@ void mc_conn_write_early(mc_conn_t *c) {
         atomic_store_explicit(&c->sl->early_writes, count, memory_order_relaxed);
         return;
     }
-    c->write_since = uv_now(&c->loop->uv);
     mc_buf_consume(wire, (size_t)n);
+    /* the flush's rule: what still waits counts from this progress, and nothing waiting is no
+     * wait at all. (Set to now regardless, a loop turn held up after this write, before its
+     * flush, read as a peer that took nothing for the write timeout and closed the connection.) */
+    c->write_since = mc_conn_out_pending(c) ? uv_now(&c->loop->uv) : 0;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {

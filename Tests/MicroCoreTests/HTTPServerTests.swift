@@ -163,6 +163,30 @@ import Testing
         }
     }
 
+    /// An answer written at once leaves nothing waiting: a loop turn held up after it (a job that
+    /// blocks the loop for longer than the write timeout) must not read as a peer that took no
+    /// output. The connection stays open and answers again.
+    @Test func aLoopHeldUpAfterAnEarlyWriteDoesNotCloseTheConnection() async throws {
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1")
+        configuration.writeTimeout = .milliseconds(200)
+        let server = try HTTPServer(
+            configuration: configuration, logger: Self.logger, streamPaths: nil,
+            immediate: { request, responder in
+                responder.send(HTTPServerResponse(body: Array(request.path.utf8)))
+                // runs in this loop turn, after the answer's early write and before the flush
+                if request.path == "/block" { request.loop.execute { usleep(500_000) } }
+                return true
+            }
+        ) { _, responder in responder.send(HTTPServerResponse(status: 500)) }
+        defer { server.shutdown() }
+        let conn = try RawConnection(port: server.port)
+        try conn.send("GET /block HTTP/1.1\r\nhost: x\r\n\r\n")
+        #expect(try await conn.readResponse().body == "/block")
+        #expect(server.stats.earlyWrites == 1)
+        try conn.send("GET /after HTTP/1.1\r\nhost: x\r\n\r\n")
+        #expect(try await conn.readResponse().body == "/after")
+    }
+
     @Test func http2TrailersAndHeadersReachAClient() async throws {
         let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
             responder.send(HTTPServerResponse(
