@@ -167,10 +167,13 @@ import Testing
     /// blocks the loop for longer than the write timeout) must not read as a peer that took no
     /// output. The connection stays open and answers again.
     @Test func aLoopHeldUpAfterAnEarlyWriteDoesNotCloseTheConnection() async throws {
+        // a loop of its own: blocking the shared one would hold up every other test's servers
+        let group = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown() }
         var configuration = HTTPServerConfiguration(host: "127.0.0.1")
         configuration.writeTimeout = .milliseconds(200)
         let server = try HTTPServer(
-            configuration: configuration, logger: Self.logger, streamPaths: nil,
+            group: group, configuration: configuration, logger: Self.logger, streamPaths: nil,
             immediate: { request, responder in
                 responder.send(HTTPServerResponse(body: Array(request.path.utf8)))
                 // runs in this loop turn, after the answer's early write and before the flush
