@@ -628,6 +628,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     if (nread == 0) return;
+    c->loop->read_this_turn = true; /* busy polling's clock (loop.c) */
     c->reading = true;
     int rc = c->tx->receive(c, c->loop->readbuf, (size_t)nread);
     c->reading = false; /* c is freed only by its handles' close callbacks, later in this turn */

@@ -92,6 +92,15 @@ struct mc_loop {
     uv_check_t check;
     uv_idle_t idle;
     uv_prepare_t prepare;
+    /* Busy polling (mc_loop_set_busy_poll): for busy_poll_ns after a turn that read from a
+     * connection, `spin` (an idle handle) keeps the poll from blocking. `read_this_turn` is set by
+     * every connection read, busy polling or not; `last_read` (uv_hrtime) and the spin handle
+     * are the prepare phase's. */
+    uv_idle_t spin;
+    _Atomic uint64_t busy_poll_ns;
+    _Atomic uint64_t spin_turns; /* turns that polled without blocking because of it (a stat) */
+    uint64_t last_read;
+    bool read_this_turn;
     uv_thread_t thread;
     unsigned index;
     _Atomic(void *) owner; /* mc_loop_set_owner */

@@ -2,7 +2,8 @@
  * Event loops: one libuv loop per thread. Jobs from other threads go through a mutex-protected
  * vector that the loop swaps out whole (one eventfd wake-up per batch); jobs from the loop's
  * own thread go to a plain ring. Jobs run in uv_check; a uv_idle_t keeps the loop from blocking
- * while jobs are left; dirty connections are flushed in uv_prepare, once per turn.
+ * while jobs are left; dirty connections are flushed in uv_prepare, once per turn. With busy
+ * polling set, a second idle handle keeps the loop from blocking for a window after each read.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -149,7 +150,41 @@ static void on_check(uv_check_t *h) {
     if (!l->stopping) run_jobs(l, MC_JOBS_PER_TURN);
 }
 
-static void on_prepare(uv_prepare_t *h) { mc_flush_dirty(h->data); }
+static void on_spin(uv_idle_t *h) { (void)h; }
+
+/* Busy polling: a peer that just sent tends to send again within tens of microseconds (the next
+ * call of a closed loop, the next frame of a stream). Sleeping in epoll_wait between costs a
+ * wake-up of this core (an interrupt, and in a VM an exit to the host) on the peer's next write,
+ * often more than the request itself; polling without sleeping for a window after each read
+ * takes it as soon as it comes. The window restarts with every read, so a loop under steady
+ * load never sleeps and an idle one stops polling one window after its last read. */
+static void busy_poll(mc_loop_t *l, uint64_t window) {
+    uint64_t now = uv_hrtime();
+    if (l->read_this_turn) {
+        l->read_this_turn = false;
+        l->last_read = now;
+    }
+    bool spinning = uv_is_active((uv_handle_t *)&l->spin);
+    if (!l->stopping && window && now - l->last_read < window) {
+        if (!spinning) uv_idle_start(&l->spin, on_spin);
+        atomic_fetch_add_explicit(&l->spin_turns, 1, memory_order_relaxed);
+    } else if (spinning) {
+        uv_idle_stop(&l->spin);
+    }
+}
+
+static void on_prepare(uv_prepare_t *h) {
+    mc_loop_t *l = h->data;
+    mc_flush_dirty(l);
+    uint64_t window = atomic_load_explicit(&l->busy_poll_ns, memory_order_relaxed);
+    if (window || uv_is_active((uv_handle_t *)&l->spin)) busy_poll(l, window);
+}
+
+void mc_loop_set_busy_poll(mc_loop_t *l, uint64_t ns) { atomic_store_explicit(&l->busy_poll_ns, ns, memory_order_relaxed); }
+
+uint64_t mc_loop_busy_poll(const mc_loop_t *l) { return atomic_load_explicit(&l->busy_poll_ns, memory_order_relaxed); }
+
+uint64_t mc_loop_busy_poll_turns(const mc_loop_t *l) { return atomic_load_explicit(&l->spin_turns, memory_order_relaxed); }
 
 /* ---- deadlines: the wheel (wheel.c) and the one timer that sweeps it */
 
@@ -230,6 +265,8 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
     atomic_init(&l->nconns, 0);
     atomic_init(&l->joined, false);
     atomic_init(&l->wakers, 0);
+    atomic_init(&l->busy_poll_ns, 0);
+    atomic_init(&l->spin_turns, 0);
     l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (l->wake_fd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -244,8 +281,9 @@ mc_loop_t *mc_loop_start(unsigned index, char *err, size_t errlen) {
     uv_check_init(&l->uv, &l->check);
     uv_idle_init(&l->uv, &l->idle);
     uv_prepare_init(&l->uv, &l->prepare);
+    uv_idle_init(&l->uv, &l->spin); /* started only while busy polling */
     uv_timer_init(&l->uv, &l->deadline_timer); /* started only while deadlines are armed */
-    l->wake.data = l->check.data = l->idle.data = l->prepare.data = l;
+    l->wake.data = l->check.data = l->idle.data = l->prepare.data = l->spin.data = l;
     l->deadline_timer.data = l;
     uv_check_start(&l->check, on_check);
     uv_prepare_start(&l->prepare, on_prepare);

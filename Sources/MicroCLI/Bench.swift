@@ -34,6 +34,8 @@ struct Bench: AsyncParsableCommand {
     var driver: Driver = .swift
 
     enum Driver: String, ExpressibleByArgument { case swift, core }
+    @Option(name: .customLong("busy-poll"), help: "Microseconds the client's loop polls without sleeping after each read (0: off). Lower latency, for a core's time; see MICRO_BUSY_POLL for servers.")
+    var busyPoll: Int = 0
     @Option(name: .customLong("hdr-log"), help: "Write the full latency distribution (µs, HdrHistogram percentile format) to this file.") var hdrLog: String?
 
     func validate() throws {
@@ -44,6 +46,7 @@ struct Bench: AsyncParsableCommand {
         if requests == nil && duration == nil && rate != nil { throw ValidationError("--rate needs --requests or --duration") }
         if !target.hasPrefix("http://") && endpoint == nil { throw ValidationError("a service target needs an ENDPOINT") }
         if target.hasPrefix("https://") { throw ValidationError("https:// targets need TLS, which is not supported yet") }
+        guard (0...1_000_000).contains(busyPoll) else { throw ValidationError("--busy-poll must be a number of microseconds from 0 to 1000000") }
         if driver == .core && rate != nil { throw ValidationError("--driver core runs a closed loop: drop --rate") }
     }
 
@@ -57,7 +60,7 @@ struct Bench: AsyncParsableCommand {
         var metadata: [String: String] = [:]
         for (key, value) in try keyValues(headers, what: "header") { metadata[key.lowercased()] = value }
         // the load generator's own loop: one core for the client, whatever the machine has
-        let group = try EventLoopGroup(numberOfThreads: 1)
+        let group = try EventLoopGroup(numberOfThreads: 1, busyPoll: .microseconds(busyPoll))
         if driver == .core {
             return try await runCore(body: body, contentType: contentType, metadata: metadata, loop: group.loops[0], group: group)
         }

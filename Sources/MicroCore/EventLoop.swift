@@ -35,6 +35,24 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// True when called on this loop's thread.
     public var inEventLoop: Bool { mc_loop_is_current(handle) != 0 }
 
+    /// How long the loop keeps polling without sleeping after it read from a connection; zero
+    /// (the default) sleeps as soon as it has nothing to do. See ``EventLoopGroup/busyPoll``.
+    /// Takes effect from the loop's next turn.
+    public var busyPoll: Duration {
+        get { .nanoseconds(Int64(clamping: mc_loop_busy_poll(handle))) }
+        set { mc_loop_set_busy_poll(handle, Self.nanoseconds(newValue)) }
+    }
+
+    /// Loop turns that polled without sleeping because of ``busyPoll``, since the loop started.
+    public var busyPollTurns: UInt64 { mc_loop_busy_poll_turns(handle) }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0 else { return 0 }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000)).partialValue
+    }
+
     /// Call deadlines armed on this loop's timer wheel right now (tests: every one goes with its
     /// call).
     package func armedDeadlines() async -> Int {

@@ -12,8 +12,9 @@ public final class EventLoopGroup: Sendable {
     public let loops: [EventLoop]
     private let cursor = Atomic<Int>(0)
 
-    /// Starts `numberOfThreads` loop threads.
-    public init(numberOfThreads: Int = EventLoopGroup.coreCount) throws(MicroCoreError) {
+    /// Starts `numberOfThreads` loop threads, each busy polling for `busyPoll` after a read
+    /// (zero: never; see ``busyPoll``).
+    public init(numberOfThreads: Int = EventLoopGroup.coreCount, busyPoll: Duration = .zero) throws(MicroCoreError) {
         precondition(numberOfThreads > 0, "an event loop group needs at least one thread")
         var loops: [EventLoop] = []
         for i in 0..<numberOfThreads {
@@ -28,6 +29,24 @@ public final class EventLoopGroup: Sendable {
         // the registry holds each loop for as long as its C loop names it as its owner
         Self.registry.withLock { $0.append(contentsOf: loops.map { Registered(loop: $0) }) }
         for loop in loops { mc_loop_set_owner(loop.handle, Unmanaged.passUnretained(loop).toOpaque()) }
+        if busyPoll > .zero { self.busyPoll = busyPoll }
+    }
+
+    /// Busy polling, for latency: after a loop reads from a connection (a request to a server, an
+    /// answer to a client), it keeps polling for this long without sleeping, so the peer's next
+    /// message is taken as soon as it arrives instead of after a wake-up of its core. The window
+    /// restarts with each read: a loop under steady load never sleeps, and one left idle sleeps
+    /// again one window after its last read.
+    ///
+    /// Zero (the default) sleeps as soon as there is nothing to do. 50 µs covers a loopback or
+    /// same-rack round trip: measured with one connection and one call at a time (h2load 1 × 1 on
+    /// loopback, one core each), the gRPC echo's mean latency fell from 66–77 µs to 25–29 µs.
+    /// The price is CPU: under light steady load each loop spins up to a core. Leave it off where
+    /// CPU is metered or shared (a container's CPU quota, async handlers running on the loops'
+    /// cores, battery). Services set it with `MICRO_BUSY_POLL` (microseconds). Any thread.
+    public var busyPoll: Duration {
+        get { loops[0].busyPoll }
+        set { for loop in loops { loop.busyPoll = newValue } }
     }
 
     /// A process-wide group with one loop per core, started on first use and never stopped.

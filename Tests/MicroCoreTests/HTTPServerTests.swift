@@ -190,6 +190,53 @@ import Testing
         #expect(try await conn.readResponse().body == "/after")
     }
 
+    /// Busy polling: a loop that read keeps polling without sleeping for its window, then sleeps
+    /// again; a loop without it never spins.
+    @Test func aBusyPollingLoopSpinsAfterAReadAndComesToRestAfterItsWindow() async throws {
+        let window = Duration.milliseconds(20)
+        let group = try EventLoopGroup(numberOfThreads: 1, busyPoll: window)
+        let quiet = try EventLoopGroup(numberOfThreads: 1)
+        defer { group.shutdown(); quiet.shutdown() }
+        #expect(group.busyPoll == window && quiet.busyPoll == .zero)
+        let servers = try [group, quiet].map { group in
+            try HTTPServer(group: group, configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
+                responder.send(HTTPServerResponse(body: Array(request.path.utf8)))
+            }
+        }
+        defer { for server in servers { server.shutdown() } }
+        let (loop, quietLoop) = (group.loops[0], quiet.loops[0])
+        #expect(loop.busyPollTurns == 0)  // listening, nothing read: it sleeps
+        for server in servers {
+            for mode in ["--http1.1", "--http2-prior-knowledge"] {
+                let result = try await Tool.run("curl", ["-sS", mode, "http://127.0.0.1:\(server.port)/answered"])
+                #expect(result.stdout == "/answered", "\(mode): \(result.stderr)")
+            }
+        }
+        // two hops to each loop: the second job runs in a later turn than the reads, whose
+        // prepare phase has started the spin
+        for target in [loop, quietLoop] {
+            for _ in 0..<2 { await withTaskExecutorPreference(target) {} }
+        }
+        #expect(loop.busyPollTurns > 0)
+        #expect(quietLoop.busyPollTurns == 0)
+        // At rest again: no turn counted over a span longer than the window. (No event marks
+        // the window's end; the bound only limits how long a loop that spins forever is given.)
+        var rested = false
+        for _ in 0..<200 where !rested {
+            let before = loop.busyPollTurns
+            try await Task.sleep(for: window * 3)
+            rested = loop.busyPollTurns == before
+        }
+        #expect(rested, "the loop still spins long after its last read")
+        // turned off, it no longer spins after a read
+        group.busyPoll = .zero
+        let turns = loop.busyPollTurns
+        let result = try await Tool.run("curl", ["-sS", "http://127.0.0.1:\(servers[0].port)/again"])
+        #expect(result.stdout == "/again")
+        for _ in 0..<2 { await withTaskExecutorPreference(loop) {} }
+        #expect(loop.busyPollTurns == turns)
+    }
+
     @Test func http2TrailersAndHeadersReachAClient() async throws {
         let server = try HTTPServer(configuration: .init(host: "127.0.0.1"), logger: Self.logger) { request, responder in
             responder.send(HTTPServerResponse(

@@ -149,6 +149,8 @@ import Glibc
         ("MICRO_REGISTER_TTL", "inf", "MICRO_REGISTER_TTL must be a number of seconds above 0, not 'inf'"),
         ("MICRO_REGISTER_INTERVAL", "-1", "MICRO_REGISTER_INTERVAL must be a number of seconds above 0, not '-1'"),
         ("MICRO_SERVER_MAX_CONNECTIONS", "many", "MICRO_SERVER_MAX_CONNECTIONS must be a whole number"),
+        ("MICRO_BUSY_POLL", "fast", "MICRO_BUSY_POLL must be a whole number of microseconds from 0 to 1000000, not 'fast'"),
+        ("MICRO_BUSY_POLL", "2000000", "MICRO_BUSY_POLL must be a whole number of microseconds from 0 to 1000000, not '2000000'"),
         ("MICRO_TLS_CERT", "/nowhere/cert.pem", "TLS: MICRO_TLS_CERT is set but MICRO_TLS_KEY is not"),
         ("MICRO_TLS_CLIENT_AUTH", "maybe", "TLS: MICRO_TLS_CLIENT_AUTH must be require, request or none, not 'maybe'"),
         ("MICRO_CONFIG_FILE", "/nowhere/service.json", "configuration file /nowhere/service.json: no such file"),

@@ -54,6 +54,15 @@ unsigned mc_loop_index(const mc_loop_t *loop);
 mc_loop_t *mc_loop_enter_stopped(mc_loop_t *loop);
 void mc_loop_leave_stopped(mc_loop_t *previous);
 
+/* Busy polling: for `ns` nanoseconds after each turn that read from a connection, the loop polls
+ * for events without sleeping (0, the default: it sleeps whenever it has nothing to do). Lower
+ * latency for a peer that sends again soon, for a core's time while it spins. Any thread; takes
+ * effect from the loop's next turn. */
+void mc_loop_set_busy_poll(mc_loop_t *loop, uint64_t ns);
+uint64_t mc_loop_busy_poll(const mc_loop_t *loop);
+/* Turns the loop has polled without sleeping because of busy polling, since it started. */
+uint64_t mc_loop_busy_poll_turns(const mc_loop_t *loop);
+
 /* CPUs this process may run on (its affinity mask), at least 1. */
 unsigned mc_cpu_count(void);
 

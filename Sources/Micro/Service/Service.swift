@@ -265,6 +265,9 @@ public final class Service: Sendable {
         if let problem = config.apply(environment: environment).first {
             throw ConfigurationError(key: "micro.server", reason: problem)
         }
+        if let busyPoll = try ServiceOptions.busyPoll(environment).get() {
+            options.eventLoopGroup.busyPoll = busyPoll
+        }
         if let tls = options.tls {
             try Self.checkTLS(tls)
         }

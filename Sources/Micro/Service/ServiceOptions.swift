@@ -150,6 +150,7 @@ public struct ServiceOptions: Sendable {
         if let text = environment["MICRO_SERVER_MAX_CONNECTIONS"], !text.isEmpty, (Int(text) ?? -1) < 0 {
             return "MICRO_SERVER_MAX_CONNECTIONS must be a whole number (0: from the descriptor limit), not '\(text)'"
         }
+        if case .failure(let error) = Self.busyPoll(environment) { return error.reason }
         if registry == nil, let problem = Registries.environmentError(environment) { return problem }
         if broker == nil, let problem = Brokers.environmentError(environment) { return problem }
         if broker == nil, let name = environment["MICRO_BROKER"]?.lowercased(), !["", "http", "memory"].contains(name) {
@@ -158,6 +159,18 @@ public struct ServiceOptions: Sendable {
         }
         if tracer == nil, let problem = Tracers.problem { return problem }
         return nil
+    }
+}
+
+extension ServiceOptions {
+    /// `MICRO_BUSY_POLL`: microseconds the service's loops poll without sleeping after a read
+    /// (``EventLoopGroup/busyPoll``); nil when it is not set.
+    static func busyPoll(_ environment: [String: String]) -> Result<Duration?, ConfigurationError> {
+        guard let text = environment["MICRO_BUSY_POLL"]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return .success(nil) }
+        guard let micros = Int(text), (0...1_000_000).contains(micros) else {
+            return .failure(ConfigurationError(key: "micro.busyPoll", reason: "MICRO_BUSY_POLL must be a whole number of microseconds from 0 to 1000000, not '\(text)'"))
+        }
+        return .success(.microseconds(micros))
     }
 }
 
