@@ -296,7 +296,10 @@ public final class Service: Sendable {
             mounted.attach(address: address, tlsIdentity: options.tls.map { $0.identity(ofService: name) })
         }
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
-        options.logger.info("listening on \(shown):\(server.port)", metadata: server.isTLS ? ["tls": "required"] : nil)
+        var metadata: Logger.Metadata = server.isTLS ? ["tls": "required"] : [:]
+        let busyPoll = options.eventLoopGroup.busyPoll
+        if busyPoll > .zero { metadata["busyPoll"] = "\(busyPoll.components.attoseconds / 1_000_000_000_000 + busyPoll.components.seconds * 1_000_000)µs" }
+        options.logger.info("listening on \(shown):\(server.port)", metadata: metadata.isEmpty ? nil : metadata)
         return (address.host, server.port)
     }
 
