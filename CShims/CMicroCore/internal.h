@@ -98,7 +98,7 @@ struct mc_loop {
      * are the prepare phase's. */
     uv_idle_t spin;
     _Atomic uint64_t busy_poll_ns;
-    _Atomic uint64_t spin_turns; /* turns that polled without blocking because of it (a stat) */
+    _Atomic uint64_t spin_turns; /* turns inside a window (a stat; some would not have slept anyway) */
     uint64_t last_read;
     bool read_this_turn;
     uv_thread_t thread;

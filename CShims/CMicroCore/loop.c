@@ -165,7 +165,7 @@ static void busy_poll(mc_loop_t *l, uint64_t window) {
         l->last_read = now;
     }
     bool spinning = uv_is_active((uv_handle_t *)&l->spin);
-    if (!l->stopping && window && now - l->last_read < window) {
+    if (!l->stopping && window && l->last_read && now - l->last_read < window) {
         if (!spinning) uv_idle_start(&l->spin, on_spin);
         atomic_fetch_add_explicit(&l->spin_turns, 1, memory_order_relaxed);
     } else if (spinning) {
@@ -178,6 +178,7 @@ static void on_prepare(uv_prepare_t *h) {
     mc_flush_dirty(l);
     uint64_t window = atomic_load_explicit(&l->busy_poll_ns, memory_order_relaxed);
     if (window || uv_is_active((uv_handle_t *)&l->spin)) busy_poll(l, window);
+    else l->read_this_turn = false; /* turned on later, it waits for a read of its own */
 }
 
 void mc_loop_set_busy_poll(mc_loop_t *l, uint64_t ns) { atomic_store_explicit(&l->busy_poll_ns, ns, memory_order_relaxed); }

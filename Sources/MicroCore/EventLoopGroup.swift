@@ -38,12 +38,16 @@ public final class EventLoopGroup: Sendable {
     /// restarts with each read: a loop under steady load never sleeps, and one left idle sleeps
     /// again one window after its last read.
     ///
-    /// Zero (the default) sleeps as soon as there is nothing to do. 50 µs covers a loopback or
-    /// same-rack round trip: measured with one connection and one call at a time (h2load 1 × 1 on
-    /// loopback, one core each), the gRPC echo's mean latency fell from 66–77 µs to 25–29 µs.
-    /// The price is CPU: under light steady load each loop spins up to a core. Leave it off where
-    /// CPU is metered or shared (a container's CPU quota, async handlers running on the loops'
-    /// cores, battery). Services set it with `MICRO_BUSY_POLL` (microseconds). Any thread.
+    /// Zero (the default) sleeps as soon as there is nothing to do. 50 µs covers a loopback
+    /// round trip: measured with one connection and one call at a time (h2load 1 × 1 on loopback,
+    /// one core each), helloworld's mean latency fell from 65–79 µs to 25–28 µs
+    /// (docs/BENCHMARKS.md). The price is CPU: under light steady load each loop spins up to a
+    /// core. Leave it off where CPU is metered or shared (a container's CPU quota, async handlers
+    /// running on the loops' cores, battery).
+    ///
+    /// A service sets its group's from `MICRO_BUSY_POLL` (microseconds) when it starts: for the
+    /// default ``shared`` group that is every service and client of the process. Setting it sets
+    /// every loop's; reading it reads the first loop's. Any thread.
     public var busyPoll: Duration {
         get { loops[0].busyPoll }
         set { for loop in loops { loop.busyPoll = newValue } }

@@ -59,6 +59,15 @@ import Testing
         #expect(third == 3)
     }
 
+    /// A busy-polling window in the core's nanoseconds: negative is off, too long is forever.
+    @Test func busyPollWindowsConvertWithoutWrapping() {
+        #expect(EventLoop.nanoseconds(.microseconds(50)) == 50_000)
+        #expect(EventLoop.nanoseconds(.zero) == 0)
+        #expect(EventLoop.nanoseconds(.microseconds(-5)) == 0)
+        #expect(EventLoop.nanoseconds(.seconds(18_446_744_073) + .milliseconds(800)) == .max)
+        #expect(EventLoop.nanoseconds(.seconds(Int64.max)) == .max)
+    }
+
     @Test func executeRunsOnTheLoopAndJobsAfterStopStillRun() async throws {
         let group = try EventLoopGroup(numberOfThreads: 1)
         let loop = group.loops[0]

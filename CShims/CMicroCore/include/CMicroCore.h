@@ -60,7 +60,8 @@ void mc_loop_leave_stopped(mc_loop_t *previous);
  * effect from the loop's next turn. */
 void mc_loop_set_busy_poll(mc_loop_t *loop, uint64_t ns);
 uint64_t mc_loop_busy_poll(const mc_loop_t *loop);
-/* Turns the loop has polled without sleeping because of busy polling, since it started. */
+/* Turns the loop has run inside a busy-polling window (polling without sleeping), since it
+ * started. */
 uint64_t mc_loop_busy_poll_turns(const mc_loop_t *loop);
 
 /* CPUs this process may run on (its affinity mask), at least 1. */

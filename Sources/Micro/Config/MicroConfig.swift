@@ -155,7 +155,7 @@ public final class MicroConfig: Sendable {
         ("micro.server.idleTimeout", "MICRO_SERVER_IDLE_TIMEOUT", "seconds an idle connection is kept"),
         ("micro.server.readTimeout", "MICRO_SERVER_READ_TIMEOUT", "seconds to receive the rest of a request"),
         ("micro.server.writeTimeout", "MICRO_SERVER_WRITE_TIMEOUT", "seconds the peer may take no output"),
-        ("micro.busyPoll", "MICRO_BUSY_POLL", "microseconds a loop polls without sleeping after a read (0: off)"),
+        ("micro.busyPoll", "MICRO_BUSY_POLL", "microseconds a service's loops poll without sleeping after a read (0: off)"),
         ("micro.registry", "MICRO_REGISTRY", "registry plugin: local, memory, mdns, …"),
         ("micro.registryAddress", "MICRO_REGISTRY_ADDRESS", "where the registry is (local: a directory; etcd: host:port,…)"),
         ("micro.etcd.address", "MICRO_ETCD_ADDRESS", "etcd for configuration and locks when the registry is not etcd"),
