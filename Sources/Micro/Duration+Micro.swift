@@ -1,4 +1,5 @@
 import Foundation
+import MicroCore
 
 extension Duration {
     /// The duration in nanoseconds, as a Double (for latency estimates and jitter).
@@ -40,12 +41,7 @@ enum Monotonic {
     }
 
     /// `duration` in nanoseconds, saturating (a negative one is 0).
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds >= 0, attoseconds >= 0 else { return 0 }
-        guard seconds < 9_000_000_000 else { return .max }
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
+    static func nanoseconds(_ duration: Duration) -> Int64 { duration.saturatingNanoseconds }
 
     /// Nanoseconds as whole milliseconds, rounded up (what the core's deadlines take).
     static func millisecondsRoundedUp(_ nanoseconds: Int64) -> UInt64 {

@@ -46,13 +46,10 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
     /// Loop turns that polled without sleeping because of ``busyPoll``, since the loop started.
     public var busyPollTurns: UInt64 { mc_loop_busy_poll_turns(handle) }
 
+    /// A window in the core's nanoseconds: none for a negative one, forever for one too long.
     package static func nanoseconds(_ duration: Duration) -> UInt64 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds >= 0, attoseconds >= 0 else { return 0 }
-        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        guard !overflow else { return .max }
-        let (sum, carry) = whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
-        return carry ? .max : sum
+        let nanoseconds = duration.saturatingNanoseconds
+        return nanoseconds == .max ? .max : UInt64(nanoseconds)
     }
 
     /// Call deadlines armed on this loop's timer wheel right now (tests: every one goes with its

@@ -298,7 +298,7 @@ public final class Service: Sendable {
         let shown = address.host.isEmpty ? "[::]" : (address.host.contains(":") ? "[\(address.host)]" : address.host)
         var metadata: Logger.Metadata = server.isTLS ? ["tls": "required"] : [:]
         let busyPoll = options.eventLoopGroup.busyPoll
-        if busyPoll > .zero { metadata["busyPoll"] = "\(busyPoll.components.attoseconds / 1_000_000_000_000 + busyPoll.components.seconds * 1_000_000)µs" }
+        if busyPoll > .zero { metadata["busyPoll"] = "\(busyPoll.saturatingNanoseconds / 1_000)µs" }
         options.logger.info("listening on \(shown):\(server.port)", metadata: metadata.isEmpty ? nil : metadata)
         return (address.host, server.port)
     }
