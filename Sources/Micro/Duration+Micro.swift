@@ -1,5 +1,7 @@
 import Foundation
+#if canImport(MicroCore)  // the grpc fuzz target compiles this file with Duration+Core.swift, no MicroCore
 import MicroCore
+#endif
 
 extension Duration {
     /// The duration in nanoseconds, as a Double (for latency estimates and jitter).
