@@ -155,7 +155,11 @@ struct Order: Codable, Sendable, Equatable { var n: Int }
         let (done, doneContinuation) = AsyncStream<Void>.makeStream()
         // the service subscribes after its node is registered: its subscriber node is awaited
         let brokerEvents = try fleet.registry.events(service: HTTPBroker.serviceName)
-        let service = try await fleet.start("billing") { service in
+        // its subscriber node lives as long as the service's (Duration.registrationGuard): with the
+        // 15 s default, renewed by a task that waits its turn on a crowded pool, it has expired
+        // under ThreadSanitizer before the messages were published, and they went to nobody
+        let broker = HTTPBroker(registry: fleet.registry, policy: .init(registerTTL: .registrationGuard))
+        let service = try await fleet.start("billing", broker: broker) { service in
             service.subscribe("orders") { (order: Order, ctx: Context) in
                 #expect(ctx.metadata["Micro-Topic"] == "orders")
                 #expect(ctx.metadata["x-tenant"] == "acme")

@@ -15,9 +15,11 @@ final class Fleet: Sendable {
         _ name: String,
         version: String = "latest",
         interceptors: [any ServerInterceptor] = [],
+        broker: (any Broker)? = nil,
         _ configure: (Service) -> Void
     ) async throws -> Service {
-        let options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, interceptors: interceptors)
+        var options = ServiceOptions(handleSignals: false, registry: registry, registerTTL: .registrationGuard, interceptors: interceptors)
+        options.broker = broker
         let service = Service(name: name, version: version, address: "127.0.0.1:0", options: options)
         configure(service)
         let events = try registry.events(service: name)
